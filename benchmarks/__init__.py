@@ -1,0 +1,1 @@
+"""Benchmark scenarios (mesc bench and the recorded project results)."""

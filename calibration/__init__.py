@@ -1,0 +1,1 @@
+"""Calibration: INT8 preparation and exit-threshold search (mesc calibrate)."""

@@ -1,0 +1,1 @@
+"""TensorRT engine building per target (mesc build). Imports tensorrt lazily."""

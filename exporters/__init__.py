@@ -1,0 +1,1 @@
+"""Model splitting and ONNX export (mesc export). Imports torch lazily."""

@@ -1,0 +1,139 @@
+"""The ``mesc`` command line: a thin layer over the library functions.
+
+Each command parses options, calls the function a library user would call, and prints.
+Heavy modules are imported inside the commands so ``mesc --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mesc import __version__
+from mesc.errors import MescError
+
+
+class _Group(click.Group):
+    """Turns user errors into a one-line message and exit status 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MescError as err:
+            click.echo(f"mesc: error: {err}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mesc")
+def cli():
+    """Compile multi-exit segmentation networks into early-exit engines for the edge.
+
+    \b
+    Typical flow:
+      mesc export -o pkg            split the model into per-segment ONNX
+      mesc inspect pkg              show segments, exits, policy
+      mesc run pkg images/ -o out   run with early exit
+    """
+
+
+def _parse_shape(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        dims = [int(d) for d in value.lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise click.BadParameter(f"expected NxCxHxW (e.g. 1x3x512x1024), got {value!r}")
+    if len(dims) != 4 or any(d <= 0 for d in dims):
+        raise click.BadParameter(f"expected four positive dims NxCxHxW (e.g. 1x3x512x1024), got {value!r}")
+    return tuple(dims)
+
+
+def _parse_int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated exit indices (e.g. 0,2,3), got {value!r}")
+
+
+@cli.command("export")
+@click.option("--model", "-m", default=None,
+              help="Registered name (see --list-models), module:factory, or path/to/file.py:factory. "
+                   "Default: the embedded demo model.")
+@click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint (state_dict) to load into the model.")
+@click.option("--num-classes", type=int, default=None, help="Classes, for factories that take num_classes.")
+@click.option("--input-shape", callback=_parse_shape, default=None,
+              help="Fixed input shape NxCxHxW (default: the model's own, else 1x3x512x1024).")
+@click.option("--exits", callback=_parse_int_list, default=None,
+              help="Exits to keep, 0-based positions in the model's output sequence (default: all).")
+@click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic in every segment.")
+@click.option("--opset", type=int, default=17, show_default=True,
+              help="ONNX opset (TensorRT 8.5/8.6 parse up to 17).")
+@click.option("--policy", "policy_kind", type=click.Choice(["top1", "entropy", "none"]), default="top1",
+              show_default=True, help="In-graph exit policy confidence ('none': logits only).")
+@click.option("--no-edge", is_flag=True, help="Disable the semantic-edge median enhancement.")
+@click.option("--stride", "strides", callback=_parse_int_list, default=None,
+              help="Output stride per kept exit for the policy (default: measured from the graph).")
+@click.option("--th-pix", type=float, default=None, help="Default per-pixel confidence threshold.")
+@click.option("--th-img", type=float, default=None, help="Default image-level exit threshold.")
+@click.option("--no-verify", is_flag=True, help="Skip running the segments against the PyTorch model.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Package directory to write.")
+@click.option("--force", is_flag=True, help="Overwrite an existing package directory.")
+@click.option("--list-models", is_flag=True, is_eager=True, expose_value=False,
+              callback=lambda ctx, p, v: _list_models(ctx) if v else None,
+              help="List the registered reference models and exit.")
+def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, opset, policy_kind,
+               no_edge, strides, th_pix, th_img, no_verify, output, force):
+    """Split a multi-exit PyTorch model into a package of per-segment ONNX graphs."""
+    from mesc.exporters.export import ExportOptions, export
+    from mesc.exporters.report import print_summary
+
+    opts = ExportOptions(
+        input_shape=input_shape, exits=exits, dynamic_batch=dynamic_batch, opset=opset,
+        policy=None if policy_kind == "none" else policy_kind, edge=not no_edge, strides=strides,
+        th_pix=th_pix, th_img=th_img, verify=not no_verify,
+    )
+    pkg = export(model, output, weights=weights, num_classes=num_classes, options=opts, force=force,
+                 progress=True)
+    print_summary(pkg)
+
+
+def _list_models(ctx):
+    from mesc.models import list_models
+
+    for name, doc in list_models().items():
+        click.echo(f"{name:24s} {doc}")
+    ctx.exit(0)
+
+
+@cli.command("inspect")
+@click.argument("package", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def inspect_cmd(package, as_json):
+    """Show a package's segments, live tensors, exits and exit policy."""
+    import json
+
+    from mesc.inspect import format_package
+    from mesc.package import Package
+
+    pkg = Package.load(package)
+    if as_json:
+        click.echo(json.dumps(pkg.manifest, indent=2))
+    else:
+        click.echo(format_package(pkg))
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="mesc", standalone_mode=True)
+    except MescError as err:  # errors raised while parsing, outside a command
+        click.echo(f"mesc: error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Human-readable view of a package (``mesc inspect``)."""

@@ -1,0 +1,1 @@
+"""Reference multi-exit segmentation models (written here: no torchvision/timm). Imports torch."""

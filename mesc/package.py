@@ -1,0 +1,299 @@
+"""The mesc package on disk: manifest (``mesc.json``), per-segment ONNX, engines.
+
+A package is the unit every command takes. This module validates it (schema, files,
+checksums) and writes it atomically. It is deliberately free of torch and onnx imports, so the
+runtime can use it.
+
+Manifest layout (schema 1), all lists in execution order::
+
+    {
+      "schema_version": 1,
+      "mesc_version": "0.1.0",
+      "created": "2026-11-23T12:00:00Z",
+      "source": {"model": ..., "weights": ..., "torch": ..., "onnx": ..., "opset": 17},
+      "input": {"name": "image", "shape": [N, C, H, W], "dtype": "float32",
+                "dynamic_batch": false,
+                "normalization": {"scale": 255.0, "mean": [...], "std": [...]}},
+      "segments": [{"name": "chunk0", "kind": "chunk"|"head", "exit": null|"exit0",
+                    "file": "onnx/chunk0.onnx",
+                    "inputs":  [{"name", "shape", "dtype"}, ...],
+                    "outputs": [{"name", "shape", "dtype"}, ...],
+                    "flops": int}, ...],
+      "exits": [{"name": "exit0", "index": 0, "segment": "head0", "logits": "exit0_logits",
+                 "num_classes": 19, "output_stride": 8,
+                 "labels": "exit0_labels"|null, "confidence": "exit0_confidence"|null,
+                 "th_pix_input": "exit0_th_pix"|null,
+                 "policy": {"confidence": "top1"|"entropy", "edge": true, "stride": 8,
+                            "th_pix": 0.9, "th_img": 0.8}}, ...],
+      "files": {"onnx/chunk0.onnx": "<sha256>", ...},
+      "engines": {"<target>": {...}},
+      "latency": {"<backend/device>": {"<segment>": ms, ...}}
+    }
+
+A shape entry is an int, or a string for a dynamic dimension (``"batch"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mesc.errors import MescError, PackageError
+
+SCHEMA_VERSION = 1
+MANIFEST = "mesc.json"
+POLICY_KEYS = {"confidence", "edge", "stride", "th_pix", "th_img"}
+CONFIDENCE_KINDS = ("top1", "entropy")
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def staging_dir(out, force: bool = False):
+    """Yield a fresh temporary directory that becomes ``out`` only if the block succeeds.
+
+    The temporary directory lives beside ``out`` so the final rename stays on one file
+    system. An existing ``out`` is refused unless ``force``; with ``force`` it is replaced only
+    after the new package is complete, so a failed run never destroys the old one.
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise MescError(f"output directory {out} already exists; pass --force to overwrite it")
+    if out.exists() and not out.is_dir():
+        raise MescError(f"output path {out} exists and is not a directory")
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MescError(f"cannot create the parent directory of {out}: {err}") from err
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+            os.rename(out, old / "pkg")
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json_atomic(path, data) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _need(cond, where, msg):
+    if not cond:
+        raise PackageError(f"{where}: {msg}")
+
+
+def _check_tensor(spec, where):
+    _need(isinstance(spec, dict), where, "expected an object with name, shape and dtype")
+    for key in ("name", "shape", "dtype"):
+        _need(key in spec, where, f"missing '{key}'")
+    _need(isinstance(spec["shape"], list), where, f"shape must be a list, got {spec['shape']!r}")
+    for d in spec["shape"]:
+        _need(isinstance(d, (int, str)), where, f"shape entries must be ints or names, got {d!r}")
+
+
+def check_policy(policy: dict, where: str) -> None:
+    """Validate one exit's policy settings; raises :class:`PackageError` naming the bad key."""
+    _need(isinstance(policy, dict), where, "policy must be an object")
+    unknown = set(policy) - POLICY_KEYS
+    _need(not unknown, where, f"unknown policy keys {sorted(unknown)}; expected {sorted(POLICY_KEYS)}")
+    if "confidence" in policy:
+        _need(policy["confidence"] in CONFIDENCE_KINDS, where,
+              f"confidence must be one of {CONFIDENCE_KINDS}, got {policy['confidence']!r}")
+    for key in ("th_pix", "th_img"):
+        if key in policy:
+            v = policy[key]
+            _need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0,
+                  where, f"{key} must be a number in [0, 1], got {v!r}")
+    if "stride" in policy:
+        _need(isinstance(policy["stride"], int) and policy["stride"] >= 1, where,
+              f"stride must be a positive int, got {policy['stride']!r}")
+    if "edge" in policy:
+        _need(isinstance(policy["edge"], bool), where, f"edge must be true or false, got {policy['edge']!r}")
+
+
+def validate_manifest(m) -> None:
+    """Check the manifest's structure; every message names the entry at fault."""
+    _need(isinstance(m, dict), MANIFEST, "expected a JSON object")
+    _need("schema_version" in m, MANIFEST, "missing 'schema_version'")
+    _need(m["schema_version"] == SCHEMA_VERSION, MANIFEST,
+          f"schema_version {m['schema_version']!r} is not supported (this mesc reads {SCHEMA_VERSION})")
+    for key in ("input", "segments", "exits", "files"):
+        _need(key in m, MANIFEST, f"missing '{key}'")
+    inp = m["input"]
+    _check_tensor(inp, "input")
+    _need(len(inp["shape"]) == 4, "input", f"shape must be NxCxHxW, got {inp['shape']}")
+    _need(isinstance(m["segments"], list) and m["segments"], MANIFEST, "'segments' must be a non-empty list")
+    names = set()
+    produced = {inp["name"]}
+    for i, seg in enumerate(m["segments"]):
+        where = f"segments[{i}]"
+        _need(isinstance(seg, dict), where, "expected an object")
+        for key in ("name", "kind", "file", "inputs", "outputs"):
+            _need(key in seg, where, f"missing '{key}'")
+        where = f"segment '{seg['name']}'"
+        _need(seg["name"] not in names, where, "duplicate segment name")
+        names.add(seg["name"])
+        _need(seg["kind"] in ("chunk", "head"), where, f"kind must be 'chunk' or 'head', got {seg['kind']!r}")
+        _need(seg["file"] in m["files"], where, f"file {seg['file']} has no checksum in 'files'")
+        for t in seg["inputs"]:
+            _check_tensor(t, f"{where} input")
+            if not t["name"].endswith("_th_pix"):
+                _need(t["name"] in produced, where,
+                      f"input '{t['name']}' is not produced by an earlier segment or the image")
+        for t in seg["outputs"]:
+            _check_tensor(t, f"{where} output")
+            produced.add(t["name"])
+    _need(isinstance(m["exits"], list) and m["exits"], MANIFEST, "'exits' must be a non-empty list")
+    for i, ex in enumerate(m["exits"]):
+        where = f"exits[{i}]"
+        for key in ("name", "segment", "logits", "num_classes", "output_stride", "policy"):
+            _need(key in ex, where, f"missing '{key}'")
+        where = f"exit '{ex['name']}'"
+        _need(ex["segment"] in names, where, f"segment '{ex['segment']}' is not in 'segments'")
+        _need(ex["logits"] in produced, where, f"logits '{ex['logits']}' is not produced by any segment")
+        check_policy(ex["policy"], f"{where} policy")
+
+
+class Package:
+    """A validated mesc package directory.
+
+    ``Package.load(path)`` checks the manifest and every file's checksum; the accessors give
+    the segments and exits in execution order. Policy settings can be changed and saved back
+    with :meth:`save` (atomic manifest rewrite).
+    """
+
+    def __init__(self, root: Path, manifest: dict):
+        self.root = Path(root)
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, path, verify_checksums: bool = True) -> "Package":
+        root = Path(path)
+        if not root.exists():
+            raise PackageError(f"{root}: no such package directory")
+        if not root.is_dir():
+            raise PackageError(f"{root}: not a directory (a mesc package is a directory with {MANIFEST})")
+        mpath = root / MANIFEST
+        if not mpath.is_file():
+            raise PackageError(f"{root}: no {MANIFEST}; is this a package written by 'mesc export'?")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise PackageError(f"{mpath}: not valid JSON ({err})") from err
+        validate_manifest(manifest)
+        pkg = cls(root, manifest)
+        if verify_checksums:
+            pkg.verify_files()
+        return pkg
+
+    def verify_files(self) -> None:
+        for rel, digest in self.manifest["files"].items():
+            p = self.root / rel
+            if not p.is_file():
+                raise PackageError(f"{self.root}: file {rel} listed in the manifest is missing")
+            actual = sha256_file(p)
+            if actual != digest:
+                raise PackageError(
+                    f"{self.root}: file {rel} was altered (sha256 {actual[:12]}..., manifest says {digest[:12]}...)"
+                )
+
+    # accessors -------------------------------------------------------------------------
+    @property
+    def input(self) -> dict:
+        return self.manifest["input"]
+
+    @property
+    def segments(self) -> list[dict]:
+        return self.manifest["segments"]
+
+    @property
+    def exits(self) -> list[dict]:
+        return self.manifest["exits"]
+
+    def segment(self, name: str) -> dict:
+        for seg in self.segments:
+            if seg["name"] == name:
+                return seg
+        raise PackageError(f"{self.root}: no segment named '{name}'")
+
+    def exit(self, key) -> dict:
+        """An exit by name ('exit2') or by position among the package's exits (int)."""
+        if isinstance(key, int):
+            if not 0 <= key < len(self.exits):
+                raise MescError(f"exit position {key} is out of range: the package has {len(self.exits)} exits")
+            return self.exits[key]
+        for ex in self.exits:
+            if ex["name"] == key:
+                return ex
+        raise MescError(f"no exit named '{key}'; the package's exits are {[e['name'] for e in self.exits]}")
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+    def segments_until(self, exit_key) -> list[dict]:
+        """Segments that must run, in order, to take the given exit: its head and the chunks
+        whose outputs it depends on (directly or through other chunks)."""
+        head = self.segment(self.exit(exit_key)["segment"])
+        order = self.segments[: self.segments.index(head)]
+        wanted = {t["name"] for t in head["inputs"]}
+        chosen = [head]
+        for seg in reversed(order):
+            if seg["kind"] == "chunk" and any(o["name"] in wanted for o in seg["outputs"]):
+                chosen.append(seg)
+                wanted |= {t["name"] for t in seg["inputs"]}
+        return chosen[::-1]
+
+    # policy ------------------------------------------------------------------------------
+    def policy(self, exit_key) -> dict:
+        return dict(self.exit(exit_key)["policy"])
+
+    def set_policy(self, exit_key, **settings) -> None:
+        """Change one exit's policy settings in memory (validated); :meth:`save` writes them."""
+        ex = self.exit(exit_key)
+        new = dict(ex["policy"], **settings)
+        check_policy(new, f"exit '{ex['name']}' policy")
+        if ex.get("th_pix_input") and new.get("confidence") != ex["policy"].get("confidence"):
+            raise MescError(
+                f"exit '{ex['name']}': the confidence kind is compiled into the exit's graph "
+                f"({ex['policy'].get('confidence')}); re-export to change it"
+            )
+        ex["policy"] = new
+
+    def save(self) -> None:
+        """Rewrite the manifest atomically (files and checksums are not touched)."""
+        validate_manifest(self.manifest)
+        write_json_atomic(self.root / MANIFEST, self.manifest)
+
+    def copy_manifest(self) -> dict:
+        return copy.deepcopy(self.manifest)
