@@ -1,1 +1,63 @@
-"""Human-readable view of a package (``mesc inspect``)."""
+"""Human-readable views of a package (``mesc inspect`` and the export summary)."""
+
+from __future__ import annotations
+
+import os
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _shape(spec) -> str:
+    return "x".join(str(d) for d in spec["shape"])
+
+
+def format_segments(pkg) -> str:
+    total = sum(s.get("flops", 0) for s in pkg.segments) or 1
+    rows = [("segment", "kind", "exit", "live in", "GFLOPs", "share", "size")]
+    for s in pkg.segments:
+        live = [t for t in s["inputs"] if not t["name"].endswith("_th_pix")]
+        rows.append((s["name"], s["kind"], s.get("exit") or "", str(len(live)),
+                     f"{s.get('flops', 0) / 1e9:.2f}", f"{100 * s.get('flops', 0) / total:.1f}%",
+                     _size(os.path.getsize(pkg.path(s["file"])))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def format_package(pkg) -> str:
+    m = pkg.manifest
+    src = m.get("source", {})
+    inp = m["input"]
+    lines = [
+        f"package   {pkg.root}",
+        f"model     {src.get('model')}  weights={src.get('weights')}  opset={src.get('opset')}  "
+        f"torch={src.get('torch')}  mesc={m.get('mesc_version')}",
+        f"input     {inp['name']} {_shape(inp)} {inp['dtype']}  dynamic_batch={inp.get('dynamic_batch')}  "
+        f"normalization={inp.get('normalization')}",
+        "",
+        format_segments(pkg),
+        "",
+        "live tensors per segment:",
+    ]
+    for s in pkg.segments:
+        ins = ", ".join(f"{t['name']}[{_shape(t)}]" for t in s["inputs"])
+        outs = ", ".join(f"{t['name']}[{_shape(t)}]" for t in s["outputs"])
+        lines.append(f"  {s['name']}: {ins} -> {outs}")
+    lines += ["", "exits:"]
+    rows = [("exit", "segment", "classes", "os", "confidence", "edge", "stride", "th_pix", "th_img")]
+    for e in pkg.exits:
+        p = e["policy"]
+        rows.append((e["name"], e["segment"], str(e["num_classes"]), str(e["output_stride"]),
+                     p.get("confidence", "") + ("" if e.get("confidence") else " (host)"),
+                     str(p.get("edge")), str(p.get("stride")), f"{p.get('th_pix')}", f"{p.get('th_img')}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    if m.get("engines"):
+        lines += ["", "engines: " + ", ".join(sorted(m["engines"]))]
+    if m.get("latency"):
+        lines += ["", "recorded latency: " + ", ".join(sorted(m["latency"]))]
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""``mesc export``: trace, split, write per-segment ONNX and the manifest, verify, atomically."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import time
+
+from mesc import __version__
+from mesc.errors import ExportError
+from mesc.lazy import require
+from mesc.package import SCHEMA_VERSION, MANIFEST, Package, sha256_file, staging_dir, write_json_atomic
+
+DEFAULT_INPUT_SHAPE = (1, 3, 512, 1024)
+DEFAULT_NORMALIZATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+# Placeholders until `mesc calibrate` chooses thresholds on the user's data.
+DEFAULT_TH_PIX = 0.9
+DEFAULT_TH_IMG = 0.85
+
+
+@dataclasses.dataclass
+class ExportOptions:
+    input_shape: tuple | None = None
+    exits: list | None = None  # positions in the model's exit sequence; None = all
+    dynamic_batch: bool = False
+    opset: int = 17
+    policy: str | None = "top1"  # in-graph policy confidence: "top1", "entropy", or None
+    edge: bool = True
+    strides: list | None = None  # policy output stride per kept exit; None = measured
+    th_pix: float | None = None
+    th_img: float | None = None
+    verify: bool = True
+    seed: int = 0
+
+
+def _check_input_shape(shape) -> tuple:
+    shape = tuple(shape)
+    if len(shape) != 4 or not all(isinstance(d, int) and d > 0 for d in shape):
+        raise ExportError(f"--input-shape must be four positive ints NxCxHxW, got {shape}")
+    return shape
+
+
+def _select_exits(exits, count: int) -> list[int]:
+    if exits is None:
+        return list(range(count))
+    bad = [e for e in exits if not 0 <= e < count]
+    if bad:
+        raise ExportError(f"--exits {bad} out of range: the model has {count} exits (0..{count - 1})")
+    if not exits:
+        raise ExportError("--exits selects no exit")
+    return sorted(set(exits))
+
+
+def _check_thresholds(opts):
+    for key in ("th_pix", "th_img"):
+        v = getattr(opts, key)
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ExportError(f"--{key.replace('_', '-')} must be in [0, 1], got {v}")
+    if opts.policy not in (None, "top1", "entropy"):
+        raise ExportError(f"policy must be 'top1', 'entropy' or None, got {opts.policy!r}")
+    if opts.opset < 13:
+        raise ExportError(f"--opset {opts.opset} is too old; mesc needs 13 or later (17 for TensorRT 8.5/8.6)")
+
+
+def export(model=None, out=None, weights=None, num_classes=None, options: ExportOptions | None = None,
+           force: bool = False, progress: bool = False) -> Package:
+    """Split ``model`` (a spec string or an nn.Module) into a package at ``out``.
+
+    Nothing is written unless every segment exports, checks and (by default) reproduces the
+    eager model's exits; an existing ``out`` is replaced only with ``force``.
+    """
+    from mesc.exporters.loader import load_model
+
+    opts = options or ExportOptions()
+    _check_thresholds(opts)
+    if out is None:
+        raise ExportError("no output directory given (-o DIR)")
+    from pathlib import Path
+
+    if Path(out).exists() and not force:
+        raise ExportError(f"output directory {out} already exists; pass --force to overwrite it")
+    torch = require("torch", purpose="mesc export")
+    from mesc.exporters import flops as flops_mod
+    from mesc.exporters.onnx_io import check, export_module, io_specs, onnx
+    from mesc.exporters.partition import IMAGE, partition
+    from mesc.exporters.trace import trace_model
+
+    t0 = time.perf_counter()
+    net, source = load_model(model, weights=weights, num_classes=num_classes)
+    shape = _check_input_shape(opts.input_shape or getattr(net, "default_input_shape", DEFAULT_INPUT_SHAPE))
+    gen = torch.Generator().manual_seed(opts.seed)
+    example = torch.randn(shape, generator=gen)
+    traced = trace_model(net, example)
+    selected = _select_exits(opts.exits, len(traced.exit_nodes))
+    if opts.strides is not None and len(opts.strides) != len(selected):
+        raise ExportError(f"--stride gives {len(opts.strides)} values for {len(selected)} kept exits")
+    segments, names = partition(traced, selected)
+
+    policy_kw = []
+    for i, k in enumerate(selected):
+        stride = opts.strides[i] if opts.strides else traced.strides[k]
+        policy_kw.append({"confidence": opts.policy or "top1", "edge": bool(opts.edge), "stride": int(stride),
+                          "th_pix": opts.th_pix if opts.th_pix is not None else DEFAULT_TH_PIX,
+                          "th_img": opts.th_img if opts.th_img is not None else DEFAULT_TH_IMG})
+
+    bar = _progress(segments, progress)
+    with staging_dir(out, force=force) as tmp:
+        (tmp / "onnx").mkdir()
+        seg_entries, files = [], {}
+        for seg in bar:
+            if progress:
+                bar.set_description(f"export {seg.name}")
+            in_names, out_names = seg.tensor_names(names)
+            args = [traced.values[n.name] for n in seg.inputs]
+            where = f"segment {seg.name}"
+            model_proto = export_module(seg.gm, args, in_names, out_names, opts.opset, opts.dynamic_batch, where)
+            exit_name = traced.exit_names[selected[seg.exit]]
+            if seg.kind == "head" and opts.policy:
+                from mesc.exporters.policy_graph import append_policy
+
+                p = policy_kw[seg.exit]
+                model_proto = append_policy(model_proto, logits=f"{exit_name}_logits", prefix=exit_name,
+                                            confidence=p["confidence"], edge=p["edge"], stride=p["stride"])
+            model_proto = check(model_proto, where)
+            rel = f"onnx/{seg.name}.onnx"
+            onnx.save(model_proto, str(tmp / rel))
+            files[rel] = sha256_file(tmp / rel)
+            ins, outs = io_specs(model_proto)
+            seg_entries.append({
+                "name": seg.name, "kind": seg.kind, "exit": exit_name, "file": rel,
+                "inputs": ins, "outputs": outs,
+                "flops": flops_mod.count(seg.gm, args),
+            })
+        exits = []
+        for i, k in enumerate(selected):
+            name = traced.exit_names[k]
+            logits = traced.values[traced.exit_nodes[k].name]
+            head = next(s for s in segments if s.kind == "head" and s.exit == i)
+            exits.append({
+                "name": name, "index": k, "segment": head.name, "logits": f"{name}_logits",
+                "num_classes": int(logits.shape[1]), "output_stride": int(traced.strides[k]),
+                "labels": f"{name}_labels" if opts.policy else None,
+                "confidence": f"{name}_confidence" if opts.policy else None,
+                "th_pix_input": f"{name}_th_pix" if opts.policy else None,
+                "policy": policy_kw[i],
+            })
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "mesc_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "source": dict(source, weights_sha256=sha256_file(weights) if weights else None,
+                           torch=torch.__version__, onnx=onnx.__version__, opset=opts.opset,
+                           model_exits=len(traced.exit_nodes), selected_exits=selected),
+            "input": {"name": IMAGE, "shape": ["batch" if opts.dynamic_batch else shape[0], *shape[1:]],
+                      "dtype": "float32", "dynamic_batch": bool(opts.dynamic_batch),
+                      "normalization": getattr(net, "input_normalization", DEFAULT_NORMALIZATION)},
+            "segments": seg_entries,
+            "exits": exits,
+            "files": files,
+            "engines": {},
+            "latency": {},
+        }
+        write_json_atomic(tmp / MANIFEST, manifest)
+        pkg = Package.load(tmp)
+        if opts.verify:
+            from mesc.exporters.verify import verify_against_model
+
+            batches = [shape[0], shape[0] + 1] if opts.dynamic_batch else [shape[0]]
+            manifest["verification"] = verify_against_model(pkg, net, shape, batches, seed=opts.seed + 1)
+        manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
+        write_json_atomic(tmp / MANIFEST, manifest)
+    return Package.load(out)
+
+
+def _progress(items, show: bool):
+    if not show:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, unit="segment", leave=False)

@@ -1,0 +1,13 @@
+"""FLOPs of a module at given inputs, with torch's own counter (so shares match the model)."""
+
+from mesc.lazy import require
+
+
+def count(module, args) -> int:
+    torch = require("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        module(*args)
+    return int(counter.get_total_flops())

@@ -1,0 +1,90 @@
+"""Resolve a model spec to an ``nn.Module``: a registered name, ``module:factory`` or
+``path/to/file.py:factory`` (a user's own file anywhere on disk)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+
+from mesc.errors import ModelLoadError
+from mesc.lazy import require
+
+
+def _import_file(path: Path):
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    # a unique module name, so two user files called model.py do not collide
+    name = f"mesc_user_model_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"model file {path} cannot be imported as Python")
+    module = importlib.util.module_from_spec(spec)
+    # the file may import its siblings
+    sys.path.insert(0, str(path.resolve().parent))
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        sys.modules.pop(name, None)
+        raise ModelLoadError(f"importing model file {path} failed: {type(err).__name__}: {err}") from err
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def _resolve_factory(spec: str):
+    where, _, attr = spec.rpartition(":")
+    if not where or not attr:
+        raise ModelLoadError(
+            f"model {spec!r} is neither a registered name nor 'module:factory' / 'path/to/file.py:factory'"
+        )
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        module = _import_file(Path(where))
+    else:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as err:
+            raise ModelLoadError(f"cannot import module {where!r} for model {spec!r}: {err}") from err
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        raise ModelLoadError(f"{where} has no callable {attr!r}; it defines: {', '.join(names[:12]) or 'nothing callable'}")
+    return factory
+
+
+def load_model(spec=None, weights=None, num_classes=None, **kwargs):
+    """Build the model named by ``spec`` (or take an ``nn.Module`` as is) and load ``weights``.
+
+    Returns ``(model, source)`` where ``source`` describes the model for the manifest.
+    """
+    torch = require("torch", purpose="exporting a PyTorch model")
+    from mesc import models
+
+    if isinstance(spec, torch.nn.Module):
+        model, name = spec, f"{type(spec).__module__}.{type(spec).__qualname__}"
+    else:
+        name = spec or models.DEFAULT_MODEL
+        if ":" not in name:
+            model = models.create(name, num_classes=num_classes, **kwargs)
+        else:
+            factory = _resolve_factory(name)
+            if num_classes is not None:
+                params = inspect.signature(factory).parameters
+                if "num_classes" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                    kwargs["num_classes"] = num_classes
+                else:
+                    raise ModelLoadError(f"factory {name!r} takes no num_classes argument")
+            try:
+                model = factory(**kwargs)
+            except Exception as err:
+                raise ModelLoadError(f"factory {name!r} failed: {type(err).__name__}: {err}") from err
+        if not isinstance(model, torch.nn.Module):
+            raise ModelLoadError(f"factory {name!r} returned {type(model).__name__}, expected a torch.nn.Module")
+    if weights is not None:
+        models.load_checkpoint(model, weights)
+    model.eval()
+    source = {"model": name, "weights": str(weights) if weights else None}
+    return model, source

@@ -1,0 +1,189 @@
+"""Trace a multi-exit model into a torch.fx graph whose edges are tensors only.
+
+The model contract: ``forward(x)`` returns the exits' logits as a list, tuple or dict (in
+insertion order), shallow to deep. Shape arithmetic (``x.shape[-2:]`` for the final upsampling)
+is evaluated at the fixed export shape and folded into constants, so no Python int has to cross
+a segment boundary: each segment carries its own sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from pathlib import Path
+
+from mesc.errors import ExportError
+from mesc.lazy import require
+
+torch = require("torch", purpose="tracing a PyTorch model")
+fx = torch.fx
+
+_UPSAMPLE_FUNCS = {torch.nn.functional.interpolate, torch.nn.functional.upsample}
+_TORCH_DIR = str(Path(torch.__file__).parent)
+
+
+@dataclasses.dataclass
+class TracedModel:
+    """A tensor-only fx graph and what the splitter needs to know about it."""
+
+    gm: "fx.GraphModule"
+    exit_nodes: list  # fx nodes, shallow to deep
+    exit_names: list[str]
+    values: dict  # node name -> example value at the export shape
+    strides: list[int]  # measured output stride per exit
+
+
+class _PathTracer(fx.Tracer):
+    """Remembers which submodule was being traced, to name it when tracing fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack = []
+
+    def call_module(self, m, forward, args, kwargs):
+        self.stack.append(f"{self.path_of_module(m)} ({type(m).__name__})")
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self.stack.pop()
+
+
+def _user_frame(err: BaseException) -> str:
+    """The innermost traceback frame outside torch: the user's line that could not be traced."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(_TORCH_DIR)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"{f.filename}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
+
+
+def _trace(model):
+    tracer = _PathTracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as err:
+        where = _user_frame(err)
+        module = tracer.stack[-1] if tracer.stack else f"the model's forward ({type(model).__name__})"
+        hint = ""
+        if "control flow" in str(err) or "iterate" in str(err) or "bool" in str(err).lower():
+            hint = (" The forward uses data-dependent Python control flow, which cannot be split "
+                    "statically; make the branch independent of tensor values.")
+        raise ExportError(
+            f"cannot trace the model: in module {module}" + (f", at {where}" if where else "")
+            + f": {type(err).__name__}: {err}.{hint}"
+        ) from err
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _has_tensor(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_tensor(v) for v in value.values())
+    return False
+
+
+def _as_constant(value):
+    if isinstance(value, torch.Size):
+        return tuple(int(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_constant(v) for v in value)
+    return value
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.values = {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.values[n.name] = out
+        return out
+
+
+def _fold_non_tensors(gm, values) -> None:
+    """Replace every node whose value holds no tensor by its value at the export shape."""
+    for node in list(gm.graph.nodes):
+        if node.op in ("placeholder", "output", "get_attr") or node.name not in values:
+            continue
+        if _has_tensor(values[node.name]):
+            continue
+        const = _as_constant(values[node.name])
+        for user in list(node.users):
+            user.args = fx.node.map_arg(user.args, lambda a: const if a is node else a)
+            user.kwargs = fx.node.map_arg(user.kwargs, lambda a: const if a is node else a)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+
+
+def _exit_outputs(gm, model_name: str):
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    result = out_node.args[0]
+    if isinstance(result, fx.Node):
+        raise ExportError(
+            f"{model_name}.forward returns a single tensor; a multi-exit model must return the exits' "
+            "logits as a list, tuple or dict, shallow to deep"
+        )
+    if isinstance(result, dict):
+        names, nodes = list(result.keys()), list(result.values())
+    elif isinstance(result, (list, tuple)):
+        nodes = list(result)
+        names = [f"exit{i}" for i in range(len(nodes))]
+    else:
+        raise ExportError(f"{model_name}.forward returns {type(result).__name__}; expected a list, tuple or dict of tensors")
+    if len(nodes) < 1 or not all(isinstance(n, fx.Node) for n in nodes):
+        raise ExportError(f"{model_name}.forward must return a non-empty sequence of tensors (one per exit)")
+    if len(set(nodes)) != len(nodes):
+        raise ExportError(f"{model_name}.forward returns the same tensor for two exits")
+    names = [_safe_name(str(n)) for n in names]
+    return nodes, names
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+
+
+def _output_stride(node, values, input_hw) -> int:
+    """The exit's output stride: input size over the resolution of the logits before the head's
+    final upsampling (walking back through interpolate/Upsample nodes)."""
+    gm_modules = node.graph.owning_module
+    cur = node
+    while True:
+        is_up = (cur.op == "call_function" and cur.target in _UPSAMPLE_FUNCS) or (
+            cur.op == "call_module" and isinstance(gm_modules.get_submodule(cur.target), torch.nn.Upsample)
+        )
+        if not is_up or not isinstance(cur.args[0], fx.Node):
+            break
+        cur = cur.args[0]
+    h = values[cur.name].shape[-2]
+    return max(1, int(round(input_hw[0] / h)))
+
+
+def trace_model(model, example):
+    """Trace ``model`` at the example input and return a :class:`TracedModel`."""
+    name = type(model).__name__
+    gm = _trace(model)
+    nodes, names = _exit_outputs(gm, name)
+    rec = _Recorder(gm)
+    with torch.no_grad():
+        try:
+            rec.run(example)
+        except Exception as err:
+            raise ExportError(
+                f"running the traced {name} at input shape {tuple(example.shape)} failed: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+    for n, exit_name in zip(nodes, names):
+        v = rec.values.get(n.name)
+        if not isinstance(v, torch.Tensor) or v.dim() != 4:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ExportError(f"exit {exit_name} of {name} returns {shape}; expected N x classes x H x W logits")
+    _fold_non_tensors(gm, rec.values)
+    strides = [_output_stride(n, rec.values, tuple(example.shape[-2:])) for n in nodes]
+    return TracedModel(gm=gm, exit_nodes=nodes, exit_names=names, values=rec.values, strides=strides)
+
+
+__all__ = ["TracedModel", "trace_model"]

@@ -1,0 +1,57 @@
+"""Check that the exported segments, chained in ONNX Runtime, reproduce the eager model."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mesc.errors import ExportError
+from mesc.lazy import require
+
+# float32 chains of convolutions differ from eager PyTorch by rounding only; anything larger is
+# a wrong split or a wrong export, not noise.
+REL_TOL = 1e-4
+
+
+def run_chain(pkg, image: np.ndarray) -> dict:
+    """Run every segment of ``pkg`` in order on ONNX Runtime CPU; returns all tensors by name."""
+    ort = require("onnxruntime", extra="core")
+    env = {pkg.input["name"]: image}
+    th = {ex["th_pix_input"]: np.array([ex["policy"]["th_pix"]], np.float32)
+          for ex in pkg.exits if ex.get("th_pix_input")}
+    for seg in pkg.segments:
+        sess = ort.InferenceSession(str(pkg.path(seg["file"])), providers=["CPUExecutionProvider"])
+        feeds = {t["name"]: env[t["name"]] if t["name"] in env else th[t["name"]] for t in seg["inputs"]}
+        names = [o["name"] for o in seg["outputs"]]
+        env.update(zip(names, sess.run(names, feeds)))
+    return env
+
+
+def verify_against_model(pkg, net, shape, batches, seed: int = 1) -> dict:
+    torch = require("torch")
+    report = {}
+    gen = torch.Generator().manual_seed(seed)
+    for b in batches:
+        x = torch.randn((b, *shape[1:]), generator=gen)
+        with torch.no_grad():
+            ref = net(x)
+        ref = list(ref.values()) if isinstance(ref, dict) else list(ref)
+        try:
+            env = run_chain(pkg, x.numpy())
+        except Exception as err:
+            hint = " (does the model's shape arithmetic use the batch size?)" if b != shape[0] else ""
+            raise ExportError(f"the exported segments fail to run at batch {b}{hint}: {err}") from err
+        for ex in pkg.exits:
+            want = ref[ex["index"]].numpy()
+            got = env[ex["logits"]]
+            if got.shape != want.shape:
+                raise ExportError(f"exit {ex['name']}: ONNX gives shape {got.shape}, PyTorch {want.shape} at batch {b}")
+            err = float(np.max(np.abs(got - want)))
+            scale = float(np.max(np.abs(want))) or 1.0
+            if not err <= REL_TOL * scale:
+                raise ExportError(
+                    f"exit {ex['name']}: the chained ONNX segments differ from the PyTorch model by {err:.3g} "
+                    f"(allowed {REL_TOL * scale:.3g}) at batch {b}"
+                )
+            r = report.setdefault(ex["name"], {"max_abs_err": 0.0, "scale": scale})
+            r["max_abs_err"] = max(r["max_abs_err"], err)
+    return report
