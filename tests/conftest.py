@@ -1,0 +1,21 @@
+import os
+
+import pytest
+
+# Keep the 2-core CI machine responsive when several torch/ORT tests run.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def _has(module):
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_trt = pytest.mark.skip(reason="TensorRT is not installed (needs an NVIDIA GPU and 'pip install mesc[trt]')")
+    for item in items:
+        if "trt" in item.keywords and not _has("tensorrt"):
+            item.add_marker(skip_trt)

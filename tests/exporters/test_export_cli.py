@@ -1,0 +1,120 @@
+"""`mesc export` / `mesc inspect` end to end, and bad input leaving nothing behind."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mesc.cli import cli
+from mesc.errors import ExportError, ModelLoadError
+from mesc.exporters.export import ExportOptions, export
+from mesc.package import Package
+
+TOY = str(Path(__file__).with_name("toy_models.py"))
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _leftovers(parent: Path):
+    return [p.name for p in parent.iterdir()]
+
+
+def test_export_user_file_outside_project(tmp_path):
+    # a copy of the model file in a directory that is not on sys.path
+    user = tmp_path / "elsewhere" / "my_net.py"
+    user.parent.mkdir()
+    shutil.copy(TOY, user)
+    out = tmp_path / "pkg"
+    res = run("export", "--model", f"{user}:skipnet", "--policy", "none", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert "head2" in res.output and "share" in res.output
+    pkg = Package.load(out)
+    assert [s["name"] for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
+    assert pkg.manifest["source"]["model"] == f"{user}:skipnet"
+    assert pkg.manifest["source"]["opset"] == 17
+    assert all(s["flops"] > 0 for s in pkg.segments)
+    res = run("inspect", str(out))
+    assert res.exit_code == 0 and "exit2" in res.output and "live tensors" in res.output
+    res = run("inspect", "--json", str(out))
+    assert json.loads(res.output)["schema_version"] == 1
+
+
+def test_onnx_files_check_and_have_meaningful_names(tmp_path):
+    import onnx
+
+    pkg = export(f"{TOY}:skipnet", tmp_path / "pkg", options=ExportOptions(policy=None))
+    for seg in pkg.segments:
+        model = onnx.load(str(pkg.path(seg["file"])))
+        onnx.checker.check_model(model)
+        assert model.opset_import[0].version == 17
+        assert [i.name for i in model.graph.input] == [t["name"] for t in seg["inputs"]]
+    assert pkg.segments[0]["inputs"][0]["name"] == "image"
+    assert pkg.segments[1]["outputs"][0]["name"] == "exit0_logits"
+    assert pkg.segments[0]["outputs"][0]["name"].startswith("s1")  # named after the producing module
+
+
+def test_existing_directory_refused_without_force(tmp_path):
+    out = tmp_path / "pkg"
+    out.mkdir()
+    (out / "keep.txt").write_text("user work")
+    res = CliRunner().invoke(cli, ["export", "-m", f"{TOY}:skipnet", "--policy", "none", "-o", str(out)])
+    assert res.exit_code == 2
+    assert "already exists" in res.output and "--force" in res.output
+    assert (out / "keep.txt").read_text() == "user work"
+    res = run("export", "-m", f"{TOY}:skipnet", "--policy", "none", "-o", str(out), "--force")
+    assert res.exit_code == 0
+    assert not (out / "keep.txt").exists() and (out / "mesc.json").exists()
+    assert _leftovers(tmp_path) == ["pkg"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-m", f"{TOY}:single_output"], "returns a single tensor"),
+    (["-m", f"{TOY}:data_dependent"], "data-dependent"),
+    (["-m", "no/such/file.py:net"], "does not exist"),
+    (["-m", f"{TOY}:nonexistent"], "has no callable 'nonexistent'"),
+    (["-m", f"{TOY}:skipnet", "--exits", "0,5"], "out of range"),
+    (["-m", f"{TOY}:skipnet", "--input-shape", "3x32x64"], "NxCxHxW"),
+    (["-m", f"{TOY}:skipnet", "--input-shape", "1x4x32x64"], "input shape"),
+])
+def test_bad_input_clear_message_nothing_written(tmp_path, args, message):
+    out = tmp_path / "pkg"
+    res = CliRunner().invoke(cli, ["export", *args, "--policy", "none", "-o", str(out)])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert _leftovers(tmp_path) == []
+
+
+def test_data_dependent_error_names_module_and_line(tmp_path):
+    with pytest.raises(ExportError) as err:
+        export(f"{TOY}:data_dependent", tmp_path / "pkg", options=ExportOptions(policy=None))
+    assert "toy_models.py:" in str(err.value) and "y.mean() > 0" in str(err.value)
+
+
+def test_mismatched_checkpoint(tmp_path):
+    import torch
+
+    ckpt = tmp_path / "bad.pt"
+    torch.save({"s1.0.weight": torch.zeros(1)}, ckpt)
+    with pytest.raises(ModelLoadError) as err:
+        export(f"{TOY}:skipnet", tmp_path / "pkg", weights=str(ckpt), options=ExportOptions(policy=None))
+    assert "bad.pt" in str(err.value)
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_checkpoint_round_trip(tmp_path):
+    import torch
+    from toy_models import skipnet
+
+    net = skipnet()
+    for p in net.parameters():
+        p.data.normal_()
+    ckpt = tmp_path / "good.pt"
+    torch.save(net.state_dict(), ckpt)
+    pkg = export(f"{TOY}:skipnet", tmp_path / "pkg", weights=str(ckpt), options=ExportOptions(policy=None))
+    assert pkg.manifest["source"]["weights_sha256"]
+    assert pkg.manifest["verification"]["exit2"]["max_abs_err"] <= 1e-4 * pkg.manifest["verification"]["exit2"]["scale"]

@@ -1,0 +1,76 @@
+"""Small multi-exit models for the splitter tests (fx-traceable, 32x64 inputs)."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _up(t, x):
+    return F.interpolate(t, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class SkipNet(nn.Module):
+    """Three exits; a skip from stage 1 jumps over exit 1 into the final exit's decoder."""
+
+    default_input_shape = (1, 3, 32, 64)
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.s1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.s2 = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+        self.s3 = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 2, dilation=2), nn.ReLU())
+        self.h1 = nn.Conv2d(8, num_classes, 1)
+        self.h2 = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU(), nn.Conv2d(16, num_classes, 1))
+        self.h3 = nn.Conv2d(16 + 8, num_classes, 1)
+
+    def forward(self, x):
+        a = self.s1(x)
+        b = self.s2(a)
+        c = self.s3(b)
+        skip = F.interpolate(c, size=a.shape[-2:], mode="bilinear", align_corners=False)
+        return [_up(self.h1(a), x), _up(self.h2(b), x), _up(self.h3(torch.cat([skip, a], 1)), x)]
+
+
+class DictNet(SkipNet):
+    def forward(self, x):
+        outs = super().forward(x)
+        return {"early": outs[0], "mid": outs[1], "final": outs[2]}
+
+
+class SingleOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return self.c(x)
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        y = self.c(x)
+        if y.mean() > 0:  # data-dependent branch: cannot be split statically
+            y = y * 2
+        return [y, y + 1]
+
+
+def skipnet(num_classes=5):
+    torch.manual_seed(0)
+    return SkipNet(num_classes)
+
+
+def dictnet():
+    torch.manual_seed(0)
+    return DictNet()
+
+
+def single_output():
+    return SingleOutput()
+
+
+def data_dependent():
+    return DataDependent()
