@@ -127,6 +127,57 @@ def inspect_cmd(package, as_json):
         click.echo(format_package(pkg))
 
 
+@cli.command("synth-data")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--count", "-n", type=int, default=200, show_default=True, help="Number of scenes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Scene i depends only on (seed, i).")
+@click.option("--size", default="128x256", show_default=True, help="Image size HxW.")
+@click.option("--difficulty", default="0:1", show_default=True,
+              help="Range LO:HI in [0, 1] the per-image difficulty is drawn from.")
+@click.option("--force", is_flag=True, help="Replace an existing folder.")
+def synth_data_cmd(output, count, seed, size, difficulty, force):
+    """Write synthetic warehouse scenes (images/, masks/, classes.txt, meta.json)."""
+    from mesc import data
+
+    out = data.generate(output, count, seed=seed, size=data.parse_size(size),
+                        difficulty=data.parse_range(difficulty), force=force, progress=True)
+    click.echo(f"wrote {count} scenes to {out}")
+
+
+@cli.command("train")
+@click.option("--model", "-m", required=True,
+              help="Registered name, module:factory, or path/to/file.py:factory.")
+@click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint to start from.")
+@click.option("--data", "data_dir", required=True, type=click.Path(), help="Labelled training folder.")
+@click.option("--val", "val_dir", type=click.Path(), default=None, help="Labelled folder for per-exit mIoU.")
+@click.option("--epochs1", type=int, default=10, show_default=True, help="Stage 1 (exit dropout) epochs.")
+@click.option("--epochs2", type=int, default=5, show_default=True, help="Stage 2 (PFD, early heads) epochs.")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True)
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="PFD weight of the KL term.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
+def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, alpha, seed, threads, output):
+    """Train a multi-exit model with the MESS two-stage recipe and save its state_dict."""
+    from mesc.exporters.loader import load_model
+    from mesc.training import TrainConfig, train
+
+    for name, value in (("--epochs1", epochs1), ("--epochs2", epochs2)):
+        if value < 0:
+            raise MescError(f"{name} must be >= 0, got {value}")
+    if batch < 2:
+        raise MescError(f"--batch must be at least 2 (BatchNorm), got {batch}")
+    if lr <= 0:
+        raise MescError(f"--lr must be positive, got {lr}")
+    net, _ = load_model(model, weights=weights)
+    cfg = TrainConfig(epochs1=epochs1, epochs2=epochs2, batch=batch, lr=lr, alpha=alpha, seed=seed,
+                      threads=threads)
+    summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo)
+    click.echo(f"saved {output} after {summary['seconds']} s")
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="mesc", standalone_mode=True)

@@ -1,0 +1,167 @@
+"""MESS training: exit-dropout schedule and loss, positive filtering distillation, the two stages."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from mesc import data, training
+from mesc.cli import cli
+
+
+class TinyMultiExit(nn.Module):
+    """Three exits over a three-block conv backbone; heads upsample to the input size."""
+
+    def __init__(self, num_classes=6, width=8):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+
+        self.blocks = nn.ModuleList([block(3, width), block(width, width), block(width, width)])
+        self.exits = nn.ModuleList([nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width),
+                                                  nn.ReLU(), nn.Conv2d(width, num_classes, 1))
+                                    for _ in range(3)])
+
+    def forward(self, x):
+        outs, feat = [], x
+        for block, head in zip(self.blocks, self.exits):
+            feat = block(feat)
+            outs.append(F.interpolate(head(feat), size=x.shape[-2:], mode="bilinear", align_corners=False))
+        return outs
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return TinyMultiExit()
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return data.generate(tmp_path_factory.mktemp("t") / "train", 12, seed=1, size=(32, 64), difficulty=(0, 0.4))
+
+
+def test_exit_dropout_schedule_round_robin():
+    assert [training.exit_dropout_schedule(j, 3) for j in range(4)] == [[0, 2], [1, 2], [0, 2], [1, 2]]
+    assert [training.exit_dropout_schedule(j, 4)[0] for j in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert training.exit_dropout_schedule(7, 2) == [0, 1]
+    assert training.exit_dropout_schedule(5, 1) == [0]
+
+
+@pytest.mark.parametrize("batch_index, trained", [(0, {0, 2}), (1, {1, 2})])
+def test_exit_dropout_loss_leaves_the_other_heads_without_gradient(batch_index, trained):
+    model = tiny_model().train()
+    x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 6, (2, 16, 16))
+    training.exit_dropout_loss(model(x), y, batch_index).backward()
+    for k, head in enumerate(model.exits):
+        grads = [p.grad for p in head.parameters()]
+        if k in trained:
+            assert all(g is not None and g.abs().sum() > 0 for g in grads), k
+        else:
+            assert all(g is None for g in grads), k
+    assert all(p.grad is not None for p in model.blocks.parameters())  # the backbone always learns
+
+
+def test_exit_dropout_loss_value():
+    outs = [torch.zeros(1, 2, 1, 1), torch.tensor([[[[0.0]], [[math.log(3)]]]]), torch.zeros(1, 2, 1, 1)]
+    y = torch.tensor([[[1]]])
+    # batch 1 -> exits 1 and 2: CE = -log(3/4) + log 2
+    assert training.exit_dropout_loss(outs, y, 1).item() == pytest.approx(math.log(4 / 3) + math.log(2))
+
+
+def test_pfd_loss_hand_computed_2x2():
+    L3 = math.log(3)
+    # Two classes; logits as (class0, class1) per pixel of a 2x2 image.
+    #   a (0,0): target 1, final [0, ln3] -> p=(1/4, 3/4), predicts 1: correct; exit [ln3, 0] -> q=(3/4, 1/4)
+    #   b (0,1): target 0, final [0, ln3] -> predicts 1: WRONG, so no CE here; exit [0, 0] -> q=(1/2, 1/2)
+    #   c (1,0): target 0, final [ln3, 0] -> p=(3/4, 1/4), correct; exit [0, 0]
+    #   d (1,1): target 255 (ignore): counted nowhere
+    final = torch.tensor([[[0.0, 0.0], [L3, 0.0]], [[L3, L3], [0.0, L3]]]).unsqueeze(0)
+    exit_ = torch.tensor([[[L3, 0.0], [0.0, L3]], [[0.0, 0.0], [0.0, 0.0]]]).unsqueeze(0).requires_grad_()
+    target = torch.tensor([[[1, 0], [0, 255]]])
+    # CE on positives a, c: (-ln(1/4) - ln(1/2)) / 2 = (1.386294 + 0.693147) / 2 = 1.039721
+    # KL(p||q): a = 1/4 ln(1/3) + 3/4 ln 3 = 0.5 ln 3 = 0.549306
+    #           b = c = 1/4 ln(1/2) + 3/4 ln(3/2) = -0.173287 + 0.304099 = 0.130812
+    #           mean over a, b, c = 0.810930 / 3 = 0.270310
+    assert training.pfd_loss(exit_, final, target, alpha=0.0).item() == pytest.approx(1.039721, abs=1e-5)
+    assert training.pfd_loss(exit_, final, target, alpha=1.0).item() == pytest.approx(1.039721 + 0.270310, abs=1e-5)
+    final.requires_grad_()
+    loss = training.pfd_loss(exit_, final, target, alpha=0.5)
+    assert loss.item() == pytest.approx(1.039721 + 0.5 * 0.270310, abs=1e-5)
+    loss.backward()
+    assert final.grad is None  # the final exit is the teacher
+    assert exit_.grad[0, :, 1, 1].abs().sum() == 0  # the ignored pixel
+    # b gets only the KL pull toward the final exit's (1/4, 3/4): d/dz0 = alpha * (q0 - p0) / 3 pixels
+    assert exit_.grad[0, 0, 0, 1].item() == pytest.approx(0.5 * (0.5 - 0.25) / 3, abs=1e-6)
+
+
+def test_pfd_loss_no_positive_pixels_is_finite():
+    final = torch.tensor([[[[5.0]], [[0.0]]]])
+    loss = training.pfd_loss(torch.zeros(1, 2, 1, 1), final, torch.tensor([[[1]]]), alpha=1.0)
+    assert math.isfinite(loss.item())
+
+
+def test_early_exit_parameters_found_from_the_graph():
+    model = tiny_model()
+    shared, early = training.early_exit_parameters(model, torch.randn(2, 3, 16, 16))
+    early_ids = {id(p) for p in early}
+    expected = {id(p) for k in (0, 1) for p in model.exits[k].parameters()}
+    assert early_ids == expected
+    assert {id(p) for p in shared} == {id(p) for p in model.parameters()} - expected
+    assert model.training  # the probe restores the mode
+
+
+def test_two_stage_training_lowers_the_loss_and_stage2_keeps_the_final_exit(scenes, tmp_path):
+    torch.set_num_threads(2)
+    model = tiny_model()
+    cfg = training.TrainConfig(epochs1=4, epochs2=3, batch=4, lr=1e-2, seed=0)
+    summary = training.train(model, scenes, out=tmp_path / "ckpt.pt", config=cfg, progress=False, log=None)
+    assert summary["exits"] == 3
+    assert summary["stage1_loss"][-1] < summary["stage1_loss"][0]
+    assert summary["stage2_loss"][-1] < summary["stage2_loss"][0]
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert state.keys() == model.state_dict().keys()
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
+
+    # stage 2 alone: backbone, final head and their BatchNorm statistics stay as they were
+    frozen_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("exits.0", "exits.1"))}
+    early_before = model.exits[0][0].weight.detach().clone()
+    training.train(model, scenes, config=training.TrainConfig(epochs1=0, epochs2=1, batch=4), progress=False, log=None)
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in frozen_before.items())
+    assert not torch.equal(early_before, model.exits[0][0].weight)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_evaluate_miou_and_difficulty_table(scenes):
+    result = training.evaluate(tiny_model(), scenes)
+    assert len(result["miou"]) == 3 and all(0.0 <= m <= 1.0 for m in result["miou"])
+    assert result["pixel_acc"].shape == (3, 12) and len(result["difficulty"]) == 12
+    table = training.difficulty_table(result, bins=(0.0, 0.2, 0.4))
+    assert "exit2" in table and len(table.splitlines()) == 4
+
+
+def test_miou_hand_case():
+    target = np.array([[0, 0, 1, 255]])
+    pred = np.array([[0, 1, 1, 1]])
+    conf = training.confusion(pred, target, 2)
+    # class 0: tp 1, union 2; class 1: tp 1, union 2 (the ignored pixel is not counted)
+    assert conf.tolist() == [[1, 1], [0, 1]]
+    assert training.miou_from_confusion(conf) == pytest.approx(0.5)
+
+
+def test_train_cli(scenes, tmp_path):
+    ckpt = tmp_path / "out.pt"
+    args = ["train", "--model", f"{__file__}:tiny_model", "--data", str(scenes), "--val", str(scenes),
+            "--epochs1", "1", "--epochs2", "1", "--batch", "4", "-o", str(ckpt)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert ckpt.is_file() and "mIoU" in res.output
+    res = CliRunner().invoke(cli, args[:-2] + ["--data", str(tmp_path / "nope"), "-o", str(ckpt)])
+    assert res.exit_code == 2 and "nope" in res.output
+    res = CliRunner().invoke(cli, args + ["--batch", "1"])
+    assert res.exit_code == 2 and "--batch" in res.output
