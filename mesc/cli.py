@@ -144,6 +144,18 @@ def synth_data_cmd(output, count, seed, size, difficulty, force):
     click.echo(f"wrote {count} scenes to {out}")
 
 
+def _from_scratch(model: str) -> dict:
+    """Factory arguments that stop a registered model loading its shipped weights: training
+    starts from --weights or from scratch, never silently from a bundled checkpoint."""
+    import inspect
+
+    from mesc import models
+
+    if ":" in model or model not in models.list_models():
+        return {}
+    return {"pretrained": False} if "pretrained" in inspect.signature(models.get_factory(model)).parameters else {}
+
+
 @cli.command("train")
 @click.option("--model", "-m", required=True,
               help="Registered name, module:factory, or path/to/file.py:factory.")
@@ -157,9 +169,10 @@ def synth_data_cmd(output, count, seed, size, difficulty, force):
 @click.option("--lr", type=float, default=2e-3, show_default=True)
 @click.option("--alpha", type=float, default=1.0, show_default=True, help="PFD weight of the KL term.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--crop", default=None, help="Train on random HxW crops (e.g. 64x128); default whole images.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
-def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, alpha, seed, threads, output):
+def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, alpha, seed, crop, threads, output):
     """Train a multi-exit model with the MESS two-stage recipe and save its state_dict."""
     from mesc.exporters.loader import load_model
     from mesc.training import TrainConfig, train
@@ -171,11 +184,75 @@ def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, al
         raise MescError(f"--batch must be at least 2 (BatchNorm), got {batch}")
     if lr <= 0:
         raise MescError(f"--lr must be positive, got {lr}")
-    net, _ = load_model(model, weights=weights)
+    if crop is not None:
+        from mesc.data import parse_size
+
+        crop = parse_size(crop, "--crop")
+    net, _ = load_model(model, weights=weights, **_from_scratch(model))
     cfg = TrainConfig(epochs1=epochs1, epochs2=epochs2, batch=batch, lr=lr, alpha=alpha, seed=seed,
-                      threads=threads)
+                      crop=crop, threads=threads)
     summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo)
     click.echo(f"saved {output} after {summary['seconds']} s")
+
+
+def _list_targets(ctx, param, value):
+    if not value:
+        return
+    from mesc.engines.targets import list_targets
+
+    for t in list_targets().values():
+        cc = ",".join(f"sm_{c.replace('.', '')}" for c in t.compute_capabilities or ()) or "any GPU"
+        click.echo(f"{t.name:10s} {cc:8s} TensorRT {t.trt_range():14s} {'/'.join(t.precisions):15s} "
+                   f"DLA x{t.dla_cores}  {t.notes}")
+    ctx.exit(0)
+
+
+@cli.command("prepare")
+@click.argument("package", type=click.Path())
+@click.option("--precision", "precisions", default="fp16,int8", show_default=True,
+              help="Comma-separated graphs to prepare: fp16, int8.")
+@click.option("--calib-data", type=click.Path(), default=None,
+              help="Folder of calibration images at the export size (needed for int8; checks accuracy for both).")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="INT8 activation range calibration.")
+@click.option("--max-images", type=int, default=64, show_default=True, help="Calibration images to use at most.")
+def prepare_cmd(package, precisions, calib_data, method, max_images):
+    """Write FP16 and explicit-INT8 (Q/DQ) ONNX graphs into a package and check them against FP32."""
+    from mesc.calibration.precision import format_report, prepare
+
+    wanted = tuple(p.strip() for p in precisions.split(",") if p.strip())
+    results = prepare(package, wanted, calib_data=calib_data, method=method, max_images=max_images,
+                      progress=lambda m: click.echo(m, err=True))
+    click.echo(format_report(results))
+
+
+@cli.command("build")
+@click.argument("package", type=click.Path())
+@click.option("--target", "-t", default="host", show_default=True, help="Deployment target (see --list-targets).")
+@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option("--calib-data", type=click.Path(), default=None,
+              help="Calibration images, for int8 when no prepared graph exists or for DLA on TensorRT 8.x.")
+@click.option("--dla-core", type=int, default=None, help="Build for this DLA core (Jetson), GPU fallback on.")
+@click.option("--workspace", "workspace_mb", type=int, default=None, help="Builder workspace in MB (default: per target).")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
+              help="Persistent timing cache file (default: engines/<target>.timing.cache in the package).")
+@click.option("--allow-slow", is_flag=True, help="Build FP16 on GPUs without fast FP16 (Pascal) anyway.")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
+@click.option("--max-images", type=int, default=64, show_default=True)
+@click.option("--list-targets", is_flag=True, is_eager=True, expose_value=False, callback=_list_targets,
+              help="List the known targets and exit.")
+def build_cmd(package, target, precision, calib_data, dla_core, workspace_mb, timing_cache, allow_slow, method,
+              max_images):
+    """Build one TensorRT engine per segment for a target (run on the target device)."""
+    from mesc.engines.build import build
+
+    entry = build(package, target, precision, calib_data=calib_data, dla_core=dla_core, workspace_mb=workspace_mb,
+                  timing_cache=timing_cache, allow_slow=allow_slow, method=method, max_images=max_images,
+                  progress=lambda m: click.echo(m, err=True))
+    click.echo(f"{len(entry['segments'])} engines in {entry['dir']} (TensorRT {entry['trt_version']}, "
+               f"{entry['device']}, sm_{str(entry['compute_capability']).replace('.', '')})")
+    for name, seg in entry["segments"].items():
+        click.echo(f"  {name:10s} {seg['placement']['by_device']} {seg['placement']['by_precision']}")
 
 
 def main(argv=None):

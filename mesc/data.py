@@ -162,14 +162,14 @@ def render_scene(rng: np.random.Generator, size=(128, 256), d: float = 0.5):
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     """``"128x256"`` -> ``(128, 256)`` (height x width)."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise MescError(f"--size: expected HxW (e.g. 128x256), got {text!r}") from None
+        raise MescError(f"{option}: expected HxW (e.g. 128x256), got {text!r}") from None
     if h < 16 or w < 16:
-        raise MescError(f"--size: height and width must be at least 16, got {text!r}")
+        raise MescError(f"{option}: height and width must be at least 16, got {text!r}")
     return h, w
 
 

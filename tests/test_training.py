@@ -118,7 +118,7 @@ def test_early_exit_parameters_found_from_the_graph():
 def test_two_stage_training_lowers_the_loss_and_stage2_keeps_the_final_exit(scenes, tmp_path):
     torch.set_num_threads(2)
     model = tiny_model()
-    cfg = training.TrainConfig(epochs1=4, epochs2=3, batch=4, lr=1e-2, seed=0)
+    cfg = training.TrainConfig(epochs1=4, epochs2=3, batch=4, lr=1e-2, seed=0, crop=(32, 48))
     summary = training.train(model, scenes, out=tmp_path / "ckpt.pt", config=cfg, progress=False, log=None)
     assert summary["exits"] == 3
     assert summary["stage1_loss"][-1] < summary["stage1_loss"][0]
@@ -145,6 +145,15 @@ def test_evaluate_miou_and_difficulty_table(scenes):
     assert "exit2" in table and len(table.splitlines()) == 4
 
 
+def test_random_crop_windows_images_and_masks_alike():
+    images = np.arange(2 * 8 * 12 * 3, dtype=np.uint8).reshape(2, 8, 12, 3)
+    masks = images[..., 0].copy()
+    im, mk = training._random_crop(images, masks, (4, 6), np.random.default_rng(0))
+    assert im.shape == (2, 4, 6, 3) and np.array_equal(im[..., 0], mk)
+    with pytest.raises(training.MescError, match="crop 16x6 is larger"):
+        training._random_crop(images, masks, (16, 6), np.random.default_rng(0))
+
+
 def test_miou_hand_case():
     target = np.array([[0, 0, 1, 255]])
     pred = np.array([[0, 1, 1, 1]])
@@ -157,7 +166,7 @@ def test_miou_hand_case():
 def test_train_cli(scenes, tmp_path):
     ckpt = tmp_path / "out.pt"
     args = ["train", "--model", f"{__file__}:tiny_model", "--data", str(scenes), "--val", str(scenes),
-            "--epochs1", "1", "--epochs2", "1", "--batch", "4", "-o", str(ckpt)]
+            "--epochs1", "1", "--epochs2", "1", "--batch", "4", "--crop", "32x32", "-o", str(ckpt)]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert ckpt.is_file() and "mIoU" in res.output
