@@ -1,0 +1,199 @@
+"""The in-graph MESS policy (ONNX Runtime CPU) against the numpy reference."""
+
+import functools
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper
+
+from mesc.errors import MescError
+from mesc.exporters.policy_graph import append_policy
+from mesc.policy import mess_confidence, mess_pixel_indicator, pixel_confidence, predicted_labels
+
+# What TensorRT 8.5+ and ONNX Runtime both run on the GPU (Shape/Slice/Min/Sub/Concat: the
+# int64 shape arithmetic of the dynamic-size reflect pad only).
+ALLOWED_OPS = {"Identity", "Softmax", "Exp", "Div", "ReduceMax", "ReduceMean", "ReduceSum", "ArgMax", "MaxPool", "AveragePool",
+               "Pad", "Greater", "GreaterOrEqual", "Where", "Cast", "Mul", "Add", "Sub", "Log", "Squeeze",
+               "Shape", "Slice", "Min", "Max", "Concat"}
+
+
+def head(m=3, h=8, w=8, n="N", opset=17, name="logits"):
+    """A stand-in exit head: input x -> Identity -> logits."""
+    g = helper.make_graph([helper.make_node("Identity", ["x"], [name])], "head",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, m, h, w])],
+                          [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, m, h, w])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@functools.lru_cache(maxsize=64)
+def session(m, h, w, dynamic, confidence, edge, stride, opset=17, pooling="shift"):
+    dims = ("H", "W") if dynamic else (h, w)
+    model = append_policy(head(m, *dims, opset=opset), "logits", "exit0", confidence, edge, stride, pooling)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def run(sess, x, th):
+    out = dict(zip([o.name for o in sess.get_outputs()],
+                   sess.run(None, {"x": x, "exit0_th_pix": np.array([th], np.float32)})))
+    return out["exit0_labels"], out["exit0_confidence"], out["logits"]
+
+
+@st.composite
+def cases(draw):
+    stride = draw(st.sampled_from([1, 2, 4, 8]))
+    dynamic = draw(st.booleans())
+    side = st.integers(2 if dynamic else 1, 40)  # the dynamic-size pad chain needs H, W >= 2
+    n, m, h, w = draw(st.integers(1, 3)), draw(st.integers(2, 5)), draw(side), draw(side)
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    if draw(st.booleans()):
+        # a small integer set: argmax ties and many pixels with exactly the same confidence
+        x = rng.integers(-1, 2, (n, m, h, w)).astype(np.float32) * draw(st.sampled_from([1.0, 0.5, 3.0]))
+    else:
+        x = (rng.standard_normal((n, m, h, w)) * 2).astype(np.float32)
+    return dict(x=x, stride=stride, dynamic=dynamic, confidence=draw(st.sampled_from(["top1", "entropy"])),
+                edge=draw(st.booleans()), pooling=draw(st.sampled_from(["shift", "pool"])), pick=draw(st.integers(0, 10**6)), side=draw(st.sampled_from([-1, 1])))
+
+
+@settings(max_examples=int(__import__("os").environ.get("MESC_HYP_EXAMPLES", 50)), deadline=None)
+@given(case=cases())
+def test_graph_matches_reference(case):
+    x = case["x"]
+    n, m, h, w = x.shape
+    # A threshold just beside an attained confidence (near-threshold), but not within float32
+    # noise of any: the float64 reference and float32 ORT must then agree on every indicator.
+    conf = np.unique(pixel_confidence(x, case["confidence"]))
+    th = float(conf[case["pick"] % conf.size] + case["side"] * 2e-5)
+    assume(np.abs(conf - th).min() > 5e-6)
+    sess = session(m, h, w, case["dynamic"], case["confidence"], case["edge"], case["stride"],
+                   pooling=case["pooling"])
+    labels, c_img, logits = run(sess, x, th)
+    assert labels.dtype == np.int32 and labels.shape == (n, h, w)
+    assert np.array_equal(labels, predicted_labels(x))
+    assert np.array_equal(logits, x)
+    assert c_img.dtype == np.float32 and c_img.shape == (n,)
+    ref = mess_confidence(x, th, case["confidence"], case["edge"], case["stride"])
+    assert np.abs(c_img - ref).max() <= 1 / (h * w)
+
+
+def test_ties_pick_the_first_class():
+    x = np.zeros((1, 4, 3, 5), np.float32)
+    x[:, 2] = 1.0
+    x[:, 3] = 1.0  # classes 2 and 3 tie
+    labels, _, _ = run(session(4, 3, 5, False, "top1", True, 1), x, 0.5)
+    assert (labels == 2).all()
+
+
+def test_th_pix_is_a_runtime_input():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 3, 24, 20)) * 2).astype(np.float32)
+    sess = session(3, "H", "W", True, "top1", True, 4)
+    lo = run(sess, x, 0.5)[1]
+    hi = run(sess, x, 0.9)[1]
+    for th, got in ((0.5, lo), (0.9, hi)):
+        assert np.abs(got - mess_confidence(x, th, "top1", True, 4)).max() <= 1 / (24 * 20)
+    th_img = 0.7
+    assert ((lo >= th_img) != (hi >= th_img)).any()  # same session, another decision
+
+
+def test_dynamic_batch_and_size():
+    sess = session(3, "H", "W", True, "entropy", True, 8)
+    rng = np.random.default_rng(1)
+    for shape in ((1, 3, 9, 13), (4, 3, 40, 17), (2, 3, 2, 2)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        _, c_img, _ = run(sess, x, 0.3)
+        assert np.abs(c_img - mess_confidence(x, 0.3, "entropy", True, 8)).max() <= 1 / (shape[2] * shape[3])
+
+
+@pytest.mark.parametrize("pooling", ["shift", "pool"])
+def test_single_row_and_column_images(pooling):
+    rng = np.random.default_rng(2)
+    for h, w in ((1, 17), (23, 1), (1, 1)):
+        x = rng.integers(-1, 2, (2, 3, h, w)).astype(np.float32)
+        ind = mess_pixel_indicator(x, 0.45, "top1", True, 2)
+        _, c_img, _ = run(session(3, h, w, False, "top1", True, 2, pooling=pooling), x, 0.45)
+        assert np.abs(c_img - ind.mean(axis=(1, 2))).max() <= 1 / (h * w)
+
+
+@pytest.mark.parametrize("opset", [13, 15, 17, 18])
+def test_opsets(opset):
+    x = np.random.default_rng(3).standard_normal((1, 3, 10, 12)).astype(np.float32)
+    _, c_img, _ = run(session(3, 10, 12, False, "entropy", True, 2, opset=opset), x, 0.2)
+    assert np.abs(c_img - mess_confidence(x, 0.2, "entropy", True, 2)).max() <= 1 / 120
+
+
+def test_operator_set_and_tensorrt_constraints():
+    for dims, pooling in (((64, 128), "shift"), (("H", "W"), "shift"), ((64, 128), "pool"), (("H", "W"), "pool")):
+        model = append_policy(head(19, *dims), "logits", "e1", "entropy", True, 8, pooling)
+        ops = {n.op_type for n in model.graph.node}
+        assert ops <= ALLOWED_OPS, ops - ALLOWED_OPS
+        for node in model.graph.node:
+            if node.op_type == "Cast":
+                to = helper.get_attribute_value(node.attribute[0])
+                assert to in (TensorProto.FLOAT, TensorProto.INT32), node  # never to bool
+            if node.op_type in ("MaxPool", "AveragePool"):
+                k = helper.get_attribute_value(next(a for a in node.attribute if a.name == "kernel_shape"))
+                assert 1 in k, f"pooling must be separable, got kernel {k}"
+            if node.op_type != "Identity":
+                assert node.name.startswith("e1_policy/")
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        outs = {o.name: o for o in inferred.graph.output}
+        assert set(outs) == {"logits", "e1_labels", "e1_confidence"}
+        assert outs["e1_labels"].type.tensor_type.elem_type == TensorProto.INT32
+        assert [i.name for i in model.graph.input] == ["x", "e1_th_pix"]
+
+
+def test_two_exits_in_one_graph_stay_unique():
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["a"]), helper.make_node("Relu", ["x"], ["b"])], "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 2, 6, 6])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model = append_policy(model, "a", "exit0", stride=1)
+    model = append_policy(model, "b", "exit1", stride=2)  # "b" was internal: it becomes an output
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(4).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    th = np.array([0.6], np.float32)
+    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x, "exit0_th_pix": th,
+                                                                         "exit1_th_pix": th})))
+    assert np.abs(out["exit0_confidence"] - mess_confidence(x, 0.6, stride=1)).max() <= 1 / 36
+    assert np.abs(out["exit1_confidence"] - mess_confidence(np.maximum(x, 0), 0.6, stride=2)).max() <= 1 / 36
+    with pytest.raises(MescError, match="already used"):
+        append_policy(model, "a", "exit0")
+
+
+def test_bad_input_is_named():
+    with pytest.raises(MescError, match="'nope' .* is not in the head graph"):
+        append_policy(head(), "nope", "e")
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "h",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 8])])
+    with pytest.raises(MescError, match="N x M x H x W, got rank 3"):
+        append_policy(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), "y", "e")
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "h",
+                          [helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT64, ["N", 3, 8, 8])])
+    with pytest.raises(MescError, match="must be float32"):
+        append_policy(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), "y", "e")
+    with pytest.raises(MescError, match="stride"):
+        append_policy(head(), "logits", "e", stride=0)
+    with pytest.raises(MescError, match="confidence must be one of"):
+        append_policy(head(), "logits", "e", confidence="margin")
+    with pytest.raises(MescError, match="static class count"):
+        append_policy(head(m="M"), "logits", "e", confidence="entropy")
+    with pytest.raises(MescError, match="pooling must be one of"):
+        append_policy(head(), "logits", "e", pooling="fast")
+    with pytest.raises(MescError, match="opset >= 13"):
+        append_policy(head(opset=12), "logits", "e")
+
+
+def test_no_torch_import():
+    probe = ("import sys, mesc.exporters.policy_graph; bad = [m for m in ('torch',) if m in sys.modules];"
+             "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr[-500:]

@@ -1,0 +1,243 @@
+"""The numpy exit policies: MESS reference, the median identity, border rule, baselines, registry."""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mesc.errors import MescError
+from mesc.policy import (
+    ExitPolicy,
+    OnnxDecisionPolicy,
+    edge_band,
+    fft_magnitude,
+    get_policy,
+    list_policies,
+    mean_confidence,
+    median_filter,
+    mess_confidence,
+    mess_confidence_fast,
+    mess_exit,
+    pixel_confidence,
+    predicted_labels,
+    register_policy,
+)
+
+BOUNDED = settings(max_examples=40, deadline=None)
+
+
+def _tri(j, n):
+    """Repeated reflection written from its definition: triangle wave of period 2(n-1)."""
+    if n == 1:
+        return 0
+    j = j % (2 * (n - 1))
+    return 2 * (n - 1) - j if j > n - 1 else j
+
+
+def _median_brute(conf, r):
+    n, h, w = conf.shape
+    out = np.empty_like(conf)
+    for b in range(n):
+        for i in range(h):
+            for j in range(w):
+                rows = [_tri(a, h) for a in range(i - r, i + r + 1)]
+                cols = [_tri(c, w) for c in range(j - r, j + r + 1)]
+                out[b, i, j] = np.median(conf[b][np.ix_(rows, cols)])
+    return out
+
+
+@st.composite
+def conf_maps(draw, max_side=12):
+    n = draw(st.integers(1, 2))
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    seed = draw(st.integers(0, 2**31))
+    levels = draw(st.sampled_from([None, 3]))  # few levels -> many ties with the threshold
+    rng = np.random.default_rng(seed)
+    conf = rng.random((n, h, w)) if levels is None else rng.integers(0, levels, (n, h, w)) / levels
+    return conf
+
+
+@BOUNDED
+@given(conf=conf_maps(), r=st.integers(0, 6), t=st.sampled_from([0.0, 1 / 3, 0.5, 2 / 3, 0.77, 1.0]))
+def test_median_identity_matches_direct_median(conf, r, t):
+    # 1(median(w) >= t) == 1(mean(1(w >= t)) >= 0.5) for an odd window, borders and all.
+    direct = _median_brute(conf, r)
+    assert np.array_equal(median_filter(conf, r), direct)
+    k = 2 * r + 1
+    padded = np.pad((conf >= t).astype(float), [(0, 0), (r, r), (r, r)], mode="reflect")
+    win = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2))
+    assert np.array_equal(direct >= t, win.mean(axis=(-2, -1)) >= 0.5)
+
+
+@BOUNDED
+@given(labels=st.integers(0, 2**31).map(lambda s: np.random.default_rng(s).integers(0, 3, (1, 1 + s % 9, 1 + s % 7))),
+       r=st.integers(1, 8))
+def test_edge_band_is_the_clamped_window(labels, r):
+    # Reflection never brings in a label from outside the clamped window: the in-graph
+    # MaxPool with implicit padding relies on this.
+    _, h, w = labels.shape
+    want = np.zeros(labels.shape, bool)
+    for i in range(h):
+        for j in range(w):
+            win = labels[0, max(0, i - r):i + r + 1, max(0, j - r):j + r + 1]
+            want[0, i, j] = win.max() != win.min()
+    assert np.array_equal(edge_band(labels, r), want)
+
+
+@BOUNDED
+@given(seed=st.integers(0, 2**31), stride=st.sampled_from([1, 2, 4, 8]), kind=st.sampled_from(["top1", "entropy"]),
+       edge=st.booleans(), th=st.sampled_from([0.3, 0.5, 0.6, 0.9]))
+def test_fast_path_equals_reference(seed, stride, kind, edge, th):
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(1, 3)), int(rng.integers(2, 5)), int(rng.integers(1, 24)), int(rng.integers(1, 24)))
+    logits = rng.integers(-1, 2, shape).astype(np.float32)  # ties in argmax and in confidence
+    assert np.array_equal(mess_confidence(logits, th, kind, edge, stride),
+                          mess_confidence_fast(logits, th, kind, edge, stride))
+
+
+def _logits_from_probs(p):
+    """Logits whose softmax is p (classes on axis 1)."""
+    return np.log(np.asarray(p, np.float64)).astype(np.float32)
+
+
+def test_mess_hand_case():
+    # 3x3 image, centre pixel label 1 with p=0.75, the rest label 0 with p=0.9; os=1.
+    p = np.empty((1, 2, 3, 3))
+    p[0, 0], p[0, 1] = 0.9, 0.1
+    p[0, :, 1, 1] = [0.25, 0.75]
+    logits = _logits_from_probs(p)
+    assert predicted_labels(logits)[0, 1, 1] == 1
+    # Without edge enhancement: 8 of 9 pixels reach 0.8.
+    assert mess_confidence(logits, 0.8, edge=False, stride=1)[0] == pytest.approx(8 / 9)
+    # Every pixel is on the band (the 3x3 window always holds the centre). The 5x5 reflected
+    # window holds the centre 4 (corner), 6 (side) or 9 (centre) times out of 25: the median is
+    # 0.9 everywhere, so all pixels count.
+    assert edge_band(predicted_labels(logits), 1).all()
+    assert mess_confidence(logits, 0.8, edge=True, stride=1)[0] == 1.0
+    assert mess_exit(logits, 0.8, 0.95, edge=False, stride=1).tolist() == [False]
+    assert mess_exit(logits, 0.8, 0.95, edge=True, stride=1).tolist() == [True]
+    pol = get_policy("mess", th_pix=0.8, th_img=0.95, stride=1)
+    assert pol.decide(pol.score(logits)).tolist() == [True]
+    assert pol.decide(pol.score(logits, th_pix=0.95)).tolist() == [False]
+
+
+def test_mean_top1_and_mean_entropy_hand_cases():
+    # pixel 0: p = (1/4, 3/4); pixel 1: p = (1/2, 1/2)
+    logits = _logits_from_probs([[[[0.25, 0.5]], [[0.75, 0.5]]]])
+    assert mean_confidence(logits, "top1")[0] == pytest.approx((0.75 + 0.5) / 2, abs=1e-7)
+    h0 = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    want = ((1 - h0 / math.log(2)) + 0.0) / 2
+    assert mean_confidence(logits, "entropy")[0] == pytest.approx(want, abs=1e-7)
+    top1 = get_policy("mean_top1", th=0.6)
+    assert top1.decide(top1.score(logits)).tolist() == [True]
+    assert top1.decide(top1.score(logits), th=0.7).tolist() == [False]
+    ent = get_policy("mean_entropy", th=0.1)
+    assert ent.decide(ent.score(logits)).tolist() == [want >= 0.1]
+
+
+def test_entropy_is_finite_when_probabilities_underflow():
+    logits = np.array([[[[0.0]], [[-1e4]], [[-1e4]]]], np.float32)
+    assert pixel_confidence(logits, "entropy")[0, 0, 0] == 1.0
+
+
+def test_fft_hand_cases():
+    # Uniform 2-class logits: the top-1 map is the constant 0.5, whose FFT is DC only: mean 0.5.
+    assert fft_magnitude(np.zeros((1, 2, 4, 6), np.float32))[0] == pytest.approx(0.5)
+    # 2x2 map [[1, .5], [.5, .5]] = 0.5 + 0.5*delta: DC 2.5, three coefficients of 0.5: mean 1.0.
+    logits = np.zeros((1, 2, 2, 2), np.float32)
+    logits[0, 0, 0, 0] = 100.0
+    assert fft_magnitude(logits)[0] == pytest.approx(1.0)
+    pol = get_policy("fft", lo=0.4, hi=0.9)
+    scores = np.array([0.5, 1.0, 0.3])
+    assert pol.decide(scores).tolist() == [True, False, False]
+    assert pol.decide(scores, hi=1.0).tolist() == [True, True, False]
+
+
+def test_registry_and_custom_policy():
+    assert {"mess", "mean_top1", "mean_entropy", "fft", "onnx"} <= set(list_policies())
+    with pytest.raises(MescError, match="unknown exit policy 'nope'"):
+        get_policy("nope")
+
+    class Always(ExitPolicy):
+        name = "always"
+        threshold_names = ()
+
+        def score(self, logits):
+            return np.ones(len(logits))
+
+        def decide(self, scores, **thresholds):
+            self._thresholds(thresholds)
+            return self._scores(scores) > 0
+
+    register_policy("test-always", Always)
+    try:
+        assert get_policy("test-always")(np.zeros((2, 2, 1, 1), np.float32)).tolist() == [True, True]
+        with pytest.raises(MescError, match="already registered"):
+            register_policy("test-always", Always)
+        register_policy("test-always", Always, overwrite=True)
+    finally:
+        from mesc import policy as _p
+
+        _p._REGISTRY.pop("test-always", None)
+    with pytest.raises(MescError, match="unknown"):
+        get_policy("mean_top1", th=0.5).decide(np.ones(1), th_img=0.3)
+    with pytest.raises(MescError, match="needs threshold 'th'"):
+        get_policy("mean_top1").decide(np.ones(1))
+
+
+def test_onnx_decision_policy_is_lazy_and_runs(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    pol = OnnxDecisionPolicy(tmp_path / "missing.onnx")  # nothing loaded yet
+    with pytest.raises(MescError, match="does not exist"):
+        pol.score(np.zeros((1, 2, 2, 2), np.float32))
+
+    # score = mean of the logits per image
+    g = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["s"], axes=[1, 2, 3], keepdims=0)], "decider",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 2, 2])],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N"])])
+    path = tmp_path / "decider.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    pol = get_policy("onnx", path=path, th=0.5)
+    logits = np.stack([np.zeros((2, 2, 2)), np.ones((2, 2, 2))]).astype(np.float32)
+    assert pol.score(logits).tolist() == [0.0, 1.0]
+    assert pol(logits).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 3, 4), np.float32), "logits must have shape N x M x H x W"),
+    (np.zeros((1, 2, 3, 4), np.int64), "logits must be floating point"),
+    ([[1.0]], "logits must be a numpy array"),
+])
+def test_bad_logits_are_named(bad, match):
+    with pytest.raises(MescError, match=match):
+        mess_confidence(bad, 0.5)
+    with pytest.raises(MescError, match=match):
+        get_policy("fft").score(bad)
+
+
+def test_bad_parameters():
+    x = np.zeros((1, 2, 3, 3), np.float32)
+    with pytest.raises(MescError, match="stride"):
+        mess_confidence(x, 0.5, stride=0)
+    with pytest.raises(MescError, match="confidence must be one of"):
+        mess_confidence(x, 0.5, confidence="max")
+    with pytest.raises(MescError, match="th_pix must be a number"):
+        mess_confidence(x, "high")
+    with pytest.raises(MescError, match="at least 2 classes"):
+        pixel_confidence(np.zeros((1, 1, 2, 2), np.float32), "entropy")
+    with pytest.raises(MescError, match=r"scores must be a numeric array of shape \(N,\)"):
+        get_policy("mess", th_img=0.5).decide(np.ones((2, 2)))
+
+
+def test_policy_module_is_numpy_only():
+    probe = ("import sys, mesc.policy; bad = [m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules];"
+             "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr[-500:]
