@@ -26,7 +26,10 @@ Manifest layout (schema 1), all lists in execution order::
                  "policy": {"confidence": "top1"|"entropy", "edge": true, "stride": 8,
                             "th_pix": 0.9, "th_img": 0.8}}, ...],
       "files": {"onnx/chunk0.onnx": "<sha256>", ...},
-      "engines": {"<target>": {...}},
+      "precisions": {"fp16"|"int8": {"segments": {"<segment>": "onnx_fp16/<segment>.onnx", ...},
+                                     "accuracy": {"<exit>": {"agreement", "miou"}}, ...}},
+      "engines": {"<target>": {"<precision>[-dla<N>]": {"dir", "plan", "trt_version", "device",
+                                                         "segments": {"<segment>": {...}}}}},
       "latency": {"<backend/device>": {"<segment>": ms, ...}}
     }
 
@@ -297,3 +300,39 @@ class Package:
 
     def copy_manifest(self) -> dict:
         return copy.deepcopy(self.manifest)
+
+    def install_dir(self, staged, rel: str, update=None) -> None:
+        """Move the finished directory ``staged`` to ``rel`` inside the package, replacing what
+        was there, record its files' checksums (dropping the old ones) and apply ``update`` to
+        the manifest, which is then rewritten atomically. ``staged`` must be on the package's
+        file system (e.g. a ``tempfile.mkdtemp(dir=pkg.root)``). If the manifest cannot be
+        written, the previous directory is put back.
+        """
+        staged, dest = Path(staged), self.root / rel
+        manifest = self.copy_manifest()
+        prefix = rel.rstrip("/") + "/"
+        files = {k: v for k, v in manifest["files"].items() if not k.startswith(prefix)}
+        for p in sorted(staged.rglob("*")):
+            if p.is_file():
+                files[prefix + p.relative_to(staged).as_posix()] = sha256_file(p)
+        manifest["files"] = files
+        if update is not None:
+            update(manifest)
+        validate_manifest(manifest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        old = None
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent)) / "d"
+            os.rename(dest, old)
+        os.rename(staged, dest)
+        try:
+            write_json_atomic(self.root / MANIFEST, manifest)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            if old is not None:
+                os.rename(old, dest)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old.parent, ignore_errors=True)
+        self.manifest = manifest

@@ -1,0 +1,183 @@
+"""``mesc build``: one TensorRT engine per segment for a target and precision, into the package.
+
+Engines go to ``engines/<target>-<precision>[-dla<N>]/`` (``<segment>.plan`` plus
+``<segment>.json`` with its build metadata and layer placement) and are recorded under the
+manifest's ``engines[<target>][<precision>[-dla<N>]]``. Everything is built in a temporary
+directory inside the package and moved in at the end, so a failed build leaves nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from mesc.engines.targets import (BuildPlan, check_build_request, check_onnx_ops, get_target, parse_version,
+                                  plan_build)
+from mesc.errors import MescError
+from mesc.lazy import require
+from mesc.package import Package, sha256_file
+
+
+def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:
+    """The ONNX file (package-relative) each segment's engine is built from.
+
+    FP16 and explicit INT8 come from ``mesc prepare``'s graphs (strong typing needs them; on
+    weak typing they keep the policy tail FP32 and the Q/DQ scales calibrated per segment).
+    Only FP16 on weakly typed TensorRT can do without them (the FP16 flag on the FP32 graph).
+    """
+    if plan.source == "fp32":
+        return {seg["name"]: seg["file"] for seg in pkg.segments}
+    prepared = pkg.manifest.get("precisions", {}).get(plan.source)
+    if prepared:
+        missing = [s["name"] for s in pkg.segments if s["name"] not in prepared["segments"]]
+        if missing:
+            raise MescError(f"{pkg.root}: the prepared {plan.source} graphs lack segments {missing}; "
+                            f"run 'mesc prepare {pkg.root} --precision {plan.source}' again")
+        return dict(prepared["segments"])
+    if plan.source == "fp16" and not plan.strongly_typed:
+        return {seg["name"]: seg["file"] for seg in pkg.segments}
+    hint = " --calib-data IMAGES" if plan.source == "int8" else ""
+    raise MescError(f"{pkg.root}: no prepared {plan.source} graphs; run 'mesc prepare {pkg.root} --precision "
+                    f"{plan.source}{hint}' first, or pass --calib-data to 'mesc build'")
+
+
+def summarize_layers(info: dict) -> dict:
+    """Count the engine's layers per device and per precision from the inspector's JSON.
+
+    DLA subgraphs show up as layers named '{ForeignNode[...]}'; precision is read from the
+    layer's output formats ('Row major linear FP32', 'Channel major FP16 format', 'Int8 ...').
+    """
+    by_device, by_precision, layers = {}, {}, []
+    for layer in info.get("Layers", []):
+        if isinstance(layer, str):  # profiling verbosity below DETAILED gives names only
+            layers.append({"name": layer})
+            continue
+        name = layer.get("Name", "")
+        device = "DLA" if "ForeignNode" in name or layer.get("LayerType") == "DLA" else "GPU"
+        outs = layer.get("Outputs") or []
+        fmt = " ".join(str(o.get("Format/Datatype", "")) for o in outs if isinstance(o, dict))
+        prec = next((p for p in ("Int8", "FP16", "Half", "FP32", "Float", "Int32", "Int64", "Bool")
+                     if p.lower() in fmt.lower()), "unknown")
+        prec = {"Half": "FP16", "Float": "FP32"}.get(prec, prec)
+        by_device[device] = by_device.get(device, 0) + 1
+        by_precision[prec] = by_precision.get(prec, 0) + 1
+        layers.append({"name": name, "type": layer.get("LayerType"), "device": device, "precision": prec,
+                       "tactic": layer.get("TacticName")})
+    return {"by_device": by_device, "by_precision": by_precision, "layers": layers}
+
+
+def _prepare_if_needed(pkg, plan, calib_data, method, max_images, say):
+    have = pkg.manifest.get("precisions", {})
+    if plan.source in have or plan.source == "fp32":
+        return pkg
+    if plan.source == "int8" and not calib_data:
+        return pkg  # source_graphs names the missing step
+    from mesc.calibration.precision import prepare
+
+    say(f"preparing {plan.source} graphs")
+    prepare(pkg.root, (plan.source,), calib_data=calib_data, method=method, max_images=max_images, progress=say)
+    return Package.load(pkg.root)
+
+
+def build(package, target: str, precision: str, calib_data=None, dla_core: int | None = None,
+          workspace_mb: int | None = None, timing_cache=None, allow_slow: bool = False,
+          method: str = "minmax", max_images: int = 64, progress=None) -> dict:
+    """Build every segment's engine; returns the manifest entry written for them."""
+    say = progress or (lambda msg: None)
+    pkg = Package.load(package)
+    tgt = get_target(target)
+    check_build_request(tgt, precision, None, dla_core, None, allow_slow)  # argument errors before TRT loads
+    from mesc.engines import trt_compat
+
+    version = trt_compat.trt_version()
+    device = trt_compat.device_info()
+    plan = plan_build(tgt, precision, version, dla_core, device["compute_capability"], allow_slow, workspace_mb)
+    for note in plan.notes:
+        say(f"note: {note}")
+    if plan.implicit_int8 and not calib_data:
+        raise MescError("INT8 on DLA with TensorRT 8.x is calibrated implicitly: pass --calib-data IMAGES")
+    pkg = _prepare_if_needed(pkg, plan, calib_data, method, max_images, say)
+    sources = source_graphs(pkg, plan)
+    onnx = require("onnx")
+    for rel in sources.values():
+        check_onnx_ops(onnx.load(str(pkg.path(rel)), load_external_data=False), version, rel)
+    feeds = {}
+    if plan.implicit_int8:
+        from mesc.calibration.chain import segment_inputs
+        from mesc.calibration.images import load_calibration_batches
+
+        batches, _ = load_calibration_batches(calib_data, pkg.input, max_images=max_images)
+        feeds = segment_inputs(pkg, batches)
+    engines_root = pkg.root / "engines"
+    engines_root.mkdir(exist_ok=True)
+    timing_cache = Path(timing_cache) if timing_cache else engines_root / f"{tgt.name}.timing.cache"
+    rel_dir = f"engines/{tgt.name}-{plan.variant}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{tgt.name}-{plan.variant}.tmp-", dir=engines_root))
+    try:
+        segments = {}
+        for seg in pkg.segments:
+            name, src = seg["name"], sources[seg["name"]]
+            say(f"build {name} ({plan.variant}, TensorRT {version})")
+            t0 = time.perf_counter()
+            cache = tmp / f"{name}.calib.cache" if plan.implicit_int8 else None
+            built = trt_compat.build_engine(pkg.path(src), plan, tmp / f"{name}.plan", feeds.get(name), cache,
+                                            str(timing_cache))
+            meta = {
+                "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": precision, "plan": plan.as_dict(),
+                "trt_version": version, "device": device["name"],
+                "compute_capability": device["compute_capability"],
+                "source_onnx": src, "source_sha256": sha256_file(pkg.path(src)),
+                "io": built["io"], "build_seconds": round(time.perf_counter() - t0, 2),
+                "placement": {k: v for k, v in summarize_layers(built["layers"]).items() if k != "layers"},
+            }
+            (tmp / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+            (tmp / f"{name}.layers.json").write_text(
+                json.dumps(summarize_layers(built["layers"])["layers"], indent=1) + "\n")
+            segments[name] = {k: meta[k] for k in ("file", "source_onnx", "source_sha256", "io", "placement")}
+        entry = {
+            "dir": rel_dir, "target": tgt.name, "precision": precision, "dla_core": dla_core,
+            "trt_version": version, "device": device["name"], "compute_capability": device["compute_capability"],
+            "plan": plan.as_dict(), "timing_cache": str(timing_cache),
+            "built": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "segments": segments,
+        }
+        pkg.install_dir(tmp, rel_dir, update=lambda m: m.setdefault("engines", {}).setdefault(
+            tgt.name, {}).__setitem__(plan.variant, entry))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return entry
+
+
+def ort_trt_provider_options(target: str, precision: str, cache_dir, dla_core: int | None = None,
+                             workspace_mb: int | None = None, trt_version=None, device_id: int = 0) -> list:
+    """Providers for an ``onnxruntime.InferenceSession`` on ORT's TensorRT execution provider,
+    with CUDA and CPU behind it for the nodes TensorRT does not take.
+
+    Load the graphs of :func:`source_graphs` with them: FP16/INT8 precision is in those graphs
+    (Q/DQ are honoured by the EP), the flags only matter where TensorRT still types weakly.
+    """
+    tgt = get_target(target)
+    check_build_request(tgt, precision, trt_version, dla_core, None)
+    if precision == "int8" and dla_core is not None and (trt_version is None or parse_version(trt_version) < (10,)):
+        raise MescError("INT8 on DLA with TensorRT 8.x needs implicit calibration, which mesc does through "
+                        "'mesc build' (the ORT TensorRT EP wants its own calibration table)")
+    cache_dir = str(cache_dir)
+    opts = {
+        "device_id": device_id,
+        "trt_max_workspace_size": (workspace_mb or tgt.workspace_mb) << 20,
+        "trt_fp16_enable": precision == "fp16" or (precision == "int8" and tgt.fast_fp16),
+        "trt_int8_enable": precision == "int8",
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": cache_dir,
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": cache_dir,
+    }
+    if dla_core is not None:
+        opts.update(trt_dla_enable=True, trt_dla_core=dla_core)
+    return [("TensorrtExecutionProvider", opts), ("CUDAExecutionProvider", {"device_id": device_id}),
+            "CPUExecutionProvider"]

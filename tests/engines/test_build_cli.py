@@ -1,0 +1,55 @@
+"""`mesc build` without TensorRT: argument refusals first, then the install hint; nothing written."""
+
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mesc.cli import cli
+from mesc.errors import MissingDependencyError
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "exporters"))
+import toy_models  # noqa: E402
+
+
+def _has_trt():
+    try:
+        import tensorrt  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def pkg(tmp_path_factory):
+    from mesc.exporters.export import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("b") / "skipnet"
+    export(toy_models.skipnet(), out, options=ExportOptions(policy=None, verify=False))
+    return out
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--target", "tx2"], "unknown target 'tx2'; known targets: gtx1080ti, host, orin, xavier"),
+    (["--target", "gtx1080ti", "--precision", "fp16"], "no fast FP16"),
+    (["--target", "host", "--precision", "int8", "--dla-core", "0"], "has no DLA"),
+])
+def test_build_refuses_bad_requests_before_loading_tensorrt(pkg, args, match):
+    res = CliRunner().invoke(cli, ["build", str(pkg), *args])
+    assert res.exit_code == 2 and match in res.output, res.output
+
+
+@pytest.mark.skipif(_has_trt(), reason="TensorRT is installed here")
+def test_build_without_tensorrt_names_the_extra(pkg):
+    from mesc.engines.build import build
+
+    before = (pkg / "mesc.json").read_text()
+    with pytest.raises(MissingDependencyError, match=r"pip install 'mesc\[trt\]'"):
+        build(pkg, "host", "fp32")
+    assert (pkg / "mesc.json").read_text() == before and not (pkg / "engines").exists()
+
+
+def test_list_targets():
+    res = CliRunner().invoke(cli, ["build", "--list-targets"])
+    assert res.exit_code == 0 and "xavier" in res.output and "sm_61" in res.output

@@ -1,0 +1,64 @@
+"""On a machine with TensorRT and a GPU: build the toy package's engines, load them, and compare
+each segment with ONNX Runtime through polygraphy's Comparator."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mesc.package import Package
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "exporters"))
+import toy_models  # noqa: E402
+
+pytestmark = pytest.mark.trt
+
+
+@pytest.fixture(scope="module")
+def pkg(tmp_path_factory):
+    from mesc.exporters.export import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("trt") / "skipnet"
+    export(toy_models.skipnet(), out, options=ExportOptions(policy="top1"))
+    return out
+
+
+@pytest.mark.parametrize("precision,atol", [("fp32", 1e-3), ("fp16", 2e-2)])
+def test_build_load_and_compare_with_onnxruntime(pkg, precision, atol):
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.trt import TrtRunner
+    from polygraphy.comparator import CompareFunc, Comparator
+
+    from mesc.calibration.chain import segment_inputs
+    from mesc.engines.build import build
+    from mesc.engines.trt_compat import load_engine
+
+    entry = build(pkg, "host", precision)
+    p = Package.load(pkg)  # engines are checksummed in the manifest
+    assert p.manifest["engines"]["host"][precision]["segments"].keys() == {s["name"] for s in p.segments}
+    x = np.random.default_rng(0).normal(size=p.input["shape"]).astype(np.float32)
+    feeds = segment_inputs(p, [x])
+    for seg in p.segments:
+        meta = entry["segments"][seg["name"]]
+        engine = load_engine(p.path(meta["file"]))
+        runners = [TrtRunner(engine), OnnxrtRunner(SessionFromOnnx(str(p.path(seg["file"]))))]
+        results = Comparator.run(runners, data_loader=[feeds[seg["name"]]])
+        # labels come out INT32 on TensorRT 8.5 and INT64 on 10.x: compare values, not dtypes
+        ok = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=atol, check_dtype=False))
+        assert bool(ok), seg["name"]
+
+
+def test_int8_explicit_build(pkg, tmp_path):
+    from PIL import Image
+
+    from mesc.engines.build import build
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    h, w = Package.load(pkg).input["shape"][2:]
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(imgs / f"{i}.png")
+    entry = build(pkg, "host", "int8", calib_data=imgs)
+    assert all(Path(pkg, s["file"]).is_file() for s in entry["segments"].values())
