@@ -5,7 +5,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from mesc.engines.build import ort_trt_provider_options, source_graphs, summarize_layers
-from mesc.engines.targets import (Target, check_build_request, check_onnx_ops, get_target, list_targets,
+from mesc.engines.targets import (Target, check_build_request, check_onnx_ops, get_target,
                                   plan_build, register_target)
 from mesc.errors import MescError
 
