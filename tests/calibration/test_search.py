@@ -1,0 +1,206 @@
+"""The exit/threshold search against an independent brute force on small constructed cases."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from mesc.calibration.search import Costs, InfeasibleBound, Searcher, costs_from_package, miou, pareto_front
+from mesc.errors import MescError
+from mesc.package import Package
+
+
+# ---------------------------------------------------------------------------------------------
+# an independent brute force: plain Python loops over every exit subset and every distinct
+# decision each kept exit can make (thresholds at every observed score value)
+
+def _brute_miou(inter, union):
+    ious = [i / u for i, u in zip(inter, union) if u > 0]
+    return sum(ious) / len(ious) if ious else 0.0
+
+
+def _decisions(scores):
+    """Every distinct pass set of ``score >= t`` over thresholds t, as (g, t, passes)."""
+    out = [(-1, None, tuple([False] * scores.shape[0]))]
+    for g in range(scores.shape[1]):
+        for t in sorted(set(scores[:, g].tolist())):
+            out.append((g, t, tuple(bool(v >= t) for v in scores[:, g])))
+    return out
+
+
+def brute_force(inter, union, conf, chunk, head, max_drop=None, max_cost=None):
+    n, e, c = inter.shape
+    last = e - 1
+    ref = _brute_miou(inter[:, last].sum(0), union[:, last].sum(0))
+    best = None
+    for r in range(e):
+        for sub in itertools.combinations(range(last), r):
+            kept = list(sub) + [last]
+            for decs in itertools.product(*[_decisions(conf[:, k]) for k in kept[:-1]]):
+                I, U = np.zeros(c), np.zeros(c)
+                reach = [0] * len(kept)
+                for i in range(n):
+                    for j, k in enumerate(kept):
+                        reach[j] += 1
+                        if j == len(kept) - 1 or decs[j][2][i]:
+                            I += inter[i, k]
+                            U += union[i, k]
+                            break
+                cost, prev = 0.0, -1
+                for j, k in enumerate(kept):
+                    cost += reach[j] / n * (sum(chunk[prev + 1: k + 1]) + head[k])
+                    prev = k
+                m = _brute_miou(I, U)
+                if max_drop is not None:
+                    ok = m >= ref - max_drop / 100 - 1e-12
+                    key = (cost, -m)
+                else:
+                    ok = cost <= max_cost + 1e-12
+                    key = (-m, cost)
+                if ok and (best is None or key < best[0]):
+                    best = (key, cost, m, kept)
+    return best
+
+
+def _random_case(seed, n=7, e=3, c=3, g=2):
+    rng = np.random.default_rng(seed)
+    gt = rng.integers(1, 30, (n, c)).astype(float)
+    inter = np.floor(gt[:, None, :] * rng.uniform(0.2, 1.0, (n, e, c)))
+    union = gt[:, None, :] + rng.integers(0, 10, (n, e, c))
+    # an absent class in some images, so zero unions occur
+    union[0, :, 0] = 0
+    inter[0, :, 0] = 0
+    conf = rng.integers(0, 6, (n, e, g)) / 5.0  # ties on purpose
+    chunk = rng.uniform(1, 5, e).round(2)
+    head = rng.uniform(0.2, 1.5, e).round(2)
+    return inter, union, conf, chunk, head
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("bound", [("max_drop", 0.0), ("max_drop", 2.0), ("max_drop", 8.0), ("max_cost", 0.8)])
+def test_search_matches_brute_force(seed, bound):
+    inter, union, conf, chunk, head = _random_case(seed)
+    kw = {bound[0]: bound[1]}
+    if "max_cost" in kw:  # a fraction of the final-only cost, feasible by construction
+        kw["max_cost"] = bound[1] * (chunk.sum() + head[-1])
+    want = brute_force(inter, union, conf, chunk, head, **kw)
+    s = Searcher(inter, union, conf, Costs(chunk, head), th_pix_grid=[0.5, 0.9], th_img_steps=64)
+    if want is None:
+        with pytest.raises(InfeasibleBound):
+            s.search(**kw)
+        return
+    got = s.search(**kw).best
+    assert got.expected_cost == pytest.approx(want[1], abs=1e-9)
+    assert got.miou == pytest.approx(want[2], abs=1e-12)
+    if "max_drop" in kw:
+        assert got.miou >= s.reference().miou - kw["max_drop"] / 100 - 1e-12
+    else:
+        assert got.expected_cost <= kw["max_cost"] + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_local_search_close_to_brute_force(seed):
+    """Past the exhaustive limit the search is a coordinate/pair descent: feasible, and on these
+    small cases within 5% of the optimum cost."""
+    inter, union, conf, chunk, head = _random_case(100 + seed, n=8, e=4, g=2)
+    want = brute_force(inter, union, conf, chunk, head, max_drop=3.0)
+    s = Searcher(inter, union, conf, Costs(chunk, head), th_img_steps=64)
+    res = s.search(max_drop=3.0, exhaustive_limit=0)
+    assert not any(res.exhaustive[k] for k in res.exhaustive if len(k) > 1)
+    assert res.best.miou >= res.reference.miou - 0.03 - 1e-12
+    assert res.best.expected_cost <= want[1] * 1.05 + 1e-9
+
+
+def test_known_case_exits_the_easy_images():
+    """Four images, two exits: exit0 is as good as the final on images 0 and 1 and confident only
+    there, so with no drop allowed those two leave early and the rest go on."""
+    inter = np.zeros((4, 2, 2))
+    union = np.full((4, 2, 2), 10.0)
+    inter[:, 1] = 10.0                   # the final exit is perfect
+    inter[:2, 0] = 10.0                  # exit0 perfect on the easy images...
+    inter[2:, 0] = 2.0                   # ...and poor on the hard ones
+    conf = np.array([[0.95, 1.0], [0.9, 1.0], [0.4, 1.0], [0.7, 1.0]])[:, :, None]
+    s = Searcher(inter, union, conf, Costs([1.0, 3.0], [0.5, 0.5]), exit_names=["early", "final"])
+    cfg = s.search(max_drop=0.0).best
+    assert cfg.exits == ["early", "final"]
+    assert cfg.exit_fraction == {"early": 0.5, "final": 0.5}
+    assert 0.7 < cfg.th_img["early"] <= 0.9
+    assert cfg.miou == pytest.approx(1.0)
+    # 1.5 for everyone at exit0, then half of them run the final chunk and head (3.5)
+    assert cfg.expected_cost == pytest.approx(1.5 + 0.5 * 3.5)
+    ref = s.reference()
+    assert ref.exits == ["final"] and ref.expected_cost == pytest.approx(4.5)
+    # a cost bound below what exit0 alone costs for everyone cannot be met
+    with pytest.raises(InfeasibleBound, match="cheapest"):
+        s.search(max_cost=1.0)
+    # budgeted: single exits, anytime: all heads up to the exit
+    b = s.budgeted()
+    assert [x.expected_cost for x in b] == [1.5, 4.5]
+    assert [a["cost"] for a in s.anytime()] == [1.5, 5.0]
+
+
+def test_dropped_exit_keeps_its_chunk_not_its_head():
+    c = Costs([1.0, 2.0, 4.0], [0.1, 0.2, 0.4])
+    assert c.subset_segment_costs([2]).tolist() == pytest.approx([7.4])
+    assert c.subset_segment_costs([0, 2]).tolist() == pytest.approx([1.1, 6.4])
+    assert c.subset_segment_costs([1, 2]).tolist() == pytest.approx([3.2, 4.4])
+
+
+def test_range_policy_and_single_score():
+    """FFT-style range decisions: the search finds the band of scores where exit0 is right."""
+    n = 6
+    inter = np.zeros((n, 2, 1))
+    union = np.full((n, 2, 1), 10.0)
+    inter[:, 1] = 10.0
+    inter[:, 0] = 0.0
+    inter[2:4, 0] = 10.0                  # exit0 right only on the mid-scored images
+    conf = np.zeros((n, 2, 1))
+    conf[:, 0, 0] = [0.1, 0.2, 0.5, 0.6, 0.9, 1.0]
+    s = Searcher(inter, union, conf, Costs([1.0, 3.0], [0.0, 0.0]), policy="fft")
+    cfg = s.search(max_drop=0.0).best
+    assert cfg.exit_fraction["exit0"] == pytest.approx(2 / 6)
+    lo, hi = cfg.thresholds["exit0"]["lo"], cfg.thresholds["exit0"]["hi"]
+    assert 0.2 < lo <= 0.5 and 0.6 <= hi < 0.9
+
+
+def test_miou_skips_absent_classes_and_pareto():
+    assert miou(np.array([5.0, 0.0, 1.0]), np.array([10.0, 0.0, 4.0])) == pytest.approx((0.5 + 0.25) / 2)
+    pts = np.array([[1.0, 0.5], [2.0, 0.4], [2.0, 0.7], [3.0, 0.7], [0.5, 0.1]])
+    assert pareto_front(pts).tolist() == [4, 0, 2]
+
+
+def test_bad_bounds():
+    inter, union, conf, chunk, head = _random_case(0)
+    s = Searcher(inter, union, conf, Costs(chunk, head))
+    with pytest.raises(MescError, match="exactly one"):
+        s.search()
+    with pytest.raises(MescError, match="max-drop"):
+        s.search(max_drop=-1)
+    with pytest.raises(MescError, match="final exit"):
+        s.search(max_drop=1, subsets=[(0, 1)])
+
+
+def test_costs_from_package_prefers_recorded_latency(tmp_path):
+    def seg(name, kind, ins, outs, flops, exit=None):
+        return {"name": name, "kind": kind, "exit": exit, "file": f"onnx/{name}.onnx", "flops": flops,
+                "inputs": [{"name": t, "shape": [1], "dtype": "float32"} for t in ins],
+                "outputs": [{"name": t, "shape": [1], "dtype": "float32"} for t in outs]}
+
+    segs = [seg("chunk0", "chunk", ["image"], ["a"], 4e6), seg("head0", "head", ["a"], ["e0"], 1e6, "exit0"),
+            seg("chunk1", "chunk", ["a"], ["b"], 8e6), seg("head1", "head", ["b"], ["e1"], 2e6, "exit1"),
+            seg("head2", "head", ["b", "a"], ["e2"], 3e6, "exit2")]
+    exits = [{"name": f"exit{i}", "segment": f"head{i}", "logits": f"e{i}", "num_classes": 2,
+              "output_stride": 1, "policy": {}} for i in range(3)]
+    manifest = {"schema_version": 1, "input": {"name": "image", "shape": [1, 3, 4, 4], "dtype": "float32"},
+                "segments": segs, "exits": exits, "files": {s["file"]: "0" for s in segs}, "latency": {}}
+    pkg = Package(tmp_path, manifest)
+    c = costs_from_package(pkg)
+    assert c.unit == "MFLOPs"
+    assert c.chunk.tolist() == [4.0, 8.0, 0.0] and c.head.tolist() == [1.0, 2.0, 3.0]
+    manifest["latency"] = {"onnxruntime/cpu": {"chunk0": 2.0, "head0": 0.5, "chunk1": 3.0, "head1": 0.25,
+                                               "head2": 1.0}}
+    c = costs_from_package(pkg)
+    assert c.unit == "ms" and c.source == "latency:onnxruntime/cpu"
+    assert c.chunk.tolist() == [2.0, 3.0, 0.0] and c.head.tolist() == [0.5, 0.25, 1.0]
+    with pytest.raises(MescError, match="no latency recorded"):
+        costs_from_package(pkg, latency_key="tensorrt/xavier")
