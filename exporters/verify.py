@@ -14,16 +14,12 @@ REL_TOL = 1e-4
 
 def run_chain(pkg, image: np.ndarray) -> dict:
     """Run every segment of ``pkg`` in order on ONNX Runtime CPU; returns all tensors by name."""
-    ort = require("onnxruntime", extra="core")
-    env = {pkg.input["name"]: image}
-    th = {ex["th_pix_input"]: np.array([ex["policy"]["th_pix"]], np.float32)
-          for ex in pkg.exits if ex.get("th_pix_input")}
-    for seg in pkg.segments:
-        sess = ort.InferenceSession(str(pkg.path(seg["file"])), providers=["CPUExecutionProvider"])
-        feeds = {t["name"]: env[t["name"]] if t["name"] in env else th[t["name"]] for t in seg["inputs"]}
-        names = [o["name"] for o in seg["outputs"]]
-        env.update(zip(names, sess.run(names, feeds)))
-    return env
+    from mesc.runtime.devices import Device
+    from mesc.runtime.pipeline import Pipeline
+    from mesc.runtime.runners.onnxrt import OrtRunner
+
+    with Pipeline(pkg, OrtRunner(pkg, Device("cpu"))) as pipe:
+        return pipe.tensors(image)
 
 
 def verify_against_model(pkg, net, shape, batches, seed: int = 1) -> dict:

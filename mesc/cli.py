@@ -255,6 +255,71 @@ def build_cmd(package, target, precision, calib_data, dla_core, workspace_mb, ti
         click.echo(f"  {name:10s} {seg['placement']['by_device']} {seg['placement']['by_precision']}")
 
 
+def _parse_thresholds(ctx, param, value):
+    """One value for every exit, or one per exit (comma-separated, in exit order)."""
+    if value is None:
+        return None
+    try:
+        vals = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected a number in [0, 1] or one per exit (e.g. 0.8,0.85,0), got {value!r}")
+    if not vals or any(not 0.0 <= v <= 1.0 for v in vals):
+        raise click.BadParameter(f"thresholds must be in [0, 1], got {value!r}")
+    return vals
+
+
+@cli.command("run")
+@click.argument("package", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for the label PNGs, results.csv and results.json.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--target", default=None, help="TensorRT engines: which target's build (default: the one for this GPU).")
+@click.option("--precision", default=None, help="TensorRT engines: which precision build, e.g. int8 or fp16-dla0.")
+@click.option("--exit", "exit_key", default=None,
+              help="Budgeted mode: always take this exit (name or 0-based position); runs only what it needs.")
+@click.option("--th-img", callback=_parse_thresholds, default=None,
+              help="Image-level exit threshold: one for all exits or one per exit, comma-separated.")
+@click.option("--th-pix", callback=_parse_thresholds, default=None,
+              help="Pixel confidence threshold: one for all exits or one per exit.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Images per call (needs a package exported with --dynamic-batch to pay off).")
+@click.option("--resize", is_flag=True, help="Resize images of another size to the package input (else refused).")
+@click.option("--force", is_flag=True, help="Write into a non-empty output folder.")
+def run_cmd(package, images, output, backend, device, target, precision, exit_key, th_img, th_pix, batch, resize,
+            force):
+    """Segment IMAGES (files or folders) with early exit; write palette PNGs and a results table.
+
+    Images that cannot be read are reported and skipped; the exit status is then 1.
+    """
+    from mesc.runtime import load
+    from mesc.runtime.files import prepare_output, run_files
+
+    prepare_output(output, force)  # refuse before loading anything
+    pipe = load(package, backend=backend, device=device, target=target, precision=precision)
+    with pipe:
+        for key, vals in (("th_img", th_img), ("th_pix", th_pix)):
+            if vals is None:
+                continue
+            if len(vals) not in (1, len(pipe.exit_names)):
+                raise MescError(f"--{key.replace('_', '-')} gives {len(vals)} values for {len(pipe.exit_names)} exits "
+                                f"({', '.join(pipe.exit_names)}); give one, or one per exit")
+            for name, v in zip(pipe.exit_names, vals * len(pipe.exit_names) if len(vals) == 1 else vals):
+                pipe.set_thresholds(name, **{key: v})
+        if exit_key is not None and exit_key.isdigit():
+            exit_key = int(exit_key)
+        if exit_key is not None:
+            pipe.pkg.exit(exit_key)  # a bad name fails here, before any image is read
+        summary = run_files(pipe, images, output, exit=exit_key, resize=resize, batch=batch, force=True,
+                            echo=lambda m: click.echo(m, err=True))
+    click.echo(summary.format())
+    click.echo(f"wrote {output}/results.csv and results.json")
+    if summary.failed:
+        ctx = click.get_current_context()
+        ctx.exit(1)
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="mesc", standalone_mode=True)

@@ -1,0 +1,63 @@
+"""The mesc runtime: run a package with early exit, torch-free (numpy plus the backend).
+
+    pipe = mesc.load("pkg", backend="auto", device="cpu")
+    result = pipe(image)                 # H x W x C uint8, normalised per the manifest
+    results = pipe(batch)                # N x C x H x W float32, already normalised
+    results = pipe(batch, exit="exit1")  # budgeted: only the segments exit1 needs
+    for preds in pipe.anytime(batch, deadline=0.05): ...
+    pipe.set_thresholds("exit0", th_pix=0.85, th_img=0.7)
+"""
+
+from __future__ import annotations
+
+from mesc.runtime.devices import parse_device
+from mesc.runtime.errors import BackendError, DeviceError, EngineMismatchError, InputError
+from mesc.runtime.pipeline import Pipeline, Result
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+def _tensorrt_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
+
+
+def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = None, precision: str | None = None,
+                **options):
+    """The runner for ``backend`` on ``device``; ``auto`` takes TensorRT on a CUDA device when the
+    package has engines and TensorRT is installed, else ONNX Runtime."""
+    dev = parse_device(device)
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = "tensorrt" if dev.is_cuda and pkg.manifest.get("engines") and _tensorrt_installed() \
+            else "onnxruntime"
+    if backend == "tensorrt":
+        from mesc.runtime.runners.trt import TrtRunner
+
+        return TrtRunner(pkg, dev, target=target, precision=precision, **options)
+    from mesc.runtime.runners.onnxrt import OrtRunner
+
+    if target is not None or precision is not None:
+        raise BackendError("--target/--precision select TensorRT engines; the onnxruntime backend runs the "
+                           "ONNX segments")
+    return OrtRunner(pkg, dev, **options)
+
+
+def load(path, backend: str = "auto", device="cpu", target: str | None = None, precision: str | None = None,
+         **options) -> Pipeline:
+    """Load the package at ``path`` (manifest and checksums verified) as a ready pipeline.
+
+    ``target`` and ``precision`` pick the TensorRT build (defaults: the only one, or the one for
+    this GPU). ``options`` go to the runner: for onnxruntime ``threads`` (intra-op threads per
+    segment), ``spin``, ``tensorrt_ep`` (ORT's TensorRT execution provider).
+    """
+    from mesc.package import Package
+
+    pkg = Package.load(path)
+    return Pipeline(pkg, make_runner(pkg, backend, device, target, precision, **options))
+
+
+__all__ = ["load", "make_runner", "Pipeline", "Result", "BACKENDS", "BackendError", "DeviceError",
+           "EngineMismatchError", "InputError"]

@@ -1,0 +1,137 @@
+"""Run a pipeline over image files: palette PNGs and a results table (``mesc run``).
+
+Each file is its own item: one that cannot be read, or has the wrong size, is reported and
+skipped, nothing is written for it, and the others still run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+from mesc.errors import MescError
+from mesc.package import write_json_atomic
+from mesc.runtime.errors import InputError
+from mesc.runtime.images import collect_images, read_image, write_label_png
+
+
+@dataclasses.dataclass
+class RunSummary:
+    rows: list  # one dict per image written
+    failed: list  # {"file", "error"} per image skipped
+    exit_names: list
+
+    @property
+    def histogram(self) -> dict:
+        counts = Counter(r["exit"] for r in self.rows)
+        return {name: counts.get(name, 0) for name in self.exit_names}
+
+    @property
+    def mean_latency_ms(self) -> float | None:
+        return sum(r["latency_ms"] for r in self.rows) / len(self.rows) if self.rows else None
+
+    def format(self) -> str:
+        lines = [f"{len(self.rows)} image(s) segmented, {len(self.failed)} skipped"]
+        total = max(len(self.rows), 1)
+        width = max((len(n) for n in self.exit_names), default=4)
+        for name, n in self.histogram.items():
+            lines.append(f"  {name:<{width}}  {n:5d}  {'#' * round(40 * n / total)}")
+        if self.rows:
+            lines.append(f"mean latency {self.mean_latency_ms:.2f} ms per image")
+        return "\n".join(lines)
+
+
+def prepare_output(out, force: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MescError(f"output path {out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise MescError(f"output directory {out} is not empty; pass --force to write into it")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1, force: bool = False,
+              progress: bool = True, echo=print) -> RunSummary:
+    """Segment every image among ``inputs`` (files or folders) into ``out``."""
+    files = collect_images(inputs)
+    if not files:
+        raise InputError(f"no images found in {', '.join(map(str, inputs))}")
+    out = prepare_output(out, force)
+    c, h, w = pipe.chw
+    num_classes = max(ex["num_classes"] for ex in pipe.pkg.exits)
+    rows, failed, used = [], [], set()
+    bar = _bar(len(files), progress)
+
+    def flush(items):
+        if not items:
+            return
+        results = pipe([img for _, img in items], exit=exit)
+        for (path, _), res in zip(items, results):
+            name = _unique_name(path.stem, used)
+            write_label_png(out / f"{name}.png", res.labels, num_classes)
+            rows.append({"file": str(path), "output": f"{name}.png", **res.as_row()})
+        bar.update(len(items))
+
+    pending = []
+    for path in files:
+        try:
+            pending.append((path, read_image(path, size=(h, w), channels=c, resize=resize)))
+        except InputError as err:
+            failed.append({"file": str(path), "error": str(err)})
+            bar.update(1)
+            echo(f"skipped: {err}")
+            continue
+        if len(pending) >= batch:
+            flush(pending)
+            pending = []
+    flush(pending)
+    bar.close()
+    summary = RunSummary(rows, failed, pipe.exit_names)
+    _write_tables(out, summary, pipe)
+    return summary
+
+
+def _unique_name(stem: str, used: set) -> str:
+    name, n = stem, 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}"
+    used.add(name)
+    return name
+
+
+def _write_tables(out: Path, s: RunSummary, pipe) -> None:
+    exits = s.exit_names
+    with open(out / "results.csv", "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(["file", "output", "exit", "exit_index", "latency_ms", *[f"confidence_{e}" for e in exits]])
+        for r in s.rows:
+            conf = r["confidences"]
+            wr.writerow([r["file"], r["output"], r["exit"], r["exit_index"], f"{r['latency_ms']:.3f}",
+                         *["" if conf.get(e) is None else f"{conf[e]:.6f}" for e in exits]])
+    write_json_atomic(out / "results.json", {
+        "package": str(pipe.pkg.root), "backend": pipe.runner.backend, "device": str(pipe.runner.device),
+        "thresholds": {e: pipe.thresholds(e) for e in exits},
+        "images": s.rows, "failed": s.failed,
+        "summary": {"exits": s.histogram, "mean_latency_ms": s.mean_latency_ms},
+    })
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(total, show):
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="image", leave=False)

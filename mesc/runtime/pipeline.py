@@ -1,0 +1,348 @@
+"""The early-exit pipeline: chains a package's segments on a runner under the exit policy.
+
+This module decides, for every backend and device alike, what runs and what crosses to the
+host: per exit only the image confidences (4 bytes an image; the logits where the package
+has no in-graph policy), then the labels of the images that leave. Images that exit leave the
+batch; the live tensors of the others are gathered on the device into a smaller batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Iterator
+
+import numpy as np
+
+from mesc.runtime import host_policy
+from mesc.runtime.errors import InputError
+from mesc.runtime.images import normalize
+
+
+@dataclasses.dataclass
+class Result:
+    """One image's prediction.
+
+    ``timings["segments"]`` holds the wall-clock milliseconds of each segment the image took
+    part in (in a batch, the whole batch's time for that segment); ``timings["total_ms"]`` is
+    the time from the call until this image's labels were on the host.
+    """
+
+    labels: np.ndarray  # H x W int32
+    exit: str
+    exit_index: int  # position among the package's exits
+    confidences: dict  # exit name -> c_img at each exit visited (None where not computed)
+    timings: dict
+    final: bool = True  # anytime mode: False while later exits may still refine it
+    logits: np.ndarray | None = None  # M x H x W, only when asked for
+
+    def as_row(self) -> dict:
+        return {"exit": self.exit, "exit_index": self.exit_index, "confidences": dict(self.confidences),
+                "latency_ms": self.timings["total_ms"], "segments_ms": dict(self.timings["segments"])}
+
+
+@dataclasses.dataclass
+class Step:
+    """One segment of a plan: what it reads, what it must output, what dies after it."""
+
+    segment: dict
+    exit: dict | None
+    feeds: list
+    th_input: str | None
+    fetch: list
+    release: list
+
+
+def build_plan(pkg, segments: list[dict], in_graph: bool, logits: bool) -> list[Step]:
+    """Steps for ``segments`` (execution order), fetching only the outputs that a later step
+    reads or that the exit decision needs; logits stay unfetched unless asked for."""
+    exits = {ex["segment"]: ex for ex in pkg.exits}
+    th_names = {ex.get("th_pix_input") for ex in pkg.exits} - {None}
+    reads = [{t["name"] for t in seg["inputs"] if t["name"] not in th_names} for seg in segments]
+    steps = []
+    for i, seg in enumerate(segments):
+        later = set().union(*reads[i + 1:]) if i + 1 < len(segments) else set()
+        ex = exits.get(seg["name"]) if seg["kind"] == "head" else None
+        fetch = [o["name"] for o in seg["outputs"] if o["name"] in later]
+        if ex is not None:
+            wanted = [ex["labels"], ex["confidence"]] if in_graph else [ex["logits"]]
+            if logits:
+                wanted.append(ex["logits"])
+            fetch += [n for n in dict.fromkeys(wanted) if n not in fetch]
+        th = ex.get("th_pix_input") if ex is not None and in_graph else None
+        available = set().union(*reads[: i + 1]) | {o for s in steps for o in s.fetch} | set(fetch)
+        release = sorted(n for n in available if n not in later)
+        steps.append(Step(seg, ex, sorted(reads[i]), th, fetch, release))
+    return steps
+
+
+@dataclasses.dataclass
+class _ExitEvent:
+    exit: dict
+    rows: np.ndarray  # batch positions (of the walk's input) that report at this exit
+    labels: np.ndarray  # len(rows) x H x W
+    logits: np.ndarray | None
+    confidences: dict  # batch position -> c_img, for every image still undecided here
+    segments_ms: dict
+    elapsed_ms: float
+
+
+class Pipeline:
+    """A package loaded on a runner. Call it on images; see :func:`mesc.runtime.load`."""
+
+    def __init__(self, pkg, runner):
+        self.pkg = pkg
+        self.runner = runner.activate()
+        self.in_graph = all(ex.get("labels") and ex.get("confidence") and ex.get("th_pix_input") for ex in pkg.exits)
+        inp = pkg.input
+        self.input_name = inp["name"]
+        self.chw = tuple(inp["shape"][1:])
+        self.dynamic_batch = bool(inp.get("dynamic_batch")) or not isinstance(inp["shape"][0], int)
+        self.static_batch = None if self.dynamic_batch else int(inp["shape"][0])
+        self._plans: dict = {}
+        self._th_handles: dict = {}
+        self._warned_static = False
+
+    # lifecycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        self.runner.deactivate()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return (f"<mesc Pipeline {self.pkg.root} exits={self.exit_names} backend={self.runner.backend} "
+                f"device={self.runner.device} policy={'in-graph' if self.in_graph else 'host'}>")
+
+    # exits and thresholds ----------------------------------------------------------------
+    @property
+    def exit_names(self) -> list[str]:
+        return [ex["name"] for ex in self.pkg.exits]
+
+    def thresholds(self, exit) -> dict:
+        p = self.pkg.policy(exit)
+        return {"th_pix": p.get("th_pix"), "th_img": p.get("th_img")}
+
+    def set_thresholds(self, exit, th_pix: float | None = None, th_img: float | None = None) -> None:
+        """Change one exit's thresholds (by name or position) for later calls. Sessions and
+        engines stay as they are: th_pix is a graph input, th_img a host comparison."""
+        settings = {k: float(v) for k, v in (("th_pix", th_pix), ("th_img", th_img)) if v is not None}
+        self.pkg.set_policy(exit, **settings)
+        self._th_handles.pop(self.pkg.exit(exit)["name"], None)
+
+    def _th_handle(self, ex):
+        h = self._th_handles.get(ex["name"])
+        if h is None:
+            h = self._th_handles[ex["name"]] = self.runner.upload(np.array([ex["policy"]["th_pix"]], np.float32))
+        return h
+
+    # inputs ----------------------------------------------------------------------------------
+    def prepare(self, images) -> tuple[np.ndarray, bool]:
+        """(N x C x H x W float32 batch, whether a single image was given)."""
+        c, h, w = self.chw
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise InputError("no images given")
+            parts = [self.prepare(im)[0] for im in images]
+            return np.concatenate(parts), False
+        if not isinstance(images, np.ndarray):
+            raise InputError(f"expected a numpy array, got {type(images).__name__}")
+        x = images
+        if x.ndim == 3 and x.dtype == np.uint8:
+            self._check_size(x.shape[2], x.shape[0], x.shape[1], "H x W x C", x.shape)
+            return normalize(x, self.pkg.input.get("normalization"))[None], True
+        if x.ndim == 4 and x.dtype == np.uint8:
+            self._check_size(x.shape[3], x.shape[1], x.shape[2], "N x H x W x C", x.shape)
+            norm = self.pkg.input.get("normalization")
+            return np.stack([normalize(im, norm) for im in x]), False
+        if x.ndim == 4:
+            if x.dtype != np.float32:
+                raise InputError(f"a batch must be float32 N x C x H x W (already normalised), got {x.dtype}; "
+                                 f"use x.astype(np.float32), or pass uint8 H x W x C images to have them normalised")
+            self._check_size(x.shape[1], x.shape[2], x.shape[3], "N x C x H x W", x.shape)
+            if x.shape[0] == 0:
+                raise InputError("the batch is empty (N = 0)")
+            return np.ascontiguousarray(x), False
+        raise InputError(f"expected one uint8 image H x W x C ({h} x {w} x {c}) or a float32 batch "
+                         f"N x C x H x W (N x {c} x {h} x {w}); got {x.dtype} with shape {tuple(x.shape)}")
+
+    def _check_size(self, c_got, h_got, w_got, layout, shape):
+        c, h, w = self.chw
+        if c_got != c:
+            raise InputError(f"the package takes {c} channels, got {c_got} (shape {tuple(shape)} read as {layout})")
+        if (h_got, w_got) != (h, w):
+            raise InputError(f"the package takes {h} x {w} (H x W) images, got {h_got} x {w_got} "
+                             f"(shape {tuple(shape)} read as {layout})")
+
+    # plans -----------------------------------------------------------------------------------
+    def plan(self, exit=None, logits: bool = False) -> list[Step]:
+        key = (None if exit is None else self.pkg.exit(exit)["name"], logits)
+        if key not in self._plans:
+            segments = self.pkg.segments if exit is None else self.pkg.segments_until(exit)
+            self._plans[key] = build_plan(self.pkg, segments, self.in_graph, logits)
+        return self._plans[key]
+
+    def _groups(self, n: int):
+        """Batch positions per run: all at once with a dynamic batch, else chunks of the static
+        batch size (the last one padded)."""
+        if self.static_batch is None:
+            return [np.arange(n)]
+        b = self.static_batch
+        if n != b and not self._warned_static:
+            self._warned_static = True
+            how = "image by image" if b == 1 else f"in batches of {b} (the last one padded)"
+            warnings.warn(f"the package has a static batch of {b}; running {n} images {how}. "
+                          f"Export with --dynamic-batch to batch freely and let exited images leave the batch.",
+                          stacklevel=3)
+        return [np.arange(s, min(s + b, n)) for s in range(0, n, b)]
+
+    def _group_input(self, x, rows):
+        if self.static_batch is None or len(rows) == self.static_batch:
+            return x[rows]
+        pad = np.zeros((self.static_batch - len(rows), *x.shape[1:]), x.dtype)
+        return np.concatenate([x[rows], pad])
+
+    # the walk -------------------------------------------------------------------------------
+    def _walk(self, x: np.ndarray, plan: list[Step], by_policy: bool, real: int, need_conf: bool = True,
+              want_logits: bool = False) -> Iterator[_ExitEvent]:
+        """Run ``plan`` on batch ``x`` (its first ``real`` rows are images, the rest padding),
+        yielding at each exit the images that report there. With ``by_policy`` an image reports
+        at the first exit whose policy lets it go (the plan's last exit takes the rest) and then
+        leaves; otherwise every image reports at every exit."""
+        run, t0 = self.runner, time.perf_counter()
+        env = {self.input_name: run.upload(x)}
+        pos = np.arange(x.shape[0])  # input batch position of each row of the live tensors
+        undecided = pos < real  # rows still waiting for their exit (padding never waits)
+        last_head = max(i for i, s in enumerate(plan) if s.exit is not None)
+        seg_ms = {}
+        for i, step in enumerate(plan):
+            ts = time.perf_counter()
+            feeds = {n: env[n] for n in step.feeds}
+            if step.th_input:
+                feeds[step.th_input] = self._th_handle(step.exit)
+            env.update(run.run(step.segment, feeds, step.fetch))
+            ex = step.exit
+            if ex is None:
+                for n in step.release:
+                    env.pop(n, None)
+                seg_ms[step.segment["name"]] = (time.perf_counter() - ts) * 1e3
+                continue
+            # The exit decision: confidences (or, without the in-graph policy, logits) to host.
+            host_logits = None
+            if self.in_graph:
+                conf = run.download(env[ex["confidence"]]).reshape(-1).astype(np.float64)
+            else:
+                host_logits = run.download(env[ex["logits"]])
+                if need_conf:
+                    host_labels, conf = host_policy.decide(host_logits, ex["policy"])
+                else:  # budgeted without an in-graph policy: the labels are all that is asked
+                    host_labels, conf = host_policy.labels_only(host_logits), None
+            seg_ms[step.segment["name"]] = (time.perf_counter() - ts) * 1e3
+            if by_policy and i != last_head:
+                leave = undecided & (conf >= ex["policy"]["th_img"])
+            else:
+                leave = undecided.copy()
+            rows = np.flatnonzero(leave)
+            if self.in_graph:
+                labels = self._download_rows(env[ex["labels"]], rows, len(pos))
+                logits = self._download_rows(env[ex["logits"]], rows, len(pos)) if want_logits else None
+            else:
+                labels = host_labels[rows]
+                logits = host_logits[rows] if want_logits else None
+            confs = {} if conf is None else {int(pos[r]): float(conf[r]) for r in np.flatnonzero(undecided)}
+            yield _ExitEvent(ex, pos[rows], labels, logits, confs, dict(seg_ms),
+                             (time.perf_counter() - t0) * 1e3)
+            for n in step.release:
+                env.pop(n, None)
+            if not by_policy:
+                continue
+            undecided &= ~leave
+            if not undecided.any():
+                return
+            if self.dynamic_batch and leave.any():
+                keep = np.flatnonzero(undecided)
+                env = {n: run.take(h, keep) for n, h in env.items()}
+                pos, undecided = pos[keep], undecided[keep]
+
+    def _download_rows(self, handle, rows, batch):
+        """Only the rows that leave cross to the host; all of them in one copy when all leave."""
+        if len(rows) == 0:
+            shape = self.runner.shape(handle)
+            return np.zeros((0, *shape[1:]), np.int32)
+        if len(rows) == batch:
+            return self.runner.download(handle)
+        return self.runner.download(self.runner.take(handle, rows))
+
+    # modes -------------------------------------------------------------------------------------
+    def __call__(self, images, exit=None, logits: bool = False):
+        """Predict. Input-dependent (default): each image leaves at the first exit whose policy
+        is confident enough. Budgeted (``exit=k``, name or position): run only what exit k needs.
+        Returns one :class:`Result` for a single H x W x C image, else a list (batch order)."""
+        x, single = self.prepare(images)
+        plan = self.plan(exit, logits)
+        results = [None] * len(x)
+        for group in self._groups(len(x)):
+            seen: dict = {}
+            walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
+                              need_conf=exit is None, want_logits=logits)
+            for ev in walk:
+                self._collect(ev, group, seen, results, final=True)
+        return results[0] if single else results
+
+    def anytime(self, images, deadline: float | None = None, logits: bool = False):
+        """Yield every exit's prediction in order (a :class:`Result`, or a list for a batch).
+
+        With ``deadline`` (seconds from the call), stop at the first exit reached after it; that
+        prediction is then marked ``final``. Stopping early never runs the remaining segments.
+        """
+        x, single = self.prepare(images)
+        plan = self.plan(None, logits)
+        groups = self._groups(len(x))
+        t0 = time.perf_counter()
+        # Static-batch groups advance in lockstep so that each yield covers every image.
+        walks = [self._walk(self._group_input(x, g), plan, False, len(g), want_logits=logits) for g in groups]
+        seen = [dict() for _ in groups]
+        n_exits = sum(1 for s in plan if s.exit is not None)
+        try:
+            for k in range(n_exits):
+                results = [None] * len(x)
+                for g, walk, s in zip(groups, walks, seen):
+                    self._collect(next(walk), g, s, results, final=False)
+                final = k == n_exits - 1 or (deadline is not None and time.perf_counter() - t0 >= deadline)
+                for r in results:
+                    r.final = final
+                yield results[0] if single else results
+                if final:
+                    return
+        finally:
+            for walk in walks:
+                walk.close()
+
+    def tensors(self, images) -> dict:
+        """Every segment's every output on the host, by name (with the input): for verifying
+        an export and for debugging, not for speed."""
+        x, _ = self.prepare(images)
+        env = {self.input_name: self.runner.upload(x)}
+        for seg in self.pkg.segments:
+            ex = next((e for e in self.pkg.exits if e["segment"] == seg["name"]), None)
+            feeds = {t["name"]: env[t["name"]] for t in seg["inputs"]
+                     if ex is None or t["name"] != ex.get("th_pix_input")}
+            if ex is not None and ex.get("th_pix_input") in {t["name"] for t in seg["inputs"]}:
+                feeds[ex["th_pix_input"]] = self._th_handle(ex)
+            env.update(self.runner.run(seg, feeds, [o["name"] for o in seg["outputs"]]))
+        return {n: self.runner.download(h) for n, h in env.items()}
+
+    def _collect(self, ev: _ExitEvent, group, seen: dict, results: list, final: bool):
+        for p, c in ev.confidences.items():
+            seen.setdefault(p, {})[ev.exit["name"]] = c
+        for j, p in enumerate(ev.rows):
+            confs = dict(seen.get(int(p), {}))
+            confs.setdefault(ev.exit["name"], None)
+            results[group[p]] = Result(
+                labels=ev.labels[j], exit=ev.exit["name"], exit_index=self.pkg.exits.index(ev.exit),
+                confidences=confs, timings={"segments": dict(ev.segments_ms), "total_ms": ev.elapsed_ms},
+                final=final, logits=None if ev.logits is None else ev.logits[j])

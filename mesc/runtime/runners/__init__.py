@@ -1,0 +1,1 @@
+"""Backends behind one interface (:class:`mesc.runtime.runners.base.Runner`)."""

@@ -1,0 +1,230 @@
+"""The ORT CPU pipeline against the eager model and the numpy reference policy."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import mesc
+from mesc.errors import MescError
+from mesc.policy import mess_confidence
+from mesc.runtime import InputError
+
+TH_PIX = 0.5
+
+
+def _eager(model, x):
+    with torch.no_grad():
+        return [o.numpy() for o in model(torch.from_numpy(x))]
+
+
+def _spread_thresholds(pipe, model, x):
+    """th_img per exit at the widest gap between the remaining images' reference confidences,
+    so each exit is taken by some image and float noise cannot flip a decision. Returns the
+    expected exit per image and the reference confidences."""
+    outs = _eager(model, x)
+    conf = []
+    for ex, logits in zip(pipe.pkg.exits, outs):
+        p = ex["policy"]
+        conf.append(mess_confidence(logits, TH_PIX, p["confidence"], p["edge"], p["stride"]))
+    remaining = np.arange(len(x))
+    expected = np.full(len(x), len(outs) - 1)
+    for k in range(len(outs) - 1):
+        v = np.sort(conf[k][remaining])
+        assert len(v) > 1, f"exit {k}: no image left to spread"
+        i = int(np.argmax(np.diff(v)))
+        assert v[i + 1] - v[i] > 0.05, f"exit {k}: confidences {v} do not spread"
+        th = float(v[i] + v[i + 1]) / 2
+        pipe.set_thresholds(k, th_pix=TH_PIX, th_img=th)
+        leaving = remaining[conf[k][remaining] >= th]
+        expected[leaving] = k
+        remaining = remaining[conf[k][remaining] < th]
+    pipe.set_thresholds(len(outs) - 1, th_pix=TH_PIX)
+    assert set(expected) == set(range(len(outs))), f"not every exit is taken: {expected}"
+    return expected, outs, conf
+
+
+def test_input_dependent_matches_eager_and_reference(pkg, model, images):
+    with mesc.load(pkg) as pipe:
+        expected, outs, conf = _spread_thresholds(pipe, model, images)
+        results = pipe(images)
+    for i, r in enumerate(results):
+        assert r.exit_index == expected[i], f"image {i}"
+        assert r.exit == pipe.pkg.exits[expected[i]]["name"]
+        assert r.labels.dtype == np.int32 and r.labels.shape == images.shape[2:]
+        np.testing.assert_array_equal(r.labels, outs[expected[i]][i].argmax(0))
+        # a confidence for every exit visited, and only those
+        assert list(r.confidences) == [e["name"] for e in pipe.pkg.exits[: expected[i] + 1]]
+        for k, name in enumerate(r.confidences):
+            assert r.confidences[name] == pytest.approx(conf[k][i], abs=2 / images[0, 0].size)
+        head = pipe.pkg.segment(pipe.pkg.exits[expected[i]]["segment"])
+        assert list(r.timings["segments"]) == [s["name"] for s in pipe.pkg.segments[: pipe.pkg.segments.index(head) + 1]]
+        assert r.timings["total_ms"] > 0
+
+
+def test_mixed_batch_equals_one_by_one(pkg, model, images):
+    with mesc.load(pkg) as pipe:
+        expected, _, _ = _spread_thresholds(pipe, model, images)
+        order = np.array([7, 0, 4, 2, 6, 1, 3, 5])  # exits interleaved within the batch
+        batch = pipe(images[order])
+        for j, i in enumerate(order):
+            single = pipe(images[i:i + 1])[0]
+            assert batch[j].exit == single.exit == pipe.pkg.exits[expected[i]]["name"]
+            np.testing.assert_array_equal(batch[j].labels, single.labels)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2])
+def test_budgeted_equals_models_exit(pkg, model, images, k):
+    outs = _eager(model, images)
+    with mesc.load(pkg) as pipe:
+        results = pipe(images, exit=k)
+        ran = set(results[0].timings["segments"])
+        assert ran == {s["name"] for s in pipe.pkg.segments_until(k)}
+        by_name = pipe(images[:2], exit=pipe.pkg.exits[k]["name"])
+    for i, r in enumerate(results):
+        assert r.exit_index == k
+        np.testing.assert_array_equal(r.labels, outs[k][i].argmax(0))
+    np.testing.assert_array_equal(by_name[1].labels, results[1].labels)
+
+
+def test_anytime_yields_every_exit_in_order(pkg, model, images):
+    outs = _eager(model, images)
+    with mesc.load(pkg) as pipe:
+        steps = list(pipe.anytime(images[:3]))
+        assert [s[0].exit for s in steps] == pipe.exit_names
+        assert [s[0].final for s in steps] == [False, False, True]
+        for k, step in enumerate(steps):
+            for i, r in enumerate(step):
+                np.testing.assert_array_equal(r.labels, outs[k][i].argmax(0))
+        # a deadline already passed: the first prediction is the final one, nothing else runs
+        first = list(pipe.anytime(images[:3], deadline=0.0))
+        assert len(first) == 1 and first[0][0].final and first[0][0].exit == "exit0"
+        assert set(first[0][0].timings["segments"]) == {"chunk0", "head0"}
+        one = list(pipe.anytime(np.ascontiguousarray(images[0])[None]))
+        assert len(one) == 3
+
+
+def test_thresholds_change_without_rebuilding(pkg, images):
+    with mesc.load(pkg) as pipe:
+        sessions = dict(pipe.runner.sessions)
+        pipe.set_thresholds("exit0", th_pix=0.0, th_img=0.0)  # everything is confident
+        assert {r.exit for r in pipe(images)} == {"exit0"}
+        pipe.set_thresholds("exit0", th_pix=1.0, th_img=1.0)
+        pipe.set_thresholds("exit1", th_pix=1.0, th_img=1.0)
+        assert {r.exit for r in pipe(images)} == {"exit2"}
+        assert pipe.thresholds("exit1") == {"th_pix": 1.0, "th_img": 1.0}
+        assert pipe.runner.sessions == sessions
+        with pytest.raises(MescError, match="th_img"):
+            pipe.set_thresholds(0, th_img=1.5)
+        with pytest.raises(MescError, match="no exit named"):
+            pipe.set_thresholds("exit9", th_img=0.5)
+
+
+class _Recorder:
+    """Wraps a runner and records what crosses to the host, by tensor name and rows."""
+
+    def __init__(self, runner):
+        self.inner, self.downloads, self.names = runner, [], {}
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run(self, segment, feeds, outputs):
+        out = self.inner.run(segment, feeds, outputs)
+        self.names.update({id(h): n for n, h in out.items()})
+        return out
+
+    def take(self, handle, rows):
+        out = self.inner.take(handle, rows)
+        self.names[id(out)] = self.names.get(id(handle), "?")
+        return out
+
+    def download(self, handle):
+        arr = self.inner.download(handle)
+        self.downloads.append((self.names.get(id(handle), "?"), arr.shape[0]))
+        return arr
+
+
+def test_only_confidences_and_leaving_labels_cross_to_host(pkg_graph, model, images):
+    """The copy decisions the CUDA path shares: per exit the confidences of the images still in
+    the batch, the labels of those that leave, never the logits or the features."""
+    with mesc.load(pkg_graph) as pipe:
+        expected, _, _ = _spread_thresholds(pipe, model, images)
+        rec = pipe.runner = _Recorder(pipe.runner)
+        pipe._th_handles.clear()
+        pipe(images)
+    left = [int((expected == k).sum()) for k in range(3)]
+    in_batch = [8, 8 - left[0], 8 - left[0] - left[1]]
+    assert rec.downloads == [
+        ("exit0_confidence", in_batch[0]), ("exit0_labels", left[0]),
+        ("exit1_confidence", in_batch[1]), ("exit1_labels", left[1]),
+        ("exit2_confidence", in_batch[2]), ("exit2_labels", left[2]),
+    ]
+
+
+def test_logits_only_when_asked(pkg_graph, images):
+    with mesc.load(pkg_graph) as pipe:
+        assert all(r.logits is None for r in pipe(images[:2], exit=1))
+        r = pipe(images[:2], exit=1, logits=True)
+        assert r[0].logits.shape == (4, *images.shape[2:])
+        assert all("logits" not in n for s in pipe.plan(None) for n in s.fetch)
+
+
+def test_static_batch_warns_once_and_runs_image_by_image(pkg_static, pkg_host, model, images):
+    with mesc.load(pkg_host) as dyn:
+        expected, _, _ = _spread_thresholds(dyn, model, images)
+        want = dyn(images)
+    with mesc.load(pkg_static) as pipe:
+        for k in range(3):
+            pipe.set_thresholds(k, **dyn.thresholds(k))
+        with pytest.warns(UserWarning, match="static batch of 1"):
+            got = pipe(images)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pipe(images[:2])
+            steps = list(pipe.anytime(images[:3]))
+    assert [r.exit for r in got] == [r.exit for r in want]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a.labels, b.labels)
+    assert len(steps) == 3 and all(len(s) == 3 for s in steps)
+
+
+def test_single_uint8_image_is_normalised(pkg_host):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
+    with mesc.load(pkg_host) as pipe:
+        norm = pipe.pkg.input["normalization"]
+        x = ((img / np.float32(norm["scale"]) - np.array(norm["mean"], np.float32))
+             / np.array(norm["std"], np.float32)).transpose(2, 0, 1)[None].astype(np.float32)
+        single = pipe(img, exit=2)
+        assert single.labels.shape == (32, 64)
+        np.testing.assert_array_equal(single.labels, pipe(x, exit=2)[0].labels)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (np.zeros((2, 3, 32, 32), np.float32), r"32 x 64 \(H x W\) images, got 32 x 32"),
+    (np.zeros((2, 1, 32, 64), np.float32), "takes 3 channels, got 1"),
+    (np.zeros((2, 3, 32, 64), np.float64), "must be float32"),
+    (np.zeros((32, 64, 4), np.uint8), "takes 3 channels, got 4"),
+    (np.zeros((64, 32, 3), np.uint8), r"got 64 x 32"),
+    (np.zeros((3, 32, 64), np.float32), "expected one uint8 image"),
+    (np.zeros((0, 3, 32, 64), np.float32), "empty"),
+    ([], "no images"),
+    ("image.png", "numpy array"),
+])
+def test_bad_inputs_are_named(pkg_host, bad, msg):
+    with mesc.load(pkg_host) as pipe:
+        with pytest.raises(InputError, match=msg):
+            pipe(bad)
+
+
+def test_run_chain_is_the_runtime(pkg_graph, images):
+    from mesc.exporters.verify import run_chain
+    from mesc.package import Package
+
+    pkg = Package.load(pkg_graph)
+    env = run_chain(pkg, images[:2])
+    assert {o["name"] for s in pkg.segments for o in s["outputs"]} <= set(env)
+    with mesc.load(pkg_graph) as pipe:
+        np.testing.assert_array_equal(env["exit1_labels"], np.stack([r.labels for r in pipe(images[:2], exit=1)]))
