@@ -1,0 +1,304 @@
+"""``mesc calibrate``: memo -> search -> report (text, JSON, Pareto plot) -> manifest.
+
+:func:`calibrate` is what the command calls and what a library user calls::
+
+    from mesc.calibration.report import calibrate
+    out = calibrate("pkg", "calib_data/", max_drop=1.0, report="calib.json", plot="pareto.png", write=True)
+    out.result.best            # the chosen Configuration
+
+Writing (``write=True``) stores the chosen thresholds in the package manifest, atomically, with
+:meth:`mesc.package.Package.set_policy` and :meth:`~mesc.package.Package.save`:
+
+* kept non-final exits get ``th_pix`` and ``th_img``, and ``"enabled": true`` on the exit entry;
+* exits the configuration drops get ``"enabled": false`` on the exit entry (not in ``policy``:
+  the policy schema is closed). A runtime honours it by skipping that exit's head in
+  input-dependent mode (its chunk still runs: it is part of the next exit's backbone). As a
+  fallback for a runtime that ignores the flag, their policy is also set to ``th_pix = 1.0,
+  th_img = 1.0``: the image leaves there only if every (edge-enhanced) pixel has confidence
+  exactly 1.0, which float32 softmax reaches only for saturated logits;
+* the final exit's policy is untouched (it always takes the images that reach it);
+* ``manifest["calibration"]`` records the data, policy, bound and the predicted figures.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mesc.errors import MescError
+
+DISABLED_POLICY = {"th_pix": 1.0, "th_img": 1.0}
+
+
+@dataclass
+class Calibration:
+    result: object      # search.SearchResult
+    memo: object        # memo.Memo
+    costs: object       # search.Costs
+    report: dict
+    compare: dict       # other policy -> SearchResult (with compare_policies)
+
+
+def parse_max_cost(value, reference_cost: float) -> float:
+    """A cost bound: a number in the cost unit, or ``N%`` of the final-only cost."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100.0 * reference_cost
+        return float(text)
+    except ValueError:
+        raise MescError(f"--max-cost: expected a number or a percentage of the final-only cost "
+                        f"(e.g. 12.5 or 60%), got {value!r}") from None
+
+
+def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess", report=None, plot=None,
+              write: bool = False, resize: bool = False, cache=None, latency_key=None, all_exits: bool = False,
+              th_pix_grid=None, th_img_steps: int = 50, limit=None, compare_policies: bool = False,
+              progress: bool = False) -> Calibration:
+    from mesc.calibration import memo as memo_mod
+    from mesc.calibration.search import InfeasibleBound, Searcher, costs_from_package
+    from mesc.package import Package
+
+    if (max_drop is None) == (max_cost is None):
+        raise MescError("give exactly one bound: --max-drop PP (mIoU drop vs the final exit) or --max-cost COST")
+    if policy not in memo_mod.POLICIES:
+        raise MescError(f"unknown policy {policy!r}; expected one of {', '.join(memo_mod.POLICIES)}")
+    if write and policy != "mess":
+        raise MescError(f"--write stores MESS thresholds (th_pix, th_img) for the runtime; the {policy} policy "
+                        f"has no place in the package (calibrate it to compare, without --write)")
+    if report is not None:
+        _check_writable(report, "--report")
+    if plot is not None:
+        _check_writable(plot, "--plot")
+        _matplotlib()
+    pkg = Package.load(package)
+    costs = costs_from_package(pkg, latency_key)
+    memo = memo_mod.evaluate(pkg, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
+                             limit=limit)
+    last = len(memo.exits) - 1
+    subsets = [tuple(range(last + 1))] if all_exits else None
+
+    def run(pol):
+        s = Searcher(memo.inter, memo.union, memo.conf(pol), costs, exit_names=memo.exits,
+                     th_pix_grid=memo.th_pix_grid if pol == "mess" else None, policy=pol,
+                     th_img_steps=th_img_steps)
+        bound = parse_max_cost(max_cost, s.reference().expected_cost)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = lambda it: tqdm(it, desc=f"calibrate: search ({pol})", unit="subset")  # noqa: E731
+        return s.search(max_drop=max_drop, max_cost=bound, subsets=subsets, progress=bar)
+
+    result = run(policy)   # InfeasibleBound propagates with the best achievable in its message
+    compare = {}
+    if compare_policies:
+        for pol in memo_mod.POLICIES:
+            if pol != policy:
+                try:
+                    compare[pol] = run(pol)
+                except InfeasibleBound as err:
+                    compare[pol] = err.result
+    rep = build_report(pkg, data, memo, costs, result, policy, compare)
+    if write:
+        write_configuration(pkg, result.best, rep)
+        rep["written"] = True
+    if report is not None:
+        from mesc.package import write_json_atomic
+
+        write_json_atomic(report, rep)
+    if plot is not None:
+        plot_pareto(result, plot, compare=compare, title=f"{Path(str(pkg.root)).name}: {memo.n} images, "
+                                                         f"policy {policy}")
+    return Calibration(result, memo, costs, rep, compare)
+
+
+def _check_writable(path, opt):
+    p = Path(path)
+    if p.is_dir():
+        raise MescError(f"{opt} {p} is a directory; give a file name")
+    if not p.parent.exists() and str(p.parent):
+        raise MescError(f"{opt} {p}: the folder {p.parent} does not exist")
+
+
+def _matplotlib():
+    from mesc.lazy import require
+
+    mpl = require("matplotlib", extra="plot", purpose="--plot")
+    mpl.use("Agg")
+    return require("matplotlib.pyplot", extra="plot", purpose="--plot")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+def _cfg(c) -> dict:
+    return None if c is None else c.to_dict()
+
+
+def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
+    front = result.pareto()
+    names = {i: [memo.exits[e] for e in s] for i, s in enumerate(result.subsets)}
+    pts = result.points
+    best, ref = result.best, result.reference
+    rep = {
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "package": str(pkg.root),
+        "data": str(data),
+        "images": memo.n,
+        "policy": policy,
+        "objective": result.objective,
+        "bound": result.bound,
+        "cost": {"unit": costs.unit, "source": costs.source, "chunk": costs.chunk.tolist(),
+                 "head": costs.head.tolist(), "exits": memo.exits},
+        "chosen": _cfg(best),
+        "final_only": _cfg(ref),
+        "saving": 1.0 - best.expected_cost / ref.expected_cost if ref.expected_cost else 0.0,
+        "miou_drop_pp": 100.0 * (ref.miou - best.miou),
+        "budgeted": [_cfg(c) for c in result.budgeted],
+        "anytime": result.anytime,
+        "pareto": [{"cost": float(pts[i, 0]), "miou": float(pts[i, 1]),
+                    "exits": names.get(int(result.point_subsets[i]), "budgeted")} for i in front],
+        "search": {"seconds": round(result.seconds, 3), "evaluated": int(result.evaluated),
+                   "exhaustive": {"+".join(memo.exits[e] for e in k): v for k, v in result.exhaustive.items()}},
+        "memo": {"th_pix_grid": [float(g) for g in memo.th_pix_grid], "cached": bool(memo.meta.get("cached")),
+                 "conf_check_max_abs": memo.meta.get("conf_check_max_abs")},
+    }
+    if compare:
+        rep["other_policies"] = {p: {"chosen": _cfg(r.best), "seconds": round(r.seconds, 3)}
+                                 for p, r in compare.items() if r is not None}
+    return rep
+
+
+def format_report(rep: dict) -> str:
+    unit = rep["cost"]["unit"]
+    ref, best = rep["final_only"], rep["chosen"]
+    pct = lambda x: f"{100 * x:.2f}%"  # noqa: E731
+    lines = [
+        f"calibration set  {rep['images']} images from {rep['data']}; policy {rep['policy']}; "
+        f"costs from {rep['cost']['source']} ({unit})",
+        f"final exit only  expected cost {ref['expected_cost']:.4g} {unit}, mIoU {pct(ref['miou'])}",
+        f"chosen           exits {', '.join(best['exits'])}: expected cost {best['expected_cost']:.4g} {unit} "
+        f"({-100 * rep['saving']:+.1f}%), mIoU {pct(best['miou'])} ({-rep['miou_drop_pp']:+.2f} pp)",
+        "",
+    ]
+    rows = [("exit", "kept", "th_pix", "th_img", "leaves here")]
+    kept = set(best["exits"])
+    for name in rep["cost"]["exits"]:
+        if name not in kept:
+            rows.append((name, "no", "-", "-", "-"))
+            continue
+        th = best["thresholds"].get(name) or {}
+        if name == best["exits"][-1]:
+            tp, ti = "-", "(rest)"
+        elif rep["policy"] == "fft":
+            tp, ti = "-", f"[{th.get('lo', 0):.4g}, {th.get('hi', 0):.4g}]"
+        else:
+            tp = "-" if best["th_pix"].get(name) is None else f"{best['th_pix'][name]:.4g}"
+            ti = "never" if best["th_img"].get(name) is None else f"{best['th_img'][name]:.4f}"
+        rows.append((name, "yes", tp, ti, pct(best["exit_fraction"][name])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines += ["", "budgeted (always one exit):  " + "   ".join(
+        f"{c['exits'][0]} {c['expected_cost']:.4g} {unit} {pct(c['miou'])}" for c in rep["budgeted"])]
+    lines += ["anytime (all heads up to):    " + "   ".join(
+        f"{a['exit']} {a['cost']:.4g} {unit} {pct(a['miou'])}" for a in rep["anytime"])]
+    for p, r in (rep.get("other_policies") or {}).items():
+        c = r["chosen"]
+        lines.append(f"policy {p:<13s}  exits {', '.join(c['exits'])}: expected cost {c['expected_cost']:.4g} {unit}, "
+                     f"mIoU {pct(c['miou'])}")
+    s = rep["search"]
+    ex = sum(s["exhaustive"].values())
+    lines += [f"search           {s['seconds']:.2f} s, {s['evaluated']} configurations evaluated, "
+              f"{ex} of {len(s['exhaustive'])} exit subsets exhaustively"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# plot
+
+def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 20000) -> None:
+    """Expected cost vs mIoU: every evaluated configuration, the Pareto front, the single exits,
+    the final exit alone, and the chosen configuration."""
+    plt = _matplotlib()
+    pts = result.points
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    if len(pts) > max_points:
+        sel = np.random.default_rng(0).choice(len(pts), max_points, replace=False)
+        cloud = pts[sel]
+    else:
+        cloud = pts
+    ax.scatter(cloud[:, 0], 100 * cloud[:, 1], s=4, c="0.6", alpha=0.5, lw=0, label="evaluated configurations")
+    front = pts[result.pareto()]
+    ax.step(front[:, 0], 100 * front[:, 1], where="post", c="tab:blue", lw=1.2, label="Pareto front")
+    b = np.array([[c.expected_cost, c.miou] for c in result.budgeted])
+    ax.scatter(b[:, 0], 100 * b[:, 1], marker="s", c="tab:green", s=30, zorder=3, label="single exit (budgeted)")
+    ref, best = result.reference, result.best
+    ax.scatter([ref.expected_cost], [100 * ref.miou], marker="*", c="k", s=120, zorder=4, label="final exit only")
+    for pol, r in (compare or {}).items():
+        if r is not None:
+            ax.scatter([r.best.expected_cost], [100 * r.best.miou], marker="x", s=50, zorder=4, label=f"{pol} policy")
+    ax.scatter([best.expected_cost], [100 * best.miou], marker="o", facecolors="none", edgecolors="tab:red",
+               s=160, lw=2, zorder=5, label=f"chosen ({'+'.join(best.exits)})")
+    if result.objective == "max-drop":
+        ax.axhline(100 * result.bound, c="tab:red", ls=":", lw=1, label="mIoU bound")
+    else:
+        ax.axvline(result.bound, c="tab:red", ls=":", lw=1, label="cost bound")
+    lo = min(100 * float(front[:, 1].min()), 100 * best.miou) - 1
+    ax.set_ylim(max(lo, 100 * float(pts[:, 1].min()) - 1), 100 * float(pts[:, 1].max()) + 0.5)
+    ax.set_xlabel(f"expected cost ({best.unit})")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest
+
+def write_configuration(pkg, cfg, rep: dict | None = None) -> None:
+    """Store ``cfg`` (a MESS Configuration) in the package manifest, atomically."""
+    if cfg.policy != "mess":
+        raise MescError(f"only MESS configurations can be written to a package, not {cfg.policy}")
+    final = pkg.exits[-1]["name"]
+    disabled = []
+    for ex in pkg.exits:
+        name = ex["name"]
+        if name == final:
+            ex["enabled"] = True
+            continue
+        th_img = cfg.th_img.get(name) if name in cfg.exits else None
+        if th_img is None:
+            pkg.set_policy(name, **DISABLED_POLICY)
+            ex["enabled"] = False
+            disabled.append(name)
+        else:
+            pkg.set_policy(name, th_pix=float(cfg.th_pix[name]), th_img=float(th_img))
+            ex["enabled"] = True
+    pkg.manifest["calibration"] = {
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "data": None if rep is None else rep["data"], "images": None if rep is None else rep["images"],
+        "policy": cfg.policy, "objective": None if rep is None else rep["objective"],
+        "bound": None if rep is None else rep["bound"],
+        "exits": cfg.exits, "disabled": disabled, "expected_cost": cfg.expected_cost, "unit": cfg.unit,
+        "miou": cfg.miou, "exit_fraction": cfg.exit_fraction,
+    }
+    pkg.save()
+
+
+__all__ = ["Calibration", "calibrate", "build_report", "format_report", "plot_pareto", "write_configuration",
+           "parse_max_cost", "DISABLED_POLICY"]
+

@@ -1,0 +1,155 @@
+"""Memoised evaluation against the runtime: the search's predicted mIoU and exit distribution
+are what running the package with the chosen thresholds gives; bad calibration data is refused."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "exporters"))
+
+GRID = [0.2, 0.25, 0.3, 0.35, 0.4, 0.5]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    pytest.importorskip("torch")
+    from toy_models import skipnet
+
+    from mesc.data import generate
+    from mesc.exporters.export import ExportOptions, export
+
+    root = tmp_path_factory.mktemp("calib")
+    pkg = export(skipnet(num_classes=6), root / "pkg",
+                 options=ExportOptions(policy="top1", dynamic_batch=True, strides=[2, 2, 2], verify=False))
+    data = generate(root / "data", 16, seed=3, size=(32, 64))
+    return pkg.root, data
+
+
+def _measure(pkg_dir, data, cfg):
+    """Run the runtime input-dependently with the configuration's thresholds."""
+    from mesc.calibration.memo import class_counts, load_calibration_set
+    from mesc.calibration.search import miou
+    from mesc.runtime import load
+
+    pipe = load(pkg_dir, backend="onnxruntime")
+    for name in cfg.exits[:-1]:
+        pipe.set_thresholds(name, th_pix=cfg.th_pix[name], th_img=cfg.th_img[name])
+    items = load_calibration_set(data, (32, 64), 6)
+    results = pipe([im for _, im, _ in items])
+    inter = np.zeros(6)
+    union = np.zeros(6)
+    for r, (_, _, mask) in zip(results, items):
+        i, u = class_counts(r.labels, mask, 6)
+        inter += i
+        union += u
+    frac = {e: sum(r.exit == e for r in results) / len(results) for e in pipe.exit_names}
+    return float(miou(inter, union)), frac
+
+
+def test_memo_predicts_the_runtime(toy, tmp_path):
+    from mesc.calibration.memo import Memo, evaluate
+    from mesc.calibration.search import Costs, Searcher
+    pkg_dir, data = toy
+    cache = tmp_path / "memo.npz"
+    memo = evaluate(pkg_dir, data, th_pix_grid=GRID, cache=cache)
+    assert memo.inter.shape == (16, 3, 6) and memo.scores["mess"].shape == (16, 3, len(GRID))
+    assert memo.meta["conf_check_max_abs"] <= 2.0 / (32 * 64)
+    assert evaluate(pkg_dir, data, th_pix_grid=GRID, cache=cache).meta["cached"] is True
+    again = Memo.load(cache)
+    assert np.array_equal(again.inter, memo.inter) and np.array_equal(again.scores["fft"], memo.scores["fft"])
+
+    s = Searcher(memo.inter, memo.union, memo.conf("mess"), Costs([1, 1, 1], [0.2, 0.2, 0.2]),
+                 exit_names=memo.exits, th_pix_grid=memo.th_pix_grid, th_img_steps=16)
+    # configurations with every exit kept (the runtime runs every head): random thresholds,
+    # and the search's choice under a cost bound
+    rng = np.random.default_rng(0)
+    configs = [s.configuration([0, 1, 2], [rng.integers(1, len(s.options[0])), rng.integers(1, len(s.options[1]))])
+               for _ in range(4)]
+    configs.append(s.search(max_cost=0.8 * s.reference().expected_cost, subsets=[(0, 1, 2)]).best)
+    spreads = set()
+    for cfg in configs:
+        if any(cfg.th_img[e] is None for e in cfg.exits[:-1]):
+            continue
+        got_miou, got_frac = _measure(pkg_dir, data, cfg)
+        assert got_miou == pytest.approx(cfg.miou, abs=1e-9)
+        assert got_frac == pytest.approx(cfg.exit_fraction)
+        spreads.add(tuple(cfg.exit_fraction.values()))
+    assert len(spreads) >= 3
+
+
+def _write(folder, name, image, mask=None):
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / "images" / name)
+    if mask is not None:
+        (folder / "masks").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(folder / "masks" / name)
+
+
+def test_bad_calibration_data(tmp_path):
+    from mesc.calibration.memo import load_calibration_set
+    from mesc.errors import MescError
+
+    img = np.zeros((32, 64, 3), np.uint8)
+    mask = np.zeros((32, 64), np.uint8)
+    d = tmp_path / "nomask"
+    _write(d, "a.png", img, mask)
+    _write(d, "b.png", img)
+    with pytest.raises(MescError, match=r"1 of 2 images have no mask.*b\.png"):
+        load_calibration_set(d, (32, 64), 6)
+
+    d = tmp_path / "ids"
+    bad = mask.copy()
+    bad[0, :3] = [7, 255, 9]
+    _write(d, "a.png", img, bad)
+    with pytest.raises(MescError, match=r"class ids \[7, 9\] but the model has 6 classes"):
+        load_calibration_set(d, (32, 64), 6)
+
+    d = tmp_path / "size"
+    _write(d, "a.png", np.zeros((16, 32, 3), np.uint8), np.ones((16, 32), np.uint8))
+    with pytest.raises(MescError, match=r"32x16 \(WxH\) but the package takes 64x32; pass --resize"):
+        load_calibration_set(d, (32, 64), 6)
+    (name, im, m), = load_calibration_set(d, (32, 64), 6, resize=True)
+    assert im.shape == (32, 64, 3) and m.shape == (32, 64) and (m == 1).all()
+
+
+def test_calibrate_cli_writes_report_plot_and_manifest(toy, tmp_path):
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from mesc.cli import cli
+    from mesc.package import Package
+
+    pkg_dir = tmp_path / "pkg"
+    shutil.copytree(toy[0], pkg_dir)
+    args = ["calibrate", str(pkg_dir), "--data", str(toy[1]), "--th-img-steps", "8"]
+    runner = CliRunner()
+    res = runner.invoke(cli, args + ["--max-cost", "0.01"])
+    assert res.exit_code == 2 and "no configuration meets --max-cost" in res.output and "cheapest" in res.output
+    res = runner.invoke(cli, args + ["--max-drop", "1", "--max-cost", "50%"])
+    assert res.exit_code == 2 and "exactly one bound" in res.output
+    res = runner.invoke(cli, args + ["--max-drop", "1", "--policy", "fft", "--write"])
+    assert res.exit_code == 2 and "--write stores MESS thresholds" in res.output
+
+    plot = pytest.importorskip("matplotlib") and tmp_path / "pareto.png"
+    report = tmp_path / "calib.json"
+    res = runner.invoke(cli, args + ["--max-cost", "70%", "--write", "--report", str(report), "--plot", str(plot)])
+    assert res.exit_code == 0, res.output
+    assert "chosen" in res.output and "final exit only" in res.output
+    rep = json.loads(report.read_text())
+    assert rep["chosen"]["expected_cost"] <= 0.7 * rep["final_only"]["expected_cost"] + 1e-9
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    pkg = Package.load(pkg_dir)  # checksums and schema still valid
+    chosen = rep["chosen"]
+    for ex in pkg.exits[:-1]:
+        if ex["name"] in chosen["exits"] and chosen["th_img"][ex["name"]] is not None:
+            assert ex["enabled"] is True
+            assert ex["policy"]["th_img"] == chosen["th_img"][ex["name"]]
+            assert ex["policy"]["th_pix"] == chosen["th_pix"][ex["name"]]
+        else:
+            assert ex["enabled"] is False and ex["policy"]["th_img"] == 1.0
+    assert pkg.manifest["calibration"]["exits"] == chosen["exits"]
