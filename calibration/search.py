@@ -243,6 +243,7 @@ class _Options:
         _, first = np.unique(rows, axis=0, return_index=True)
         first = np.sort(first)
         self.rows = rows[first]
+        self.rows_f = self.rows.astype(np.float64)
         self.g = np.asarray(g_idx)[first]
         self.th = np.asarray(ths, dtype=np.float64)[first]
 
@@ -344,7 +345,7 @@ class Searcher:
         d[idx, 2 * c + j] += 1.0
         d[idx, 2 * c + post] -= 1.0
         d[~avail] = 0.0
-        x = self.options[ej].rows.astype(np.float64) @ d
+        x = self.options[ej].rows_f @ d
         inter = base_i + x[:, :c]
         union = base_u + x[:, c:2 * c]
         counts = base_c + x[:, 2 * c:]
@@ -389,6 +390,32 @@ class Searcher:
             expected_cost=float(cost[0]), miou=float(mi[0]),
             exit_fraction={self.names[e]: float(counts[0, j] / self.n) for j, e in enumerate(kept)},
             unit=self.costs.unit, policy=self.policy, thresholds=thresholds)
+
+    def assess(self, cfg: Configuration) -> Configuration:
+        """``cfg``'s thresholds applied to this searcher's images (e.g. a held-out split): the
+        same Configuration with this set's expected cost, mIoU and exit distribution."""
+        kept = [self.names.index(e) for e in cfg.exits]
+        passes = np.zeros((1, len(kept) - 1, self.n), dtype=bool)
+        for j, e in enumerate(kept[:-1]):
+            name = self.names[e]
+            th = cfg.thresholds.get(name) or {}
+            if cfg.policy == "mess":
+                if cfg.th_img.get(name) is None:
+                    continue
+                if self.grid is None or not np.isclose(self.grid, cfg.th_pix[name]).any():
+                    raise MescError(f"th_pix {cfg.th_pix[name]} of {name} is not on this memo's grid")
+                g = int(np.argmin(np.abs(self.grid - cfg.th_pix[name])))
+                passes[0, j] = self.conf[:, e, g] >= cfg.th_img[name]
+            elif "lo" in th:
+                v = self.conf[:, e, 0]
+                passes[0, j] = (v >= th["lo"]) & (v <= th["hi"])
+            elif th.get("th") is not None:
+                passes[0, j] = self.conf[:, e, 0] >= th["th"]
+        cost, mi, counts = self.evaluate(kept, passes)
+        return Configuration(mode=cfg.mode, exits=list(cfg.exits), th_pix=dict(cfg.th_pix), th_img=dict(cfg.th_img),
+                             expected_cost=float(cost[0]), miou=float(mi[0]),
+                             exit_fraction={self.names[e]: float(counts[0, j] / self.n) for j, e in enumerate(kept)},
+                             unit=self.costs.unit, policy=cfg.policy, thresholds=dict(cfg.thresholds))
 
     # fixed settings -----------------------------------------------------------------------
     def reference(self) -> Configuration:

@@ -153,3 +153,36 @@ def test_calibrate_cli_writes_report_plot_and_manifest(toy, tmp_path):
         else:
             assert ex["enabled"] is False and ex["policy"]["th_img"] == 1.0
     assert pkg.manifest["calibration"]["exits"] == chosen["exits"]
+
+
+# The demo checkpoint calibrated on one synthetic split must keep its bound on another. With
+# 48 images a split's mIoU moves by about a point between draws; the tolerance covers that.
+DEMO_SPLIT = 48
+DEMO_TOLERANCE_PP = 1.5
+
+
+@pytest.mark.slow
+def test_demo_calibration_holds_on_a_separate_split(tmp_path_factory):
+    pytest.importorskip("torch")
+    from mesc import models
+    from mesc.calibration.memo import evaluate
+    from mesc.calibration.search import Searcher, costs_from_package
+    from mesc.data import generate
+    from mesc.exporters.export import ExportOptions, export
+
+    if not Path(models.__file__).with_name("demo.pt").is_file():
+        pytest.skip("the trained demo checkpoint (mesc/models/demo.pt) is not there")
+    root = tmp_path_factory.mktemp("demo_calib")
+    pkg = export("demo", root / "pkg", options=ExportOptions(dynamic_batch=True, verify=False))
+    cal = generate(root / "cal", DEMO_SPLIT, seed=31, size=(128, 256))
+    test = generate(root / "test", DEMO_SPLIT, seed=32, size=(128, 256))
+    costs = costs_from_package(pkg)
+    memos = [evaluate(pkg, d) for d in (cal, test)]
+    s_cal, s_test = (Searcher(m.inter, m.union, m.conf("mess"), costs, exit_names=m.exits,
+                              th_pix_grid=m.th_pix_grid) for m in memos)
+    for drop in (0.5, 1.0):
+        cfg = s_cal.search(max_drop=drop).best
+        assert 100 * (s_cal.reference().miou - cfg.miou) <= drop + 1e-9
+        held = s_test.assess(cfg)
+        assert 100 * (s_test.reference().miou - held.miou) <= drop + DEMO_TOLERANCE_PP
+        assert held.expected_cost <= s_test.reference().expected_cost

@@ -139,6 +139,16 @@ def test_known_case_exits_the_easy_images():
     assert [a["cost"] for a in s.anytime()] == [1.5, 5.0]
 
 
+def test_assess_reproduces_the_search_figures():
+    inter, union, conf, chunk, head = _random_case(5, n=9)
+    s = Searcher(inter, union, conf, Costs(chunk, head), th_pix_grid=[0.5, 0.9])
+    for kw in ({"max_drop": 4.0}, {"max_cost": 0.7 * (chunk.sum() + head[-1])}):
+        cfg = s.search(**kw).best
+        again = s.assess(cfg)
+        assert again.expected_cost == pytest.approx(cfg.expected_cost)
+        assert again.miou == pytest.approx(cfg.miou) and again.exit_fraction == pytest.approx(cfg.exit_fraction)
+
+
 def test_dropped_exit_keeps_its_chunk_not_its_head():
     c = Costs([1.0, 2.0, 4.0], [0.1, 0.2, 0.4])
     assert c.subset_segment_costs([2]).tolist() == pytest.approx([7.4])
