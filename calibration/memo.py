@@ -124,23 +124,46 @@ def _box_sum(x: np.ndarray, radius: int) -> np.ndarray:
     return p
 
 
-def mess_grid(logits: np.ndarray, grid, confidence: str = "top1", edge: bool = True, stride: int = 8,
-              labels: np.ndarray | None = None) -> np.ndarray:
-    """MESS ``c_img`` of one image's logits (M x H x W) at every ``th_pix`` in ``grid`` -> (G,)."""
-    from mesc.policy import edge_band, pixel_confidence
+def _grid_from_conf(conf, labels, grid, edge, stride):
+    from mesc.policy import edge_band
 
-    conf = pixel_confidence(logits[None], confidence)[0]
     grid = np.asarray(grid, dtype=np.float64)
     ind = conf[None] >= grid[:, None, None]
     if edge:
-        if labels is None:
-            labels = np.argmax(logits, axis=0)
         band = edge_band(np.asarray(labels)[None].astype(np.int64), stride)[0]
         if band.any():
             k = 4 * stride + 1
             counts = _box_sum(ind.astype(np.int32), 2 * stride)
             ind = np.where(band[None], 2 * counts > k * k, ind)
     return ind.mean(axis=(1, 2))
+
+
+def mess_grid(logits: np.ndarray, grid, confidence: str = "top1", edge: bool = True, stride: int = 8,
+              labels: np.ndarray | None = None) -> np.ndarray:
+    """MESS ``c_img`` of one image's logits (M x H x W) at every ``th_pix`` in ``grid`` -> (G,)."""
+    from mesc.policy import pixel_confidence
+
+    conf = pixel_confidence(logits[None], confidence)[0]
+    return _grid_from_conf(conf, np.argmax(logits, axis=0) if labels is None else labels, grid, edge, stride)
+
+
+def image_stats(logits: np.ndarray, labels: np.ndarray, grid, policy: dict) -> dict:
+    """Everything the memo keeps from one exit's logits (M x H x W), with one softmax: the MESS
+    grid and the single scores, by the formulas of :mod:`mesc.policy` (same float64 arithmetic)."""
+    from mesc.policy import softmax
+
+    p = softmax(logits[None])[0]
+    top1 = p.max(axis=0)
+    plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
+    ent = 1.0 + plogp.sum(axis=0) / np.log(p.shape[0])
+    conf = top1 if policy.get("confidence", "top1") == "top1" else ent
+    out = {"mess": _grid_from_conf(conf, labels, grid, policy.get("edge", True), policy.get("stride", 8)),
+           "mean_top1": float(top1.mean()), "mean_entropy": float(ent.mean()),
+           "fft": float(np.abs(np.fft.fft2(top1)).mean())}
+    if policy.get("th_pix") is not None:
+        out["at_th_pix"] = float(_grid_from_conf(conf, labels, [policy["th_pix"]], policy.get("edge", True),
+                                                 policy.get("stride", 8))[0])
+    return out
 
 
 def single_scores(logits: np.ndarray) -> dict:
@@ -272,17 +295,12 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
                 p = pol[e]
                 for i, r, (_, _, mask) in zip(rows, results, part):
                     inter[i, e], union[i, e] = class_counts(r.labels, mask, num_classes)
-                    logits = np.asarray(r.logits, dtype=np.float32)
-                    g = mess_grid(logits, grid, p.get("confidence", "top1"), p.get("edge", True),
-                                  p.get("stride", 8), labels=r.labels)
-                    scores["mess"][i, e] = g
-                    for k, v in single_scores(logits).items():
-                        scores[k][i, e] = v
+                    st = image_stats(np.asarray(r.logits, dtype=np.float32), r.labels, grid, p)
+                    for k in scores:
+                        scores[k][i, e] = st[k]
                     graph = r.confidences.get(exits[e])
-                    if graph is not None and p.get("th_pix") is not None:
-                        here = mess_grid(logits, [p["th_pix"]], p.get("confidence", "top1"), p.get("edge", True),
-                                         p.get("stride", 8), labels=r.labels)[0]
-                        check = max(check, abs(float(graph) - float(here)))
+                    if graph is not None and "at_th_pix" in st:
+                        check = max(check, abs(float(graph) - st["at_th_pix"]))
             if bar is not None:
                 bar.update(len(part))
     finally:

@@ -186,3 +186,22 @@ def test_demo_calibration_holds_on_a_separate_split(tmp_path_factory):
         held = s_test.assess(cfg)
         assert 100 * (s_test.reference().miou - held.miou) <= drop + DEMO_TOLERANCE_PP
         assert held.expected_cost <= s_test.reference().expected_cost
+
+
+@pytest.mark.parametrize("kind", ["top1", "entropy"])
+def test_image_stats_match_the_policy_reference(kind):
+    from mesc import policy
+    from mesc.calibration.memo import image_stats
+
+    rng = np.random.default_rng(1)
+    logits = (rng.normal(0, 1, (4, 6, 6)).repeat(4, 1).repeat(4, 2) * 3 + rng.normal(0, 0.3, (4, 24, 24)))
+    logits = logits.astype(np.float32)
+    grid = [0.3, 0.5, 0.7, 0.9]
+    st = image_stats(logits, policy.predicted_labels(logits[None])[0], grid,
+                     {"confidence": kind, "edge": True, "stride": 2, "th_pix": 0.6})
+    want = [policy.mess_confidence(logits[None], t, kind, True, 2)[0] for t in grid]  # explicit medians
+    assert st["mess"] == pytest.approx(want, abs=0)
+    assert st["at_th_pix"] == policy.mess_confidence(logits[None], 0.6, kind, True, 2)[0]
+    assert st["mean_top1"] == pytest.approx(policy.mean_confidence(logits[None], "top1")[0], rel=1e-12)
+    assert st["mean_entropy"] == pytest.approx(policy.mean_confidence(logits[None], "entropy")[0], rel=1e-12)
+    assert st["fft"] == pytest.approx(policy.fft_magnitude(logits[None])[0], rel=1e-12)
