@@ -82,6 +82,10 @@ def staging_dir(out, force: bool = False):
     except OSError as err:
         raise MescError(f"cannot create the parent directory of {out}: {err}") from err
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    # mkdtemp makes 0700; the finished directory should get the user's usual permissions
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         yield tmp
         if out.exists():
