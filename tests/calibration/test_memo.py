@@ -155,14 +155,20 @@ def test_calibrate_cli_writes_report_plot_and_manifest(toy, tmp_path):
     assert pkg.manifest["calibration"]["exits"] == chosen["exits"]
 
 
-# The demo checkpoint calibrated on one synthetic split must keep its bound on another. With
-# 48 images a split's mIoU moves by about a point between draws; the tolerance covers that.
-DEMO_SPLIT = 48
+# The demo checkpoint calibrated on one synthetic split must keep its bound on another, within a
+# tolerance: thresholds chosen on a finite set are optimistic there (the selection bias of picking
+# the best of many configurations). Measured over random draws of the demo's memo (bound 0.5 and
+# 1 pp): the held-out drop exceeded the bound by up to 2.2-3.7 pp with 48 images, 1.2 pp with 96,
+# 0.9 pp with 150.
+DEMO_SPLIT = 96
 DEMO_TOLERANCE_PP = 1.5
 
 
 @pytest.mark.slow
-def test_demo_calibration_holds_on_a_separate_split(tmp_path_factory):
+def test_demo_calibration_holds_on_a_separate_split(tmp_path_factory, request):
+    markexpr = request.config.getoption("markexpr") or ""
+    if "slow" not in markexpr or "not slow" in markexpr:
+        pytest.skip("about a minute on 2 CPU cores: run with -m slow")
     pytest.importorskip("torch")
     from mesc import models
     from mesc.calibration.memo import evaluate
