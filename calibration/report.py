@@ -157,7 +157,8 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
         "objective": result.objective,
         "bound": result.bound,
         "cost": {"unit": costs.unit, "source": costs.source, "chunk": costs.chunk.tolist(),
-                 "head": costs.head.tolist(), "exits": memo.exits},
+                 "head": costs.head.tolist(), "exits": memo.exits,
+                 "model_index": [pkg.exit(e).get("index", i) for i, e in enumerate(memo.exits)]},
         "chosen": _cfg(best),
         "final_only": _cfg(ref),
         "saving": 1.0 - best.expected_cost / ref.expected_cost if ref.expected_cost else 0.0,
@@ -214,6 +215,15 @@ def format_report(rep: dict) -> str:
         c = r["chosen"]
         lines.append(f"policy {p:<13s}  exits {', '.join(c['exits'])}: expected cost {c['expected_cost']:.4g} {unit}, "
                      f"mIoU {pct(c['miou'])}")
+    if best["exits"] == ref["exits"]:
+        lines.append("note             no input-dependent configuration beats the final exit alone within the bound")
+    dropped = [e for e in rep["cost"]["exits"] if e not in kept]
+    if dropped:
+        pos = rep["cost"].get("model_index") or list(range(len(rep["cost"]["exits"])))
+        idx = ",".join(str(pos[rep["cost"]["exits"].index(e)]) for e in best["exits"])
+        lines.append(f"note             dropped exits ({', '.join(dropped)}) save their heads only where the runtime skips "
+                     f"exits marked \"enabled\": false; the exact instance is 'mesc export --exits {idx}' with "
+                     f"these thresholds")
     s = rep["search"]
     ex = sum(s["exhaustive"].values())
     lines += [f"search           {s['seconds']:.2f} s, {s['evaluated']} configurations evaluated, "
