@@ -264,12 +264,10 @@ def read_folder(path, require_masks: bool = False) -> list[tuple[Path, Path | No
 
 
 def load_image(path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as err:
-        raise MescError(f"cannot read image {path}: {err}") from None
+    """An image file as HxWx3 uint8 RGB (the runtime's reader: one set of error messages)."""
+    from mesc.runtime.images import read_image
+
+    return read_image(path)
 
 
 def load_mask(path, shape=None) -> np.ndarray:
