@@ -124,13 +124,25 @@ def _box_sum(x: np.ndarray, radius: int) -> np.ndarray:
     return p
 
 
-def _grid_from_conf(conf, labels, grid, edge, stride):
-    from mesc.policy import edge_band
+def edge_band(labels: np.ndarray, stride: int) -> np.ndarray:
+    """:func:`mesc.policy.edge_band` of one H x W label map, with separable max/min filters
+    (the max over a square window is the max over its rows' maxima): same result, O(os) a pixel."""
+    from numpy.lib.stride_tricks import sliding_window_view
 
+    k = 2 * stride + 1
+    p = np.pad(np.asarray(labels, dtype=np.int32), stride, mode="reflect")
+    cols = sliding_window_view(p, k, axis=0)
+    mx = sliding_window_view(cols.max(-1), k, axis=1).max(-1)
+    mn = sliding_window_view(cols.min(-1), k, axis=1).min(-1)
+    return mx != mn
+
+
+def _grid_from_conf(conf, labels, grid, edge, stride, band=None):
     grid = np.asarray(grid, dtype=np.float64)
     ind = conf[None] >= grid[:, None, None]
     if edge:
-        band = edge_band(np.asarray(labels)[None].astype(np.int64), stride)[0]
+        if band is None:
+            band = edge_band(labels, stride)
         if band.any():
             k = 4 * stride + 1
             counts = _box_sum(ind.astype(np.int32), 2 * stride)
@@ -157,12 +169,13 @@ def image_stats(logits: np.ndarray, labels: np.ndarray, grid, policy: dict) -> d
     plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
     ent = 1.0 + plogp.sum(axis=0) / np.log(p.shape[0])
     conf = top1 if policy.get("confidence", "top1") == "top1" else ent
-    out = {"mess": _grid_from_conf(conf, labels, grid, policy.get("edge", True), policy.get("stride", 8)),
+    edge, stride = policy.get("edge", True), policy.get("stride", 8)
+    band = edge_band(labels, stride) if edge else None
+    out = {"mess": _grid_from_conf(conf, labels, grid, edge, stride, band),
            "mean_top1": float(top1.mean()), "mean_entropy": float(ent.mean()),
            "fft": float(np.abs(np.fft.fft2(top1)).mean())}
     if policy.get("th_pix") is not None:
-        out["at_th_pix"] = float(_grid_from_conf(conf, labels, [policy["th_pix"]], policy.get("edge", True),
-                                                 policy.get("stride", 8))[0])
+        out["at_th_pix"] = float(_grid_from_conf(conf, labels, [policy["th_pix"]], edge, stride, band)[0])
     return out
 
 
