@@ -1,15 +1,13 @@
 """Run a package's segments on ONNX Runtime CPU with cached sessions, and find policy tails.
 
-Like ``exporters.verify.run_chain`` but the sessions live across images and any segment's
-graph can be swapped for a prepared one (FP16, INT8), which calibration and the accuracy
-check need.
+The sessions live across images and any segment's graph can be swapped for a prepared one
+(FP16, INT8), which calibration and the accuracy check need.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from mesc.lazy import require
 
 
 def th_pix_feeds(pkg) -> dict:
@@ -18,32 +16,23 @@ def th_pix_feeds(pkg) -> dict:
 
 
 class OrtChain:
-    """``OrtChain(pkg, files={segment: path})``; ``run(batch)`` returns every tensor by name."""
+    """``OrtChain(pkg, files={segment: path})``; ``run(batch)`` returns every tensor by name.
+
+    The runtime's ONNX Runtime chain on the CPU, with any segment's graph swapped for a
+    prepared one (FP16, INT8); ``fake_quant`` turns graph optimisation off so Q/DQ run as
+    separate float ops, as TensorRT computes them.
+    """
 
     def __init__(self, pkg, files: dict | None = None, threads: int | None = None, fake_quant: bool = False):
-        ort = require("onnxruntime", extra="core")
-        opts = ort.SessionOptions()
-        if fake_quant:
-            # Keep Q/DQ as separate ops (float math on quantised values), as TensorRT's numerics
-            # are; ORT's fused QLinearConv on x86 without VNNI saturates int16 sums and would
-            # report errors TensorRT does not make.
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        files = files or {}
-        self.pkg = pkg
-        self.sessions = []
-        for seg in pkg.segments:
-            path = str(files.get(seg["name"], pkg.path(seg["file"])))
-            self.sessions.append(ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]))
-        self.th = th_pix_feeds(pkg)
+        from mesc.runtime.devices import Device
+        from mesc.runtime.pipeline import Pipeline
+        from mesc.runtime.runners.onnxrt import OrtRunner
+
+        self.pipe = Pipeline(pkg, OrtRunner(pkg, Device("cpu"), threads=threads, files=files,
+                                            optimize=not fake_quant))
 
     def run(self, batch: np.ndarray, keep=None) -> dict:
-        env = {self.pkg.input["name"]: batch}
-        for seg, sess in zip(self.pkg.segments, self.sessions):
-            feeds = {t["name"]: env[t["name"]] if t["name"] in env else self.th[t["name"]] for t in seg["inputs"]}
-            names = [o.name for o in sess.get_outputs()]
-            env.update(zip(names, sess.run(names, feeds)))
+        env = self.pipe.tensors(batch)
         if keep is not None:
             env = {k: v for k, v in env.items() if k in keep}
         return env

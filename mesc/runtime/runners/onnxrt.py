@@ -24,7 +24,7 @@ def _ort():
     return require("onnxruntime", extra="core", purpose="the ONNX Runtime backend")
 
 
-def session_options(threads: int | None = None, spin: bool = False):
+def session_options(threads: int | None = None, spin: bool = False, optimize: bool = True):
     """Options for chained sessions.
 
     Each session has its own intra-op pool; by default its threads spin for a while after a
@@ -34,7 +34,10 @@ def session_options(threads: int | None = None, spin: bool = False):
     """
     ort = _ort()
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # optimize=False keeps Q/DQ pairs as separate float ops (TensorRT's numerics): ORT's fused
+    # QLinearConv saturates int16 sums on x86 without VNNI and would misreport INT8 accuracy.
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     if threads:
         so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
@@ -68,9 +71,13 @@ class OrtRunner(Runner):
     backend = "onnxruntime"
 
     def __init__(self, pkg, device: Device, threads: int | None = None, spin: bool = False,
-                 tensorrt_ep: bool = False, segments: list[str] | None = None):
+                 tensorrt_ep: bool = False, segments: list[str] | None = None,
+                 files: dict | None = None, optimize: bool = True):
+        """``files`` maps segment names to other ONNX graphs of the same I/O (the prepared FP16
+        or INT8 ones) to run instead of the package's FP32 graphs."""
         super().__init__(pkg, device)
         self.threads, self.spin, self.tensorrt_ep = threads, spin, tensorrt_ep
+        self.files, self.optimize = dict(files or {}), optimize
         self._only = set(segments) if segments else None
         self._ort = _ort()
         self.providers = providers_for(device, tensorrt_ep)
@@ -80,12 +87,13 @@ class OrtRunner(Runner):
 
     # lifecycle ---------------------------------------------------------------------------
     def _activate(self):
-        so = session_options(self.threads, self.spin)
+        so = session_options(self.threads, self.spin, self.optimize)
         self.sessions = {}
         for seg in self.pkg.segments:
             if self._only is not None and seg["name"] not in self._only:
                 continue
-            self.sessions[seg["name"]] = self._session(str(self.pkg.path(seg["file"])), so, seg["name"])
+            path = self.files.get(seg["name"], self.pkg.path(seg["file"]))
+            self.sessions[seg["name"]] = self._session(str(path), so, seg["name"])
         self._gathers = {}
 
     def _deactivate(self):
