@@ -164,7 +164,9 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
         "saving": 1.0 - best.expected_cost / ref.expected_cost if ref.expected_cost else 0.0,
         "miou_drop_pp": 100.0 * (ref.miou - best.miou),
         "budgeted": [_cfg(c) for c in result.budgeted],
+        "budgeted_best": _cfg(result.budgeted_best),
         "anytime": result.anytime,
+        "anytime_best": result.anytime_best,
         "pareto": [{"cost": float(pts[i, 0]), "miou": float(pts[i, 1]),
                     "exits": names.get(int(result.point_subsets[i]), "budgeted")} for i in front],
         "search": {"seconds": round(result.seconds, 3), "evaluated": int(result.evaluated),
@@ -211,6 +213,13 @@ def format_report(rep: dict) -> str:
         f"{c['exits'][0]} {c['expected_cost']:.4g} {unit} {pct(c['miou'])}" for c in rep["budgeted"])]
     lines += ["anytime (all heads up to):    " + "   ".join(
         f"{a['exit']} {a['cost']:.4g} {unit} {pct(a['miou'])}" for a in rep["anytime"])]
+    bb = rep.get("budgeted_best")
+    lines += ["best single exit under the bound: " + ("none" if bb is None else
+              f"{bb['exits'][0]} ({bb['expected_cost']:.4g} {unit}, mIoU {pct(bb['miou'])})")]
+    if rep["objective"] == "max-cost":
+        ab = rep.get("anytime_best")
+        lines += ["anytime within the cost reaches:  " + ("no exit" if ab is None else
+                  f"{ab['exit']} ({ab['cost']:.4g} {unit}, mIoU {pct(ab['miou'])})")]
     for p, r in (rep.get("other_policies") or {}).items():
         c = r["chosen"]
         lines.append(f"policy {p:<13s}  exits {', '.join(c['exits'])}: expected cost {c['expected_cost']:.4g} {unit}, "

@@ -175,6 +175,8 @@ class SearchResult:
     objective: str                 # "max-drop" or "max-cost"
     bound: float
     exhaustive: dict = field(default_factory=dict)  # subset -> True if searched exhaustively
+    budgeted_best: Configuration | None = None  # the best single exit under the bound (None: none meets it)
+    anytime_best: dict | None = None  # max-cost: the deepest exit an anytime run reaches within the bound
     seconds: float = 0.0
     evaluated: int = 0
 
@@ -594,11 +596,21 @@ class Searcher:
                 best, best_kept = res, kept
         conf = self.configuration(best_kept, best[2])
         feasible = (conf.miou >= bound - 1e-9) if objective == "max-drop" else (conf.expected_cost <= bound * (1 + 1e-9))
+        if objective == "max-drop":
+            ok = [c for c in budgeted if c.miou >= bound - 1e-9]
+            budgeted_best = min(ok, key=lambda c: c.expected_cost) if ok else None
+            anytime_best = None
+        else:
+            ok = [c for c in budgeted if c.expected_cost <= bound * (1 + 1e-9)]
+            budgeted_best = max(ok, key=lambda c: c.miou) if ok else None
+            reach = [a for a in self.anytime() if a["cost"] <= bound * (1 + 1e-9)]
+            anytime_best = reach[-1] if reach else None
         pts = np.concatenate(self._pts) if self._pts else np.zeros((0, 2), np.float32)
         sub = np.concatenate(self._pts_sub) if self._pts_sub else np.zeros(0, np.int16)
         result = SearchResult(best=conf, reference=ref, budgeted=budgeted, anytime=self.anytime(),
                               points=pts, point_subsets=sub, subsets=[list(s) for s in subsets],
                               objective=objective, bound=bound, exhaustive=exhaustive,
+                              budgeted_best=budgeted_best, anytime_best=anytime_best,
                               seconds=time.perf_counter() - t0, evaluated=self.evaluated)
         if not feasible:
             cheapest = min(budgeted, key=lambda c: c.expected_cost)

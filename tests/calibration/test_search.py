@@ -136,6 +136,10 @@ def test_known_case_exits_the_easy_images():
     # budgeted: single exits, anytime: all heads up to the exit
     b = s.budgeted()
     assert [x.expected_cost for x in b] == [1.5, 4.5]
+    assert s.search(max_drop=0.0).budgeted_best.exits == ["final"]
+    res = s.search(max_cost=4.8)
+    assert res.budgeted_best.exits == ["final"]      # 4.5 fits
+    assert res.anytime_best["exit"] == "early"       # running both heads costs 5.0
     assert [a["cost"] for a in s.anytime()] == [1.5, 5.0]
 
 
