@@ -304,7 +304,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
         for s in steps:
             part = data[s:s + batch]
             rows = range(s, s + len(part))
-            for e, results in enumerate(pipe.anytime([im for _, im, _ in part], logits=True)):
+            for e, results in enumerate(pipe.anytime([im for _, im, _ in part], logits=True, all_exits=True)):
                 p = pol[e]
                 for i, r, (_, _, mask) in zip(rows, results, part):
                     inter[i, e], union[i, e] = class_counts(r.labels, mask, num_classes)

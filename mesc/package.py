@@ -190,6 +190,9 @@ def validate_manifest(m) -> None:
         _need(ex["segment"] in names, where, f"segment '{ex['segment']}' is not in 'segments'")
         _need(ex["logits"] in produced, where, f"logits '{ex['logits']}' is not produced by any segment")
         check_policy(ex["policy"], f"{where} policy")
+        _need(isinstance(ex.get("enabled", True), bool), where, f"enabled must be true or false, got {ex.get('enabled')!r}")
+    _need(m["exits"][-1].get("enabled", True), f"exit '{m['exits'][-1]['name']}'",
+          "the final exit cannot be disabled: images that no earlier exit takes leave there")
 
 
 class Package:

@@ -48,6 +48,8 @@ def test_altered_file(pkg_dir, tmp_path):
      "input 'nope' is not produced"),
     (lambda m: m["exits"][0]["policy"].update(th_img=1.5), "th_img must be a number in [0, 1]"),
     (lambda m: m.pop("segments"), "missing 'segments'"),
+    (lambda m: m["exits"][-1].update(enabled=False), "the final exit cannot be disabled"),
+    (lambda m: m["exits"][0].update(enabled="no"), "enabled must be true or false"),
 ])
 def test_malformed_manifest(pkg_dir, tmp_path, edit, message):
     d = _copy(pkg_dir, tmp_path)

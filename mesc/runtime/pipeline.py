@@ -15,6 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
+from mesc.errors import MescError
 from mesc.runtime import host_policy
 from mesc.runtime.errors import InputError
 from mesc.runtime.images import normalize
@@ -134,6 +135,15 @@ class Pipeline:
         self.pkg.set_policy(exit, **settings)
         self._th_handles.pop(self.pkg.exit(exit)["name"], None)
 
+    def set_enabled(self, exit, enabled: bool) -> None:
+        """Keep or drop an exit from input-dependent runs (what ``mesc calibrate --write``
+        records as ``"enabled"``); a dropped exit's head is not run at all."""
+        ex = self.pkg.exit(exit)
+        if not enabled and ex is self.pkg.exits[-1]:
+            raise MescError(f"exit '{ex['name']}' is the final exit and cannot be disabled")
+        ex["enabled"] = bool(enabled)
+        self._plans.clear()
+
     def _th_handle(self, ex):
         h = self._th_handles.get(ex["name"])
         if h is None:
@@ -179,10 +189,17 @@ class Pipeline:
                              f"(shape {tuple(shape)} read as {layout})")
 
     # plans -----------------------------------------------------------------------------------
-    def plan(self, exit=None, logits: bool = False) -> list[Step]:
-        key = (None if exit is None else self.pkg.exit(exit)["name"], logits)
+    def plan(self, exit=None, logits: bool = False, all_exits: bool = False) -> list[Step]:
+        """Steps to run. Input-dependent plans leave out the heads of exits that calibration
+        disabled (``"enabled": false``): their chunks still run for the deeper exits, their
+        heads and policies never do. ``all_exits`` keeps them (calibration measures every exit)."""
+        key = (None if exit is None else self.pkg.exit(exit)["name"], logits, all_exits)
         if key not in self._plans:
-            segments = self.pkg.segments if exit is None else self.pkg.segments_until(exit)
+            if exit is not None:
+                segments = self.pkg.segments_until(exit)
+            else:
+                off = set() if all_exits else {e["segment"] for e in self.pkg.exits if e.get("enabled") is False}
+                segments = [s for s in self.pkg.segments if s["name"] not in off]
             self._plans[key] = build_plan(self.pkg, segments, self.in_graph, logits)
         return self._plans[key]
 
@@ -293,14 +310,14 @@ class Pipeline:
                 self._collect(ev, group, seen, results, final=True)
         return results[0] if single else results
 
-    def anytime(self, images, deadline: float | None = None, logits: bool = False):
+    def anytime(self, images, deadline: float | None = None, logits: bool = False, all_exits: bool = False):
         """Yield every exit's prediction in order (a :class:`Result`, or a list for a batch).
 
         With ``deadline`` (seconds from the call), stop at the first exit reached after it; that
         prediction is then marked ``final``. Stopping early never runs the remaining segments.
         """
         x, single = self.prepare(images)
-        plan = self.plan(None, logits)
+        plan = self.plan(None, logits, all_exits)
         groups = self._groups(len(x))
         t0 = time.perf_counter()
         # Static-batch groups advance in lockstep so that each yield covers every image.

@@ -228,3 +228,27 @@ def test_run_chain_is_the_runtime(pkg_graph, images):
     assert {o["name"] for s in pkg.segments for o in s["outputs"]} <= set(env)
     with mesc.load(pkg_graph) as pipe:
         np.testing.assert_array_equal(env["exit1_labels"], np.stack([r.labels for r in pipe(images[:2], exit=1)]))
+
+
+def test_disabled_exit_is_skipped_entirely(pkg, model, images):
+    with mesc.load(pkg) as pipe:
+        expected, outs, _ = _spread_thresholds(pipe, model, images)
+        head1 = pipe.pkg.exits[1]["segment"]
+        pipe.set_enabled(1, False)
+        results = pipe(images)
+        for i, r in enumerate(results):
+            assert r.exit_index != 1
+            assert pipe.pkg.exits[1]["name"] not in r.confidences
+            assert head1 not in r.timings["segments"], "a disabled exit's head must not run"
+            if expected[i] == 0:
+                assert r.exit_index == 0
+        # images that used to leave at exit 1 now go on to the final exit
+        moved = [i for i in range(len(images)) if expected[i] == 1]
+        assert moved and all(results[i].exit_index == 2 for i in moved)
+        np.testing.assert_array_equal(results[moved[0]].labels, outs[2][moved[0]].argmax(0))
+        assert len(list(pipe.anytime(images))) == 2
+        assert len(list(pipe.anytime(images, all_exits=True))) == 3
+        with pytest.raises(MescError, match="final exit"):
+            pipe.set_enabled(2, False)
+        pipe.set_enabled(1, True)
+        assert any(r.exit_index == 1 for r in pipe(images))
