@@ -230,7 +230,7 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
 def _cache_key(pkg, data_pairs_stat, grid, resize) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"v": MEMO_VERSION, "files": pkg.manifest["files"],
-                         "policy": [{k: e["policy"].get(k) for k in ("confidence", "edge", "stride")}
+                         "policy": [{k: e["policy"].get(k) for k in ("confidence", "edge", "stride", "at")}
                                     for e in pkg.exits],
                          "grid": [float(g) for g in grid], "resize": bool(resize), "data": data_pairs_stat},
                         sort_keys=True).encode())
@@ -308,7 +308,11 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
                 p = pol[e]
                 for i, r, (_, _, mask) in zip(rows, results, part):
                     inter[i, e], union[i, e] = class_counts(r.labels, mask, num_classes)
-                    st = image_stats(np.asarray(r.logits, dtype=np.float32), r.labels, grid, p)
+                    if r.policy_logits is None:
+                        st = image_stats(np.asarray(r.logits, dtype=np.float32), r.labels, grid, p)
+                    else:  # the policy reads the exit's native-resolution logits
+                        native = np.asarray(r.policy_logits, dtype=np.float32)
+                        st = image_stats(native, native.argmax(0), grid, p)
                     for k in scores:
                         scores[k][i, e] = st[k]
                     graph = r.confidences.get(exits[e])

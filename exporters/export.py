@@ -26,6 +26,10 @@ class ExportOptions:
     opset: int = 17
     policy: str | None = "top1"  # in-graph policy confidence: "top1", "entropy", or None
     edge: bool = True
+    # "output": the policy reads the exit's logits at the output resolution (the MESS
+    # definition); "native": at the head's own resolution before its final upsampling, with
+    # windows in those pixels (os^2 times fewer pixels: the cheap choice on CPUs and small GPUs)
+    policy_at: str = "output"
     strides: list | None = None  # policy output stride per kept exit; None = measured
     th_pix: float | None = None
     th_img: float | None = None
@@ -58,6 +62,10 @@ def _check_thresholds(opts):
             raise ExportError(f"--{key.replace('_', '-')} must be in [0, 1], got {v}")
     if opts.policy not in (None, "top1", "entropy"):
         raise ExportError(f"policy must be 'top1', 'entropy' or None, got {opts.policy!r}")
+    if opts.policy_at not in ("output", "native"):
+        raise ExportError(f"--policy-at must be 'output' or 'native', got {opts.policy_at!r}")
+    if opts.policy_at == "native" and not opts.policy:
+        raise ExportError("--policy-at native needs the in-graph policy (--policy top1 or entropy)")
     if opts.opset < 13:
         raise ExportError(f"--opset {opts.opset} is too old; mesc needs 13 or later (17 for TensorRT 8.5/8.6)")
 
@@ -94,12 +102,26 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     selected = _select_exits(opts.exits, len(traced.exit_nodes))
     if opts.strides is not None and len(opts.strides) != len(selected):
         raise ExportError(f"--stride gives {len(opts.strides)} values for {len(selected)} kept exits")
-    segments, names = partition(traced, selected)
+    native = opts.policy_at == "native"
+    policy_src = {}  # exit position -> tensor the policy reads
+    for i, k in enumerate(selected):
+        name = traced.exit_names[k]
+        src = traced.native_nodes[k] if native else traced.exit_nodes[k]
+        policy_src[i] = (src, f"{name}_native_logits" if src is not traced.exit_nodes[k] else f"{name}_logits")
+    extra = {node: tname for node, tname in policy_src.values() if tname.endswith("_native_logits")}
+    segments, names = partition(traced, selected, extra_outputs=extra)
+    for i, (node, tname) in policy_src.items():
+        head = next(s for s in segments if s.kind == "head" and s.exit == i)
+        if node is not traced.exit_nodes[selected[i]] and node not in head.nodes:
+            raise ExportError(f"exit {traced.exit_names[selected[i]]}: its logits before upsampling are shared "
+                              "with deeper exits, so the policy cannot read them in the exit's head; use --policy-at output")
 
     policy_kw = []
     for i, k in enumerate(selected):
-        stride = opts.strides[i] if opts.strides else traced.strides[k]
+        # windows are counted in the pixels the policy reads: output pixels, or native ones
+        stride = opts.strides[i] if opts.strides else (1 if native else traced.strides[k])
         policy_kw.append({"confidence": opts.policy or "top1", "edge": bool(opts.edge), "stride": int(stride),
+                          "at": opts.policy_at,
                           "th_pix": opts.th_pix if opts.th_pix is not None else DEFAULT_TH_PIX,
                           "th_img": opts.th_img if opts.th_img is not None else DEFAULT_TH_IMG})
 
@@ -119,8 +141,9 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
                 from mesc.exporters.policy_graph import append_policy
 
                 p = policy_kw[seg.exit]
-                model_proto = append_policy(model_proto, logits=f"{exit_name}_logits", prefix=exit_name,
-                                            confidence=p["confidence"], edge=p["edge"], stride=p["stride"])
+                model_proto = append_policy(model_proto, logits=policy_src[seg.exit][1], prefix=exit_name,
+                                            confidence=p["confidence"], edge=p["edge"], stride=p["stride"],
+                                            labels_from=f"{exit_name}_logits")
             model_proto = check(model_proto, where)
             rel = f"onnx/{seg.name}.onnx"
             onnx.save(model_proto, str(tmp / rel))
@@ -142,6 +165,7 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
                 "labels": f"{name}_labels" if opts.policy else None,
                 "confidence": f"{name}_confidence" if opts.policy else None,
                 "th_pix_input": f"{name}_th_pix" if opts.policy else None,
+                "policy_logits": policy_src[i][1],
                 "policy": policy_kw[i],
             })
         manifest = {

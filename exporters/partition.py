@@ -58,12 +58,14 @@ def _needed_by(graph, exit_nodes) -> dict:
     return need
 
 
-def partition(traced, selected: list[int]) -> tuple[list[Segment], dict]:
+def partition(traced, selected: list[int], extra_outputs: dict | None = None) -> tuple[list[Segment], dict]:
     """Split ``traced`` for the selected exit indices (ascending, into ``traced.exit_nodes``).
 
     Returns the segments in execution order (chunk, head, chunk, head, ...) and the tensor
     name of every node that crosses a segment boundary or is an exit's logits.
+    ``extra_outputs`` ({node: tensor name}) are made outputs of whichever segment computes them.
     """
+    extra_outputs = extra_outputs or {}
     gm = traced.gm
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
@@ -89,6 +91,8 @@ def partition(traced, selected: list[int]) -> tuple[list[Segment], dict]:
     names = {placeholders[0]: IMAGE}
     for i, n in enumerate(exit_nodes):
         names[n] = f"{traced.exit_names[selected[i]]}_logits"
+    for n, name in extra_outputs.items():
+        names.setdefault(n, name)
     owner = {}
     segments = []
     for i, k in enumerate(selected):
@@ -111,7 +115,7 @@ def partition(traced, selected: list[int]) -> tuple[list[Segment], dict]:
                     seg.inputs.append(a)
         for n in seg.nodes:
             crosses = any(u not in members and u.op != "output" for u in n.users)
-            if crosses or n in exit_nodes:
+            if crosses or n in exit_nodes or n in extra_outputs:
                 seg.outputs.append(n)
                 names.setdefault(n, n.name)
         for a in seg.inputs:

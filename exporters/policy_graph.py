@@ -212,7 +212,8 @@ class _Builder:
 
 
 def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: str = "top1",
-                  edge: bool = True, stride: int = 8, pooling: str = "shift") -> onnx.ModelProto:
+                  edge: bool = True, stride: int = 8, pooling: str = "shift",
+                  labels_from: str | None = None) -> onnx.ModelProto:
     """Return a copy of the head ``model`` with the MESS policy appended to tensor ``logits``.
 
     Adds graph input ``{prefix}_th_pix`` (float32, [1]) and outputs ``{prefix}_labels`` (int32,
@@ -224,6 +225,10 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     separable and exact: ``"shift"`` (default) with Slice + Max/Add doubling, ``"pool"`` with
     MaxPool/AveragePool of (k,1) then (1,k). They give identical results; "shift" is ~10x faster
     on ONNX Runtime CPU, "pool" is fewer, larger kernels that may suit some GPU backends better.
+
+    ``labels_from`` names another float32 N x M x H' x W' tensor (the upsampled output logits)
+    from which ``{prefix}_labels`` is taken instead, when the policy reads the exit's logits at
+    their native resolution (``policy_at="native"`` in the exporter); it stays an output.
     """
     if not isinstance(model, onnx.ModelProto):
         raise MescError(f"model must be an onnx.ModelProto, got {type(model).__name__}")
@@ -264,7 +269,14 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     b = _Builder(prefix, opset)
     # Labels from the logits, not the probabilities: ties stay exact ties (first index wins).
     labels4 = b.op("ArgMax", [logits], axis=1, keepdims=1, select_last_index=0)  # N,1,H,W int64
-    b.op("Cast", [b.op("Squeeze", [labels4, b.const("axes", [1], np.int64)])], to=TensorProto.INT32,
+    out_labels4, label_dims = labels4, dims
+    if labels_from is not None and labels_from != logits:
+        lvi = _find_value_info(model, labels_from)
+        if lvi is None or lvi.type.tensor_type.elem_type != TensorProto.FLOAT or len(_dims(lvi)) != 4:
+            raise MescError(f"tensor {labels_from!r} (labels_from: N x M x H x W float32 logits) is not in the head graph")
+        label_dims = _dims(lvi)
+        out_labels4 = b.op("ArgMax", [labels_from], axis=1, keepdims=1, select_last_index=0)
+    b.op("Cast", [b.op("Squeeze", [out_labels4, b.const("axes", [1], np.int64)])], to=TensorProto.INT32,
          out=labels_name)
 
     # Softmax written out over the class axis: ORT's CPU Softmax on a non-last axis transposes
@@ -314,7 +326,11 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     g.input.append(helper.make_tensor_value_info(th_name, TensorProto.FLOAT, [1]))
     if logits not in {o.name for o in g.output}:
         g.output.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, dims))
-    g.output.append(helper.make_tensor_value_info(labels_name, TensorProto.INT32, [n_dim, h_dim, w_dim]))
+    if labels_from is not None and labels_from not in {o.name for o in g.output}:
+        g.output.append(helper.make_tensor_value_info(labels_from, TensorProto.FLOAT, label_dims))
+    g.output.append(helper.make_tensor_value_info(labels_name, TensorProto.INT32,
+                                                  [n_dim, label_dims[2], label_dims[3]] if label_dims is not dims
+                                                  else [n_dim, h_dim, w_dim]))
     g.output.append(helper.make_tensor_value_info(conf_name, TensorProto.FLOAT, [n_dim]))
     _check(out, logits)
     return out

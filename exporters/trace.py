@@ -31,6 +31,7 @@ class TracedModel:
     exit_names: list[str]
     values: dict  # node name -> example value at the export shape
     strides: list[int]  # measured output stride per exit
+    native_nodes: list  # per exit, the logits before the head's final upsampling
 
 
 class _PathTracer(fx.Tracer):
@@ -146,9 +147,9 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name)
 
 
-def _output_stride(node, values, input_hw) -> int:
-    """The exit's output stride: input size over the resolution of the logits before the head's
-    final upsampling (walking back through interpolate/Upsample nodes)."""
+def _before_upsampling(node):
+    """The exit's logits at their native resolution: walk back from the exit through the
+    head's final interpolate/Upsample nodes."""
     gm_modules = node.graph.owning_module
     cur = node
     while True:
@@ -156,9 +157,13 @@ def _output_stride(node, values, input_hw) -> int:
             cur.op == "call_module" and isinstance(gm_modules.get_submodule(cur.target), torch.nn.Upsample)
         )
         if not is_up or not isinstance(cur.args[0], fx.Node):
-            break
+            return cur
         cur = cur.args[0]
-    h = values[cur.name].shape[-2]
+
+
+def _output_stride(native, values, input_hw) -> int:
+    """Input size over the resolution of the logits before the final upsampling."""
+    h = values[native.name].shape[-2]
     return max(1, int(round(input_hw[0] / h)))
 
 
@@ -182,8 +187,10 @@ def trace_model(model, example):
             shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
             raise ExportError(f"exit {exit_name} of {name} returns {shape}; expected N x classes x H x W logits")
     _fold_non_tensors(gm, rec.values)
-    strides = [_output_stride(n, rec.values, tuple(example.shape[-2:])) for n in nodes]
-    return TracedModel(gm=gm, exit_nodes=nodes, exit_names=names, values=rec.values, strides=strides)
+    native = [_before_upsampling(n) for n in nodes]
+    strides = [_output_stride(n, rec.values, tuple(example.shape[-2:])) for n in native]
+    return TracedModel(gm=gm, exit_nodes=nodes, exit_names=names, values=rec.values, strides=strides,
+                       native_nodes=native)
 
 
 __all__ = ["TracedModel", "trace_model"]

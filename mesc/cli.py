@@ -76,6 +76,9 @@ def _parse_int_list(ctx, param, value):
 @click.option("--policy", "policy_kind", type=click.Choice(["top1", "entropy", "none"]), default="top1",
               show_default=True, help="In-graph exit policy confidence ('none': logits only).")
 @click.option("--no-edge", is_flag=True, help="Disable the semantic-edge median enhancement.")
+@click.option("--policy-at", type=click.Choice(["output", "native"]), default="output", show_default=True,
+              help="Where the policy reads each exit's logits: at the output resolution (MESS), or at the "
+                   "head's native resolution before upsampling (os^2 fewer pixels: much cheaper on CPU).")
 @click.option("--stride", "strides", callback=_parse_int_list, default=None,
               help="Output stride per kept exit for the policy (default: measured from the graph).")
 @click.option("--th-pix", type=float, default=None, help="Default per-pixel confidence threshold.")
@@ -87,14 +90,15 @@ def _parse_int_list(ctx, param, value):
               callback=lambda ctx, p, v: _list_models(ctx) if v else None,
               help="List the registered reference models and exit.")
 def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, opset, policy_kind,
-               no_edge, strides, th_pix, th_img, no_verify, output, force):
+               no_edge, policy_at, strides, th_pix, th_img, no_verify, output, force):
     """Split a multi-exit PyTorch model into a package of per-segment ONNX graphs."""
     from mesc.exporters.export import ExportOptions, export
     from mesc.exporters.report import print_summary
 
     opts = ExportOptions(
         input_shape=input_shape, exits=exits, dynamic_batch=dynamic_batch, opset=opset,
-        policy=None if policy_kind == "none" else policy_kind, edge=not no_edge, strides=strides,
+        policy=None if policy_kind == "none" else policy_kind, edge=not no_edge, policy_at=policy_at,
+        strides=strides,
         th_pix=th_pix, th_img=th_img, verify=not no_verify,
     )
     pkg = export(model, output, weights=weights, num_classes=num_classes, options=opts, force=force,
@@ -364,6 +368,52 @@ def calibrate_cmd(package, data, max_drop, max_cost, policy, report, plot, write
         off = [e for e in out.memo.exits if e not in dropped]
         click.echo(f"written          thresholds to {package}/mesc.json"
                    + (f"; disabled exits: {', '.join(off)}" if off else ""))
+
+
+@cli.command("bench")
+@click.argument("package", type=click.Path())
+@click.option("--backend", default="onnxruntime", show_default=True, help="onnxruntime or tensorrt.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--target", default=None, help="TensorRT engines: which target's build (default: the one for this GPU).")
+@click.option("--precision", default=None, help="TensorRT engines: which precision build, e.g. int8 or fp16-dla0.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Images per run.")
+@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed rounds first.")
+@click.option("--iters", type=int, default=20, show_default=True, help="Timed rounds.")
+@click.option("--threads", type=int, default=None, help="CPU threads per session (default: all cores).")
+@click.option("--data", type=click.Path(), default=None,
+              help="Image folder: input-dependent end to end against final-only, image by image.")
+@click.option("--resize", is_flag=True, help="With --data: resize images of another size (else skipped).")
+@click.option("--baseline", "baselines", default="monolithic,eager", show_default=True,
+              help="Comma-separated baselines: monolithic, eager, or none.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write every figure here.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG of latency per exit against FLOPs, with the baselines (needs mesc[plot]).")
+@click.option("--record", is_flag=True,
+              help="Store the per-segment medians in the manifest (what 'mesc calibrate' costs exits with).")
+def bench_cmd(package, backend, device, target, precision, batch, warmup, iters, threads, data, resize, baselines,
+              json_out, plot, record):
+    """Latency per segment and per exit of PACKAGE, against a monolithic graph and eager PyTorch."""
+    from mesc.benchmarks.bench import BenchOptions, bench, format_result, plot as plot_result, record_latency, \
+        write_json
+
+    chosen = tuple(b.strip() for b in baselines.split(",") if b.strip() and b.strip() != "none")
+    opts = BenchOptions(backend=backend, device=device, target=target, precision=precision, batch=batch,
+                        warmup=warmup, iters=iters, data=data, resize=resize, baselines=chosen, threads=threads)
+    if plot:
+        from mesc.lazy import require
+
+        require("matplotlib", extra="plot", purpose="mesc bench --plot")  # before minutes of timing
+    result = bench(package, opts, progress=True, say=lambda m: click.echo(m, err=True))
+    click.echo(format_result(result))
+    if json_out:
+        write_json(json_out, result)
+        click.echo(f"json             {json_out}")
+    if plot:
+        plot_result(plot, result)
+        click.echo(f"plot             {plot}")
+    if record:
+        key = record_latency(package, result)
+        click.echo(f"recorded         per-segment medians under latency['{key}'] in {package}/mesc.json")
 
 
 def main(argv=None):

@@ -22,8 +22,9 @@ Manifest layout (schema 1), all lists in execution order::
       "exits": [{"name": "exit0", "index": 0, "segment": "head0", "logits": "exit0_logits",
                  "num_classes": 19, "output_stride": 8,
                  "labels": "exit0_labels"|null, "confidence": "exit0_confidence"|null,
-                 "th_pix_input": "exit0_th_pix"|null,
+                 "th_pix_input": "exit0_th_pix"|null, "policy_logits": "exit0_logits",
                  "policy": {"confidence": "top1"|"entropy", "edge": true, "stride": 8,
+                            "at": "output"|"native",
                             "th_pix": 0.9, "th_img": 0.8}}, ...],
       "files": {"onnx/chunk0.onnx": "<sha256>", ...},
       "precisions": {"fp16"|"int8": {"segments": {"<segment>": "onnx_fp16/<segment>.onnx", ...},
@@ -51,7 +52,10 @@ from mesc.errors import MescError, PackageError
 
 SCHEMA_VERSION = 1
 MANIFEST = "mesc.json"
-POLICY_KEYS = {"confidence", "edge", "stride", "th_pix", "th_img"}
+POLICY_KEYS = {"confidence", "edge", "stride", "at", "th_pix", "th_img"}
+# settings the exporter compiles into an exit's graph (th_pix is a graph input, th_img a host test)
+COMPILED_POLICY_KEYS = ("confidence", "edge", "stride", "at")
+POLICY_AT = ("output", "native")
 CONFIDENCE_KINDS = ("top1", "entropy")
 
 
@@ -142,6 +146,8 @@ def check_policy(policy: dict, where: str) -> None:
             v = policy[key]
             _need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0,
                   where, f"{key} must be a number in [0, 1], got {v!r}")
+    if "at" in policy:
+        _need(policy["at"] in POLICY_AT, where, f"at must be one of {POLICY_AT}, got {policy['at']!r}")
     if "stride" in policy:
         _need(isinstance(policy["stride"], int) and policy["stride"] >= 1, where,
               f"stride must be a positive int, got {policy['stride']!r}")
@@ -293,10 +299,11 @@ class Package:
         ex = self.exit(exit_key)
         new = dict(ex["policy"], **settings)
         check_policy(new, f"exit '{ex['name']}' policy")
-        if ex.get("th_pix_input") and new.get("confidence") != ex["policy"].get("confidence"):
+        changed = [k for k in COMPILED_POLICY_KEYS if new.get(k) != ex["policy"].get(k)]
+        if ex.get("th_pix_input") and changed:
             raise MescError(
-                f"exit '{ex['name']}': the confidence kind is compiled into the exit's graph "
-                f"({ex['policy'].get('confidence')}); re-export to change it"
+                f"exit '{ex['name']}': {', '.join(changed)} {'is' if len(changed) == 1 else 'are'} compiled into "
+                f"the exit's graph; re-export to change {'it' if len(changed) == 1 else 'them'}"
             )
         ex["policy"] = new
 

@@ -37,6 +37,8 @@ class Result:
     timings: dict
     final: bool = True  # anytime mode: False while later exits may still refine it
     logits: np.ndarray | None = None  # M x H x W, only when asked for
+    # the logits the exit policy read, where they differ from ``logits`` (policy_at="native")
+    policy_logits: np.ndarray | None = None
 
     def as_row(self) -> dict:
         return {"exit": self.exit, "exit_index": self.exit_index, "confidences": dict(self.confidences),
@@ -69,7 +71,7 @@ def build_plan(pkg, segments: list[dict], in_graph: bool, logits: bool) -> list[
         if ex is not None:
             wanted = [ex["labels"], ex["confidence"]] if in_graph else [ex["logits"]]
             if logits:
-                wanted.append(ex["logits"])
+                wanted += [ex["logits"], ex.get("policy_logits") or ex["logits"]]
             fetch += [n for n in dict.fromkeys(wanted) if n not in fetch]
         th = ex.get("th_pix_input") if ex is not None and in_graph else None
         available = set().union(*reads[: i + 1]) | {o for s in steps for o in s.fetch} | set(fetch)
@@ -84,6 +86,7 @@ class _ExitEvent:
     rows: np.ndarray  # batch positions (of the walk's input) that report at this exit
     labels: np.ndarray  # len(rows) x H x W
     logits: np.ndarray | None
+    policy_logits: np.ndarray | None
     confidences: dict  # batch position -> c_img, for every image still undecided here
     segments_ms: dict
     elapsed_ms: float
@@ -270,8 +273,11 @@ class Pipeline:
             else:
                 labels = host_labels[rows]
                 logits = host_logits[rows] if want_logits else None
+            src = ex.get("policy_logits") or ex["logits"]
+            policy_logits = (self._download_rows(env[src], rows, len(pos))
+                             if want_logits and src != ex["logits"] else None)
             confs = {} if conf is None else {int(pos[r]): float(conf[r]) for r in np.flatnonzero(undecided)}
-            yield _ExitEvent(ex, pos[rows], labels, logits, confs, dict(seg_ms),
+            yield _ExitEvent(ex, pos[rows], labels, logits, policy_logits, confs, dict(seg_ms),
                              (time.perf_counter() - t0) * 1e3)
             for n in step.release:
                 env.pop(n, None)
@@ -362,4 +368,5 @@ class Pipeline:
             results[group[p]] = Result(
                 labels=ev.labels[j], exit=ev.exit["name"], exit_index=self.pkg.exits.index(ev.exit),
                 confidences=confs, timings={"segments": dict(ev.segments_ms), "total_ms": ev.elapsed_ms},
-                final=final, logits=None if ev.logits is None else ev.logits[j])
+                final=final, logits=None if ev.logits is None else ev.logits[j],
+                policy_logits=None if ev.policy_logits is None else ev.policy_logits[j])
