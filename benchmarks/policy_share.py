@@ -1,0 +1,113 @@
+"""The in-graph exit policy's share of each exit head's latency, on the reference models.
+
+    python -m mesc.benchmarks.policy_share [--models mbv2-fcn,...] [--shape 1x3x512x1024]
+        [--iters 10] [--threads 2] [--json OUT]
+
+Each model is exported three times (no policy; policy at the output resolution, the MESS
+definition; policy at the head's native resolution) and every exit head is timed on ONNX
+Runtime CPU, median after warm-up. The host alternative is what users would write without
+mesc: fetch the logits and run the policy in numpy (``mesc.policy.mess_confidence_fast``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _median_ms(fn, iters: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def _head_times(pkg, threads: int, iters: int, fetch: str) -> dict:
+    """Median ms of each head segment, fed with the activations the chunks before it produce."""
+    import onnxruntime as ort
+
+    from mesc.exporters.verify import run_chain
+
+    x = np.random.default_rng(0).standard_normal([int(d) if isinstance(d, int) else 1 for d in pkg.input["shape"]])
+    env = run_chain(pkg, x.astype(np.float32))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    out = {}
+    for ex in pkg.exits:
+        seg = pkg.segment(ex["segment"])
+        sess = ort.InferenceSession(str(pkg.path(seg["file"])), so, providers=["CPUExecutionProvider"])
+        feeds = {t["name"]: env[t["name"]] if t["name"] in env else np.array([0.9], np.float32)
+                 for t in seg["inputs"]}
+        names = [ex[fetch]] if fetch == "logits" else [ex["confidence"]]
+        logits = {}
+
+        def run():
+            logits["v"] = sess.run(names, feeds)[0]
+
+        out[ex["name"]] = {"ms": _median_ms(run, iters)}
+        if fetch == "logits":
+            from mesc.policy import mess_confidence_fast
+
+            p = ex["policy"]
+            out[ex["name"]]["host_policy_ms"] = _median_ms(
+                lambda: mess_confidence_fast(logits["v"], 0.9, p["confidence"], p["edge"], p["stride"]), iters)
+    return out
+
+
+def measure(name: str, shape, threads: int, iters: int) -> dict:
+    from mesc.exporters.export import ExportOptions, export
+
+    res = {"model": name, "input_shape": list(shape), "exits": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = {"plain": dict(policy=None), "output": dict(policy_at="output"), "native": dict(policy_at="native")}
+        times = {}
+        for v, kw in variants.items():
+            pkg = export(name, Path(tmp) / v, options=ExportOptions(input_shape=shape, verify=False, **kw))
+            times[v] = _head_times(pkg, threads, iters, "logits" if v == "plain" else "confidence")
+        for ex, plain in times["plain"].items():
+            row = {"head_ms": round(plain["ms"], 2), "host_policy_ms": round(plain["host_policy_ms"], 2)}
+            for v in ("output", "native"):
+                t = times[v][ex]["ms"]
+                row[f"{v}_ms"] = round(t, 2)
+                row[f"{v}_share"] = round(max(0.0, t - plain["ms"]) / t, 4)
+            res["exits"][ex] = row
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="drn50-fcn,mbv2-fcn,hrnet18")
+    ap.add_argument("--shape", default="1x3x512x1024")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    shape = tuple(int(d) for d in args.shape.split("x"))
+    out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                       "threads": args.threads}, "runs": []}
+    print(f"{'model':14s} {'exit':6s} {'head ms':>8s} {'+policy@output':>15s} {'share':>6s} "
+          f"{'+policy@native':>15s} {'share':>6s} {'host policy ms':>15s}")
+    for name in args.models.split(","):
+        r = measure(name, shape, args.threads, args.iters)
+        out["runs"].append(r)
+        for ex, row in r["exits"].items():
+            print(f"{name:14s} {ex:6s} {row['head_ms']:8.1f} {row['output_ms']:15.1f} {100 * row['output_share']:5.1f}% "
+                  f"{row['native_ms']:15.1f} {100 * row['native_share']:5.1f}% {row['host_policy_ms']:15.1f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
