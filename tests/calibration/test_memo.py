@@ -165,10 +165,7 @@ DEMO_TOLERANCE_PP = 1.5
 
 
 @pytest.mark.slow
-def test_demo_calibration_holds_on_a_separate_split(tmp_path_factory, request):
-    markexpr = request.config.getoption("markexpr") or ""
-    if "slow" not in markexpr or "not slow" in markexpr:
-        pytest.skip("about a minute on 2 CPU cores: run with -m slow")
+def test_demo_calibration_holds_on_a_separate_split(tmp_path_factory):
     pytest.importorskip("torch")
     from mesc import models
     from mesc.calibration.memo import evaluate
