@@ -32,43 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _final_exit_onnx(net, shape, path):
-    import torch
-
-    class FinalExit(torch.nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            out = self.net(x)
-            return list(out.values())[-1] if isinstance(out, dict) else out[-1]
-
-    torch.onnx.export(FinalExit(net).eval(), (torch.zeros(shape),), str(path), input_names=["image"],
-                      output_names=["logits"], opset_version=17, dynamo=False, do_constant_folding=True)
-
-
-def _eager_policy(net, pkg, threads):
-    import torch
-
-    from mesc.policy import mess_confidence_fast, predicted_labels
-
-    torch.set_num_threads(threads)
-    exits = pkg.exits
-
-    def run(x):
-        with torch.no_grad():
-            out = net(torch.from_numpy(x))
-        outs = list(out.values()) if isinstance(out, dict) else list(out)
-        for ex in exits[:-1]:  # the policy at each early exit; thresholds never let the image go
-            p = ex["policy"]
-            logits = outs[ex["index"]].numpy()
-            if (mess_confidence_fast(logits, 1.0, p["confidence"], p["edge"], p["stride"]) >= 1.0).all():
-                return predicted_labels(logits)
-        return predicted_labels(outs[exits[-1]["index"]].numpy())
-
-    return run
+from mesc.benchmarks.baselines import eager_policy, final_exit_onnx
 
 
 def measure(name: str, shape, iters: int, warmup: int, threads: int, spin: bool = False) -> dict:
@@ -87,7 +51,7 @@ def measure(name: str, shape, iters: int, warmup: int, threads: int, spin: bool 
         tmp = Path(tmp)
         plain = export(net, tmp / "plain", options=ExportOptions(input_shape=shape, policy=None, verify=False))
         graph = export(net, tmp / "graph", options=ExportOptions(input_shape=shape, policy="top1", verify=False))
-        _final_exit_onnx(net, shape, tmp / "mono.onnx")
+        final_exit_onnx(net, shape, tmp / "mono.onnx")
         mono = ort.InferenceSession(str(tmp / "mono.onnx"), sess_options=session_options(threads, spin),
                                     providers=["CPUExecutionProvider"])
         chain = mesc.load(plain.root, threads=threads, spin=spin)
@@ -95,7 +59,7 @@ def measure(name: str, shape, iters: int, warmup: int, threads: int, spin: bool 
         for k in range(len(policy.exit_names)):
             policy.set_thresholds(k, th_pix=1.0, th_img=1.0)
         last = len(chain.exit_names) - 1
-        eager = _eager_policy(net, plain, threads)
+        eager = eager_policy(net, plain, threads)
 
         variants = {
             "mono": lambda: np.argmax(mono.run(["logits"], {"image": x})[0], axis=1),

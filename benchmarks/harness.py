@@ -1,0 +1,185 @@
+"""Timing and statistics for ``mesc bench``: clocks, interleaved rounds, summaries, environment.
+
+Clocks return milliseconds. On the host a monotonic clock brackets the work with a device
+synchronisation on both sides (queued work must not leak into or out of the interval); on a
+CUDA stream that the runner exposes, CUDA events time the device work itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.metadata
+import os
+import platform
+import time
+
+import numpy as np
+
+STATS = ("median", "p90", "p99", "mean", "std", "iqr", "min", "max")
+
+
+class HostClock:
+    """``time.perf_counter`` with an optional ``sync`` (e.g. a stream synchronise) at both ends."""
+
+    name = "host"
+
+    def __init__(self, sync=None):
+        self.sync = sync
+
+    def start(self):
+        if self.sync:
+            self.sync()
+        return time.perf_counter()
+
+    def stop(self, token) -> float:
+        if self.sync:
+            self.sync()
+        return (time.perf_counter() - token) * 1e3
+
+
+class CudaEventClock:
+    """CUDA events recorded on a stream (its ``cudaStream_t`` as an int), through libcudart."""
+
+    name = "cuda-events"
+
+    def __init__(self, lib, stream_ptr: int):
+        self.lib, self.stream = lib, ctypes.c_void_p(stream_ptr)
+
+    def _record(self):
+        ev = ctypes.c_void_p()
+        if self.lib.cudaEventCreate(ctypes.byref(ev)) != 0 or self.lib.cudaEventRecord(ev, self.stream) != 0:
+            raise RuntimeError("cudaEventCreate/cudaEventRecord failed")
+        return ev
+
+    def start(self):
+        return self._record()
+
+    def stop(self, token) -> float:
+        end = self._record()
+        ms = ctypes.c_float()
+        try:
+            self.lib.cudaEventSynchronize(end)
+            if self.lib.cudaEventElapsedTime(ctypes.byref(ms), token, end) != 0:
+                raise RuntimeError("cudaEventElapsedTime failed")
+        finally:
+            self.lib.cudaEventDestroy(token)
+            self.lib.cudaEventDestroy(end)
+        return float(ms.value)
+
+
+def _cudart():
+    try:
+        from polygraphy import cuda
+
+        return cuda.wrapper().handle
+    except Exception:  # no polygraphy or no libcudart: no events
+        return None
+
+
+def device_clock(runner):
+    """CUDA events on the runner's stream where it has one (TensorRT); otherwise the host clock,
+    synchronising that stream if any. ONNX Runtime synchronises its own runs on CUDA."""
+    stream = getattr(runner, "stream", None)
+    if stream is not None and getattr(runner.device, "is_cuda", False):
+        lib = _cudart()
+        if lib is not None:
+            return CudaEventClock(lib, int(stream.ptr))
+        return HostClock(stream.synchronize)
+    return HostClock()
+
+
+# Rounds ---------------------------------------------------------------------------------------
+
+def interleave(variants: dict, warmup: int, iters: int, clock=None, pause: float = 0.0, progress=None) -> dict:
+    """Run every variant ``warmup + iters`` times, round-robin with a rotating order so that drift
+    on a shared machine hits all alike; the first ``warmup`` rounds are not kept.
+
+    A variant is a callable; it may return a dict of named part timings (ms) of its own, which are
+    kept per round as well. Returns ``{name: {"total": [ms...], "parts": {part: [ms...]}}}``.
+    ``pause`` seconds pass before each timed call (torch's OpenMP threads keep spinning after an
+    eager run and would slow whatever comes next).
+    """
+    if warmup < 0 or iters < 1:
+        raise ValueError(f"need warmup >= 0 and iters >= 1, got {warmup} and {iters}")
+    clock = clock or HostClock()
+    names = list(variants)
+    out = {n: {"total": [], "parts": {}} for n in names}
+    for i in range(warmup + iters):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            if pause:
+                time.sleep(pause)
+            t = clock.start()
+            parts = variants[name]()
+            ms = clock.stop(t)
+            if i >= warmup:
+                out[name]["total"].append(ms)
+                for p, v in (parts or {}).items():
+                    out[name]["parts"].setdefault(p, []).append(float(v))
+            if progress is not None:
+                progress(name, i < warmup)
+    return out
+
+
+def measure(fn, warmup: int, iters: int, clock=None) -> list[float]:
+    """Milliseconds of ``iters`` calls of ``fn`` after ``warmup`` untimed-for-the-record ones."""
+    return interleave({"fn": fn}, warmup, iters, clock)["fn"]["total"]
+
+
+def summarize(samples) -> dict:
+    """Median, p90, p99 (numpy's linear interpolation), mean, std (ddof 1), IQR, min, max, n."""
+    a = np.asarray(samples, np.float64)
+    if a.size == 0:
+        raise ValueError("no samples")
+    q25, q50, q75, q90, q99 = np.percentile(a, [25, 50, 75, 90, 99])
+    return {"n": int(a.size), "median": float(q50), "p90": float(q90), "p99": float(q99),
+            "mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+            "iqr": float(q75 - q25), "min": float(a.min()), "max": float(a.max())}
+
+
+# Environment ------------------------------------------------------------------------------------
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cuda_versions(lib) -> dict:
+    out = {}
+    for key, fn in (("cuda_driver", "cudaDriverGetVersion"), ("cuda_runtime", "cudaRuntimeGetVersion")):
+        v = ctypes.c_int(0)
+        if getattr(lib, fn, None) is not None and getattr(lib, fn)(ctypes.byref(v)) == 0 and v.value:
+            out[key] = f"{v.value // 1000}.{(v.value % 1000) // 10}"
+    return out
+
+
+def environment(device, threads: int | None = None, precision: str = "fp32") -> dict:
+    """What the figures depend on: device name, library versions, precision, CPU threads."""
+    env = {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "threads": threads or os.cpu_count(),
+           "precision": precision, "python": platform.python_version(), "numpy": np.__version__,
+           "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"), "onnx": _version("onnx"),
+           "torch": _version("torch"), "tensorrt": _version("tensorrt"), "os": platform.platform()}
+    if getattr(device, "is_cuda", False):
+        from mesc.runtime import devices
+
+        env["device"] = devices.device_name(device.index) or f"cuda:{device.index}"
+        env["compute_capability"] = devices.compute_capability(device.index)
+        lib = _cudart()
+        if lib is not None:
+            env.update(_cuda_versions(lib))
+    else:
+        env["device"] = env["cpu"]
+    return env

@@ -1,0 +1,181 @@
+"""The project's named benchmark scenarios and their recorded results.
+
+Each scenario exports its models into a temporary directory (``verify=False``: verification
+belongs to the export tests), builds engines where it needs them, runs :func:`bench` on each
+and writes ``results/bench_<scenario>.json``; ``results/RESULTS.md`` is regenerated from every
+recorded JSON. Scenarios whose backend is absent here (CUDA, TensorRT) say so and are skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from mesc.benchmarks.bench import BenchOptions, bench
+from mesc.benchmarks.harness import environment
+
+RESULTS = Path(__file__).parent / "results"
+REFERENCE = ("drn50-fcn", "drn50-deeplab", "mbv2-fcn", "mbv2-deeplab", "hrnet18", "unet-skip")
+FULL = (1, 3, 512, 1024)
+DEMO = (1, 3, 128, 256)
+
+
+@dataclasses.dataclass
+class Scenario:
+    name: str
+    about: str
+    models: tuple
+    shape: tuple
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    engines: str | None = None  # TensorRT: build target "host" in this precision first
+    warmup: int = 3
+    iters: int = 20
+    data: int = 0  # synthetic scenes for the input-dependent run (demo model only)
+    quick: dict = dataclasses.field(default_factory=dict)  # overrides for --quick
+
+    def unavailable(self) -> str | None:
+        """Why this scenario cannot run on this machine (None: it can)."""
+        if self.device == "cpu":
+            return None
+        import importlib.util
+
+        if self.backend == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+            return "TensorRT is not installed"
+        try:
+            import onnxruntime as ort
+
+            if self.backend == "onnxruntime" and "CUDAExecutionProvider" not in ort.get_available_providers():
+                return "onnxruntime has no CUDA provider (pip install 'mesc[gpu]')"
+        except ImportError:
+            return "onnxruntime is not installed"
+        from mesc.runtime.devices import cuda_device_count
+
+        if not cuda_device_count():
+            return "no CUDA device"
+        return None
+
+
+SCENARIOS = {s.name: s for s in [
+    Scenario("demo-cpu", "the trained demo model at its 128x256, input-dependent over 48 synthetic scenes",
+             ("demo",), DEMO, warmup=5, iters=30, data=48, quick={"iters": 10, "data": 16}),
+    Scenario("reference-cpu", "the reference models at 512x1024 (full width, all exits); few iterations: "
+             "a 512x1024 DRN-50 pass takes seconds on a small CPU",
+             REFERENCE, FULL, warmup=1, iters=5, quick={"models": ("mbv2-fcn",), "iters": 2}),
+    Scenario("demo-cuda", "the demo model on ONNX Runtime CUDA", ("demo",), DEMO, device="cuda:0", warmup=20,
+             iters=200, data=48),
+    Scenario("reference-cuda", "the reference models at 512x1024 on ONNX Runtime CUDA", REFERENCE, FULL,
+             device="cuda:0", warmup=10, iters=50, quick={"iters": 10}),
+    Scenario("reference-trt-fp32", "the reference models at 512x1024, TensorRT FP32 engines (target host)",
+             REFERENCE, FULL, backend="tensorrt", device="cuda:0", engines="fp32", warmup=10, iters=50,
+             quick={"models": ("mbv2-fcn",), "iters": 10}),
+    Scenario("reference-trt-fp16", "the reference models at 512x1024, TensorRT FP16 engines (target host)",
+             REFERENCE, FULL, backend="tensorrt", device="cuda:0", engines="fp16", warmup=10, iters=50,
+             quick={"models": ("mbv2-fcn",), "iters": 10}),
+]}
+
+
+def run_scenario(s: Scenario, quick: bool = False, say=print) -> dict:
+    from mesc.exporters.export import ExportOptions, export
+
+    cfg = {"models": s.models, "warmup": s.warmup, "iters": s.iters, "data": s.data, **(s.quick if quick else {})}
+    runs, t0 = [], time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"mesc-{s.name}-") as tmp:
+        tmp = Path(tmp)
+        data = None
+        if cfg["data"]:
+            from mesc.data import generate
+
+            data = tmp / "data"
+            generate(data, cfg["data"], seed=12, size=s.shape[2:])
+        for model in cfg["models"]:
+            say(f"[{s.name}] {model} {'x'.join(map(str, s.shape))}: export")
+            pkg = export(model, tmp / model, options=ExportOptions(input_shape=s.shape, verify=False))
+            if s.engines:
+                from mesc.engines.build import build
+
+                say(f"[{s.name}] {model}: build {s.engines} engines")
+                build(pkg.root, "host", s.engines)
+            opts = BenchOptions(backend=s.backend, device=s.device, target="host" if s.engines else None,
+                                warmup=cfg["warmup"], iters=cfg["iters"], data=str(data) if data else None)
+            say(f"[{s.name}] {model}: bench ({cfg['warmup']} warm-up + {cfg['iters']} rounds)")
+            r = bench(pkg.root, opts, progress=False, say=say)
+            r["package"] = f"<export of {model} at {'x'.join(map(str, s.shape))}>"
+            if r["data"]:
+                r["data"]["source"] = f"{cfg['data']} synthetic scenes (mesc synth-data, seed 12)"
+            runs.append(r)
+    from mesc.runtime.devices import parse_device
+
+    return {"scenario": s.name, "about": s.about, "quick": quick,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": environment(parse_device(s.device)), "wall_seconds": round(time.perf_counter() - t0, 1),
+            "settings": {"warmup": cfg["warmup"], "iters": cfg["iters"], "shape": list(s.shape)}, "runs": runs}
+
+
+# RESULTS.md ----------------------------------------------------------------------------------------
+
+def _f(v, fmt=".1f"):
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(recorded: list[dict]) -> str:
+    """RESULTS.md: per scenario the machine, a summary per model and per-exit figures."""
+    lines = ["# Recorded benchmark results", "",
+             "Written by `python -m mesc.benchmarks` (`make bench`) from the `bench_*.json` files beside it; "
+             "latencies in ms (median over the timed rounds), `mesc bench` semantics (see "
+             "`benchmarks/bench.py`). Decision = host copy of the exit's confidence after its head.", ""]
+    for res in recorded:
+        m = res["machine"]
+        lines += [f"## {res['scenario']}", "", res["about"] + ".", "",
+                  f"Machine: {m['device']} ({m['cpu_cores']} cores, {m['threads']} threads), "
+                  + (f"CUDA driver {m.get('cuda_driver')}, TensorRT {m.get('tensorrt')}, " if "cuda_driver" in m else "")
+                  + f"ONNX Runtime {m['onnxruntime']}, torch {m['torch']}, Python {m['python']}, {m['os']}. "
+                  f"{res['settings']['warmup']} warm-up + {res['settings']['iters']} timed rounds; "
+                  f"recorded {res['date']} in {res['wall_seconds']:.0f} s.", "",
+                  "| model | input | final exit | monolithic | chain/mono | never-exit | eager | eager/mesc |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in res["runs"]:
+            b = r["baselines"]
+            mono, never, eager = (b.get(k, {}).get("ms", {}).get("median") for k in ("monolithic", "never_exit", "eager"))
+            lines.append(f"| {r['model']} | {'x'.join(map(str, r['input_shape']))} {r['precision']} | "
+                         f"{_f(r['exits'][-1]['ms']['median'])} | {_f(mono)} | "
+                         f"{_f(b.get('monolithic', {}).get('chain_over_mono'), '.3f')} | {_f(never)} | {_f(eager)} | "
+                         f"{_f(b.get('eager', {}).get('eager_over_mesc'), '.2f')} |")
+        lines += ["", "Per exit (budgeted: reach and take exit k): median, p90, latency efficiency "
+                  "(latency share / FLOPs share of the final exit), decision cost and its share of the head.", "",
+                  "| model | exit | GFLOPs | median | p90 | sum of segments | efficiency | decision | % of head |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in res["runs"]:
+            for e in r["exits"]:
+                d = e["decision"]
+                lines.append(f"| {r['model']} | {e['name']} | {e['flops'] / 1e9:.2f} | {e['ms']['median']:.1f} | "
+                             f"{e['ms']['p90']:.1f} | {e['segment_sum_ms']:.1f} | {_f(e['efficiency'], '.2f')} | "
+                             f"{d['ms']['median']:.3f} | {100 * d['share_of_head']:.2f} |")
+        data = [r for r in res["runs"] if r.get("data")]
+        if data:
+            lines += ["", "Input-dependent over images (package's default thresholds), per image:", "",
+                      "| model | images | exit shares | mean | p99 | final-only mean | speed-up |",
+                      "|---|---:|---|---:|---:|---:|---:|"]
+            for r in data:
+                d = r["data"]
+                shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in d["exit_fraction"].items())
+                lines.append(f"| {r['model']} | {d['images']} | {shares} | {d['input_dependent_ms']['mean']:.2f} | "
+                             f"{d['input_dependent_ms']['p99']:.2f} | {d['final_only_ms']['mean']:.2f} | "
+                             f"{d['speedup_mean']:.2f}x |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(result: dict, out: Path) -> Path:
+    from mesc.package import write_json_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench_{result['scenario']}.json"
+    write_json_atomic(path, result)
+    recorded = [json.loads(p.read_text()) for p in sorted(out.glob("bench_*.json"))]
+    (out / "RESULTS.md").write_text(markdown(recorded))
+    return path
