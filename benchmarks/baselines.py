@@ -127,7 +127,6 @@ def eager_policy(net, pkg, threads, device="cpu", thresholds: bool = False):
     """The PyTorch model (all exits) with the package's exit policy applied in numpy after each
     early exit, as a Python application would. ``thresholds=False`` never lets an image go (the
     worst case, every exit's policy evaluated); True uses the package's thresholds."""
-    import numpy as np
     import torch
 
     from mesc.policy import mess_confidence_fast, predicted_labels

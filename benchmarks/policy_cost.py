@@ -26,12 +26,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from mesc.benchmarks.harness import measure as time_calls, summarize
 
 
 def build_head(classes: int, height: int, width: int, stride: int, channels: int = 128, opset: int = 17,
@@ -103,14 +103,7 @@ def _feeds(sess, batch: int, rng, smooth: bool):
 
 
 def _median_time(fn, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return summarize(time_calls(fn, warmup, iters))["median"]
 
 
 def measure(head_model, logits: str, stride: int, args) -> dict:

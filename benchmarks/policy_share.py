@@ -15,23 +15,16 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from mesc.benchmarks.harness import measure as time_calls, summarize
+
 
 def _median_ms(fn, iters: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return summarize(time_calls(fn, warmup, iters))["median"]
 
 
 def _head_times(pkg, threads: int, iters: int, fetch: str) -> dict:

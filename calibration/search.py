@@ -539,7 +539,6 @@ class Searcher:
         results = []
         for order in (list(range(k1)), list(range(k1))[::-1]):
             choice = np.zeros(k1, dtype=int)
-            best = None
             for s in range(1, stages + 1):
                 if objective == "max-drop":
                     b = ref - (ref - bound) * s / stages

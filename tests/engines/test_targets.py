@@ -1,6 +1,5 @@
 """Targets, refusals and build plans (pure logic), ORT TensorRT EP options, engine bookkeeping."""
 
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
