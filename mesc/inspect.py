@@ -48,12 +48,12 @@ def format_package(pkg) -> str:
         outs = ", ".join(f"{t['name']}[{_shape(t)}]" for t in s["outputs"])
         lines.append(f"  {s['name']}: {ins} -> {outs}")
     lines += ["", "exits:"]
-    rows = [("exit", "segment", "classes", "os", "confidence", "edge", "stride", "th_pix", "th_img")]
+    rows = [("exit", "on", "segment", "classes", "os", "confidence", "at", "edge", "stride", "th_pix", "th_img")]
     for e in pkg.exits:
         p = e["policy"]
-        rows.append((e["name"], e["segment"], str(e["num_classes"]), str(e["output_stride"]),
-                     p.get("confidence", "") + ("" if e.get("confidence") else " (host)"),
-                     str(p.get("edge")), str(p.get("stride")), f"{p.get('th_pix')}", f"{p.get('th_img')}"))
+        rows.append((e["name"], "yes" if e.get("enabled", True) else "no", e["segment"], str(e["num_classes"]),
+                     str(e["output_stride"]), p.get("confidence", "") + ("" if e.get("confidence") else " (host)"),
+                     p.get("at", "output"), str(p.get("edge")), str(p.get("stride")), f"{p.get('th_pix')}", f"{p.get('th_img')}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     if m.get("engines"):
