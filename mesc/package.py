@@ -67,6 +67,12 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def staging_dir(out, force: bool = False):
     """Yield a fresh temporary directory that becomes ``out`` only if the block succeeds.
@@ -87,9 +93,7 @@ def staging_dir(out, force: bool = False):
         raise MescError(f"cannot create the parent directory of {out}: {err}") from err
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
     # mkdtemp makes 0700; the finished directory should get the user's usual permissions
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         if out.exists():
@@ -109,6 +113,7 @@ def write_json_atomic(path, data) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the usual permissions
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
