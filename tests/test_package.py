@@ -88,3 +88,17 @@ def test_segments_until(pkg_dir):
     assert [s["name"] for s in pkg.segments_until("exit0")] == ["chunk0", "head0"]
     assert [s["name"] for s in pkg.segments_until("exit1")] == ["chunk0", "chunk1", "head1"]
     assert [s["name"] for s in pkg.segments_until("exit2")] == ["chunk0", "chunk1", "head2"]
+
+
+def test_written_files_get_the_usual_permissions(pkg_dir, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        d = _copy(pkg_dir, tmp_path)
+        pkg = Package.load(d)
+        pkg.save()
+        assert stat.S_IMODE((d / "mesc.json").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
