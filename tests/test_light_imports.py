@@ -13,6 +13,9 @@ PROBE = "import sys; {stmt}; heavy = [m for m in ('torch', 'tensorrt') if m in s
     "import mesc.package, mesc.inspect, mesc.errors",
     "from mesc.cli import cli; cli.main(['--help'], standalone_mode=False)",
     "from mesc.cli import cli; cli.main(['export', '--help'], standalone_mode=False)",
+    *[f"from mesc.cli import cli; cli.main(['{c}', '--help'], standalone_mode=False)"
+      for c in ("run", "bench", "calibrate", "build", "prepare", "inspect", "synth-data", "train")],
+    "import mesc.runtime, mesc.policy, mesc.data",
 ])
 def test_no_heavy_imports(stmt):
     res = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt)], capture_output=True, text=True)
