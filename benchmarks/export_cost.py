@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -54,8 +52,9 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     shape = tuple(int(d) for d in args.shape.split("x"))
-    results = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                           "python": platform.python_version()}, "runs": []}
+    from mesc.benchmarks.harness import environment
+
+    results = {"machine": environment("cpu"), "runs": []}
     for name in args.models.split(","):
         r = measure(name, shape, verify=not args.no_verify)
         results["runs"].append(r)

@@ -14,17 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from mesc.benchmarks.harness import measure as time_calls, summarize
+from mesc.benchmarks.harness import environment, measure as time_calls, summarize
 
 
 def _median_ms(fn, iters: int, warmup: int = 2) -> float:
-    return summarize(time_calls(fn, warmup, iters))["median"]
+    # the harness reads a timed call's return value as its part timings: discard results
+    return summarize(time_calls(lambda: fn() and None, warmup, iters))["median"]
 
 
 def _head_times(pkg, threads: int, iters: int, fetch: str) -> dict:
@@ -88,8 +88,7 @@ def main(argv=None):
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     shape = tuple(int(d) for d in args.shape.split("x"))
-    out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                       "threads": args.threads}, "runs": []}
+    out = {"machine": environment("cpu", args.threads), "runs": []}
     print(f"{'model':14s} {'exit':6s} {'head ms':>8s} {'+policy@output':>15s} {'share':>6s} "
           f"{'+policy@native':>15s} {'share':>6s} {'host policy ms':>15s}")
     for name in args.models.split(","):
