@@ -79,8 +79,9 @@ def monolithic_package(pkg, out, sources: dict | None = None, precision: str | N
 
     final = pkg.exits[-1]
     path = pkg.segments_until(final["name"])
-    head = path[-1]
-    outputs = [o["name"] for o in head["outputs"]]
+    # the exit's own segments (head, and tail) give the monolithic outputs
+    own = [o for s in path if s["kind"] != "chunk" for o in s["outputs"]]
+    outputs = [o["name"] for o in own]
     crossing = {t["name"] for s in path for t in s["outputs"]}
     inputs = {t["name"]: t for s in path for t in s["inputs"] if t["name"] not in crossing}
     with staging_dir(out, force=True) as tmp:
@@ -97,9 +98,9 @@ def monolithic_package(pkg, out, sources: dict | None = None, precision: str | N
         manifest = {k: v for k, v in pkg.copy_manifest().items() if k not in ("engines", "latency", "precisions")}
         manifest.update(
             segments=[{"name": MONO, "kind": "head", "exit": final["name"], "file": "onnx/monolithic.onnx",
-                       "inputs": list(inputs.values()), "outputs": head["outputs"],
+                       "inputs": list(inputs.values()), "outputs": own,
                        "flops": sum(s.get("flops", 0) for s in path)}],
-            exits=[dict(final, segment=MONO)], files=files, engines={}, latency={})
+            exits=[dict(final, segment=MONO, tail=None)], files=files, engines={}, latency={})
         if sources:
             manifest["precisions"] = {precision: {"segments": {MONO: f"onnx_{precision}/monolithic.onnx"}}}
         write_json_atomic(tmp / MANIFEST, manifest)

@@ -180,6 +180,10 @@ def segment_walk(pipe, x, clock):
                 else:
                     host_policy.decide(run.download(env[ex["logits"]]), ex["policy"])
                 parts[f"decision:{ex['name']}"] = host.stop(t)
+            if step.tail is not None:  # as if every image left here: the tail's full cost
+                t = clock.start()
+                run.run(step.tail, {n: env[n] for n in step.tail_feeds}, step.tail_fetch)
+                parts[step.tail["name"]] = clock.stop(t)
             for n in step.release:
                 env.pop(n, None)
         device_ms = run.segment_times()  # a runner that measures on the device knows best

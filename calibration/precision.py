@@ -25,9 +25,13 @@ def exit_tails(pkg, model, seg) -> list[str]:
     """Nodes of segment ``seg`` to keep FP32 and unquantised: the policy after the exit's logits."""
     from mesc.calibration.chain import policy_tail
 
-    if seg["kind"] != "head":
+    if seg["kind"] == "chunk":
         return []
-    logits = next((ex["logits"] for ex in pkg.exits if ex["segment"] == seg["name"]), None)
+    ex = next((ex for ex in pkg.exits if seg["name"] in (ex["segment"], ex.get("tail"))), None)
+    if ex is None:
+        return []
+    # the policy reads the native logits in the head (policy_at="native"), the labels the logits in the tail
+    logits = ex["logits"] if seg["kind"] == "tail" else (ex.get("policy_logits") or ex["logits"])
     return policy_tail(model, logits)
 
 

@@ -157,7 +157,7 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
         "objective": result.objective,
         "bound": result.bound,
         "cost": {"unit": costs.unit, "source": costs.source, "chunk": costs.chunk.tolist(),
-                 "head": costs.head.tolist(), "exits": memo.exits,
+                 "head": costs.head.tolist(), "tail": costs.tail.tolist(), "exits": memo.exits,
                  "model_index": [pkg.exit(e).get("index", i) for i, e in enumerate(memo.exits)]},
         "chosen": _cfg(best),
         "final_only": _cfg(ref),

@@ -57,10 +57,13 @@ class Costs:
     head: np.ndarray
     unit: str = "MFLOPs"
     source: str = "flops"
+    # per exit: what runs only for the images leaving there (its tail segment: upsampling, labels)
+    tail: np.ndarray | None = None
 
     def __post_init__(self):
         self.chunk = np.asarray(self.chunk, dtype=np.float64)
         self.head = np.asarray(self.head, dtype=np.float64)
+        self.tail = np.zeros_like(self.head) if self.tail is None else np.asarray(self.tail, dtype=np.float64)
         if self.chunk.shape != self.head.shape or self.chunk.ndim != 1:
             raise MescError("costs: chunk and head must be 1-d arrays of the same length")
 
@@ -75,11 +78,17 @@ class Costs:
 
     def budgeted(self, e: int) -> float:
         """Cost of always taking exit ``e`` (only its head runs)."""
-        return float(self.chunk[: e + 1].sum() + self.head[e])
+        return float(self.chunk[: e + 1].sum() + self.head[e] + self.tail[e])
 
     def anytime(self, e: int) -> float:
         """Cost of running every exit in turn up to and including ``e``."""
-        return float(self.chunk[: e + 1].sum() + self.head[: e + 1].sum())
+        return float(self.chunk[: e + 1].sum() + self.head[: e + 1].sum() + self.tail[: e + 1].sum())
+
+    def expected(self, kept, remaining, counts, n: int) -> np.ndarray:
+        """MESS expected cost: every image still undecided before kept exit j pays its chunk and
+        head; only the images leaving at j pay its tail."""
+        kept = list(kept)
+        return (remaining / n) @ self.subset_segment_costs(kept) + (counts / n) @ self.tail[kept]
 
 
 def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
@@ -107,25 +116,27 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
             missing = [s["name"] for s in pkg.segments if not isinstance(cand.get(s["name"]), (int, float))]
             raise MescError(f"latency '{key}' lacks segments {missing}; re-run 'mesc bench --record'")
     seen: set[str] = set()
-    chunk, head = [], []
+    chunk, head, tail = [], [], []
     for ex in pkg.exits:
         segs = pkg.segments_until(ex["name"])
-        c = h = 0.0
+        c = h = t = 0.0
         for s in segs:
             v = float(lat[s["name"]]) if lat is not None else float(s.get("flops", 0)) / 1e6
-            if s["kind"] == "head":
-                if s["name"] == ex["segment"]:
-                    h += v
-            elif s["name"] not in seen:
+            if s["name"] == ex["segment"]:
+                h += v
+            elif s["name"] == ex.get("tail"):
+                t += v
+            elif s["kind"] == "chunk" and s["name"] not in seen:
                 c += v
                 seen.add(s["name"])
         chunk.append(c)
         head.append(h)
+        tail.append(t)
     if lat is not None:
-        return Costs(chunk, head, unit="ms", source=f"latency:{key}")
+        return Costs(chunk, head, unit="ms", source=f"latency:{key}", tail=tail)
     if not any(chunk) and not any(head):
         raise MescError("the package records neither latencies nor FLOPs; run 'mesc bench --record'")
-    return Costs(chunk, head, unit="MFLOPs", source="flops")
+    return Costs(chunk, head, unit="MFLOPs", source="flops", tail=tail)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,9 +314,8 @@ class Searcher:
             union += m @ self.union[:, e, :]
             counts[:, j] = m.sum(1)
             taken |= new
-        seg = self.costs.subset_segment_costs(kept)
         remaining = self.n - np.concatenate([np.zeros((K, 1)), np.cumsum(counts, 1)[:, :-1]], 1)
-        cost = (remaining / self.n) @ seg
+        cost = self.costs.expected(kept, remaining, counts, self.n)
         mi = miou(inter, union)
         self._record(cost, mi, subset_id)
         return cost, mi, counts
@@ -351,9 +361,8 @@ class Searcher:
         inter = base_i + x[:, :c]
         union = base_u + x[:, c:2 * c]
         counts = base_c + x[:, 2 * c:]
-        seg = self.costs.subset_segment_costs(kept)
         remaining = n - np.concatenate([np.zeros((len(x), 1)), np.cumsum(counts, 1)[:, :-1]], 1)
-        cost = (remaining / n) @ seg
+        cost = self.costs.expected(kept, remaining, counts, n)
         mi = miou(inter, union)
         self._record(cost, mi, subset_id)
         return cost, mi, counts
@@ -535,7 +544,7 @@ class Searcher:
 
     def _local(self, kept, sid, objective, bound, ref, stages=4):
         k1 = len(kept) - 1
-        full_cost = float(self.costs.subset_segment_costs(kept).sum())
+        full_cost = float(self.costs.subset_segment_costs(kept).sum() + self.costs.tail[kept[-1]])
         results = []
         for order in (list(range(k1)), list(range(k1))[::-1]):
             choice = np.zeros(k1, dtype=int)

@@ -109,7 +109,10 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
         src = traced.native_nodes[k] if native else traced.exit_nodes[k]
         policy_src[i] = (src, f"{name}_native_logits" if src is not traced.exit_nodes[k] else f"{name}_logits")
     extra = {node: tname for node, tname in policy_src.values() if tname.endswith("_native_logits")}
-    segments, names = partition(traced, selected, extra_outputs=extra)
+    # with the policy at native resolution, the head's final upsampling and the labels move to a
+    # tail segment that runs only for the images leaving at that exit
+    tails = {i: node for i, (node, tname) in policy_src.items() if tname.endswith("_native_logits")}
+    segments, names = partition(traced, selected, extra_outputs=extra, tails=tails)
     for i, (node, tname) in policy_src.items():
         head = next(s for s in segments if s.kind == "head" and s.exit == i)
         if node is not traced.exit_nodes[selected[i]] and node not in head.nodes:
@@ -137,13 +140,18 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
             where = f"segment {seg.name}"
             model_proto = export_module(seg.gm, args, in_names, out_names, opts.opset, opts.dynamic_batch, where)
             exit_name = traced.exit_names[selected[seg.exit]]
+            has_tail = any(s.kind == "tail" and s.exit == seg.exit for s in segments)
             if seg.kind == "head" and opts.policy:
                 from mesc.exporters.policy_graph import append_policy
 
                 p = policy_kw[seg.exit]
                 model_proto = append_policy(model_proto, logits=policy_src[seg.exit][1], prefix=exit_name,
                                             confidence=p["confidence"], edge=p["edge"], stride=p["stride"],
-                                            labels_from=f"{exit_name}_logits")
+                                            labels=not has_tail)
+            elif seg.kind == "tail":
+                from mesc.exporters.policy_graph import append_labels
+
+                model_proto = append_labels(model_proto, logits=f"{exit_name}_logits", prefix=exit_name)
             model_proto = check(model_proto, where)
             rel = f"onnx/{seg.name}.onnx"
             onnx.save(model_proto, str(tmp / rel))
@@ -159,8 +167,9 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
             name = traced.exit_names[k]
             logits = traced.values[traced.exit_nodes[k].name]
             head = next(s for s in segments if s.kind == "head" and s.exit == i)
+            tail = next((s.name for s in segments if s.kind == "tail" and s.exit == i), None)
             exits.append({
-                "name": name, "index": k, "segment": head.name, "logits": f"{name}_logits",
+                "name": name, "index": k, "segment": head.name, "tail": tail, "logits": f"{name}_logits",
                 "num_classes": int(logits.shape[1]), "output_stride": int(traced.strides[k]),
                 "labels": f"{name}_labels" if opts.policy else None,
                 "confidence": f"{name}_confidence" if opts.policy else None,

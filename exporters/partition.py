@@ -32,7 +32,7 @@ IMAGE = "image"
 @dataclasses.dataclass
 class Segment:
     name: str
-    kind: str  # "chunk" | "head"
+    kind: str  # "chunk" | "head" | "tail"
     exit: int  # position among the selected exits this segment belongs to
     nodes: list
     inputs: list  # fx nodes read from earlier segments (or the image placeholder)
@@ -58,14 +58,18 @@ def _needed_by(graph, exit_nodes) -> dict:
     return need
 
 
-def partition(traced, selected: list[int], extra_outputs: dict | None = None) -> tuple[list[Segment], dict]:
+def partition(traced, selected: list[int], extra_outputs: dict | None = None,
+              tails: dict | None = None) -> tuple[list[Segment], dict]:
     """Split ``traced`` for the selected exit indices (ascending, into ``traced.exit_nodes``).
 
     Returns the segments in execution order (chunk, head, chunk, head, ...) and the tensor
     name of every node that crosses a segment boundary or is an exit's logits.
     ``extra_outputs`` ({node: tensor name}) are made outputs of whichever segment computes them.
+    ``tails`` ({exit position: node}) splits what follows that node in the exit's head (its final
+    upsampling) into a "tail" segment, which the runtime runs only for images leaving there.
     """
     extra_outputs = extra_outputs or {}
+    tails = tails or {}
     gm = traced.gm
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
@@ -93,10 +97,23 @@ def partition(traced, selected: list[int], extra_outputs: dict | None = None) ->
         names[n] = f"{traced.exit_names[selected[i]]}_logits"
     for n, name in extra_outputs.items():
         names.setdefault(n, name)
+    for i, start in tails.items():
+        head = buckets.get((i, "head"), [])
+        if start not in head:
+            continue
+        after = {start}
+        for n in head:
+            if n is not start and any(a in after for a in n.all_input_nodes):
+                after.add(n)
+        after.discard(start)
+        if after:
+            buckets[(i, "tail")] = [n for n in head if n in after]
+            buckets[(i, "head")] = [n for n in head if n not in after]
+
     owner = {}
     segments = []
     for i, k in enumerate(selected):
-        for kind in ("chunk", "head"):
+        for kind in ("chunk", "head", "tail"):
             nodes = buckets.get((i, kind))
             if not nodes:
                 continue

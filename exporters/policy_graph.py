@@ -213,7 +213,7 @@ class _Builder:
 
 def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: str = "top1",
                   edge: bool = True, stride: int = 8, pooling: str = "shift",
-                  labels_from: str | None = None) -> onnx.ModelProto:
+                  labels: bool = True) -> onnx.ModelProto:
     """Return a copy of the head ``model`` with the MESS policy appended to tensor ``logits``.
 
     Adds graph input ``{prefix}_th_pix`` (float32, [1]) and outputs ``{prefix}_labels`` (int32,
@@ -226,9 +226,9 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     MaxPool/AveragePool of (k,1) then (1,k). They give identical results; "shift" is ~10x faster
     on ONNX Runtime CPU, "pool" is fewer, larger kernels that may suit some GPU backends better.
 
-    ``labels_from`` names another float32 N x M x H' x W' tensor (the upsampled output logits)
-    from which ``{prefix}_labels`` is taken instead, when the policy reads the exit's logits at
-    their native resolution (``policy_at="native"`` in the exporter); it stays an output.
+    ``labels=False`` leaves the ``{prefix}_labels`` output out: with the policy at the exit's
+    native resolution the labels come from the full-size logits in a separate tail segment
+    (:func:`append_labels`), run only for the images that leave.
     """
     if not isinstance(model, onnx.ModelProto):
         raise MescError(f"model must be an onnx.ModelProto, got {type(model).__name__}")
@@ -269,15 +269,9 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     b = _Builder(prefix, opset)
     # Labels from the logits, not the probabilities: ties stay exact ties (first index wins).
     labels4 = b.op("ArgMax", [logits], axis=1, keepdims=1, select_last_index=0)  # N,1,H,W int64
-    out_labels4, label_dims = labels4, dims
-    if labels_from is not None and labels_from != logits:
-        lvi = _find_value_info(model, labels_from)
-        if lvi is None or lvi.type.tensor_type.elem_type != TensorProto.FLOAT or len(_dims(lvi)) != 4:
-            raise MescError(f"tensor {labels_from!r} (labels_from: N x M x H x W float32 logits) is not in the head graph")
-        label_dims = _dims(lvi)
-        out_labels4 = b.op("ArgMax", [labels_from], axis=1, keepdims=1, select_last_index=0)
-    b.op("Cast", [b.op("Squeeze", [out_labels4, b.const("axes", [1], np.int64)])], to=TensorProto.INT32,
-         out=labels_name)
+    if labels:
+        b.op("Cast", [b.op("Squeeze", [labels4, b.const("axes", [1], np.int64)])], to=TensorProto.INT32,
+             out=labels_name)
 
     # Softmax written out over the class axis: ORT's CPU Softmax on a non-last axis transposes
     # the whole tensor, which alone cost more than the rest of the policy. With z = l - max l,
@@ -326,12 +320,31 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     g.input.append(helper.make_tensor_value_info(th_name, TensorProto.FLOAT, [1]))
     if logits not in {o.name for o in g.output}:
         g.output.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, dims))
-    if labels_from is not None and labels_from not in {o.name for o in g.output}:
-        g.output.append(helper.make_tensor_value_info(labels_from, TensorProto.FLOAT, label_dims))
-    g.output.append(helper.make_tensor_value_info(labels_name, TensorProto.INT32,
-                                                  [n_dim, label_dims[2], label_dims[3]] if label_dims is not dims
-                                                  else [n_dim, h_dim, w_dim]))
+    if labels:
+        g.output.append(helper.make_tensor_value_info(labels_name, TensorProto.INT32, [n_dim, h_dim, w_dim]))
     g.output.append(helper.make_tensor_value_info(conf_name, TensorProto.FLOAT, [n_dim]))
+    _check(out, logits)
+    return out
+
+
+def append_labels(model: onnx.ModelProto, logits: str, prefix: str) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs ``{prefix}_labels`` (int32 N x H x W): the ArgMax of
+    ``logits`` over classes (first maximal index, as np.argmax), which stays an output."""
+    vi = _find_value_info(model, logits)
+    if vi is None or vi.type.tensor_type.elem_type != TensorProto.FLOAT or len(_dims(vi)) != 4:
+        raise MescError(f"tensor {logits!r} (N x M x H x W float32 logits) is not in the graph")
+    n_dim, _, h_dim, w_dim = _dims(vi)
+    b = _Builder(prefix, _default_opset(model))
+    labels4 = b.op("ArgMax", [logits], axis=1, keepdims=1, select_last_index=0)
+    b.op("Cast", [b.op("Squeeze", [labels4, b.const("axes", [1], np.int64)])], to=TensorProto.INT32,
+         out=f"{prefix}_labels")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.node.extend(b.nodes)
+    out.graph.initializer.extend(b.inits)
+    if logits not in {o.name for o in out.graph.output}:
+        out.graph.output.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, _dims(vi)))
+    out.graph.output.append(helper.make_tensor_value_info(f"{prefix}_labels", TensorProto.INT32, [n_dim, h_dim, w_dim]))
     _check(out, logits)
     return out
 

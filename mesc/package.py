@@ -14,12 +14,13 @@ Manifest layout (schema 1), all lists in execution order::
       "input": {"name": "image", "shape": [N, C, H, W], "dtype": "float32",
                 "dynamic_batch": false,
                 "normalization": {"scale": 255.0, "mean": [...], "std": [...]}},
-      "segments": [{"name": "chunk0", "kind": "chunk"|"head", "exit": null|"exit0",
+      "segments": [{"name": "chunk0", "kind": "chunk"|"head"|"tail", "exit": null|"exit0",
                     "file": "onnx/chunk0.onnx",
                     "inputs":  [{"name", "shape", "dtype"}, ...],
                     "outputs": [{"name", "shape", "dtype"}, ...],
                     "flops": int}, ...],
-      "exits": [{"name": "exit0", "index": 0, "segment": "head0", "logits": "exit0_logits",
+      "exits": [{"name": "exit0", "index": 0, "segment": "head0", "tail": null|"tail0",
+                 "logits": "exit0_logits",
                  "num_classes": 19, "output_stride": 8,
                  "labels": "exit0_labels"|null, "confidence": "exit0_confidence"|null,
                  "th_pix_input": "exit0_th_pix"|null, "policy_logits": "exit0_logits",
@@ -56,6 +57,9 @@ POLICY_KEYS = {"confidence", "edge", "stride", "at", "th_pix", "th_img"}
 # settings the exporter compiles into an exit's graph (th_pix is a graph input, th_img a host test)
 COMPILED_POLICY_KEYS = ("confidence", "edge", "stride", "at")
 POLICY_AT = ("output", "native")
+# chunk: backbone; head: an exit's own layers and policy; tail: what only the exit's prediction
+# needs (final upsampling, labels), run only for the images that leave there
+SEGMENT_KINDS = ("chunk", "head", "tail")
 CONFIDENCE_KINDS = ("top1", "entropy")
 
 
@@ -182,7 +186,7 @@ def validate_manifest(m) -> None:
         where = f"segment '{seg['name']}'"
         _need(seg["name"] not in names, where, "duplicate segment name")
         names.add(seg["name"])
-        _need(seg["kind"] in ("chunk", "head"), where, f"kind must be 'chunk' or 'head', got {seg['kind']!r}")
+        _need(seg["kind"] in SEGMENT_KINDS, where, f"kind must be one of {SEGMENT_KINDS}, got {seg['kind']!r}")
         _need(seg["file"] in m["files"], where, f"file {seg['file']} has no checksum in 'files'")
         for t in seg["inputs"]:
             _check_tensor(t, f"{where} input")
@@ -199,6 +203,7 @@ def validate_manifest(m) -> None:
             _need(key in ex, where, f"missing '{key}'")
         where = f"exit '{ex['name']}'"
         _need(ex["segment"] in names, where, f"segment '{ex['segment']}' is not in 'segments'")
+        _need(ex.get("tail") is None or ex["tail"] in names, where, f"tail '{ex.get('tail')}' is not in 'segments'")
         _need(ex["logits"] in produced, where, f"logits '{ex['logits']}' is not produced by any segment")
         check_policy(ex["policy"], f"{where} policy")
         _need(isinstance(ex.get("enabled", True), bool), where, f"enabled must be true or false, got {ex.get('enabled')!r}")
@@ -293,7 +298,8 @@ class Package:
             if seg["kind"] == "chunk" and any(o["name"] in wanted for o in seg["outputs"]):
                 chosen.append(seg)
                 wanted |= {t["name"] for t in seg["inputs"]}
-        return chosen[::-1]
+        tail = self.exit(exit_key).get("tail")
+        return chosen[::-1] + ([self.segment(tail)] if tail else [])
 
     # policy ------------------------------------------------------------------------------
     def policy(self, exit_key) -> dict:

@@ -55,28 +55,47 @@ class Step:
     th_input: str | None
     fetch: list
     release: list
+    # the exit's tail (final upsampling, labels): run after the decision, for leaving images only
+    tail: dict | None = None
+    tail_feeds: list = dataclasses.field(default_factory=list)
+    tail_fetch: list = dataclasses.field(default_factory=list)
 
 
 def build_plan(pkg, segments: list[dict], in_graph: bool, logits: bool) -> list[Step]:
     """Steps for ``segments`` (execution order), fetching only the outputs that a later step
-    reads or that the exit decision needs; logits stay unfetched unless asked for."""
+    reads or that the exit decision needs; logits stay unfetched unless asked for. A tail
+    segment rides on its exit's head step."""
     exits = {ex["segment"]: ex for ex in pkg.exits}
+    names = {s["name"] for s in segments}
+    tails = {ex["segment"]: pkg.segment(ex["tail"]) for ex in pkg.exits if ex.get("tail") in names}
+    main = [s for s in segments if s["kind"] != "tail"]
     th_names = {ex.get("th_pix_input") for ex in pkg.exits} - {None}
-    reads = [{t["name"] for t in seg["inputs"] if t["name"] not in th_names} for seg in segments]
+
+    def inputs(seg):
+        return {t["name"] for t in seg["inputs"] if t["name"] not in th_names} if seg else set()
+
+    reads = [inputs(seg) | inputs(tails.get(seg["name"])) for seg in main]
     steps = []
-    for i, seg in enumerate(segments):
-        later = set().union(*reads[i + 1:]) if i + 1 < len(segments) else set()
+    for i, seg in enumerate(main):
+        later = set().union(*reads[i + 1:]) if i + 1 < len(main) else set()
         ex = exits.get(seg["name"]) if seg["kind"] == "head" else None
-        fetch = [o["name"] for o in seg["outputs"] if o["name"] in later]
+        tail = tails.get(seg["name"])
+        tail_in = inputs(tail)
+        fetch = [o["name"] for o in seg["outputs"] if o["name"] in later or o["name"] in tail_in]
+        tail_fetch = []
         if ex is not None:
-            wanted = [ex["labels"], ex["confidence"]] if in_graph else [ex["logits"]]
-            if logits:
-                wanted += [ex["logits"], ex.get("policy_logits") or ex["logits"]]
+            if tail is not None:
+                wanted = [ex["confidence"]] + ([ex["policy_logits"]] if logits else [])
+                tail_fetch = [ex["labels"]] + ([ex["logits"]] if logits else [])
+            else:
+                wanted = [ex["labels"], ex["confidence"]] if in_graph else [ex["logits"]]
+                if logits:
+                    wanted += [ex["logits"], ex.get("policy_logits") or ex["logits"]]
             fetch += [n for n in dict.fromkeys(wanted) if n not in fetch]
         th = ex.get("th_pix_input") if ex is not None and in_graph else None
         available = set().union(*reads[: i + 1]) | {o for s in steps for o in s.fetch} | set(fetch)
         release = sorted(n for n in available if n not in later)
-        steps.append(Step(seg, ex, sorted(reads[i]), th, fetch, release))
+        steps.append(Step(seg, ex, sorted(inputs(seg)), th, fetch, release, tail, sorted(tail_in), tail_fetch))
     return steps
 
 
@@ -267,7 +286,9 @@ class Pipeline:
             else:
                 leave = undecided.copy()
             rows = np.flatnonzero(leave)
-            if self.in_graph:
+            if step.tail is not None:
+                labels, logits = self._run_tail(step, env, rows, len(pos), seg_ms)
+            elif self.in_graph:
                 labels = self._download_rows(env[ex["labels"]], rows, len(pos))
                 logits = self._download_rows(env[ex["logits"]], rows, len(pos)) if want_logits else None
             else:
@@ -279,6 +300,8 @@ class Pipeline:
             confs = {} if conf is None else {int(pos[r]): float(conf[r]) for r in np.flatnonzero(undecided)}
             yield _ExitEvent(ex, pos[rows], labels, logits, policy_logits, confs, dict(seg_ms),
                              (time.perf_counter() - t0) * 1e3)
+            if step.tail is not None:  # only the images that left here took part in the tail
+                seg_ms.pop(step.tail["name"], None)
             for n in step.release:
                 env.pop(n, None)
             if not by_policy:
@@ -290,6 +313,24 @@ class Pipeline:
                 keep = np.flatnonzero(undecided)
                 env = {n: run.take(h, keep) for n, h in env.items()}
                 pos, undecided = pos[keep], undecided[keep]
+
+    def _run_tail(self, step: Step, env: dict, rows, batch: int, seg_ms: dict):
+        """The exit's tail for the rows that leave: labels (and logits when fetched) on the host.
+        With a dynamic batch only those rows run; a static batch runs whole and is cut after."""
+        ex, run = step.exit, self.runner
+        if len(rows) == 0:
+            dims = next(o["shape"][1:] for o in step.tail["outputs"] if o["name"] == ex["labels"])
+            return np.zeros((0, *[d if isinstance(d, int) else 0 for d in dims]), np.int32), None
+        ts = time.perf_counter()
+        subset = self.dynamic_batch and len(rows) != batch
+        feeds = {n: run.take(env[n], rows) if subset else env[n] for n in step.tail_feeds}
+        outs = run.run(step.tail, feeds, step.tail_fetch)
+        if subset:
+            got = [run.download(outs[n]) for n in step.tail_fetch]
+        else:
+            got = [self._download_rows(outs[n], rows, batch) for n in step.tail_fetch]
+        seg_ms[step.tail["name"]] = (time.perf_counter() - ts) * 1e3
+        return got[0], (got[1] if len(got) > 1 else None)
 
     def _download_rows(self, handle, rows, batch):
         """Only the rows that leave cross to the host; all of them in one copy when all leave."""

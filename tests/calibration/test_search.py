@@ -28,7 +28,7 @@ def _decisions(scores):
     return out
 
 
-def brute_force(inter, union, conf, chunk, head, max_drop=None, max_cost=None):
+def brute_force(inter, union, conf, chunk, head, max_drop=None, max_cost=None, tail=None):
     n, e, c = inter.shape
     last = e - 1
     ref = _brute_miou(inter[:, last].sum(0), union[:, last].sum(0))
@@ -39,14 +39,16 @@ def brute_force(inter, union, conf, chunk, head, max_drop=None, max_cost=None):
             for decs in itertools.product(*[_decisions(conf[:, k]) for k in kept[:-1]]):
                 I, U = np.zeros(c), np.zeros(c)
                 reach = [0] * len(kept)
+                cost = 0.0
                 for i in range(n):
                     for j, k in enumerate(kept):
                         reach[j] += 1
                         if j == len(kept) - 1 or decs[j][2][i]:
                             I += inter[i, k]
                             U += union[i, k]
+                            cost += (0.0 if tail is None else tail[k]) / n  # only leaving images
                             break
-                cost, prev = 0.0, -1
+                prev = -1
                 for j, k in enumerate(kept):
                     cost += reach[j] / n * (sum(chunk[prev + 1: k + 1]) + head[k])
                     prev = k
@@ -78,13 +80,15 @@ def _random_case(seed, n=7, e=3, c=3, g=2):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("bound", [("max_drop", 0.0), ("max_drop", 2.0), ("max_drop", 8.0), ("max_cost", 0.8)])
-def test_search_matches_brute_force(seed, bound):
+@pytest.mark.parametrize("tails", [False, True])
+def test_search_matches_brute_force(seed, bound, tails):
     inter, union, conf, chunk, head = _random_case(seed)
+    tail = np.random.default_rng(seed + 100).uniform(0.1, 1.0, len(head)).round(2) if tails else None
     kw = {bound[0]: bound[1]}
     if "max_cost" in kw:  # a fraction of the final-only cost, feasible by construction
-        kw["max_cost"] = bound[1] * (chunk.sum() + head[-1])
-    want = brute_force(inter, union, conf, chunk, head, **kw)
-    s = Searcher(inter, union, conf, Costs(chunk, head), th_pix_grid=[0.5, 0.9], th_img_steps=64)
+        kw["max_cost"] = bound[1] * (chunk.sum() + head[-1] + (tail[-1] if tails else 0.0))
+    want = brute_force(inter, union, conf, chunk, head, tail=tail, **kw)
+    s = Searcher(inter, union, conf, Costs(chunk, head, tail=tail), th_pix_grid=[0.5, 0.9], th_img_steps=64)
     if want is None:
         with pytest.raises(InfeasibleBound):
             s.search(**kw)

@@ -39,3 +39,43 @@ def test_runtime_hands_the_native_logits_to_calibration(tmp_path):
         r = r[0]
         assert r.logits.shape[-2:] == (32, 64)
         assert r.policy_logits.shape[-2:] == (32 // ex["output_stride"], 64 // ex["output_stride"])
+
+
+def test_upsampling_and_labels_move_to_a_tail_run_only_for_leaving_images(tmp_path):
+    torch.manual_seed(0)
+    model = SkipNet().eval()
+    pkg = export(model, tmp_path / "pkg", options=ExportOptions(policy_at="native", th_pix=0.5,
+                                                                 dynamic_batch=True))
+    kinds = [(s["name"], s["kind"]) for s in pkg.segments]
+    assert kinds == [("chunk0", "chunk"), ("head0", "head"), ("tail0", "tail"), ("chunk1", "chunk"),
+                     ("head1", "head"), ("tail1", "tail"), ("head2", "head"), ("tail2", "tail")]
+    for ex in pkg.exits:
+        head_out = {o["name"] for o in pkg.segment(ex["segment"])["outputs"]}
+        assert ex["confidence"] in head_out and ex["labels"] not in head_out and ex["logits"] not in head_out
+        assert {ex["labels"], ex["logits"]} <= {o["name"] for o in pkg.segment(ex["tail"])["outputs"]}
+    assert [s["name"] for s in pkg.segments_until("exit1")] == ["chunk0", "chunk1", "head1", "tail1"]
+
+    x = np.random.default_rng(1).standard_normal((6, 3, 32, 64)).astype(np.float32)
+    with torch.no_grad():
+        outs = [o.numpy() for o in model(torch.from_numpy(x))]
+    with mesc.load(pkg.root) as pipe:
+        native = pipe.tensors(x)["exit0_native_logits"]
+        p = np.exp(native - native.max(1, keepdims=True))
+        top1 = (1.0 / p.sum(1)).ravel()
+        pipe.set_thresholds("exit0", th_pix=float(np.median(top1)))
+        conf0 = np.sort(pipe.tensors(x)["exit0_confidence"])
+        # about half the images leave at exit 0: th_img between the middle confidences
+        pipe.set_thresholds("exit0", th_img=float(conf0[2] + conf0[3]) / 2)
+        pipe.set_thresholds("exit1", th_img=1.0)
+        batch = pipe(x)
+        single = [pipe(x[i:i + 1])[0] for i in range(len(x))]
+        budget = pipe(x, exit="exit1")
+    leaving = [r.exit_index == 0 for r in batch]
+    assert any(leaving) and not all(leaving)
+    for i, r in enumerate(batch):
+        np.testing.assert_array_equal(r.labels, outs[r.exit_index][i].argmax(0))
+        assert r.exit_index == single[i].exit_index
+        np.testing.assert_array_equal(r.labels, single[i].labels)
+        assert ("tail0" in r.timings["segments"]) == leaving[i]
+    for i, r in enumerate(budget):
+        np.testing.assert_array_equal(r.labels, outs[1][i].argmax(0))
