@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import MescError
+from mesc.policy import box_sum, edge_band_fast
 
 MEMO_VERSION = 1
 # 20 th_pix values: coarse where top-1 confidences are rare, fine near 1 where they pile up.
@@ -110,42 +111,15 @@ def class_counts(labels: np.ndarray, mask: np.ndarray, num_classes: int) -> tupl
     return inter, cm.sum(0) + cm.sum(1) - inter
 
 
-def _box_sum(x: np.ndarray, radius: int) -> np.ndarray:
-    """Sums over (2r+1)^2 windows of the last two axes, reflect-padded (integer exact)."""
-    k = 2 * radius + 1
-    pad = [(0, 0)] * (x.ndim - 2) + [(radius, radius), (radius, radius)]
-    p = np.pad(x, pad, mode="reflect")
-    for axis in (-2, -1):
-        c = np.cumsum(p, axis=axis)
-        zero = np.zeros_like(c.take([0], axis=axis))
-        c = np.concatenate([zero, c], axis=axis)
-        n = c.shape[axis] - k
-        p = c.take(np.arange(k, k + n), axis=axis) - c.take(np.arange(n), axis=axis)
-    return p
-
-
-def edge_band(labels: np.ndarray, stride: int) -> np.ndarray:
-    """:func:`mesc.policy.edge_band` of one H x W label map, with separable max/min filters
-    (the max over a square window is the max over its rows' maxima): same result, O(os) a pixel."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    k = 2 * stride + 1
-    p = np.pad(np.asarray(labels, dtype=np.int32), stride, mode="reflect")
-    cols = sliding_window_view(p, k, axis=0)
-    mx = sliding_window_view(cols.max(-1), k, axis=1).max(-1)
-    mn = sliding_window_view(cols.min(-1), k, axis=1).min(-1)
-    return mx != mn
-
-
 def _grid_from_conf(conf, labels, grid, edge, stride, band=None):
     grid = np.asarray(grid, dtype=np.float64)
     ind = conf[None] >= grid[:, None, None]
     if edge:
         if band is None:
-            band = edge_band(labels, stride)
+            band = edge_band_fast(labels, stride)
         if band.any():
             k = 4 * stride + 1
-            counts = _box_sum(ind.astype(np.int32), 2 * stride)
+            counts = box_sum(ind.astype(np.int32), 2 * stride)
             ind = np.where(band[None], 2 * counts > k * k, ind)
     return ind.mean(axis=(1, 2))
 
@@ -170,7 +144,7 @@ def image_stats(logits: np.ndarray, labels: np.ndarray, grid, policy: dict) -> d
     ent = 1.0 + plogp.sum(axis=0) / np.log(p.shape[0])
     conf = top1 if policy.get("confidence", "top1") == "top1" else ent
     edge, stride = policy.get("edge", True), policy.get("stride", 8)
-    band = edge_band(labels, stride) if edge else None
+    band = edge_band_fast(labels, stride) if edge else None
     out = {"mess": _grid_from_conf(conf, labels, grid, edge, stride, band),
            "mean_top1": float(top1.mean()), "mean_entropy": float(ent.mean()),
            "fft": float(np.abs(np.fft.fft2(top1)).mean())}

@@ -241,3 +241,13 @@ def test_policy_module_is_numpy_only():
              "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr[-500:]
+
+
+@pytest.mark.parametrize("stride", [1, 2, 8])
+def test_separable_edge_band_is_the_reference_band(stride):
+    from mesc import policy
+
+    rng = np.random.default_rng(stride)
+    # blocky label maps (so there is an interior as well as a band), two images, odd sizes
+    labels = rng.integers(0, 3, (2, 5, 9)).repeat(3, 1).repeat(3, 2)[:, :13, :22]
+    np.testing.assert_array_equal(policy.edge_band_fast(labels, stride), policy.edge_band(labels, stride))

@@ -208,13 +208,3 @@ def test_image_stats_match_the_policy_reference(kind):
     assert st["mean_top1"] == pytest.approx(policy.mean_confidence(logits[None], "top1")[0], rel=1e-12)
     assert st["mean_entropy"] == pytest.approx(policy.mean_confidence(logits[None], "entropy")[0], rel=1e-12)
     assert st["fft"] == pytest.approx(policy.fft_magnitude(logits[None])[0], rel=1e-12)
-
-
-@pytest.mark.parametrize("stride", [1, 2, 8])
-def test_separable_edge_band_is_the_policy_band(stride):
-    from mesc import policy
-    from mesc.calibration.memo import edge_band
-
-    rng = np.random.default_rng(stride)
-    labels = rng.integers(0, 3, (5, 9)).repeat(3, 0).repeat(3, 1)[:13, :22]
-    assert np.array_equal(edge_band(labels, stride), policy.edge_band(labels[None], stride)[0])
