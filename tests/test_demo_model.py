@@ -1,18 +1,20 @@
 """The shipped demo checkpoint (mesc/models/demo.pt) still loads and still segments.
 
-Reproduce the checkpoint (about 16 min on one shared CPU core; two runs, the second continues
-the first at a lower learning rate):
+Reproduce the checkpoint (about 45 min on the 2-core development machine; the second run trains
+the early exits alone, on whole images, from the first run's weights):
 
-    mesc synth-data -o /tmp/mesc_demo/train --count 800 --seed 1 --size 128x256 --difficulty 0:1
+    mesc synth-data -o /tmp/mesc_demo/train --count 1200 --seed 1 --size 128x256 --difficulty 0:1
     mesc synth-data -o /tmp/mesc_demo/val   --count 120 --seed 2 --size 128x256 --difficulty 0:1
     mesc train --model demo --data /tmp/mesc_demo/train --val /tmp/mesc_demo/val \\
-        --epochs1 14 --epochs2 6 --batch 16 --crop 64x128 --lr 2e-3 --alpha 1.0 --seed 0 --threads 1 \\
-        -o /tmp/mesc_demo/demo.pt
-    mesc train --model demo --weights /tmp/mesc_demo/demo.pt --data /tmp/mesc_demo/train \\
-        --val /tmp/mesc_demo/val --epochs1 8 --epochs2 4 --batch 16 --crop 64x128 --lr 1e-3 \\
-        --alpha 1.0 --seed 1 --threads 1 -o mesc/models/demo.pt
+        --epochs1 34 --epochs2 10 --batch 16 --crop 96x192 --lr 2e-3 --alpha 1.0 --seed 0 --threads 2 \\
+        -o /tmp/mesc_demo/stage1.pt
+    mesc train --model demo --weights /tmp/mesc_demo/stage1.pt --data /tmp/mesc_demo/train \\
+        --val /tmp/mesc_demo/val --epochs1 0 --epochs2 15 --batch 16 --lr 1e-3 --alpha 1.0 --seed 1 \\
+        --threads 2 -o mesc/models/demo.pt
 
-Validation (120 images, seed 2) per-exit mIoU: 44.0 / 52.7 / 57.5 %.
+Validation (120 images, seed 2) per-exit mIoU: 69.3 / 72.2 / 72.8 % (after the first run
+63.7 / 70.9 / 72.8 %: the second run, 15 epochs of the early heads alone on whole images,
+brought them close to the final exit).
 """
 
 from pathlib import Path
@@ -24,7 +26,7 @@ from mesc import data, models, training
 
 CHECKPOINT = Path(models.__file__).with_name("demo.pt")
 # Per-exit mIoU of the shipped checkpoint on the split below, measured when it was trained.
-RECORDED_MIOU = [0.4311, 0.5055, 0.5448]
+RECORDED_MIOU = [0.6794, 0.7071, 0.7109]
 TOLERANCE = 0.02  # evaluation is deterministic on CPU; this absorbs BLAS/library differences
 
 
@@ -36,7 +38,7 @@ def heldout(tmp_path_factory):
 
 def test_demo_checkpoint_is_small_float32_and_loads_strictly():
     assert CHECKPOINT.is_file(), "mesc/models/demo.pt is missing"
-    assert CHECKPOINT.stat().st_size < 5 * 2**20
+    assert CHECKPOINT.stat().st_size < 8 * 2**20  # float32 5.4 MiB, most of it the ASPP head
     state = torch.load(CHECKPOINT, weights_only=True)
     assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
     models.load_checkpoint(models.create("demo", pretrained=False), CHECKPOINT)  # strict

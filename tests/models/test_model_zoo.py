@@ -207,6 +207,13 @@ def test_demo_defaults():
     assert m.num_classes == 6 and len(m.exit_points) == 3
     assert m.default_input_shape == (1, 3, 128, 256)
     assert not m.training
+    # MESS-shaped: cheap early exits at the ends of stages 3 and 5, a DeepLabV3 final exit
+    assert m.exit_points == (6, 13, 17)
+    assert [c.head for c in m.exit_configs] == ["fcn", "fcn", "deeplab"]
+    assert m.output_strides == (8, 8, 8)
+    # the same stage ends at any depth, and FLOP-share placement for another number of exits
+    assert models.create("demo", **TINY["demo"]).exit_points == (3, 5, 7)
+    assert len(models.create("demo", num_exits=4, pretrained=False).exit_points) == 4
 
 
 def test_unet_skip_crosses_two_exits():
