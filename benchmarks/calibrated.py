@@ -93,6 +93,9 @@ def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | No
     runs: dict = {"final-only": []} | {f"<= {b} pp": [] for b in configs}
     with load(package, backend="onnxruntime", device="cpu", threads=threads) as pipe:
         _run(pipe, images[:8], masks[:8], num_classes, exit=final)  # warm-up: sessions, allocations
+        for cfg in configs.values():
+            _configure(pipe, cfg)
+            _run(pipe, images[:8], masks[:8], num_classes)
         for r in range(rounds):
             runs["final-only"].append(_run(pipe, images, masks, num_classes, exit=final))
             for b, cfg in configs.items():
