@@ -6,7 +6,7 @@ DeepLabV3 (ASPP) head and costs most of the network, while the early exits sit w
 backbone is still cheap (after the first stride-8 stage and after the 96-channel stage) with
 light FCN heads widened by dilated blocks. On a small input a network's first, high-resolution
 blocks cost far more time per FLOP than its deep ones (ONNX Runtime CPU, 128x256: the first
-seven blocks take 13 % of the final exit's time for 4 % of its FLOPs), so exits placed by FLOP
+seven blocks take 13-14 % of the final exit's time for 4 % of its FLOPs), so exits placed by FLOP
 share would each cost half the network and leave nothing to gain from exiting early.
 """
 
