@@ -32,13 +32,12 @@ CALIB_SEED, TEST_SEED = 11, 12
 
 def _configure(pipe, cfg) -> None:
     """Apply a calibration Configuration to a live pipeline (what ``--write`` stores)."""
-    final = pipe.exit_names[-1]
-    for name in pipe.exit_names[:-1]:
-        th_img = cfg.th_img.get(name) if name in cfg.exits else None
-        pipe.set_enabled(name, th_img is not None)
-        if th_img is not None:
-            pipe.set_thresholds(name, th_pix=cfg.th_pix[name], th_img=th_img)
-    pipe.set_enabled(final, True)
+    from mesc.calibration.report import exit_settings
+
+    for name, th in exit_settings(cfg, pipe.exit_names).items():
+        pipe.set_enabled(name, th is not None)
+        if th is not None:
+            pipe.set_thresholds(name, **th)
 
 
 def _run(pipe, images, masks, num_classes, exit=None) -> dict:
@@ -188,7 +187,7 @@ def main(argv=None) -> int:
     ap.add_argument("--test", type=int, default=200, help="Synthetic test scenes (seed 12).")
     ap.add_argument("--bounds", default="0.5,1,2", help="mIoU drop bounds in pp, comma-separated.")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for the bench record.")
+    ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per segment (bench record and runs).")
     ap.add_argument("--json", type=Path, default=None, help="Write the result here.")
     args = ap.parse_args(argv)
     bounds = [float(b) for b in args.bounds.split(",")]

@@ -288,25 +288,30 @@ def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 2
 # ---------------------------------------------------------------------------------------------
 # manifest
 
-def write_configuration(pkg, cfg, rep: dict | None = None) -> None:
-    """Store ``cfg`` (a MESS Configuration) in the package manifest, atomically."""
+def exit_settings(cfg, exit_names) -> dict:
+    """Per early exit of ``exit_names`` (the final one excluded): ``{"th_pix", "th_img"}`` where
+    ``cfg`` (a MESS Configuration) keeps it, None where it drops it."""
     if cfg.policy != "mess":
         raise MescError(f"only MESS configurations can be written to a package, not {cfg.policy}")
-    final = pkg.exits[-1]["name"]
+    out = {}
+    for name in list(exit_names)[:-1]:
+        th_img = cfg.th_img.get(name) if name in cfg.exits else None
+        out[name] = None if th_img is None else {"th_pix": float(cfg.th_pix[name]), "th_img": float(th_img)}
+    return out
+
+
+def write_configuration(pkg, cfg, rep: dict | None = None) -> None:
+    """Store ``cfg`` (a MESS Configuration) in the package manifest, atomically."""
+    settings = exit_settings(cfg, [ex["name"] for ex in pkg.exits])
     disabled = []
     for ex in pkg.exits:
         name = ex["name"]
-        if name == final:
-            ex["enabled"] = True
+        ex["enabled"] = settings.get(name, True) is not None  # the final exit is not in settings
+        if name not in settings:
             continue
-        th_img = cfg.th_img.get(name) if name in cfg.exits else None
-        if th_img is None:
-            pkg.set_policy(name, **DISABLED_POLICY)
-            ex["enabled"] = False
+        pkg.set_policy(name, **(settings[name] or DISABLED_POLICY))
+        if settings[name] is None:
             disabled.append(name)
-        else:
-            pkg.set_policy(name, th_pix=float(cfg.th_pix[name]), th_img=float(th_img))
-            ex["enabled"] = True
     pkg.manifest["calibration"] = {
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "data": None if rep is None else rep["data"], "images": None if rep is None else rep["images"],
@@ -319,5 +324,6 @@ def write_configuration(pkg, cfg, rep: dict | None = None) -> None:
 
 
 __all__ = ["Calibration", "calibrate", "build_report", "format_report", "plot_pareto", "write_configuration",
+           "exit_settings",
            "parse_max_cost", "DISABLED_POLICY"]
 
