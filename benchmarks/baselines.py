@@ -157,7 +157,7 @@ def build_monolithic_engine(pkg, mono_root, target: str, variant: str, say=print
     build (same precision, DLA core, graphs); returns the monolithic package reloaded."""
     from mesc.engines.build import build
     from mesc.package import Package
-    from mesc.runtime.runners.trt import engine_entries
+    from mesc.runtime.backends.trt.loader import engine_entries
 
     entry = pkg.manifest["engines"][target]
     entry = entry if "segments" in entry else entry[variant]

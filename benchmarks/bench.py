@@ -83,7 +83,7 @@ def _check_request(pkg, opts: BenchOptions):
     target = variant = None
     if opts.backend == "tensorrt":
         from mesc.engines.targets import get_target
-        from mesc.runtime.runners.trt import choose_target, choose_variant
+        from mesc.runtime.backends.trt.loader import choose_target, choose_variant
 
         if opts.target is not None:
             get_target(opts.target)  # an unknown target name fails here, naming the known ones

@@ -42,7 +42,7 @@ def measure(name: str, shape, iters: int, warmup: int, threads: int, spin: bool 
     import mesc
     from mesc.exporters.export import ExportOptions, export
     from mesc.models import create
-    from mesc.runtime.runners.onnxrt import session_options
+    from mesc.runtime.backends.onnxrt.loader import session_options
 
     torch.manual_seed(0)
     net = create(name).eval()

@@ -26,10 +26,10 @@ class OrtChain:
     def __init__(self, pkg, files: dict | None = None, threads: int | None = None, fake_quant: bool = False):
         from mesc.runtime.devices import Device
         from mesc.runtime.pipeline import Pipeline
-        from mesc.runtime.runners.onnxrt import OrtRunner
+        from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
 
-        self.pipe = Pipeline(pkg, OrtRunner(pkg, Device("cpu"), threads=threads, files=files,
-                                            optimize=not fake_quant))
+        loader = SessionsFromPackage(pkg, Device("cpu"), threads=threads, files=files, optimize=not fake_quant)
+        self.pipe = Pipeline(pkg, OrtRunner(loader, Device("cpu")))
 
     def run(self, batch: np.ndarray, keep=None) -> dict:
         env = self.pipe.tensors(batch)

@@ -91,11 +91,11 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
     pkg = Package.load(package)
     tgt = get_target(target)
     check_build_request(tgt, precision, None, dla_core, None, allow_slow)  # argument errors before TRT loads
-    from mesc.engines import trt_compat
+    from mesc.runtime.backends.trt import compat
 
-    version = trt_compat.trt_version()
-    device = trt_compat.device_info()
-    plan = plan_build(tgt, precision, version, dla_core, device["compute_capability"], allow_slow, workspace_mb)
+    facts = compat.engine_facts()  # recorded with every plan; the runtime's loader checks them
+    version = facts["trt_version"]
+    plan = plan_build(tgt, precision, version, dla_core, facts["compute_capability"], allow_slow, workspace_mb)
     for note in plan.notes:
         say(f"note: {note}")
     if plan.implicit_int8 and not calib_data:
@@ -124,13 +124,11 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
             say(f"build {name} ({plan.variant}, TensorRT {version})")
             t0 = time.perf_counter()
             cache = tmp / f"{name}.calib.cache" if plan.implicit_int8 else None
-            built = trt_compat.build_engine(pkg.path(src), plan, tmp / f"{name}.plan", feeds.get(name), cache,
-                                            str(timing_cache))
+            built = compat.build_engine(pkg.path(src), plan, tmp / f"{name}.plan", feeds.get(name), cache,
+                                        str(timing_cache))
             meta = {
                 "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": precision, "plan": plan.as_dict(),
-                "trt_version": version, "device": device["name"],
-                "compute_capability": device["compute_capability"],
-                "source_onnx": src, "source_sha256": sha256_file(pkg.path(src)),
+                **facts, "source_onnx": src, "source_sha256": sha256_file(pkg.path(src)),
                 "io": built["io"], "build_seconds": round(time.perf_counter() - t0, 2),
                 "placement": {k: v for k, v in summarize_layers(built["layers"]).items() if k != "layers"},
             }
@@ -140,8 +138,7 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
             segments[name] = {k: meta[k] for k in ("file", "source_onnx", "source_sha256", "io", "placement")}
         entry = {
             "dir": rel_dir, "target": tgt.name, "precision": precision, "dla_core": dla_core,
-            "trt_version": version, "device": device["name"], "compute_capability": device["compute_capability"],
-            "plan": plan.as_dict(), "timing_cache": str(timing_cache),
+            **facts, "plan": plan.as_dict(), "timing_cache": str(timing_cache),
             "built": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "segments": segments,
         }

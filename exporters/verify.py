@@ -16,9 +16,9 @@ def run_chain(pkg, image: np.ndarray) -> dict:
     """Run every segment of ``pkg`` in order on ONNX Runtime CPU; returns all tensors by name."""
     from mesc.runtime.devices import Device
     from mesc.runtime.pipeline import Pipeline
-    from mesc.runtime.runners.onnxrt import OrtRunner
+    from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
 
-    with Pipeline(pkg, OrtRunner(pkg, Device("cpu"))) as pipe:
+    with Pipeline(pkg, OrtRunner(SessionsFromPackage(pkg, Device("cpu")), Device("cpu"))) as pipe:
         return pipe.tensors(image)
 
 

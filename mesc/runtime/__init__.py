@@ -34,15 +34,16 @@ def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = N
         backend = "tensorrt" if dev.is_cuda and pkg.manifest.get("engines") and _tensorrt_installed() \
             else "onnxruntime"
     if backend == "tensorrt":
-        from mesc.runtime.runners.trt import TrtRunner
+        from mesc.runtime.backends.trt import EnginesFromPlans, PlansFromPackage, TrtRunner
 
-        return TrtRunner(pkg, dev, target=target, precision=precision, **options)
-    from mesc.runtime.runners.onnxrt import OrtRunner
+        plans = PlansFromPackage(pkg, dev, target=target, precision=precision)
+        return TrtRunner(EnginesFromPlans(plans, **options), dev)
+    from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
 
     if target is not None or precision is not None:
         raise BackendError("--target/--precision select TensorRT engines; the onnxruntime backend runs the "
                            "ONNX segments")
-    return OrtRunner(pkg, dev, **options)
+    return OrtRunner(SessionsFromPackage(pkg, dev, **options), dev)
 
 
 def load(path, backend: str = "auto", device="cpu", target: str | None = None, precision: str | None = None,

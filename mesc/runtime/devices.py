@@ -1,4 +1,4 @@
-"""Device names ("cpu", "cuda", "cuda:1") and the few CUDA facts the runtime checks.
+"""Device names ("cpu", "cuda", "cuda:1") and the few CUDA facts every backend checks.
 
 The CUDA queries go through the CUDA runtime library that polygraphy already locates
 (``polygraphy.cuda.wrapper().handle`` is a ctypes handle to libcudart), so no torch and no
@@ -9,6 +9,8 @@ the backend's own error decides.
 from __future__ import annotations
 
 import ctypes
+import shutil
+import subprocess
 from dataclasses import dataclass
 
 from mesc.runtime.errors import DeviceError
@@ -102,3 +104,16 @@ def set_cuda_device(index: int) -> None:
     lib = _cudart()
     if lib is not None and lib.cudaSetDevice(index) != 0:
         raise DeviceError(f"cannot select device cuda:{index}")
+
+
+def device_info(index: int = 0) -> dict:
+    """Name and compute capability of a CUDA device (None where unknown); nvidia-smi answers
+    where libcudart cannot be found."""
+    name, cc = device_name(index), compute_capability(index)
+    if (name is None or cc is None) and shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader", "-i",
+                              str(index)], capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and "," in out.stdout:
+            smi_name, smi_cc = (x.strip() for x in out.stdout.strip().split(",", 1))
+            name, cc = name or smi_name, cc or smi_cc
+    return {"name": name, "compute_capability": cc}

@@ -32,7 +32,7 @@ def test_build_load_and_compare_with_onnxruntime(pkg, precision, atol):
 
     from mesc.calibration.chain import segment_inputs
     from mesc.engines.build import build
-    from mesc.engines.trt_compat import load_engine
+    from mesc.runtime.backends.trt.compat import load_engine
 
     entry = build(pkg, "host", precision)
     p = Package.load(pkg)  # engines are checksummed in the manifest

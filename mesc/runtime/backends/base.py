@@ -1,6 +1,11 @@
-"""The interface every backend implements, shaped like polygraphy's runners.
+"""What every backend is made of, shaped like polygraphy's backends: a loader and a runner.
 
-A runner owns the compiled segments of one package on one device. The pipeline drives it
+A *loader* is a deferred load: constructing it checks what can be checked cheaply (so a wrong
+request fails at ``mesc.load`` before anything heavy happens) and calling it makes the thing
+(sessions, engines). Loaders chain: one takes another, or what it made, as its source.
+
+A *runner* is handed what a loader makes and only activates, runs segments, deactivates and
+moves tensors; it calls its loader on ``activate``. The pipeline drives it
 with opaque *handles* (tensors that stay where the backend keeps them: an ``OrtValue``, a
 device buffer) and decides alone what crosses to the host, so the copy logic is one piece of
 code for every backend and device; CPU tests therefore cover the CUDA paths' decisions.
@@ -13,13 +18,28 @@ import abc
 import numpy as np
 
 
+class Loader(abc.ABC):
+    """``loader()`` makes the thing; ``call_impl`` says how."""
+
+    def __call__(self):
+        return self.call_impl()
+
+    @abc.abstractmethod
+    def call_impl(self):
+        """Make what this loader stands for."""
+
+
+def invoke_if_callable(source):
+    """What a loader makes, or ``source`` itself when it was made already."""
+    return source() if callable(source) else source
+
+
 class Runner(abc.ABC):
     """activate() / run segments / deactivate(); also a context manager."""
 
     backend = "?"
 
-    def __init__(self, pkg, device):
-        self.pkg = pkg
+    def __init__(self, device):
         self.device = device
         self.is_active = False
 
@@ -45,7 +65,7 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def _activate(self) -> None:
-        """Load the segments (sessions, engines) and allocate what is reused between calls."""
+        """Call the loader (sessions, engines) and allocate what is reused between calls."""
 
     @abc.abstractmethod
     def _deactivate(self) -> None:

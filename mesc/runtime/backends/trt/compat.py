@@ -1,46 +1,35 @@
-"""The only module that touches TensorRT, through polygraphy's loaders (8.5 to 11).
+"""TensorRT's API for the builder, through polygraphy's loaders (8.5 to 11): version facts,
+building a plan, reading what an engine holds.
 
-Kept thin on purpose: everything that can be decided without a GPU lives in ``targets`` and
-``build`` and is tested on CPU; what is here needs TensorRT and runs in the ``trt`` tests.
+Kept thin on purpose: everything that can be decided without a GPU lives in
+``mesc.engines.targets`` and ``mesc.engines.build`` and is tested on CPU; what is here needs
+TensorRT and runs in the ``trt`` tests.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 
 from mesc.lazy import require
+from mesc.runtime import devices
 
 PURPOSE = "building TensorRT engines"
 
 
-def tensorrt():
-    return require("tensorrt", extra="trt", purpose=PURPOSE)
+def tensorrt(purpose: str = PURPOSE):
+    return require("tensorrt", extra="trt", purpose=purpose)
 
 
 def trt_version() -> str:
     return tensorrt().__version__
 
 
-def device_info() -> dict:
-    """Name and compute capability of CUDA device 0 (cuda-python, else nvidia-smi)."""
-    try:
-        from cuda import cudart  # cuda-python, part of the trt extra
-
-        err, prop = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
-            return {"name": name, "compute_capability": f"{prop.major}.{prop.minor}"}
-    except ImportError:
-        pass
-    if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader", "-i", "0"],
-                             capture_output=True, text=True, timeout=30)
-        if out.returncode == 0 and "," in out.stdout:
-            name, cc = (x.strip() for x in out.stdout.strip().split(",", 1))
-            return {"name": name, "compute_capability": cc}
-    return {"name": "unknown", "compute_capability": None}
+def engine_facts(index: int = 0) -> dict:
+    """What a plan only runs with: the TensorRT version that built it and the GPU (its compute
+    capability decides, its name only tunes). The builder records these in every engine's
+    metadata; the loader compares them with this machine's before deserialising."""
+    info = devices.device_info(index)
+    return {"trt_version": trt_version(), "device": info["name"], "compute_capability": info["compute_capability"]}
 
 
 def _config(plan, calibrator, timing_cache):

@@ -1,0 +1,2 @@
+"""Backends, one folder each: a loader that turns a package into what the backend runs, and a
+runner behind one interface (:class:`mesc.runtime.backends.base.Runner`)."""

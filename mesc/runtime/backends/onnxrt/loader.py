@@ -1,0 +1,122 @@
+"""ONNX Runtime loader: a package's segments as inference sessions on one device.
+
+It decides which graph each segment runs (the package's FP32 one, or a prepared FP16/INT8 graph
+of the same I/O swapped in), which segments load at all, the session options and the execution
+providers; the runner only runs what it is handed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mesc.lazy import require
+from mesc.runtime.backends.base import Loader
+from mesc.runtime.devices import Device, check_cuda_device
+from mesc.runtime.errors import BackendError, DeviceError, MissingDependencyError
+
+
+def ort():
+    return require("onnxruntime", extra="core", purpose="the ONNX Runtime backend")
+
+
+def session_options(threads: int | None = None, spin: bool = False, optimize: bool = True):
+    """Options for chained sessions.
+
+    Each session has its own intra-op pool; by default its threads spin for a while after a
+    run, and in a chain those spinning threads compete with the next segment's pool for the
+    same cores. Turning spinning off is what keeps the chain within a few per cent of one
+    monolithic session on CPU (see ``mesc.benchmarks.chain_overhead``).
+    """
+    rt = ort()
+    so = rt.SessionOptions()
+    # optimize=False keeps Q/DQ pairs as separate float ops (TensorRT's numerics): ORT's fused
+    # QLinearConv saturates int16 sums on x86 without VNNI and would misreport INT8 accuracy.
+    so.graph_optimization_level = (rt.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else rt.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
+    so.log_severity_level = 3
+    return so
+
+
+def providers_for(device: Device, tensorrt_ep: bool = False) -> list:
+    available = ort().get_available_providers()
+    if not device.is_cuda:
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise MissingDependencyError(
+            f"device {device} needs onnxruntime with CUDA, but the installed onnxruntime has only "
+            f"{available}; install it with: pip install 'mesc[gpu]' (and uninstall the CPU-only onnxruntime)")
+    check_cuda_device(device)
+    chosen = [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
+    if tensorrt_ep:
+        if "TensorrtExecutionProvider" not in available:
+            raise MissingDependencyError(
+                "the TensorRT execution provider is not in this onnxruntime build; install onnxruntime-gpu "
+                "and TensorRT: pip install 'mesc[gpu,trt]'")
+        chosen.insert(0, ("TensorrtExecutionProvider", {"device_id": device.index}))
+    return chosen
+
+
+def open_session(model, options, providers: list, device: Device, what: str):
+    """One ``InferenceSession`` of ``model`` (a path or serialised bytes), refused with a
+    named error where it fails or lands on another device than asked."""
+    try:
+        sess = ort().InferenceSession(model, sess_options=options, providers=providers)
+    except Exception as err:
+        if device.is_cuda:
+            raise DeviceError(f"onnxruntime cannot use {device} for {what}: {err}") from err
+        raise BackendError(f"onnxruntime cannot load {what}: {err}") from err
+    if device.is_cuda and "CUDAExecutionProvider" not in sess.get_providers():
+        # onnxruntime falls back to CPU silently when the CUDA libraries fail to load.
+        raise DeviceError(f"onnxruntime fell back to {sess.get_providers()} for {what}: the CUDA "
+                          f"provider did not load (CUDA/cuDNN libraries missing or incompatible?)")
+    return sess
+
+
+def segment_graphs(pkg, files: dict | None = None, segments: list[str] | None = None) -> dict[str, str]:
+    """segment name -> the ONNX graph it runs, in execution order: the package's own, or the one
+    ``files`` swaps in; only ``segments`` where given."""
+    files = files or {}
+    return {seg["name"]: str(files.get(seg["name"], pkg.path(seg["file"])))
+            for seg in pkg.segments if not segments or seg["name"] in segments}
+
+
+@dataclass
+class Sessions:
+    """What :class:`SessionsFromPackage` makes: a session per segment, and the providers the
+    runner opens its own helper graphs on."""
+
+    by_segment: dict
+    providers: list
+    device: Device
+
+    def helper(self, model, what: str):
+        """A single-threaded session of a small graph of the runner's own on the same device."""
+        return open_session(model, session_options(1), self.providers, self.device, what)
+
+
+class SessionsFromPackage(Loader):
+    """``SessionsFromPackage(pkg, device, ...)()`` -> :class:`Sessions` for the package's segments.
+
+    ``files`` maps segment names to other ONNX graphs of the same I/O (the prepared FP16 or INT8
+    ones) to run instead of the package's FP32 graphs; ``segments`` loads only those;
+    ``optimize=False`` turns graph optimisation off (fake-quantised graphs).
+    """
+
+    def __init__(self, pkg, device: Device, threads: int | None = None, spin: bool = False,
+                 tensorrt_ep: bool = False, segments: list[str] | None = None,
+                 files: dict | None = None, optimize: bool = True):
+        self.device = device
+        self.graphs = segment_graphs(pkg, files, segments)
+        self.threads, self.spin, self.optimize = threads, spin, optimize
+        # Checked here, not on the call: a missing CUDA provider fails at mesc.load.
+        self.providers = providers_for(device, tensorrt_ep)
+
+    def call_impl(self) -> Sessions:
+        so = session_options(self.threads, self.spin, self.optimize)
+        return Sessions({name: open_session(path, so, self.providers, self.device, name)
+                         for name, path in self.graphs.items()}, self.providers, self.device)

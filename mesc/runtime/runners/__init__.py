@@ -1,1 +1,0 @@
-"""Backends behind one interface (:class:`mesc.runtime.runners.base.Runner`)."""

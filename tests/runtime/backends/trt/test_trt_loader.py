@@ -1,0 +1,114 @@
+"""TensorRT loader: engine selection, metadata checks and plan reading (pure, run everywhere
+without TensorRT); the refusal of a CPU device."""
+
+from types import SimpleNamespace
+
+import pytest
+
+import mesc
+from mesc.package import sha256_file
+from mesc.runtime import BackendError, DeviceError, EngineMismatchError
+from mesc.runtime.backends.trt.loader import (PlansFromPackage, check_engine, choose_target, choose_variant,
+                                              engine_entries, read_plan, select_engines)
+from mesc.runtime.devices import Device
+
+
+def _manifest(**targets):
+    return {"files": {}, "engines": targets}
+
+
+def _build(cc="6.1", trt="8.6.1", device="NVIDIA GeForce GTX 1080 Ti"):
+    return {"dir": "engines/t/int8", "trt_version": trt, "device": device, "compute_capability": cc,
+            "plan": {"strongly_typed": False},
+            "segments": {"chunk0": {"file": "engines/t/int8/chunk0.plan", "placement": {}},
+                         "head0": {"file": "head0.plan", "trt_version": "8.6.2"}}}
+
+
+def test_engine_entries_merge_build_metadata_and_resolve_paths():
+    m = _manifest(gtx1080ti={"int8": _build()})
+    e = engine_entries(m, "gtx1080ti", "int8")
+    assert e["chunk0"]["file"] == "engines/t/int8/chunk0.plan"
+    assert e["head0"]["file"] == "engines/t/int8/head0.plan"  # relative to the build's dir
+    assert e["chunk0"]["compute_capability"] == "6.1" and e["head0"]["trt_version"] == "8.6.2"
+    assert "plan" not in e["chunk0"] or not isinstance(e["chunk0"]["plan"], dict)
+
+
+def test_target_and_precision_choice():
+    m = _manifest(gtx1080ti={"int8": _build("6.1")}, xavier={"fp16": _build("7.2"), "int8-dla0": _build("7.2")})
+    assert choose_target(m, None, "6.1") == "gtx1080ti"
+    assert choose_target(m, "xavier", None) == "xavier"
+    with pytest.raises(BackendError, match=r"several targets \['gtx1080ti', 'xavier'\].*sm_86"):
+        choose_target(m, None, "8.6")
+    with pytest.raises(BackendError, match="no engines for target 'orin'"):
+        choose_target(m, "orin", "8.7")
+    with pytest.raises(BackendError, match="no TensorRT engines"):
+        choose_target(_manifest(), None, "8.6")
+    assert choose_variant(m, "gtx1080ti", None) == "int8"
+    with pytest.raises(BackendError, match=r"several precisions \['fp16', 'int8-dla0'\]"):
+        choose_variant(m, "xavier", None)
+    with pytest.raises(BackendError, match="has no 'fp32' engines"):
+        choose_variant(m, "xavier", "fp32")
+    single = _manifest(host=_build("8.6"))  # a target holding its segments directly
+    assert choose_variant(single, "host", None) == ""
+    assert engine_entries(single, "host", "")["chunk0"]["compute_capability"] == "8.6"
+
+
+def test_plans_for_another_device_or_version_are_refused():
+    meta = {"file": "engines/x/chunk0.plan", "trt_version": "8.6.1", "compute_capability": "6.1",
+            "device": "NVIDIA GeForce GTX 1080 Ti"}
+    assert check_engine("chunk0", meta, "8.6.1.6", "6.1", "NVIDIA GeForce GTX 1080 Ti") == []
+    with pytest.raises(EngineMismatchError, match="built with TensorRT 8.6.1, this machine has 10.3.0"):
+        check_engine("chunk0", meta, "10.3.0", "6.1", None)
+    with pytest.raises(EngineMismatchError, match="compute capability 6.1 .*is 7.2: rebuild"):
+        check_engine("chunk0", meta, "8.6.1", "7.2", "Xavier")
+    with pytest.raises(EngineMismatchError, match="no trt_version"):
+        check_engine("chunk0", {"file": "x"}, "8.6.1", "6.1", None)
+    notes = check_engine("chunk0", meta, "8.6.1", "6.1", "NVIDIA TITAN Xp")
+    assert len(notes) == 1 and "tuned for the other GPU" in notes[0]
+
+
+def test_tensorrt_on_cpu_is_refused(pkg_host):
+    pytest.importorskip("tensorrt", reason="without TensorRT the missing extra is reported first")
+    with pytest.raises(mesc.errors.MescError, match="CUDA devices only"):
+        mesc.load(pkg_host, backend="tensorrt", device="cpu")
+
+
+def _pkg(manifest, root=".", segments=("chunk0", "head0")):
+    return SimpleNamespace(manifest=manifest, root=root, segments=[{"name": n} for n in segments])
+
+
+GTX = {"trt_version": "8.6.1", "compute_capability": "6.1", "device": "NVIDIA GeForce GTX 1080 Ti"}
+
+
+def test_select_engines_picks_the_build_for_this_gpu_and_collects_warnings():
+    m = _manifest(gtx1080ti={"int8": _build("6.1", trt="8.6.1")}, xavier={"fp16": _build("7.2")})
+    m["engines"]["gtx1080ti"]["int8"]["segments"]["head0"]["trt_version"] = "8.6.1"
+    target, variant, entries, notes = select_engines(_pkg(m), None, None, GTX)
+    assert (target, variant, set(entries)) == ("gtx1080ti", "int8", {"chunk0", "head0"}) and notes == []
+    _, _, _, notes = select_engines(_pkg(m), None, None, dict(GTX, device="NVIDIA TITAN Xp"))
+    assert len(notes) == 2 and all("tuned for the other GPU" in n for n in notes)
+    with pytest.raises(EngineMismatchError, match="compute capability 7.2 .*is 6.1"):
+        select_engines(_pkg(m), "xavier", None, GTX)
+    with pytest.raises(BackendError, match=r"no engine for segments \['tail0'\]"):
+        select_engines(_pkg(m, segments=("chunk0", "head0", "tail0")), "gtx1080ti", None, GTX)
+
+
+def test_plans_are_read_against_their_checksums(tmp_path):
+    plan = tmp_path / "engines" / "t" / "chunk0.plan"
+    plan.parent.mkdir(parents=True)
+    plan.write_bytes(b"plan bytes")
+    rel = "engines/t/chunk0.plan"
+    pkg = _pkg({"files": {rel: sha256_file(plan)}}, root=tmp_path)
+    assert read_plan(pkg, "t", "chunk0", {"file": rel}) == b"plan bytes"
+    plan.write_bytes(b"other bytes")
+    with pytest.raises(BackendError, match="was altered"):
+        read_plan(pkg, "t", "chunk0", {"file": rel})
+    with pytest.raises(BackendError, match="of segment 'head0' is missing"):
+        read_plan(pkg, "t", "head0", {"file": "engines/t/head0.plan"})
+    with pytest.raises(BackendError, match="lists no plan file"):
+        read_plan(pkg, "t", "head0", {})
+
+
+def test_plans_for_the_cpu_are_refused_before_tensorrt_loads():
+    with pytest.raises(DeviceError, match="CUDA devices only"):
+        PlansFromPackage(_pkg(_manifest()), Device("cpu"))
