@@ -15,31 +15,10 @@ def th_pix_feeds(pkg) -> dict:
             for ex in pkg.exits if ex.get("th_pix_input")}
 
 
-class OrtChain:
-    """``OrtChain(pkg, files={segment: path})``; ``run(batch)`` returns every tensor by name.
-
-    The runtime's ONNX Runtime chain on the CPU, with any segment's graph swapped for a
-    prepared one (FP16, INT8); ``fake_quant`` turns graph optimisation off so Q/DQ run as
-    separate float ops, as TensorRT computes them.
-    """
-
-    def __init__(self, pkg, files: dict | None = None, threads: int | None = None, fake_quant: bool = False):
-        from mesc.runtime.devices import Device
-        from mesc.runtime.pipeline import Pipeline
-        from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
-
-        loader = SessionsFromPackage(pkg, Device("cpu"), threads=threads, files=files, optimize=not fake_quant)
-        self.pipe = Pipeline(pkg, OrtRunner(loader, Device("cpu")))
-
-    def run(self, batch: np.ndarray, keep=None) -> dict:
-        env = self.pipe.tensors(batch)
-        if keep is not None:
-            env = {k: v for k, v in env.items() if k in keep}
-        return env
-
-
 def segment_inputs(pkg, batches) -> dict[str, list[dict]]:
     """Each segment's input feeds for each batch, as the FP32 segments before it produce them."""
+    from mesc.runtime.backends.onnxrt.chain import OrtChain
+
     chain = OrtChain(pkg)
     wanted = {t["name"] for seg in pkg.segments for t in seg["inputs"]}
     envs = [chain.run(b, keep=wanted) for b in batches]

@@ -47,7 +47,7 @@ def miou(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare_exits(pkg, files: dict, batches, fake_quant: bool = False) -> dict:
     """Per exit: label agreement and mIoU of the prepared graphs against FP32 labels, max logit error."""
-    from mesc.calibration.chain import OrtChain
+    from mesc.runtime.backends.onnxrt.chain import OrtChain
 
     ref, test = OrtChain(pkg), OrtChain(pkg, files, fake_quant=fake_quant)
     stats = {ex["name"]: {"agree": 0, "pixels": 0, "miou": [], "max_abs_logit_err": 0.0, "logit_scale": 0.0,

@@ -6,20 +6,11 @@ import numpy as np
 
 from mesc.errors import ExportError
 from mesc.lazy import require
+from mesc.runtime.backends.onnxrt.chain import run_chain
 
 # float32 chains of convolutions differ from eager PyTorch by rounding only; anything larger is
 # a wrong split or a wrong export, not noise.
 REL_TOL = 1e-4
-
-
-def run_chain(pkg, image: np.ndarray) -> dict:
-    """Run every segment of ``pkg`` in order on ONNX Runtime CPU; returns all tensors by name."""
-    from mesc.runtime.devices import Device
-    from mesc.runtime.pipeline import Pipeline
-    from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
-
-    with Pipeline(pkg, OrtRunner(SessionsFromPackage(pkg, Device("cpu")), Device("cpu"))) as pipe:
-        return pipe.tensors(image)
 
 
 def verify_against_model(pkg, net, shape, batches, seed: int = 1) -> dict:

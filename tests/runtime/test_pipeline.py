@@ -219,17 +219,6 @@ def test_bad_inputs_are_named(pkg_host, bad, msg):
             pipe(bad)
 
 
-def test_run_chain_is_the_runtime(pkg_graph, images):
-    from mesc.exporters.verify import run_chain
-    from mesc.package import Package
-
-    pkg = Package.load(pkg_graph)
-    env = run_chain(pkg, images[:2])
-    assert {o["name"] for s in pkg.segments for o in s["outputs"]} <= set(env)
-    with mesc.load(pkg_graph) as pipe:
-        np.testing.assert_array_equal(env["exit1_labels"], np.stack([r.labels for r in pipe(images[:2], exit=1)]))
-
-
 def test_disabled_exit_is_skipped_entirely(pkg, model, images):
     with mesc.load(pkg) as pipe:
         expected, outs, _ = _spread_thresholds(pipe, model, images)
