@@ -7,10 +7,24 @@ import importlib
 import importlib.util
 import inspect
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from mesc.errors import ModelLoadError
 from mesc.lazy import require
+
+
+@contextmanager
+def _user_code(failed: str):
+    """Any failure of the user's code as a ModelLoadError that starts with ``failed``: sys.exit()
+    too, which would otherwise end mesc without a word. Ctrl-C stays Ctrl-C."""
+    try:
+        yield
+    except (KeyboardInterrupt, ModelLoadError):
+        raise
+    except BaseException as err:
+        why = f"it called sys.exit({err.code!r})" if isinstance(err, SystemExit) else f"{type(err).__name__}: {err}"
+        raise ModelLoadError(f"{failed}: {why}") from err
 
 
 def _import_file(path: Path):
@@ -26,10 +40,11 @@ def _import_file(path: Path):
     sys.path.insert(0, str(path.resolve().parent))
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
-    except Exception as err:
+        with _user_code(f"importing model file {path} failed"):
+            spec.loader.exec_module(module)
+    except BaseException:
         sys.modules.pop(name, None)
-        raise ModelLoadError(f"importing model file {path} failed: {type(err).__name__}: {err}") from err
+        raise
     finally:
         sys.path.pop(0)
     return module
@@ -44,10 +59,11 @@ def _resolve_factory(spec: str):
     if where.endswith(".py") or "/" in where or "\\" in where:
         module = _import_file(Path(where))
     else:
-        try:
-            module = importlib.import_module(where)
-        except ImportError as err:
-            raise ModelLoadError(f"cannot import module {where!r} for model {spec!r}: {err}") from err
+        with _user_code(f"importing module {where!r} for model {spec!r} failed"):
+            try:
+                module = importlib.import_module(where)
+            except ImportError as err:
+                raise ModelLoadError(f"cannot import module {where!r} for model {spec!r}: {err}") from err
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
@@ -77,10 +93,8 @@ def load_model(spec=None, weights=None, num_classes=None, **kwargs):
                     kwargs["num_classes"] = num_classes
                 else:
                     raise ModelLoadError(f"factory {name!r} takes no num_classes argument")
-            try:
+            with _user_code(f"factory {name!r} failed"):
                 model = factory(**kwargs)
-            except Exception as err:
-                raise ModelLoadError(f"factory {name!r} failed: {type(err).__name__}: {err}") from err
         if not isinstance(model, torch.nn.Module):
             raise ModelLoadError(f"factory {name!r} returned {type(model).__name__}, expected a torch.nn.Module")
     if weights is not None:

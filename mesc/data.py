@@ -270,17 +270,25 @@ def load_image(path) -> np.ndarray:
     return read_image(path)
 
 
+# Masks are class ids: these modes hold one id per pixel and are read by value, never colour-
+# converted (a palette mask's colours are only its display; "1" holds ids 0 and 1).
+MASK_MODES = ("L", "P", "1", "I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
 def load_mask(path, shape=None) -> np.ndarray:
-    """A label mask as HxW uint8 class ids (255 = ignore); ``shape`` (H, W) must match if given."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise MescError(f"mask {path} has mode {im.mode}; expected single-channel class ids")
-            mask = np.asarray(im)
-    except (OSError, ValueError) as err:
-        raise MescError(f"cannot read mask {path}: {err}") from None
-    if mask.max(initial=0) > 255:
-        raise MescError(f"mask {path} holds ids above 255")
+    """A label mask as HxW uint8 class ids (255 = ignore); ``shape`` (H, W) must match if given.
+
+    The one mask reader (training, evaluation, calibration): a palette or grey mask is read by
+    its index values, 16-bit masks by value (ids up to 255), never scaled or converted."""
+    from mesc.runtime.images import opened_image
+
+    with opened_image(path, what="mask") as im:
+        if im.mode not in MASK_MODES:
+            raise MescError(f"mask {path} has mode {im.mode}; expected single-channel class ids "
+                            f"({', '.join(MASK_MODES)})")
+        mask = np.asarray(im)
+    if mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise MescError(f"mask {path} holds ids {mask.min()}..{mask.max()}; class ids are 0..255")
     if shape is not None and tuple(mask.shape) != tuple(shape):
         raise MescError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
                         f"{shape[1]}x{shape[0]}")

@@ -24,3 +24,7 @@ class ModelLoadError(MescError):
 
 class MissingDependencyError(MescError, ImportError):
     """An optional heavy dependency is not installed; the message names the extra."""
+
+
+class TrainError(MescError):
+    """Training cannot start as configured (settings, output file) or its loss diverged."""

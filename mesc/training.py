@@ -16,7 +16,9 @@ filtering distillation: cross-entropy on the pixels the final exit gets right, p
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from mesc import data as mdata
-from mesc.errors import MescError
+from mesc.errors import MescError, TrainError
 
 IGNORE = mdata.IGNORE
 # The exporter writes this normalisation into the manifest unless the model carries its own, so
@@ -163,12 +165,16 @@ def _batches(n: int, batch: int, rng: np.random.Generator | None):
             yield idx
 
 
+def _check_crop(crop, h: int, w: int) -> None:
+    if crop[0] > h or crop[1] > w:
+        raise TrainError(f"crop {crop[0]}x{crop[1]} is larger than the images ({h}x{w})")
+
+
 def _random_crop(images, masks, crop, rng):
     """One random window per batch (a shared offset keeps the batch one contiguous array)."""
     ch, cw = crop
     h, w = images.shape[1:3]
-    if ch > h or cw > w:
-        raise MescError(f"crop {ch}x{cw} is larger than the images ({h}x{w})")
+    _check_crop(crop, h, w)
     y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     return images[:, y: y + ch, x: x + cw], masks[:, y: y + ch, x: x + cw]
 
@@ -191,6 +197,66 @@ class TrainConfig:
     # half-size crop costs a quarter of the compute and still sees every kind of object.
     crop: tuple[int, int] | None = None
     threads: int | None = None
+
+    def check(self) -> None:
+        """Refuse settings that would fail late or train nothing; raises :class:`TrainError`."""
+        for name in ("epochs1", "epochs2"):
+            _need(_is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0",
+                  getattr(self, name))
+        if self.epochs1 + self.epochs2 < 1:
+            raise TrainError(f"epochs1 + epochs2 is {self.epochs1 + self.epochs2}: at least one epoch is needed, "
+                             f"or the checkpoint would hold an untrained model")
+        # _batches drops a batch of one image (BatchNorm), so batch 1 would never take a step
+        _need(_is_int(self.batch) and self.batch >= 2, "batch", "an integer >= 2", self.batch)
+        for name in ("lr", "lr2"):
+            v = getattr(self, name)
+            if v is not None or name == "lr":
+                _need(_is_real(v) and v > 0, name, "a finite number > 0", v)
+        _need(_is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0",
+              self.weight_decay)
+        _need(_is_real(self.alpha) and 0 <= self.alpha <= 1, "alpha", "a number in [0, 1]", self.alpha)
+        _need(_is_int(self.seed), "seed", "an integer", self.seed)
+        if self.crop is not None:
+            ok = isinstance(self.crop, (tuple, list)) and len(self.crop) == 2 and all(
+                _is_int(v) and v >= 1 for v in self.crop)
+            _need(ok, "crop", "None or (height, width), positive integers", self.crop)
+        if self.threads is not None:
+            _need(_is_int(self.threads) and self.threads >= 1, "threads", "None or an integer >= 1", self.threads)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    # bool is an int to Python; NaN and inf pass a plain "> 0"
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _need(ok: bool, name: str, expected: str, got) -> None:
+    if not ok:
+        raise TrainError(f"{name} must be {expected}, got {got!r}")
+
+
+def check_output(out, force: bool = False) -> None:
+    """Refuse, before training, a checkpoint path that exists (unless ``force``), is a folder,
+    or lies where nothing can be written: hours of training must not end in a failed save."""
+    out = Path(out)
+    if out.is_dir():
+        raise TrainError(f"output {out} is a directory; give a file name for the checkpoint")
+    if out.exists() and not force:
+        raise TrainError(f"output {out} already exists; pass force=True (--force) to overwrite it")
+    # the nearest existing folder is where save_checkpoint's mkdir and write begin
+    where = out.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise TrainError(f"output {out}: {where} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as err:
+        raise TrainError(f"output {out}: cannot write in {where} ({err.strerror or err})") from None
 
 
 def _run_stage(model, data, params, loss_fn, epochs, cfg, lr, rng, desc, progress, log):
@@ -219,6 +285,10 @@ def _run_stage(model, data, params, loss_fn, epochs, cfg, lr, rng, desc, progres
             x = to_input(images, norm)
             y = torch.from_numpy(masks.astype(np.int64))
             loss = loss_fn(as_exit_list(model(x)), y, step)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise TrainError(f"{desc}: the loss is {loss.item()} at epoch {epoch + 1}/{epochs}, step "
+                                 f"{step + 1}/{total}; training stopped and nothing was saved (try a lower lr)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -235,18 +305,25 @@ def _run_stage(model, data, params, loss_fn, epochs, cfg, lr, rng, desc, progres
 
 
 def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=None,
-          progress: bool = True, log=print) -> dict:
+          progress: bool = True, log=print, force: bool = False) -> dict:
     """Train ``model`` in place with the two MESS stages; save its state_dict to ``out``.
 
-    Returns a summary: loss per epoch of each stage, seconds, and the validation per-exit
-    mIoU when ``val_dir`` is given.
+    The settings, the data and ``out`` (an existing file only with ``force``) are checked
+    before any training; a loss that turns NaN or infinite stops it with a :class:`TrainError`
+    and nothing is saved. Returns a summary: loss per epoch of each stage, seconds, and the
+    validation per-exit mIoU when ``val_dir`` is given.
     """
     cfg = config or TrainConfig()
+    cfg.check()
+    data = SegData(data_dir)
+    if out is not None:
+        check_output(out, force)
+    if cfg.crop:
+        _check_crop(cfg.crop, *data.images.shape[1:3])
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    data = SegData(data_dir)
     norm = normalization_of(model)
     model.train()
 
@@ -256,6 +333,9 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     with torch.no_grad():
         num_exits = len(as_exit_list(model(probe)))
     shared, early = early_exit_parameters(model, probe)
+    if cfg.epochs1 == 0 and (num_exits == 1 or not early):
+        raise TrainError("epochs1 is 0 and the model has no early-exit heads for stage 2 to train: "
+                         "nothing would be trained")
     if log:
         log(f"{len(data)} images, {num_exits} exits; {sum(p.numel() for p in shared)} backbone+final "
             f"parameters, {sum(p.numel() for p in early)} early-exit parameters")

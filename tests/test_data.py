@@ -145,3 +145,27 @@ def test_synth_data_cli(tmp_path):
                      (["--count", "0"], "--count")):
         res = CliRunner().invoke(cli, ["synth-data", "-o", str(tmp_path / "bad")] + bad)
         assert res.exit_code == 2 and msg in res.output, res.output
+
+
+def test_masks_are_read_by_index_never_colour_converted(tmp_path):
+    pal = Image.frombytes("P", (3, 1), bytes([0, 2, 255]))
+    pal.putpalette([200, 10, 10, 0, 0, 0, 10, 200, 10] + [0] * 759)  # colours that mean nothing
+    pal.save(tmp_path / "pal.png")
+    assert data.load_mask(tmp_path / "pal.png").tolist() == [[0, 2, 255]]
+    Image.fromarray(np.array([[1, 5, 255]], np.uint16)).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    assert data.load_mask(tmp_path / "deep.png").tolist() == [[1, 5, 255]]  # ids, not scaled
+    Image.fromarray(np.array([[True, False]])).save(tmp_path / "bits.png")
+    assert data.load_mask(tmp_path / "bits.png").tolist() == [[1, 0]]
+
+
+def test_unreadable_masks_are_mesc_errors(tmp_path):
+    Image.fromarray(np.array([[1, 300]], np.uint16)).save(tmp_path / "wide.png")
+    with pytest.raises(MescError, match=r"mask .*wide.png holds ids 1..300; class ids are 0..255"):
+        data.load_mask(tmp_path / "wide.png")
+    Image.fromarray(np.zeros((2, 2, 2), np.uint8), "LA").save(tmp_path / "la.png")
+    with pytest.raises(MescError, match="mask .*la.png has mode LA"):
+        data.load_mask(tmp_path / "la.png")
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    with pytest.raises(MescError, match="junk.png: cannot read the mask"):
+        data.load_mask(tmp_path / "junk.png")

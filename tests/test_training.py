@@ -174,3 +174,86 @@ def test_train_cli(scenes, tmp_path):
     assert res.exit_code == 2 and "nope" in res.output
     res = CliRunner().invoke(cli, args + ["--batch", "1"])
     assert res.exit_code == 2 and "--batch" in res.output
+
+
+def _quick(**kw):
+    return training.TrainConfig(**{"epochs1": 1, "epochs2": 0, "batch": 4, **kw})
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
+    ({"lr": float("inf")}, "lr must be a finite number > 0, got inf"),
+    ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"lr2": float("nan")}, "lr2 must be a finite number > 0"),
+    ({"epochs1": 0, "epochs2": 0}, "at least one epoch is needed"),
+    ({"epochs1": -1, "epochs2": 3}, "epochs1 must be an integer >= 0"),
+    ({"batch": 1}, "batch must be an integer >= 2"),
+    ({"alpha": 1.5}, r"alpha must be a number in \[0, 1\]"),
+    ({"alpha": float("nan")}, r"alpha must be a number in \[0, 1\]"),
+    ({"crop": (0, 16)}, "crop must be None or"),
+    ({"crop": (64, 16)}, r"crop 64x16 is larger than the images \(32x64\)"),
+    ({"threads": 0}, "threads must be None or an integer >= 1"),
+])
+def test_bad_settings_stop_before_training_and_save_nothing(scenes, tmp_path, kw, msg):
+    out = tmp_path / "ckpt.pt"
+    with pytest.raises(training.TrainError, match=msg):
+        training.train(tiny_model(), scenes, out=out, config=_quick(**kw), progress=False, log=None)
+    assert not out.exists()
+
+
+def test_epochs1_0_with_nothing_for_stage_2_is_refused(scenes, tmp_path):
+    class FinalOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_model()
+
+        def forward(self, x):
+            return [self.net(x)[-1]]
+
+    with pytest.raises(training.TrainError, match="nothing would be trained"):
+        training.train(FinalOnly(), scenes, out=tmp_path / "c.pt", config=_quick(epochs1=0, epochs2=3),
+                       progress=False, log=None)
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_an_existing_checkpoint_is_kept_unless_force(scenes, tmp_path):
+    out = tmp_path / "ckpt.pt"
+    out.write_bytes(b"precious")
+    with pytest.raises(training.TrainError, match=r"ckpt.pt already exists; pass force=True \(--force\)"):
+        training.train(tiny_model(), scenes, out=out, config=_quick(), progress=False, log=None)
+    assert out.read_bytes() == b"precious"
+    training.train(tiny_model(), scenes, out=out, config=_quick(), progress=False, log=None, force=True)
+    assert torch.load(out, weights_only=True).keys() == tiny_model().state_dict().keys()
+
+
+def test_an_unwritable_output_is_refused_before_training(scenes, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(training.TrainError, match="file is not a directory"):
+        training.check_output(tmp_path / "file" / "sub" / "ckpt.pt")
+    with pytest.raises(training.TrainError, match="is a directory"):
+        training.check_output(tmp_path)
+
+    def read_only(*a, **kw):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(training.tempfile, "TemporaryFile", read_only)
+    with pytest.raises(training.TrainError, match=r"new/ckpt.pt: cannot write in .* \(Read-only file system\)"):
+        training.train(tiny_model(), scenes, out=tmp_path / "new" / "ckpt.pt", config=_quick(), progress=False,
+                       log=None)
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("epochs1, epochs2, poisoned, stage", [
+    (1, 1, 2, r"stage 1 \(exit dropout\): the loss is nan at epoch 1/1, step 1/"),
+    (0, 2, 0, r"stage 2 \(PFD\): the loss is nan at epoch 1/2, step 1/"),
+])
+def test_a_nan_loss_stops_training_and_saves_nothing(scenes, tmp_path, epochs1, epochs2, poisoned, stage):
+    model = tiny_model()
+    with torch.no_grad():
+        model.exits[poisoned][-1].bias.fill_(float("nan"))
+    out = tmp_path / "ckpt.pt"
+    cfg = _quick(epochs1=epochs1, epochs2=epochs2)
+    with pytest.raises(training.TrainError, match=stage + ".*nothing was saved"):
+        training.train(model, scenes, out=out, config=cfg, progress=False, log=None)
+    assert not out.exists()
+    assert all(p.requires_grad for p in model.parameters())

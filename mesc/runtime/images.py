@@ -5,6 +5,8 @@ Pillow is a core dependency; nothing here needs torch.
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -51,31 +53,86 @@ def collect_images(paths) -> list[Path]:
     return out
 
 
-def read_image(path, size: tuple[int, int] | None = None, channels: int = 3,
-               resize: bool = False) -> np.ndarray:
-    """Read an image file as H x W x C uint8. ``size`` is (H, W): another size is refused,
-    naming the file, unless ``resize`` (bilinear)."""
+# Refused outright, before decoding: about 9459 x 9459 (Pillow's own warning threshold), which
+# is 256 MiB as RGB. Above it Pillow only warns (up to twice as many pixels), and a header can
+# claim any size, so the limit is ours and a file over it is skipped like any unreadable one.
+MAX_PIXELS = 89_478_485
+
+# Single-channel integer modes read as 16-bit values 0..65535 (Pillow names them by byte order;
+# "I" is how older Pillow versions and some formats hand over 16-bit grey).
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+@contextmanager
+def opened_image(path, what: str = "image"):
+    """The decoded Pillow image of ``path``. Every reader failure (missing file, not an image,
+    truncated data, more pixels than :data:`MAX_PIXELS`, a conversion Pillow cannot do inside
+    the ``with``) becomes an :class:`InputError` naming the file, so a caller skips that one."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
-            if mode is None:
-                raise InputError(f"{path}: cannot read images for a {channels}-channel input")
-            im = im.convert(mode)
-            if size is not None and (im.height, im.width) != tuple(size):
-                if not resize:
-                    raise InputError(
-                        f"{path}: image is {im.width}x{im.height} (WxH) but the package takes "
-                        f"{size[1]}x{size[0]}; pass --resize to resize it")
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+        with warnings.catch_warnings():
+            # Pillow warns below its hard limit; our own limit below decides either way
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise InputError(f"{path}: the {what} is {im.width}x{im.height} (WxH) pixels, more than "
+                                     f"mesc reads ({MAX_PIXELS} pixels): skipped as a possible decompression bomb")
+                im.load()
+                yield im
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{path}: cannot read the image ({err})") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise InputError(f"{path}: skipped as a possible decompression bomb ({err})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
+        raise InputError(f"{path}: cannot read the {what} ({err})") from err
+
+
+def _sixteen_to_8bit(im, path):
+    """16-bit grey as 8-bit "L": v * 255 / 65535, rounded. Pillow's own conversion clips at 255,
+    which turns every value above 255 white."""
+    from PIL import Image
+
+    v = np.asarray(im).astype(np.int64)
+    if v.size and (v.min() < 0 or v.max() > 65535):
+        raise InputError(f"{path}: {im.mode} image holds values {v.min()}..{v.max()}, outside the 16-bit "
+                         f"range 0..65535 that mesc scales to 8 bits")
+    return Image.fromarray(((v * 255 + 32767) // 65535).astype(np.uint8), "L")
+
+
+def read_image(path, size: tuple[int, int] | None = None, channels: int = 3,
+               resize: bool = False) -> np.ndarray:
+    """Read an image file as H x W x C uint8. ``size`` is (H, W): another size is refused,
+    naming the file, unless ``resize`` (bilinear).
+
+    Conversions: 16-bit grey is scaled by 255/65535 with rounding (16-bit RGB files come from
+    Pillow already reduced to their high byte, at most one level from that); grey becomes RGB
+    by replication; RGBA and LA lose their alpha (dropped, not composited: the colour values are
+    taken as stored); palette images go through their palette; for a 1-channel input colour
+    becomes luma (ITU-R 601). 32-bit float ("F") images are refused: they have no fixed range
+    to map to 0..255.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
+    if mode is None:
+        raise InputError(f"{path}: cannot read images for a {channels}-channel input")
+    with opened_image(path) as im:
+        if im.mode == "F":
+            raise InputError(f"{path}: 32-bit float images have no fixed range to map to 8 bits; "
+                             f"save it as an 8- or 16-bit image")
+        if im.mode in SIXTEEN_BIT_MODES:
+            im = _sixteen_to_8bit(im, path)
+        im = im.convert(mode)
+        if size is not None and (im.height, im.width) != tuple(size):
+            if not resize:
+                raise InputError(
+                    f"{path}: image is {im.width}x{im.height} (WxH) but the package takes "
+                    f"{size[1]}x{size[0]}; pass --resize to resize it")
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        arr = np.asarray(im, dtype=np.uint8)
     if arr.size == 0:
         raise InputError(f"{path}: the image is empty")
     return arr[..., None] if arr.ndim == 2 else arr

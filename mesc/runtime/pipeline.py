@@ -9,6 +9,7 @@ batch; the live tensors of the others are gathered on the device into a smaller 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import time
 import warnings
 from typing import Iterator
@@ -126,10 +127,18 @@ class Pipeline:
         self._plans: dict = {}
         self._th_handles: dict = {}
         self._warned_static = False
+        self._closed = False
 
     # lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
+        """Release the runner's sessions or engines; the pipeline cannot run afterwards."""
+        self._closed = True
         self.runner.deactivate()
+
+    def _check_open(self) -> None:
+        # the runner's sessions are gone: running would fail deep inside the backend
+        if self._closed:
+            raise MescError("the pipeline is closed; load the package again (mesc.load) to run it")
 
     def __enter__(self):
         return self
@@ -152,10 +161,19 @@ class Pipeline:
 
     def set_thresholds(self, exit, th_pix: float | None = None, th_img: float | None = None) -> None:
         """Change one exit's thresholds (by name or position) for later calls. Sessions and
-        engines stay as they are: th_pix is a graph input, th_img a host comparison."""
-        settings = {k: float(v) for k, v in (("th_pix", th_pix), ("th_img", th_img)) if v is not None}
+        engines stay as they are: th_pix is a graph input, th_img a host comparison. ``None``
+        leaves that threshold as it is; anything else must be a real number in [0, 1]."""
+        name = self.pkg.exit(exit)["name"]
+        settings = {}
+        for key, v in (("th_pix", th_pix), ("th_img", th_img)):
+            if v is None:
+                continue
+            # bool is an int to Python, and NaN passes no comparison: both would slip through
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:
+                raise InputError(f"exit '{name}': {key} must be a real number in [0, 1], got {v!r}")
+            settings[key] = float(v)
         self.pkg.set_policy(exit, **settings)
-        self._th_handles.pop(self.pkg.exit(exit)["name"], None)
+        self._th_handles.pop(name, None)
 
     def set_enabled(self, exit, enabled: bool) -> None:
         """Keep or drop an exit from input-dependent runs (what ``mesc calibrate --write``
@@ -179,7 +197,12 @@ class Pipeline:
         if isinstance(images, (list, tuple)):
             if not images:
                 raise InputError("no images given")
-            parts = [self.prepare(im)[0] for im in images]
+            parts = []
+            for i, im in enumerate(images):
+                try:
+                    parts.append(self.prepare(im)[0])
+                except InputError as err:
+                    raise InputError(f"images[{i}]: {err}") from None
             return np.concatenate(parts), False
         if not isinstance(images, np.ndarray):
             raise InputError(f"expected a numpy array, got {type(images).__name__}")
@@ -198,6 +221,10 @@ class Pipeline:
             self._check_size(x.shape[1], x.shape[2], x.shape[3], "N x C x H x W", x.shape)
             if x.shape[0] == 0:
                 raise InputError("the batch is empty (N = 0)")
+            bad = ~np.isfinite(x).reshape(len(x), -1).all(1)
+            if bad.any():
+                raise InputError(f"the float32 batch holds NaN or infinite values (image(s) "
+                                 f"{np.flatnonzero(bad).tolist()[:10]} of {len(x)}); inputs must be finite")
             return np.ascontiguousarray(x), False
         raise InputError(f"expected one uint8 image H x W x C ({h} x {w} x {c}) or a float32 batch "
                          f"N x C x H x W (N x {c} x {h} x {w}); got {x.dtype} with shape {tuple(x.shape)}")
@@ -346,6 +373,7 @@ class Pipeline:
         """Predict. Input-dependent (default): each image leaves at the first exit whose policy
         is confident enough. Budgeted (``exit=k``, name or position): run only what exit k needs.
         Returns one :class:`Result` for a single H x W x C image, else a list (batch order)."""
+        self._check_open()
         x, single = self.prepare(images)
         plan = self.plan(exit, logits)
         results = [None] * len(x)
@@ -362,8 +390,13 @@ class Pipeline:
 
         With ``deadline`` (seconds from the call), stop at the first exit reached after it; that
         prediction is then marked ``final``. Stopping early never runs the remaining segments.
+        A closed pipeline or a bad input is refused here, not at the first ``next``.
         """
+        self._check_open()
         x, single = self.prepare(images)
+        return self._anytime(x, single, deadline, logits, all_exits)
+
+    def _anytime(self, x, single, deadline, logits, all_exits):
         plan = self.plan(None, logits, all_exits)
         groups = self._groups(len(x))
         t0 = time.perf_counter()
@@ -389,6 +422,7 @@ class Pipeline:
     def tensors(self, images) -> dict:
         """Every segment's every output on the host, by name (with the input): for verifying
         an export and for debugging, not for speed."""
+        self._check_open()
         x, _ = self.prepare(images)
         env = {self.input_name: self.runner.upload(x)}
         for seg in self.pkg.segments:

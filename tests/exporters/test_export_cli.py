@@ -118,3 +118,29 @@ def test_checkpoint_round_trip(tmp_path):
     pkg = export(f"{TOY}:skipnet", tmp_path / "pkg", weights=str(ckpt), options=ExportOptions(policy=None))
     assert pkg.manifest["source"]["weights_sha256"]
     assert pkg.manifest["verification"]["exit2"]["max_abs_err"] <= 1e-4 * pkg.manifest["verification"]["exit2"]["scale"]
+
+
+@pytest.mark.parametrize("body, why", [
+    ("import sys\nsys.exit(3)\n", r"importing model file .*quits.py failed: it called sys.exit\(3\)"),
+    ("raise BaseException('odd')\n", r"importing model file .*quits.py failed: BaseException: odd"),
+    ("import sys\ndef net():\n    sys.exit('no')\n", r"factory '.*quits.py:net' failed: it called sys.exit\('no'\)"),
+])
+def test_a_model_file_that_exits_is_a_model_load_error(tmp_path, body, why):
+    from mesc.exporters.loader import load_model
+
+    user = tmp_path / "quits.py"
+    user.write_text(body)
+    with pytest.raises(ModelLoadError, match=why):
+        load_model(f"{user}:net")
+    res = CliRunner().invoke(cli, ["export", "-m", f"{user}:net", "-o", str(tmp_path / "pkg")])
+    assert res.exit_code == 2 and "quits.py" in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_ctrl_c_while_importing_a_model_file_stays_ctrl_c(tmp_path):
+    from mesc.exporters.loader import load_model
+
+    user = tmp_path / "slow.py"
+    user.write_text("raise KeyboardInterrupt\n")
+    with pytest.raises(KeyboardInterrupt):
+        load_model(f"{user}:net")

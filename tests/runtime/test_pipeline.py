@@ -219,6 +219,47 @@ def test_bad_inputs_are_named(pkg_host, bad, msg):
             pipe(bad)
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_batches_are_refused(pkg_host, value):
+    x = np.zeros((3, 3, 32, 64), np.float32)
+    x[1, 2, 5, 7] = value
+    with mesc.load(pkg_host) as pipe:
+        with pytest.raises(InputError, match=r"holds NaN or infinite values \(image\(s\) \[1\] of 3\)"):
+            pipe(x)
+        with pytest.raises(InputError, match=r"images\[1\]: the float32 batch holds NaN"):
+            pipe([x[:1], x[1:2]])
+        with pytest.raises(InputError, match="NaN or infinite"):
+            pipe.anytime(x)  # refused at the call, not at the first next()
+
+
+@pytest.mark.parametrize("kw, shown", [
+    ({"th_img": "high"}, "'high'"), ({"th_pix": True}, "True"), ({"th_img": float("nan")}, "nan"),
+    ({"th_pix": -0.1}, "-0.1"), ({"th_img": np.float64(2.0)}, "2.0"),
+])
+def test_thresholds_must_be_real_numbers_in_0_1(pkg_host, kw, shown):
+    (key, _), = kw.items()
+    with mesc.load(pkg_host) as pipe:
+        before = pipe.thresholds("exit1")
+        with pytest.raises(InputError, match=rf"exit 'exit1': {key} must be a real number in \[0, 1\], got .*{shown}"):
+            pipe.set_thresholds(1, **kw)
+        assert pipe.thresholds("exit1") == before
+        pipe.set_thresholds("exit1", th_pix=np.float32(0.25), th_img=1)
+        assert pipe.thresholds("exit1") == {"th_pix": 0.25, "th_img": 1.0}
+
+
+def test_a_closed_pipeline_says_so(pkg_host, images):
+    pipe = mesc.load(pkg_host)
+    pipe.close()
+    pipe.close()  # closing twice is harmless
+    for use in (lambda: pipe(images), lambda: pipe.anytime(images), lambda: pipe.tensors(images)):
+        with pytest.raises(MescError, match="the pipeline is closed"):
+            use()
+    with mesc.load(pkg_host) as pipe:
+        pass
+    with pytest.raises(MescError, match="the pipeline is closed"):
+        pipe(images, exit=0)
+
+
 def test_disabled_exit_is_skipped_entirely(pkg, model, images):
     with mesc.load(pkg) as pipe:
         expected, outs, _ = _spread_thresholds(pipe, model, images)
