@@ -6,7 +6,7 @@ here are exactly those the runtime returns. Per image and exit the memo keeps:
 
 * ``inter`` / ``union`` (N x E x C, int64): per-class pixel intersection and union against the
   mask (255 = ignore). Counts add over images, so the mIoU of any assignment of images to exits
-  follows from sums (see :mod:`mesc.calibration.search`).
+  follows from sums (see :mod:`mesc.calibration.exits.search`).
 * ``scores["mess"]`` (N x E x G): the MESS image confidence ``c_img`` at every ``th_pix`` of the
   grid, with the exit's own policy settings from the manifest (confidence kind, edge band,
   stride). Computed on the host from the logits with the reference rule of :mod:`mesc.policy`
@@ -32,7 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import MescError
-from mesc.policy import box_sum, edge_band_fast
+from mesc.metrics import class_counts, miou
+from mesc.policy import (
+    confidence_fft_magnitude,
+    edge_band_fast,
+    mess_confidence_grid,
+    probability_confidence,
+    softmax,
+)
 
 MEMO_VERSION = 1
 # 20 th_pix values: coarse where top-1 confidences are rare, fine near 1 where they pile up.
@@ -65,8 +72,6 @@ class Memo:
 
     def miou(self, exit_index) -> float:
         """mIoU of one exit over every image (the budgeted setting)."""
-        from mesc.calibration.search import miou
-
         return float(miou(self.inter[:, exit_index].sum(0), self.union[:, exit_index].sum(0)))
 
     def subset(self, rows) -> "Memo":
@@ -100,66 +105,21 @@ class Memo:
 # ---------------------------------------------------------------------------------------------
 # per-image statistics
 
-def class_counts(labels: np.ndarray, mask: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class (intersection, union) pixel counts of ``labels`` against ``mask`` (255 ignored)."""
-    valid = mask != 255
-    gt = mask[valid].astype(np.int64)
-    pred = labels[valid].astype(np.int64)
-    cm = np.bincount(gt * num_classes + pred, minlength=num_classes * num_classes)
-    cm = cm.reshape(num_classes, num_classes)
-    inter = np.diag(cm)
-    return inter, cm.sum(0) + cm.sum(1) - inter
-
-
-def _grid_from_conf(conf, labels, grid, edge, stride, band=None):
-    grid = np.asarray(grid, dtype=np.float64)
-    ind = conf[None] >= grid[:, None, None]
-    if edge:
-        if band is None:
-            band = edge_band_fast(labels, stride)
-        if band.any():
-            k = 4 * stride + 1
-            counts = box_sum(ind.astype(np.int32), 2 * stride)
-            ind = np.where(band[None], 2 * counts > k * k, ind)
-    return ind.mean(axis=(1, 2))
-
-
-def mess_grid(logits: np.ndarray, grid, confidence: str = "top1", edge: bool = True, stride: int = 8,
-              labels: np.ndarray | None = None) -> np.ndarray:
-    """MESS ``c_img`` of one image's logits (M x H x W) at every ``th_pix`` in ``grid`` -> (G,)."""
-    from mesc.policy import pixel_confidence
-
-    conf = pixel_confidence(logits[None], confidence)[0]
-    return _grid_from_conf(conf, np.argmax(logits, axis=0) if labels is None else labels, grid, edge, stride)
-
-
 def image_stats(logits: np.ndarray, labels: np.ndarray, grid, policy: dict) -> dict:
-    """Everything the memo keeps from one exit's logits (M x H x W), with one softmax: the MESS
-    grid and the single scores, by the formulas of :mod:`mesc.policy` (same float64 arithmetic)."""
-    from mesc.policy import softmax
-
-    p = softmax(logits[None])[0]
-    top1 = p.max(axis=0)
-    plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    ent = 1.0 + plogp.sum(axis=0) / np.log(p.shape[0])
+    """Everything the memo keeps from one exit's logits (M x H x W), with one softmax and one
+    edge band: the MESS grid and the single scores, by the functions of :mod:`mesc.policy`."""
+    p = softmax(logits[None])
+    top1 = probability_confidence(p, "top1")
+    ent = probability_confidence(p, "entropy")
     conf = top1 if policy.get("confidence", "top1") == "top1" else ent
     edge, stride = policy.get("edge", True), policy.get("stride", 8)
-    band = edge_band_fast(labels, stride) if edge else None
-    out = {"mess": _grid_from_conf(conf, labels, grid, edge, stride, band),
+    band = edge_band_fast(labels[None], stride) if edge else None
+    out = {"mess": mess_confidence_grid(conf, grid, band, stride)[:, 0],
            "mean_top1": float(top1.mean()), "mean_entropy": float(ent.mean()),
-           "fft": float(np.abs(np.fft.fft2(top1)).mean())}
+           "fft": float(confidence_fft_magnitude(top1)[0])}
     if policy.get("th_pix") is not None:
-        out["at_th_pix"] = float(_grid_from_conf(conf, labels, [policy["th_pix"]], edge, stride, band)[0])
+        out["at_th_pix"] = float(mess_confidence_grid(conf, [policy["th_pix"]], band, stride)[0, 0])
     return out
-
-
-def single_scores(logits: np.ndarray) -> dict:
-    from mesc.policy import fft_magnitude, mean_confidence
-
-    x = logits[None]
-    return {"mean_top1": float(mean_confidence(x, "top1")[0]),
-            "mean_entropy": float(mean_confidence(x, "entropy")[0]),
-            "fft": float(fft_magnitude(x)[0])}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,5 +266,4 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     return memo
 
 
-__all__ = ["Memo", "evaluate", "load_calibration_set", "class_counts", "mess_grid", "DEFAULT_TH_PIX_GRID",
-           "POLICIES"]
+__all__ = ["Memo", "evaluate", "load_calibration_set", "image_stats", "DEFAULT_TH_PIX_GRID", "POLICIES"]

@@ -1,134 +1,15 @@
-"""``mesc calibrate``: memo -> search -> report (text, JSON, Pareto plot) -> manifest.
-
-:func:`calibrate` is what the command calls and what a library user calls::
-
-    from mesc.calibration.report import calibrate
-    out = calibrate("pkg", "calib_data/", max_drop=1.0, report="calib.json", plot="pareto.png", write=True)
-    out.result.best            # the chosen Configuration
-
-Writing (``write=True``) stores the chosen thresholds in the package manifest, atomically, with
-:meth:`mesc.package.Package.set_policy` and :meth:`~mesc.package.Package.save`:
-
-* kept non-final exits get ``th_pix`` and ``th_img``, and ``"enabled": true`` on the exit entry;
-* exits the configuration drops get ``"enabled": false`` on the exit entry (not in ``policy``:
-  the policy schema is closed). A runtime honours it by skipping that exit's head in
-  input-dependent mode (its chunk still runs: it is part of the next exit's backbone). As a
-  fallback for a runtime that ignores the flag, their policy is also set to ``th_pix = 1.0,
-  th_img = 1.0``: the image leaves there only if every (edge-enhanced) pixel has confidence
-  exactly 1.0, which float32 softmax reaches only for saturated logits;
-* the final exit's policy is untouched (it always takes the images that reach it);
-* ``manifest["calibration"]`` records the data, policy, bound and the predicted figures.
-"""
+"""The calibration report: the JSON record, its text summary and the Pareto plot."""
 
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mesc.errors import MescError
 
-DISABLED_POLICY = {"th_pix": 1.0, "th_img": 1.0}
-
-
-@dataclass
-class Calibration:
-    result: object      # search.SearchResult
-    memo: object        # memo.Memo
-    costs: object       # search.Costs
-    report: dict
-    compare: dict       # other policy -> SearchResult (with compare_policies)
-
-
-def parse_max_cost(value, reference_cost: float) -> float:
-    """A cost bound: a number in the cost unit, or ``N%`` of the final-only cost."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    try:
-        if text.endswith("%"):
-            return float(text[:-1]) / 100.0 * reference_cost
-        return float(text)
-    except ValueError:
-        raise MescError(f"--max-cost: expected a number or a percentage of the final-only cost "
-                        f"(e.g. 12.5 or 60%), got {value!r}") from None
-
-
-def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess", report=None, plot=None,
-              write: bool = False, resize: bool = False, cache=None, latency_key=None, all_exits: bool = False,
-              th_pix_grid=None, th_img_steps: int = 50, limit=None, compare_policies: bool = False,
-              progress: bool = False) -> Calibration:
-    from mesc.calibration import memo as memo_mod
-    from mesc.calibration.search import InfeasibleBound, Searcher, costs_from_package
-    from mesc.package import Package
-
-    if (max_drop is None) == (max_cost is None):
-        raise MescError("give exactly one bound: --max-drop PP (mIoU drop vs the final exit) or --max-cost COST")
-    if policy not in memo_mod.POLICIES:
-        raise MescError(f"unknown policy {policy!r}; expected one of {', '.join(memo_mod.POLICIES)}")
-    if write and policy != "mess":
-        raise MescError(f"--write stores MESS thresholds (th_pix, th_img) for the runtime; the {policy} policy "
-                        f"has no place in the package (calibrate it to compare, without --write)")
-    if report is not None:
-        _check_writable(report, "--report")
-    if plot is not None:
-        _check_writable(plot, "--plot")
-        _matplotlib()
-    pkg = Package.load(package)
-    costs = costs_from_package(pkg, latency_key)
-    memo = memo_mod.evaluate(pkg, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
-                             limit=limit)
-    last = len(memo.exits) - 1
-    subsets = [tuple(range(last + 1))] if all_exits else None
-
-    def run(pol):
-        s = Searcher(memo.inter, memo.union, memo.conf(pol), costs, exit_names=memo.exits,
-                     th_pix_grid=memo.th_pix_grid if pol == "mess" else None, policy=pol,
-                     th_img_steps=th_img_steps)
-        bound = parse_max_cost(max_cost, s.reference().expected_cost)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = lambda it: tqdm(it, desc=f"calibrate: search ({pol})", unit="subset")  # noqa: E731
-        return s.search(max_drop=max_drop, max_cost=bound, subsets=subsets, progress=bar)
-
-    result = run(policy)   # InfeasibleBound propagates with the best achievable in its message
-    compare = {}
-    if compare_policies:
-        for pol in memo_mod.POLICIES:
-            if pol != policy:
-                try:
-                    compare[pol] = run(pol)
-                except InfeasibleBound as err:
-                    compare[pol] = err.result
-    rep = build_report(pkg, data, memo, costs, result, policy, compare)
-    if write:
-        write_configuration(pkg, result.best, rep)
-        rep["written"] = True
-    if report is not None:
-        from mesc.package import write_json_atomic
-
-        write_json_atomic(report, rep)
-    if plot is not None:
-        plot_pareto(result, plot, compare=compare, title=f"{Path(str(pkg.root)).name}: {memo.n} images, "
-                                                         f"policy {policy}")
-    return Calibration(result, memo, costs, rep, compare)
-
-
-def _check_writable(path, opt):
-    p = Path(path)
-    if p.is_dir():
-        raise MescError(f"{opt} {p} is a directory; give a file name")
-    if not p.parent.exists() and str(p.parent):
-        raise MescError(f"{opt} {p}: the folder {p.parent} does not exist")
-
-
-def _matplotlib():
+def load_pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or the error naming the plot extra."""
     from mesc.lazy import require
 
     mpl = require("matplotlib", extra="plot", purpose="--plot")
@@ -229,9 +110,9 @@ def format_report(rep: dict) -> str:
     dropped = [e for e in rep["cost"]["exits"] if e not in kept]
     if dropped:
         pos = rep["cost"].get("model_index") or list(range(len(rep["cost"]["exits"])))
-        idx = ",".join(str(pos[rep["cost"]["exits"].index(e)]) for e in best["exits"])
+        kept_indices = ",".join(str(pos[rep["cost"]["exits"].index(e)]) for e in best["exits"])
         lines.append(f"note             dropped exits ({', '.join(dropped)}) save their heads only where the runtime skips "
-                     f"exits marked \"enabled\": false; the exact instance is 'mesc export --exits {idx}' with "
+                     f"exits marked \"enabled\": false; the exact instance is 'mesc export --exits {kept_indices}' with "
                      f"these thresholds")
     s = rep["search"]
     ex = sum(s["exhaustive"].values())
@@ -246,7 +127,7 @@ def format_report(rep: dict) -> str:
 def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 20000) -> None:
     """Expected cost vs mIoU: every evaluated configuration, the Pareto front, the single exits,
     the final exit alone, and the chosen configuration."""
-    plt = _matplotlib()
+    plt = load_pyplot()
     pts = result.points
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     if len(pts) > max_points:
@@ -285,45 +166,4 @@ def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 2
     tmp.replace(path)
 
 
-# ---------------------------------------------------------------------------------------------
-# manifest
-
-def exit_settings(cfg, exit_names) -> dict:
-    """Per early exit of ``exit_names`` (the final one excluded): ``{"th_pix", "th_img"}`` where
-    ``cfg`` (a MESS Configuration) keeps it, None where it drops it."""
-    if cfg.policy != "mess":
-        raise MescError(f"only MESS configurations can be written to a package, not {cfg.policy}")
-    out = {}
-    for name in list(exit_names)[:-1]:
-        th_img = cfg.th_img.get(name) if name in cfg.exits else None
-        out[name] = None if th_img is None else {"th_pix": float(cfg.th_pix[name]), "th_img": float(th_img)}
-    return out
-
-
-def write_configuration(pkg, cfg, rep: dict | None = None) -> None:
-    """Store ``cfg`` (a MESS Configuration) in the package manifest, atomically."""
-    settings = exit_settings(cfg, [ex["name"] for ex in pkg.exits])
-    disabled = []
-    for ex in pkg.exits:
-        name = ex["name"]
-        ex["enabled"] = settings.get(name, True) is not None  # the final exit is not in settings
-        if name not in settings:
-            continue
-        pkg.set_policy(name, **(settings[name] or DISABLED_POLICY))
-        if settings[name] is None:
-            disabled.append(name)
-    pkg.manifest["calibration"] = {
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "data": None if rep is None else rep["data"], "images": None if rep is None else rep["images"],
-        "policy": cfg.policy, "objective": None if rep is None else rep["objective"],
-        "bound": None if rep is None else rep["bound"],
-        "exits": cfg.exits, "disabled": disabled, "expected_cost": cfg.expected_cost, "unit": cfg.unit,
-        "miou": cfg.miou, "exit_fraction": cfg.exit_fraction,
-    }
-    pkg.save()
-
-
-__all__ = ["Calibration", "calibrate", "build_report", "format_report", "plot_pareto", "write_configuration",
-           "exit_settings",
-           "parse_max_cost", "DISABLED_POLICY"]
-
+__all__ = ["build_report", "format_report", "plot_pareto", "load_pyplot"]

@@ -1,6 +1,6 @@
 """Exit and threshold search over memoised per-exit results (``mesc calibrate``).
 
-Everything here is numpy on small arrays that :mod:`mesc.calibration.memo` filled once:
+Everything here is numpy on small arrays that :mod:`mesc.calibration.exits.memo` filled once:
 
 * ``inter[n, e, c]`` / ``union[n, e, c]``: pixel counts of class ``c`` for image ``n`` had it
   taken exit ``e``. Counts add over pixels, so the mIoU of any assignment of images to exits is
@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mesc.errors import MescError
+from mesc.metrics import miou
 
 _EPS = 1e-12
 
@@ -137,19 +138,6 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
     if not any(chunk) and not any(head):
         raise MescError("the package records neither latencies nor FLOPs; run 'mesc bench --record'")
     return Costs(chunk, head, unit="MFLOPs", source="flops", tail=tail)
-
-
-# ---------------------------------------------------------------------------------------------
-# mIoU from counts
-
-def miou(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
-    """Mean IoU over the last axis; classes whose union is 0 are left out."""
-    inter = np.asarray(inter, dtype=np.float64)
-    union = np.asarray(union, dtype=np.float64)
-    valid = union > 0
-    iou = np.where(valid, inter / np.where(valid, union, 1.0), 0.0)
-    n = valid.sum(-1)
-    return np.where(n > 0, iou.sum(-1) / np.maximum(n, 1), 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,21 +288,21 @@ class Searcher:
         Returns (cost (K,), mIoU (K,), counts (K, k)).
         """
         kept = list(kept)
-        k = len(kept)
+        n_kept = len(kept)
         passes = np.asarray(passes, dtype=bool)
-        K = passes.shape[0]
-        taken = np.zeros((K, self.n), dtype=bool)
-        inter = np.zeros((K, self.inter.shape[2]))
+        n_configs = passes.shape[0]
+        taken = np.zeros((n_configs, self.n), dtype=bool)
+        inter = np.zeros((n_configs, self.inter.shape[2]))
         union = np.zeros_like(inter)
-        counts = np.zeros((K, k))
-        for j, e in enumerate(kept):
-            new = ~taken if j == k - 1 else passes[:, j] & ~taken
-            m = new.astype(np.float64)
-            inter += m @ self.inter[:, e, :]
-            union += m @ self.union[:, e, :]
-            counts[:, j] = m.sum(1)
-            taken |= new
-        remaining = self.n - np.concatenate([np.zeros((K, 1)), np.cumsum(counts, 1)[:, :-1]], 1)
+        counts = np.zeros((n_configs, n_kept))
+        for slot, exit_index in enumerate(kept):
+            leaving = ~taken if slot == n_kept - 1 else passes[:, slot] & ~taken
+            leaving_f = leaving.astype(np.float64)
+            inter += leaving_f @ self.inter[:, exit_index, :]
+            union += leaving_f @ self.union[:, exit_index, :]
+            counts[:, slot] = leaving_f.sum(1)
+            taken |= leaving
+        remaining = self.n - np.concatenate([np.zeros((n_configs, 1)), np.cumsum(counts, 1)[:, :-1]], 1)
         cost = self.costs.expected(kept, remaining, counts, self.n)
         mi = miou(inter, union)
         self._record(cost, mi, subset_id)
@@ -334,34 +322,35 @@ class Searcher:
         difference (exit ``j`` minus exit ``t(n)``). Returns (cost (O,), mIoU (O,), counts (O, k)).
         """
         kept = list(kept)
-        k, n = len(kept), self.n
-        c = self.inter.shape[2]
-        idx = np.arange(n)
-        rows = {l: self.options[kept[l]].rows[choice[l]] for l in range(k - 1) if l != j}
-        pre = np.full(n, -1)
-        for l in range(j - 1, -1, -1):           # first passing exit before j
-            pre = np.where(rows[l], l, pre)
-        post = np.full(n, k - 1)
-        for l in range(k - 2, j, -1):            # first passing exit after j (else the final)
-            post = np.where(rows[l], l, post)
-        avail = pre < 0
-        a0 = np.where(avail, post, pre)          # assignment if nothing passes at j
-        ex0 = np.asarray(kept)[a0]
-        base_i = self.inter[idx, ex0].sum(0)
-        base_u = self.union[idx, ex0].sum(0)
-        base_c = np.bincount(a0, minlength=k).astype(np.float64)
-        d = np.zeros((n, 2 * c + k))
-        ej, et = kept[j], np.asarray(kept)[post]
-        d[:, :c] = self.inter[:, ej] - self.inter[idx, et]
-        d[:, c:2 * c] = self.union[:, ej] - self.union[idx, et]
-        d[idx, 2 * c + j] += 1.0
-        d[idx, 2 * c + post] -= 1.0
-        d[~avail] = 0.0
-        x = self.options[ej].rows_f @ d
-        inter = base_i + x[:, :c]
-        union = base_u + x[:, c:2 * c]
-        counts = base_c + x[:, 2 * c:]
-        remaining = n - np.concatenate([np.zeros((len(x), 1)), np.cumsum(counts, 1)[:, :-1]], 1)
+        n_kept, n = len(kept), self.n
+        n_classes = self.inter.shape[2]
+        images = np.arange(n)
+        rows = {slot: self.options[kept[slot]].rows[choice[slot]] for slot in range(n_kept - 1) if slot != j}
+        before = np.full(n, -1)
+        for slot in range(j - 1, -1, -1):        # first passing exit before j
+            before = np.where(rows[slot], slot, before)
+        after = np.full(n, n_kept - 1)
+        for slot in range(n_kept - 2, j, -1):    # first passing exit after j (else the final)
+            after = np.where(rows[slot], slot, after)
+        reach_j = before < 0
+        fallback = np.where(reach_j, after, before)  # where each image leaves if nothing passes at j
+        fallback_exit = np.asarray(kept)[fallback]
+        base_inter = self.inter[images, fallback_exit].sum(0)
+        base_union = self.union[images, fallback_exit].sum(0)
+        base_counts = np.bincount(fallback, minlength=n_kept).astype(np.float64)
+        # per image: what leaving at j instead of its later exit changes (inter | union | counts)
+        delta = np.zeros((n, 2 * n_classes + n_kept))
+        exit_j, exit_after = kept[j], np.asarray(kept)[after]
+        delta[:, :n_classes] = self.inter[:, exit_j] - self.inter[images, exit_after]
+        delta[:, n_classes:2 * n_classes] = self.union[:, exit_j] - self.union[images, exit_after]
+        delta[images, 2 * n_classes + j] += 1.0
+        delta[images, 2 * n_classes + after] -= 1.0
+        delta[~reach_j] = 0.0
+        change = self.options[exit_j].rows_f @ delta
+        inter = base_inter + change[:, :n_classes]
+        union = base_union + change[:, n_classes:2 * n_classes]
+        counts = base_counts + change[:, 2 * n_classes:]
+        remaining = n - np.concatenate([np.zeros((len(change), 1)), np.cumsum(counts, 1)[:, :-1]], 1)
         cost = self.costs.expected(kept, remaining, counts, n)
         mi = miou(inter, union)
         self._record(cost, mi, subset_id)
@@ -622,10 +611,10 @@ class Searcher:
                               seconds=time.perf_counter() - t0, evaluated=self.evaluated)
         if not feasible:
             cheapest = min(budgeted, key=lambda c: c.expected_cost)
-            cheapest_id = float(pts[:, 0].min()) if len(pts) else cheapest.expected_cost
+            cheapest_cost = float(pts[:, 0].min()) if len(pts) else cheapest.expected_cost
             raise InfeasibleBound(
                 f"no configuration meets --max-cost {max_cost:g} {self.costs.unit}: the cheapest "
-                f"expected cost found is {cheapest_id:.4g} {self.costs.unit} "
+                f"expected cost found is {cheapest_cost:.4g} {self.costs.unit} "
                 f"(every image at {cheapest.exits[0]}: {cheapest.expected_cost:.4g} {self.costs.unit}, "
                 f"mIoU {100 * cheapest.miou:.2f}%); the final exit alone costs "
                 f"{ref.expected_cost:.4g} {self.costs.unit}", result)
@@ -651,4 +640,4 @@ def search(inter, union, conf, costs: Costs, max_drop=None, max_cost=None, exit_
 
 
 __all__ = ["Costs", "Configuration", "SearchResult", "Searcher", "InfeasibleBound", "costs_from_package",
-           "miou", "pareto_front", "search"]
+           "pareto_front", "search"]

@@ -1,0 +1,7 @@
+"""Moved to :mod:`mesc.calibration.precision` (ort_chain, feeds, nodes); this old path warns
+and goes away in the next release."""
+
+from mesc.calibration._moved import forwarding as _forwarding
+
+__getattr__, __dir__ = _forwarding(__name__, "mesc.calibration.precision.ort_chain", "mesc.calibration.precision.feeds",
+                                   "mesc.calibration.precision.nodes")
