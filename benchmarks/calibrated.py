@@ -32,7 +32,7 @@ CALIB_SEED, TEST_SEED = 11, 12
 
 def _configure(pipe, cfg) -> None:
     """Apply a calibration Configuration to a live pipeline (what ``--write`` stores)."""
-    from mesc.calibration.report import exit_settings
+    from mesc.calibration.exits.manifest import exit_settings
 
     for name, th in exit_settings(cfg, pipe.exit_names).items():
         pipe.set_enabled(name, th is not None)
@@ -41,8 +41,7 @@ def _configure(pipe, cfg) -> None:
 
 
 def _run(pipe, images, masks, num_classes, exit=None) -> dict:
-    from mesc.calibration.memo import class_counts
-    from mesc.calibration.search import miou
+    from mesc.metrics import class_counts, miou
 
     inter = np.zeros(num_classes)
     union = np.zeros(num_classes)
@@ -59,8 +58,8 @@ def _run(pipe, images, masks, num_classes, exit=None) -> dict:
 
 def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | None = None,
             say=print) -> dict:
-    from mesc.calibration.memo import evaluate, load_calibration_set
-    from mesc.calibration.search import InfeasibleBound, Searcher, costs_from_package
+    from mesc.calibration.exits.memo import evaluate, load_calibration_set
+    from mesc.calibration.exits.search import InfeasibleBound, Searcher, costs_from_package
     from mesc.package import Package
     from mesc.runtime import load
 
@@ -137,7 +136,7 @@ def search_scale(images: int = 500, exits: int = 4, grid: int = 20, th_img_steps
                  bounds=(0.5, 1.0), seed: int = 0) -> dict:
     """Search time at the scale the issue names, on a constructed memo: per image a difficulty
     that lowers every exit's IoU and confidence, less so for deeper exits."""
-    from mesc.calibration.search import Costs, Searcher
+    from mesc.calibration.exits.search import Costs, Searcher
 
     rng = np.random.default_rng(seed)
     d = rng.uniform(0, 1, images)

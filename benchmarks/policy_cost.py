@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.benchmarks.harness import measure as time_calls, summarize
+from mesc.confidence_kinds import CONFIDENCE_KINDS
 
 
 def build_head(classes: int, height: int, width: int, stride: int, channels: int = 128, opset: int = 17,
@@ -155,7 +156,7 @@ def main(argv=None):
     ap.add_argument("--channels", type=int, default=128, help="feature channels of the built-in head")
     ap.add_argument("--strides", default="8", help="comma-separated output strides, e.g. 4,8")
     ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--confidence", choices=["top1", "entropy"], default="top1")
+    ap.add_argument("--confidence", choices=CONFIDENCE_KINDS, default="top1")
     ap.add_argument("--no-edge", action="store_true")
     ap.add_argument("--th-pix", type=float, default=0.7)
     ap.add_argument("--head", default=None, help="an exit-head ONNX file to use instead of the built-in head")

@@ -107,8 +107,8 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
         check_onnx_ops(onnx.load(str(pkg.path(rel)), load_external_data=False), version, rel)
     feeds = {}
     if plan.implicit_int8:
-        from mesc.calibration.chain import segment_inputs
-        from mesc.calibration.images import load_calibration_batches
+        from mesc.calibration.precision.feeds import segment_inputs
+        from mesc.calibration.precision.images import load_calibration_batches
 
         batches, _ = load_calibration_batches(calib_data, pkg.input, max_images=max_images)
         feeds = segment_inputs(pkg, batches)

@@ -7,6 +7,7 @@ import datetime
 import time
 
 from mesc import __version__
+from mesc.confidence_kinds import CONFIDENCE_KINDS
 from mesc.errors import ExportError
 from mesc.lazy import require
 from mesc.package import SCHEMA_VERSION, MANIFEST, Package, sha256_file, staging_dir, write_json_atomic
@@ -60,8 +61,8 @@ def _check_thresholds(opts):
         v = getattr(opts, key)
         if v is not None and not 0.0 <= v <= 1.0:
             raise ExportError(f"--{key.replace('_', '-')} must be in [0, 1], got {v}")
-    if opts.policy not in (None, "top1", "entropy"):
-        raise ExportError(f"policy must be 'top1', 'entropy' or None, got {opts.policy!r}")
+    if opts.policy is not None and opts.policy not in CONFIDENCE_KINDS:
+        raise ExportError(f"policy must be one of {CONFIDENCE_KINDS} or None, got {opts.policy!r}")
     if opts.policy_at not in ("output", "native"):
         raise ExportError(f"--policy-at must be 'output' or 'native', got {opts.policy_at!r}")
     if opts.policy_at == "native" and not opts.policy:

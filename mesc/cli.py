@@ -351,7 +351,7 @@ def calibrate_cmd(package, data, max_drop, max_cost, policy, report, plot, write
                   all_exits, th_img_steps, compare_policies, limit):
     """Choose exits and thresholds on a labelled set: least expected cost within an mIoU drop,
     or best mIoU within a cost."""
-    from mesc.calibration.report import calibrate, format_report
+    from mesc.calibration.exits import calibrate, format_report
 
     if th_img_steps < 2:
         raise MescError(f"--th-img-steps must be at least 2, got {th_img_steps}")

@@ -49,6 +49,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mesc.confidence_kinds import CONFIDENCE_KINDS
 from mesc.errors import MescError, PackageError
 
 SCHEMA_VERSION = 1
@@ -60,7 +61,6 @@ POLICY_AT = ("output", "native")
 # chunk: backbone; head: an exit's own layers and policy; tail: what only the exit's prediction
 # needs (final upsampling, labels), run only for the images that leave there
 SEGMENT_KINDS = ("chunk", "head", "tail")
-CONFIDENCE_KINDS = ("top1", "entropy")
 
 
 def sha256_file(path) -> str:

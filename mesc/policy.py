@@ -52,9 +52,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from mesc.confidence_kinds import CONFIDENCE_KINDS
 from mesc.errors import MescError
 
-CONFIDENCE_KINDS = ("top1", "entropy")
 LOGITS_SHAPE = "N x M x H x W (float32)"
 
 # Band medians are gathered in chunks of this many pixels so that the explicit reference stays
@@ -113,13 +113,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def pixel_confidence(logits, kind: str = "top1") -> np.ndarray:
     """Per-pixel confidence (N x H x W, float64): top-1 probability or 1 - H/log M."""
     logits = check_logits(logits)
+    return probability_confidence(softmax(logits), kind)
+
+
+def probability_confidence(p: np.ndarray, kind: str = "top1") -> np.ndarray:
+    """:func:`pixel_confidence` from class probabilities (N x M x H x W, the softmax already
+    taken), so that one softmax can serve both kinds."""
     check_confidence_kind(kind)
-    p = softmax(logits)
     if kind == "top1":
         return p.max(axis=1)
-    m = logits.shape[1]
+    m = p.shape[1]
     if m < 2:
-        raise MescError(f"entropy confidence needs at least 2 classes, logits have shape {logits.shape}")
+        raise MescError(f"entropy confidence needs at least 2 classes, logits have shape {p.shape}")
     # p log p -> 0 as p -> 0; np.where keeps exp underflow (p == 0) from producing nan.
     plogp = np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0)
     return 1.0 + plogp.sum(axis=1) / np.log(m)
@@ -214,14 +219,25 @@ def mess_confidence_fast(logits, th_pix: float, confidence: str = "top1", edge: 
     1(median(w) >= t) == 1(mean(1(w >= t)) >= 0.5), and box sums of integer counts are exact.
     For host-side evaluation (calibration search, the benchmark's host alternative)."""
     th_pix = _check_threshold("th_pix", th_pix)
-    ind = pixel_confidence(logits, confidence) >= th_pix
-    if edge:
+    band = edge_band_fast(predicted_labels(logits), stride) if edge else None
+    return mess_confidence_grid(pixel_confidence(logits, confidence), [th_pix], band, stride)[0]
+
+
+def mess_confidence_grid(conf: np.ndarray, th_pix_grid, band: np.ndarray | None = None,
+                         stride: int = 8) -> np.ndarray:
+    """c_img (G x N) at every ``th_pix`` of ``th_pix_grid`` from the per-pixel confidence
+    ``conf`` (N x H x W) and the edge band (N x H x W bool; None: no edge enhancement), by the
+    indicator rule of :func:`mess_confidence_fast`. Sweeping th_pix this way costs one box sum
+    per grid value instead of one softmax and one band per value."""
+    grid = np.asarray(th_pix_grid, dtype=np.float64)
+    ind = conf[None] >= grid.reshape(-1, *[1] * conf.ndim)
+    if band is not None and band.any():
         r = check_stride(stride)
-        band = edge_band_fast(predicted_labels(logits), r)
         k = 4 * r + 1
-        counts = box_sum(ind.astype(np.int64), 2 * r)
-        ind = np.where(band, 2 * counts > k * k, ind)
-    return ind.mean(axis=(1, 2))
+        # int32 holds any window count, (4*os+1)^2, and halves the memory of a whole grid
+        counts = box_sum(ind.astype(np.int32), 2 * r)
+        ind = np.where(band[None], 2 * counts > k * k, ind)
+    return ind.mean(axis=(-2, -1))
 
 
 def mess_exit(logits, th_pix: float, th_img: float, confidence: str = "top1", edge: bool = True,
@@ -244,8 +260,12 @@ def fft_magnitude(logits) -> np.ndarray:
     over all H*W coefficients, DC included. A constant map of value a scores exactly a; every
     spatial variation adds high-frequency magnitude.
     """
-    conf = pixel_confidence(logits, "top1")
-    return np.abs(np.fft.fft2(conf, axes=(1, 2))).mean(axis=(1, 2))
+    return confidence_fft_magnitude(pixel_confidence(logits, "top1"))
+
+
+def confidence_fft_magnitude(top1: np.ndarray) -> np.ndarray:
+    """:func:`fft_magnitude` from the top-1 probability map (N x H x W)."""
+    return np.abs(np.fft.fft2(top1, axes=(-2, -1))).mean(axis=(-2, -1))
 
 
 # ----------------------------------------------------------------------------------------------

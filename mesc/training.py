@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from mesc import data as mdata
 from mesc.errors import MescError, TrainError
+from mesc.metrics import confusion_matrix, miou_from_confusion
 
 IGNORE = mdata.IGNORE
 # The exporter writes this normalisation into the manifest unless the model carries its own, so
@@ -407,20 +408,6 @@ def predict_exits(model, images: np.ndarray, batch: int = 8) -> list[np.ndarray]
     return [np.concatenate(chunks) for chunks in per_exit]
 
 
-def confusion(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = IGNORE):
-    valid = target != ignore_index
-    idx = target[valid].astype(np.int64) * num_classes + pred[valid].astype(np.int64)
-    return np.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def miou_from_confusion(conf: np.ndarray) -> float:
-    """Mean IoU over the classes that occur in the labels or the predictions."""
-    tp = np.diag(conf).astype(np.float64)
-    union = conf.sum(0) + conf.sum(1) - tp
-    present = union > 0
-    return float((tp[present] / union[present]).mean()) if present.any() else float("nan")
-
-
 def evaluate(model, data_dir, batch: int = 8, progress: bool = False) -> dict:
     """Per-exit mIoU over a labelled folder, plus each image's pixel accuracy per exit.
 
@@ -432,7 +419,7 @@ def evaluate(model, data_dir, batch: int = 8, progress: bool = False) -> dict:
     labelled = data.masks != IGNORE
     num_classes = int(max(data.masks[labelled].max(initial=0),
                           max(int(p.max(initial=0)) for p in preds)) + 1)
-    miou = [miou_from_confusion(confusion(p, data.masks, num_classes)) for p in preds]
+    miou = [miou_from_confusion(confusion_matrix(p, data.masks, num_classes, IGNORE)) for p in preds]
     hits = [((p == data.masks) & labelled).sum((1, 2)) / np.maximum(labelled.sum((1, 2)), 1) for p in preds]
     return {"miou": miou, "pixel_acc": np.stack(hits), "difficulty": data.difficulty,
             "files": [str(f) for f in data.files]}

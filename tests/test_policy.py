@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 
 from mesc.errors import MescError
 from mesc.policy import (
+    CONFIDENCE_KINDS,
     ExitPolicy,
     OnnxDecisionPolicy,
     edge_band,
+    edge_band_fast,
     fft_magnitude,
     get_policy,
     list_policies,
@@ -21,6 +23,7 @@ from mesc.policy import (
     median_filter,
     mess_confidence,
     mess_confidence_fast,
+    mess_confidence_grid,
     mess_exit,
     pixel_confidence,
     predicted_labels,
@@ -89,7 +92,7 @@ def test_edge_band_is_the_clamped_window(labels, r):
 
 
 @BOUNDED
-@given(seed=st.integers(0, 2**31), stride=st.sampled_from([1, 2, 4, 8]), kind=st.sampled_from(["top1", "entropy"]),
+@given(seed=st.integers(0, 2**31), stride=st.sampled_from([1, 2, 4, 8]), kind=st.sampled_from(CONFIDENCE_KINDS),
        edge=st.booleans(), th=st.sampled_from([0.3, 0.5, 0.6, 0.9]))
 def test_fast_path_equals_reference(seed, stride, kind, edge, th):
     rng = np.random.default_rng(seed)
@@ -97,6 +100,21 @@ def test_fast_path_equals_reference(seed, stride, kind, edge, th):
     logits = rng.integers(-1, 2, shape).astype(np.float32)  # ties in argmax and in confidence
     assert np.array_equal(mess_confidence(logits, th, kind, edge, stride),
                           mess_confidence_fast(logits, th, kind, edge, stride))
+
+
+@BOUNDED
+@given(seed=st.integers(0, 2**31), stride=st.sampled_from([1, 2, 4]), kind=st.sampled_from(CONFIDENCE_KINDS),
+       edge=st.booleans())
+def test_grid_equals_reference_at_every_th_pix(seed, stride, kind, edge):
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(1, 3)), int(rng.integers(2, 5)), int(rng.integers(1, 24)), int(rng.integers(1, 24)))
+    logits = rng.integers(-1, 2, shape).astype(np.float32)
+    grid = [0.3, 0.5, 0.6, 0.9]
+    band = edge_band_fast(predicted_labels(logits), stride) if edge else None
+    got = mess_confidence_grid(pixel_confidence(logits, kind), grid, band, stride)
+    assert got.shape == (len(grid), shape[0])
+    for g, th in enumerate(grid):
+        assert np.array_equal(got[g], mess_confidence(logits, th, kind, edge, stride))
 
 
 def _logits_from_probs(p):

@@ -173,7 +173,7 @@ def test_cli_writes_json_plot_and_records_what_calibrate_reads(pkg_root, tmp_pat
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from mesc.calibration.search import costs_from_package
+    from mesc.calibration.exits.search import costs_from_package
     from mesc.cli import cli
 
     flops_costs = costs_from_package(Package.load(pkg_root))

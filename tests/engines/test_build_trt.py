@@ -30,7 +30,7 @@ def test_build_load_and_compare_with_onnxruntime(pkg, precision, atol):
     from polygraphy.backend.trt import TrtRunner
     from polygraphy.comparator import CompareFunc, Comparator
 
-    from mesc.calibration.chain import segment_inputs
+    from mesc.calibration.precision.feeds import segment_inputs
     from mesc.engines.build import build
     from mesc.runtime.backends.trt.compat import load_engine
 

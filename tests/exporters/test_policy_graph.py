@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from mesc.errors import MescError
 from mesc.exporters.policy_graph import append_policy
-from mesc.policy import mess_confidence, mess_pixel_indicator, pixel_confidence, predicted_labels
+from mesc.policy import CONFIDENCE_KINDS, mess_confidence, mess_pixel_indicator, pixel_confidence, predicted_labels
 
 # What TensorRT 8.5+ and ONNX Runtime both run on the GPU (Shape/Slice/Min/Sub/Concat: the
 # int64 shape arithmetic of the dynamic-size reflect pad only).
@@ -56,7 +56,7 @@ def cases(draw):
         x = rng.integers(-1, 2, (n, m, h, w)).astype(np.float32) * draw(st.sampled_from([1.0, 0.5, 3.0]))
     else:
         x = (rng.standard_normal((n, m, h, w)) * 2).astype(np.float32)
-    return dict(x=x, stride=stride, dynamic=dynamic, confidence=draw(st.sampled_from(["top1", "entropy"])),
+    return dict(x=x, stride=stride, dynamic=dynamic, confidence=draw(st.sampled_from(CONFIDENCE_KINDS)),
                 edge=draw(st.booleans()), pooling=draw(st.sampled_from(["shift", "pool"])), pick=draw(st.integers(0, 10**6)), side=draw(st.sampled_from([-1, 1])))
 
 

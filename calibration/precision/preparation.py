@@ -12,67 +12,15 @@ import shutil
 import tempfile
 import time
 
-import numpy as np
-
+from mesc.calibration.precision.accuracy import compare_exits
+from mesc.calibration.precision.feeds import segment_inputs
+from mesc.calibration.precision.images import load_calibration_batches
+from mesc.calibration.precision.nodes import exit_tails, named_nodes
 from mesc.errors import MescError
 from mesc.lazy import require
 from mesc.package import Package
 
 PREPARED = ("fp16", "int8")
-
-
-def exit_tails(pkg, model, seg) -> list[str]:
-    """Nodes of segment ``seg`` to keep FP32 and unquantised: the policy after the exit's logits."""
-    from mesc.calibration.chain import policy_tail
-
-    if seg["kind"] == "chunk":
-        return []
-    ex = next((ex for ex in pkg.exits if seg["name"] in (ex["segment"], ex.get("tail"))), None)
-    if ex is None:
-        return []
-    # the policy reads the native logits in the head (policy_at="native"), the labels the logits in the tail
-    logits = ex["logits"] if seg["kind"] == "tail" else (ex.get("policy_logits") or ex["logits"])
-    return policy_tail(model, logits)
-
-
-def miou(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean IoU of label map ``a`` against ``b`` over the classes either of them uses."""
-    ious = []
-    for c in np.union1d(np.unique(a), np.unique(b)):
-        inter = np.count_nonzero((a == c) & (b == c))
-        union = np.count_nonzero((a == c) | (b == c))
-        ious.append(inter / union)
-    return float(np.mean(ious)) if ious else 1.0
-
-
-def compare_exits(pkg, files: dict, batches, fake_quant: bool = False) -> dict:
-    """Per exit: label agreement and mIoU of the prepared graphs against FP32 labels, max logit error."""
-    from mesc.runtime.backends.onnxrt.chain import OrtChain
-
-    ref, test = OrtChain(pkg), OrtChain(pkg, files, fake_quant=fake_quant)
-    stats = {ex["name"]: {"agree": 0, "pixels": 0, "miou": [], "max_abs_logit_err": 0.0, "logit_scale": 0.0,
-                          "max_confidence_err": 0.0 if ex.get("confidence") else None}
-             for ex in pkg.exits}
-    for batch in batches:
-        a, b = ref.run(batch), test.run(batch)
-        for ex in pkg.exits:
-            s = stats[ex["name"]]
-            la, lb = a[ex["logits"]], b[ex["logits"]].astype(np.float32)
-            ya, yb = la.argmax(1), lb.argmax(1)
-            s["agree"] += int(np.count_nonzero(ya == yb))
-            s["pixels"] += ya.size
-            s["miou"].extend(miou(yb[i], ya[i]) for i in range(ya.shape[0]))
-            s["max_abs_logit_err"] = max(s["max_abs_logit_err"], float(np.max(np.abs(la - lb))))
-            s["logit_scale"] = max(s["logit_scale"], float(np.max(np.abs(la))))
-            if ex.get("confidence"):
-                err = float(np.max(np.abs(a[ex["confidence"]].astype(np.float32) - b[ex["confidence"]])))
-                s["max_confidence_err"] = max(s["max_confidence_err"], err)
-    return {name: {"agreement": round(s["agree"] / max(s["pixels"], 1), 5),
-                   "miou": round(float(np.mean(s["miou"])), 5),
-                   "max_abs_logit_err": round(s["max_abs_logit_err"], 5),
-                   "logit_scale": round(s["logit_scale"], 5),
-                   "max_confidence_err": None if s["max_confidence_err"] is None else round(s["max_confidence_err"], 5)}
-            for name, s in stats.items()}
 
 
 def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax", max_images: int = 64,
@@ -83,9 +31,6 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
     gives the accuracy check for both; FP16 without images is prepared unchecked.
     """
     onnx = require("onnx")
-    from mesc.calibration.chain import named_nodes, segment_inputs
-    from mesc.calibration.images import load_calibration_batches
-
     say = progress or (lambda msg: None)
     pkg = Package.load(package)
     bad = [p for p in precisions if p not in PREPARED]
@@ -111,11 +56,11 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
                 named_nodes(model, seg["name"])
                 tail = exit_tails(pkg, model, seg)
                 if prec == "fp16":
-                    from mesc.calibration.fp16 import to_fp16
+                    from mesc.calibration.precision.fp16 import to_fp16
 
                     out = to_fp16(model, tail, where)
                 else:
-                    from mesc.calibration.int8 import check_qdq, quantize_segment
+                    from mesc.calibration.precision.int8 import check_qdq, quantize_segment
 
                     out = quantize_segment(model, feeds[seg["name"]], tail, method, where)
                     counts[seg["name"]] = check_qdq(out, tail, where)
@@ -154,3 +99,6 @@ def format_report(results: dict) -> str:
         if not e["accuracy"]:
             lines.append("  accuracy not checked (no --calib-data)")
     return "\n".join(lines)
+
+
+__all__ = ["PREPARED", "prepare", "format_report"]

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mesc.calibration.search import Costs, InfeasibleBound, Searcher, costs_from_package, miou, pareto_front
+from mesc.calibration.exits.search import Costs, InfeasibleBound, Searcher, costs_from_package, pareto_front
 from mesc.errors import MescError
 from mesc.package import Package
 
@@ -181,8 +181,7 @@ def test_range_policy_and_single_score():
     assert 0.2 < lo <= 0.5 and 0.6 <= hi < 0.9
 
 
-def test_miou_skips_absent_classes_and_pareto():
-    assert miou(np.array([5.0, 0.0, 1.0]), np.array([10.0, 0.0, 4.0])) == pytest.approx((0.5 + 0.25) / 2)
+def test_pareto():
     pts = np.array([[1.0, 0.5], [2.0, 0.4], [2.0, 0.7], [3.0, 0.7], [0.5, 0.1]])
     assert pareto_front(pts).tolist() == [4, 0, 2]
 

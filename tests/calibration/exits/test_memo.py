@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "exporters"))
+from mesc.policy import CONFIDENCE_KINDS
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "exporters"))
 
 GRID = [0.2, 0.25, 0.3, 0.35, 0.4, 0.5]
 
@@ -30,8 +32,8 @@ def toy(tmp_path_factory):
 
 def _measure(pkg_dir, data, cfg):
     """Run the runtime input-dependently with the configuration's thresholds."""
-    from mesc.calibration.memo import class_counts, load_calibration_set
-    from mesc.calibration.search import miou
+    from mesc.calibration.exits.memo import load_calibration_set
+    from mesc.metrics import class_counts, miou
     from mesc.runtime import load
 
     pipe = load(pkg_dir, backend="onnxruntime")
@@ -50,8 +52,8 @@ def _measure(pkg_dir, data, cfg):
 
 
 def test_memo_predicts_the_runtime(toy, tmp_path):
-    from mesc.calibration.memo import Memo, evaluate
-    from mesc.calibration.search import Costs, Searcher
+    from mesc.calibration.exits.memo import Memo, evaluate
+    from mesc.calibration.exits.search import Costs, Searcher
     pkg_dir, data = toy
     cache = tmp_path / "memo.npz"
     memo = evaluate(pkg_dir, data, th_pix_grid=GRID, cache=cache)
@@ -89,7 +91,7 @@ def _write(folder, name, image, mask=None):
 
 
 def test_bad_calibration_data(tmp_path):
-    from mesc.calibration.memo import load_calibration_set
+    from mesc.calibration.exits.memo import load_calibration_set
     from mesc.errors import MescError
 
     img = np.zeros((32, 64, 3), np.uint8)
@@ -168,8 +170,8 @@ DEMO_TOLERANCE_PP = 1.5
 def test_demo_calibration_holds_on_a_separate_split(tmp_path_factory):
     pytest.importorskip("torch")
     from mesc import models
-    from mesc.calibration.memo import evaluate
-    from mesc.calibration.search import Searcher, costs_from_package
+    from mesc.calibration.exits.memo import evaluate
+    from mesc.calibration.exits.search import Searcher, costs_from_package
     from mesc.data import generate
     from mesc.exporters.export import ExportOptions, export
 
@@ -191,10 +193,10 @@ def test_demo_calibration_holds_on_a_separate_split(tmp_path_factory):
         assert held.expected_cost <= s_test.reference().expected_cost
 
 
-@pytest.mark.parametrize("kind", ["top1", "entropy"])
+@pytest.mark.parametrize("kind", CONFIDENCE_KINDS)
 def test_image_stats_match_the_policy_reference(kind):
     from mesc import policy
-    from mesc.calibration.memo import image_stats
+    from mesc.calibration.exits.memo import image_stats
 
     rng = np.random.default_rng(1)
     logits = (rng.normal(0, 1, (4, 6, 6)).repeat(4, 1).repeat(4, 2) * 3 + rng.normal(0, 0.3, (4, 24, 24)))

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from mesc.calibration.chain import policy_tail
-from mesc.calibration.fp16 import to_fp16
-from mesc.calibration.int8 import check_qdq
+from mesc.calibration.precision.fp16 import to_fp16
+from mesc.calibration.precision.int8 import check_qdq
+from mesc.calibration.precision.nodes import policy_tail
 from mesc.errors import MescError
 from mesc.package import Package
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "exporters"))
+sys.path.insert(0, str(Path(__file__).parents[2] / "exporters"))
 import toy_models  # noqa: E402
 
 # Stated bars (16 images, random-weight toy model; measured 0.9996+/0.989+ agreement):
@@ -142,7 +142,7 @@ def _head_with_policy():
 def test_policy_tail_stays_fp32_and_unquantised():
     import onnxruntime as ort
 
-    from mesc.calibration.int8 import quantize_segment
+    from mesc.calibration.precision.int8 import quantize_segment
 
     m = _head_with_policy()
     tail = policy_tail(m, "e_logits")
@@ -191,7 +191,8 @@ def test_bad_calibration_images_are_named(tmp_path, prepared):
 
 
 def test_failed_preparation_leaves_package_untouched(tmp_path, prepared, images, monkeypatch):
-    from mesc.calibration import int8, precision
+    from mesc.calibration import precision
+    from mesc.calibration.precision import int8
 
     pkg = tmp_path / "pkg"
     shutil.copytree(prepared.root, pkg)

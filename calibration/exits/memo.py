@@ -1,0 +1,269 @@
+"""Memoised evaluation: run every exit of a package once over a labelled calibration set.
+
+The images go through the package's own ONNX segments with the mesc runtime in *anytime* mode
+(every exit in turn, the logits and the in-graph labels brought back), so the labels scored
+here are exactly those the runtime returns. Per image and exit the memo keeps:
+
+* ``inter`` / ``union`` (N x E x C, int64): per-class pixel intersection and union against the
+  mask (255 = ignore). Counts add over images, so the mIoU of any assignment of images to exits
+  follows from sums (see :mod:`mesc.calibration.exits.search`).
+* ``scores["mess"]`` (N x E x G): the MESS image confidence ``c_img`` at every ``th_pix`` of the
+  grid, with the exit's own policy settings from the manifest (confidence kind, edge band,
+  stride). Computed on the host from the logits with the reference rule of :mod:`mesc.policy`
+  (for an odd window, ``median >= t`` iff ``more than half the window >= t``, so one box sum of
+  the indicator per grid value gives the edge-enhanced count exactly). The in-graph value at the
+  manifest's ``th_pix`` is compared with it; the largest difference is kept in
+  ``meta["conf_check_max_abs"]`` (0 or one pixel's worth where a float32 confidence sits on
+  the threshold).
+* ``scores["mean_top1"]``, ``scores["mean_entropy"]``, ``scores["fft"]`` (N x E): the thesis'
+  single-score policies, so that they are calibrated on the same images and terms.
+
+Everything is cached in an ``.npz`` keyed by the package's file checksums and policy settings,
+the data files (paths, sizes, modification times), the grid and the resize flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mesc.errors import MescError
+from mesc.metrics import class_counts, miou
+from mesc.policy import (
+    confidence_fft_magnitude,
+    edge_band_fast,
+    mess_confidence_grid,
+    probability_confidence,
+    softmax,
+)
+
+MEMO_VERSION = 1
+# 20 th_pix values: coarse where top-1 confidences are rare, fine near 1 where they pile up.
+DEFAULT_TH_PIX_GRID = tuple(np.round(np.concatenate([np.linspace(0.5, 0.95, 14),
+                                                     [0.96, 0.97, 0.98, 0.99, 0.995, 0.999]]), 4).tolist())
+POLICIES = ("mess", "mean_top1", "mean_entropy", "fft")
+
+
+@dataclass
+class Memo:
+    exits: list
+    num_classes: int
+    th_pix_grid: np.ndarray
+    inter: np.ndarray
+    union: np.ndarray
+    scores: dict
+    images: list
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.images)
+
+    def conf(self, policy: str = "mess") -> np.ndarray:
+        """The policy's scores as N x E x G (G = 1 for single-score policies)."""
+        if policy not in self.scores:
+            raise MescError(f"unknown policy {policy!r}; calibrated policies: {sorted(self.scores)}")
+        s = self.scores[policy]
+        return s if s.ndim == 3 else s[:, :, None]
+
+    def miou(self, exit_index) -> float:
+        """mIoU of one exit over every image (the budgeted setting)."""
+        return float(miou(self.inter[:, exit_index].sum(0), self.union[:, exit_index].sum(0)))
+
+    def subset(self, rows) -> "Memo":
+        rows = np.asarray(rows)
+        return Memo(self.exits, self.num_classes, self.th_pix_grid, self.inter[rows], self.union[rows],
+                    {k: v[rows] for k, v in self.scores.items()}, [self.images[i] for i in rows], dict(self.meta))
+
+    # persistence -------------------------------------------------------------------------
+    def save(self, path) -> None:
+        path = Path(path)
+        meta = dict(self.meta, exits=self.exits, num_classes=self.num_classes, images=self.images,
+                    memo_version=MEMO_VERSION)
+        arrays = {"inter": self.inter, "union": self.union, "th_pix_grid": self.th_pix_grid,
+                  **{f"score_{k}": v for k, v in self.scores.items()}}
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path) -> "Memo":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                scores = {k[len("score_"):]: z[k] for k in z.files if k.startswith("score_")}
+                return cls(meta.pop("exits"), meta.pop("num_classes"), z["th_pix_grid"], z["inter"], z["union"],
+                           scores, meta.pop("images"), meta)
+        except (OSError, KeyError, ValueError) as err:
+            raise MescError(f"cannot read calibration cache {path}: {err}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# per-image statistics
+
+def image_stats(logits: np.ndarray, labels: np.ndarray, grid, policy: dict) -> dict:
+    """Everything the memo keeps from one exit's logits (M x H x W), with one softmax and one
+    edge band: the MESS grid and the single scores, by the functions of :mod:`mesc.policy`."""
+    p = softmax(logits[None])
+    top1 = probability_confidence(p, "top1")
+    ent = probability_confidence(p, "entropy")
+    conf = top1 if policy.get("confidence", "top1") == "top1" else ent
+    edge, stride = policy.get("edge", True), policy.get("stride", 8)
+    band = edge_band_fast(labels[None], stride) if edge else None
+    out = {"mess": mess_confidence_grid(conf, grid, band, stride)[:, 0],
+           "mean_top1": float(top1.mean()), "mean_entropy": float(ent.mean()),
+           "fft": float(confidence_fft_magnitude(top1)[0])}
+    if policy.get("th_pix") is not None:
+        out["at_th_pix"] = float(mess_confidence_grid(conf, [policy["th_pix"]], band, stride)[0, 0])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# reading the calibration set
+
+def _resize(arr: np.ndarray, hw, nearest: bool) -> np.ndarray:
+    from PIL import Image
+
+    im = Image.fromarray(arr)
+    return np.asarray(im.resize((hw[1], hw[0]), Image.NEAREST if nearest else Image.BILINEAR))
+
+
+def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False, limit: int | None = None):
+    """``[(name, image HxWx3 uint8, mask HxW uint8)]`` checked against the package.
+
+    Refuses (MescError): images without masks (named), mask ids that are not classes of the
+    model (other than 255), and images of another size than the package input unless ``resize``.
+    """
+    from mesc.data import load_pair, read_folder
+
+    pairs = read_folder(data_dir, require_masks=True)
+    if limit is not None:
+        pairs = pairs[:limit]
+    h, w = size
+    out = []
+    for img_path, mask_path in pairs:
+        image, mask = load_pair(img_path, mask_path)
+        if image.shape[:2] != (h, w):
+            if not resize:
+                raise MescError(f"image {img_path} is {image.shape[1]}x{image.shape[0]} (WxH) but the package "
+                                f"takes {w}x{h}; pass --resize to resize images (bilinear) and masks (nearest)")
+            image, mask = _resize(image, (h, w), False), _resize(mask, (h, w), True)
+        ids = np.unique(mask)
+        bad = ids[(ids != 255) & (ids >= num_classes)]
+        if bad.size:
+            raise MescError(f"mask {mask_path} holds class ids {bad.tolist()} but the model has {num_classes} "
+                            f"classes (ids 0..{num_classes - 1}; 255 marks ignored pixels)")
+        out.append((str(img_path), image, mask))
+    return out
+
+
+def _cache_key(pkg, data_pairs_stat, grid, resize) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": MEMO_VERSION, "files": pkg.manifest["files"],
+                         "policy": [{k: e["policy"].get(k) for k in ("confidence", "edge", "stride", "at")}
+                                    for e in pkg.exits],
+                         "grid": [float(g) for g in grid], "resize": bool(resize), "data": data_pairs_stat},
+                        sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _data_stat(data_dir, limit):
+    from mesc.data import read_folder
+
+    pairs = read_folder(data_dir, require_masks=True)
+    if limit is not None:
+        pairs = pairs[:limit]
+    return [[str(p), p.stat().st_size, p.stat().st_mtime_ns, str(m), m.stat().st_size, m.stat().st_mtime_ns]
+            for p, m in pairs]
+
+
+# ---------------------------------------------------------------------------------------------
+# the evaluation
+
+def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: int = 8, cache=None,
+             progress: bool = False, limit: int | None = None, threads: int | None = None) -> Memo:
+    """Run every exit of ``package`` (a directory or a loaded Package) over ``data_dir`` once.
+
+    ``cache``: an ``.npz`` path; reused when its key matches (package files and policy, data
+    files, grid, resize), else (re)written.
+    """
+    from mesc.package import Package
+
+    pkg = package if isinstance(package, Package) else Package.load(package)
+    grid = np.asarray(DEFAULT_TH_PIX_GRID if th_pix_grid is None else th_pix_grid, dtype=np.float64)
+    if grid.ndim != 1 or not len(grid) or not ((grid >= 0) & (grid <= 1)).all():
+        raise MescError(f"th_pix grid must be values in [0, 1], got {grid.tolist()}")
+    classes = {ex["num_classes"] for ex in pkg.exits}
+    if len(classes) != 1:
+        raise MescError(f"the package's exits disagree on the number of classes: {sorted(classes)}")
+    num_classes = classes.pop()
+    _, c, h, w = pkg.input["shape"]
+
+    key = None
+    if cache is not None:
+        key = _cache_key(pkg, _data_stat(data_dir, limit), grid, resize)
+        if Path(cache).is_file():
+            try:
+                memo = Memo.load(cache)
+                if memo.meta.get("key") == key:
+                    memo.meta["cached"] = True
+                    return memo
+            except MescError:
+                pass
+
+    data = load_calibration_set(data_dir, (h, w), num_classes, resize=resize, limit=limit)
+    from mesc.runtime import load as load_runtime
+
+    options = {} if threads is None else {"threads": threads}
+    pipe = load_runtime(pkg.root, backend="onnxruntime", device="cpu", **options)
+    exits = pipe.exit_names
+    e_count, n = len(exits), len(data)
+    inter = np.zeros((n, e_count, num_classes), np.int64)
+    union = np.zeros_like(inter)
+    scores = {"mess": np.zeros((n, e_count, len(grid))),
+              **{k: np.zeros((n, e_count)) for k in ("mean_top1", "mean_entropy", "fft")}}
+    check = 0.0
+    pol = [pkg.policy(e) for e in exits]
+    steps = range(0, n, batch)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc="calibrate: run exits", unit="img")
+    try:
+        for s in steps:
+            part = data[s:s + batch]
+            rows = range(s, s + len(part))
+            for e, results in enumerate(pipe.anytime([im for _, im, _ in part], logits=True, all_exits=True)):
+                p = pol[e]
+                for i, r, (_, _, mask) in zip(rows, results, part):
+                    inter[i, e], union[i, e] = class_counts(r.labels, mask, num_classes)
+                    if r.policy_logits is None:
+                        st = image_stats(np.asarray(r.logits, dtype=np.float32), r.labels, grid, p)
+                    else:  # the policy reads the exit's native-resolution logits
+                        native = np.asarray(r.policy_logits, dtype=np.float32)
+                        st = image_stats(native, native.argmax(0), grid, p)
+                    for k in scores:
+                        scores[k][i, e] = st[k]
+                    graph = r.confidences.get(exits[e])
+                    if graph is not None and "at_th_pix" in st:
+                        check = max(check, abs(float(graph) - st["at_th_pix"]))
+            if bar is not None:
+                bar.update(len(part))
+    finally:
+        if bar is not None:
+            bar.close()
+        pipe.close()
+    meta = {"package": str(pkg.root), "data": str(data_dir), "resize": bool(resize),
+            "conf_check_max_abs": check, "pixels": int(h * w), "key": key, "cached": False}
+    memo = Memo(exits, num_classes, grid, inter, union, scores, [name for name, _, _ in data], meta)
+    if cache is not None:
+        memo.save(cache)
+    return memo
+
+
+__all__ = ["Memo", "evaluate", "load_calibration_set", "image_stats", "DEFAULT_TH_PIX_GRID", "POLICIES"]

@@ -1,0 +1,169 @@
+"""The calibration report: the JSON record, its text summary and the Pareto plot."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+
+
+def load_pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or the error naming the plot extra."""
+    from mesc.lazy import require
+
+    mpl = require("matplotlib", extra="plot", purpose="--plot")
+    mpl.use("Agg")
+    return require("matplotlib.pyplot", extra="plot", purpose="--plot")
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+def _cfg(c) -> dict:
+    return None if c is None else c.to_dict()
+
+
+def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
+    front = result.pareto()
+    names = {i: [memo.exits[e] for e in s] for i, s in enumerate(result.subsets)}
+    pts = result.points
+    best, ref = result.best, result.reference
+    rep = {
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "package": str(pkg.root),
+        "data": str(data),
+        "images": memo.n,
+        "policy": policy,
+        "objective": result.objective,
+        "bound": result.bound,
+        "cost": {"unit": costs.unit, "source": costs.source, "chunk": costs.chunk.tolist(),
+                 "head": costs.head.tolist(), "tail": costs.tail.tolist(), "exits": memo.exits,
+                 "model_index": [pkg.exit(e).get("index", i) for i, e in enumerate(memo.exits)]},
+        "chosen": _cfg(best),
+        "final_only": _cfg(ref),
+        "saving": 1.0 - best.expected_cost / ref.expected_cost if ref.expected_cost else 0.0,
+        "miou_drop_pp": 100.0 * (ref.miou - best.miou),
+        "budgeted": [_cfg(c) for c in result.budgeted],
+        "budgeted_best": _cfg(result.budgeted_best),
+        "anytime": result.anytime,
+        "anytime_best": result.anytime_best,
+        "pareto": [{"cost": float(pts[i, 0]), "miou": float(pts[i, 1]),
+                    "exits": names.get(int(result.point_subsets[i]), "budgeted")} for i in front],
+        "search": {"seconds": round(result.seconds, 3), "evaluated": int(result.evaluated),
+                   "exhaustive": {"+".join(memo.exits[e] for e in k): v for k, v in result.exhaustive.items()}},
+        "memo": {"th_pix_grid": [float(g) for g in memo.th_pix_grid], "cached": bool(memo.meta.get("cached")),
+                 "conf_check_max_abs": memo.meta.get("conf_check_max_abs")},
+    }
+    if compare:
+        rep["other_policies"] = {p: {"chosen": _cfg(r.best), "seconds": round(r.seconds, 3)}
+                                 for p, r in compare.items() if r is not None}
+    return rep
+
+
+def format_report(rep: dict) -> str:
+    unit = rep["cost"]["unit"]
+    ref, best = rep["final_only"], rep["chosen"]
+    pct = lambda x: f"{100 * x:.2f}%"  # noqa: E731
+    lines = [
+        f"calibration set  {rep['images']} images from {rep['data']}; policy {rep['policy']}; "
+        f"costs from {rep['cost']['source']} ({unit})",
+        f"final exit only  expected cost {ref['expected_cost']:.4g} {unit}, mIoU {pct(ref['miou'])}",
+        f"chosen           exits {', '.join(best['exits'])}: expected cost {best['expected_cost']:.4g} {unit} "
+        f"({-100 * rep['saving']:+.1f}%), mIoU {pct(best['miou'])} ({-rep['miou_drop_pp']:+.2f} pp)",
+        "",
+    ]
+    rows = [("exit", "kept", "th_pix", "th_img", "leaves here")]
+    kept = set(best["exits"])
+    for name in rep["cost"]["exits"]:
+        if name not in kept:
+            rows.append((name, "no", "-", "-", "-"))
+            continue
+        th = best["thresholds"].get(name) or {}
+        if name == best["exits"][-1]:
+            tp, ti = "-", "(rest)"
+        elif rep["policy"] == "fft":
+            tp, ti = "-", f"[{th.get('lo', 0):.4g}, {th.get('hi', 0):.4g}]"
+        else:
+            tp = "-" if best["th_pix"].get(name) is None else f"{best['th_pix'][name]:.4g}"
+            ti = "never" if best["th_img"].get(name) is None else f"{best['th_img'][name]:.4f}"
+        rows.append((name, "yes", tp, ti, pct(best["exit_fraction"][name])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines += ["", "budgeted (always one exit):  " + "   ".join(
+        f"{c['exits'][0]} {c['expected_cost']:.4g} {unit} {pct(c['miou'])}" for c in rep["budgeted"])]
+    lines += ["anytime (all heads up to):    " + "   ".join(
+        f"{a['exit']} {a['cost']:.4g} {unit} {pct(a['miou'])}" for a in rep["anytime"])]
+    bb = rep.get("budgeted_best")
+    lines += ["best single exit under the bound: " + ("none" if bb is None else
+              f"{bb['exits'][0]} ({bb['expected_cost']:.4g} {unit}, mIoU {pct(bb['miou'])})")]
+    if rep["objective"] == "max-cost":
+        ab = rep.get("anytime_best")
+        lines += ["anytime within the cost reaches:  " + ("no exit" if ab is None else
+                  f"{ab['exit']} ({ab['cost']:.4g} {unit}, mIoU {pct(ab['miou'])})")]
+    for p, r in (rep.get("other_policies") or {}).items():
+        c = r["chosen"]
+        lines.append(f"policy {p:<13s}  exits {', '.join(c['exits'])}: expected cost {c['expected_cost']:.4g} {unit}, "
+                     f"mIoU {pct(c['miou'])}")
+    if best["exits"] == ref["exits"]:
+        lines.append("note             no input-dependent configuration beats the final exit alone within the bound")
+    dropped = [e for e in rep["cost"]["exits"] if e not in kept]
+    if dropped:
+        pos = rep["cost"].get("model_index") or list(range(len(rep["cost"]["exits"])))
+        kept_indices = ",".join(str(pos[rep["cost"]["exits"].index(e)]) for e in best["exits"])
+        lines.append(f"note             dropped exits ({', '.join(dropped)}) save their heads only where the runtime skips "
+                     f"exits marked \"enabled\": false; the exact instance is 'mesc export --exits {kept_indices}' with "
+                     f"these thresholds")
+    s = rep["search"]
+    ex = sum(s["exhaustive"].values())
+    lines += [f"search           {s['seconds']:.2f} s, {s['evaluated']} configurations evaluated, "
+              f"{ex} of {len(s['exhaustive'])} exit subsets exhaustively"]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# plot
+
+def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 20000) -> None:
+    """Expected cost vs mIoU: every evaluated configuration, the Pareto front, the single exits,
+    the final exit alone, and the chosen configuration."""
+    plt = load_pyplot()
+    pts = result.points
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    if len(pts) > max_points:
+        sel = np.random.default_rng(0).choice(len(pts), max_points, replace=False)
+        cloud = pts[sel]
+    else:
+        cloud = pts
+    ax.scatter(cloud[:, 0], 100 * cloud[:, 1], s=4, c="0.6", alpha=0.5, lw=0, label="evaluated configurations")
+    front = pts[result.pareto()]
+    ax.step(front[:, 0], 100 * front[:, 1], where="post", c="tab:blue", lw=1.2, label="Pareto front")
+    b = np.array([[c.expected_cost, c.miou] for c in result.budgeted])
+    ax.scatter(b[:, 0], 100 * b[:, 1], marker="s", c="tab:green", s=30, zorder=3, label="single exit (budgeted)")
+    ref, best = result.reference, result.best
+    ax.scatter([ref.expected_cost], [100 * ref.miou], marker="*", c="k", s=120, zorder=4, label="final exit only")
+    for pol, r in (compare or {}).items():
+        if r is not None:
+            ax.scatter([r.best.expected_cost], [100 * r.best.miou], marker="x", s=50, zorder=4, label=f"{pol} policy")
+    ax.scatter([best.expected_cost], [100 * best.miou], marker="o", facecolors="none", edgecolors="tab:red",
+               s=160, lw=2, zorder=5, label=f"chosen ({'+'.join(best.exits)})")
+    if result.objective == "max-drop":
+        ax.axhline(100 * result.bound, c="tab:red", ls=":", lw=1, label="mIoU bound")
+    else:
+        ax.axvline(result.bound, c="tab:red", ls=":", lw=1, label="cost bound")
+    lo = min(100 * float(front[:, 1].min()), 100 * best.miou) - 1
+    ax.set_ylim(max(lo, 100 * float(pts[:, 1].min()) - 1), 100 * float(pts[:, 1].max()) + 0.5)
+    ax.set_xlabel(f"expected cost ({best.unit})")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+__all__ = ["build_report", "format_report", "plot_pareto", "load_pyplot"]

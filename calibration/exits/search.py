@@ -1,0 +1,643 @@
+"""Exit and threshold search over memoised per-exit results (``mesc calibrate``).
+
+Everything here is numpy on small arrays that :mod:`mesc.calibration.exits.memo` filled once:
+
+* ``inter[n, e, c]`` / ``union[n, e, c]``: pixel counts of class ``c`` for image ``n`` had it
+  taken exit ``e``. Counts add over pixels, so the mIoU of any assignment of images to exits is
+  ``mean_c sum_n inter[n, a(n), c] / sum_n union[n, a(n), c]`` (classes with a zero union are
+  left out of the mean). It is *not* a sum of per-image terms, so it is always evaluated from
+  the summed counts, never approximated.
+* ``conf[n, e, g]``: the image confidence ``c_img`` of image ``n`` at exit ``e`` for the policy's
+  ``g``-th setting (for MESS, ``c_img`` at ``th_pix = grid[g]``; for single-score policies
+  ``G = 1``). Image ``n`` leaves at exit ``e`` when ``conf[n, e, g] >= th_img``.
+
+Cost (MESS Table 1): for kept exits ``s_1 < ... < s_k`` (``s_k`` the final exit),
+``cost = sum_j p(j-1) * (chunks(s_{j-1}, s_j] + head(s_j))``, ``p(0) = 1``, ``p(j)`` the fraction
+of images still running after the ``j``-th kept exit. A dropped exit's chunk still runs (it is
+part of the next kept exit's backbone); only its head disappears.
+
+The search, per kept-exit subset (always holding the final exit):
+
+1. Each non-final exit's options are the pairs (grid index ``g``, ``th_img``); ``th_img`` runs
+   over up to ``th_img_steps`` thresholds placed *between* distinct observed ``c_img`` values at
+   evenly spaced pass fractions, so every threshold is as far as possible from a calibration
+   value. Options with the same pass set are merged (they are the same decision on this set).
+2. If the product of the kept exits' option counts is at most ``exhaustive_limit``, every
+   combination is evaluated (exact optimum over the grid).
+3. Otherwise: coordinate descent, each step evaluating *all* options of one exit with the
+   others fixed, to a fixed point; run as a homotopy over the bound (a quarter, half, ...,
+   all of the allowed drop or cost reduction) so that the first exits do not take all the slack,
+   from two exit orders. The result is coordinate-wise optimal: no change of one exit's
+   (th_pix, th_img) improves it. Exact evaluation, heuristic optimisation.
+
+Every evaluated point (expected cost, mIoU) is kept for the Pareto plot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from mesc.errors import MescError
+from mesc.metrics import miou
+
+_EPS = 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# costs
+
+@dataclass
+class Costs:
+    """Per-exit cost: ``chunk[e]`` = backbone segments first needed by exit ``e``, ``head[e]``."""
+
+    chunk: np.ndarray
+    head: np.ndarray
+    unit: str = "MFLOPs"
+    source: str = "flops"
+    # per exit: what runs only for the images leaving there (its tail segment: upsampling, labels)
+    tail: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.chunk = np.asarray(self.chunk, dtype=np.float64)
+        self.head = np.asarray(self.head, dtype=np.float64)
+        self.tail = np.zeros_like(self.head) if self.tail is None else np.asarray(self.tail, dtype=np.float64)
+        if self.chunk.shape != self.head.shape or self.chunk.ndim != 1:
+            raise MescError("costs: chunk and head must be 1-d arrays of the same length")
+
+    def subset_segment_costs(self, kept) -> np.ndarray:
+        """Cost of reaching kept exit j from kept exit j-1 and running its head."""
+        kept = list(kept)
+        out, prev = [], -1
+        for e in kept:
+            out.append(self.chunk[prev + 1: e + 1].sum() + self.head[e])
+            prev = e
+        return np.asarray(out)
+
+    def budgeted(self, e: int) -> float:
+        """Cost of always taking exit ``e`` (only its head runs)."""
+        return float(self.chunk[: e + 1].sum() + self.head[e] + self.tail[e])
+
+    def anytime(self, e: int) -> float:
+        """Cost of running every exit in turn up to and including ``e``."""
+        return float(self.chunk[: e + 1].sum() + self.head[: e + 1].sum() + self.tail[: e + 1].sum())
+
+    def expected(self, kept, remaining, counts, n: int) -> np.ndarray:
+        """MESS expected cost: every image still undecided before kept exit j pays its chunk and
+        head; only the images leaving at j pay its tail."""
+        kept = list(kept)
+        return (remaining / n) @ self.subset_segment_costs(kept) + (counts / n) @ self.tail[kept]
+
+
+def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
+    """Per-exit costs from a :class:`mesc.package.Package`.
+
+    Measured latencies (``manifest["latency"][key][segment]``, ms, written by
+    ``mesc bench --record``) are used when present for every segment, else FLOPs (as MFLOPs).
+    ``latency_key`` picks among several recorded backends/devices (default: the only one, or
+    the first in sorted order).
+    """
+    lat_all = pkg.manifest.get("latency") or {}
+    lat, key = None, None
+    if latency_key is not None:
+        if latency_key not in lat_all:
+            raise MescError(f"no latency recorded under '{latency_key}'; the package has "
+                            f"{sorted(lat_all) or 'none'} (run 'mesc bench --record')")
+        key = latency_key
+    elif lat_all:
+        key = sorted(lat_all)[0]
+    if key is not None:
+        cand = lat_all[key]
+        if isinstance(cand, dict) and all(isinstance(cand.get(s["name"]), (int, float)) for s in pkg.segments):
+            lat = cand
+        elif latency_key is not None:
+            missing = [s["name"] for s in pkg.segments if not isinstance(cand.get(s["name"]), (int, float))]
+            raise MescError(f"latency '{key}' lacks segments {missing}; re-run 'mesc bench --record'")
+    seen: set[str] = set()
+    chunk, head, tail = [], [], []
+    for ex in pkg.exits:
+        segs = pkg.segments_until(ex["name"])
+        c = h = t = 0.0
+        for s in segs:
+            v = float(lat[s["name"]]) if lat is not None else float(s.get("flops", 0)) / 1e6
+            if s["name"] == ex["segment"]:
+                h += v
+            elif s["name"] == ex.get("tail"):
+                t += v
+            elif s["kind"] == "chunk" and s["name"] not in seen:
+                c += v
+                seen.add(s["name"])
+        chunk.append(c)
+        head.append(h)
+        tail.append(t)
+    if lat is not None:
+        return Costs(chunk, head, unit="ms", source=f"latency:{key}", tail=tail)
+    if not any(chunk) and not any(head):
+        raise MescError("the package records neither latencies nor FLOPs; run 'mesc bench --record'")
+    return Costs(chunk, head, unit="MFLOPs", source="flops", tail=tail)
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+
+@dataclass
+class Configuration:
+    """One exit configuration and its calibration-set figures."""
+
+    mode: str                      # "input-dependent", "budgeted" or "anytime"
+    exits: list                    # names of the kept exits, shallow to deep
+    th_pix: dict                   # kept exit -> th_pix (None for single-score policies / final)
+    th_img: dict                   # kept exit -> th_img (final exit: 0.0, always taken)
+    expected_cost: float
+    miou: float
+    exit_fraction: dict            # kept exit -> fraction of images that leave there
+    unit: str = "MFLOPs"
+    policy: str = "mess"
+    thresholds: dict = field(default_factory=dict)  # kept exit -> the policy's own threshold names
+
+    def to_dict(self) -> dict:
+        return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class SearchResult:
+    best: Configuration
+    reference: Configuration       # final exit only
+    budgeted: list                 # one Configuration per exit (always that exit)
+    anytime: list                  # per exit: cost of running all exits up to it, its mIoU
+    points: np.ndarray             # (P, 2): expected cost, mIoU of every evaluated configuration
+    point_subsets: np.ndarray      # (P,) subset id (index into ``subsets``)
+    subsets: list                  # kept-exit index tuples
+    objective: str                 # "max-drop" or "max-cost"
+    bound: float
+    exhaustive: dict = field(default_factory=dict)  # subset -> True if searched exhaustively
+    budgeted_best: Configuration | None = None  # the best single exit under the bound (None: none meets it)
+    anytime_best: dict | None = None  # max-cost: the deepest exit an anytime run reaches within the bound
+    seconds: float = 0.0
+    evaluated: int = 0
+
+    def pareto(self) -> np.ndarray:
+        """Indices into ``points`` of the Pareto front (lower cost, higher mIoU), by cost."""
+        return pareto_front(self.points)
+
+
+def pareto_front(points: np.ndarray) -> np.ndarray:
+    if len(points) == 0:
+        return np.zeros(0, dtype=int)
+    order = np.lexsort((-points[:, 1], points[:, 0]))
+    best = -np.inf
+    keep = []
+    for i in order:
+        if points[i, 1] > best + _EPS:
+            keep.append(i)
+            best = points[i, 1]
+    return np.asarray(keep, dtype=int)
+
+
+# ---------------------------------------------------------------------------------------------
+# the search
+
+def _cuts(v: np.ndarray, steps: int) -> np.ndarray:
+    """Up to ``steps`` thresholds t for the decision ``v >= t``, passing evenly spaced numbers
+    of images; each lies midway between two distinct observed values (the lowest passes all)."""
+    n = len(v)
+    vals, cnt = np.unique(v, return_counts=True)
+    u, passes = vals[::-1], np.cumsum(cnt[::-1])  # a cut just below u[k] passes passes[k]
+    targets = np.linspace(0, n, steps + 1)[1:]
+    ks = np.unique(np.clip(np.searchsorted(passes, targets, side="left"), 0, len(u) - 1))
+    low = min(0.0, float(u[-1])) if u[-1] >= 0 else float(u[-1])
+    return np.array([low if k == len(u) - 1 else 0.5 * (u[k] + u[k + 1]) for k in ks])
+
+
+class _Options:
+    """The distinct exit decisions of one exit: pass sets and the thresholds giving each.
+
+    ``kind="ge"``: leave when ``score[g] >= t`` (MESS: ``g`` indexes th_pix, ``t`` is th_img;
+    single-score policies: ``G = 1``). ``kind="range"``: leave when ``lo <= score <= hi`` (the
+    thesis' FFT policy). Option 0 is "never leave here".
+    """
+
+    def __init__(self, conf_e: np.ndarray, steps: int, kind: str = "ge"):
+        n, g_count = conf_e.shape
+        g_idx, ths, rows = [-1], [(np.nan, np.nan)], [np.zeros(n, dtype=bool)]
+        for g in range(g_count):
+            v = conf_e[:, g].astype(np.float64)
+            if kind == "ge":
+                for t in _cuts(v, steps):
+                    g_idx.append(g)
+                    ths.append((t, np.nan))
+                    rows.append(v >= t)
+            elif kind == "range":
+                los = _cuts(v, steps)
+                his = -_cuts(-v, steps)
+                for lo in los:
+                    for hi in his[his > lo]:
+                        g_idx.append(g)
+                        ths.append((lo, hi))
+                        rows.append((v >= lo) & (v <= hi))
+            else:
+                raise ValueError(kind)
+        rows = np.stack(rows)
+        _, first = np.unique(rows, axis=0, return_index=True)
+        first = np.sort(first)
+        self.rows = rows[first]
+        self.rows_f = self.rows.astype(np.float64)
+        self.g = np.asarray(g_idx)[first]
+        self.th = np.asarray(ths, dtype=np.float64)[first]
+
+    def __len__(self):
+        return len(self.rows)
+
+
+class Searcher:
+    """Vectorised evaluation and search over one calibration memo."""
+
+    def __init__(self, inter, union, conf, costs: Costs, exit_names=None, th_pix_grid=None,
+                 policy: str = "mess", th_img_steps: int = 50):
+        self.inter = np.asarray(inter, dtype=np.float64)
+        self.union = np.asarray(union, dtype=np.float64)
+        self.conf = np.asarray(conf, dtype=np.float64)
+        if self.conf.ndim == 2:
+            self.conf = self.conf[:, :, None]
+        n, e, c = self.inter.shape
+        if self.union.shape != (n, e, c) or self.conf.shape[:2] != (n, e):
+            raise MescError(f"memo arrays disagree: inter {self.inter.shape}, union {self.union.shape}, "
+                            f"conf {self.conf.shape}")
+        if len(costs.chunk) != e:
+            raise MescError(f"costs cover {len(costs.chunk)} exits, the memo {e}")
+        if n == 0:
+            raise MescError("no calibration images")
+        self.n, self.e = n, e
+        self.costs = costs
+        self.names = list(exit_names) if exit_names is not None else [f"exit{i}" for i in range(e)]
+        self.grid = None if th_pix_grid is None else np.asarray(th_pix_grid, dtype=np.float64)
+        self.policy = policy
+        self.kind = "range" if policy == "fft" else "ge"
+        self.options = [_Options(self.conf[:, i, :], th_img_steps, self.kind) for i in range(e - 1)]
+        self.evaluated = 0
+        self._pts: list = []
+        self._pts_sub: list = []
+
+    # evaluation ----------------------------------------------------------------------------
+    def evaluate(self, kept, passes: np.ndarray, subset_id: int = -1):
+        """``passes``: (K, k-1, N) bools, the non-final kept exits' decisions for K configurations.
+
+        Returns (cost (K,), mIoU (K,), counts (K, k)).
+        """
+        kept = list(kept)
+        n_kept = len(kept)
+        passes = np.asarray(passes, dtype=bool)
+        n_configs = passes.shape[0]
+        taken = np.zeros((n_configs, self.n), dtype=bool)
+        inter = np.zeros((n_configs, self.inter.shape[2]))
+        union = np.zeros_like(inter)
+        counts = np.zeros((n_configs, n_kept))
+        for slot, exit_index in enumerate(kept):
+            leaving = ~taken if slot == n_kept - 1 else passes[:, slot] & ~taken
+            leaving_f = leaving.astype(np.float64)
+            inter += leaving_f @ self.inter[:, exit_index, :]
+            union += leaving_f @ self.union[:, exit_index, :]
+            counts[:, slot] = leaving_f.sum(1)
+            taken |= leaving
+        remaining = self.n - np.concatenate([np.zeros((n_configs, 1)), np.cumsum(counts, 1)[:, :-1]], 1)
+        cost = self.costs.expected(kept, remaining, counts, self.n)
+        mi = miou(inter, union)
+        self._record(cost, mi, subset_id)
+        return cost, mi, counts
+
+    def _record(self, cost, mi, subset_id):
+        self.evaluated += len(cost)
+        self._pts.append(np.stack([cost, mi], 1).astype(np.float32))
+        self._pts_sub.append(np.full(len(cost), subset_id, dtype=np.int16))
+
+    def evaluate_coordinate(self, kept, choice, j: int, subset_id: int = -1):
+        """All options of kept exit ``j`` (non-final) with the others fixed at ``choice``.
+
+        With the others fixed, an image either leaves at one of the exits before ``j`` (fixed), or
+        at ``j`` if it passes there, or else at a fixed later exit ``t(n)``; so every option's
+        summed counts are a constant plus one matrix product of its pass rows with the per-image
+        difference (exit ``j`` minus exit ``t(n)``). Returns (cost (O,), mIoU (O,), counts (O, k)).
+        """
+        kept = list(kept)
+        n_kept, n = len(kept), self.n
+        n_classes = self.inter.shape[2]
+        images = np.arange(n)
+        rows = {slot: self.options[kept[slot]].rows[choice[slot]] for slot in range(n_kept - 1) if slot != j}
+        before = np.full(n, -1)
+        for slot in range(j - 1, -1, -1):        # first passing exit before j
+            before = np.where(rows[slot], slot, before)
+        after = np.full(n, n_kept - 1)
+        for slot in range(n_kept - 2, j, -1):    # first passing exit after j (else the final)
+            after = np.where(rows[slot], slot, after)
+        reach_j = before < 0
+        fallback = np.where(reach_j, after, before)  # where each image leaves if nothing passes at j
+        fallback_exit = np.asarray(kept)[fallback]
+        base_inter = self.inter[images, fallback_exit].sum(0)
+        base_union = self.union[images, fallback_exit].sum(0)
+        base_counts = np.bincount(fallback, minlength=n_kept).astype(np.float64)
+        # per image: what leaving at j instead of its later exit changes (inter | union | counts)
+        delta = np.zeros((n, 2 * n_classes + n_kept))
+        exit_j, exit_after = kept[j], np.asarray(kept)[after]
+        delta[:, :n_classes] = self.inter[:, exit_j] - self.inter[images, exit_after]
+        delta[:, n_classes:2 * n_classes] = self.union[:, exit_j] - self.union[images, exit_after]
+        delta[images, 2 * n_classes + j] += 1.0
+        delta[images, 2 * n_classes + after] -= 1.0
+        delta[~reach_j] = 0.0
+        change = self.options[exit_j].rows_f @ delta
+        inter = base_inter + change[:, :n_classes]
+        union = base_union + change[:, n_classes:2 * n_classes]
+        counts = base_counts + change[:, 2 * n_classes:]
+        remaining = n - np.concatenate([np.zeros((len(change), 1)), np.cumsum(counts, 1)[:, :-1]], 1)
+        cost = self.costs.expected(kept, remaining, counts, n)
+        mi = miou(inter, union)
+        self._record(cost, mi, subset_id)
+        return cost, mi, counts
+
+    def _passes(self, kept, choice) -> np.ndarray:
+        """(K, k-1, N) from option indices ``choice`` (K, k-1)."""
+        choice = np.atleast_2d(choice)
+        if len(kept) == 1:
+            return np.zeros((choice.shape[0], 0, self.n), dtype=bool)
+        return np.stack([self.options[e].rows[choice[:, j]] for j, e in enumerate(kept[:-1])], 1)
+
+    def configuration(self, kept, choice, mode="input-dependent") -> Configuration:
+        kept = list(kept)
+        choice = np.asarray(choice, dtype=int).reshape(-1)
+        cost, mi, counts = self.evaluate(kept, self._passes(kept, choice[None]))
+        th_pix, th_img, thresholds = {}, {}, {}
+        for j, e in enumerate(kept):
+            name = self.names[e]
+            if j == len(kept) - 1:
+                th_pix[name], th_img[name], thresholds[name] = None, 0.0, {}
+                continue
+            opt = self.options[e]
+            o = choice[j]
+            g = int(opt.g[o])
+            th_pix[name] = None if self.grid is None or g < 0 else float(self.grid[g])
+            a, b = (float(x) for x in opt.th[o])
+            if self.kind == "range":
+                th_img[name] = None
+                thresholds[name] = {"lo": a, "hi": b}
+            else:
+                th_img[name] = a if np.isfinite(a) else None
+                thresholds[name] = {"th_pix": th_pix[name], "th_img": th_img[name]} if self.policy == "mess" \
+                    else {"th": th_img[name]}
+        return Configuration(
+            mode=mode, exits=[self.names[e] for e in kept], th_pix=th_pix, th_img=th_img,
+            expected_cost=float(cost[0]), miou=float(mi[0]),
+            exit_fraction={self.names[e]: float(counts[0, j] / self.n) for j, e in enumerate(kept)},
+            unit=self.costs.unit, policy=self.policy, thresholds=thresholds)
+
+    def assess(self, cfg: Configuration) -> Configuration:
+        """``cfg``'s thresholds applied to this searcher's images (e.g. a held-out split): the
+        same Configuration with this set's expected cost, mIoU and exit distribution."""
+        kept = [self.names.index(e) for e in cfg.exits]
+        passes = np.zeros((1, len(kept) - 1, self.n), dtype=bool)
+        for j, e in enumerate(kept[:-1]):
+            name = self.names[e]
+            th = cfg.thresholds.get(name) or {}
+            if cfg.policy == "mess":
+                if cfg.th_img.get(name) is None:
+                    continue
+                if self.grid is None or not np.isclose(self.grid, cfg.th_pix[name]).any():
+                    raise MescError(f"th_pix {cfg.th_pix[name]} of {name} is not on this memo's grid")
+                g = int(np.argmin(np.abs(self.grid - cfg.th_pix[name])))
+                passes[0, j] = self.conf[:, e, g] >= cfg.th_img[name]
+            elif "lo" in th:
+                v = self.conf[:, e, 0]
+                passes[0, j] = (v >= th["lo"]) & (v <= th["hi"])
+            elif th.get("th") is not None:
+                passes[0, j] = self.conf[:, e, 0] >= th["th"]
+        cost, mi, counts = self.evaluate(kept, passes)
+        return Configuration(mode=cfg.mode, exits=list(cfg.exits), th_pix=dict(cfg.th_pix), th_img=dict(cfg.th_img),
+                             expected_cost=float(cost[0]), miou=float(mi[0]),
+                             exit_fraction={self.names[e]: float(counts[0, j] / self.n) for j, e in enumerate(kept)},
+                             unit=self.costs.unit, policy=cfg.policy, thresholds=dict(cfg.thresholds))
+
+    # fixed settings -----------------------------------------------------------------------
+    def reference(self) -> Configuration:
+        return self.configuration([self.e - 1], np.zeros(0, dtype=int))
+
+    def budgeted(self) -> list:
+        out = []
+        for e in range(self.e):
+            mi = float(miou(self.inter[:, e].sum(0), self.union[:, e].sum(0)))
+            cost = self.costs.budgeted(e)
+            self._pts.append(np.array([[cost, mi]], dtype=np.float32))
+            self._pts_sub.append(np.full(1, -2, dtype=np.int16))
+            out.append(Configuration(mode="budgeted", exits=[self.names[e]], th_pix={self.names[e]: None},
+                                     th_img={self.names[e]: 0.0}, expected_cost=cost, miou=mi,
+                                     exit_fraction={self.names[e]: 1.0}, unit=self.costs.unit,
+                                     policy=self.policy))
+        return out
+
+    def anytime(self) -> list:
+        return [{"exit": self.names[e], "cost": self.costs.anytime(e),
+                 "miou": float(miou(self.inter[:, e].sum(0), self.union[:, e].sum(0)))}
+                for e in range(self.e)]
+
+    # optimisation -------------------------------------------------------------------------
+    @staticmethod
+    def _keys(cost, mi, objective, bound):
+        """Sort keys: (violation, primary, secondary); smaller is better."""
+        if objective == "max-drop":
+            viol = np.maximum(bound - mi, 0.0)
+            viol = np.where(viol > _EPS, viol, 0.0)
+            return viol, cost, -mi
+        viol = np.maximum(cost - bound, 0.0)
+        viol = np.where(viol > _EPS * max(1.0, abs(bound)), viol, 0.0)
+        return viol, -mi, cost
+
+    @classmethod
+    def _argbest(cls, cost, mi, objective, bound) -> int:
+        a, b, c = cls._keys(cost, mi, objective, bound)
+        return int(np.lexsort((c, b, a))[0])
+
+    @classmethod
+    def _better(cls, x, y, objective, bound) -> bool:
+        """Is (cost, mIoU) ``x`` strictly better than ``y``?"""
+        kx = [float(np.ravel(v)[0]) for v in cls._keys(np.array([x[0]], float), np.array([x[1]], float), objective, bound)]
+        ky = [float(np.ravel(v)[0]) for v in cls._keys(np.array([y[0]], float), np.array([y[1]], float), objective, bound)]
+        for a, b in zip(kx, ky):
+            if a < b - 1e-12:
+                return True
+            if a > b + 1e-12:
+                return False
+        return False
+
+    def _exhaustive(self, kept, sid, objective, bound):
+        """Every combination: the outer exits enumerated, the last non-final one vectorised."""
+        sizes = [len(self.options[e]) for e in kept[:-1]]
+        if not sizes:
+            cost, mi, _ = self.evaluate(kept, self._passes(kept, np.zeros((1, 0), dtype=int)), sid)
+            return float(cost[0]), float(mi[0]), np.zeros(0, dtype=int)
+        best = None
+        j = len(sizes) - 1
+        for outer in itertools.product(*[range(s) for s in sizes[:-1]]):
+            choice = np.array(list(outer) + [0], dtype=int)
+            cost, mi, _ = self.evaluate_coordinate(kept, choice, j, sid)
+            i = self._argbest(cost, mi, objective, bound)
+            choice[j] = i
+            cand = (float(cost[i]), float(mi[i]), choice)
+            if best is None or self._better(cand[:2], best[:2], objective, bound):
+                best = cand
+        return best
+
+    def _descent(self, kept, sid, objective, bound, start, order, max_sweeps=20):
+        choice = np.array(start, dtype=int)
+        cost, mi, _ = self.evaluate(kept, self._passes(kept, choice[None]), sid)
+        cur = (float(cost[0]), float(mi[0]))
+        for _ in range(max_sweeps):
+            improved = False
+            for j in order:
+                cost, mi, _ = self.evaluate_coordinate(kept, choice, j, sid)
+                i = self._argbest(cost, mi, objective, bound)
+                if self._better((cost[i], mi[i]), cur, objective, bound):
+                    choice = choice.copy()
+                    choice[j] = i
+                    cur, improved = (float(cost[i]), float(mi[i])), True
+            if not improved:
+                break
+        return cur[0], cur[1], choice
+
+    def _pair_refine(self, kept, sid, objective, bound, start, cur, candidates=24, rounds=3):
+        """Two-exit moves: exit ``j`` to one of its efficient options (the Pareto front of its
+        one-exit sweep), then the best option of exit ``l`` given that. Escapes the coordinate-wise
+        optima where one exit must give up slack for another to use it."""
+        choice = np.array(start, dtype=int)
+        k1 = len(kept) - 1
+        for _ in range(rounds):
+            improved = False
+            for j in range(k1):
+                cost, mi, _ = self.evaluate_coordinate(kept, choice, j, sid)
+                front = pareto_front(np.stack([cost, mi], 1))
+                if len(front) > candidates:
+                    front = front[np.linspace(0, len(front) - 1, candidates).round().astype(int)]
+                for l in range(k1):
+                    if l == j:
+                        continue
+                    for oj in front:
+                        trial = choice.copy()
+                        trial[j] = oj
+                        c2, m2, _ = self.evaluate_coordinate(kept, trial, l, sid)
+                        i = self._argbest(c2, m2, objective, bound)
+                        if self._better((c2[i], m2[i]), cur, objective, bound):
+                            trial[l] = i
+                            choice, cur, improved = trial, (float(c2[i]), float(m2[i])), True
+            if not improved:
+                break
+        return cur[0], cur[1], choice
+
+    def _local(self, kept, sid, objective, bound, ref, stages=4):
+        k1 = len(kept) - 1
+        full_cost = float(self.costs.subset_segment_costs(kept).sum() + self.costs.tail[kept[-1]])
+        results = []
+        for order in (list(range(k1)), list(range(k1))[::-1]):
+            choice = np.zeros(k1, dtype=int)
+            for s in range(1, stages + 1):
+                if objective == "max-drop":
+                    b = ref - (ref - bound) * s / stages
+                else:
+                    b = full_cost - (full_cost - bound) * s / stages
+                cost, mi, choice = self._descent(kept, sid, objective, b, choice, order)
+            cost, mi, choice = self._descent(kept, sid, objective, bound, choice, order)
+            results.append((cost, mi, choice))
+        out = results[0]
+        for r in results[1:]:
+            if self._better(r[:2], out[:2], objective, bound):
+                out = r
+        if k1 > 1:
+            cost, mi, choice = self._pair_refine(kept, sid, objective, bound, out[2], out[:2])
+            out = self._descent(kept, sid, objective, bound, choice, list(range(k1)))
+        return out
+
+    def search(self, max_drop: float | None = None, max_cost: float | None = None,
+               exhaustive_limit: int = 200_000, subsets=None, progress=None) -> SearchResult:
+        """Minimise expected cost subject to mIoU >= final-only mIoU - ``max_drop`` (percentage
+        points), or maximise mIoU subject to expected cost <= ``max_cost`` (cost units)."""
+        if (max_drop is None) == (max_cost is None):
+            raise MescError("give exactly one bound: --max-drop PP or --max-cost COST")
+        t0 = time.perf_counter()
+        ref = self.reference()
+        if max_drop is not None:
+            if not max_drop >= 0:
+                raise MescError(f"--max-drop must be >= 0 percentage points, got {max_drop}")
+            objective, bound = "max-drop", ref.miou - max_drop / 100.0
+        else:
+            if not max_cost > 0:
+                raise MescError(f"--max-cost must be positive, got {max_cost}")
+            objective, bound = "max-cost", float(max_cost)
+        budgeted = self.budgeted()
+        last = self.e - 1
+        if subsets is None:
+            subsets = [tuple(s) + (last,) for r in range(self.e) for s in itertools.combinations(range(last), r)]
+        subsets = [tuple(int(x) for x in s) for s in subsets]
+        for s in subsets:
+            if not s or s[-1] != last or list(s) != sorted(set(s)):
+                raise MescError(f"exit subset {s} must be increasing and end with the final exit {last}")
+        best, best_kept, exhaustive = None, None, {}
+        it = subsets if progress is None else progress(subsets)
+        for sid, kept in enumerate(it):
+            kept = list(kept)
+            size = int(np.prod([len(self.options[e]) for e in kept[:-1]], dtype=np.float64))
+            if size <= exhaustive_limit:
+                res = self._exhaustive(kept, sid, objective, bound)
+                exhaustive[tuple(kept)] = True
+            else:
+                res = self._local(kept, sid, objective, bound, ref.miou)
+                exhaustive[tuple(kept)] = False
+            if best is None or self._better(res[:2], best[:2], objective, bound):
+                best, best_kept = res, kept
+        conf = self.configuration(best_kept, best[2])
+        feasible = (conf.miou >= bound - 1e-9) if objective == "max-drop" else (conf.expected_cost <= bound * (1 + 1e-9))
+        if objective == "max-drop":
+            ok = [c for c in budgeted if c.miou >= bound - 1e-9]
+            budgeted_best = min(ok, key=lambda c: c.expected_cost) if ok else None
+            anytime_best = None
+        else:
+            ok = [c for c in budgeted if c.expected_cost <= bound * (1 + 1e-9)]
+            budgeted_best = max(ok, key=lambda c: c.miou) if ok else None
+            reach = [a for a in self.anytime() if a["cost"] <= bound * (1 + 1e-9)]
+            anytime_best = reach[-1] if reach else None
+        pts = np.concatenate(self._pts) if self._pts else np.zeros((0, 2), np.float32)
+        sub = np.concatenate(self._pts_sub) if self._pts_sub else np.zeros(0, np.int16)
+        result = SearchResult(best=conf, reference=ref, budgeted=budgeted, anytime=self.anytime(),
+                              points=pts, point_subsets=sub, subsets=[list(s) for s in subsets],
+                              objective=objective, bound=bound, exhaustive=exhaustive,
+                              budgeted_best=budgeted_best, anytime_best=anytime_best,
+                              seconds=time.perf_counter() - t0, evaluated=self.evaluated)
+        if not feasible:
+            cheapest = min(budgeted, key=lambda c: c.expected_cost)
+            cheapest_cost = float(pts[:, 0].min()) if len(pts) else cheapest.expected_cost
+            raise InfeasibleBound(
+                f"no configuration meets --max-cost {max_cost:g} {self.costs.unit}: the cheapest "
+                f"expected cost found is {cheapest_cost:.4g} {self.costs.unit} "
+                f"(every image at {cheapest.exits[0]}: {cheapest.expected_cost:.4g} {self.costs.unit}, "
+                f"mIoU {100 * cheapest.miou:.2f}%); the final exit alone costs "
+                f"{ref.expected_cost:.4g} {self.costs.unit}", result)
+        return result
+
+
+class InfeasibleBound(MescError):
+    """No configuration meets the bound; ``result`` holds the best effort."""
+
+    def __init__(self, message, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+def search(inter, union, conf, costs: Costs, max_drop=None, max_cost=None, exit_names=None,
+           th_pix_grid=None, policy="mess", th_img_steps=50, exhaustive_limit=200_000,
+           subsets=None, progress=None) -> SearchResult:
+    """Convenience wrapper: build a :class:`Searcher` and run :meth:`Searcher.search`."""
+    s = Searcher(inter, union, conf, costs, exit_names=exit_names, th_pix_grid=th_pix_grid, policy=policy,
+                 th_img_steps=th_img_steps)
+    return s.search(max_drop=max_drop, max_cost=max_cost, exhaustive_limit=exhaustive_limit,
+                    subsets=subsets, progress=progress)
+
+
+__all__ = ["Costs", "Configuration", "SearchResult", "Searcher", "InfeasibleBound", "costs_from_package",
+           "pareto_front", "search"]

@@ -1,0 +1,41 @@
+"""Graph nodes the converters address: the exit policy tail kept FP32, unique node names."""
+
+from __future__ import annotations
+
+
+def policy_tail(model, logits: str | None) -> list[str]:
+    """Names of the nodes downstream of the ``logits`` tensor: the in-graph exit policy
+    (Softmax, pooling, comparisons, ArgMax, Cast, reductions), which must stay FP32 and
+    unquantised: its thresholds compare probabilities that a coarser type would shift."""
+    if not logits:
+        return []
+    reached, tail = {logits}, []
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        if any(i in reached for i in node.input):
+            tail.append(node.name)
+            reached.update(node.output)
+    return tail
+
+
+def named_nodes(model, prefix: str) -> None:
+    """Give every unnamed node a unique name: the converters address nodes by name."""
+    seen = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{prefix}_{node.op_type}_{i}"
+            while name in seen:
+                name += "_"
+            node.name = name
+            seen.add(name)
+
+
+def exit_tails(pkg, model, seg) -> list[str]:
+    """Nodes of segment ``seg`` to keep FP32 and unquantised: the policy after the exit's logits."""
+    if seg["kind"] == "chunk":
+        return []
+    ex = next((ex for ex in pkg.exits if seg["name"] in (ex["segment"], ex.get("tail"))), None)
+    if ex is None:
+        return []
+    # the policy reads the native logits in the head (policy_at="native"), the labels the logits in the tail
+    logits = ex["logits"] if seg["kind"] == "tail" else (ex.get("policy_logits") or ex["logits"])
+    return policy_tail(model, logits)
