@@ -4,19 +4,22 @@ What one bench does, on one backend and device (figures are milliseconds, statis
 ``iters`` rounds after ``warmup`` untimed ones, every variant timed once a round in a rotating
 order so that drift hits all alike):
 
-* ``segments``: one walk over every segment in execution order, the same steps the pipeline
-  runs; each segment timed on the device clock (CUDA events where the runner has a stream,
-  else the host clock with synchronisation), and after each head the *decision*: the copy of
-  the confidence to the host (4 bytes an image; the logits plus the numpy policy where the
-  package has no in-graph policy) timed apart;
+* ``segments``: one walk over every segment in execution order (the heads of disabled exits
+  included), the pipeline's own steps (:meth:`Pipeline.time_segments`); each segment timed on
+  the device clock (CUDA events where the runner has a stream, else the host clock with
+  synchronisation), and after each head the *decision*: the copy of the confidence to the host
+  (4 bytes an image; the logits plus the numpy policy where the package has no in-graph policy)
+  timed apart;
 * ``exit:<name>``: the budgeted pipeline call that reaches and takes that exit (the segments of
   ``Package.segments_until``), upload to labels on the host; set beside the sum of its segments'
   medians as a check;
 * baselines: ``monolithic`` (the final-exit path composed into one graph, one engine on
   TensorRT, run by the same runtime), ``never_exit`` (mesc input-dependent with thresholds no
-  image meets: every exit's head and policy run) and ``eager`` (the source PyTorch model with the
-  policy in numpy at every exit);
-* with images, the input-dependent pipeline against final-only, image by image.
+  image meets: every enabled exit's head and policy run) and ``eager`` (the source PyTorch model
+  with the policy in numpy at every exit), the last timed after everything else in rounds of its
+  own, since a torch run slows whatever runs next;
+* with images, the input-dependent pipeline (enabled exits only) against final-only, image by
+  image, each timed from the normalised batch as the ``exit:<name>`` rounds are.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from mesc.benchmarks import harness
 from mesc.errors import MescError
-from mesc.runtime import host_policy
+from mesc.progress import bar as progress_bar
+from mesc.timestamps import utc_now
 
 BACKENDS = ("onnxruntime", "tensorrt")
 BASELINES = ("monolithic", "eager")
@@ -153,91 +158,70 @@ def _file_bytes(pkg, runner) -> dict:
     return {n: pkg.path(rel).stat().st_size for n, rel in files.items() if pkg.path(rel).is_file()}
 
 
-# The segment walk ------------------------------------------------------------------------------
-
-def segment_walk(pipe, x, clock):
-    """A callable: every segment of the package run in order on ``x`` as the pipeline's full plan
-    does, returning ``{segment: ms, "decision:<exit>": ms}``; the decision is the host copy of the
-    confidence (or the logits and the numpy policy) after the head, timed on the host."""
-    run, host = pipe.runner, harness.HostClock()
-    plan = pipe.plan(None)
-
-    def walk():
-        env = {pipe.input_name: run.upload(x)}
-        parts = {}
-        for step in plan:
-            feeds = {n: env[n] for n in step.feeds}
-            if step.th_input:
-                feeds[step.th_input] = pipe._th_handle(step.exit)
-            t = clock.start()
-            env.update(run.run(step.segment, feeds, step.fetch))
-            parts[step.segment["name"]] = clock.stop(t)
-            ex = step.exit
-            if ex is not None:
-                t = host.start()
-                if pipe.in_graph:
-                    run.download(env[ex["confidence"]])
-                else:
-                    host_policy.decide(run.download(env[ex["logits"]]), ex["policy"])
-                parts[f"decision:{ex['name']}"] = host.stop(t)
-            if step.tail is not None:  # as if every image left here: the tail's full cost
-                t = clock.start()
-                run.run(step.tail, {n: env[n] for n in step.tail_feeds}, step.tail_fetch)
-                parts[step.tail["name"]] = clock.stop(t)
-            for n in step.release:
-                env.pop(n, None)
-        device_ms = run.segment_times()  # a runner that measures on the device knows best
-        if device_ms:
-            parts.update({k: v for k, v in device_ms.items() if k in parts})
-        return parts
-
-    return walk
-
-
 # Bench -------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class BenchContext:
+    """What one bench runs on: the package loaded on its runner and the request, resolved."""
+
+    pkg: object
+    pipe: object  # mesc.runtime.Pipeline, once loaded
+    opts: BenchOptions
+    dev: object  # mesc.runtime.devices.Device
+    target: str | None  # TensorRT build target and engine variant, else None
+    variant: str | None
+    threads: int
+    progress: bool = True
+    say: Callable[[str], None] = print
+
+    def runner(self, pkg):
+        """A runner of ``pkg`` (the bench's package or a baseline) as the bench asked for it."""
+        from mesc.runtime import make_runner
+
+        extra = {"threads": self.threads} if self.opts.backend == "onnxruntime" else {}
+        return make_runner(pkg, self.opts.backend, self.dev, self.target, self.variant, **extra)
+
 
 def bench(package, opts: BenchOptions | None = None, progress: bool = True, say=print) -> dict:
     """Bench the package at ``package``; returns the result dict (see :func:`format_result`)."""
     from mesc.package import Package
-    from mesc.runtime import Pipeline, make_runner
+    from mesc.runtime import Pipeline
 
     opts = opts or BenchOptions()
     pkg = Package.load(package)
     dev, target, variant = _check_request(pkg, opts)
-    threads = opts.threads or os.cpu_count()
-    runner_opts = {"threads": threads} if opts.backend == "onnxruntime" else {}
-    pipe = Pipeline(pkg, make_runner(pkg, opts.backend, dev, target, variant, **runner_opts))
+    ctx = BenchContext(pkg, None, opts, dev, target, variant, opts.threads or os.cpu_count(), progress, say)
+    pipe = ctx.pipe = Pipeline(pkg, ctx.runner(pkg))
     try:
         max_b = _max_engine_batch(pipe.runner)
         if max_b is not None and opts.batch > max_b:
             raise MescError(f"--batch {opts.batch} is larger than the engines' optimisation profile "
                             f"(at most {max_b}); rebuild the engines for it")
         images = load_images(opts.data, pipe, opts.resize, say) if opts.data else None
-        return _bench(pkg, pipe, opts, dev, target, variant, threads, images, progress, say)
+        return _bench(ctx, images)
     finally:
         pipe.close()
 
 
-def _baselines(pkg, pipe, opts, dev, target, variant, threads, tmp, say) -> tuple[dict, dict]:
+def _baselines(ctx: BenchContext, tmp) -> tuple[dict, dict]:
     """Callables of the baselines that can run here, and why the others cannot."""
     from mesc.benchmarks import baselines as bl
-    from mesc.runtime import Pipeline, make_runner
+    from mesc.runtime import Pipeline
 
+    pkg, opts = ctx.pkg, ctx.opts
     runs, skipped = {}, {}
     if "monolithic" in opts.baselines:
         try:
             mono_pkg = bl.monolithic_package(pkg, Path(tmp) / "mono")
             if opts.backend == "tensorrt":
-                mono_pkg = bl.build_monolithic_engine(pkg, mono_pkg.root, target, variant, say)
-            ropts = {"threads": threads} if opts.backend == "onnxruntime" else {}
-            mono = Pipeline(mono_pkg, make_runner(mono_pkg, opts.backend, dev, target, variant, **ropts))
-            runs["monolithic"] = mono
+                mono_pkg = bl.build_monolithic_engine(pkg, mono_pkg.root, ctx.target, ctx.variant, ctx.say)
+            runs["monolithic"] = Pipeline(mono_pkg, ctx.runner(mono_pkg))
         except (MescError, ImportError) as err:
             skipped["monolithic"] = str(err)
     if "eager" in opts.baselines:
         try:
             net = bl.source_model(pkg)
-            runs["eager"] = bl.eager_policy(net, pkg, threads, dev)
+            runs["eager"] = bl.eager_policy(net, pkg, ctx.threads, ctx.dev)
         except (MescError, ImportError, RuntimeError, AssertionError) as err:  # e.g. a CPU-only torch on cuda
             skipped["eager"] = f"the source model cannot be rebuilt or run here: {err}"
     return runs, skipped
@@ -251,61 +235,75 @@ def _call(fn, *args, **kw):
     return run
 
 
-def _bench(pkg, pipe, opts, dev, target, variant, threads, images, progress, say) -> dict:
+def _bench(ctx: BenchContext, images) -> dict:
     import tempfile
 
+    pipe, opts = ctx.pipe, ctx.opts
     c, h, w = pipe.chw
     x = np.random.default_rng(opts.seed).standard_normal((opts.batch, c, h, w)).astype(np.float32)
-    exits = [ex["name"] for ex in pkg.exits]
+    exits = pipe.exit_names
     stream = getattr(pipe.runner, "stream", None)
     host = harness.HostClock(stream.synchronize if stream is not None else None)
-    variants = {"segments": segment_walk(pipe, x, harness.device_clock(pipe.runner))}
+    seg_clock = harness.device_clock(pipe.runner)
+    variants = {"segments": lambda: pipe.time_segments(x, seg_clock)}
     for k in exits:
         variants[f"exit:{k}"] = _call(pipe, x, exit=k)
     with tempfile.TemporaryDirectory(prefix="mesc-bench-") as tmp:
-        base, skipped = _baselines(pkg, pipe, opts, dev, target, variant, threads, tmp, say)
+        base, skipped = _baselines(ctx, tmp)
         for why in skipped.values():
-            say(f"note: baseline skipped: {why}")
+            ctx.say(f"note: baseline skipped: {why}")
         if "monolithic" in base:
             mono = base["monolithic"]
             variants["monolithic"] = _call(mono, x, exit=0)
         if "eager" in base:
             variants["never_exit"] = _call(pipe, x)
-            variants["eager"] = _call(base["eager"], x)
         saved = {k: pipe.thresholds(k) for k in exits}
         for k in exits:  # thresholds no image meets, for never_exit; the budgeted runs ignore them
             pipe.set_thresholds(k, th_pix=1.0, th_img=1.0)
-        bar = _bar((opts.warmup + opts.iters) * len(variants), progress, "rounds")
         try:
-            rounds = harness.interleave(variants, opts.warmup, opts.iters, host,
-                                        pause=0.05 if "eager" in base and not dev.is_cuda else 0.0,
-                                        progress=lambda name, warm: bar.update(1))
+            rounds = _rounds(ctx, variants, host, "bench: interleaved rounds")
         finally:
-            bar.close()
             for k, th in saved.items():
                 pipe.set_thresholds(k, **th)
             if "monolithic" in base:
                 base["monolithic"].close()
-        data = _data_run(pipe, images, opts, host, progress) if images is not None else None
-    return _assemble(pkg, pipe, opts, dev, target, variant, threads, rounds, skipped, data)
+        data = _data_run(ctx, images, host) if images is not None else None
+        if "eager" in base:
+            # Last and in rounds of its own: the call after an eager run took twice its time
+            # (torch's threads and its evicted caches), even 50 ms later, on a 2-core CPU.
+            rounds.update(_rounds(ctx, {"eager": _call(base["eager"], x)}, host, "bench: eager baseline"))
+    return _assemble(ctx, rounds, skipped, data)
 
 
-def _data_run(pipe, images, opts, clock, progress) -> dict:
+def _rounds(ctx: BenchContext, variants: dict, clock, desc: str) -> dict:
+    opts = ctx.opts
+    bar = progress_bar((opts.warmup + opts.iters) * len(variants), desc, "runs", ctx.progress)
+    try:
+        return harness.interleave(variants, opts.warmup, opts.iters, clock, progress=lambda name, warm: bar.update(1))
+    finally:
+        bar.close()
+
+
+def _data_run(ctx: BenchContext, images, clock) -> dict:
     """Input-dependent against final-only over the images, ``batch`` at a time, alternating the
-    two on each group; the first ``warmup`` groups are not kept."""
+    two on each group; the first ``warmup`` groups are not kept. Images are normalised before
+    the clock starts, so that final-only times what the budgeted ``exit:<final>`` rounds time:
+    a float32 batch to labels on the host."""
     from collections import Counter
 
+    pipe, opts = ctx.pipe, ctx.opts
     last = pipe.exit_names[-1]
-    groups = [images[i:i + opts.batch] for i in range(0, len(images), opts.batch)]
+    groups = [pipe.prepare(list(images[i:i + opts.batch]))[0] for i in range(0, len(images), opts.batch)]
     dyn, fin, taken = [], [], Counter()
     warm = groups[:opts.warmup]
-    bar = _bar(len(warm) + len(groups), progress, "batches")
+    bar = progress_bar(len(warm) + len(groups), f"bench: input-dependent vs final-only ({len(images)} images)",
+                       "batches", ctx.progress)
     for i, g in enumerate(warm + groups):
         t = clock.start()
-        res = pipe(list(g))
+        res = pipe(g)
         t_dyn = clock.stop(t)
         t = clock.start()
-        pipe(list(g), exit=last)
+        pipe(g, exit=last)
         t_fin = clock.stop(t)
         bar.update(1)
         if i < len(warm):
@@ -322,7 +320,8 @@ def _data_run(pipe, images, opts, clock, progress) -> dict:
             "input_dependent_ms": d, "final_only_ms": f, "speedup_mean": f["mean"] / d["mean"]}
 
 
-def _assemble(pkg, pipe, opts, dev, target, variant, threads, rounds, skipped, data) -> dict:
+def _assemble(ctx: BenchContext, rounds, skipped, data) -> dict:
+    pkg, pipe, opts = ctx.pkg, ctx.pipe, ctx.opts
     seg_parts = rounds["segments"]["parts"]
     seg_stats = {s["name"]: harness.summarize(seg_parts[s["name"]]) for s in pkg.segments}
     files = _file_bytes(pkg, pipe.runner)
@@ -345,7 +344,8 @@ def _assemble(pkg, pipe, opts, dev, target, variant, threads, rounds, skipped, d
         flop_share = path_flops[k] / path_flops[last] if path_flops[last] else None
         dec = harness.summarize(seg_parts[f"decision:{k}"])
         exits.append({
-            "name": k, "segments": names, "flops": path_flops[k], "ms": exit_stats[k],
+            "name": k, "enabled": ex.get("enabled") is not False,
+            "segments": names, "flops": path_flops[k], "ms": exit_stats[k],
             "segment_sum_ms": seg_sum, "exit_over_segment_sum": exit_stats[k]["median"] / seg_sum,
             "latency_share": lat_share, "flops_share": flop_share,
             "efficiency": lat_share / flop_share if flop_share else None,
@@ -370,18 +370,18 @@ def _assemble(pkg, pipe, opts, dev, target, variant, threads, rounds, skipped, d
                  for ex in pkg.exits}
     record = {s["name"]: round(float(np.median(head_cost.get(s["name"], seg_parts[s["name"]]))), 4)
               for s in pkg.segments}
-    precision = variant.split("-")[0] if variant else "fp32"
+    precision = ctx.variant.split("-")[0] if ctx.variant else "fp32"
     return {
-        "package": str(pkg.root), "model": (pkg.manifest.get("source") or {}).get("model"),
-        "input_shape": [opts.batch, *pipe.chw], "backend": opts.backend, "device": str(dev),
-        "target": target, "engine": variant, "precision": precision,
+        "package": str(pkg.root), "model": (pkg.manifest.get("source") or {}).get("model"), "date": utc_now(),
+        "input_shape": [opts.batch, *pipe.chw], "backend": opts.backend, "device": str(ctx.dev),
+        "target": ctx.target, "engine": ctx.variant, "precision": precision,
         "policy": "in-graph" if pipe.in_graph else "host",
         "clock": {"segments": harness.device_clock(pipe.runner).name, "exits": "host (synchronised)"},
-        "settings": {"warmup": opts.warmup, "iters": opts.iters, "batch": opts.batch, "threads": threads,
+        "settings": {"warmup": opts.warmup, "iters": opts.iters, "batch": opts.batch, "threads": ctx.threads,
                      "baselines": list(opts.baselines), "data": opts.data},
-        "environment": harness.environment(dev, threads, precision),
+        "environment": harness.environment(ctx.dev, ctx.threads, precision),
         "segments": segments, "exits": exits, "baselines": base, "data": data,
-        "latency_key": latency_key(opts.backend, str(dev), target, variant), "latency_ms": record,
+        "latency_key": latency_key(opts.backend, str(ctx.dev), ctx.target, ctx.variant), "latency_ms": record,
     }
 
 
@@ -413,7 +413,7 @@ def format_result(r: dict) -> str:
             f"{r['settings']['iters']} iterations after {r['settings']['warmup']} warm-up; ms")
     rows = [("exit", "GFLOPs", "median", "p90", "p99", "IQR", "sum segs", "lat/flop eff", "decision", "% head")]
     for e in r["exits"]:
-        rows.append((e["name"], f"{e['flops'] / 1e9:.2f}", f"{e['ms']['median']:.2f}", f"{e['ms']['p90']:.2f}",
+        rows.append((e["name"] + ("" if e.get("enabled", True) else " (off)"), f"{e['flops'] / 1e9:.2f}", f"{e['ms']['median']:.2f}", f"{e['ms']['p90']:.2f}",
                      f"{e['ms']['p99']:.2f}", f"{e['ms']['iqr']:.2f}", f"{e['segment_sum_ms']:.2f}",
                      "-" if e["efficiency"] is None else f"{e['efficiency']:.2f}",
                      f"{e['decision']['ms']['median']:.3f}", f"{100 * e['decision']['share_of_head']:.1f}"))
@@ -422,7 +422,10 @@ def format_result(r: dict) -> str:
         srows.append((s["name"], f"{s['flops'] / 1e9:.2f}", f"{s['ms']['median']:.2f}", f"{s['ms']['p90']:.2f}",
                       f"{s['ms']['iqr']:.2f}", "-" if s["file_bytes"] is None else f"{s['file_bytes'] / 2**20:.1f}",
                       f"{s['activation_bytes'] / 2**20:.2f}"))
-    lines = [head, _table(rows), "", _table(srows), ""]
+    lines = [head, _table(rows)]
+    if any(not e.get("enabled", True) for e in r["exits"]):
+        lines.append("(off): disabled by calibration; timed all the same, skipped by input-dependent runs")
+    lines += ["", _table(srows), ""]
     b = r["baselines"]
     for name, v in b.items():
         if "skipped" in v:
@@ -437,9 +440,12 @@ def format_result(r: dict) -> str:
     d = r.get("data")
     if d:
         hist = ", ".join(f"{k} {100 * f:.0f}%" for k, f in d["exit_fraction"].items())
+        fin, last = d["final_only_ms"], r["exits"][-1]
         lines.append(f"data: {d['images']} images, exits {hist}; input-dependent mean "
                      f"{d['input_dependent_ms']['mean']:.2f} (p99 {d['input_dependent_ms']['p99']:.2f}) vs final-only "
-                     f"{d['final_only_ms']['mean']:.2f} ms per batch of {d['batch']}: {d['speedup_mean']:.2f}x")
+                     f"{fin['mean']:.2f} ms per batch of {d['batch']}: {d['speedup_mean']:.2f}x")
+        lines.append(f"      final-only median {fin['median']:.2f} over these images, against {last['name']}'s "
+                     f"{last['ms']['median']:.2f} above over one random batch; both time a normalised batch to labels")
     return "\n".join(lines)
 
 
@@ -489,21 +495,6 @@ def plot(path, result: dict) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total, show, unit):
-    if not show:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=unit, leave=False)
 
 
 def dumps(result: dict) -> str:

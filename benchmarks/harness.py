@@ -90,14 +90,12 @@ def device_clock(runner):
 
 # Rounds ---------------------------------------------------------------------------------------
 
-def interleave(variants: dict, warmup: int, iters: int, clock=None, pause: float = 0.0, progress=None) -> dict:
+def interleave(variants: dict, warmup: int, iters: int, clock=None, progress=None) -> dict:
     """Run every variant ``warmup + iters`` times, round-robin with a rotating order so that drift
     on a shared machine hits all alike; the first ``warmup`` rounds are not kept.
 
     A variant is a callable; it may return a dict of named part timings (ms) of its own, which are
     kept per round as well. Returns ``{name: {"total": [ms...], "parts": {part: [ms...]}}}``.
-    ``pause`` seconds pass before each timed call (torch's OpenMP threads keep spinning after an
-    eager run and would slow whatever comes next).
     """
     if warmup < 0 or iters < 1:
         raise ValueError(f"need warmup >= 0 and iters >= 1, got {warmup} and {iters}")
@@ -107,8 +105,6 @@ def interleave(variants: dict, warmup: int, iters: int, clock=None, pause: float
     for i in range(warmup + iters):
         k = i % len(names)
         for name in names[k:] + names[:k]:
-            if pause:
-                time.sleep(pause)
             t = clock.start()
             parts = variants[name]()
             ms = clock.stop(t)

@@ -9,7 +9,6 @@ recorded JSON. Scenarios whose backend is absent here (CUDA, TensorRT) say so an
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import tempfile
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from mesc.benchmarks.bench import BenchOptions, bench
 from mesc.benchmarks.harness import environment
+from mesc.timestamps import utc_now
 
 RESULTS = Path(__file__).parent / "results"
 REFERENCE = ("drn50-fcn", "drn50-deeplab", "mbv2-fcn", "mbv2-deeplab", "hrnet18", "unet-skip")
@@ -111,7 +111,7 @@ def run_scenario(s: Scenario, quick: bool = False, say=print) -> dict:
     from mesc.runtime.devices import parse_device
 
     return {"scenario": s.name, "about": s.about, "quick": quick,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "date": utc_now(),
             "machine": environment(parse_device(s.device)), "wall_seconds": round(time.perf_counter() - t0, 1),
             "settings": {"warmup": cfg["warmup"], "iters": cfg["iters"], "shape": list(s.shape)}, "runs": runs}
 

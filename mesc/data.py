@@ -191,21 +191,17 @@ def generate(out_dir, count: int, seed: int = 0, size=(128, 256), difficulty=(0.
     Image ``i`` depends only on ``(seed, i)``, so a larger ``count`` extends a smaller set.
     """
     from mesc.package import staging_dir
+    from mesc.progress import bar as progress_bar
 
     if count < 1:
         raise MescError(f"--count must be at least 1, got {count}")
     lo, hi = difficulty
     meta = {"generator": "mesc.data.render_scene", "seed": seed, "size": list(size),
             "difficulty": [lo, hi], "classes": list(CLASSES), "images": []}
-    steps = range(count)
-    if progress:
-        from tqdm import tqdm
-
-        steps = tqdm(steps, desc="synth-data", unit="img")
-    with staging_dir(out_dir, force=force) as tmp:
+    with staging_dir(out_dir, force=force) as tmp, progress_bar(count, "synth-data", "img", progress) as bar:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        for i in steps:
+        for i in range(count):
             rng = np.random.default_rng([seed, i])
             d = float(rng.uniform(lo, hi))
             image, mask = render_scene(rng, size, d)
@@ -213,6 +209,7 @@ def generate(out_dir, count: int, seed: int = 0, size=(128, 256), difficulty=(0.
             Image.fromarray(image).save(tmp / "images" / name)
             Image.fromarray(mask).save(tmp / "masks" / name)
             meta["images"].append({"file": name, "difficulty": round(d, 6)})
+            bar.update(1)
         (tmp / "classes.txt").write_text("\n".join(CLASSES) + "\n")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return Path(out_dir)

@@ -262,7 +262,7 @@ def check_output(out, force: bool = False) -> None:
 
 def _run_stage(model, data, params, loss_fn, epochs, cfg, lr, rng, desc, progress, log):
     """One optimisation stage over ``params``; returns the mean loss of each epoch."""
-    from tqdm import tqdm
+    from mesc.progress import bar as progress_bar
 
     if epochs <= 0 or not params:
         return []
@@ -272,7 +272,7 @@ def _run_stage(model, data, params, loss_fn, epochs, cfg, lr, rng, desc, progres
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     norm = normalization_of(model)
     step, history = 0, []
-    bar = tqdm(total=total, desc=desc, unit="batch", disable=not progress)
+    bar = progress_bar(total, desc, "batch", progress)
     for epoch in range(epochs):
         losses = []
         for idx in _batches(len(data), cfg.batch, rng):

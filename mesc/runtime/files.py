@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mesc.errors import MescError
 from mesc.package import write_json_atomic
+from mesc.progress import bar as progress_bar
 from mesc.runtime.errors import InputError
 from mesc.runtime.images import collect_images, read_image, write_label_png
 
@@ -63,7 +64,7 @@ def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1
     c, h, w = pipe.chw
     num_classes = max(ex["num_classes"] for ex in pipe.pkg.exits)
     rows, failed, used = [], [], set()
-    bar = _bar(len(files), progress)
+    bar = progress_bar(len(files), "run: segment", "images", progress)
 
     def flush(items):
         if not items:
@@ -118,19 +119,3 @@ def _write_tables(out: Path, s: RunSummary, pipe) -> None:
         "images": s.rows, "failed": s.failed,
         "summary": {"exits": s.histogram, "mean_latency_ms": s.mean_latency_ms},
     })
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def close(self):
-        pass
-
-
-def _bar(total, show):
-    if not show:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="image", leave=False)

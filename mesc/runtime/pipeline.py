@@ -8,6 +8,7 @@ batch; the live tensors of the others are gathered on the device into a smaller 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import numbers
 import time
@@ -110,6 +111,46 @@ class _ExitEvent:
     confidences: dict  # batch position -> c_img, for every image still undecided here
     segments_ms: dict
     elapsed_ms: float
+
+
+class _HostClock:
+    def start(self):
+        return time.perf_counter()
+
+    def stop(self, token) -> float:
+        return (time.perf_counter() - token) * 1e3
+
+
+class _Parts:
+    """Milliseconds of the parts of one walk, by name: segment runs on ``clock`` (``start()`` ->
+    token, ``stop(token)`` -> ms: e.g. CUDA events on the runner's stream), exit decisions on
+    the host, where they happen whatever the device."""
+
+    def __init__(self, clock=None):
+        self.clock = clock or _HostClock()
+        self.ms: dict = {}
+
+    @contextlib.contextmanager
+    def device(self, name: str):
+        t = self.clock.start()
+        yield
+        self.ms[name] = self.clock.stop(t)
+
+    @contextlib.contextmanager
+    def host(self, name: str):
+        t = time.perf_counter()
+        yield
+        self.ms[name] = (time.perf_counter() - t) * 1e3
+
+
+class _Untimed(_Parts):
+    def device(self, name: str):
+        return contextlib.nullcontext()
+
+    host = device
+
+
+_UNTIMED = _Untimed()
 
 
 class Pipeline:
@@ -252,6 +293,29 @@ class Pipeline:
             self._plans[key] = build_plan(self.pkg, segments, self.in_graph, logits)
         return self._plans[key]
 
+    def time_segments(self, x: np.ndarray, clock=None) -> dict:
+        """Milliseconds of every segment of the package on batch ``x`` (float32 N x C x H x W),
+        run as an input-dependent call runs them with every image reporting at every exit:
+
+        * each segment's run, timed on ``clock`` (``start()`` -> token, ``stop(token)`` -> ms;
+          default the host clock); a tail runs as if every image left at its exit;
+        * ``"decision:<exit>"``: the exit decision on the host (the copy of the confidences;
+          without an in-graph policy the logits and the numpy policy).
+
+        Heads of exits that calibration disabled run too, so that their cost stays known for a
+        later calibration. Where the runner measures segments on the device
+        (``Runner.segment_times``), its figures replace the clock's."""
+        x, _ = self.prepare(x)
+        rows = np.arange(len(x))
+        parts = _Parts(clock)
+        for _ in self._walk(self._group_input(x, rows), self.plan(None, all_exits=True), False, len(x),
+                            parts=parts):
+            pass
+        device_ms = self.runner.segment_times()
+        if device_ms:
+            parts.ms.update({k: v for k, v in device_ms.items() if k in parts.ms})
+        return parts.ms
+
     def _groups(self, n: int):
         """Batch positions per run: all at once with a dynamic batch, else chunks of the static
         batch size (the last one padded)."""
@@ -274,11 +338,13 @@ class Pipeline:
 
     # the walk -------------------------------------------------------------------------------
     def _walk(self, x: np.ndarray, plan: list[Step], by_policy: bool, real: int, need_conf: bool = True,
-              want_logits: bool = False) -> Iterator[_ExitEvent]:
+              want_logits: bool = False, parts: _Parts | None = None) -> Iterator[_ExitEvent]:
         """Run ``plan`` on batch ``x`` (its first ``real`` rows are images, the rest padding),
         yielding at each exit the images that report there. With ``by_policy`` an image reports
         at the first exit whose policy lets it go (the plan's last exit takes the rest) and then
-        leaves; otherwise every image reports at every exit."""
+        leaves; otherwise every image reports at every exit. ``parts`` times each segment's run,
+        each decision and each tail apart (see :meth:`time_segments`)."""
+        parts = parts or _UNTIMED
         run, t0 = self.runner, time.perf_counter()
         env = {self.input_name: run.upload(x)}
         pos = np.arange(x.shape[0])  # input batch position of each row of the live tensors
@@ -290,7 +356,8 @@ class Pipeline:
             feeds = {n: env[n] for n in step.feeds}
             if step.th_input:
                 feeds[step.th_input] = self._th_handle(step.exit)
-            env.update(run.run(step.segment, feeds, step.fetch))
+            with parts.device(step.segment["name"]):
+                env.update(run.run(step.segment, feeds, step.fetch))
             ex = step.exit
             if ex is None:
                 for n in step.release:
@@ -299,14 +366,15 @@ class Pipeline:
                 continue
             # The exit decision: confidences (or, without the in-graph policy, logits) to host.
             host_logits = None
-            if self.in_graph:
-                conf = run.download(env[ex["confidence"]]).reshape(-1).astype(np.float64)
-            else:
-                host_logits = run.download(env[ex["logits"]])
-                if need_conf:
-                    host_labels, conf = host_policy.decide(host_logits, ex["policy"])
-                else:  # budgeted without an in-graph policy: the labels are all that is asked
-                    host_labels, conf = host_policy.labels_only(host_logits), None
+            with parts.host(f"decision:{ex['name']}"):
+                if self.in_graph:
+                    conf = run.download(env[ex["confidence"]]).reshape(-1).astype(np.float64)
+                else:
+                    host_logits = run.download(env[ex["logits"]])
+                    if need_conf:
+                        host_labels, conf = host_policy.decide(host_logits, ex["policy"])
+                    else:  # budgeted without an in-graph policy: the labels are all that is asked
+                        host_labels, conf = host_policy.labels_only(host_logits), None
             seg_ms[step.segment["name"]] = (time.perf_counter() - ts) * 1e3
             if by_policy and i != last_head:
                 leave = undecided & (conf >= ex["policy"]["th_img"])
@@ -314,7 +382,7 @@ class Pipeline:
                 leave = undecided.copy()
             rows = np.flatnonzero(leave)
             if step.tail is not None:
-                labels, logits = self._run_tail(step, env, rows, len(pos), seg_ms)
+                labels, logits = self._run_tail(step, env, rows, len(pos), seg_ms, parts)
             elif self.in_graph:
                 labels = self._download_rows(env[ex["labels"]], rows, len(pos))
                 logits = self._download_rows(env[ex["logits"]], rows, len(pos)) if want_logits else None
@@ -341,7 +409,7 @@ class Pipeline:
                 env = {n: run.take(h, keep) for n, h in env.items()}
                 pos, undecided = pos[keep], undecided[keep]
 
-    def _run_tail(self, step: Step, env: dict, rows, batch: int, seg_ms: dict):
+    def _run_tail(self, step: Step, env: dict, rows, batch: int, seg_ms: dict, parts: _Parts):
         """The exit's tail for the rows that leave: labels (and logits when fetched) on the host.
         With a dynamic batch only those rows run; a static batch runs whole and is cut after."""
         ex, run = step.exit, self.runner
@@ -351,7 +419,8 @@ class Pipeline:
         ts = time.perf_counter()
         subset = self.dynamic_batch and len(rows) != batch
         feeds = {n: run.take(env[n], rows) if subset else env[n] for n in step.tail_feeds}
-        outs = run.run(step.tail, feeds, step.tail_fetch)
+        with parts.device(step.tail["name"]):
+            outs = run.run(step.tail, feeds, step.tail_fetch)
         if subset:
             got = [run.download(outs[n]) for n in step.tail_fetch]
         else:

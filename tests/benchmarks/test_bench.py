@@ -238,16 +238,45 @@ def test_data_without_readable_images(pkg_root, tmp_path):
     assert res.exit_code == 2 and "no readable 64x32 images" in res.output
 
 
-def test_data_run_reports_exit_distribution(pkg_root, tmp_path):
+def _noise_images(folder, count):
     from PIL import Image
 
-    (tmp_path / "imgs").mkdir()
+    folder.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (32, 64, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
-    r = bench(pkg_root, BenchOptions(warmup=1, iters=1, baselines=(), data=str(tmp_path / "imgs")), progress=False,
-              say=lambda m: None)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (32, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return str(folder)
+
+
+def test_data_run_reports_exit_distribution(pkg_root, tmp_path):
+    r = bench(pkg_root, BenchOptions(warmup=1, iters=1, baselines=(), data=_noise_images(tmp_path / "imgs", 4)),
+              progress=False, say=lambda m: None)
     d = r["data"]
     assert d["images"] == 4 and sum(d["exits"].values()) == 4
     assert sum(d["exit_fraction"].values()) == pytest.approx(1.0)
     assert d["input_dependent_ms"]["n"] == d["final_only_ms"]["n"] == 4
+
+
+def test_a_disabled_exit_is_timed_marked_and_skipped_by_the_input_dependent_run(pkg_root, tmp_path):
+    """What ``mesc calibrate --write`` leaves: one exit disabled (once a KeyError on its head)."""
+    import shutil
+
+    from mesc.benchmarks.bench import format_result
+
+    root = tmp_path / "off"
+    shutil.copytree(pkg_root, root)
+    pkg = Package.load(root)
+    first = pkg.exits[0]
+    first["enabled"] = False
+    first["policy"]["th_img"] = 0.0  # would take every image, were it enabled
+    pkg.save()
+    data = _noise_images(tmp_path / "imgs", 3)
+    r = bench(root, BenchOptions(warmup=0, iters=2, baselines=(), data=data), progress=False, say=lambda m: None)
+    assert set(r["latency_ms"]) == {s["name"] for s in pkg.segments}  # --record keeps every cost
+    assert r["latency_ms"][first["segment"]] > 0
+    assert [e["enabled"] for e in r["exits"]] == [False] + [True] * (len(pkg.exits) - 1)
+    assert r["data"]["exits"][first["name"]] == 0 and r["data"]["images"] == 3
+    text = format_result(r)
+    assert f"{first['name']} (off)" in text and "disabled by calibration" in text
+    record_latency(root, r)
+    assert Package.load(root).exits[0]["enabled"] is False  # recording leaves the flags alone

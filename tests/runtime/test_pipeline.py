@@ -282,3 +282,28 @@ def test_disabled_exit_is_skipped_entirely(pkg, model, images):
             pipe.set_enabled(2, False)
         pipe.set_enabled(1, True)
         assert any(r.exit_index == 1 for r in pipe(images))
+
+
+class _TickClock:
+    """Every interval it times lasts 1 ms: shows which parts the caller's clock timed."""
+
+    def start(self):
+        return None
+
+    def stop(self, token):
+        return 1.0
+
+
+def test_time_segments_times_every_segment_of_the_runtimes_own_walk(pkg, images):
+    with mesc.load(pkg) as pipe:
+        pipe.set_enabled(1, False)  # timed all the same: calibration may reconsider the exit
+        ms = pipe.time_segments(images[:2], clock=_TickClock())
+        names = [s["name"] for s in pipe.pkg.segments]
+        assert set(ms) == set(names) | {f"decision:{k}" for k in pipe.exit_names}
+        assert all(ms[n] == 1.0 for n in names)  # segments on the given clock
+        assert all(ms[f"decision:{k}"] != 1.0 for k in pipe.exit_names)  # decisions on the host's
+
+        head0 = pipe.pkg.exits[0]["segment"]
+        pipe.runner.segment_times = lambda: {head0: 7.5, "not-a-segment": 1.0}
+        ms = pipe.time_segments(images[:2])
+        assert ms[head0] == 7.5 and "not-a-segment" not in ms  # the device's figures win
