@@ -8,13 +8,13 @@ directory inside the package and moved in at the end, so a failed build leaves n
 
 from __future__ import annotations
 
-import datetime
 import json
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from mesc.timestamps import utc_now
 from mesc.engines.targets import (BuildPlan, check_build_request, check_onnx_ops, get_target, parse_version,
                                   plan_build)
 from mesc.errors import MescError
@@ -139,7 +139,7 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
         entry = {
             "dir": rel_dir, "target": tgt.name, "precision": precision, "dla_core": dla_core,
             **facts, "plan": plan.as_dict(), "timing_cache": str(timing_cache),
-            "built": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "built": utc_now(),
             "segments": segments,
         }
         pkg.install_dir(tmp, rel_dir, update=lambda m: m.setdefault("engines", {}).setdefault(

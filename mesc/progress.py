@@ -54,3 +54,13 @@ def bar(total: int | None, desc: str, unit: str = "it", show: bool = True, strea
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, leave=False, file=stream)
+
+
+def iterate(items, desc: str, unit: str = "it", show: bool = True, stream=None):
+    """``items`` with progress: each one passed on as it is taken, the bar (or the one line)
+    as :func:`bar` draws it."""
+    items = list(items)
+    with bar(len(items), desc, unit, show, stream) as b:
+        for item in items:
+            yield item
+            b.update(1)

@@ -20,6 +20,7 @@ from mesc.calibration.exits.manifest import write_configuration
 from mesc.calibration.exits.report import build_report, load_pyplot, plot_pareto
 from mesc.calibration.exits.search import InfeasibleBound, Searcher, costs_from_package
 from mesc.errors import MescError
+from mesc.progress import iterate
 
 
 @dataclass
@@ -77,11 +78,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
                      th_pix_grid=memo.th_pix_grid if pol == "mess" else None, policy=pol,
                      th_img_steps=th_img_steps)
         bound = parse_max_cost(max_cost, s.reference().expected_cost)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = lambda it: tqdm(it, desc=f"calibrate: search ({pol})", unit="subset")  # noqa: E731
+        bar = (lambda it: iterate(it, f"calibrate: search ({pol})", "subset")) if progress else None
         return s.search(max_drop=max_drop, max_cost=bound, subsets=subsets, progress=bar)
 
     result = run(policy)   # InfeasibleBound propagates with the best achievable in its message

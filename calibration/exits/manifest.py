@@ -16,8 +16,8 @@ Writing stores the chosen thresholds in the package manifest, atomically, with
 
 from __future__ import annotations
 
-import datetime
 
+from mesc.timestamps import utc_now
 from mesc.errors import MescError
 
 DISABLED_POLICY = {"th_pix": 1.0, "th_img": 1.0}
@@ -48,7 +48,7 @@ def write_configuration(pkg, cfg, rep: dict | None = None) -> None:
         if settings[name] is None:
             disabled.append(name)
     pkg.manifest["calibration"] = {
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": utc_now(),
         "data": None if rep is None else rep["data"], "images": None if rep is None else rep["images"],
         "policy": cfg.policy, "objective": None if rep is None else rep["objective"],
         "bound": None if rep is None else rep["bound"],

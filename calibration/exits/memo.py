@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import MescError
+from mesc.progress import bar as progress_bar
 from mesc.metrics import class_counts, miou
 from mesc.policy import (
     confidence_fft_magnitude,
@@ -229,11 +230,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     check = 0.0
     pol = [pkg.policy(e) for e in exits]
     steps = range(0, n, batch)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n, desc="calibrate: run exits", unit="img")
+    bar = progress_bar(n, "calibrate: run exits", "img", show=progress)
     try:
         for s in steps:
             part = data[s:s + batch]
@@ -252,11 +249,9 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
                     graph = r.confidences.get(exits[e])
                     if graph is not None and "at_th_pix" in st:
                         check = max(check, abs(float(graph) - st["at_th_pix"]))
-            if bar is not None:
-                bar.update(len(part))
+            bar.update(len(part))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         pipe.close()
     meta = {"package": str(pkg.root), "data": str(data_dir), "resize": bool(resize),
             "conf_check_max_abs": check, "pixels": int(h * w), "key": key, "cached": False}

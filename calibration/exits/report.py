@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 import numpy as np
+
+from mesc.timestamps import utc_now
 
 
 def load_pyplot():
@@ -30,7 +31,7 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
     pts = result.points
     best, ref = result.best, result.reference
     rep = {
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": utc_now(),
         "package": str(pkg.root),
         "data": str(data),
         "images": memo.n,
