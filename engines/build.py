@@ -14,12 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mesc.timestamps import utc_now
-from mesc.engines.targets import (BuildPlan, check_build_request, check_onnx_ops, get_target, parse_version,
-                                  plan_build)
+from mesc.engines.targets import BuildPlan, check_build_request, check_onnx_ops, get_target, parse_version, plan_build
 from mesc.errors import MescError
 from mesc.lazy import require
 from mesc.package import Package, sha256_file
+from mesc.timestamps import utc_now
 
 
 def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:

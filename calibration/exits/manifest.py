@@ -16,9 +16,8 @@ Writing stores the chosen thresholds in the package manifest, atomically, with
 
 from __future__ import annotations
 
-
-from mesc.timestamps import utc_now
 from mesc.errors import MescError
+from mesc.timestamps import utc_now
 
 DISABLED_POLICY = {"th_pix": 1.0, "th_img": 1.0}
 

@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import MescError
-from mesc.progress import bar as progress_bar
 from mesc.metrics import class_counts, miou
 from mesc.policy import (
     confidence_fft_magnitude,
@@ -41,6 +40,7 @@ from mesc.policy import (
     probability_confidence,
     softmax,
 )
+from mesc.progress import bar as progress_bar
 
 MEMO_VERSION = 1
 # 20 th_pix values: coarse where top-1 confidences are rare, fine near 1 where they pile up.
