@@ -23,6 +23,8 @@ POLICY_AT = ("output", "native")
 SEGMENT_KINDS = ("chunk", "head", "tail")
 CONFIDENCE_KINDS = ("top1", "entropy")
 # the element types ONNX graphs exported by mesc exchange (ONNX Runtime's names)
+# an exit whose policy runs in its graph names these tensors
+IN_GRAPH_KEYS = ("labels", "confidence", "th_pix_input")
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
 
 
@@ -135,13 +137,14 @@ def _check_segments(m, files):
               f"flops must be a non-negative number, got {seg.get('flops')!r}")
         for key in ("inputs", "outputs"):
             _need(isinstance(seg[key], list), where, f"{key} must be a list, got {type(seg[key]).__name__}")
-        _need(seg["outputs"], where, "outputs must not be empty")
+        # a graph without inputs or outputs cannot be a segment: the manifest lost them
+        _need(seg["inputs"] and seg["outputs"], where, "inputs and outputs must not be empty")
         seen = set()
         for t in seg["inputs"]:
             _check_tensor(t, f"{where} input")
             _need(t["name"] not in seen, where, f"input '{t['name']}' is listed twice")
             seen.add(t["name"])
-            if t["name"].endswith("_th_pix"):
+            if t["name"] not in producers and seg["kind"] == "head" and t["name"].endswith("_th_pix"):
                 continue  # fed by the runtime (the exit's th_pix), checked with the exit
             _need(t["name"] in producers, where,
                   f"input '{t['name']}' is not produced by an earlier segment or the image")
@@ -180,9 +183,14 @@ def _check_exits(m, segs):
             _need(last_index is None or ex["index"] > last_index, where,
                   f"index {ex['index']} is not after the previous exit's {last_index}: exits must be in model order")
             last_index = ex["index"]
+        for key in ("segment", "logits"):
+            _need_name(ex[key], where, key)
+        for key in ("tail", "policy_logits", *IN_GRAPH_KEYS):
+            _need(ex.get(key) is None or (isinstance(ex[key], str) and ex[key]), where,
+                  f"{key} must be a name or null, got {ex.get(key)!r}")
         for key in ("num_classes", "output_stride"):
             _need(_is_int(ex[key]) and ex[key] >= 1, where, f"{key} must be a positive int, got {ex[key]!r}")
-        head = segs.get(ex["segment"]) if isinstance(ex["segment"], str) else None
+        head = segs.get(ex["segment"])
         _need(head is not None, where, f"segment '{ex['segment']}' is not in 'segments'")
         _need(head["kind"] == "head", where, f"segment '{ex['segment']}' is a {head['kind']}, not a head")
         _need(ex["segment"] not in heads, where, f"segment '{ex['segment']}' is the head of another exit")
@@ -193,7 +201,7 @@ def _check_exits(m, segs):
         last_pos = pos
         tail = None
         if ex.get("tail") is not None:
-            tail = segs.get(ex["tail"]) if isinstance(ex["tail"], str) else None
+            tail = segs.get(ex["tail"])
             _need(tail is not None, where, f"tail '{ex['tail']}' is not in 'segments'")
             _need(tail["kind"] == "tail", where, f"tail '{ex['tail']}' is a {tail['kind']}, not a tail")
         # what the runtime fetches from the head and from the tail
@@ -208,11 +216,22 @@ def _check_exits(m, segs):
         if ex.get("th_pix_input") is not None:
             _need(ex["th_pix_input"] in {t["name"] for t in head["inputs"]}, where,
                   f"th_pix_input '{ex['th_pix_input']}' is not an input of its head")
+        fed = {t["name"] for t in head["inputs"]} - _outputs_before(m, segs, head)
+        _need(fed <= {ex.get("th_pix_input")}, where,
+              f"its head reads {sorted(fed)}, which no earlier segment gives and is not the exit's th_pix_input")
+        # the runtime runs the policy either in every exit's graph or on the host for all
+        in_graph = [ex.get(k) is not None for k in IN_GRAPH_KEYS]
+        _need(all(in_graph) or not any(in_graph), where,
+              f"{', '.join(IN_GRAPH_KEYS)} must all be set (policy in the graph) or all null")
         if tail is not None:
-            _need({t["name"] for t in tail["inputs"]} <= _outputs(head) | _outputs_before(segs, head), where,
+            _need({t["name"] for t in tail["inputs"]} <= _outputs(head) | _outputs_before(m, segs, head), where,
                   f"tail '{tail['name']}' reads tensors its head does not give")
         check_policy(ex["policy"], f"{where} policy")
+        for key in ("th_pix", "th_img"):  # what every run reads
+            _need(key in ex["policy"], f"{where} policy", f"missing '{key}'")
         _need(isinstance(ex.get("enabled", True), bool), where, f"enabled must be true or false, got {ex.get('enabled')!r}")
+    _need(len({ex.get("labels") is None for ex in exits}) == 1, "exits",
+          "the policy must be in the graph of every exit or of none")
     _need(exits[-1].get("enabled", True), f"exit '{exits[-1]['name']}'",
           "the final exit cannot be disabled: images that no earlier exit takes leave there")
     # a head no exit reads would never run, and its inputs would never be fetched
@@ -226,9 +245,9 @@ def _check_exits(m, segs):
               f"exit '{seg.get('exit')}' is not in 'exits'")
 
 
-def _outputs_before(segs, head):
-    """Tensors produced by the segments before ``head`` (and the image): a tail may read them."""
-    out = set()
+def _outputs_before(m, segs, head):
+    """The image and the tensors produced by the segments before ``head``."""
+    out = {m["input"]["name"]}
     for seg in segs.values():
         if seg is head:
             break
