@@ -263,32 +263,33 @@ def _check_files(files):
               f"files[{rel!r}]", f"expected a sha256 hex digest, got {digest!r}")
 
 
-def _check_latency(m, segs):
-    latency = m.get("latency")
-    if latency is None:
+def _segment_entries(m, field, segs, what, inner=None):
+    """(where, segment, value) of ``m[field][key][inner]``, a map keyed by the package's
+    segments (``latency``, ``precisions``), each level checked to be an object."""
+    entries = m.get(field)
+    if entries is None:
         return
-    _need_object(latency, MANIFEST, "'latency'")
-    for key, entry in latency.items():
-        where = f"latency[{key!r}]"
-        _need_object(entry, where, "a latency entry")
-        for seg, ms in entry.items():
+    _need_object(entries, MANIFEST, f"'{field}'")
+    for key, entry in entries.items():
+        where = f"{field}[{key!r}]"
+        _need_object(entry, where, what)
+        if inner is not None:
+            _need_object(entry.get(inner), where, f"'{inner}'")
+            entry = entry[inner]
+        for seg, value in entry.items():
             _need(seg in segs, where, f"'{seg}' is not a segment of the package")
-            _need(_is_number(ms) and ms >= 0, where, f"'{seg}' must be a non-negative finite number of ms, got {ms!r}")
+            yield where, seg, value
+
+
+def _check_latency(m, segs):
+    for where, seg, ms in _segment_entries(m, "latency", segs, "a latency entry"):
+        _need(_is_number(ms) and ms >= 0, where, f"'{seg}' must be a non-negative finite number of ms, got {ms!r}")
 
 
 def _check_precisions(m, segs):
-    precisions = m.get("precisions")
-    if precisions is None:
-        return
-    _need_object(precisions, MANIFEST, "'precisions'")
-    for prec, entry in precisions.items():
-        where = f"precisions[{prec!r}]"
-        _need_object(entry, where, "a precision entry")
-        _need_object(entry.get("segments"), where, "'segments'")
-        for seg, rel in entry["segments"].items():
-            _need(seg in segs, where, f"'{seg}' is not a segment of the package")
-            check_rel_path(rel, f"{where} segments[{seg!r}]")
-            _need(rel in m["files"], where, f"file {rel!r} has no checksum in 'files'")
+    for where, seg, rel in _segment_entries(m, "precisions", segs, "a precision entry", inner="segments"):
+        check_rel_path(rel, f"{where} segments[{seg!r}]")
+        _need(rel in m["files"], where, f"file {rel!r} has no checksum in 'files'")
 
 
 def engine_paths(m):

@@ -46,7 +46,7 @@ import contextlib
 import copy
 import hashlib
 import json
-import os
+import os  # noqa: F401  (tests patch mesc.package.os.replace: the atomic write)
 from pathlib import Path
 
 from mesc.errors import MescError, PackageError
