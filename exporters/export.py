@@ -7,7 +7,7 @@ import datetime
 import time
 
 from mesc import __version__
-from mesc.confidence_kinds import CONFIDENCE_KINDS
+from mesc.manifest import CONFIDENCE_KINDS
 from mesc.errors import ExportError
 from mesc.lazy import require
 from mesc.package import SCHEMA_VERSION, MANIFEST, Package, sha256_file, staging_dir, write_json_atomic

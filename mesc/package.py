@@ -1,7 +1,9 @@
 """The mesc package on disk: manifest (``mesc.json``), per-segment ONNX, engines.
 
-A package is the unit every command takes. This module validates it (schema, files,
-checksums) and writes it atomically. It is deliberately free of torch and onnx imports, so the
+A package is the unit every command takes. This module loads it (validation in
+:mod:`mesc.manifest`, checksums) and updates it safely: every manifest write holds the package
+lock and merges into what is on disk (:mod:`mesc.manifest_merge`), so concurrent commands keep
+each other's writes, and is atomic. It is deliberately free of torch and onnx imports, so the
 runtime can use it.
 
 Manifest layout (schema 1), all lists in execution order::
@@ -44,23 +46,17 @@ import contextlib
 import copy
 import hashlib
 import json
-import os
-import shutil
-import tempfile
+import os  # noqa: F401  (tests patch mesc.package.os.replace: the atomic write)
 from pathlib import Path
 
-from mesc.confidence_kinds import CONFIDENCE_KINDS
 from mesc.errors import MescError, PackageError
-
-SCHEMA_VERSION = 1
-MANIFEST = "mesc.json"
-POLICY_KEYS = {"confidence", "edge", "stride", "at", "th_pix", "th_img"}
-# settings the exporter compiles into an exit's graph (th_pix is a graph input, th_img a host test)
-COMPILED_POLICY_KEYS = ("confidence", "edge", "stride", "at")
-POLICY_AT = ("output", "native")
-# chunk: backbone; head: an exit's own layers and policy; tail: what only the exit's prediction
-# needs (final upsampling, labels), run only for the images that leave there
-SEGMENT_KINDS = ("chunk", "head", "tail")
+from mesc.locking import package_lock
+from mesc.manifest import (  # noqa: F401  (names this module has always offered)
+    COMPILED_POLICY_KEYS, CONFIDENCE_KINDS, MANIFEST, POLICY_AT, POLICY_KEYS, SCHEMA_VERSION, SEGMENT_KINDS,
+    check_policy, manifest_paths, validate_manifest)
+from mesc.manifest_merge import check_dependencies, merge3, update_in_place
+from mesc.paths import confined
+from mesc.staging import staging_area, staging_dir, swapped_in, write_json_atomic  # noqa: F401
 
 
 def sha256_file(path) -> str:
@@ -71,144 +67,21 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def staging_dir(out, force: bool = False):
-    """Yield a fresh temporary directory that becomes ``out`` only if the block succeeds.
-
-    The temporary directory lives beside ``out`` so the final rename stays on one file
-    system. An existing ``out`` is refused unless ``force``; with ``force`` it is replaced only
-    after the new package is complete, so a failed run never destroys the old one.
-    """
-    out = Path(out)
-    if out.exists() and not force:
-        raise MescError(f"output directory {out} already exists; pass --force to overwrite it")
-    if out.exists() and not out.is_dir():
-        raise MescError(f"output path {out} exists and is not a directory")
-    parent = out.parent if str(out.parent) else Path(".")
+def _read_manifest(root: Path) -> dict:
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise PackageError(f"{root}: no {MANIFEST}; is this a package written by 'mesc export'?")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise MescError(f"cannot create the parent directory of {out}: {err}") from err
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
-    # mkdtemp makes 0700; the finished directory should get the user's usual permissions
-    os.chmod(tmp, 0o777 & ~_umask())
-    try:
-        yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
-            os.rename(out, old / "pkg")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return json.loads(mpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise PackageError(f"{mpath}: not valid JSON ({err})") from err
 
 
-def write_json_atomic(path, data) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the usual permissions
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _need(cond, where, msg):
-    if not cond:
-        raise PackageError(f"{where}: {msg}")
-
-
-def _check_tensor(spec, where):
-    _need(isinstance(spec, dict), where, "expected an object with name, shape and dtype")
-    for key in ("name", "shape", "dtype"):
-        _need(key in spec, where, f"missing '{key}'")
-    _need(isinstance(spec["shape"], list), where, f"shape must be a list, got {spec['shape']!r}")
-    for d in spec["shape"]:
-        _need(isinstance(d, (int, str)), where, f"shape entries must be ints or names, got {d!r}")
-
-
-def check_policy(policy: dict, where: str) -> None:
-    """Validate one exit's policy settings; raises :class:`PackageError` naming the bad key."""
-    _need(isinstance(policy, dict), where, "policy must be an object")
-    unknown = set(policy) - POLICY_KEYS
-    _need(not unknown, where, f"unknown policy keys {sorted(unknown)}; expected {sorted(POLICY_KEYS)}")
-    if "confidence" in policy:
-        _need(policy["confidence"] in CONFIDENCE_KINDS, where,
-              f"confidence must be one of {CONFIDENCE_KINDS}, got {policy['confidence']!r}")
-    for key in ("th_pix", "th_img"):
-        if key in policy:
-            v = policy[key]
-            _need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0,
-                  where, f"{key} must be a number in [0, 1], got {v!r}")
-    if "at" in policy:
-        _need(policy["at"] in POLICY_AT, where, f"at must be one of {POLICY_AT}, got {policy['at']!r}")
-    if "stride" in policy:
-        _need(isinstance(policy["stride"], int) and policy["stride"] >= 1, where,
-              f"stride must be a positive int, got {policy['stride']!r}")
-    if "edge" in policy:
-        _need(isinstance(policy["edge"], bool), where, f"edge must be true or false, got {policy['edge']!r}")
-
-
-def validate_manifest(m) -> None:
-    """Check the manifest's structure; every message names the entry at fault."""
-    _need(isinstance(m, dict), MANIFEST, "expected a JSON object")
-    _need("schema_version" in m, MANIFEST, "missing 'schema_version'")
-    _need(m["schema_version"] == SCHEMA_VERSION, MANIFEST,
-          f"schema_version {m['schema_version']!r} is not supported (this mesc reads {SCHEMA_VERSION})")
-    for key in ("input", "segments", "exits", "files"):
-        _need(key in m, MANIFEST, f"missing '{key}'")
-    inp = m["input"]
-    _check_tensor(inp, "input")
-    _need(len(inp["shape"]) == 4, "input", f"shape must be NxCxHxW, got {inp['shape']}")
-    _need(isinstance(m["segments"], list) and m["segments"], MANIFEST, "'segments' must be a non-empty list")
-    names = set()
-    produced = {inp["name"]}
-    for i, seg in enumerate(m["segments"]):
-        where = f"segments[{i}]"
-        _need(isinstance(seg, dict), where, "expected an object")
-        for key in ("name", "kind", "file", "inputs", "outputs"):
-            _need(key in seg, where, f"missing '{key}'")
-        where = f"segment '{seg['name']}'"
-        _need(seg["name"] not in names, where, "duplicate segment name")
-        names.add(seg["name"])
-        _need(seg["kind"] in SEGMENT_KINDS, where, f"kind must be one of {SEGMENT_KINDS}, got {seg['kind']!r}")
-        _need(seg["file"] in m["files"], where, f"file {seg['file']} has no checksum in 'files'")
-        for t in seg["inputs"]:
-            _check_tensor(t, f"{where} input")
-            if not t["name"].endswith("_th_pix"):
-                _need(t["name"] in produced, where,
-                      f"input '{t['name']}' is not produced by an earlier segment or the image")
-        for t in seg["outputs"]:
-            _check_tensor(t, f"{where} output")
-            produced.add(t["name"])
-    _need(isinstance(m["exits"], list) and m["exits"], MANIFEST, "'exits' must be a non-empty list")
-    for i, ex in enumerate(m["exits"]):
-        where = f"exits[{i}]"
-        for key in ("name", "segment", "logits", "num_classes", "output_stride", "policy"):
-            _need(key in ex, where, f"missing '{key}'")
-        where = f"exit '{ex['name']}'"
-        _need(ex["segment"] in names, where, f"segment '{ex['segment']}' is not in 'segments'")
-        _need(ex.get("tail") is None or ex["tail"] in names, where, f"tail '{ex.get('tail')}' is not in 'segments'")
-        _need(ex["logits"] in produced, where, f"logits '{ex['logits']}' is not produced by any segment")
-        check_policy(ex["policy"], f"{where} policy")
-        _need(isinstance(ex.get("enabled", True), bool), where, f"enabled must be true or false, got {ex.get('enabled')!r}")
-    _need(m["exits"][-1].get("enabled", True), f"exit '{m['exits'][-1]['name']}'",
-          "the final exit cannot be disabled: images that no earlier exit takes leave there")
+def _check_paths(root: Path, manifest: dict) -> None:
+    """Every path the manifest names stays inside ``root``, symlinks included, before any file
+    is opened or hashed."""
+    for where, rel in manifest_paths(manifest):
+        confined(root, rel, where)
 
 
 class Package:
@@ -222,6 +95,8 @@ class Package:
     def __init__(self, root: Path, manifest: dict):
         self.root = Path(root)
         self.manifest = manifest
+        # the manifest as read: what this object changed since is what a save merges into disk
+        self._base = copy.deepcopy(manifest)
 
     @classmethod
     def load(cls, path, verify_checksums: bool = True) -> "Package":
@@ -230,14 +105,9 @@ class Package:
             raise PackageError(f"{root}: no such package directory")
         if not root.is_dir():
             raise PackageError(f"{root}: not a directory (a mesc package is a directory with {MANIFEST})")
-        mpath = root / MANIFEST
-        if not mpath.is_file():
-            raise PackageError(f"{root}: no {MANIFEST}; is this a package written by 'mesc export'?")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise PackageError(f"{mpath}: not valid JSON ({err})") from err
+        manifest = _read_manifest(root)
         validate_manifest(manifest)
+        _check_paths(root, manifest)
         pkg = cls(root, manifest)
         if verify_checksums:
             pkg.verify_files()
@@ -245,7 +115,7 @@ class Package:
 
     def verify_files(self) -> None:
         for rel, digest in self.manifest["files"].items():
-            p = self.root / rel
+            p = self.path(rel)
             if not p.is_file():
                 raise PackageError(f"{self.root}: file {rel} listed in the manifest is missing")
             actual = sha256_file(p)
@@ -285,7 +155,8 @@ class Package:
         raise MescError(f"no exit named '{key}'; the package's exits are {[e['name'] for e in self.exits]}")
 
     def path(self, rel: str) -> Path:
-        return self.root / rel
+        """``rel`` inside the package; a path leading outside it is refused."""
+        return confined(self.root, rel, f"{self.root}")
 
     def segments_until(self, exit_key) -> list[dict]:
         """Segments that must run, in order, to take the given exit: its head and the chunks
@@ -318,46 +189,60 @@ class Package:
             )
         ex["policy"] = new
 
-    def save(self) -> None:
-        """Rewrite the manifest atomically (files and checksums are not touched)."""
-        validate_manifest(self.manifest)
-        write_json_atomic(self.root / MANIFEST, self.manifest)
+    def save(self, depends_on=()) -> None:
+        """Write this object's changes to the manifest (files and checksums are not touched).
+
+        Under the package lock, the changes are merged into the manifest as it is on disk now:
+        keys another command wrote meanwhile are kept; a key both changed differently, or a
+        change to what the result was computed from (the input, segments, exits' structure,
+        file checksums, and the key paths in ``depends_on``, e.g. ``[("latency", key)]``) is
+        refused with a :class:`PackageError`. The write is atomic.
+        """
+        with package_lock(self.root):
+            self._commit(self.manifest, depends_on)
+
+    def _commit(self, ours: dict, depends_on=(), own_files_prefix=None, install=None) -> None:
+        """Merge ``ours`` into the manifest on disk and write it (the caller holds the lock);
+        ``install`` (a context manager) wraps the write: if the write fails, it undoes itself."""
+        theirs = _read_manifest(self.root)
+        check_dependencies(self._base, theirs, depends_on, own_files_prefix)
+        merged = merge3(self._base, ours, theirs)
+        validate_manifest(merged)
+        _check_paths(self.root, merged)
+        merged = copy.deepcopy(merged)
+        with install or contextlib.nullcontext():
+            write_json_atomic(self.root / MANIFEST, merged)
+        update_in_place(self.manifest, merged)
+        self._base = copy.deepcopy(merged)
 
     def copy_manifest(self) -> dict:
         return copy.deepcopy(self.manifest)
 
-    def install_dir(self, staged, rel: str, update=None) -> None:
+    def staging(self, rel: str):
+        """A context manager yielding a fresh hidden directory beside ``rel`` in the package,
+        removed when the block ends (also on SIGINT and SIGTERM); finish the block with
+        ``install_dir(tmp, rel, update)``, which moves it into place."""
+        dest = self.path(rel)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return staging_area(dest)
+
+    def install_dir(self, staged, rel: str, update=None, depends_on=()) -> None:
         """Move the finished directory ``staged`` to ``rel`` inside the package, replacing what
         was there, record its files' checksums (dropping the old ones) and apply ``update`` to
-        the manifest, which is then rewritten atomically. ``staged`` must be on the package's
-        file system (e.g. a ``tempfile.mkdtemp(dir=pkg.root)``). If the manifest cannot be
+        the manifest, which is then rewritten atomically, merged as in :meth:`save`. ``staged``
+        must be on the package's file system (see :meth:`staging`). If the manifest cannot be
         written, the previous directory is put back.
         """
-        staged, dest = Path(staged), self.root / rel
-        manifest = self.copy_manifest()
+        staged, dest = Path(staged), self.path(rel)
         prefix = rel.rstrip("/") + "/"
-        files = {k: v for k, v in manifest["files"].items() if not k.startswith(prefix)}
+        files = {}
         for p in sorted(staged.rglob("*")):
             if p.is_file():
                 files[prefix + p.relative_to(staged).as_posix()] = sha256_file(p)
-        manifest["files"] = files
-        if update is not None:
-            update(manifest)
-        validate_manifest(manifest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        old = None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent)) / "d"
-            os.rename(dest, old)
-        os.rename(staged, dest)
-        try:
-            write_json_atomic(self.root / MANIFEST, manifest)
-        except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)
-            if old is not None:
-                os.rename(old, dest)
-            raise
-        finally:
-            if old is not None:
-                shutil.rmtree(old.parent, ignore_errors=True)
-        self.manifest = manifest
+        with package_lock(self.root):
+            ours = self.copy_manifest()
+            ours["files"] = {k: v for k, v in ours["files"].items() if not k.startswith(prefix)} | files
+            if update is not None:
+                update(ours)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._commit(ours, depends_on, own_files_prefix=prefix, install=swapped_in(staged, dest))

@@ -52,7 +52,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mesc.confidence_kinds import CONFIDENCE_KINDS
+from mesc.manifest import CONFIDENCE_KINDS
 from mesc.errors import MescError
 
 LOGITS_SHAPE = "N x M x H x W (float32)"

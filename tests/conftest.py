@@ -20,3 +20,17 @@ def pytest_collection_modifyitems(config, items):
         # the marker, not the keyword: tests/runtime/backends/trt/ puts "trt" in every keyword set there
         if item.get_closest_marker("trt") and not _has("tensorrt"):
             item.add_marker(skip_trt)
+
+
+@pytest.fixture(scope="session")
+def toy_package(tmp_path_factory):
+    """A small exported package (the skip-connection toy net, no in-graph policy); copy it
+    before changing it."""
+    from pathlib import Path
+
+    from mesc.exporters.export import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("toy_package") / "toy"
+    export(f"{Path(__file__).parent / 'exporters' / 'toy_models.py'}:skipnet", out,
+           options=ExportOptions(policy=None, verify=False))
+    return out
