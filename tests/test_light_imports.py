@@ -10,7 +10,7 @@ PROBE = "import sys; {stmt}; heavy = [m for m in ('torch', 'tensorrt') if m in s
 
 @pytest.mark.parametrize("stmt", [
     "import mesc",
-    "import mesc.package, mesc.inspect, mesc.errors",
+    "import mesc.package, mesc.describe, mesc.errors",
     "from mesc.cli import cli; cli.main(['--help'], standalone_mode=False)",
     "from mesc.cli import cli; cli.main(['export', '--help'], standalone_mode=False)",
     *[f"from mesc.cli import cli; cli.main(['{c}', '--help'], standalone_mode=False)"
