@@ -1,6 +1,11 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# toys.py (the toy nets) is one module every test folder imports
+sys.path.insert(0, str(Path(__file__).parent))
 
 # Keep the 2-core CI machine responsive when several torch/ORT tests run.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
