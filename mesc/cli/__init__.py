@@ -58,7 +58,3 @@ def main(argv=None):
     except MescError as err:  # errors raised while parsing, outside a command
         click.echo(f"mesc: error: {err}", err=True)
         sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
