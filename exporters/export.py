@@ -71,6 +71,24 @@ def _check_thresholds(opts):
         raise ExportError(f"--opset {opts.opset} is too old; mesc needs 13 or later (17 for TensorRT 8.5/8.6)")
 
 
+@dataclasses.dataclass
+class _Plan:
+    """The traced model cut into segments for the kept exits, and each kept exit's policy."""
+
+    traced: object
+    selected: list  # kept exits, as positions in the model's exit sequence
+    segments: list
+    names: dict  # fx node -> ONNX tensor name
+    policy_src: dict  # kept-exit position -> (node the policy reads, its tensor name)
+    policy: list  # kept-exit position -> policy settings, as stored in the manifest
+
+    def exit_name(self, i: int) -> str:
+        return self.traced.exit_names[self.selected[i]]
+
+    def segment(self, kind: str, i: int):
+        return next((s for s in self.segments if s.kind == kind and s.exit == i), None)
+
+
 def export(model=None, out=None, weights=None, num_classes=None, options: ExportOptions | None = None,
            force: bool = False, progress: bool = False) -> Package:
     """Split ``model`` (a spec string or an nn.Module) into a package at ``out``.
@@ -89,9 +107,6 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     if Path(out).exists() and not force:
         raise ExportError(f"output directory {out} already exists; pass --force to overwrite it")
     torch = require("torch", purpose="mesc export")
-    from mesc.exporters import flops as flops_mod
-    from mesc.exporters.onnx_io import check, export_module, io_specs, onnx
-    from mesc.exporters.partition import IMAGE, partition
     from mesc.exporters.trace import trace_model
 
     t0 = time.perf_counter()
@@ -99,101 +114,19 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     shape = _check_input_shape(opts.input_shape or getattr(net, "default_input_shape", DEFAULT_INPUT_SHAPE))
     gen = torch.Generator().manual_seed(opts.seed)
     example = torch.randn(shape, generator=gen)
-    traced = trace_model(net, example)
-    selected = _select_exits(opts.exits, len(traced.exit_nodes))
-    if opts.strides is not None and len(opts.strides) != len(selected):
-        raise ExportError(f"--stride gives {len(opts.strides)} values for {len(selected)} kept exits")
-    native = opts.policy_at == "native"
-    policy_src = {}  # exit position -> tensor the policy reads
-    for i, k in enumerate(selected):
-        name = traced.exit_names[k]
-        src = traced.native_nodes[k] if native else traced.exit_nodes[k]
-        policy_src[i] = (src, f"{name}_native_logits" if src is not traced.exit_nodes[k] else f"{name}_logits")
-    extra = {node: tname for node, tname in policy_src.values() if tname.endswith("_native_logits")}
-    # with the policy at native resolution, the head's final upsampling and the labels move to a
-    # tail segment that runs only for the images leaving at that exit
-    tails = {i: node for i, (node, tname) in policy_src.items() if tname.endswith("_native_logits")}
-    segments, names = partition(traced, selected, extra_outputs=extra, tails=tails)
-    for i, (node, tname) in policy_src.items():
-        head = next(s for s in segments if s.kind == "head" and s.exit == i)
-        if node is not traced.exit_nodes[selected[i]] and node not in head.nodes:
-            raise ExportError(f"exit {traced.exit_names[selected[i]]}: its logits before upsampling are shared "
-                              "with deeper exits, so the policy cannot read them in the exit's head; use --policy-at output")
+    plan = _plan(trace_model(net, example), opts)
 
-    policy_kw = []
-    for i, k in enumerate(selected):
-        # windows are counted in the pixels the policy reads: output pixels, or native ones
-        stride = opts.strides[i] if opts.strides else (1 if native else traced.strides[k])
-        policy_kw.append({"confidence": opts.policy or "top1", "edge": bool(opts.edge), "stride": int(stride),
-                          "at": opts.policy_at,
-                          "th_pix": opts.th_pix if opts.th_pix is not None else DEFAULT_TH_PIX,
-                          "th_img": opts.th_img if opts.th_img is not None else DEFAULT_TH_IMG})
-
-    bar = _progress(segments, progress)
+    bar = _progress(plan.segments, progress)
     with staging_dir(out, force=force) as tmp:
         (tmp / "onnx").mkdir()
         seg_entries, files = [], {}
         for seg in bar:
             if progress:
                 bar.set_description(f"export {seg.name}")
-            in_names, out_names = seg.tensor_names(names)
-            args = [traced.values[n.name] for n in seg.inputs]
-            where = f"segment {seg.name}"
-            model_proto = export_module(seg.gm, args, in_names, out_names, opts.opset, opts.dynamic_batch, where)
-            exit_name = traced.exit_names[selected[seg.exit]]
-            has_tail = any(s.kind == "tail" and s.exit == seg.exit for s in segments)
-            if seg.kind == "head" and opts.policy:
-                from mesc.exporters.policy_graph import append_policy
-
-                p = policy_kw[seg.exit]
-                model_proto = append_policy(model_proto, logits=policy_src[seg.exit][1], prefix=exit_name,
-                                            confidence=p["confidence"], edge=p["edge"], stride=p["stride"],
-                                            labels=not has_tail)
-            elif seg.kind == "tail":
-                from mesc.exporters.policy_graph import append_labels
-
-                model_proto = append_labels(model_proto, logits=f"{exit_name}_logits", prefix=exit_name)
-            model_proto = check(model_proto, where)
-            rel = f"onnx/{seg.name}.onnx"
-            onnx.save(model_proto, str(tmp / rel))
-            files[rel] = sha256_file(tmp / rel)
-            ins, outs = io_specs(model_proto)
-            seg_entries.append({
-                "name": seg.name, "kind": seg.kind, "exit": exit_name, "file": rel,
-                "inputs": ins, "outputs": outs,
-                "flops": flops_mod.count(seg.gm, args),
-            })
-        exits = []
-        for i, k in enumerate(selected):
-            name = traced.exit_names[k]
-            logits = traced.values[traced.exit_nodes[k].name]
-            head = next(s for s in segments if s.kind == "head" and s.exit == i)
-            tail = next((s.name for s in segments if s.kind == "tail" and s.exit == i), None)
-            exits.append({
-                "name": name, "index": k, "segment": head.name, "tail": tail, "logits": f"{name}_logits",
-                "num_classes": int(logits.shape[1]), "output_stride": int(traced.strides[k]),
-                "labels": f"{name}_labels" if opts.policy else None,
-                "confidence": f"{name}_confidence" if opts.policy else None,
-                "th_pix_input": f"{name}_th_pix" if opts.policy else None,
-                "policy_logits": policy_src[i][1],
-                "policy": policy_kw[i],
-            })
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "mesc_version": __version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "source": dict(source, weights_sha256=sha256_file(weights) if weights else None,
-                           torch=torch.__version__, onnx=onnx.__version__, opset=opts.opset,
-                           model_exits=len(traced.exit_nodes), selected_exits=selected),
-            "input": {"name": IMAGE, "shape": ["batch" if opts.dynamic_batch else shape[0], *shape[1:]],
-                      "dtype": "float32", "dynamic_batch": bool(opts.dynamic_batch),
-                      "normalization": getattr(net, "input_normalization", DEFAULT_NORMALIZATION)},
-            "segments": seg_entries,
-            "exits": exits,
-            "files": files,
-            "engines": {},
-            "latency": {},
-        }
+            entry = _write_segment(plan, seg, opts, tmp)
+            files[entry["file"]] = sha256_file(tmp / entry["file"])
+            seg_entries.append(entry)
+        manifest = _manifest(plan, opts, net, source, weights, shape, seg_entries, files)
         write_json_atomic(tmp / MANIFEST, manifest)
         pkg = Package.load(tmp)
         if opts.verify:
@@ -204,6 +137,131 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(tmp / MANIFEST, manifest)
     return Package.load(out)
+
+
+def _plan(traced, opts: ExportOptions) -> _Plan:
+    """Choose the kept exits, the tensors their policies read, and cut the graph accordingly."""
+    from mesc.exporters.partition import partition
+
+    selected = _select_exits(opts.exits, len(traced.exit_nodes))
+    if opts.strides is not None and len(opts.strides) != len(selected):
+        raise ExportError(f"--stride gives {len(opts.strides)} values for {len(selected)} kept exits")
+    policy_src = _policy_sources(traced, selected, native=opts.policy_at == "native")
+    extra = {node: tname for node, tname in policy_src.values() if tname.endswith("_native_logits")}
+    # with the policy at native resolution, the head's final upsampling and the labels move to a
+    # tail segment that runs only for the images leaving at that exit
+    tails = {i: node for i, (node, tname) in policy_src.items() if tname.endswith("_native_logits")}
+    segments, names = partition(traced, selected, extra_outputs=extra, tails=tails)
+    plan = _Plan(traced, selected, segments, names, policy_src, _policy_settings(traced, selected, opts))
+    _check_policy_reads_its_head(plan)
+    return plan
+
+
+def _policy_sources(traced, selected: list[int], native: bool) -> dict:
+    """Kept-exit position -> (node, tensor name) of the logits its policy reads."""
+    policy_src = {}
+    for i, k in enumerate(selected):
+        name = traced.exit_names[k]
+        src = traced.native_nodes[k] if native else traced.exit_nodes[k]
+        policy_src[i] = (src, f"{name}_native_logits" if src is not traced.exit_nodes[k] else f"{name}_logits")
+    return policy_src
+
+
+def _check_policy_reads_its_head(plan: _Plan) -> None:
+    for i, (node, tname) in plan.policy_src.items():
+        head = plan.segment("head", i)
+        if node is not plan.traced.exit_nodes[plan.selected[i]] and node not in head.nodes:
+            raise ExportError(f"exit {plan.exit_name(i)}: its logits before upsampling are shared "
+                              "with deeper exits, so the policy cannot read them in the exit's head; use --policy-at output")
+
+
+def _policy_settings(traced, selected: list[int], opts: ExportOptions) -> list[dict]:
+    settings = []
+    for i, k in enumerate(selected):
+        # windows are counted in the pixels the policy reads: output pixels, or native ones
+        stride = opts.strides[i] if opts.strides else (1 if opts.policy_at == "native" else traced.strides[k])
+        settings.append({"confidence": opts.policy or "top1", "edge": bool(opts.edge), "stride": int(stride),
+                         "at": opts.policy_at,
+                         "th_pix": opts.th_pix if opts.th_pix is not None else DEFAULT_TH_PIX,
+                         "th_img": opts.th_img if opts.th_img is not None else DEFAULT_TH_IMG})
+    return settings
+
+
+def _write_segment(plan: _Plan, seg, opts: ExportOptions, tmp) -> dict:
+    """Export one segment to ONNX (with its exit's policy or labels appended), save it under
+    ``tmp`` and return its manifest entry."""
+    from mesc.exporters import flops as flops_mod
+    from mesc.exporters.onnx_io import check, export_module, io_specs, onnx
+
+    in_names, out_names = seg.tensor_names(plan.names)
+    args = [plan.traced.values[n.name] for n in seg.inputs]
+    where = f"segment {seg.name}"
+    model_proto = export_module(seg.gm, args, in_names, out_names, opts.opset, opts.dynamic_batch, where)
+    exit_name = plan.exit_name(seg.exit)
+    if seg.kind == "head" and opts.policy:
+        from mesc.exporters.policy_graph import append_policy
+
+        p = plan.policy[seg.exit]
+        model_proto = append_policy(model_proto, logits=plan.policy_src[seg.exit][1], prefix=exit_name,
+                                    confidence=p["confidence"], edge=p["edge"], stride=p["stride"],
+                                    labels=plan.segment("tail", seg.exit) is None)
+    elif seg.kind == "tail":
+        from mesc.exporters.policy_graph import append_labels
+
+        model_proto = append_labels(model_proto, logits=f"{exit_name}_logits", prefix=exit_name)
+    model_proto = check(model_proto, where)
+    rel = f"onnx/{seg.name}.onnx"
+    onnx.save(model_proto, str(tmp / rel))
+    ins, outs = io_specs(model_proto)
+    return {
+        "name": seg.name, "kind": seg.kind, "exit": exit_name, "file": rel,
+        "inputs": ins, "outputs": outs,
+        "flops": flops_mod.count(seg.gm, args),
+    }
+
+
+def _exit_entries(plan: _Plan, opts: ExportOptions) -> list[dict]:
+    exits = []
+    for i, k in enumerate(plan.selected):
+        name = plan.traced.exit_names[k]
+        logits = plan.traced.values[plan.traced.exit_nodes[k].name]
+        tail = plan.segment("tail", i)
+        exits.append({
+            "name": name, "index": k, "segment": plan.segment("head", i).name,
+            "tail": tail.name if tail else None, "logits": f"{name}_logits",
+            "num_classes": int(logits.shape[1]), "output_stride": int(plan.traced.strides[k]),
+            "labels": f"{name}_labels" if opts.policy else None,
+            "confidence": f"{name}_confidence" if opts.policy else None,
+            "th_pix_input": f"{name}_th_pix" if opts.policy else None,
+            "policy_logits": plan.policy_src[i][1],
+            "policy": plan.policy[i],
+        })
+    return exits
+
+
+def _manifest(plan: _Plan, opts: ExportOptions, net, source: dict, weights, shape: tuple, seg_entries: list,
+              files: dict) -> dict:
+    import torch
+
+    from mesc.exporters.onnx_io import onnx
+    from mesc.exporters.partition import IMAGE
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "mesc_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": dict(source, weights_sha256=sha256_file(weights) if weights else None,
+                       torch=torch.__version__, onnx=onnx.__version__, opset=opts.opset,
+                       model_exits=len(plan.traced.exit_nodes), selected_exits=plan.selected),
+        "input": {"name": IMAGE, "shape": ["batch" if opts.dynamic_batch else shape[0], *shape[1:]],
+                  "dtype": "float32", "dynamic_batch": bool(opts.dynamic_batch),
+                  "normalization": getattr(net, "input_normalization", DEFAULT_NORMALIZATION)},
+        "segments": seg_entries,
+        "exits": _exit_entries(plan, opts),
+        "files": files,
+        "engines": {},
+        "latency": {},
+    }
 
 
 def _progress(items, show: bool):

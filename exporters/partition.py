@@ -71,11 +71,35 @@ def partition(traced, selected: list[int], extra_outputs: dict | None = None,
     extra_outputs = extra_outputs or {}
     tails = tails or {}
     gm = traced.gm
+    image = _image_input(gm)
+    exit_nodes = [traced.exit_nodes[k] for k in selected]
+    need = _needed_by(gm.graph, exit_nodes)
+    _check_exits_independent(traced, selected, exit_nodes, need)
+    buckets = _buckets(gm.graph, need)
+
+    names = {image: IMAGE}
+    for i, n in enumerate(exit_nodes):
+        names[n] = f"{traced.exit_names[selected[i]]}_logits"
+    for n, name in extra_outputs.items():
+        names.setdefault(n, name)
+    for i, start in tails.items():
+        _split_tail(buckets, i, start)
+
+    segments, owner = _segments(buckets, selected)
+    for seg in segments:
+        _connect(seg, segments, owner, names, outputs=set(exit_nodes) | set(extra_outputs))
+        seg.gm = _segment_module(gm, seg, names)
+    return segments, names
+
+
+def _image_input(gm):
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise ExportError(f"the model's forward takes {len(placeholders)} inputs; mesc splits models with one image input")
-    exit_nodes = [traced.exit_nodes[k] for k in selected]
-    need = _needed_by(gm.graph, exit_nodes)
+    return placeholders[0]
+
+
+def _check_exits_independent(traced, selected: list[int], exit_nodes: list, need: dict) -> None:
     for i, n in enumerate(exit_nodes[:-1]):
         later = need[n] - {i}
         if later:
@@ -84,32 +108,36 @@ def partition(traced, selected: list[int], extra_outputs: dict | None = None,
                 f"{traced.exit_names[selected[min(later)]]}; mesc needs exits whose logits no deeper exit reads"
             )
 
+
+def _buckets(graph, need: dict) -> dict:
+    """(exit position, "chunk" | "head") -> the nodes there, in graph order."""
     buckets = {}
-    for n in gm.graph.nodes:
+    for n in graph.nodes:
         if n.op in ("placeholder", "output", "get_attr") or not need[n]:
             continue
         first = min(need[n])
         kind = "chunk" if max(need[n]) > first else "head"
         buckets.setdefault((first, kind), []).append(n)
+    return buckets
 
-    names = {placeholders[0]: IMAGE}
-    for i, n in enumerate(exit_nodes):
-        names[n] = f"{traced.exit_names[selected[i]]}_logits"
-    for n, name in extra_outputs.items():
-        names.setdefault(n, name)
-    for i, start in tails.items():
-        head = buckets.get((i, "head"), [])
-        if start not in head:
-            continue
-        after = {start}
-        for n in head:
-            if n is not start and any(a in after for a in n.all_input_nodes):
-                after.add(n)
-        after.discard(start)
-        if after:
-            buckets[(i, "tail")] = [n for n in head if n in after]
-            buckets[(i, "head")] = [n for n in head if n not in after]
 
+def _split_tail(buckets: dict, i: int, start) -> None:
+    """Move what exit i's head computes from ``start`` on into bucket (i, "tail")."""
+    head = buckets.get((i, "head"), [])
+    if start not in head:
+        return
+    after = {start}
+    for n in head:
+        if n is not start and any(a in after for a in n.all_input_nodes):
+            after.add(n)
+    after.discard(start)
+    if after:
+        buckets[(i, "tail")] = [n for n in head if n in after]
+        buckets[(i, "head")] = [n for n in head if n not in after]
+
+
+def _segments(buckets: dict, selected: list[int]) -> tuple[list[Segment], dict]:
+    """The segments in execution order, and node -> the segment computing it."""
     owner = {}
     segments = []
     for i, k in enumerate(selected):
@@ -123,24 +151,26 @@ def partition(traced, selected: list[int], extra_outputs: dict | None = None,
             segments.append(seg)
     if not any(s.kind == "head" and s.exit == len(selected) - 1 for s in segments):
         raise ExportError("the final exit has no nodes of its own; the model's deepest exit repeats an earlier one")
+    return segments, owner
 
-    for seg in segments:
-        members = set(seg.nodes)
-        for n in seg.nodes:
-            for a in n.all_input_nodes:
-                if a.op != "get_attr" and a not in members and a not in seg.inputs:
-                    seg.inputs.append(a)
-        for n in seg.nodes:
-            crosses = any(u not in members and u.op != "output" for u in n.users)
-            if crosses or n in exit_nodes or n in extra_outputs:
-                seg.outputs.append(n)
-                names.setdefault(n, n.name)
-        for a in seg.inputs:
-            src = owner.get(a)
-            if a.op != "placeholder" and (src is None or segments.index(src) >= segments.index(seg)):
-                raise ExportError(f"internal partition error: {seg.name} reads {a.name} before it is produced")
-        seg.gm = _segment_module(gm, seg, names)
-    return segments, names
+
+def _connect(seg: Segment, segments: list[Segment], owner: dict, names: dict, outputs: set) -> None:
+    """Fill in what ``seg`` reads from earlier segments and what it must output (tensors later
+    segments read, plus ``outputs`` it computes), naming new cut tensors in ``names``."""
+    members = set(seg.nodes)
+    for n in seg.nodes:
+        for a in n.all_input_nodes:
+            if a.op != "get_attr" and a not in members and a not in seg.inputs:
+                seg.inputs.append(a)
+    for n in seg.nodes:
+        crosses = any(u not in members and u.op != "output" for u in n.users)
+        if crosses or n in outputs:
+            seg.outputs.append(n)
+            names.setdefault(n, n.name)
+    for a in seg.inputs:
+        src = owner.get(a)
+        if a.op != "placeholder" and (src is None or segments.index(src) >= segments.index(seg)):
+            raise ExportError(f"internal partition error: {seg.name} reads {a.name} before it is produced")
 
 
 def _segment_module(gm, seg: Segment, names: dict):

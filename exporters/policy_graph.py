@@ -230,6 +230,31 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     native resolution the labels come from the full-size logits in a separate tail segment
     (:func:`append_labels`), run only for the images that leave.
     """
+    confidence, stride, opset = _check_policy_args(model, prefix, confidence, stride, pooling)
+    dims = _policy_logits_dims(model, logits, confidence)
+    n_dim, m_dim, h_dim, w_dim = dims
+    th_name, labels_name, conf_name = f"{prefix}_th_pix", f"{prefix}_labels", f"{prefix}_confidence"
+    _check_prefix_unused(model, prefix, (th_name, labels_name, conf_name))
+
+    b = _Builder(prefix, opset)
+    labels4 = _argmax_labels(b, logits, labels_name if labels else None)
+    ind = b.as_float(b.op("GreaterOrEqual", [_pixel_confidence(b, logits, confidence, m_dim), th_name]))
+    if edge:
+        ind = _median_on_edge_band(b, ind, labels4, stride, pooling, h_dim, w_dim)
+    b.reduce("ReduceMean", ind, [1, 2, 3], keepdims=0, out=conf_name)
+
+    out = _with_nodes(model, b, logits, dims)
+    g = out.graph
+    g.input.append(helper.make_tensor_value_info(th_name, TensorProto.FLOAT, [1]))
+    if labels:
+        g.output.append(helper.make_tensor_value_info(labels_name, TensorProto.INT32, [n_dim, h_dim, w_dim]))
+    g.output.append(helper.make_tensor_value_info(conf_name, TensorProto.FLOAT, [n_dim]))
+    _check(out, logits)
+    return out
+
+
+def _check_policy_args(model, prefix: str, confidence: str, stride: int, pooling: str) -> tuple[str, int, int]:
+    """The validated confidence kind and stride, and the head's opset."""
     if not isinstance(model, onnx.ModelProto):
         raise MescError(f"model must be an onnx.ModelProto, got {type(model).__name__}")
     if not isinstance(prefix, str) or not prefix or "/" in prefix:
@@ -241,7 +266,11 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     opset = _default_opset(model)
     if opset < MIN_OPSET:
         raise ExportError(f"the policy needs opset >= {MIN_OPSET}; the head uses opset {opset}")
+    return confidence, stride, opset
 
+
+def _policy_logits_dims(model, logits: str, confidence: str) -> list:
+    """N, M, H, W of ``logits``, checked to be what the policy can read."""
     vi = _find_value_info(model, logits)
     if vi is None:
         raise MescError(f"tensor {logits!r} (the logits, N x M x H x W float32) is not in the head graph")
@@ -251,28 +280,35 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     dims = _dims(vi)
     if len(dims) != 4:
         raise MescError(f"tensor {logits!r} must have shape N x M x H x W, got rank {len(dims)} {dims}")
-    n_dim, m_dim, h_dim, w_dim = dims
+    _, m_dim, h_dim, w_dim = dims
     if confidence == "entropy" and not (isinstance(m_dim, int) and m_dim >= 2):
         raise MescError(f"entropy confidence needs a static class count M >= 2 in {logits!r} "
                         f"(N x M x H x W), got M={m_dim!r}")
     for what, d in (("H", h_dim), ("W", w_dim)):
         if isinstance(d, int) and d < 1:
             raise MescError(f"tensor {logits!r} has empty {what} ({dims})")
+    return dims
 
-    th_name, labels_name, conf_name = f"{prefix}_th_pix", f"{prefix}_labels", f"{prefix}_confidence"
+
+def _check_prefix_unused(model, prefix: str, new_names) -> None:
     taken = _all_names(model)
-    clash = [n for n in (th_name, labels_name, conf_name) if n in taken]
+    clash = [n for n in new_names if n in taken]
     if clash or any(n.startswith(f"{prefix}_policy/") for n in taken):
         raise MescError(f"prefix {prefix!r} is already used in the head graph ({clash or 'policy nodes'}); "
                         "pick a unique prefix per exit")
 
-    b = _Builder(prefix, opset)
-    # Labels from the logits, not the probabilities: ties stay exact ties (first index wins).
-    labels4 = b.op("ArgMax", [logits], axis=1, keepdims=1, select_last_index=0)  # N,1,H,W int64
-    if labels:
-        b.op("Cast", [b.op("Squeeze", [labels4, b.const("axes", [1], np.int64)])], to=TensorProto.INT32,
-             out=labels_name)
 
+def _argmax_labels(b: _Builder, logits: str, out: str | None) -> str:
+    """The N,1,H,W int64 argmax over classes; also as int32 N,H,W output ``out`` when given."""
+    # Labels from the logits, not the probabilities: ties stay exact ties (first index wins).
+    labels4 = b.op("ArgMax", [logits], axis=1, keepdims=1, select_last_index=0)
+    if out:
+        b.op("Cast", [b.op("Squeeze", [labels4, b.const("axes", [1], np.int64)])], to=TensorProto.INT32, out=out)
+    return labels4
+
+
+def _pixel_confidence(b: _Builder, logits: str, confidence: str, m_dim) -> str:
+    """Per-pixel top-1 probability or 1 - H/log M, N,1,H,W."""
     # Softmax written out over the class axis: ORT's CPU Softmax on a non-last axis transposes
     # the whole tensor, which alone cost more than the rest of the policy. With z = l - max l,
     # S = sum exp z: top-1 probability = 1/S exactly (exp 0 = 1), and the entropy is
@@ -282,48 +318,45 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     s = b.reduce("ReduceSum", ez, [1], keepdims=1)  # N,1,H,W, >= 1
     one = b.const("one", 1.0, np.float32)
     if confidence == "top1":
-        conf = b.op("Div", [one, s])
+        return b.op("Div", [one, s])
+    ent = b.op("Sub", [b.op("Log", [s]), b.op("Div", [b.reduce("ReduceSum", b.op("Mul", [ez, z]), [1], keepdims=1), s])])
+    return b.op("Sub", [one, b.op("Mul", [ent, b.const("inv_logm", 1.0 / math.log(m_dim), np.float32)])])
+
+
+def _median_on_edge_band(b: _Builder, ind: str, labels4: str, stride: int, pooling: str, h_dim, w_dim) -> str:
+    """The pixel indicator 1(c >= th_pix) with the windowed median's indicator on the semantic
+    edge band."""
+    r = stride
+    lab_f = b.as_float(labels4)
+    if pooling == "pool":
+        lab_max = b.max_pool_axis(b.max_pool_axis(lab_f, 2, r), 3, r)
+        neg = b.op("Mul", [lab_f, b.const("neg1", -1.0, np.float32)])
+        spread = b.op("Add", [lab_max, b.max_pool_axis(b.max_pool_axis(neg, 2, r), 3, r)])  # max - min
+        frac = b.box_mean_axis(b.box_mean_axis(ind, 2, 2 * r, h_dim), 3, 2 * r, w_dim)
+        med_ind = b.as_float(b.op("GreaterOrEqual", [frac, b.const("half", 0.5, np.float32)]))
     else:
-        ent = b.op("Sub", [b.op("Log", [s]), b.op("Div", [b.reduce("ReduceSum", b.op("Mul", [ez, z]), [1], keepdims=1), s])])
-        conf = b.op("Sub", [one, b.op("Mul", [ent, b.const("inv_logm", 1.0 / math.log(m_dim), np.float32)])])
+        lab_max = b.window_axis(b.window_axis(lab_f, 2, r, h_dim, "Max"), 3, r, w_dim, "Max")
+        neg = b.op("Mul", [lab_f, b.const("neg1", -1.0, np.float32)])
+        neg_max = b.window_axis(b.window_axis(neg, 2, r, h_dim, "Max"), 3, r, w_dim, "Max")
+        spread = b.op("Add", [lab_max, neg_max])  # max - min
+        # Counts of 0/1 values (<= (4os+1)^2) are exact in float32; k*k is odd, so
+        # count > k*k/2 is exactly "at least half", i.e. median >= th_pix.
+        k = 4 * r + 1
+        count = b.window_axis(b.window_axis(ind, 2, 2 * r, h_dim, "Add"), 3, 2 * r, w_dim, "Add")
+        med_ind = b.as_float(b.op("Greater", [count, b.const("half_window", k * k / 2, np.float32)]))
+    band = b.as_float(b.op("Greater", [spread, b.const("half", 0.5, np.float32)]))
+    # ind + band * (med_ind - ind): selects med_ind on the band, exact on 0/1 values.
+    return b.op("Add", [ind, b.op("Mul", [band, b.op("Sub", [med_ind, ind])])])
 
-    ind = b.as_float(b.op("GreaterOrEqual", [conf, th_name]))  # 1(c >= th_pix), N,1,H,W
-    if edge:
-        r = stride
-        lab_f = b.as_float(labels4)
-        if pooling == "pool":
-            lab_max = b.max_pool_axis(b.max_pool_axis(lab_f, 2, r), 3, r)
-            neg = b.op("Mul", [lab_f, b.const("neg1", -1.0, np.float32)])
-            spread = b.op("Add", [lab_max, b.max_pool_axis(b.max_pool_axis(neg, 2, r), 3, r)])  # max - min
-            frac = b.box_mean_axis(b.box_mean_axis(ind, 2, 2 * r, h_dim), 3, 2 * r, w_dim)
-            med_ind = b.as_float(b.op("GreaterOrEqual", [frac, b.const("half", 0.5, np.float32)]))
-        else:
-            lab_max = b.window_axis(b.window_axis(lab_f, 2, r, h_dim, "Max"), 3, r, w_dim, "Max")
-            neg = b.op("Mul", [lab_f, b.const("neg1", -1.0, np.float32)])
-            neg_max = b.window_axis(b.window_axis(neg, 2, r, h_dim, "Max"), 3, r, w_dim, "Max")
-            spread = b.op("Add", [lab_max, neg_max])  # max - min
-            # Counts of 0/1 values (<= (4os+1)^2) are exact in float32; k*k is odd, so
-            # count > k*k/2 is exactly "at least half", i.e. median >= th_pix.
-            k = 4 * r + 1
-            count = b.window_axis(b.window_axis(ind, 2, 2 * r, h_dim, "Add"), 3, 2 * r, w_dim, "Add")
-            med_ind = b.as_float(b.op("Greater", [count, b.const("half_window", k * k / 2, np.float32)]))
-        band = b.as_float(b.op("Greater", [spread, b.const("half", 0.5, np.float32)]))
-        # ind + band * (med_ind - ind): selects med_ind on the band, exact on 0/1 values.
-        ind = b.op("Add", [ind, b.op("Mul", [band, b.op("Sub", [med_ind, ind])])])
-    b.reduce("ReduceMean", ind, [1, 2, 3], keepdims=0, out=conf_name)
 
+def _with_nodes(model, b: _Builder, logits: str, dims) -> onnx.ModelProto:
+    """A copy of ``model`` with the builder's nodes and initializers, ``logits`` kept as an output."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    g = out.graph
-    g.node.extend(b.nodes)
-    g.initializer.extend(b.inits)
-    g.input.append(helper.make_tensor_value_info(th_name, TensorProto.FLOAT, [1]))
-    if logits not in {o.name for o in g.output}:
-        g.output.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, dims))
-    if labels:
-        g.output.append(helper.make_tensor_value_info(labels_name, TensorProto.INT32, [n_dim, h_dim, w_dim]))
-    g.output.append(helper.make_tensor_value_info(conf_name, TensorProto.FLOAT, [n_dim]))
-    _check(out, logits)
+    out.graph.node.extend(b.nodes)
+    out.graph.initializer.extend(b.inits)
+    if logits not in {o.name for o in out.graph.output}:
+        out.graph.output.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, dims))
     return out
 
 
@@ -333,17 +366,11 @@ def append_labels(model: onnx.ModelProto, logits: str, prefix: str) -> onnx.Mode
     vi = _find_value_info(model, logits)
     if vi is None or vi.type.tensor_type.elem_type != TensorProto.FLOAT or len(_dims(vi)) != 4:
         raise MescError(f"tensor {logits!r} (N x M x H x W float32 logits) is not in the graph")
-    n_dim, _, h_dim, w_dim = _dims(vi)
+    dims = _dims(vi)
+    n_dim, _, h_dim, w_dim = dims
     b = _Builder(prefix, _default_opset(model))
-    labels4 = b.op("ArgMax", [logits], axis=1, keepdims=1, select_last_index=0)
-    b.op("Cast", [b.op("Squeeze", [labels4, b.const("axes", [1], np.int64)])], to=TensorProto.INT32,
-         out=f"{prefix}_labels")
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    out.graph.node.extend(b.nodes)
-    out.graph.initializer.extend(b.inits)
-    if logits not in {o.name for o in out.graph.output}:
-        out.graph.output.append(helper.make_tensor_value_info(logits, TensorProto.FLOAT, _dims(vi)))
+    _argmax_labels(b, logits, f"{prefix}_labels")
+    out = _with_nodes(model, b, logits, dims)
     out.graph.output.append(helper.make_tensor_value_info(f"{prefix}_labels", TensorProto.INT32, [n_dim, h_dim, w_dim]))
     _check(out, logits)
     return out

@@ -1,6 +1,11 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# toys.py (the toy nets) is one module every test folder imports
+sys.path.insert(0, str(Path(__file__).parent))
 
 # Keep the 2-core CI machine responsive when several torch/ORT tests run.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -26,11 +31,11 @@ def pytest_collection_modifyitems(config, items):
 def toy_package(tmp_path_factory):
     """A small exported package (the skip-connection toy net, no in-graph policy); copy it
     before changing it."""
-    from pathlib import Path
+    from toys import skipnet
 
     from mesc.exporters.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("toy_package") / "toy"
-    export(f"{Path(__file__).parent / 'exporters' / 'toy_models.py'}:skipnet", out,
+    export(skipnet(), out,
            options=ExportOptions(policy=None, verify=False))
     return out

@@ -5,21 +5,28 @@ import sys
 
 import pytest
 
-PROBE = "import sys; {stmt}; heavy = [m for m in ('torch', 'tensorrt') if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
+PROBE = "import sys; {stmt}; heavy = [m for m in {heavy!r} if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
+HELP = ("", "export", "run", "bench", "calibrate", "build", "prepare", "inspect", "synth-data", "train")
 
 
 @pytest.mark.parametrize("stmt", [
     "import mesc",
-    "import mesc.package, mesc.inspect, mesc.errors",
-    "from mesc.cli import cli; cli.main(['--help'], standalone_mode=False)",
-    "from mesc.cli import cli; cli.main(['export', '--help'], standalone_mode=False)",
-    *[f"from mesc.cli import cli; cli.main(['{c}', '--help'], standalone_mode=False)"
-      for c in ("run", "bench", "calibrate", "build", "prepare", "inspect", "synth-data", "train")],
+    "import mesc.package, mesc.describe, mesc.errors",
     "import mesc.runtime, mesc.policy, mesc.data",
 ])
 def test_no_heavy_imports(stmt):
-    res = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt)], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt, heavy=("torch", "tensorrt"))],
+                         capture_output=True, text=True)
     assert res.returncode == 0, f"{stmt!r} imported {res.stdout.strip()} {res.stderr[-500:]}"
+
+
+@pytest.mark.parametrize("command", HELP)
+def test_help_imports_no_backend(command):
+    """`mesc --help` and every command's --help: no torch, no TensorRT, and no ONNX Runtime either."""
+    stmt = f"from mesc.cli import cli; cli.main([{command!r}, '--help'] if {command!r} else ['--help'], standalone_mode=False)"
+    res = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt, heavy=("torch", "tensorrt", "onnxruntime"))],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, f"mesc {command} --help imported {res.stdout.strip()} {res.stderr[-500:]}"
 
 
 def test_missing_extra_names_the_extra():

@@ -35,7 +35,7 @@ RUNNER_SIDE = re.compile(r"^\w+ segments/\d+/(inputs|outputs)(/|$)")
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
-    from runtime_toys import SHAPE, three_exits
+    from toys import SHAPE, three_exits
 
     from mesc.exporters.export import ExportOptions, export
 

@@ -10,7 +10,7 @@ from mesc.errors import MescError, PackageError
 from mesc.exporters.export import ExportOptions, export
 from mesc.package import Package
 
-TOY = str(Path(__file__).parent / "exporters" / "toy_models.py")
+TOY = str(Path(__file__).parent / "toys.py")
 
 
 @pytest.fixture(scope="module")

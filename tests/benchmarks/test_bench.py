@@ -16,7 +16,7 @@ from mesc.benchmarks.bench import BenchOptions, bench, latency_key, record_laten
 from mesc.errors import MescError
 from mesc.package import MANIFEST, Package
 
-TOY = Path(__file__).parents[1] / "exporters" / "toy_models.py"
+TOY = Path(__file__).parents[1] / "toys.py"
 FAST = dict(warmup=1, iters=3)
 
 
@@ -152,16 +152,9 @@ def test_monolithic_graph_computes_what_the_chain_computes(pkg_root, tmp_path):
 def test_eager_is_skipped_with_a_reason_when_the_source_cannot_be_rebuilt(tmp_path):
     from mesc.exporters.export import ExportOptions, export
 
-    sys_path = str(TOY.parent)
-    import sys
+    from toys import skipnet
 
-    sys.path.insert(0, sys_path)
-    try:
-        import toy_models
-
-        root = export(toy_models.skipnet(), tmp_path / "p", options=ExportOptions(verify=False)).root
-    finally:
-        sys.path.remove(sys_path)
+    root = export(skipnet(), tmp_path / "p", options=ExportOptions(verify=False)).root
     r = bench(root, BenchOptions(warmup=0, iters=1, baselines=("eager",)), progress=False, say=lambda m: None)
     assert "cannot be rebuilt" in r["baselines"]["eager"]["skipped"]
     assert "monolithic" not in r["baselines"]

@@ -1,16 +1,12 @@
 """`mesc build` without TensorRT: argument refusals first, then the install hint; nothing written."""
 
-import sys
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
 from mesc.cli import cli
 from mesc.errors import MissingDependencyError
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "exporters"))
-import toy_models  # noqa: E402
+import toys
 
 
 def _has_trt():
@@ -26,7 +22,7 @@ def pkg(tmp_path_factory):
     from mesc.exporters.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("b") / "skipnet"
-    export(toy_models.skipnet(), out, options=ExportOptions(policy=None, verify=False))
+    export(toys.skipnet(), out, options=ExportOptions(policy=None, verify=False))
     return out
 
 

@@ -1,7 +1,6 @@
 """On a machine with TensorRT and a GPU: build the toy package's engines, load them, and compare
 each segment with ONNX Runtime through polygraphy's Comparator."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +8,7 @@ import pytest
 
 from mesc.package import Package
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "exporters"))
-import toy_models  # noqa: E402
+import toys
 
 pytestmark = pytest.mark.trt
 
@@ -20,7 +18,7 @@ def pkg(tmp_path_factory):
     from mesc.exporters.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("trt") / "skipnet"
-    export(toy_models.skipnet(), out, options=ExportOptions(policy="top1"))
+    export(toys.skipnet(), out, options=ExportOptions(policy="top1"))
     return out
 
 

@@ -12,7 +12,7 @@ from mesc.errors import ExportError, ModelLoadError
 from mesc.exporters.export import ExportOptions, export
 from mesc.package import Package
 
-TOY = str(Path(__file__).with_name("toy_models.py"))
+TOY = str(Path(__file__).parents[1] / "toys.py")
 
 
 def run(*args):
@@ -92,7 +92,7 @@ def test_bad_input_clear_message_nothing_written(tmp_path, args, message):
 def test_data_dependent_error_names_module_and_line(tmp_path):
     with pytest.raises(ExportError) as err:
         export(f"{TOY}:data_dependent", tmp_path / "pkg", options=ExportOptions(policy=None))
-    assert "toy_models.py:" in str(err.value) and "y.mean() > 0" in str(err.value)
+    assert "toys.py:" in str(err.value) and "y.mean() > 0" in str(err.value)
 
 
 def test_mismatched_checkpoint(tmp_path):
@@ -108,7 +108,7 @@ def test_mismatched_checkpoint(tmp_path):
 
 def test_checkpoint_round_trip(tmp_path):
     import torch
-    from toy_models import skipnet
+    from toys import skipnet
 
     net = skipnet()
     for p in net.parameters():

@@ -7,7 +7,7 @@ import mesc
 from mesc.exporters.export import ExportOptions, export
 from mesc.exporters.verify import run_chain
 from mesc.policy import mess_confidence
-from toy_models import SkipNet
+from toys import SkipNet
 
 
 def test_native_policy_matches_reference_on_native_logits(tmp_path):

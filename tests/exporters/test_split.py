@@ -8,7 +8,7 @@ from mesc.exporters.export import ExportOptions, export
 from mesc.exporters.partition import partition
 from mesc.exporters.trace import trace_model
 from mesc.exporters.verify import run_chain
-from toy_models import DictNet, SkipNet
+from toys import DictNet, SkipNet
 
 
 def _split(model, selected):

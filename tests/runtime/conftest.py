@@ -1,15 +1,9 @@
 """Packages built once per session from the toy net: host policy (no in-graph policy),
 in-graph policy, static batch."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from runtime_toys import SHAPE, three_exits  # noqa: E402
+from toys import SHAPE, three_exits
 
 
 def _export(out, **kw):

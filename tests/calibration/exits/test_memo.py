@@ -18,7 +18,7 @@ GRID = [0.2, 0.25, 0.3, 0.35, 0.4, 0.5]
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     pytest.importorskip("torch")
-    from toy_models import skipnet
+    from toys import skipnet
 
     from mesc.data import generate
     from mesc.exporters.export import ExportOptions, export

@@ -1,8 +1,6 @@
 """FP16 / INT8 preparation on the toy skipnet: structure (TensorRT's rules), accuracy, package."""
 
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,8 +15,7 @@ from mesc.calibration.precision.nodes import policy_tail
 from mesc.errors import MescError
 from mesc.package import Package
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "exporters"))
-import toy_models  # noqa: E402
+import toys
 
 # Stated bars (16 images, random-weight toy model; measured 0.9996+/0.989+ agreement):
 FP16_MIN_AGREEMENT, FP16_REL_LOGIT_ERR = 0.995, 0.01
@@ -51,7 +48,7 @@ def prepared(tmp_path_factory, images):
     from mesc.exporters.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("pkg") / "skipnet"
-    export(toy_models.skipnet(), out, options=ExportOptions(policy="top1" if _policy_available() else None))
+    export(toys.skipnet(), out, options=ExportOptions(policy="top1" if _policy_available() else None))
     res = CliRunner().invoke(cli, ["prepare", str(out), "--precision", "fp16,int8", "--calib-data", str(images)])
     assert res.exit_code == 0, res.output
     return Package.load(out)  # checksums of every prepared file verified here

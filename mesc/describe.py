@@ -16,6 +16,12 @@ def _shape(spec) -> str:
     return "x".join(str(d) for d in spec["shape"])
 
 
+def _table(rows) -> list[str]:
+    """Rows of strings as left-aligned columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+
+
 def format_segments(pkg) -> str:
     total = sum(s.get("flops", 0) for s in pkg.segments) or 1
     rows = [("segment", "kind", "exit", "live in", "GFLOPs", "share", "size")]
@@ -24,8 +30,7 @@ def format_segments(pkg) -> str:
         rows.append((s["name"], s["kind"], s.get("exit") or "", str(len(live)),
                      f"{s.get('flops', 0) / 1e9:.2f}", f"{100 * s.get('flops', 0) / total:.1f}%",
                      _size(os.path.getsize(pkg.path(s["file"])))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    return "\n".join(_table(rows))
 
 
 def format_package(pkg) -> str:
@@ -54,8 +59,7 @@ def format_package(pkg) -> str:
         rows.append((e["name"], "yes" if e.get("enabled", True) else "no", e["segment"], str(e["num_classes"]),
                      str(e["output_stride"]), p.get("confidence", "") + ("" if e.get("confidence") else " (host)"),
                      p.get("at", "output"), str(p.get("edge")), str(p.get("stride")), f"{p.get('th_pix')}", f"{p.get('th_img')}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines += ["  " + row for row in _table(rows)]
     if m.get("engines"):
         lines += ["", "engines: " + ", ".join(sorted(m["engines"]))]
     if m.get("latency"):

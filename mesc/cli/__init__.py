@@ -1,0 +1,60 @@
+"""The ``mesc`` command line: a thin layer over the library functions.
+
+Each command lives in its own module, parses options, calls the function a library user would
+call, and prints. Heavy modules are imported inside the commands so ``mesc --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mesc import __version__
+from mesc.cli.bench import bench_cmd
+from mesc.cli.build import build_cmd
+from mesc.cli.calibrate import calibrate_cmd
+from mesc.cli.export import export_cmd
+from mesc.cli.inspect import inspect_cmd
+from mesc.cli.prepare import prepare_cmd
+from mesc.cli.run import run_cmd
+from mesc.cli.synth_data import synth_data_cmd
+from mesc.cli.train import train_cmd
+from mesc.errors import MescError
+
+
+class _Group(click.Group):
+    """Turns user errors into a one-line message and exit status 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MescError as err:
+            click.echo(f"mesc: error: {err}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mesc")
+def cli():
+    """Compile multi-exit segmentation networks into early-exit engines for the edge.
+
+    \b
+    Typical flow:
+      mesc export -o pkg            split the model into per-segment ONNX
+      mesc inspect pkg              show segments, exits, policy
+      mesc run pkg images/ -o out   run with early exit
+    """
+
+
+for _command in (export_cmd, inspect_cmd, synth_data_cmd, train_cmd, prepare_cmd, build_cmd, run_cmd,
+                 calibrate_cmd, bench_cmd):
+    cli.add_command(_command)
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="mesc", standalone_mode=True)
+    except MescError as err:  # errors raised while parsing, outside a command
+        click.echo(f"mesc: error: {err}", err=True)
+        sys.exit(2)

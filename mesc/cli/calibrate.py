@@ -1,0 +1,53 @@
+"""``mesc calibrate``: exits and thresholds for an accuracy or cost bound."""
+
+from __future__ import annotations
+
+import click
+
+from mesc.errors import MescError
+
+
+@click.command("calibrate")
+@click.argument("package", type=click.Path())
+@click.option("--data", "-d", required=True, type=click.Path(),
+              help="Labelled calibration folder (images/ + masks/, or Cityscapes layout).")
+@click.option("--max-drop", type=float, default=None,
+              help="Minimise expected cost with mIoU >= final-exit mIoU - PP (percentage points).")
+@click.option("--max-cost", default=None,
+              help="Maximise mIoU with expected cost <= COST (ms when latencies are recorded, else MFLOPs), "
+                   "or N% of the final-exit cost.")
+@click.option("--policy", type=click.Choice(["mess", "mean_top1", "mean_entropy", "fft"]), default="mess",
+              show_default=True, help="Exit policy to calibrate (only mess thresholds can be stored with --write).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write the cost vs mIoU Pareto plot (PNG) here (needs mesc[plot]).")
+@click.option("--write", is_flag=True, help="Store the chosen thresholds in the package manifest.")
+@click.option("--resize", is_flag=True, help="Resize images (bilinear) and masks (nearest) to the package input.")
+@click.option("--cache", type=click.Path(dir_okay=False), default=None,
+              help="Memo cache (.npz): reused when package, data and grid are unchanged.")
+@click.option("--latency-key", default=None, help="Which recorded latency to use (default: the first).")
+@click.option("--all-exits", is_flag=True, help="Keep every exit (search thresholds only).")
+@click.option("--th-img-steps", type=int, default=50, show_default=True, help="th_img values per exit and th_pix.")
+@click.option("--compare-policies", is_flag=True, help="Also calibrate the other policies, for the report.")
+@click.option("--limit", type=int, default=None, help="Use only the first N images.")
+def calibrate_cmd(package, data, max_drop, max_cost, policy, report, plot, write, resize, cache, latency_key,
+                  all_exits, th_img_steps, compare_policies, limit):
+    """Choose exits and thresholds on a labelled set: least expected cost within an mIoU drop,
+    or best mIoU within a cost."""
+    from mesc.calibration.exits import calibrate, format_report
+
+    if th_img_steps < 2:
+        raise MescError(f"--th-img-steps must be at least 2, got {th_img_steps}")
+    out = calibrate(package, data, max_drop=max_drop, max_cost=max_cost, policy=policy, report=report, plot=plot,
+                    write=write, resize=resize, cache=cache, latency_key=latency_key, all_exits=all_exits,
+                    th_img_steps=th_img_steps, compare_policies=compare_policies, limit=limit, progress=True)
+    click.echo(format_report(out.report))
+    if report:
+        click.echo(f"report           {report}")
+    if plot:
+        click.echo(f"plot             {plot}")
+    if write:
+        kept = out.report.get("chosen", {}).get("exits", [])
+        off = [e for e in out.memo.exits if e not in kept]
+        click.echo(f"written          thresholds to {package}/mesc.json"
+                   + (f"; disabled exits: {', '.join(off)}" if off else ""))

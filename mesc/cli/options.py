@@ -1,0 +1,52 @@
+"""Option parsers shared by the commands (click callbacks: ctx, param, value -> parsed value)."""
+
+from __future__ import annotations
+
+import click
+
+
+def parse_shape(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        dims = [int(d) for d in value.lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise click.BadParameter(f"expected NxCxHxW (e.g. 1x3x512x1024), got {value!r}")
+    if len(dims) != 4 or any(d <= 0 for d in dims):
+        raise click.BadParameter(f"expected four positive dims NxCxHxW (e.g. 1x3x512x1024), got {value!r}")
+    return tuple(dims)
+
+
+def parse_int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated exit indices (e.g. 0,2,3), got {value!r}")
+
+
+def parse_thresholds(ctx, param, value):
+    """One value for every exit, or one per exit (comma-separated, in exit order)."""
+    if value is None:
+        return None
+    try:
+        vals = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected a number in [0, 1] or one per exit (e.g. 0.8,0.85,0), got {value!r}")
+    if not vals or any(not 0.0 <= v <= 1.0 for v in vals):
+        raise click.BadParameter(f"thresholds must be in [0, 1], got {value!r}")
+    return vals
+
+
+def parse_name_list(ctx, param, value):
+    """Comma-separated names, blanks dropped."""
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def engine_build_options(command):
+    """--target and --precision: which built TensorRT engines a command that runs a package uses."""
+    command = click.option("--precision", default=None,
+                           help="TensorRT engines: which precision build, e.g. int8 or fp16-dla0.")(command)
+    return click.option("--target", default=None,
+                        help="TensorRT engines: which target's build (default: the one for this GPU).")(command)

@@ -1,0 +1,59 @@
+"""``mesc run``: segment images with early exit."""
+
+from __future__ import annotations
+
+import click
+
+from mesc.cli.options import engine_build_options, parse_thresholds
+from mesc.errors import MescError
+
+
+@click.command("run")
+@click.argument("package", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Folder for the label PNGs, results.csv and results.json.")
+@click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@engine_build_options
+@click.option("--exit", "exit_key", default=None,
+              help="Budgeted mode: always take this exit (name or 0-based position); runs only what it needs.")
+@click.option("--th-img", callback=parse_thresholds, default=None,
+              help="Image-level exit threshold: one for all exits or one per exit, comma-separated.")
+@click.option("--th-pix", callback=parse_thresholds, default=None,
+              help="Pixel confidence threshold: one for all exits or one per exit.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Images per call (needs a package exported with --dynamic-batch to pay off).")
+@click.option("--resize", is_flag=True, help="Resize images of another size to the package input (else refused).")
+@click.option("--force", is_flag=True, help="Write into a non-empty output folder.")
+def run_cmd(package, images, output, backend, device, target, precision, exit_key, th_img, th_pix, batch, resize,
+            force):
+    """Segment IMAGES (files or folders) with early exit; write palette PNGs and a results table.
+
+    Images that cannot be read are reported and skipped; the exit status is then 1.
+    """
+    from mesc.runtime import load
+    from mesc.runtime.files import prepare_output, run_files
+
+    prepare_output(output, force)  # refuse before loading anything
+    pipe = load(package, backend=backend, device=device, target=target, precision=precision)
+    with pipe:
+        for key, vals in (("th_img", th_img), ("th_pix", th_pix)):
+            if vals is None:
+                continue
+            if len(vals) not in (1, len(pipe.exit_names)):
+                raise MescError(f"--{key.replace('_', '-')} gives {len(vals)} values for {len(pipe.exit_names)} exits "
+                                f"({', '.join(pipe.exit_names)}); give one, or one per exit")
+            for name, v in zip(pipe.exit_names, vals * len(pipe.exit_names) if len(vals) == 1 else vals):
+                pipe.set_thresholds(name, **{key: v})
+        if exit_key is not None and exit_key.isdigit():
+            exit_key = int(exit_key)
+        if exit_key is not None:
+            pipe.pkg.exit(exit_key)  # a bad name fails here, before any image is read
+        summary = run_files(pipe, images, output, exit=exit_key, resize=resize, batch=batch, force=True,
+                            echo=lambda m: click.echo(m, err=True))
+    click.echo(summary.format())
+    click.echo(f"wrote {output}/results.csv and results.json")
+    if summary.failed:
+        ctx = click.get_current_context()
+        ctx.exit(1)

@@ -1,0 +1,112 @@
+"""Small multi-exit models shared by the test folders (fx-traceable, 32x64 inputs).
+
+Both toy families have the same graph (``_SkipGraph.forward``): three stages, an exit after
+stages 1 and 2, and a skip from stage 1 that jumps over exit 1 into the final exit. ``SkipNet``
+(the splitter's tests) has biases, BatchNorm, a dilated stage and a two-layer head;
+``ThreeExits`` (the runtime's tests) has no biases and ReLU only, so its logits scale with the
+input: multiplying an image by s makes every exit more (s > 1) or less confident, which is how
+the runtime tests spread images over exits.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+SHAPE = (1, 3, 32, 64)
+CLASSES = 4
+
+
+def _up(t, x):
+    return F.interpolate(t, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class _SkipGraph(nn.Module):
+    """Stages s1..s3 and heads h1..h3 come from the subclass."""
+
+    default_input_shape = SHAPE
+
+    def forward(self, x):
+        a = self.s1(x)
+        b = self.s2(a)
+        c = self.s3(b)
+        skip = F.interpolate(c, size=a.shape[-2:], mode="bilinear", align_corners=False)
+        return [_up(self.h1(a), x), _up(self.h2(b), x), _up(self.h3(torch.cat([skip, a], 1)), x)]
+
+
+class SkipNet(_SkipGraph):
+    """Three exits; a skip from stage 1 jumps over exit 1 into the final exit's decoder."""
+
+    def __init__(self, num_classes=5):
+        super().__init__()
+        self.s1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU())
+        self.s2 = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+        self.s3 = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 2, dilation=2), nn.ReLU())
+        self.h1 = nn.Conv2d(8, num_classes, 1)
+        self.h2 = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1), nn.ReLU(), nn.Conv2d(16, num_classes, 1))
+        self.h3 = nn.Conv2d(16 + 8, num_classes, 1)
+
+
+class ThreeExits(_SkipGraph):
+    """SkipNet's graph without biases or BatchNorm; ``gain`` scales each head's confidence."""
+
+    def __init__(self, gain=(2.0, 8.0, 4.0)):
+        super().__init__()
+        self.s1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.ReLU())
+        self.s2 = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.ReLU())
+        self.s3 = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1, bias=False), nn.ReLU())
+        self.h1 = nn.Conv2d(8, CLASSES, 1, bias=False)
+        self.h2 = nn.Conv2d(16, CLASSES, 1, bias=False)
+        self.h3 = nn.Conv2d(16 + 8, CLASSES, 1, bias=False)
+        with torch.no_grad():
+            for h, g in zip((self.h1, self.h2, self.h3), gain):
+                h.weight.mul_(g)
+
+
+class DictNet(SkipNet):
+    def forward(self, x):
+        outs = super().forward(x)
+        return {"early": outs[0], "mid": outs[1], "final": outs[2]}
+
+
+class SingleOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return self.c(x)
+
+
+class DataDependent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        y = self.c(x)
+        if y.mean() > 0:  # data-dependent branch: cannot be split statically
+            y = y * 2
+        return [y, y + 1]
+
+
+def skipnet(num_classes=5):
+    torch.manual_seed(0)
+    return SkipNet(num_classes)
+
+
+def three_exits():
+    torch.manual_seed(0)
+    return ThreeExits().eval()
+
+
+def dictnet():
+    torch.manual_seed(0)
+    return DictNet()
+
+
+def single_output():
+    return SingleOutput()
+
+
+def data_dependent():
+    return DataDependent()
