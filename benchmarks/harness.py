@@ -15,8 +15,6 @@ import time
 
 import numpy as np
 
-STATS = ("median", "p90", "p99", "mean", "std", "iqr", "min", "max")
-
 
 class HostClock:
     """``time.perf_counter`` with an optional ``sync`` (e.g. a stream synchronise) at both ends."""

@@ -117,8 +117,3 @@ def validate_exit_points(points: Sequence[int], num_blocks: int) -> list[int]:
                              f"[0, {num_blocks - 2}] (the final exit follows block {num_blocks - 1}), "
                              f"got {list(points)}")
     return points + [num_blocks - 1]
-
-
-def exit_shares(flops: Sequence[int], points: Sequence[int]) -> list[float]:
-    shares = cumulative_shares(flops)
-    return [shares[p] for p in points]
