@@ -114,7 +114,7 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     tails = {i: node for i, (node, tname) in policy_src.items() if tname.endswith("_native_logits")}
     segments, names = partition(traced, selected, extra_outputs=extra, tails=tails)
     for i, (node, tname) in policy_src.items():
-        head = next(s for s in segments if s.kind == "head" and s.exit == i)
+        head = _head(segments, i, traced.exit_names[selected[i]])
         if node is not traced.exit_nodes[selected[i]] and node not in head.nodes:
             raise ExportError(f"exit {traced.exit_names[selected[i]]}: its logits before upsampling are shared "
                               "with deeper exits, so the policy cannot read them in the exit's head; use --policy-at output")
@@ -166,7 +166,7 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
         for i, k in enumerate(selected):
             name = traced.exit_names[k]
             logits = traced.values[traced.exit_nodes[k].name]
-            head = next(s for s in segments if s.kind == "head" and s.exit == i)
+            head = _head(segments, i, name)
             tail = next((s.name for s in segments if s.kind == "tail" and s.exit == i), None)
             exits.append({
                 "name": name, "index": k, "segment": head.name, "tail": tail, "logits": f"{name}_logits",
@@ -203,6 +203,17 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(tmp / MANIFEST, manifest)
     return Package.load(out)
+
+
+def _head(segments, i: int, name: str):
+    """Exit ``i``'s head segment. The partition refuses the models that leave an exit without
+    one; this names the cause should any other shape of model slip through."""
+    head = next((s for s in segments if s.kind == "head" and s.exit == i), None)
+    if head is None:
+        raise ExportError(f"exit {name}'s logits feed another exit, so the exit has no layers of its own to "
+                          f"put in a head segment; compute the other exit from the features before {name}'s "
+                          f"last layer, not from its logits")
+    return head
 
 
 def _progress(items, show: bool):
