@@ -88,6 +88,17 @@ class _Plan:
     def segment(self, kind: str, i: int):
         return next((s for s in self.segments if s.kind == kind and s.exit == i), None)
 
+    def head(self, i: int):
+        """Kept exit ``i``'s head. The partition refuses the models that leave an exit without
+        one; this names the cause should any other shape of model slip through."""
+        head = self.segment("head", i)
+        if head is None:
+            name = self.exit_name(i)
+            raise ExportError(f"exit {name}'s logits feed another exit, so the exit has no layers of its own to "
+                              f"put in a head segment; compute the other exit from the features before {name}'s "
+                              f"last layer, not from its logits")
+        return head
+
 
 def export(model=None, out=None, weights=None, num_classes=None, options: ExportOptions | None = None,
            force: bool = False, progress: bool = False) -> Package:
@@ -169,7 +180,7 @@ def _policy_sources(traced, selected: list[int], native: bool) -> dict:
 
 def _check_policy_reads_its_head(plan: _Plan) -> None:
     for i, (node, tname) in plan.policy_src.items():
-        head = plan.segment("head", i)
+        head = plan.head(i)
         if node is not plan.traced.exit_nodes[plan.selected[i]] and node not in head.nodes:
             raise ExportError(f"exit {plan.exit_name(i)}: its logits before upsampling are shared "
                               "with deeper exits, so the policy cannot read them in the exit's head; use --policy-at output")
@@ -227,7 +238,7 @@ def _exit_entries(plan: _Plan, opts: ExportOptions) -> list[dict]:
         logits = plan.traced.values[plan.traced.exit_nodes[k].name]
         tail = plan.segment("tail", i)
         exits.append({
-            "name": name, "index": k, "segment": plan.segment("head", i).name,
+            "name": name, "index": k, "segment": plan.head(i).name,
             "tail": tail.name if tail else None, "logits": f"{name}_logits",
             "num_classes": int(logits.shape[1]), "output_stride": int(plan.traced.strides[k]),
             "labels": f"{name}_labels" if opts.policy else None,

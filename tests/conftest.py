@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
-def _has(module):
+def _has_tensorrt():
     try:
-        __import__(module)
+        import tensorrt  # noqa: F401
         return True
     except ImportError:
         return False
@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config, items):
     skip_trt = pytest.mark.skip(reason="TensorRT is not installed (needs an NVIDIA GPU and 'pip install mesc[trt]')")
     for item in items:
         # the marker, not the keyword: tests/runtime/backends/trt/ puts "trt" in every keyword set there
-        if item.get_closest_marker("trt") and not _has("tensorrt"):
+        if item.get_closest_marker("trt") and not _has_tensorrt():
             item.add_marker(skip_trt)
 
 

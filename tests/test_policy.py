@@ -30,6 +30,8 @@ from mesc.policy import (
     register_policy,
 )
 
+from policy_cases import tied_logits
+
 BOUNDED = settings(max_examples=40, deadline=None)
 
 
@@ -120,6 +122,20 @@ def test_grid_equals_reference_at_every_th_pix(seed, stride, kind, edge):
 def _logits_from_probs(p):
     """Logits whose softmax is p (classes on axis 1)."""
     return np.log(np.asarray(p, np.float64)).astype(np.float32)
+
+
+@pytest.mark.parametrize("edge", [True, False])
+def test_values_at_the_thresholds_count(edge):
+    # DESIGN: c_img = fraction of pixels with c >= th_pix; the image exits iff c_img >= th_img.
+    x = tied_logits([3, 2, 8, 0])  # top-1 exactly 0.5 on 3, 2, 8 and 0 of 8 pixels
+    assert (pixel_confidence(x) == 0.5).sum(axis=(1, 2)).tolist() == [3, 2, 8, 0]
+    want = [3 / 8, 2 / 8, 1.0, 0.0]
+    assert mess_confidence(x, 0.5, edge=edge, stride=1).tolist() == want
+    assert mess_confidence_fast(x, 0.5, edge=edge, stride=1).tolist() == want
+    exits = [True, False, True, False]
+    assert mess_exit(x, 0.5, 3 / 8, edge=edge, stride=1).tolist() == exits
+    pol = get_policy("mess", th_pix=0.5, th_img=3 / 8, edge=edge, stride=1)
+    assert pol.decide(pol.score(x)).tolist() == exits
 
 
 def test_mess_hand_case():

@@ -89,6 +89,20 @@ class DataDependent(nn.Module):
         return [y, y + 1]
 
 
+class ChainedExits(nn.Module):
+    """Exit 1 is computed from exit 0's logits: exit 0 has no layers of its own to split off."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, 2, 1)
+        self.head0 = nn.Conv2d(8, 4, 1)
+        self.head1 = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        e0 = self.head0(self.stem(x))
+        return [e0, self.head1(e0)]
+
+
 def skipnet(num_classes=5):
     torch.manual_seed(0)
     return SkipNet(num_classes)
@@ -110,3 +124,7 @@ def single_output():
 
 def data_dependent():
     return DataDependent()
+
+
+def chained_exits():
+    return ChainedExits()

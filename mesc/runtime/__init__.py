@@ -37,7 +37,7 @@ def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = N
         from mesc.runtime.backends.trt import EnginesFromPlans, PlansFromPackage, TrtRunner
 
         plans = PlansFromPackage(pkg, dev, target=target, precision=precision)
-        return TrtRunner(EnginesFromPlans(plans, **options), dev)
+        return TrtRunner(EnginesFromPlans(plans, segments=pkg.segments, **options), dev)
     from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
 
     if target is not None or precision is not None:

@@ -25,10 +25,7 @@ def pkg_host(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def pkg_graph(tmp_path_factory):
-    try:
-        return _export(tmp_path_factory.mktemp("pkgs") / "graph", dynamic_batch=True, policy="top1").root
-    except ImportError as err:  # exporters/policy_graph.py not there yet
-        pytest.skip(f"in-graph policy export unavailable: {err}")
+    return _export(tmp_path_factory.mktemp("pkgs") / "graph", dynamic_batch=True, policy="top1").root
 
 
 @pytest.fixture(scope="session")

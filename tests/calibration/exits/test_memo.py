@@ -1,7 +1,6 @@
 """Memoised evaluation against the runtime: the search's predicted mIoU and exit distribution
 are what running the package with the chosen thresholds gives; bad calibration data is refused."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ from PIL import Image
 
 from mesc.policy import CONFIDENCE_KINDS
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "exporters"))
 
 GRID = [0.2, 0.25, 0.3, 0.35, 0.4, 0.5]
 

@@ -22,14 +22,6 @@ FP16_MIN_AGREEMENT, FP16_REL_LOGIT_ERR = 0.995, 0.01
 INT8_MIN_AGREEMENT, INT8_REL_LOGIT_ERR = 0.97, 0.05
 
 
-def _policy_available():
-    try:
-        import mesc.exporters.policy_graph  # noqa: F401
-        return True
-    except ImportError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     d = tmp_path_factory.mktemp("calib")
@@ -48,7 +40,7 @@ def prepared(tmp_path_factory, images):
     from mesc.exporters.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("pkg") / "skipnet"
-    export(toys.skipnet(), out, options=ExportOptions(policy="top1" if _policy_available() else None))
+    export(toys.skipnet(), out, options=ExportOptions(policy="top1"))
     res = CliRunner().invoke(cli, ["prepare", str(out), "--precision", "fp16,int8", "--calib-data", str(images)])
     assert res.exit_code == 0, res.output
     return Package.load(out)  # checksums of every prepared file verified here

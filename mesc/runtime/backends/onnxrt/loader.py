@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mesc.errors import PackageError
 from mesc.lazy import require
 from mesc.runtime.backends.base import Loader
+from mesc.runtime.backends.io_check import io_mismatch
 from mesc.runtime.devices import Device, check_cuda_device
 from mesc.runtime.errors import BackendError, DeviceError, MissingDependencyError
 
@@ -77,6 +79,29 @@ def open_session(model, options, providers: list, device: Device, what: str):
     return sess
 
 
+# ONNX Runtime's type strings, as numpy names them (the manifest's spelling)
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+               "tensor(int32)": "int32", "tensor(int64)": "int64", "tensor(int8)": "int8",
+               "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
+def session_io(sess) -> tuple[list, list]:
+    """(inputs, outputs) of a session as :func:`~mesc.runtime.backends.io_check.io_mismatch` rows."""
+    def rows(args):
+        return [(a.name, _ORT_DTYPES.get(a.type, a.type),
+                 None if a.shape is None else [d if isinstance(d, int) else None for d in a.shape]) for a in args]
+
+    return rows(sess.get_inputs()), rows(sess.get_outputs())
+
+
+def check_session_io(sess, segment: dict, graph: str, package) -> None:
+    """Refuse a session whose I/O is not the segment's in the manifest, before anything runs."""
+    problem = io_mismatch(segment, *session_io(sess))
+    if problem:
+        raise PackageError(f"segment '{segment['name']}' {problem} (package {package}, graph {graph}); "
+                           f"the graph is not the one the manifest describes: export the package again")
+
+
 def segment_graphs(pkg, files: dict | None = None, segments: list[str] | None = None) -> dict[str, str]:
     """segment name -> the ONNX graph it runs, in execution order: the package's own, or the one
     ``files`` swaps in; only ``segments`` where given."""
@@ -104,7 +129,8 @@ class SessionsFromPackage(Loader):
 
     ``files`` maps segment names to other ONNX graphs of the same I/O (the prepared FP16 or INT8
     ones) to run instead of the package's FP32 graphs; ``segments`` loads only those;
-    ``optimize=False`` turns graph optimisation off (fake-quantised graphs).
+    ``optimize=False`` turns graph optimisation off (fake-quantised graphs). Each session's
+    inputs and outputs are checked against the manifest as it opens (:class:`PackageError`).
     """
 
     def __init__(self, pkg, device: Device, threads: int | None = None, spin: bool = False,
@@ -112,11 +138,15 @@ class SessionsFromPackage(Loader):
                  files: dict | None = None, optimize: bool = True):
         self.device = device
         self.graphs = segment_graphs(pkg, files, segments)
+        self.entries, self.root = {seg["name"]: seg for seg in pkg.segments}, pkg.root
         self.threads, self.spin, self.optimize = threads, spin, optimize
         # Checked here, not on the call: a missing CUDA provider fails at mesc.load.
         self.providers = providers_for(device, tensorrt_ep)
 
     def call_impl(self) -> Sessions:
         so = session_options(self.threads, self.spin, self.optimize)
-        return Sessions({name: open_session(path, so, self.providers, self.device, name)
-                         for name, path in self.graphs.items()}, self.providers, self.device)
+        sessions = {}
+        for name, path in self.graphs.items():
+            sessions[name] = open_session(path, so, self.providers, self.device, name)
+            check_session_io(sessions[name], self.entries[name], path, self.root)
+        return Sessions(sessions, self.providers, self.device)

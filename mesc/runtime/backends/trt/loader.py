@@ -25,6 +25,7 @@ from pathlib import Path
 from mesc.package import sha256_file
 from mesc.runtime import devices
 from mesc.runtime.backends.base import Loader, invoke_if_callable
+from mesc.runtime.backends.io_check import io_mismatch
 from mesc.runtime.backends.trt import compat
 from mesc.runtime.errors import BackendError, DeviceError, EngineMismatchError
 
@@ -161,6 +162,25 @@ def read_plan(pkg, target: str, name: str, meta: dict) -> bytes:
     return path.read_bytes()
 
 
+# TensorRT's DataType names (as compat.engine_io spells them), as numpy names them
+_TRT_DTYPES = {"float": "float32", "half": "float16", "bf16": "bfloat16", "int8": "int8", "uint8": "uint8",
+               "int32": "int32", "int64": "int64", "bool": "bool"}
+
+
+def check_engine_io(segment: dict, io: list[dict]) -> None:
+    """Refuse an engine whose I/O is not the segment's in the manifest. ``io`` is what
+    :func:`compat.engine_io` reads from the engine: name, mode ("input"/"output"), dtype
+    (TensorRT's name) and shape (-1 for a dimension its optimisation profile leaves open)."""
+    def rows(mode):
+        return [(t["name"], _TRT_DTYPES.get(t["dtype"], t["dtype"]), [None if d < 0 else d for d in t["shape"]])
+                for t in io if t["mode"] == mode]
+
+    problem = io_mismatch(segment, rows("input"), rows("output"), what="the engine")
+    if problem:
+        raise EngineMismatchError(f"segment '{segment['name']}' {problem}; the engine was not built from this "
+                                  f"package's graph: rebuild the engines (mesc build)")
+
+
 # Loaders -----------------------------------------------------------------------------------------
 
 class PlansFromPackage(Loader):
@@ -198,10 +218,12 @@ class Engines:
 
 class EnginesFromPlans(Loader):
     """``EnginesFromPlans(plans)()`` -> :class:`Engines`; ``plans`` is {segment: bytes} or a
-    loader making it. Deserialises on the current CUDA device (the runner selects it first)."""
+    loader making it. Deserialises on the current CUDA device (the runner selects it first).
+    ``segments`` (the manifest's entries) checks each engine's I/O against its segment's."""
 
-    def __init__(self, plans, verbose: bool = False):
+    def __init__(self, plans, verbose: bool = False, segments: list[dict] | None = None):
         self.plans, self.verbose = plans, verbose
+        self.entries = {seg["name"]: seg for seg in segments or []}
 
     def call_impl(self) -> Engines:
         trt = compat.tensorrt(PURPOSE)
@@ -213,5 +235,7 @@ class EnginesFromPlans(Loader):
             if engine is None:
                 raise EngineMismatchError(f"TensorRT could not deserialise the engine of segment '{name}' "
                                           f"(see the TensorRT log above); rebuild it on this machine")
+            if name in self.entries:
+                check_engine_io(self.entries[name], compat.engine_io(engine))
             engines[name] = engine
         return Engines(runtime, engines)

@@ -1,10 +1,16 @@
 """ONNX Runtime loader on the CPU: which graph each segment runs, which segments load, the
-session options; and the runner handed what it made."""
+session options, the check of each graph's I/O against the manifest; and the runner handed
+what it made."""
+
+import json
+import shutil
 
 import onnx
 import onnxruntime as ort
 import pytest
 
+import mesc
+from mesc.errors import PackageError
 from mesc.package import Package
 from mesc.runtime import BackendError
 from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
@@ -80,3 +86,53 @@ def test_runner_calls_its_loader_on_activate_only(pkg):
     with runner:
         assert set(runner.sessions) == {s["name"] for s in pkg.segments} and calls == [1]
     assert runner.sessions == {}
+
+
+def _edited_copy(pkg, tmp_path, edit):
+    """A copy of the package whose manifest ``edit(manifest)`` changed (the manifest itself
+    carries no checksum; the graphs stay as exported)."""
+    root = tmp_path / "edited"
+    shutil.copytree(pkg.root, root)
+    manifest = json.loads((root / "mesc.json").read_text())
+    edit(manifest)
+    (root / "mesc.json").write_text(json.dumps(manifest))
+    return root
+
+
+def _tensor(manifest, segment, role, index):
+    return next(s for s in manifest["segments"] if s["name"] == segment)[role][index]
+
+
+def _everywhere(manifest, tensor, **change):
+    """Change ``tensor`` wherever the manifest lists it, so the manifest stays consistent
+    (its own validation passes) and only the graphs disagree with it."""
+    for seg in manifest["segments"]:
+        for spec in seg["inputs"] + seg["outputs"]:
+            if spec["name"] == tensor:
+                spec.update(change)
+
+
+def _rename(manifest, old, new):
+    _everywhere(manifest, old, name=new)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: _tensor(m, "head0", "outputs", 1).update(dtype="int64"),
+     "segment 'head0' output 'exit0_labels': manifest says dtype int64, the graph gives int32"),
+    (lambda m: _everywhere(m, _tensor(m, "chunk0", "outputs", 0)["name"], shape=["batch", 8, 16, 64]),
+     r"segment 'chunk0' output '(\w+)': manifest says shape \['batch', 8, 16, 64\], the graph gives "
+     r"\[None, 8, 16, 32\] \(dim 3\)"),
+    (lambda m: _rename(m, _tensor(m, "chunk0", "outputs", 0)["name"], "renamed"),
+     r"segment 'chunk0' output 'renamed': the manifest lists it, the graph has no such output"),
+    (lambda m: m["segments"][0]["inputs"][0]["shape"].__setitem__(0, 1),
+     None),  # a graph open where the manifest fixes the batch accepts it: no error
+])
+def test_a_graph_unlike_its_manifest_entry_is_refused_at_load(pkg, tmp_path, edit, message):
+    root = _edited_copy(pkg, tmp_path, edit)
+    if message is None:
+        mesc.load(root).close()
+        return
+    with pytest.raises(PackageError, match=message) as err:
+        mesc.load(root)
+    text = str(err.value)
+    assert "\n" not in text and f"package {root}" in text and "onnx/" in text

@@ -112,3 +112,25 @@ def test_plans_are_read_against_their_checksums(tmp_path):
 def test_plans_for_the_cpu_are_refused_before_tensorrt_loads():
     with pytest.raises(DeviceError, match="CUDA devices only"):
         PlansFromPackage(_pkg(_manifest()), Device("cpu"))
+
+
+def test_engine_io_is_checked_against_the_manifest():
+    from mesc.runtime.backends.trt.loader import check_engine_io
+
+    seg = {"name": "head0", "inputs": [{"name": "feat", "dtype": "float32", "shape": ["batch", 8, 16, 32]}],
+           "outputs": [{"name": "exit0_labels", "dtype": "int32", "shape": ["batch", 32, 64]}]}
+    # what compat.engine_io reads from an engine: TensorRT's dtype names, -1 for an open dimension
+    io = [{"name": "feat", "mode": "input", "dtype": "float", "shape": [-1, 8, 16, 32]},
+          {"name": "exit0_labels", "mode": "output", "dtype": "int32", "shape": [-1, 32, 64]}]
+    check_engine_io(seg, io)
+    io[1]["dtype"] = "int64"  # ArgMax left uncast
+    with pytest.raises(EngineMismatchError, match="segment 'head0' output 'exit0_labels': manifest says dtype int32, "
+                                                  "the engine gives int64; .*rebuild the engines"):
+        check_engine_io(seg, io)
+    io[1]["dtype"], io[0]["shape"] = "int32", [1, 8, 16, 32]  # built without the dynamic batch profile
+    with pytest.raises(EngineMismatchError, match=r"input 'feat': manifest says dim 0 is dynamic \('batch'\), "
+                                                  "the engine fixes it at 1"):
+        check_engine_io(seg, io)
+    io[0]["shape"], io[0]["mode"] = [-1, 8, 16, 32], "output"
+    with pytest.raises(EngineMismatchError, match="input 'feat': the manifest lists it, the engine has no such input"):
+        check_engine_io(seg, io)
