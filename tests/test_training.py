@@ -161,7 +161,7 @@ def test_train_cli(scenes, tmp_path):
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert ckpt.is_file() and "mIoU" in res.output
-    res = CliRunner().invoke(cli, args[:-2] + ["--data", str(tmp_path / "nope"), "-o", str(ckpt)])
+    res = CliRunner().invoke(cli, args[:-2] + ["--data", str(tmp_path / "nope"), "-o", str(ckpt), "--force"])
     assert res.exit_code == 2 and "nope" in res.output
     res = CliRunner().invoke(cli, args + ["--batch", "1"])
     assert res.exit_code == 2 and "--batch" in res.output
@@ -210,7 +210,7 @@ def test_epochs1_0_with_nothing_for_stage_2_is_refused(scenes, tmp_path):
 def test_an_existing_checkpoint_is_kept_unless_force(scenes, tmp_path):
     out = tmp_path / "ckpt.pt"
     out.write_bytes(b"precious")
-    with pytest.raises(training.TrainError, match=r"ckpt.pt already exists; pass force=True \(--force\)"):
+    with pytest.raises(training.TrainError, match=r"ckpt.pt already exists; pass --force to overwrite it"):
         training.train(tiny_model(), scenes, out=out, config=_quick(), progress=False, log=None)
     assert out.read_bytes() == b"precious"
     training.train(tiny_model(), scenes, out=out, config=_quick(), progress=False, log=None, force=True)
@@ -227,7 +227,9 @@ def test_an_unwritable_output_is_refused_before_training(scenes, tmp_path, monke
     def read_only(*a, **kw):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(training.tempfile, "TemporaryFile", read_only)
+    from mesc import outputs
+
+    monkeypatch.setattr(outputs.tempfile, "TemporaryFile", read_only)
     with pytest.raises(training.TrainError, match=r"new/ckpt.pt: cannot write in .* \(Read-only file system\)"):
         training.train(tiny_model(), scenes, out=tmp_path / "new" / "ckpt.pt", config=_quick(), progress=False,
                        log=None)

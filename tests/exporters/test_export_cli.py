@@ -65,9 +65,16 @@ def test_existing_directory_refused_without_force(tmp_path):
     assert res.exit_code == 2
     assert "already exists" in res.output and "--force" in res.output
     assert (out / "keep.txt").read_text() == "user work"
+    # --force replaces only a package: a folder of user files survives it
     res = run("export", "-m", f"{TOY}:skipnet", "--policy", "none", "-o", str(out), "--force")
+    assert res.exit_code == 2 and "replaces only a mesc package" in res.output
+    assert (out / "keep.txt").read_text() == "user work" and not (out / "mesc.json").exists()
+    (out / "keep.txt").unlink()
+    out.rmdir()
+    assert run("export", "-m", f"{TOY}:skipnet", "--policy", "none", "-o", str(out)).exit_code == 0
+    res = run("export", "-m", f"{TOY}:skipnet", "--policy", "none", "--exits", "0,2", "-o", str(out), "--force")
     assert res.exit_code == 0
-    assert not (out / "keep.txt").exists() and (out / "mesc.json").exists()
+    assert (out / "mesc.json").exists() and len(Package.load(out).exits) == 2
     assert _leftovers(tmp_path) == ["pkg"]
 
 
