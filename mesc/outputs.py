@@ -195,6 +195,8 @@ def check_dir_output(path, kind: str, force: bool = False, option: str = "-o", i
                 "already exists; pass --force to overwrite it"
             raise MescError(f"output directory {path} {verb}")
         why = None if kind == "run" and empty else problem(path)
+        if why and kind != "run":
+            why += f"; it holds {_listing(p.name for p in path.iterdir())}"
         if why:
             raise MescError(f"{option} {path}: --force replaces only {what}, and {why}; "
                             f"choose another output folder")

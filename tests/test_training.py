@@ -250,3 +250,23 @@ def test_a_nan_loss_stops_training_and_saves_nothing(scenes, tmp_path, epochs1, 
         training.train(model, scenes, out=out, config=cfg, progress=False, log=None)
     assert not out.exists()
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_train_cli_output_rules(scenes, tmp_path):
+    args = ["train", "--model", f"{__file__}:tiny_model", "--data", str(scenes), "--epochs1", "1", "--epochs2", "0",
+            "--batch", "4"]
+    before = {p: p.read_bytes() for p in scenes.rglob("*") if p.is_file()}
+    res = CliRunner().invoke(cli, args + ["-o", str(scenes / "ckpt.pt")])
+    assert res.exit_code == 2 and "lies inside the input --data" in res.output
+    res = CliRunner().invoke(cli, args + ["-o", str(scenes / "meta.json"), "--force"])
+    assert res.exit_code == 2 and "is the input" not in res.output and "lies inside the input --data" in res.output
+    assert {p: p.read_bytes() for p in scenes.rglob("*") if p.is_file()} == before
+    res = CliRunner().invoke(cli, args + ["-o", __file__, "--force"])
+    assert res.exit_code == 2 and "is the input --model" in res.output
+    existing = tmp_path / "old.pt"
+    existing.write_bytes(b"old")
+    res = CliRunner().invoke(cli, args + ["-o", str(existing)])
+    assert res.exit_code == 2 and "already exists; pass --force" in res.output and existing.read_bytes() == b"old"
+    (tmp_path / "file").write_text("")
+    res = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "file" / "c.pt")])
+    assert res.exit_code == 2 and "is not a directory" in res.output and "Traceback" not in res.output

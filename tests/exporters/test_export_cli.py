@@ -151,3 +151,29 @@ def test_ctrl_c_while_importing_a_model_file_stays_ctrl_c(tmp_path):
     user.write_text("raise KeyboardInterrupt\n")
     with pytest.raises(KeyboardInterrupt):
         load_model(f"{user}:net")
+
+
+# -- where `mesc export` may write -------------------------------------------------------------
+
+def test_an_output_holding_the_checkpoint_or_model_file_is_refused(tmp_path):
+    import torch
+    from toys import skipnet
+
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save(skipnet().state_dict(), ckpt)
+    before = ckpt.read_bytes()
+    res = run("export", "-m", f"{TOY}:skipnet", "-w", str(ckpt), "--policy", "none", "-o", str(tmp_path), "--force")
+    assert res.exit_code == 2 and f"contains the input --weights {ckpt}" in res.output
+    assert ckpt.read_bytes() == before
+    res = run("export", "-m", f"{TOY}:skipnet", "--policy", "none", "-o", str(Path(TOY).parent), "--force")
+    assert res.exit_code == 2 and "contains the input --model" in res.output
+
+
+def test_the_current_directory_and_unwritable_places_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = run("export", "-m", f"{TOY}:skipnet", "-o", ".", "--force")
+    assert res.exit_code == 2 and "current directory" in res.output
+    (tmp_path / "file").write_text("")
+    res = run("export", "-m", f"{TOY}:skipnet", "-o", str(tmp_path / "file" / "pkg"))
+    assert res.exit_code == 2 and "is not a directory" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
