@@ -449,10 +449,20 @@ def format_result(r: dict) -> str:
     return "\n".join(lines)
 
 
+def check_outputs(package, data=None, json_path=None, plot_path=None, force: bool = False) -> None:
+    """Refuse, before minutes of timing, a --json or --plot file that exists (unless ``force``),
+    overlaps ``package`` or ``data``, or cannot be written."""
+    from mesc.outputs import check_file_output
+
+    inputs = [("PACKAGE", package), ("--data", data)]
+    for option, path in (("--json", json_path), ("--plot", plot_path)):
+        if path is not None:
+            check_file_output(path, option, force, inputs=inputs)
+
+
 def write_json(path, result: dict) -> None:
     from mesc.package import write_json_atomic
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, result)
 
 
@@ -491,8 +501,10 @@ def plot(path, result: dict) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    from mesc.staging import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
 
 

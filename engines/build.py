@@ -17,6 +17,7 @@ from pathlib import Path
 from mesc.engines.targets import BuildPlan, check_build_request, check_onnx_ops, get_target, parse_version, plan_build
 from mesc.errors import MescError
 from mesc.lazy import require
+from mesc.outputs import refuse_inside_generated
 from mesc.package import Package, sha256_file
 from mesc.timestamps import utc_now
 
@@ -90,6 +91,7 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
     pkg = Package.load(package)
     tgt = get_target(target)
     check_build_request(tgt, precision, None, dla_core, None, allow_slow)  # argument errors before TRT loads
+    refuse_inside_generated(pkg.root, ["engines"], [("--calib-data", calib_data)])
     from mesc.runtime.backends.trt import compat
 
     facts = compat.engine_facts()  # recorded with every plan; the runtime's loader checks them

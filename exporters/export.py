@@ -107,16 +107,15 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     Nothing is written unless every segment exports, checks and (by default) reproduces the
     eager model's exits; an existing ``out`` is replaced only with ``force``.
     """
-    from mesc.exporters.loader import load_model
+    from mesc.exporters.loader import load_model, model_file
+    from mesc.outputs import check_dir_output
 
     opts = options or ExportOptions()
     _check_thresholds(opts)
     if out is None:
         raise ExportError("no output directory given (-o DIR)")
-    from pathlib import Path
-
-    if Path(out).exists() and not force:
-        raise ExportError(f"output directory {out} already exists; pass --force to overwrite it")
+    check_dir_output(out, "package", force,
+                     inputs=[("--weights", weights), ("--model", model_file(model))])
     torch = require("torch", purpose="mesc export")
     from mesc.exporters.trace import trace_model
 

@@ -50,14 +50,25 @@ def _import_file(path: Path):
     return module
 
 
+def model_file(spec) -> Path | None:
+    """The file a ``path/to/file.py:factory`` spec reads, else ``None`` (an input that outputs
+    must not overlap)."""
+    if not isinstance(spec, str):
+        return None
+    where, _, attr = spec.rpartition(":")
+    if where and attr and (where.endswith(".py") or "/" in where or "\\" in where):
+        return Path(where)
+    return None
+
+
 def _resolve_factory(spec: str):
     where, _, attr = spec.rpartition(":")
     if not where or not attr:
         raise ModelLoadError(
             f"model {spec!r} is neither a registered name nor 'module:factory' / 'path/to/file.py:factory'"
         )
-    if where.endswith(".py") or "/" in where or "\\" in where:
-        module = _import_file(Path(where))
+    if model_file(spec) is not None:
+        module = _import_file(model_file(spec))
     else:
         with _user_code(f"importing module {where!r} for model {spec!r} failed"):
             try:

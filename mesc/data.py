@@ -184,19 +184,25 @@ def parse_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+# meta.json's "generator": how --force knows a folder is synth data mesc wrote
+GENERATOR = "mesc.data.render_scene"
+
+
 def generate(out_dir, count: int, seed: int = 0, size=(128, 256), difficulty=(0.0, 1.0),
              force: bool = False, progress: bool = False) -> Path:
     """Write ``count`` scenes into ``out_dir`` atomically; returns the directory.
 
     Image ``i`` depends only on ``(seed, i)``, so a larger ``count`` extends a smaller set.
     """
+    from mesc.outputs import check_dir_output
     from mesc.package import staging_dir
     from mesc.progress import bar as progress_bar
 
     if count < 1:
         raise MescError(f"--count must be at least 1, got {count}")
+    check_dir_output(out_dir, "synth-data", force)
     lo, hi = difficulty
-    meta = {"generator": "mesc.data.render_scene", "seed": seed, "size": list(size),
+    meta = {"generator": GENERATOR, "seed": seed, "size": list(size),
             "difficulty": [lo, hi], "classes": list(CLASSES), "images": []}
     with staging_dir(out_dir, force=force) as tmp, progress_bar(count, "synth-data", "img", progress) as bar:
         (tmp / "images").mkdir()

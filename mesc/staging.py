@@ -90,17 +90,28 @@ def staging_dir(out, force: bool = False):
             pass
 
 
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yield a temporary path beside ``path`` (same suffix, so writers that go by it still
+    work) that replaces ``path`` by a rename when the block succeeds: readers, and a run
+    interrupted by SIGINT or SIGTERM, never see half a file, and the old file stays until then."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sigterm_as_interrupt():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the usual permissions
+            yield Path(tmp)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 def write_json_atomic(path, data) -> None:
     """Write JSON through a temporary file and a rename, so readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; keep the usual permissions
-        with os.fdopen(fd, "w") as f:
+    with atomic_file(path) as tmp:
+        with open(tmp, "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

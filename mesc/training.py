@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -239,25 +237,13 @@ def _need(ok: bool, name: str, expected: str, got) -> None:
         raise TrainError(f"{name} must be {expected}, got {got!r}")
 
 
-def check_output(out, force: bool = False) -> None:
+def check_output(out, force: bool = False, inputs=()) -> None:
     """Refuse, before training, a checkpoint path that exists (unless ``force``), is a folder,
-    or lies where nothing can be written: hours of training must not end in a failed save."""
-    out = Path(out)
-    if out.is_dir():
-        raise TrainError(f"output {out} is a directory; give a file name for the checkpoint")
-    if out.exists() and not force:
-        raise TrainError(f"output {out} already exists; pass force=True (--force) to overwrite it")
-    # the nearest existing folder is where save_checkpoint's mkdir and write begin
-    where = out.parent
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    if not where.is_dir():
-        raise TrainError(f"output {out}: {where} is not a directory")
-    try:
-        with tempfile.TemporaryFile(dir=where):
-            pass
-    except OSError as err:
-        raise TrainError(f"output {out}: cannot write in {where} ({err.strerror or err})") from None
+    overlaps an input, or lies where nothing can be written: hours of training must not end in
+    a failed save."""
+    from mesc.outputs import check_file_output
+
+    check_file_output(out, "output", force, inputs=inputs, error=TrainError)
 
 
 def _run_stage(model, data, params, loss_fn, epochs, cfg, lr, rng, desc, progress, log):
@@ -318,7 +304,7 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     cfg.check()
     data = SegData(data_dir)
     if out is not None:
-        check_output(out, force)
+        check_output(out, force, inputs=[("data", data_dir), ("val", val_dir)])
     if cfg.crop:
         _check_crop(cfg.crop, *data.images.shape[1:3])
     if cfg.threads:
@@ -379,17 +365,12 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
 
 def save_checkpoint(model, path) -> None:
     """float32 state_dict, written through a temporary file so a crash leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from mesc.staging import atomic_file
+
     state = {k: (v.float() if v.is_floating_point() else v).contiguous().clone()
              for k, v in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------

@@ -169,3 +169,18 @@ def test_unreadable_masks_are_mesc_errors(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"junk")
     with pytest.raises(MescError, match="junk.png: cannot read the mask"):
         data.load_mask(tmp_path / "junk.png")
+
+
+def test_synth_data_force_replaces_only_synth_data(tmp_path, monkeypatch):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_bytes(b"mine")
+    args = ["synth-data", "--count", "1", "--size", "16x16", "--force", "-o"]
+    res = CliRunner().invoke(cli, args + [str(mine)])
+    assert res.exit_code == 2 and "holds 1 file(s) mesc did not write: notes.txt" in res.output
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_bytes() == b"mine"
+    monkeypatch.chdir(mine)
+    res = CliRunner().invoke(cli, args + ["."])
+    assert res.exit_code == 2 and "current directory" in res.output
+    res = CliRunner().invoke(cli, args + [str(mine / "notes.txt" / "out")])
+    assert res.exit_code == 2 and "is not a directory" in res.output

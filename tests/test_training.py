@@ -161,7 +161,7 @@ def test_train_cli(scenes, tmp_path):
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
     assert ckpt.is_file() and "mIoU" in res.output
-    res = CliRunner().invoke(cli, args[:-2] + ["--data", str(tmp_path / "nope"), "-o", str(ckpt)])
+    res = CliRunner().invoke(cli, args[:-2] + ["--data", str(tmp_path / "nope"), "-o", str(ckpt), "--force"])
     assert res.exit_code == 2 and "nope" in res.output
     res = CliRunner().invoke(cli, args + ["--batch", "1"])
     assert res.exit_code == 2 and "--batch" in res.output
@@ -210,7 +210,7 @@ def test_epochs1_0_with_nothing_for_stage_2_is_refused(scenes, tmp_path):
 def test_an_existing_checkpoint_is_kept_unless_force(scenes, tmp_path):
     out = tmp_path / "ckpt.pt"
     out.write_bytes(b"precious")
-    with pytest.raises(training.TrainError, match=r"ckpt.pt already exists; pass force=True \(--force\)"):
+    with pytest.raises(training.TrainError, match=r"ckpt.pt already exists; pass --force to overwrite it"):
         training.train(tiny_model(), scenes, out=out, config=_quick(), progress=False, log=None)
     assert out.read_bytes() == b"precious"
     training.train(tiny_model(), scenes, out=out, config=_quick(), progress=False, log=None, force=True)
@@ -227,7 +227,9 @@ def test_an_unwritable_output_is_refused_before_training(scenes, tmp_path, monke
     def read_only(*a, **kw):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(training.tempfile, "TemporaryFile", read_only)
+    from mesc import outputs
+
+    monkeypatch.setattr(outputs.tempfile, "TemporaryFile", read_only)
     with pytest.raises(training.TrainError, match=r"new/ckpt.pt: cannot write in .* \(Read-only file system\)"):
         training.train(tiny_model(), scenes, out=tmp_path / "new" / "ckpt.pt", config=_quick(), progress=False,
                        log=None)
@@ -248,3 +250,23 @@ def test_a_nan_loss_stops_training_and_saves_nothing(scenes, tmp_path, epochs1, 
         training.train(model, scenes, out=out, config=cfg, progress=False, log=None)
     assert not out.exists()
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_train_cli_output_rules(scenes, tmp_path):
+    args = ["train", "--model", f"{__file__}:tiny_model", "--data", str(scenes), "--epochs1", "1", "--epochs2", "0",
+            "--batch", "4"]
+    before = {p: p.read_bytes() for p in scenes.rglob("*") if p.is_file()}
+    res = CliRunner().invoke(cli, args + ["-o", str(scenes / "ckpt.pt")])
+    assert res.exit_code == 2 and "lies inside the input --data" in res.output
+    res = CliRunner().invoke(cli, args + ["-o", str(scenes / "meta.json"), "--force"])
+    assert res.exit_code == 2 and "is the input" not in res.output and "lies inside the input --data" in res.output
+    assert {p: p.read_bytes() for p in scenes.rglob("*") if p.is_file()} == before
+    res = CliRunner().invoke(cli, args + ["-o", __file__, "--force"])
+    assert res.exit_code == 2 and "is the input --model" in res.output
+    existing = tmp_path / "old.pt"
+    existing.write_bytes(b"old")
+    res = CliRunner().invoke(cli, args + ["-o", str(existing)])
+    assert res.exit_code == 2 and "already exists; pass --force" in res.output and existing.read_bytes() == b"old"
+    (tmp_path / "file").write_text("")
+    res = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "file" / "c.pt")])
+    assert res.exit_code == 2 and "is not a directory" in res.output and "Traceback" not in res.output

@@ -51,7 +51,10 @@ def parse_max_cost(value, reference_cost: float) -> float:
 def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess", report=None, plot=None,
               write: bool = False, resize: bool = False, cache=None, latency_key=None, all_exits: bool = False,
               th_pix_grid=None, th_img_steps: int = 50, limit=None, compare_policies: bool = False,
-              progress: bool = False) -> Calibration:
+              progress: bool = False, force: bool = False) -> Calibration:
+    """``report`` and ``plot`` replace existing files only with ``force``; neither may overlap
+    ``package`` or ``data`` (``write=True`` is the package's own locked manifest update)."""
+    from mesc.outputs import check_file_output
     from mesc.package import Package
 
     if (max_drop is None) == (max_cost is None):
@@ -61,10 +64,11 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     if write and policy != "mess":
         raise MescError(f"--write stores MESS thresholds (th_pix, th_img) for the runtime; the {policy} policy "
                         f"has no place in the package (calibrate it to compare, without --write)")
-    if report is not None:
-        _check_writable(report, "--report")
+    inputs = [("PACKAGE", package if not isinstance(package, Package) else package.root), ("--data", data)]
+    for option, path in (("--report", report), ("--plot", plot)):
+        if path is not None:
+            check_file_output(path, option, force, inputs=inputs)
     if plot is not None:
-        _check_writable(plot, "--plot")
         load_pyplot()
     pkg = Package.load(package)
     costs = costs_from_package(pkg, latency_key)
@@ -102,14 +106,6 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
         plot_pareto(result, plot, compare=compare, title=f"{Path(str(pkg.root)).name}: {memo.n} images, "
                                                          f"policy {policy}")
     return Calibration(result, memo, costs, rep, compare)
-
-
-def _check_writable(path, opt):
-    p = Path(path)
-    if p.is_dir():
-        raise MescError(f"{opt} {p} is a directory; give a file name")
-    if not p.parent.exists() and str(p.parent):
-        raise MescError(f"{opt} {p}: the folder {p.parent} does not exist")
 
 
 __all__ = ["Calibration", "calibrate", "parse_max_cost"]

@@ -87,9 +87,10 @@ class Memo:
                     memo_version=MEMO_VERSION)
         arrays = {"inter": self.inter, "union": self.union, "th_pix_grid": self.th_pix_grid,
                   **{f"score_{k}": v for k, v in self.scores.items()}}
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)
-        tmp.replace(path)
+        from mesc.staging import atomic_file
+
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+            np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
     def load(cls, path) -> "Memo":
@@ -101,6 +102,27 @@ class Memo:
                            scores, meta.pop("images"), meta)
         except (OSError, KeyError, ValueError) as err:
             raise MescError(f"cannot read calibration cache {path}: {err}") from None
+
+
+def is_cache_file(path) -> bool:
+    """Whether ``path`` is a calibration cache mesc wrote (an ``.npz`` whose meta names the
+    memo version), whatever its version."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "memo_version" in json.loads(str(z["meta"]))
+    except (OSError, KeyError, ValueError, TypeError, AttributeError):
+        return False
+
+
+def check_cache(path, inputs=()) -> None:
+    """Refuse a cache path that holds something other than a mesc cache (it would be replaced:
+    a cache is read, then rewritten when stale), overlaps an input, or cannot be written."""
+    from mesc.outputs import check_file_output
+
+    if Path(path).is_file() and not is_cache_file(path):
+        raise MescError(f"--cache {path} exists and is not a mesc calibration cache; mesc replaces only "
+                        f"its own cache files: give another path")
+    check_file_output(path, "--cache", force=True, inputs=inputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +228,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
 
     key = None
     if cache is not None:
+        check_cache(cache, inputs=[("PACKAGE", pkg.root), ("--data", data_dir)])
         key = _cache_key(pkg, _data_stat(data_dir, limit), grid, resize)
         if Path(cache).is_file():
             try:

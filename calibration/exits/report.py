@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from mesc.timestamps import utc_now
@@ -160,11 +158,11 @@ def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 2
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    from mesc.staging import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)
 
 
 __all__ = ["build_report", "format_report", "plot_pareto", "load_pyplot"]

@@ -18,6 +18,7 @@ from mesc.calibration.precision.images import load_calibration_batches
 from mesc.calibration.precision.nodes import exit_tails, named_nodes
 from mesc.errors import MescError
 from mesc.lazy import require
+from mesc.outputs import refuse_inside_generated
 from mesc.package import Package
 
 PREPARED = ("fp16", "int8")
@@ -38,6 +39,7 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
         raise MescError(f"--precision {','.join(bad) or '(none)'}: prepared precisions are {', '.join(PREPARED)}")
     if "int8" in precisions and not calib_data:
         raise MescError("INT8 needs calibration images: pass --calib-data FOLDER (images at the export size)")
+    refuse_inside_generated(pkg.root, [f"onnx_{p}" for p in precisions], [("--calib-data", calib_data)])
     batches, paths = ([], [])
     if calib_data:
         batches, paths = load_calibration_batches(calib_data, pkg.input, max_images=max_images)

@@ -26,11 +26,14 @@ from mesc.cli.options import engine_build_options, parse_name_list
               help="Write a PNG of latency per exit against FLOPs, with the baselines (needs mesc[plot]).")
 @click.option("--record", is_flag=True,
               help="Store the per-segment medians in the manifest (what 'mesc calibrate' costs exits with).")
+@click.option("--force", is_flag=True, help="Overwrite existing --json and --plot files.")
 def bench_cmd(package, backend, device, target, precision, batch, warmup, iters, threads, data, resize, baselines,
-              json_out, plot, record):
+              json_out, plot, record, force):
     """Latency per segment and per exit of PACKAGE, against a monolithic graph and eager PyTorch."""
-    from mesc.benchmarks.bench import BenchOptions, bench, format_result, plot as plot_result, record_latency, \
-        write_json
+    from mesc.benchmarks.bench import BenchOptions, bench, check_outputs, format_result, plot as plot_result, \
+        record_latency, write_json
+
+    check_outputs(package, data, json_out, plot, force)
 
     chosen = tuple(b for b in baselines if b != "none")
     opts = BenchOptions(backend=backend, device=device, target=target, precision=precision, batch=batch,

@@ -25,7 +25,8 @@ from mesc.errors import MescError
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per call (needs a package exported with --dynamic-batch to pay off).")
 @click.option("--resize", is_flag=True, help="Resize images of another size to the package input (else refused).")
-@click.option("--force", is_flag=True, help="Write into a non-empty output folder.")
+@click.option("--force", is_flag=True, help="Replace a previous run's output folder (a folder holding other files "
+                                          "is refused).")
 def run_cmd(package, images, output, backend, device, target, precision, exit_key, th_img, th_pix, batch, resize,
             force):
     """Segment IMAGES (files or folders) with early exit; write palette PNGs and a results table.
@@ -33,9 +34,9 @@ def run_cmd(package, images, output, backend, device, target, precision, exit_ke
     Images that cannot be read are reported and skipped; the exit status is then 1.
     """
     from mesc.runtime import load
-    from mesc.runtime.files import prepare_output, run_files
+    from mesc.runtime.files import check_output, run_files
 
-    prepare_output(output, force)  # refuse before loading anything
+    check_output(output, images, package, force)  # refuse before loading anything
     pipe = load(package, backend=backend, device=device, target=target, precision=precision)
     with pipe:
         for key, vals in (("th_img", th_img), ("th_pix", th_pix)):
@@ -50,7 +51,7 @@ def run_cmd(package, images, output, backend, device, target, precision, exit_ke
             exit_key = int(exit_key)
         if exit_key is not None:
             pipe.pkg.exit(exit_key)  # a bad name fails here, before any image is read
-        summary = run_files(pipe, images, output, exit=exit_key, resize=resize, batch=batch, force=True,
+        summary = run_files(pipe, images, output, exit=exit_key, resize=resize, batch=batch, force=force,
                             echo=lambda m: click.echo(m, err=True))
     click.echo(summary.format())
     click.echo(f"wrote {output}/results.csv and results.json")

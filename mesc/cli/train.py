@@ -35,10 +35,12 @@ def _from_scratch(model: str) -> dict:
 @click.option("--crop", default=None, help="Train on random HxW crops (e.g. 64x128); default whole images.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
-def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, alpha, seed, crop, threads, output):
+@click.option("--force", is_flag=True, help="Overwrite an existing checkpoint file.")
+def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, alpha, seed, crop, threads, output,
+              force):
     """Train a multi-exit model with the MESS two-stage recipe and save its state_dict."""
-    from mesc.exporters.loader import load_model
-    from mesc.training import TrainConfig, train
+    from mesc.exporters.loader import load_model, model_file
+    from mesc.training import TrainConfig, check_output, train
 
     for name, value in (("--epochs1", epochs1), ("--epochs2", epochs2)):
         if value < 0:
@@ -51,8 +53,10 @@ def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, al
         from mesc.data import parse_size
 
         crop = parse_size(crop, "--crop")
+    check_output(output, force, inputs=[("--data", data_dir), ("--val", val_dir), ("--weights", weights),
+                                        ("--model", model_file(model))])
     net, _ = load_model(model, weights=weights, **_from_scratch(model))
     cfg = TrainConfig(epochs1=epochs1, epochs2=epochs2, batch=batch, lr=lr, alpha=alpha, seed=seed,
                       crop=crop, threads=threads)
-    summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo)
+    summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo, force=force)
     click.echo(f"saved {output} after {summary['seconds']} s")

@@ -11,7 +11,7 @@ import dataclasses
 from collections import Counter
 from pathlib import Path
 
-from mesc.errors import MescError
+from mesc.outputs import RUN_MARKER
 from mesc.package import write_json_atomic
 from mesc.progress import bar as progress_bar
 from mesc.runtime.errors import InputError
@@ -44,63 +44,72 @@ class RunSummary:
         return "\n".join(lines)
 
 
-def prepare_output(out, force: bool) -> Path:
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise MescError(f"output path {out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise MescError(f"output directory {out} is not empty; pass --force to write into it")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def check_output(out, inputs, package, force: bool) -> Path:
+    """Refuse, before anything is loaded or written, an output folder that overlaps the package
+    or the images, or that holds anything but a previous run's files (see
+    :func:`mesc.outputs.check_dir_output`)."""
+    from mesc.outputs import check_dir_output
+
+    return check_dir_output(out, "run", force, inputs=[("PACKAGE", package), *(("IMAGES", p) for p in inputs)])
 
 
 def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1, force: bool = False,
               progress: bool = True, echo=print) -> RunSummary:
-    """Segment every image among ``inputs`` (files or folders) into ``out``."""
+    """Segment every image among ``inputs`` (files or folders) into the folder ``out``.
+
+    ``out`` must be new, empty, or (with ``force``) a previous run's output; it appears, or is
+    replaced, only when every image has been tried, so an interrupted run leaves the old one.
+    """
+    from mesc.staging import staging_dir
+
     files = collect_images(inputs)
     if not files:
         raise InputError(f"no images found in {', '.join(map(str, inputs))}")
-    out = prepare_output(out, force)
+    out = check_output(out, inputs, pipe.pkg.root, force)
     c, h, w = pipe.chw
     num_classes = max(ex["num_classes"] for ex in pipe.pkg.exits)
     rows, failed, used = [], [], set()
     bar = progress_bar(len(files), "run: segment", "images", progress)
 
-    def flush(items):
-        if not items:
-            return
-        results = pipe([img for _, img in items], exit=exit)
-        for (path, _), res in zip(items, results):
-            name = _unique_name(path.stem, used)
-            write_label_png(out / f"{name}.png", res.labels, num_classes)
-            rows.append({"file": str(path), "output": f"{name}.png", **res.as_row()})
-        bar.update(len(items))
+    with staging_dir(out, force=True) as tmp:
+        def flush(items):
+            if not items:
+                return
+            results = pipe([img for _, img in items], exit=exit)
+            for (path, _), res in zip(items, results):
+                name = _unique_name(path.stem, used)
+                write_label_png(tmp / name, res.labels, num_classes)
+                rows.append({"file": str(path), "output": name, **res.as_row()})
+            bar.update(len(items))
 
-    pending = []
-    for path in files:
-        try:
-            pending.append((path, read_image(path, size=(h, w), channels=c, resize=resize)))
-        except InputError as err:
-            failed.append({"file": str(path), "error": str(err)})
-            bar.update(1)
-            echo(f"skipped: {err}")
-            continue
-        if len(pending) >= batch:
-            flush(pending)
-            pending = []
-    flush(pending)
-    bar.close()
-    summary = RunSummary(rows, failed, pipe.exit_names)
-    _write_tables(out, summary, pipe)
+        pending = []
+        for path in files:
+            try:
+                pending.append((path, read_image(path, size=(h, w), channels=c, resize=resize)))
+            except InputError as err:
+                failed.append({"file": str(path), "error": str(err)})
+                bar.update(1)
+                echo(f"skipped: {err}")
+                continue
+            if len(pending) >= batch:
+                flush(pending)
+                pending = []
+        flush(pending)
+        bar.close()
+        summary = RunSummary(rows, failed, pipe.exit_names)
+        _write_tables(tmp, summary, pipe)
     return summary
 
 
 def _unique_name(stem: str, used: set) -> str:
-    name, n = stem, 1
-    while name in used:
+    """``<stem>.png``, numbered when taken. Compared case-folded: on a case-insensitive file
+    system ``A.png`` would overwrite ``a.png``. A stem is a file name's, so it holds no
+    separator and the name stays inside the output folder."""
+    name, n = f"{stem}.png", 1
+    while name.casefold() in used:
         n += 1
-        name = f"{stem}-{n}"
-    used.add(name)
+        name = f"{stem}-{n}.png"
+    used.add(name.casefold())
     return name
 
 
@@ -114,7 +123,7 @@ def _write_tables(out: Path, s: RunSummary, pipe) -> None:
             wr.writerow([r["file"], r["output"], r["exit"], r["exit_index"], f"{r['latency_ms']:.3f}",
                          *["" if conf.get(e) is None else f"{conf[e]:.6f}" for e in exits]])
     write_json_atomic(out / "results.json", {
-        "package": str(pipe.pkg.root), "backend": pipe.runner.backend, "device": str(pipe.runner.device),
+        **RUN_MARKER, "package": str(pipe.pkg.root), "backend": pipe.runner.backend, "device": str(pipe.runner.device),
         "thresholds": {e: pipe.thresholds(e) for e in exits},
         "images": s.rows, "failed": s.failed,
         "summary": {"exits": s.histogram, "mean_latency_ms": s.mean_latency_ms},

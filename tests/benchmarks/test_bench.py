@@ -273,3 +273,25 @@ def test_a_disabled_exit_is_timed_marked_and_skipped_by_the_input_dependent_run(
     assert f"{first['name']} (off)" in text and "disabled by calibration" in text
     record_latency(root, r)
     assert Package.load(root).exits[0]["enabled"] is False  # recording leaves the flags alone
+
+
+def test_cli_checks_json_and_plot_before_timing(pkg_root, tmp_path, monkeypatch):
+    from mesc.benchmarks import bench as bench_mod
+    from mesc.cli import cli
+
+    def no_timing(*a, **k):
+        raise AssertionError("timed before the outputs were checked")
+
+    monkeypatch.setattr(bench_mod, "bench", no_timing)
+    data = tmp_path / "imgs"
+    data.mkdir()
+    existing = tmp_path / "old.json"
+    existing.write_text("old")
+    (tmp_path / "file").write_text("")
+    for args, message in ((["--json", pkg_root / "b.json", "--force"], "lies inside the input PACKAGE"),
+                          (["--data", data, "--plot", data / "b.png"], "lies inside the input --data"),
+                          (["--json", existing], "already exists; pass --force"),
+                          (["--plot", tmp_path / "file" / "b.png"], "is not a directory")):
+        res = CliRunner().invoke(cli, ["bench", str(pkg_root), *map(str, args)])
+        assert res.exit_code == 2 and message in res.output, res.output
+    assert existing.read_text() == "old" and not (pkg_root / "b.json").exists() and not list(data.iterdir())

@@ -65,9 +65,16 @@ def test_existing_directory_refused_without_force(tmp_path):
     assert res.exit_code == 2
     assert "already exists" in res.output and "--force" in res.output
     assert (out / "keep.txt").read_text() == "user work"
+    # --force replaces only a package: a folder of user files survives it
     res = run("export", "-m", f"{TOY}:skipnet", "--policy", "none", "-o", str(out), "--force")
+    assert res.exit_code == 2 and "replaces only a mesc package" in res.output
+    assert (out / "keep.txt").read_text() == "user work" and not (out / "mesc.json").exists()
+    (out / "keep.txt").unlink()
+    out.rmdir()
+    assert run("export", "-m", f"{TOY}:skipnet", "--policy", "none", "-o", str(out)).exit_code == 0
+    res = run("export", "-m", f"{TOY}:skipnet", "--policy", "none", "--exits", "0,2", "-o", str(out), "--force")
     assert res.exit_code == 0
-    assert not (out / "keep.txt").exists() and (out / "mesc.json").exists()
+    assert (out / "mesc.json").exists() and len(Package.load(out).exits) == 2
     assert _leftovers(tmp_path) == ["pkg"]
 
 
@@ -145,3 +152,29 @@ def test_ctrl_c_while_importing_a_model_file_stays_ctrl_c(tmp_path):
     user.write_text("raise KeyboardInterrupt\n")
     with pytest.raises(KeyboardInterrupt):
         load_model(f"{user}:net")
+
+
+# -- where `mesc export` may write -------------------------------------------------------------
+
+def test_an_output_holding_the_checkpoint_or_model_file_is_refused(tmp_path):
+    import torch
+    from toys import skipnet
+
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save(skipnet().state_dict(), ckpt)
+    before = ckpt.read_bytes()
+    res = run("export", "-m", f"{TOY}:skipnet", "-w", str(ckpt), "--policy", "none", "-o", str(tmp_path), "--force")
+    assert res.exit_code == 2 and f"contains the input --weights {ckpt}" in res.output
+    assert ckpt.read_bytes() == before
+    res = run("export", "-m", f"{TOY}:skipnet", "--policy", "none", "-o", str(Path(TOY).parent), "--force")
+    assert res.exit_code == 2 and "contains the input --model" in res.output
+
+
+def test_the_current_directory_and_unwritable_places_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = run("export", "-m", f"{TOY}:skipnet", "-o", ".", "--force")
+    assert res.exit_code == 2 and "current directory" in res.output
+    (tmp_path / "file").write_text("")
+    res = run("export", "-m", f"{TOY}:skipnet", "-o", str(tmp_path / "file" / "pkg"))
+    assert res.exit_code == 2 and "is not a directory" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

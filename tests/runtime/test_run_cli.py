@@ -113,3 +113,90 @@ def test_altered_package_and_missing_inputs(pkg_host, pngs, tmp_path):
     empty.mkdir()
     code, text = _run(pkg_host, empty, "-o", tmp_path / "o4")
     assert code == 2 and "no images found" in text
+
+
+# -- where `mesc run` may write ----------------------------------------------------------------
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("where", ["inside images", "images", "inside package"])
+def test_an_output_overlapping_an_input_is_refused(pkg_host, pngs, where):
+    before = _snapshot(pngs)
+    out = {"inside images": pngs / "out", "images": pngs, "inside package": pkg_host / "out"}[where]
+    code, text = _run(pkg_host, pngs, "-o", out, "--force")
+    assert code == 2 and "mesc never writes over what it reads" in text and str(out) in text
+    assert _snapshot(pngs) == before and not (pkg_host / "out").exists() and not (pngs / "out").exists()
+
+
+def test_an_output_holding_an_image_it_reads_is_refused(pkg_host, pngs, tmp_path):
+    code, text = _run(pkg_host, pngs / "img0.png", "-o", pngs.parent, "--force")
+    assert code == 2 and "contains the input IMAGES" in text
+
+
+def test_force_never_writes_into_a_folder_of_other_files(pkg_host, pngs, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"\xff\xd8 my photo")
+    code, text = _run(pkg_host, pngs, "-o", out, "--force")
+    assert code == 2 and "holds 1 file(s) mesc did not write: holiday.jpg" in text
+    assert _snapshot(out) == {"holiday.jpg": b"\xff\xd8 my photo"}
+
+
+def test_force_replaces_a_previous_run_whole(pkg_host, pngs, tmp_path):
+    (pngs / "broken.png").unlink()
+    out = tmp_path / "out"
+    assert _run(pkg_host, pngs, "-o", out)[0] == 0
+    assert json.loads((out / "results.json").read_text())["written_by"] == "mesc run"
+    code, text = _run(pkg_host, pngs / "img1.png", "-o", out, "--force")
+    assert code == 0, text
+    assert sorted(p.name for p in out.iterdir()) == ["img1.png", "results.csv", "results.json"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_label_maps_never_clobber_each_other(pkg_host, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        img = np.zeros((32, 64, 3), np.uint8)
+        Image.fromarray(img).save(tmp_path / sub / ("X.png" if sub == "a" else "x.png"))
+    code, text = _run(pkg_host, tmp_path / "a", tmp_path / "b", "-o", tmp_path / "out")
+    assert code == 0, text
+    names = [r["output"] for r in json.loads((tmp_path / "out" / "results.json").read_text())["images"]]
+    assert names == ["X.png", "x-2.png"]
+
+
+def test_the_current_directory_and_unwritable_places_are_refused(pkg_host, pngs, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    code, text = _run(pkg_host, pngs, "-o", ".", "--force")
+    assert code == 2 and "current directory" in text
+    (tmp_path / "file").write_text("")
+    code, text = _run(pkg_host, pngs, "-o", tmp_path / "file" / "out")
+    assert code == 2 and "is not a directory" in text and "Traceback" not in text
+
+
+# the bad inputs `mesc run` refuses before its output folder exists
+EARLY_FAILURES = [
+    ("no package", lambda pkg, imgs, empty: ["{tmp}/nope", imgs], "nope"),
+    ("not a package", lambda pkg, imgs, empty: [empty, imgs], "mesc.json"),
+    ("threshold out of range", lambda pkg, imgs, empty: [pkg, imgs, "--th-img", "1.5"], "[0, 1]"),
+    ("threshold not a number", lambda pkg, imgs, empty: [pkg, imgs, "--th-pix", "high"], "--th-pix"),
+    ("threshold count", lambda pkg, imgs, empty: [pkg, imgs, "--th-img", "0.1,0.2"], "2 values for 3 exits"),
+    ("exit name", lambda pkg, imgs, empty: [pkg, imgs, "--exit", "exit9"], "exit9"),
+    ("device", lambda pkg, imgs, empty: [pkg, imgs, "--device", "tpu"], "tpu"),
+    ("no images", lambda pkg, imgs, empty: [pkg, empty], "no images found"),
+    ("batch", lambda pkg, imgs, empty: [pkg, imgs, "--batch", "0"], "--batch"),
+]
+
+
+@pytest.mark.parametrize("case,argv,message", EARLY_FAILURES, ids=[c[0] for c in EARLY_FAILURES])
+def test_early_failures_leave_no_output_folder(pkg_host, pngs, tmp_path, case, argv, message):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    args = [str(a).format(tmp=tmp_path) for a in argv(pkg_host, pngs, empty)]
+    code, text = _run(*args, "-o", out)
+    assert code == 2 and message in text, text
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty", "imgs"]
