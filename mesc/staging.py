@@ -104,3 +104,16 @@ def write_json_atomic(path, data) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def check_output_file(path, option: str, parents_made: bool = False) -> None:
+    """Refuse an output file path that cannot be written, before the work that fills it: a
+    directory, or (unless the writer makes ``parents_made``) a folder that does not exist."""
+    p = Path(path)
+    if p.is_dir():
+        raise MescError(f"{option} {p} is a directory; give a file name")
+    folder = next((q for q in p.parents if q.exists()), None) if parents_made else p.parent
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise MescError(f"{option} {p}: {folder} is not a folder")
+    if folder is not None and not folder.exists():
+        raise MescError(f"{option} {p}: the folder {folder} does not exist")

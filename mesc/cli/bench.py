@@ -32,6 +32,11 @@ def bench_cmd(package, backend, device, target, precision, batch, warmup, iters,
     from mesc.benchmarks.bench import BenchOptions, bench, format_result, plot as plot_result, record_latency, \
         write_json
 
+    from mesc.staging import check_output_file
+
+    for path, option in ((json_out, "--json"), (plot, "--plot")):
+        if path:
+            check_output_file(path, option, parents_made=True)  # before minutes of timing
     chosen = tuple(b for b in baselines if b != "none")
     opts = BenchOptions(backend=backend, device=device, target=target, precision=precision, batch=batch,
                         warmup=warmup, iters=iters, data=data, resize=resize, baselines=chosen, threads=threads)
