@@ -16,17 +16,10 @@ from mesc.errors import CalibrationError, PackageError
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    pytest.importorskip("torch")
-    from toys import skipnet
-
+def toy(policy_package, tmp_path_factory):
     from mesc.data import generate
-    from mesc.exporters.export import ExportOptions, export
 
-    root = tmp_path_factory.mktemp("calibration")
-    pkg = export(skipnet(num_classes=6), root / "pkg",
-                 options=ExportOptions(policy="top1", dynamic_batch=True, strides=[2, 2, 2], verify=False))
-    return pkg.root, generate(root / "data", 8, seed=3, size=(32, 64))
+    return policy_package, generate(tmp_path_factory.mktemp("data") / "data", 8, seed=3, size=(32, 64))
 
 
 @pytest.fixture
