@@ -9,8 +9,6 @@ directory inside the package and moved in at the end, so a failed build leaves n
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -113,12 +111,23 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
 
         batches, _ = load_calibration_batches(calib_data, pkg.input, max_images=max_images)
         feeds = segment_inputs(pkg, batches)
-    engines_root = pkg.root / "engines"
-    engines_root.mkdir(exist_ok=True)
-    timing_cache = Path(timing_cache) if timing_cache else engines_root / f"{tgt.name}.timing.cache"
-    rel_dir = f"engines/{tgt.name}-{plan.variant}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{tgt.name}-{plan.variant}.tmp-", dir=engines_root))
-    try:
+    return build_engines(pkg, plan, facts, sources, feeds, timing_cache, say)
+
+
+def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, timing_cache=None,
+                  say=None) -> dict:
+    """Build the engines ``plan`` asks for from ``sources`` (segment -> package-relative ONNX) in
+    a staging directory of the package and install them; returns their manifest entry.
+    ``facts`` are :func:`mesc.runtime.backends.trt.compat.engine_facts` of this machine."""
+    from mesc.runtime.backends.trt import compat
+
+    say = say or (lambda msg: None)
+    feeds = feeds or {}
+    version = facts["trt_version"]
+    timing_cache = Path(timing_cache) if timing_cache else pkg.path(f"engines/{plan.target}.timing.cache")
+    timing_cache.parent.mkdir(parents=True, exist_ok=True)
+    rel_dir = f"engines/{plan.target}-{plan.variant}"
+    with pkg.staging(rel_dir) as tmp:
         segments = {}
         for seg in pkg.segments:
             name, src = seg["name"], sources[seg["name"]]
@@ -128,7 +137,8 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
             built = compat.build_engine(pkg.path(src), plan, tmp / f"{name}.plan", feeds.get(name), cache,
                                         str(timing_cache))
             meta = {
-                "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": precision, "plan": plan.as_dict(),
+                "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": plan.precision,
+                "plan": plan.as_dict(),
                 **facts, "source_onnx": src, "source_sha256": sha256_file(pkg.path(src)),
                 "io": built["io"], "build_seconds": round(time.perf_counter() - t0, 2),
                 "placement": {k: v for k, v in summarize_layers(built["layers"]).items() if k != "layers"},
@@ -138,17 +148,26 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
                 json.dumps(summarize_layers(built["layers"])["layers"], indent=1) + "\n")
             segments[name] = {k: meta[k] for k in ("file", "source_onnx", "source_sha256", "io", "placement")}
         entry = {
-            "dir": rel_dir, "target": tgt.name, "precision": precision, "dla_core": dla_core,
-            **facts, "plan": plan.as_dict(), "timing_cache": str(timing_cache),
+            "dir": rel_dir, "target": plan.target, "precision": plan.precision, "dla_core": plan.dla_core,
+            **facts, "plan": plan.as_dict(), "timing_cache": timing_cache_record(pkg, timing_cache),
             "built": utc_now(),
             "segments": segments,
         }
         pkg.install_dir(tmp, rel_dir, update=lambda m: m.setdefault("engines", {}).setdefault(
-            tgt.name, {}).__setitem__(plan.variant, entry))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            plan.target, {}).__setitem__(plan.variant, entry))
     return entry
+
+
+def timing_cache_record(pkg, timing_cache: Path) -> str:
+    """How the manifest names the timing cache a build used: package-relative when it lies in
+    the package (the default), so a moved package still names it correctly; else the user's
+    absolute path. Either way it is a note for people, not a package file: it has no checksum
+    (TensorRT rewrites it on every build) and manifest validation does not confine it
+    (:func:`mesc.manifest.engine_paths` leaves it out)."""
+    resolved, root = timing_cache.resolve(), pkg.root.resolve()
+    if resolved.is_relative_to(root):
+        return resolved.relative_to(root).as_posix()
+    return str(resolved)
 
 
 def ort_trt_provider_options(target: str, precision: str, cache_dir, dla_core: int | None = None,

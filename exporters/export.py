@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import time
 
 from mesc import __version__
@@ -11,6 +10,8 @@ from mesc.manifest import CONFIDENCE_KINDS
 from mesc.errors import ExportError
 from mesc.lazy import require
 from mesc.package import SCHEMA_VERSION, MANIFEST, Package, sha256_file, staging_dir, write_json_atomic
+from mesc.progress import iterate
+from mesc.timestamps import utc_now
 
 DEFAULT_INPUT_SHAPE = (1, 3, 512, 1024)
 DEFAULT_NORMALIZATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -36,6 +37,7 @@ class ExportOptions:
     th_img: float | None = None
     verify: bool = True
     seed: int = 0
+    verbose: bool = False  # show what torch prints while exporting (else only in a failure's message)
 
 
 def _check_input_shape(shape) -> tuple:
@@ -67,8 +69,9 @@ def _check_thresholds(opts):
         raise ExportError(f"--policy-at must be 'output' or 'native', got {opts.policy_at!r}")
     if opts.policy_at == "native" and not opts.policy:
         raise ExportError("--policy-at native needs the in-graph policy (--policy top1 or entropy)")
-    if opts.opset < 13:
-        raise ExportError(f"--opset {opts.opset} is too old; mesc needs 13 or later (17 for TensorRT 8.5/8.6)")
+    from mesc.exporters.onnx_io import check_opset
+
+    check_opset(opts.opset)
 
 
 @dataclasses.dataclass
@@ -126,13 +129,10 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     example = torch.randn(shape, generator=gen)
     plan = _plan(trace_model(net, example), opts)
 
-    bar = _progress(plan.segments, progress)
     with staging_dir(out, force=force) as tmp:
         (tmp / "onnx").mkdir()
         seg_entries, files = [], {}
-        for seg in bar:
-            if progress:
-                bar.set_description(f"export {seg.name}")
+        for seg in iterate(plan.segments, "export: write segments", "segment", show=progress):
             entry = _write_segment(plan, seg, opts, tmp)
             files[entry["file"]] = sha256_file(tmp / entry["file"])
             seg_entries.append(entry)
@@ -206,7 +206,8 @@ def _write_segment(plan: _Plan, seg, opts: ExportOptions, tmp) -> dict:
     in_names, out_names = seg.tensor_names(plan.names)
     args = [plan.traced.values[n.name] for n in seg.inputs]
     where = f"segment {seg.name}"
-    model_proto = export_module(seg.gm, args, in_names, out_names, opts.opset, opts.dynamic_batch, where)
+    model_proto = export_module(seg.gm, args, in_names, out_names, opts.opset, opts.dynamic_batch, where,
+                                opts.verbose)
     exit_name = plan.exit_name(seg.exit)
     if seg.kind == "head" and opts.policy:
         from mesc.exporters.policy_graph import append_policy
@@ -259,7 +260,7 @@ def _manifest(plan: _Plan, opts: ExportOptions, net, source: dict, weights, shap
     return {
         "schema_version": SCHEMA_VERSION,
         "mesc_version": __version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": utc_now(),
         "source": dict(source, weights_sha256=sha256_file(weights) if weights else None,
                        torch=torch.__version__, onnx=onnx.__version__, opset=opts.opset,
                        model_exits=len(plan.traced.exit_nodes), selected_exits=plan.selected),
@@ -273,10 +274,3 @@ def _manifest(plan: _Plan, opts: ExportOptions, net, source: dict, weights, shap
         "latency": {},
     }
 
-
-def _progress(items, show: bool):
-    if not show:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, unit="segment", leave=False)

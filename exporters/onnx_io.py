@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import sys
+import tempfile
 import warnings
 
 from mesc.errors import ExportError
+from mesc.exporters.policy_graph import MIN_OPSET
 from mesc.lazy import require
 
 onnx = require("onnx", extra="core")
@@ -21,21 +26,79 @@ _DTYPES = {
 }
 
 
-def export_module(gm, args, input_names, output_names, opset: int, dynamic_batch: bool, where: str):
-    """Export ``gm`` with the TorchScript-based exporter (opset <= 17 for TensorRT 8.5/8.6)."""
+# the newest opset of the TorchScript exporter (torch.onnx's ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+MAX_OPSET = 20
+# torch's output that still fits in a one-line error
+_SHORT_DETAIL = 200
+
+
+def check_opset(opset) -> None:
+    """Refuse an opset the exporter cannot write, saying which TensorRT parses which."""
+    if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"--opset {opset} is not supported: mesc exports opsets {MIN_OPSET} to {MAX_OPSET}; "
+                          f"TensorRT 8.5/8.6 parse up to 17 (the default), TensorRT 10 and later up to {MAX_OPSET}")
+
+
+def export_module(gm, args, input_names, output_names, opset: int, dynamic_batch: bool, where: str,
+                  verbose: bool = False):
+    """Export ``gm`` with the TorchScript-based exporter (opset <= 17 for TensorRT 8.5/8.6).
+
+    What torch prints meanwhile (warnings, and on failure the whole TorchScript graph, from C++)
+    is shown only when ``verbose``; otherwise a failure's message carries it if it is short.
+    """
     torch = require("torch")
     axes = {n: {0: "batch"} for n in list(input_names) + list(output_names)} if dynamic_batch else None
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         warnings.simplefilter("ignore")
+        printed = (lambda: "") if verbose else stack.enter_context(_captured_output())
         try:
             torch.onnx.export(
                 gm, tuple(args), buf, input_names=list(input_names), output_names=list(output_names),
                 opset_version=opset, dynamic_axes=axes, do_constant_folding=True, dynamo=False,
             )
         except Exception as err:
-            raise ExportError(f"ONNX export of {where} failed (opset {opset}): {type(err).__name__}: {err}") from err
+            raise ExportError(f"ONNX export of {where} failed (opset {opset}): {type(err).__name__}: {err}"
+                              f"{_detail(printed())}") from err
     return onnx.load_from_string(buf.getvalue())
+
+
+def _detail(text: str) -> str:
+    text = " ".join(text.split())
+    if not text:
+        return ""
+    if len(text) <= _SHORT_DETAIL:
+        return f" (torch: {text})"
+    return " (run with --verbose for torch's output)"
+
+
+@contextlib.contextmanager
+def _captured_output():
+    """Collect what the process writes to stdout and stderr in the block, at the file
+    descriptors, since torch's C++ side writes there directly; yields a function that returns
+    the text so far."""
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+
+            def read() -> str:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                sink.seek(0)
+                return sink.read().decode(errors="replace")
+
+            yield read
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 def check(model, where: str):

@@ -28,3 +28,8 @@ class MissingDependencyError(MescError, ImportError):
 
 class TrainError(MescError):
     """Training cannot start as configured (settings, output file) or its loss diverged."""
+
+
+class CalibrationError(MescError):
+    """Calibration cannot give trustworthy thresholds as asked (options, too few or unlabelled
+    images, a bound no configuration meets)."""

@@ -296,7 +296,8 @@ def _check_precisions(m, segs):
 def engine_paths(m):
     """(field, path) of every package path the engine entries name (engines/build.py writes
     them: ``engines.<target>.<variant>.{dir, segments.<segment>.{file, source_onnx}}``, or a
-    single build directly under the target)."""
+    single build directly under the target). A build's ``timing_cache`` is not one of them: it
+    records where the builder's cache was, possibly a user's path outside the package."""
     engines = m.get("engines")
     if engines is None:
         return

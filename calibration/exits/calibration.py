@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from mesc.calibration.exits import memo as memo_mod
 from mesc.calibration.exits.manifest import write_configuration
 from mesc.calibration.exits.report import build_report, load_pyplot, plot_pareto
 from mesc.calibration.exits.search import InfeasibleBound, Searcher, costs_from_package
-from mesc.errors import MescError
+from mesc.errors import CalibrationError, MescError
 from mesc.progress import iterate
 
 
@@ -32,33 +34,88 @@ class Calibration:
     compare: dict       # other policy -> SearchResult (with compare_policies)
 
 
+# calibration sets smaller than these are refused / warned about (options --min-images, --warn-images)
+MIN_IMAGES = 5
+WARN_IMAGES = 50
+
+
+class CalibrationWarning(UserWarning):
+    """The calibration can run, but its thresholds deserve little trust (too few images)."""
+
+
+def _cost_bound(value) -> tuple[float, bool]:
+    """``--max-cost`` as (number, whether it is a percentage of the final-only cost)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number, percent = float(value), False
+    else:
+        text = str(value).strip()
+        percent = text.endswith("%")
+        try:
+            number = float(text[:-1] if percent else text)
+        except ValueError:
+            raise CalibrationError(f"--max-cost: expected a number or a percentage of the final-only cost "
+                                   f"(e.g. 12.5 or 60%), got {value!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise CalibrationError(f"--max-cost must be a positive number or N% with N > 0, got {value!r}")
+    return number, percent
+
+
 def parse_max_cost(value, reference_cost: float) -> float:
     """A cost bound: a number in the cost unit, or ``N%`` of the final-only cost."""
     if value is None:
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    try:
-        if text.endswith("%"):
-            return float(text[:-1]) / 100.0 * reference_cost
-        return float(text)
-    except ValueError:
-        raise MescError(f"--max-cost: expected a number or a percentage of the final-only cost "
-                        f"(e.g. 12.5 or 60%), got {value!r}") from None
+    number, percent = _cost_bound(value)
+    return number / 100.0 * reference_cost if percent else number
+
+
+def _need_int(value, least: int, option: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise CalibrationError(f"{option} must be an integer of at least {least}, got {value!r}")
+
+
+def check_options(max_drop=None, max_cost=None, limit=None, th_img_steps: int = 50, min_images: int = MIN_IMAGES,
+                  warn_images: int = WARN_IMAGES) -> None:
+    """Refuse calibrate's numeric options before anything is loaded or run."""
+    if (max_drop is None) == (max_cost is None):
+        raise CalibrationError("give exactly one bound: --max-drop PP (mIoU drop vs the final exit) or "
+                               "--max-cost COST")
+    if max_drop is not None and not (isinstance(max_drop, (int, float)) and not isinstance(max_drop, bool)
+                                     and math.isfinite(max_drop) and max_drop >= 0):
+        raise CalibrationError(f"--max-drop must be a finite number >= 0 (percentage points), got {max_drop!r}")
+    if max_cost is not None:
+        _cost_bound(max_cost)
+    if limit is not None:
+        _need_int(limit, 1, "--limit")
+    _need_int(th_img_steps, 2, "--th-img-steps")
+    _need_int(min_images, 1, "--min-images")
+    _need_int(warn_images, 0, "--warn-images")
+
+
+def check_image_count(n: int, data, min_images: int = MIN_IMAGES, warn_images: int = WARN_IMAGES) -> None:
+    """Refuse fewer than ``min_images`` calibration images; warn under ``warn_images``."""
+    if n < min_images:
+        raise CalibrationError(f"calibrate needs at least {min_images} labelled images (--min-images), got {n} "
+                               f"from {data}; thresholds deserve trust from about {warn_images} on")
+    if n < warn_images:
+        warnings.warn(f"thresholds chosen on {n} images will overfit; use at least {warn_images}",
+                      CalibrationWarning, stacklevel=3)
 
 
 def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess", report=None, plot=None,
               write: bool = False, resize: bool = False, cache=None, latency_key=None, all_exits: bool = False,
               th_pix_grid=None, th_img_steps: int = 50, limit=None, compare_policies: bool = False,
-              progress: bool = False, force: bool = False) -> Calibration:
-    """``report`` and ``plot`` replace existing files only with ``force``; neither may overlap
-    ``package`` or ``data`` (``write=True`` is the package's own locked manifest update)."""
+              progress: bool = False, min_images: int = MIN_IMAGES, warn_images: int = WARN_IMAGES,
+              force: bool = False) -> Calibration:
+    """Every option is checked before an image is read (:func:`check_options`); a set of fewer
+    than ``min_images`` images, or with a mask that has no labelled pixel, is refused
+    (:class:`~mesc.errors.CalibrationError`), one of fewer than ``warn_images`` gets a
+    :class:`CalibrationWarning`. ``report`` and ``plot`` replace existing files only with
+    ``force``; neither may overlap ``package`` or ``data`` (``write=True`` is the package's own
+    locked manifest update)."""
     from mesc.outputs import check_file_output
     from mesc.package import Package
 
-    if (max_drop is None) == (max_cost is None):
-        raise MescError("give exactly one bound: --max-drop PP (mIoU drop vs the final exit) or --max-cost COST")
+    check_options(max_drop, max_cost, limit, th_img_steps, min_images, warn_images)
     if policy not in memo_mod.POLICIES:
         raise MescError(f"unknown policy {policy!r}; expected one of {', '.join(memo_mod.POLICIES)}")
     if write and policy != "mess":
@@ -68,10 +125,13 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     for option, path in (("--report", report), ("--plot", plot)):
         if path is not None:
             check_file_output(path, option, force, inputs=inputs)
+    if cache is not None:
+        memo_mod.check_cache(cache, inputs=inputs)
     if plot is not None:
         load_pyplot()
     pkg = Package.load(package)
     costs = costs_from_package(pkg, latency_key)
+    check_image_count(len(memo_mod.calibration_pairs(data, limit)), data, min_images, warn_images)
     memo = memo_mod.evaluate(pkg, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
                              limit=limit)
     last = len(memo.exits) - 1
@@ -96,7 +156,10 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
                     compare[pol] = err.result
     rep = build_report(pkg, data, memo, costs, result, policy, compare)
     if write:
-        write_configuration(pkg, result.best, rep)
+        if rep["takes_all"]:
+            warnings.warn(f"the thresholds written make {rep['takes_all']} take every image that reaches it, so the "
+                          "exits after it never run (see the report's note)", CalibrationWarning, stacklevel=2)
+        write_configuration(pkg, result.best, rep, depends_on=costs.manifest_dependencies())
         rep["written"] = True
     if report is not None:
         from mesc.package import write_json_atomic
@@ -108,4 +171,5 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     return Calibration(result, memo, costs, rep, compare)
 
 
-__all__ = ["Calibration", "calibrate", "parse_max_cost"]
+__all__ = ["Calibration", "CalibrationWarning", "MIN_IMAGES", "WARN_IMAGES", "calibrate", "check_image_count",
+           "check_options", "parse_max_cost"]

@@ -34,8 +34,11 @@ def exit_settings(cfg, exit_names) -> dict:
     return out
 
 
-def write_configuration(pkg, cfg, rep: dict | None = None) -> None:
-    """Store ``cfg`` (a MESS Configuration) in the package manifest, atomically."""
+def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=()) -> None:
+    """Store ``cfg`` (a MESS Configuration) in the package manifest, atomically; refused if a
+    manifest entry in ``depends_on`` (e.g. the latencies its costs came from,
+    :meth:`~mesc.calibration.exits.search.Costs.manifest_dependencies`) changed on disk since
+    ``pkg`` was read."""
     settings = exit_settings(cfg, [ex["name"] for ex in pkg.exits])
     disabled = []
     for ex in pkg.exits:
@@ -54,7 +57,7 @@ def write_configuration(pkg, cfg, rep: dict | None = None) -> None:
         "exits": cfg.exits, "disabled": disabled, "expected_cost": cfg.expected_cost, "unit": cfg.unit,
         "miou": cfg.miou, "exit_fraction": cfg.exit_fraction,
     }
-    pkg.save()
+    pkg.save(depends_on=depends_on)
 
 
 __all__ = ["exit_settings", "write_configuration", "DISABLED_POLICY"]

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mesc.errors import MescError
-from mesc.metrics import class_counts, miou
+from mesc.errors import CalibrationError, MescError
+from mesc.metrics import IGNORE_INDEX, class_counts, miou
 from mesc.policy import (
     confidence_fft_magnitude,
     edge_band_fast,
@@ -155,17 +155,25 @@ def _resize(arr: np.ndarray, hw, nearest: bool) -> np.ndarray:
     return np.asarray(im.resize((hw[1], hw[0]), Image.NEAREST if nearest else Image.BILINEAR))
 
 
+def calibration_pairs(data_dir, limit: int | None = None) -> list:
+    """The (image, mask) paths of a labelled folder, the first ``limit`` of them; every image
+    must have a mask."""
+    from mesc.data import read_folder
+
+    pairs = read_folder(data_dir, require_masks=True)
+    return pairs if limit is None else pairs[:limit]
+
+
 def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False, limit: int | None = None):
     """``[(name, image HxWx3 uint8, mask HxW uint8)]`` checked against the package.
 
     Refuses (MescError): images without masks (named), mask ids that are not classes of the
-    model (other than 255), and images of another size than the package input unless ``resize``.
+    model (other than 255), images of another size than the package input unless ``resize``,
+    and masks without a labelled pixel (:func:`check_labelled`).
     """
-    from mesc.data import load_pair, read_folder
+    from mesc.data import load_pair
 
-    pairs = read_folder(data_dir, require_masks=True)
-    if limit is not None:
-        pairs = pairs[:limit]
+    pairs = calibration_pairs(data_dir, limit)
     h, w = size
     out = []
     for img_path, mask_path in pairs:
@@ -181,7 +189,27 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
             raise MescError(f"mask {mask_path} holds class ids {bad.tolist()} but the model has {num_classes} "
                             f"classes (ids 0..{num_classes - 1}; 255 marks ignored pixels)")
         out.append((str(img_path), image, mask))
+    check_labelled(data_dir, [(name, mask) for name, _, mask in out])
     return out
+
+
+def check_labelled(data_dir, masks) -> None:
+    """Refuse a calibration set where some masks (``[(name, mask)]``) have no labelled pixel.
+
+    Refused, not skipped: such an image counts for cost but not for mIoU, so the search would
+    send it out at the first exit and the expected cost would be optimistic; and a mask that is
+    all 255 is more often a wrong mask folder than a real image with nothing to label.
+    """
+    empty = [name for name, mask in masks if not (mask != IGNORE_INDEX).any()]
+    if not empty:
+        return
+    if len(empty) == len(masks):
+        raise CalibrationError(f"no mask in {data_dir} has a labelled pixel (every pixel is {IGNORE_INDEX}, "
+                               "ignored): there is nothing to calibrate on; check the masks folder")
+    shown = ", ".join(Path(n).name for n in empty[:5]) + (", ..." if len(empty) > 5 else "")
+    raise CalibrationError(f"{len(empty)} of {len(masks)} masks in {data_dir} have no labelled pixel (every pixel "
+                           f"is {IGNORE_INDEX}, ignored): {shown}; such images count for cost but not for mIoU, so "
+                           "the search would send them out at the first exit: fix their masks or remove them")
 
 
 def _cache_key(pkg, data_pairs_stat, grid, resize) -> str:
@@ -195,11 +223,7 @@ def _cache_key(pkg, data_pairs_stat, grid, resize) -> str:
 
 
 def _data_stat(data_dir, limit):
-    from mesc.data import read_folder
-
-    pairs = read_folder(data_dir, require_masks=True)
-    if limit is not None:
-        pairs = pairs[:limit]
+    pairs = calibration_pairs(data_dir, limit)
     return [[str(p), p.stat().st_size, p.stat().st_mtime_ns, str(m), m.stat().st_size, m.stat().st_mtime_ns]
             for p, m in pairs]
 
@@ -284,4 +308,5 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     return memo
 
 
-__all__ = ["Memo", "evaluate", "load_calibration_set", "image_stats", "DEFAULT_TH_PIX_GRID", "POLICIES"]
+__all__ = ["Memo", "evaluate", "calibration_pairs", "check_labelled", "load_calibration_set", "image_stats",
+           "DEFAULT_TH_PIX_GRID", "POLICIES"]

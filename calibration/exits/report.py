@@ -23,6 +23,18 @@ def _cfg(c) -> dict:
     return None if c is None else c.to_dict()
 
 
+def exit_taking_all(cfg) -> str | None:
+    """The kept non-final exit, if any, at which every image that reaches it leaves: the exits
+    after it then never run on this set (th_img 0 is the extreme: any confidence passes)."""
+    reaching = 1.0
+    for name in cfg.exits[:-1]:
+        leaving = cfg.exit_fraction.get(name, 0.0)
+        if reaching > 0 and abs(leaving - reaching) < 1e-9:
+            return name
+        reaching -= leaving
+    return None
+
+
 def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
     front = result.pareto()
     names = {i: [memo.exits[e] for e in s] for i, s in enumerate(result.subsets)}
@@ -43,6 +55,7 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
         "final_only": _cfg(ref),
         "saving": 1.0 - best.expected_cost / ref.expected_cost if ref.expected_cost else 0.0,
         "miou_drop_pp": 100.0 * (ref.miou - best.miou),
+        "takes_all": exit_taking_all(best),
         "budgeted": [_cfg(c) for c in result.budgeted],
         "budgeted_best": _cfg(result.budgeted_best),
         "anytime": result.anytime,
@@ -106,6 +119,12 @@ def format_report(rep: dict) -> str:
                      f"mIoU {pct(c['miou'])}")
     if best["exits"] == ref["exits"]:
         lines.append("note             no input-dependent configuration beats the final exit alone within the bound")
+    takes_all = rep.get("takes_all")
+    if takes_all:
+        th = best["th_img"].get(takes_all)
+        why = " whatever its confidence (th_img 0)" if th is not None and th <= 0 else ""
+        lines.append(f"note             {takes_all} takes every image that reaches it{why}: on this set the exits "
+                     f"after it never run, which the bound allows; check the set is representative")
     dropped = [e for e in rep["cost"]["exits"] if e not in kept]
     if dropped:
         pos = rep["cost"].get("model_index") or list(range(len(rep["cost"]["exits"])))
@@ -165,4 +184,4 @@ def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 2
     plt.close(fig)
 
 
-__all__ = ["build_report", "format_report", "plot_pareto", "load_pyplot"]
+__all__ = ["build_report", "exit_taking_all", "format_report", "plot_pareto", "load_pyplot"]

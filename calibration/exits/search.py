@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mesc.errors import MescError
+from mesc.errors import CalibrationError, MescError
 from mesc.metrics import miou
 
 _EPS = 1e-12
@@ -84,6 +84,14 @@ class Costs:
     def anytime(self, e: int) -> float:
         """Cost of running every exit in turn up to and including ``e``."""
         return float(self.chunk[: e + 1].sum() + self.head[: e + 1].sum() + self.tail[: e + 1].sum())
+
+    def manifest_dependencies(self) -> list:
+        """The manifest entries these costs were read from, as ``Package.save(depends_on=)`` key
+        paths: the latency entry used, or with FLOPs the whole latency map (a latency recorded
+        meanwhile would have been used instead)."""
+        if self.source.startswith("latency:"):
+            return [("latency", self.source[len("latency:"):])]
+        return [("latency",)]
 
     def expected(self, kept, remaining, counts, n: int) -> np.ndarray:
         """MESS expected cost: every image still undecided before kept exit j pays its chunk and
@@ -621,7 +629,7 @@ class Searcher:
         return result
 
 
-class InfeasibleBound(MescError):
+class InfeasibleBound(CalibrationError):
     """No configuration meets the bound; ``result`` holds the best effort."""
 
     def __init__(self, message, result=None):

@@ -8,8 +8,6 @@ images (ONNX Runtime CPU), and never leaves a half-written directory.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 
 from mesc.calibration.precision.accuracy import compare_exits
@@ -48,8 +46,7 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
         t0 = time.perf_counter()
         feeds = segment_inputs(pkg, batches) if prec == "int8" else None
         rel_dir = f"onnx_{prec}"
-        tmp = tempfile.mkdtemp(prefix=f".{rel_dir}.tmp-", dir=pkg.root)
-        try:
+        with pkg.staging(rel_dir) as tmp:
             files, counts = {}, {}
             for seg in pkg.segments:
                 say(f"{prec}: {seg['name']}")
@@ -67,8 +64,8 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
                     out = quantize_segment(model, feeds[seg["name"]], tail, method, where)
                     counts[seg["name"]] = check_qdq(out, tail, where)
                 name = f"{seg['name']}.onnx"
-                onnx.save(out, f"{tmp}/{name}")
-                files[seg["name"]] = f"{tmp}/{name}"
+                onnx.save(out, str(tmp / name))
+                files[seg["name"]] = str(tmp / name)
             calib_s = time.perf_counter() - t0
             say(f"{prec}: accuracy check on {len(paths)} images")
             accuracy = compare_exits(pkg, files, batches, fake_quant=prec == "int8") if batches else None
@@ -83,9 +80,6 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
                 entry["qdq"] = counts
             pkg.install_dir(tmp, rel_dir,
                             update=lambda m, e=entry, p=prec: m.setdefault("precisions", {}).__setitem__(p, e))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         results[prec] = entry
     return results
 

@@ -17,21 +17,40 @@ from mesc.cli.calibrate import calibrate_cmd
 from mesc.cli.export import export_cmd
 from mesc.cli.inspect import inspect_cmd
 from mesc.cli.prepare import prepare_cmd
+from mesc.cli.reporting import arg_values, interrupt_status, os_error_message, warnings_as_lines
 from mesc.cli.run import run_cmd
 from mesc.cli.synth_data import synth_data_cmd
 from mesc.cli.train import train_cmd
 from mesc.errors import MescError
+from mesc.signals import sigterm_as_interrupt
 
 
 class _Group(click.Group):
-    """Turns user errors into a one-line message and exit status 2, never a traceback."""
+    """Runs a command so that its user errors (and the user's environment errors) end in one
+    line and exit status 2, an interruption (Ctrl-C or SIGTERM, which unwinds the same way so
+    staging directories are removed) in "mesc: interrupted" and 130 or 143, and its warnings
+    show as one line each."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["mesc.args"] = arg_values(args)  # which paths the user named, for OSError messages
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except MescError as err:
-            click.echo(f"mesc: error: {err}", err=True)
-            ctx.exit(2)
+        with sigterm_as_interrupt(), warnings_as_lines():
+            try:
+                return super().invoke(ctx)
+            except MescError as err:
+                click.echo(f"mesc: error: {err}", err=True)
+                ctx.exit(2)
+            except KeyboardInterrupt as err:
+                click.echo("mesc: interrupted", err=True)
+                ctx.exit(interrupt_status(err))
+            except OSError as err:
+                message = os_error_message(err, ctx.meta.get("mesc.args", ()))
+                if message is None:
+                    raise
+                click.echo(f"mesc: error: {message}", err=True)
+                ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

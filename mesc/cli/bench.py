@@ -33,8 +33,7 @@ def bench_cmd(package, backend, device, target, precision, batch, warmup, iters,
     from mesc.benchmarks.bench import BenchOptions, bench, check_outputs, format_result, plot as plot_result, \
         record_latency, write_json
 
-    check_outputs(package, data, json_out, plot, force)
-
+    check_outputs(package, data, json_out, plot, force)  # before minutes of timing
     chosen = tuple(b for b in baselines if b != "none")
     opts = BenchOptions(backend=backend, device=device, target=target, precision=precision, batch=batch,
                         warmup=warmup, iters=iters, data=data, resize=resize, baselines=chosen, threads=threads)

@@ -178,3 +178,34 @@ def test_the_current_directory_and_unwritable_places_are_refused(tmp_path, monke
     res = run("export", "-m", f"{TOY}:skipnet", "-o", str(tmp_path / "file" / "pkg"))
     assert res.exit_code == 2 and "is not a directory" in res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def _main(capfd, *args):
+    """The ``mesc`` entry point in this process, with what reaches file descriptors 1 and 2."""
+    from mesc.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(list(args))
+    out, err = capfd.readouterr()
+    return stop.value.code, out, err
+
+
+def test_opset_out_of_range_is_one_line_before_any_work(tmp_path, capfd):
+    code, out, err = _main(capfd, "export", "-m", f"{TOY}:skipnet", "-o", str(tmp_path / "pkg"), "--opset", "99")
+    assert code == 2 and out == ""
+    assert err == ("mesc: error: --opset 99 is not supported: mesc exports opsets 13 to 20; TensorRT 8.5/8.6 parse "
+                   "up to 17 (the default), TensorRT 10 and later up to 20\n")
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_failing_onnx_export_prints_one_line_not_torchs_graph(tmp_path, capfd, monkeypatch):
+    from mesc.exporters import onnx_io
+
+    monkeypatch.setattr(onnx_io, "MAX_OPSET", 99)  # let torch itself refuse the opset
+    code, out, err = _main(capfd, "export", "-m", f"{TOY}:skipnet", "--policy", "none", "-o", str(tmp_path / "pkg"),
+                           "--opset", "99", "--no-verify")
+    assert code == 2 and out == ""  # torch printed the TorchScript graph here, from C++
+    errors = [line for line in err.splitlines() if line.startswith("mesc:")]
+    assert len(errors) == 1 and "Unsupported onnx_opset_version: 99" in errors[0], err
+    assert len(err.splitlines()) <= 2 and "graph(" not in err  # the other line: the progress announcement
+    assert _leftovers(tmp_path) == []

@@ -14,18 +14,10 @@ GRID = [0.2, 0.25, 0.3, 0.35, 0.4, 0.5]
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    pytest.importorskip("torch")
-    from toys import skipnet
-
+def toy(policy_package, tmp_path_factory):
     from mesc.data import generate
-    from mesc.exporters.export import ExportOptions, export
 
-    root = tmp_path_factory.mktemp("calib")
-    pkg = export(skipnet(num_classes=6), root / "pkg",
-                 options=ExportOptions(policy="top1", dynamic_batch=True, strides=[2, 2, 2], verify=False))
-    data = generate(root / "data", 16, seed=3, size=(32, 64))
-    return pkg.root, data
+    return policy_package, generate(tmp_path_factory.mktemp("calib_data") / "data", 16, seed=3, size=(32, 64))
 
 
 def _measure(pkg_dir, data, cfg):

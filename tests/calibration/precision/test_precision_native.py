@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto
 from PIL import Image
 
-from mesc.calibration.chain import policy_tail
+from mesc.calibration.precision.nodes import policy_tail
 from mesc.package import Package
 
 import toys
