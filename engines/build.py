@@ -4,6 +4,10 @@ Engines go to ``engines/<target>-<precision>[-dla<N>]/`` (``<segment>.plan`` plu
 ``<segment>.json`` with its build metadata and layer placement) and are recorded under the
 manifest's ``engines[<target>][<precision>[-dla<N>]]``. Everything is built in a temporary
 directory inside the package and moved in at the end, so a failed build leaves nothing.
+
+A dynamic-batch package gets engines for batches 1..``max_batch`` (:mod:`mesc.engines.profiles`).
+The timing cache is kept per target, TensorRT version and compute capability: TensorRT refuses
+a cache from another version or another GPU.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mesc.engines.profiles import batch_range, segment_shapes
 from mesc.engines.targets import BuildPlan, check_build_request, check_onnx_ops, get_target, parse_version, plan_build
 from mesc.errors import MescError
 from mesc.lazy import require
@@ -44,11 +49,20 @@ def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:
                     f"{plan.source}{hint}' first, or pass --calib-data to 'mesc build'")
 
 
+def _layer_device(layer: dict) -> str:
+    # '{ForeignNode[...]}' names both DLA subgraphs and GPU Myelin subgraphs ("LayerType":
+    # "Myelin"): only the layer type says DLA.
+    kind = str(layer.get("LayerType") or "")
+    if kind.upper() == "DLA":
+        return "DLA"
+    return "unknown" if not kind and "ForeignNode" in layer.get("Name", "") else "GPU"
+
+
 def summarize_layers(info: dict) -> dict:
     """Count the engine's layers per device and per precision from the inspector's JSON.
 
-    DLA subgraphs show up as layers named '{ForeignNode[...]}'; precision is read from the
-    layer's output formats ('Row major linear FP32', 'Channel major FP16 format', 'Int8 ...').
+    Precision is read from the layer's output formats ('Row major linear FP32', 'Channel major
+    FP16 format', 'Int8 ...').
     """
     by_device, by_precision, layers = {}, {}, []
     for layer in info.get("Layers", []):
@@ -56,7 +70,7 @@ def summarize_layers(info: dict) -> dict:
             layers.append({"name": layer})
             continue
         name = layer.get("Name", "")
-        device = "DLA" if "ForeignNode" in name or layer.get("LayerType") == "DLA" else "GPU"
+        device = _layer_device(layer)
         outs = layer.get("Outputs") or []
         fmt = " ".join(str(o.get("Format/Datatype", "")) for o in outs if isinstance(o, dict))
         prec = next((p for p in ("Int8", "FP16", "Half", "FP32", "Float", "Int32", "Int64", "Bool")
@@ -67,6 +81,18 @@ def summarize_layers(info: dict) -> dict:
         layers.append({"name": name, "type": layer.get("LayerType"), "device": device, "precision": prec,
                        "tactic": layer.get("TacticName")})
     return {"by_device": by_device, "by_precision": by_precision, "layers": layers}
+
+
+def timing_cache_name(target: str, facts: dict) -> str:
+    """'orin.trt10.3.0.sm87.timing.cache': one cache per TensorRT version and GPU."""
+    cc = str(facts["compute_capability"]).replace(".", "")
+    return f"{target}.trt{facts['trt_version']}.sm{cc}.timing.cache"
+
+
+def package_relative(path: Path, root: Path) -> str:
+    """``path`` relative to the package where it lies inside it (the package can move), else absolute."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
 def _prepare_if_needed(pkg, plan, calib_data, method, max_images, say):
@@ -84,17 +110,22 @@ def _prepare_if_needed(pkg, plan, calib_data, method, max_images, say):
 
 def build(package, target: str, precision: str, calib_data=None, dla_core: int | None = None,
           workspace_mb: int | None = None, timing_cache=None, allow_slow: bool = False,
-          method: str = "minmax", max_images: int = 64, progress=None) -> dict:
+          method: str = "minmax", max_images: int = 64, progress=None, max_batch: int | None = None,
+          tf32: bool = True) -> dict:
     """Build every segment's engine; returns the manifest entry written for them."""
     say = progress or (lambda msg: None)
     pkg = Package.load(package)
     tgt = get_target(target)
-    check_build_request(tgt, precision, None, dla_core, None, allow_slow)  # argument errors before TRT loads
+    # argument errors before TensorRT loads
+    check_build_request(tgt, precision, None, dla_core, None, allow_slow)
+    batches = batch_range(pkg.input, tgt, max_batch, dla=dla_core is not None)
     from mesc.runtime.backends.trt import compat
 
     facts = compat.engine_facts()  # recorded with every plan; the runtime's loader checks them
     version = facts["trt_version"]
-    plan = plan_build(tgt, precision, version, dla_core, facts["compute_capability"], allow_slow, workspace_mb)
+    compat.check_polygraphy(version)
+    plan = plan_build(tgt, precision, version, dla_core, facts["compute_capability"], allow_slow, workspace_mb,
+                      tf32=tf32)
     for note in plan.notes:
         say(f"note: {note}")
     if plan.implicit_int8 and not calib_data:
@@ -113,7 +144,7 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
         feeds = segment_inputs(pkg, batches)
     engines_root = pkg.root / "engines"
     engines_root.mkdir(exist_ok=True)
-    timing_cache = Path(timing_cache) if timing_cache else engines_root / f"{tgt.name}.timing.cache"
+    timing_cache = Path(timing_cache) if timing_cache else engines_root / timing_cache_name(tgt.name, facts)
     rel_dir = f"engines/{tgt.name}-{plan.variant}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{tgt.name}-{plan.variant}.tmp-", dir=engines_root))
     try:
@@ -124,7 +155,7 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
             t0 = time.perf_counter()
             cache = tmp / f"{name}.calib.cache" if plan.implicit_int8 else None
             built = compat.build_engine(pkg.path(src), plan, tmp / f"{name}.plan", feeds.get(name), cache,
-                                        str(timing_cache))
+                                        str(timing_cache), shapes=segment_shapes(seg, batches))
             meta = {
                 "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": precision, "plan": plan.as_dict(),
                 **facts, "source_onnx": src, "source_sha256": sha256_file(pkg.path(src)),
@@ -137,7 +168,8 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
             segments[name] = {k: meta[k] for k in ("file", "source_onnx", "source_sha256", "io", "placement")}
         entry = {
             "dir": rel_dir, "target": tgt.name, "precision": precision, "dla_core": dla_core,
-            **facts, "plan": plan.as_dict(), "timing_cache": str(timing_cache),
+            **facts, "plan": plan.as_dict(), "timing_cache": package_relative(timing_cache, pkg.root),
+            "batch": dict(zip(("min", "opt", "max"), batches)) if batches else None,
             "built": utc_now(),
             "segments": segments,
         }
