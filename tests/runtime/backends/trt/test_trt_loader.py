@@ -8,8 +8,9 @@ import pytest
 import mesc
 from mesc.package import sha256_file
 from mesc.runtime import BackendError, DeviceError, EngineMismatchError
-from mesc.runtime.backends.trt.loader import (PlansFromPackage, check_engine, choose_target, choose_variant,
-                                              engine_entries, read_plan, select_engines)
+from mesc.runtime.backends.trt.loader import (EnginesFromPlans, PlansFromPackage, check_engine, choose_target,
+                                              choose_variant, dla_core_of, engine_entries, read_plan,
+                                              select_engines)
 from mesc.runtime.devices import Device
 
 
@@ -112,3 +113,18 @@ def test_plans_are_read_against_their_checksums(tmp_path):
 def test_plans_for_the_cpu_are_refused_before_tensorrt_loads():
     with pytest.raises(DeviceError, match="CUDA devices only"):
         PlansFromPackage(_pkg(_manifest()), Device("cpu"))
+
+
+def test_dla_core_of_a_build():
+    m = _manifest(xavier={"fp16": _build("7.2"), "int8-dla1": _build("7.2")})
+    assert dla_core_of("fp16", engine_entries(m, "xavier", "fp16")) is None
+    assert dla_core_of("int8-dla1", engine_entries(m, "xavier", "int8-dla1")) == 1  # from the variant's name
+    m["engines"]["xavier"]["int8-dla1"]["dla_core"] = 0  # what the builder recorded wins
+    assert dla_core_of("int8-dla1", engine_entries(m, "xavier", "int8-dla1")) == 0
+    m["engines"]["xavier"]["int8-dla1"]["segments"]["head0"]["dla_core"] = 1
+    with pytest.raises(BackendError, match=r"several DLA cores \[0, 1\]"):
+        dla_core_of("int8-dla1", engine_entries(m, "xavier", "int8-dla1"))
+    # the deserialiser takes the core from the plans' loader unless told otherwise
+    assert EnginesFromPlans(SimpleNamespace(dla_core=1)).dla_core == 1
+    assert EnginesFromPlans(SimpleNamespace(dla_core=1), dla_core=0).dla_core == 0
+    assert EnginesFromPlans({"chunk0": b""}).dla_core is None
