@@ -53,10 +53,13 @@ class Scenario:
                 return "onnxruntime has no CUDA provider (pip install 'mesc[gpu]')"
         except ImportError:
             return "onnxruntime is not installed"
-        from mesc.runtime.devices import cuda_device_count
+        from mesc.runtime.devices import DeviceError, cuda_device_count
 
-        if not cuda_device_count():
-            return "no CUDA device"
+        try:
+            if not cuda_device_count():
+                return "no CUDA device"
+        except DeviceError as err:  # no CUDA runtime at all
+            return str(err)
         return None
 
 

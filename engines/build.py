@@ -4,6 +4,10 @@ Engines go to ``engines/<target>-<precision>[-dla<N>]/`` (``<segment>.plan`` plu
 ``<segment>.json`` with its build metadata and layer placement) and are recorded under the
 manifest's ``engines[<target>][<precision>[-dla<N>]]``. Everything is built in a temporary
 directory inside the package and moved in at the end, so a failed build leaves nothing.
+
+A dynamic-batch package gets engines for batches 1..``max_batch`` (:mod:`mesc.engines.profiles`).
+The timing cache is kept per target, TensorRT version and compute capability: TensorRT refuses
+a cache from another version or another GPU.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import time
 from pathlib import Path
 
+from mesc.engines.profiles import batch_range, segment_shapes
 from mesc.engines.targets import BuildPlan, check_build_request, check_onnx_ops, get_target, parse_version, plan_build
 from mesc.errors import MescError
 from mesc.lazy import require
@@ -43,11 +48,20 @@ def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:
                     f"{plan.source}{hint}' first, or pass --calib-data to 'mesc build'")
 
 
+def _layer_device(layer: dict) -> str:
+    # '{ForeignNode[...]}' names both DLA subgraphs and GPU Myelin subgraphs ("LayerType":
+    # "Myelin"): only the layer type says DLA.
+    kind = str(layer.get("LayerType") or "")
+    if kind.upper() == "DLA":
+        return "DLA"
+    return "unknown" if not kind and "ForeignNode" in layer.get("Name", "") else "GPU"
+
+
 def summarize_layers(info: dict) -> dict:
     """Count the engine's layers per device and per precision from the inspector's JSON.
 
-    DLA subgraphs show up as layers named '{ForeignNode[...]}'; precision is read from the
-    layer's output formats ('Row major linear FP32', 'Channel major FP16 format', 'Int8 ...').
+    Precision is read from the layer's output formats ('Row major linear FP32', 'Channel major
+    FP16 format', 'Int8 ...').
     """
     by_device, by_precision, layers = {}, {}, []
     for layer in info.get("Layers", []):
@@ -55,7 +69,7 @@ def summarize_layers(info: dict) -> dict:
             layers.append({"name": layer})
             continue
         name = layer.get("Name", "")
-        device = "DLA" if "ForeignNode" in name or layer.get("LayerType") == "DLA" else "GPU"
+        device = _layer_device(layer)
         outs = layer.get("Outputs") or []
         fmt = " ".join(str(o.get("Format/Datatype", "")) for o in outs if isinstance(o, dict))
         prec = next((p for p in ("Int8", "FP16", "Half", "FP32", "Float", "Int32", "Int64", "Bool")
@@ -66,6 +80,12 @@ def summarize_layers(info: dict) -> dict:
         layers.append({"name": name, "type": layer.get("LayerType"), "device": device, "precision": prec,
                        "tactic": layer.get("TacticName")})
     return {"by_device": by_device, "by_precision": by_precision, "layers": layers}
+
+
+def timing_cache_name(target: str, facts: dict) -> str:
+    """'orin.trt10.3.0.sm87.timing.cache': one cache per TensorRT version and GPU."""
+    cc = str(facts["compute_capability"]).replace(".", "")
+    return f"{target}.trt{facts['trt_version']}.sm{cc}.timing.cache"
 
 
 def _prepare_if_needed(pkg, plan, calib_data, method, max_images, say):
@@ -83,18 +103,22 @@ def _prepare_if_needed(pkg, plan, calib_data, method, max_images, say):
 
 def build(package, target: str, precision: str, calib_data=None, dla_core: int | None = None,
           workspace_mb: int | None = None, timing_cache=None, allow_slow: bool = False,
-          method: str = "minmax", max_images: int = 64, progress=None) -> dict:
+          method: str = "minmax", max_images: int = 64, progress=None, max_batch: int | None = None,
+          tf32: bool = True) -> dict:
     """Build every segment's engine; returns the manifest entry written for them."""
     say = progress or (lambda msg: None)
     pkg = Package.load(package)
     tgt = get_target(target)
     check_build_request(tgt, precision, None, dla_core, None, allow_slow)  # argument errors before TRT loads
     refuse_inside_generated(pkg.root, ["engines"], [("--calib-data", calib_data)])
+    batch = batch_range(pkg.input, tgt, max_batch, dla=dla_core is not None)
     from mesc.runtime.backends.trt import compat
 
     facts = compat.engine_facts()  # recorded with every plan; the runtime's loader checks them
     version = facts["trt_version"]
-    plan = plan_build(tgt, precision, version, dla_core, facts["compute_capability"], allow_slow, workspace_mb)
+    compat.check_polygraphy(version)
+    plan = plan_build(tgt, precision, version, dla_core, facts["compute_capability"], allow_slow, workspace_mb,
+                      tf32=tf32)
     for note in plan.notes:
         say(f"note: {note}")
     if plan.implicit_int8 and not calib_data:
@@ -109,22 +133,24 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
         from mesc.calibration.precision.feeds import segment_inputs
         from mesc.calibration.precision.images import load_calibration_batches
 
-        batches, _ = load_calibration_batches(calib_data, pkg.input, max_images=max_images)
-        feeds = segment_inputs(pkg, batches)
-    return build_engines(pkg, plan, facts, sources, feeds, timing_cache, say)
+        images, _ = load_calibration_batches(calib_data, pkg.input, max_images=max_images)
+        feeds = segment_inputs(pkg, images)
+    return build_engines(pkg, plan, facts, sources, feeds, timing_cache, say, batch)
 
 
 def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, timing_cache=None,
-                  say=None) -> dict:
+                  say=None, batch: tuple | None = None) -> dict:
     """Build the engines ``plan`` asks for from ``sources`` (segment -> package-relative ONNX) in
     a staging directory of the package and install them; returns their manifest entry.
-    ``facts`` are :func:`mesc.runtime.backends.trt.compat.engine_facts` of this machine."""
+    ``facts`` are :func:`mesc.runtime.backends.trt.compat.engine_facts` of this machine;
+    ``batch`` the (min, opt, max) batch of a dynamic-batch package's profile
+    (:func:`mesc.engines.profiles.batch_range`)."""
     from mesc.runtime.backends.trt import compat
 
     say = say or (lambda msg: None)
     feeds = feeds or {}
     version = facts["trt_version"]
-    timing_cache = Path(timing_cache) if timing_cache else pkg.path(f"engines/{plan.target}.timing.cache")
+    timing_cache = Path(timing_cache) if timing_cache else pkg.path(f"engines/{timing_cache_name(plan.target, facts)}")
     timing_cache.parent.mkdir(parents=True, exist_ok=True)
     rel_dir = f"engines/{plan.target}-{plan.variant}"
     with pkg.staging(rel_dir) as tmp:
@@ -135,7 +161,7 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
             t0 = time.perf_counter()
             cache = tmp / f"{name}.calib.cache" if plan.implicit_int8 else None
             built = compat.build_engine(pkg.path(src), plan, tmp / f"{name}.plan", feeds.get(name), cache,
-                                        str(timing_cache))
+                                        str(timing_cache), shapes=segment_shapes(seg, batch))
             meta = {
                 "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": plan.precision,
                 "plan": plan.as_dict(),
@@ -150,6 +176,7 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
         entry = {
             "dir": rel_dir, "target": plan.target, "precision": plan.precision, "dla_core": plan.dla_core,
             **facts, "plan": plan.as_dict(), "timing_cache": timing_cache_record(pkg, timing_cache),
+            "batch": dict(zip(("min", "opt", "max"), batch)) if batch else None,
             "built": utc_now(),
             "segments": segments,
         }

@@ -11,6 +11,9 @@ The decisions, per TensorRT version:
   an INT8 graph still carries explicit Q/DQ, except on DLA where 8.x has no explicit
   quantization: there the FP32 graph is calibrated implicitly (a calibrator and its cache).
 * Pascal (sm_61) has no fast FP16; FP16 engines there are slower than FP32.
+* DLA: TensorRT 10.7 was the last release with DLA before 11.4.1, which brings it back on
+  Jetson AGX Orin only (JetPack 7.2.2; 11.4.0 has DLA on Windows on ARM only).
+* FP32 engines use TF32 (polygraphy clears it unless asked), unless the user opts out.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ import re
 from mesc.errors import MescError
 
 PRECISIONS = ("fp32", "fp16", "int8")
-# DLA was dropped from TensorRT after 10.7 and came back (strongly typed, Orin only) in 11.4.
-_DLA_GAP = ((10, 8), (11, 4))
+# DLA was dropped from TensorRT after 10.7 and came back (strongly typed) in 11.4.1, on Orin only.
+_DLA_GAP = ((10, 8), (11, 4, 1))
+_DLA_ON_TRT11 = "8.7"  # Jetson AGX Orin's compute capability
+DEFAULT_MAX_BATCH = 8
 
 
 def parse_version(text) -> tuple[int, ...]:
@@ -49,6 +54,7 @@ class Target:
     dla_cores: int = 0
     fast_fp16: bool = True
     workspace_mb: int = 2048
+    max_batch: int = DEFAULT_MAX_BATCH  # batch range of engines built from a dynamic-batch package
     notes: str = ""
 
     def trt_ok(self, version) -> bool:
@@ -118,6 +124,7 @@ class BuildPlan:
     implicit_int8: bool = False  # calibrator + cache on the FP32 graph (DLA on TensorRT 8.x)
     dla_core: int | None = None
     gpu_fallback: bool = False
+    tf32: bool = False
     workspace_mb: int = 2048
     notes: tuple[str, ...] = ()
 
@@ -132,8 +139,15 @@ class BuildPlan:
         return d
 
 
-def _dla_supported(v: tuple) -> bool:
-    return not (_DLA_GAP[0] <= v[:2] < _DLA_GAP[1])
+def _dla_refusal(t: Target, v: tuple) -> str | None:
+    """Why TensorRT ``v`` cannot build DLA engines for ``t`` (None: it can)."""
+    if _DLA_GAP[0] <= v < _DLA_GAP[1]:
+        return (f"TensorRT {_fmt(v)} has no DLA support on Jetson (10.7 was the last before 11.4.1); "
+                f"use the JetPack's own TensorRT or drop --dla-core")
+    if v >= _DLA_GAP[1] and _DLA_ON_TRT11 not in (t.compute_capabilities or ()):
+        return (f"TensorRT {_fmt(v)} has DLA on Jetson AGX Orin (sm_87, JetPack 7.2.2 or later) only, "
+                f"not on target '{t.name}'; drop --dla-core")
+    return None
 
 
 def check_build_request(target, precision: str, trt_version, dla_core: int | None = None,
@@ -172,15 +186,15 @@ def check_build_request(target, precision: str, trt_version, dla_core: int | Non
             raise MescError(f"--dla-core {dla_core}: target '{t.name}' has DLA cores 0..{t.dla_cores - 1}")
         if precision == "fp32":
             raise MescError("--dla-core: DLA runs FP16 or INT8 only; use --precision fp16 or int8, or drop --dla-core")
-        if v is not None and not _dla_supported(v):
-            raise MescError(f"TensorRT {_fmt(v)} has no DLA support (10.7 was the last before 11.4); "
-                            f"use the JetPack's own TensorRT or drop --dla-core")
+        refusal = _dla_refusal(t, v) if v is not None else None
+        if refusal:
+            raise MescError(refusal)
     return warnings
 
 
 def plan_build(target, precision: str, trt_version, dla_core: int | None = None,
                compute_capability: str | None = None, allow_slow: bool = False,
-               workspace_mb: int | None = None) -> BuildPlan:
+               workspace_mb: int | None = None, tf32: bool = True) -> BuildPlan:
     """Validate the request and decide how to build it (see the module docstring)."""
     t = target if isinstance(target, Target) else get_target(target)
     notes = check_build_request(t, precision, trt_version, dla_core, compute_capability, allow_slow)
@@ -206,12 +220,15 @@ def plan_build(target, precision: str, trt_version, dla_core: int | None = None,
     return BuildPlan(
         target=t.name, precision=precision, trt_version=_fmt(v), strongly_typed=strongly, source=source,
         fp16_flag=fp16_flag, int8_flag=int8_flag, implicit_int8=implicit, dla_core=dla_core,
-        gpu_fallback=on_dla, workspace_mb=workspace_mb or t.workspace_mb, notes=tuple(notes),
+        gpu_fallback=on_dla, tf32=tf32 and precision == "fp32", workspace_mb=workspace_mb or t.workspace_mb,
+        notes=tuple(notes),
     )
 
 
 def check_onnx_ops(model, trt_version, where: str = "") -> None:
-    """Refuse graphs the given TensorRT cannot parse (opset, bool casts/compares on 8.x).
+    """Refuse graphs the given TensorRT cannot parse (opset; Equal on bool tensors on 8.x, whose
+    parser takes Cast to BOOL but Equal on FP32/FP16/INT32 only: onnx-tensorrt docs/operators.md
+    on the 8.5-GA and 8.6-GA branches).
 
     ``model`` is an onnx ModelProto; only its opset and nodes are read.
     """
@@ -223,13 +240,11 @@ def check_onnx_ops(model, trt_version, where: str = "") -> None:
                         f"re-export with --opset 17")
     if v >= (10,):
         return
-    bool_tensors = set()
+    bool_type = 9  # onnx.TensorProto.BOOL
+    bool_tensors = {i.name for i in model.graph.input if i.type.tensor_type.elem_type == bool_type}
     for node in model.graph.node:
-        if node.op_type == "Cast":
-            to = next((a.i for a in node.attribute if a.name == "to"), None)
-            if to == 9:  # onnx.TensorProto.BOOL
-                raise MescError(f"{pre}node '{node.name}' casts to bool, which TensorRT {_fmt(v)} does not support")
-        if node.op_type in ("Equal", "Less", "Greater", "Not", "And", "Or", "Xor"):
+        to = next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+        if to == bool_type or node.op_type in ("Equal", "Less", "Greater", "Not", "And", "Or", "Xor"):
             bool_tensors.update(node.output)
     for node in model.graph.node:
         if node.op_type == "Equal" and any(i in bool_tensors for i in node.input):

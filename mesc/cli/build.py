@@ -26,19 +26,26 @@ def _list_targets(ctx, param, value):
 @click.option("--dla-core", type=int, default=None, help="Build for this DLA core (Jetson), GPU fallback on.")
 @click.option("--workspace", "workspace_mb", type=int, default=None, help="Builder workspace in MB (default: per target).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
-              help="Persistent timing cache file (default: engines/<target>.timing.cache in the package).")
+              help="Persistent timing cache file (default: engines/<target>.trt<version>.sm<cc>.timing.cache "
+                   "in the package).")
+@click.option("--max-batch", type=int, default=None,
+              help="Largest batch the engines of a dynamic-batch package take (default: per target, 8); "
+                   "on DLA the one batch they take (default 1).")
+@click.option("--no-tf32", "tf32", is_flag=True, flag_value=False, default=True,
+              help="Build FP32 engines without TF32 (Ampere and later use it by default).")
 @click.option("--allow-slow", is_flag=True, help="Build FP16 on GPUs without fast FP16 (Pascal) anyway.")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--max-images", type=int, default=64, show_default=True)
 @click.option("--list-targets", is_flag=True, is_eager=True, expose_value=False, callback=_list_targets,
               help="List the known targets and exit.")
-def build_cmd(package, target, precision, calib_data, dla_core, workspace_mb, timing_cache, allow_slow, method,
-              max_images):
+def build_cmd(package, target, precision, calib_data, dla_core, workspace_mb, timing_cache, max_batch, tf32,
+              allow_slow, method, max_images):
     """Build one TensorRT engine per segment for a target (run on the target device)."""
     from mesc.engines.build import build
 
     entry = build(package, target, precision, calib_data=calib_data, dla_core=dla_core, workspace_mb=workspace_mb,
                   timing_cache=timing_cache, allow_slow=allow_slow, method=method, max_images=max_images,
+                  max_batch=max_batch, tf32=tf32,
                   progress=lambda m: click.echo(m, err=True))
     click.echo(f"{len(entry['segments'])} engines in {entry['dir']} (TensorRT {entry['trt_version']}, "
                f"{entry['device']}, sm_{str(entry['compute_capability']).replace('.', '')})")

@@ -29,7 +29,9 @@ class Result:
 
     ``timings["segments"]`` holds the wall-clock milliseconds of each segment the image took
     part in (in a batch, the whole batch's time for that segment); ``timings["total_ms"]`` is
-    the time from the call until this image's labels were on the host.
+    the time from the call until this image's labels were on the host. On TensorRT a segment's
+    wall-clock time is its enqueue (the GPU runs it later); its device time is in
+    ``Runner.segment_times`` (CUDA events), which ``time_segments`` and ``mesc bench`` report.
     """
 
     labels: np.ndarray  # H x W int32

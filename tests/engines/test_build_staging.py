@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from mesc.engines.build import build_engines
+from mesc.engines.build import build_engines, timing_cache_name
 from mesc.engines.targets import get_target, plan_build
 from mesc.package import Package
 
@@ -33,7 +33,7 @@ def _sources(pkg):
 
 
 def _writes_plan(then=None):
-    def build_engine(onnx_path, plan, engine_path, calib_feeds=None, calib_cache=None, timing_cache=None):
+    def build_engine(onnx_path, plan, engine_path, calib_feeds=None, calib_cache=None, timing_cache=None, shapes=None):
         engine_path.write_bytes(b"plan")
         if then is not None:
             raise then
@@ -58,7 +58,7 @@ def test_a_finished_build_is_installed_with_its_timing_cache_named(pkg, monkeypa
 
     monkeypatch.setattr(compat, "build_engine", _writes_plan())
     entry = build_engines(pkg, _plan(), FACTS, _sources(pkg))
-    assert entry["timing_cache"] == "engines/host.timing.cache"  # inside the package: relative
+    assert entry["timing_cache"] == f"engines/{timing_cache_name('host', FACTS)}"  # inside the package: relative
     loaded = Package.load(pkg.root)
     assert loaded.manifest["engines"]["host"]["fp32"]["dir"] == "engines/host-fp32"
     assert sorted(os.listdir(pkg.root / "engines" / "host-fp32"))[0].endswith(".json")

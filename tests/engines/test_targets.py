@@ -59,6 +59,8 @@ def test_compute_capability_mismatch_names_both():
     ("xavier", "fp32", "8.5.2", 0, "FP16 or INT8 only"),
     ("orin", "fp16", "10.8", 0, "no DLA support"),
     ("orin", "int8", "11.0", 1, "no DLA support"),
+    ("orin", "fp16", "11.4.0", 0, r"TensorRT 11\.4\.0 has no DLA support on Jetson"),
+    ("xavier", "fp16", "11.4.1", 0, "needs TensorRT >= 8.5, < 9"),
 ])
 def test_dla_refusals(target, precision, version, core, match):
     with pytest.raises(MescError, match=match):
@@ -83,7 +85,7 @@ PLANS = [
     ("xavier", "int8", "8.5.2", 1, (False, "fp32", True, True, True)),  # implicit on DLA, 8.x
     ("xavier", "fp16", "8.5.2", 0, (False, "fp16", True, False, False)),
     ("orin", "int8", "10.3", 0, (False, "int8", True, True, False)),  # DLA on 10.x: flags, explicit Q/DQ
-    ("orin", "fp16", "11.4", 1, (True, "fp16", False, False, False)),  # DLA on 11.4: strongly typed
+    ("orin", "fp16", "11.4.1", 1, (True, "fp16", False, False, False)),  # DLA on 11.4.1: strongly typed
 ]
 
 
@@ -107,9 +109,17 @@ def test_onnx_ops_checked_per_tensorrt_version():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.BOOL, [1])
     cast = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.BOOL, name="to_bool")], [x], [y])
-    with pytest.raises(MescError, match="seg.onnx: node 'to_bool' casts to bool.*8.5.2"):
-        check_onnx_ops(cast, "8.5.2", "seg.onnx")
-    check_onnx_ops(cast, "10.3")
+    for version in ("8.5.2", "8.6.1", "10.3"):  # the 8.5/8.6 parsers take Cast to BOOL
+        check_onnx_ops(cast, version, "seg.onnx")
+    cast_eq = _model([helper.make_node("Cast", ["x"], ["b"], to=TensorProto.BOOL, name="to_bool"),
+                      helper.make_node("Equal", ["b", "b"], ["y"], name="eq_cast")], [x], [y])
+    with pytest.raises(MescError, match="seg.onnx: node 'eq_cast' compares bool.*8.5.2"):
+        check_onnx_ops(cast_eq, "8.5.2", "seg.onnx")
+    check_onnx_ops(cast_eq, "10.3")
+    flag = helper.make_tensor_value_info("flag", TensorProto.BOOL, [1])
+    eq_input = _model([helper.make_node("Equal", ["flag", "flag"], ["y"], name="eq_in")], [flag], [y])
+    with pytest.raises(MescError, match="'eq_in' compares bool"):
+        check_onnx_ops(eq_input, "8.6.1")
     eq = _model([helper.make_node("Greater", ["x", "x"], ["b"], name="gt"),
                  helper.make_node("Equal", ["b", "b"], ["y"], name="eq")], [x], [y])
     with pytest.raises(MescError, match="'eq' compares bool"):
@@ -177,3 +187,46 @@ def test_summarize_layers_reads_inspector_json():
     assert s["by_device"] == {"DLA": 1, "GPU": 2}
     assert s["by_precision"] == {"FP16": 1, "FP32": 1, "Int8": 1}
     assert s["layers"][-1] == {"name": "name-only layer"}
+
+
+def test_dla_returns_on_tensorrt_11_4_1_for_orin_only():
+    assert check_build_request("orin", "int8", "11.4.1", dla_core=0) == []
+    assert check_build_request("orin", "fp16", "10.7.0", dla_core=1) == []
+    drive = Target("drive", ("8.6",), trt_max="12", dla_cores=2)  # a DLA device that is not an Orin
+    with pytest.raises(MescError, match="Jetson AGX Orin .*only, not on target 'drive'"):
+        check_build_request(drive, "fp16", "11.4.1", dla_core=0)
+    with pytest.raises(MescError, match="no DLA support on Jetson"):
+        check_build_request("orin", "fp16", "11.4.0.106", dla_core=0)
+
+
+def test_tf32_for_fp32_builds_unless_refused():
+    assert plan_build("host", "fp32", "10.3").tf32
+    assert not plan_build("host", "fp32", "10.3", tf32=False).tf32
+    assert not plan_build("host", "fp16", "10.3").tf32 and not plan_build("host", "int8", "8.6.1").tf32
+
+
+def test_summarize_layers_counts_myelin_foreign_nodes_on_the_gpu():
+    info = {"Layers": [
+        {"Name": "{ForeignNode[/Constant_7_output_0 + ONNXTRT_Broadcast.../Einsum_1]}", "LayerType": "Myelin",
+         "Outputs": [{"Format/Datatype": "Row major linear FP32"}]},
+        {"Name": "{ForeignNode[/s1/Conv.../h1/Conv]}", "LayerType": "DLA",
+         "Outputs": [{"Format/Datatype": "Channel major FP16 format where channel % 16 == 0"}]},
+        {"Name": "{ForeignNode[/a...]}", "Outputs": []},  # no type reported: not counted as DLA
+    ]}
+    s = summarize_layers(info)
+    assert s["by_device"] == {"GPU": 1, "DLA": 1, "unknown": 1}
+    assert [layer["device"] for layer in s["layers"]] == ["GPU", "DLA", "unknown"]
+
+
+def test_timing_cache_is_keyed_by_tensorrt_and_gpu(tmp_path):
+    from types import SimpleNamespace
+
+    from mesc.engines.build import timing_cache_name, timing_cache_record
+
+    a = timing_cache_name("orin", {"trt_version": "10.3.0", "compute_capability": "8.7"})
+    assert a == "orin.trt10.3.0.sm87.timing.cache"
+    assert a != timing_cache_name("orin", {"trt_version": "8.6.2", "compute_capability": "8.7"})
+    assert a != timing_cache_name("host", {"trt_version": "10.3.0", "compute_capability": "8.6"})
+    pkg = SimpleNamespace(root=tmp_path / "pkg")
+    assert timing_cache_record(pkg, tmp_path / "pkg" / "engines" / a) == f"engines/{a}"
+    assert timing_cache_record(pkg, tmp_path / "elsewhere.cache") == str(tmp_path / "elsewhere.cache")

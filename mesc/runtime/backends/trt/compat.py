@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import json
 
+from mesc.engines.targets import parse_version
+from mesc.errors import MescError
 from mesc.lazy import require
 from mesc.runtime import devices
 
 PURPOSE = "building TensorRT engines"
+
+# The oldest polygraphy each TensorRT line builds with, newest line first (polygraphy's
+# CHANGELOG and sources): 0.48 added NetworkFromOnnxPath(strongly_typed=); 0.49.6 stopped
+# passing EXPLICIT_BATCH, deprecated in TensorRT 10 and gone in 11; CreateConfig reads
+# layer.precision_is_set, which TensorRT 11 removed, inside a try only from 0.50 (0.50.3 is the
+# oldest 0.50 on PyPI; 0.49.27 still fails). PyPI has no 0.47.
+POLYGRAPHY_FLOORS = (((11,), (0, 50, 3)), ((10,), (0, 49, 6)), ((0,), (0, 48, 1)))
 
 
 def tensorrt(purpose: str = PURPOSE):
@@ -28,22 +37,56 @@ def engine_facts(index: int = 0) -> dict:
     """What a plan only runs with: the TensorRT version that built it and the GPU (its compute
     capability decides, its name only tunes). The builder records these in every engine's
     metadata; the loader compares them with this machine's before deserialising."""
+    version = trt_version()  # a missing TensorRT is named before a missing GPU
     info = devices.device_info(index)
-    return {"trt_version": trt_version(), "device": info["name"], "compute_capability": info["compute_capability"]}
+    return {"trt_version": version, "device": info["name"], "compute_capability": info["compute_capability"]}
 
 
-def _config(plan, calibrator, timing_cache):
-    trt = tensorrt()
-    from polygraphy.backend.trt import CreateConfig, PostprocessConfig
+def polygraphy_floor(trt_version) -> tuple:
+    v = parse_version(trt_version)
+    return next(floor for line, floor in POLYGRAPHY_FLOORS if v >= line)
 
-    config = CreateConfig(
-        fp16=plan.fp16_flag, int8=plan.int8_flag, calibrator=calibrator,
+
+def check_polygraphy(trt_version, polygraphy_version: str | None = None) -> None:
+    """Refuse a polygraphy too old for the installed TensorRT, naming the one to install."""
+    have = polygraphy_version or require("polygraphy", extra="trt", purpose=PURPOSE).__version__
+    need = polygraphy_floor(trt_version)
+    if parse_version(have)[:3] < need:
+        want = ".".join(map(str, need))
+        raise MescError(f"TensorRT {trt_version} needs polygraphy >= {want}, this machine has {have}: "
+                        f"pip install 'polygraphy>={want}'")
+
+
+def optimisation_profiles(shapes: dict) -> list | None:
+    """polygraphy Profiles for {input: (min, opt, max)} (:func:`mesc.engines.profiles.segment_shapes`);
+    None leaves polygraphy's default, right for static shapes only."""
+    if not shapes:
+        return None
+    from polygraphy.backend.trt import Profile
+
+    profile = Profile()
+    for name, (lo, opt, hi) in shapes.items():
+        profile.add(name, min=lo, opt=opt, max=hi)
+    return [profile]
+
+
+def config_kwargs(plan, trt, shapes=None, calibrator=None, timing_cache=None) -> dict:
+    """polygraphy ``CreateConfig`` keywords for a build plan (names valid from 0.47 to 0.53)."""
+    return dict(
+        fp16=plan.fp16_flag, int8=plan.int8_flag, tf32=plan.tf32, calibrator=calibrator,
+        profiles=optimisation_profiles(shapes or {}),
         use_dla=plan.dla_core is not None, allow_gpu_fallback=plan.gpu_fallback,
         load_timing_cache=timing_cache,
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: plan.workspace_mb << 20},
         # DETAILED keeps per-layer precision and tactic in the engine for the inspector log.
         profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
     )
+
+
+def _config(plan, shapes, calibrator, timing_cache):
+    from polygraphy.backend.trt import CreateConfig, PostprocessConfig
+
+    config = CreateConfig(**config_kwargs(plan, tensorrt(), shapes, calibrator, timing_cache))
     if plan.dla_core:  # polygraphy always picks core 0
         def use_core(builder, network, cfg):
             cfg.DLA_core = plan.dla_core
@@ -52,16 +95,17 @@ def _config(plan, calibrator, timing_cache):
     return config
 
 
-def build_engine(onnx_path, plan, engine_path, calib_feeds=None, calib_cache=None, timing_cache=None) -> dict:
-    """Parse, build and save one segment's engine; returns its I/O (read from the engine) and
-    the inspector's layer information."""
+def build_engine(onnx_path, plan, engine_path, calib_feeds=None, calib_cache=None, timing_cache=None,
+                 shapes=None) -> dict:
+    """Parse, build and save one segment's engine (``shapes``: its inputs' optimisation profile);
+    returns its I/O (read from the engine) and the inspector's layer information."""
     from polygraphy.backend.trt import Calibrator, EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath
 
     calibrator = None
     if plan.implicit_int8:
         calibrator = Calibrator(list(calib_feeds), cache=str(calib_cache) if calib_cache else None)
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=plan.strongly_typed)
-    blob = EngineBytesFromNetwork(network, config=_config(plan, calibrator, timing_cache),
+    blob = EngineBytesFromNetwork(network, config=_config(plan, shapes, calibrator, timing_cache),
                                   save_timing_cache=timing_cache)()
     data = bytes(blob)
     with open(engine_path, "wb") as f:

@@ -148,6 +148,18 @@ def select_engines(pkg, target: str | None, precision: str | None, facts: dict) 
     return target, variant, entries, notes
 
 
+def dla_core_of(variant: str, entries: dict) -> int | None:
+    """The DLA core a build runs on: recorded by the builder, or read from its variant name
+    ('int8-dla1'); None for GPU builds."""
+    cores = {m.get("dla_core") for m in entries.values()} - {None}
+    if len(cores) > 1:
+        raise BackendError(f"build '{variant}' lists several DLA cores {sorted(cores)}; rebuild its engines")
+    if cores:
+        return int(cores.pop())
+    _, _, core = variant.rpartition("-dla")
+    return int(core) if variant and core.isdigit() else None
+
+
 def read_plan(pkg, target: str, name: str, meta: dict) -> bytes:
     """The plan file of segment ``name``, refused when missing or altered since the manifest."""
     rel = meta.get("file")
@@ -199,6 +211,7 @@ class PlansFromPackage(Loader):
         self.pkg = pkg
         self.target, self.variant, self.entries, notes = select_engines(
             pkg, target, precision, compat.engine_facts(device.index))
+        self.dla_core = dla_core_of(self.variant, self.entries)
         for note in notes:
             warnings.warn(note, stacklevel=2)
 
@@ -218,17 +231,23 @@ class Engines:
 
 class EnginesFromPlans(Loader):
     """``EnginesFromPlans(plans)()`` -> :class:`Engines`; ``plans`` is {segment: bytes} or a
-    loader making it. Deserialises on the current CUDA device (the runner selects it first).
+    loader making it. Deserialises on the current CUDA device (the runner selects it first),
+    DLA plans on their DLA core (``dla_core``, default the one :class:`PlansFromPackage` chose).
     ``segments`` (the manifest's entries) checks each engine's I/O against its segment's."""
 
-    def __init__(self, plans, verbose: bool = False, segments: list[dict] | None = None):
+    def __init__(self, plans, verbose: bool = False, dla_core: int | None = None, segments: list[dict] | None = None):
         self.plans, self.verbose = plans, verbose
+        self.dla_core = dla_core if dla_core is not None else getattr(plans, "dla_core", None)
         self.entries = {seg["name"]: seg for seg in segments or []}
 
     def call_impl(self) -> Engines:
         trt = compat.tensorrt(PURPOSE)
         logger = trt.Logger(trt.Logger.VERBOSE if self.verbose else trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
+        if self.dla_core is not None:
+            # A DLA plan deserialises onto the runtime's DLA core (trtexec sets it first too);
+            # left unset, a plan built for core 1 runs on core 0.
+            runtime.DLA_core = self.dla_core
         engines = {}
         for name, plan in invoke_if_callable(self.plans).items():
             engine = runtime.deserialize_cuda_engine(plan)

@@ -5,9 +5,15 @@ Written against TensorRT's name-based I/O API (8.5 and later, through 10.x/11.x)
 stream come from ``polygraphy.cuda`` (pure Python over libcudart), not torch. Each output is a
 pooled device buffer handed to the next segment by address: nothing is copied between
 segments, and buffers are reused across calls of the same shapes.
+
+Enqueueing returns before the GPU has run a segment, so host clocks around ``run`` see the
+enqueue only; each segment's run is bracketed by CUDA events and :meth:`TrtRunner.segment_times`
+reports device milliseconds.
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import numpy as np
 
@@ -16,7 +22,7 @@ from mesc.runtime import devices
 from mesc.runtime.backends.base import Runner, invoke_if_callable
 from mesc.runtime.backends.trt import compat
 from mesc.runtime.backends.trt.loader import PURPOSE
-from mesc.runtime.errors import BackendError
+from mesc.runtime.errors import BackendError, DeviceError
 
 
 # Device memory ---------------------------------------------------------------------------------
@@ -44,6 +50,46 @@ class _Pool:
         for block in self.all:
             block.free()
         self.all, self.free = [], {}
+
+
+class _SegmentEvents:
+    """A start/end CUDA event pair per segment, recorded on the runner's stream around the
+    segment's latest run (libcudart through ctypes: every call returns 0 on success)."""
+
+    def __init__(self, lib):
+        self.lib, self.pairs, self.pending = lib, {}, []
+
+    def _check(self, err, what):
+        if err != 0:
+            raise BackendError(f"{what} failed (CUDA error {err})")
+
+    def record(self, name: str, end: bool, stream_ptr: int) -> None:
+        if name not in self.pairs:
+            pair = (ctypes.c_void_p(), ctypes.c_void_p())
+            for ev in pair:
+                self._check(self.lib.cudaEventCreate(ctypes.byref(ev)), "cudaEventCreate")
+            self.pairs[name] = pair
+        if not end and name not in self.pending:
+            self.pending.append(name)
+        self._check(self.lib.cudaEventRecord(self.pairs[name][end], ctypes.c_void_p(stream_ptr)), "cudaEventRecord")
+
+    def elapsed(self) -> dict[str, float]:
+        """Device milliseconds of each segment run since the last read (waits for them)."""
+        out = {}
+        for name in self.pending:
+            start, end = self.pairs[name]
+            ms = ctypes.c_float()
+            self._check(self.lib.cudaEventSynchronize(end), "cudaEventSynchronize")
+            self._check(self.lib.cudaEventElapsedTime(ctypes.byref(ms), start, end), "cudaEventElapsedTime")
+            out[name] = float(ms.value)
+        self.pending = []
+        return out
+
+    def close(self):
+        for pair in self.pairs.values():
+            for ev in pair:
+                self.lib.cudaEventDestroy(ev)
+        self.pairs, self.pending = {}, []
 
 
 class DeviceTensor:
@@ -97,11 +143,21 @@ class TrtRunner(Runner):
                 "outputs": [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT],
                 "dtype": {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names},
             }
+        try:
+            lib = self.cuda.wrapper().handle
+        except Exception as err:  # polygraphy's own libcudart search failed
+            raise DeviceError(
+                f"polygraphy cannot load the CUDA runtime ({err}); polygraphy <= 0.53.3 looks for libcudart "
+                f"only in LD_LIBRARY_PATH, /usr/local/cuda/lib64, /usr/lib and /lib: pip install "
+                f"'polygraphy>=0.53.4' (it also searches the CUDA pip wheels) or add the directory of "
+                f"{devices.cuda_runtime().source} to LD_LIBRARY_PATH") from err
         self.stream = self.cuda.Stream()
         self.pool = _Pool(self.cuda)
+        self.events = _SegmentEvents(lib)
 
     def _deactivate(self):
         self.stream.synchronize()
+        self.events.close()
         self.pool.close()
         self.stream.free()
         # contexts before engines before the runtime: TensorRT's destruction order
@@ -161,6 +217,12 @@ class TrtRunner(Runner):
             t = DeviceTensor(self.pool, tuple(ctx.get_tensor_shape(tname)), io["dtype"][tname])
             ctx.set_tensor_address(tname, t.ptr)
             produced[tname] = t
+        self.events.record(name, False, self.stream.ptr)
         if not ctx.execute_async_v3(self.stream.ptr):
             raise BackendError(f"segment '{name}': TensorRT execution failed (see the TensorRT log)")
+        self.events.record(name, True, self.stream.ptr)
         return {n: produced[n] for n in outputs}
+
+    def segment_times(self):
+        """Device milliseconds (CUDA events) of each segment's latest run since the last read."""
+        return self.events.elapsed() or None

@@ -8,8 +8,9 @@ import pytest
 import mesc
 from mesc.package import sha256_file
 from mesc.runtime import BackendError, DeviceError, EngineMismatchError
-from mesc.runtime.backends.trt.loader import (PlansFromPackage, check_engine, choose_target, choose_variant,
-                                              engine_entries, read_plan, select_engines)
+from mesc.runtime.backends.trt.loader import (EnginesFromPlans, PlansFromPackage, check_engine, choose_target,
+                                              choose_variant, dla_core_of, engine_entries, read_plan,
+                                              select_engines)
 from mesc.runtime.devices import Device
 
 
@@ -134,3 +135,18 @@ def test_engine_io_is_checked_against_the_manifest():
     io[0]["shape"], io[0]["mode"] = [-1, 8, 16, 32], "output"
     with pytest.raises(EngineMismatchError, match="input 'feat': the manifest lists it, the engine has no such input"):
         check_engine_io(seg, io)
+
+
+def test_dla_core_of_a_build():
+    m = _manifest(xavier={"fp16": _build("7.2"), "int8-dla1": _build("7.2")})
+    assert dla_core_of("fp16", engine_entries(m, "xavier", "fp16")) is None
+    assert dla_core_of("int8-dla1", engine_entries(m, "xavier", "int8-dla1")) == 1  # from the variant's name
+    m["engines"]["xavier"]["int8-dla1"]["dla_core"] = 0  # what the builder recorded wins
+    assert dla_core_of("int8-dla1", engine_entries(m, "xavier", "int8-dla1")) == 0
+    m["engines"]["xavier"]["int8-dla1"]["segments"]["head0"]["dla_core"] = 1
+    with pytest.raises(BackendError, match=r"several DLA cores \[0, 1\]"):
+        dla_core_of("int8-dla1", engine_entries(m, "xavier", "int8-dla1"))
+    # the deserialiser takes the core from the plans' loader unless told otherwise
+    assert EnginesFromPlans(SimpleNamespace(dla_core=1)).dla_core == 1
+    assert EnginesFromPlans(SimpleNamespace(dla_core=1), dla_core=0).dla_core == 0
+    assert EnginesFromPlans({"chunk0": b""}).dla_core is None
