@@ -8,7 +8,6 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
-from PIL import Image
 
 from mesc.calibration.precision.int8 import WEIGHTED_INPUT, check_qdq, quantize_segment, static_options
 from mesc.calibration.precision.nodes import exit_tails, tail_tensors
@@ -104,13 +103,7 @@ def test_a_head_conv_keeps_its_logits_fp32():
 
 @pytest.fixture(scope="module")
 def calib_images(tmp_path_factory):
-    d = tmp_path_factory.mktemp("int8-calib")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        base = rng.uniform(0, 255, (4, 8, 3))
-        img = np.kron(base, np.ones((8, 8, 1))) + rng.normal(0, 8, (32, 64, 3))
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(d / f"{i}.png")
-    return d
+    return toys.calibration_images(tmp_path_factory.mktemp("int8-calib"), 6)
 
 
 @pytest.mark.parametrize("policy_at", ["output", "native"])

@@ -14,6 +14,8 @@ from mesc.runtime import BackendError
 from mesc.runtime.backends.onnxrt import SessionsFromPackage
 from mesc.runtime.devices import Device
 
+import toys
+
 # measured on the toy, on images like the calibration set: fp16 1.0, int8 0.990-0.996 of the labels
 # agree with FP32
 MIN_AGREEMENT = {"fp16": 0.995, "int8": 0.97}
@@ -21,13 +23,7 @@ MIN_AGREEMENT = {"fp16": 0.995, "int8": 0.97}
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ort-precision-calib")
-    rng = np.random.default_rng(4)
-    for i in range(8):
-        base = rng.uniform(0, 255, (4, 8, 3))
-        img = np.kron(base, np.ones((8, 8, 1))) + rng.normal(0, 8, (32, 64, 3))
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(d / f"{i}.png")
-    return d
+    return toys.calibration_images(tmp_path_factory.mktemp("ort-precision-calib"), 8, seed=4)
 
 
 @pytest.fixture(scope="module")
