@@ -61,9 +61,11 @@ class BenchOptions:
 
 def latency_key(backend: str, device: str, target: str | None = None, variant: str | None = None) -> str:
     """The ``manifest["latency"]`` key ``mesc calibrate --latency-key`` takes: backend/device,
-    and for TensorRT the engine build (target/precision)."""
+    and the engine build (TensorRT: target/precision) or prepared precision (onnxruntime)."""
     key = f"{backend}/{device}"
-    return key + (f"/{target}/{variant}" if backend == "tensorrt" else "")
+    if backend == "tensorrt":
+        return key + f"/{target}/{variant}"
+    return key + (f"/{variant}" if variant else "")
 
 
 # Checks that need nothing loaded -------------------------------------------------------------
@@ -96,9 +98,14 @@ def _check_request(pkg, opts: BenchOptions):
             raise MescError(f"TensorRT runs on CUDA devices only, not {dev}; use --device cuda:0")
         target = choose_target(pkg.manifest, opts.target, None)
         variant = choose_variant(pkg.manifest, target, opts.precision)
-    elif opts.target is not None or opts.precision is not None:
-        raise MescError("--target/--precision select TensorRT engines; use --backend tensorrt "
-                        "(the onnxruntime backend runs the package's FP32 ONNX segments)")
+    elif opts.target is not None:
+        raise MescError("--target: targets select TensorRT engines; use --backend tensorrt (the onnxruntime "
+                        "backend runs the package's ONNX segments, --precision the ones 'mesc prepare' wrote)")
+    elif opts.precision not in (None, "fp32"):
+        from mesc.runtime.backends.onnxrt.precisions import prepared_graphs
+
+        prepared_graphs(pkg, opts.precision)  # an unprepared precision fails here, naming the command
+        variant = opts.precision
     return dev, target, variant
 
 
@@ -212,7 +219,9 @@ def _baselines(ctx: BenchContext, tmp) -> tuple[dict, dict]:
     runs, skipped = {}, {}
     if "monolithic" in opts.baselines:
         try:
-            mono_pkg = bl.monolithic_package(pkg, Path(tmp) / "mono")
+            prepared = ctx.variant if opts.backend == "onnxruntime" else None
+            mono_pkg = bl.monolithic_package(pkg, Path(tmp) / "mono", sources=prepared and
+                                             pkg.manifest["precisions"][prepared]["segments"], precision=prepared)
             if opts.backend == "tensorrt":
                 mono_pkg = bl.build_monolithic_engine(pkg, mono_pkg.root, ctx.target, ctx.variant, ctx.say)
             runs["monolithic"] = Pipeline(mono_pkg, ctx.runner(mono_pkg))

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from mesc.engines.profiles import batch_range, segment_shapes
-from mesc.engines.targets import BuildPlan, check_build_request, check_onnx_ops, get_target, parse_version, plan_build
+from mesc.engines.targets import BuildPlan, check_build_request, check_onnx_ops, get_target, plan_build
 from mesc.errors import MescError
 from mesc.lazy import require
 from mesc.outputs import refuse_inside_generated
@@ -196,32 +196,3 @@ def timing_cache_record(pkg, timing_cache: Path) -> str:
         return resolved.relative_to(root).as_posix()
     return str(resolved)
 
-
-def ort_trt_provider_options(target: str, precision: str, cache_dir, dla_core: int | None = None,
-                             workspace_mb: int | None = None, trt_version=None, device_id: int = 0) -> list:
-    """Providers for an ``onnxruntime.InferenceSession`` on ORT's TensorRT execution provider,
-    with CUDA and CPU behind it for the nodes TensorRT does not take.
-
-    Load the graphs of :func:`source_graphs` with them: FP16/INT8 precision is in those graphs
-    (Q/DQ are honoured by the EP), the flags only matter where TensorRT still types weakly.
-    """
-    tgt = get_target(target)
-    check_build_request(tgt, precision, trt_version, dla_core, None)
-    if precision == "int8" and dla_core is not None and (trt_version is None or parse_version(trt_version) < (10,)):
-        raise MescError("INT8 on DLA with TensorRT 8.x needs implicit calibration, which mesc does through "
-                        "'mesc build' (the ORT TensorRT EP wants its own calibration table)")
-    cache_dir = str(cache_dir)
-    opts = {
-        "device_id": device_id,
-        "trt_max_workspace_size": (workspace_mb or tgt.workspace_mb) << 20,
-        "trt_fp16_enable": precision == "fp16" or (precision == "int8" and tgt.fast_fp16),
-        "trt_int8_enable": precision == "int8",
-        "trt_engine_cache_enable": True,
-        "trt_engine_cache_path": cache_dir,
-        "trt_timing_cache_enable": True,
-        "trt_timing_cache_path": cache_dir,
-    }
-    if dla_core is not None:
-        opts.update(trt_dla_enable=True, trt_dla_core=dla_core)
-    return [("TensorrtExecutionProvider", opts), ("CUDAExecutionProvider", {"device_id": device_id}),
-            "CPUExecutionProvider"]

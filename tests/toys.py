@@ -128,3 +128,17 @@ def data_dependent():
 
 def chained_exits():
     return ChainedExits()
+
+
+def calibration_images(folder, count, seed=0):
+    """``count`` 64x32 PNGs in ``folder``: smooth colour fields with edges, closer to scenes
+    than white noise (what INT8 calibration and the precision checks read)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        base = rng.uniform(0, 255, (4, 8, 3))
+        img = np.kron(base, np.ones((8, 8, 1))) + rng.normal(0, 8, (32, 64, 3))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(f"{folder}/{i:02d}.png")
+    return folder

@@ -83,8 +83,8 @@ def to_fp16(model, keep_fp32_nodes, where: str = ""):
                     t.CopyFrom(originals[x])
                     t.name = x + "__fp32"
                     extra.append(t)
-            elif x in originals and x not in converted:
-                extra.append(originals[x])
+            elif x in originals and x not in converted and all(e.name != x for e in extra):
+                extra.append(originals[x])  # once, however many tail nodes read it
     graph = helper.make_graph(list(conv.graph.node) + tail_nodes, g.name, list(g.input), list(g.output),
                               initializer=list(conv.graph.initializer) + extra)
     out = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)

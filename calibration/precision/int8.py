@@ -3,16 +3,18 @@
 TensorRT's explicit quantization wants symmetric INT8 (zero point 0), per-channel weight scales
 on the output-channel axis, FP32 biases (it quantises them itself) and Q/DQ only where it can
 fuse them: we quantise the inputs of the weighted ops, as NVIDIA's placement guide recommends,
-and nothing in the exit policy tail.
+never their outputs, and nothing the exit policy tail reads.
 """
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from mesc.calibration.precision.nodes import tail_tensors
 from mesc.errors import MescError
 from mesc.lazy import require
 
@@ -44,6 +46,16 @@ def _reader_class():
     return FeedReader
 
 
+def static_options(quantize_static) -> dict:
+    """Keyword arguments for ``quantize_static`` that only some onnxruntime releases take.
+
+    ``calibration_providers`` is in 1.21 to 1.32, not in 1.16.3 or 1.17.0 (a TypeError there);
+    without it, calibration runs on the CPU provider anyway.
+    """
+    params = inspect.signature(quantize_static).parameters
+    return {"calibration_providers": ["CPUExecutionProvider"]} if "calibration_providers" in params else {}
+
+
 def quantize_segment(model, feeds, exclude_nodes, method: str = "minmax", where: str = ""):
     """Q/DQ copy of ``model`` calibrated on ``feeds`` (list of input dicts); checked for TensorRT."""
     q = require("onnxruntime.quantization", extra="core", purpose="INT8 calibration")
@@ -53,7 +65,10 @@ def quantize_segment(model, feeds, exclude_nodes, method: str = "minmax", where:
     if not feeds:
         raise MescError(f"{where}: no calibration data")
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-             "CalibPercentile": 99.99, "CalibNumBins": 2048}
+             "CalibPercentile": 99.99, "CalibNumBins": 2048,
+             # QDQ Conv/Gemm/MatMul also quantise their output unless told not to (onnxruntime
+             # 1.16-1.32 take this per op type only): the exit's logits would reach the policy in 8 bits
+             "OpTypesToExcludeOutputQuantization": list(QUANT_OPS)}
     with tempfile.TemporaryDirectory(prefix="mesc-int8-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, str(src))
@@ -64,7 +79,7 @@ def quantize_segment(model, feeds, exclude_nodes, method: str = "minmax", where:
                 activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
                 nodes_to_exclude=list(exclude_nodes),
                 calibrate_method=getattr(q.CalibrationMethod, METHODS[method]),
-                calibration_providers=["CPUExecutionProvider"], extra_options=extra)
+                extra_options=extra, **static_options(q.quantize_static))
         except MescError:
             raise
         except Exception as err:
@@ -85,8 +100,8 @@ def check_qdq(model, tail_nodes=(), where: str = "") -> dict:
 
     Rules: opset 13..17; every scale finite and > 0 (a zero scale means the tensor was constant
     on the calibration set, e.g. a dead channel, and would divide by zero); INT8 zero points, all
-    0; weights of Conv/Gemm per-channel on axis 0 (1 for ConvTranspose); biases FP32; no Q/DQ in
-    the exit policy tail.
+    0; weights of Conv/Gemm per-channel on axis 0 (1 for ConvTranspose); biases FP32; no Q/DQ
+    reads or writes the exit's logits or anything the policy tail (``tail_nodes``) reads.
     """
     pre = f"{where}: " if where else ""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -95,15 +110,17 @@ def check_qdq(model, tail_nodes=(), where: str = "") -> dict:
                         f"{OPSET_RANGE[0]}..{OPSET_RANGE[1]}")
     inits = _initializers(model)
     producer = {o: n for n in model.graph.node for o in n.output}
-    tail = set(tail_nodes)
+    guarded = tail_tensors(model, tail_nodes, WEIGHTED_INPUT)
     counts = {"QuantizeLinear": 0, "DequantizeLinear": 0, "per_channel_weights": 0}
     for node in model.graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         counts[node.op_type] += 1
         tensor = node.input[0]
-        if node.name in tail:
-            raise MescError(f"{pre}{node.op_type} '{node.name}' on '{tensor}' sits in the exit policy tail")
+        touched = sorted(guarded.intersection([tensor, *node.output]))
+        if touched:
+            raise MescError(f"{pre}{node.op_type} '{node.name}' quantizes '{touched[0]}', which the exit "
+                            f"policy reads: the policy must see FP32 logits")
         scale = inits.get(node.input[1])
         if scale is None:
             raise MescError(f"{pre}tensor '{tensor}': its scale '{node.input[1]}' is not a constant")

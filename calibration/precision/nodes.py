@@ -1,4 +1,5 @@
-"""Graph nodes the converters address: the exit policy tail kept FP32, unique node names."""
+"""Graph nodes the converters address: the exit policy tail kept FP32 (its nodes and the tensors
+it reads), unique node names."""
 
 from __future__ import annotations
 
@@ -15,6 +16,30 @@ def policy_tail(model, logits: str | None) -> list[str]:
             tail.append(node.name)
             reached.update(node.output)
     return tail
+
+
+def tail_tensors(model, tail_nodes, weighted_ops) -> set[str]:
+    """Tensors that must reach the policy tail unquantised: every input of ``tail_nodes``, and
+    the logits back through non-weighted ops (an upsampling Resize) to the output of the
+    weighted op (one of ``weighted_ops``) that computes them.
+
+    Checked by tensor, not by node name: a quantiser names the nodes it inserts after the
+    tensor (``<tensor>_QuantizeLinear``), never after a tail node.
+    """
+    tail = set(tail_nodes)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    reads = {i for n in model.graph.node if n.name in tail for i in n.input if i}
+    guarded, todo = set(reads), [t for t in reads if t in producer and producer[t].name not in tail]
+    while todo:
+        node = producer[todo.pop()]
+        if node.op_type in weighted_ops or not node.input or not node.input[0]:
+            continue
+        src = node.input[0]  # the data input; the others are sizes, scales, axes
+        if src not in guarded:
+            guarded.add(src)
+            if src in producer:
+                todo.append(src)
+    return guarded
 
 
 def named_nodes(model, prefix: str) -> None:

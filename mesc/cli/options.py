@@ -45,8 +45,10 @@ def parse_name_list(ctx, param, value):
 
 
 def engine_build_options(command):
-    """--target and --precision: which built TensorRT engines a command that runs a package uses."""
+    """--target and --precision: which TensorRT engines, or which prepared ONNX graphs on
+    onnxruntime, a command that runs a package uses."""
     command = click.option("--precision", default=None,
-                           help="TensorRT engines: which precision build, e.g. int8 or fp16-dla0.")(command)
+                           help="TensorRT engines: which precision build, e.g. int8 or fp16-dla0; onnxruntime: "
+                                "fp16 or int8 runs the graphs 'mesc prepare' wrote.")(command)
     return click.option("--target", default=None,
                         help="TensorRT engines: which target's build (default: the one for this GPU).")(command)

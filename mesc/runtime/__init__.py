@@ -40,10 +40,10 @@ def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = N
         return TrtRunner(EnginesFromPlans(plans, segments=pkg.segments, **options), dev)
     from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
 
-    if target is not None or precision is not None:
-        raise BackendError("--target/--precision select TensorRT engines; the onnxruntime backend runs the "
-                           "ONNX segments")
-    return OrtRunner(SessionsFromPackage(pkg, dev, **options), dev)
+    if target is not None:
+        raise BackendError("--target: targets select TensorRT engines; the onnxruntime backend runs the ONNX segments "
+                           "(--precision picks the graphs 'mesc prepare' wrote)")
+    return OrtRunner(SessionsFromPackage(pkg, dev, precision=precision, **options), dev)
 
 
 def load(path, backend: str = "auto", device="cpu", target: str | None = None, precision: str | None = None,
@@ -51,8 +51,9 @@ def load(path, backend: str = "auto", device="cpu", target: str | None = None, p
     """Load the package at ``path`` (manifest and checksums verified) as a ready pipeline.
 
     ``target`` and ``precision`` pick the TensorRT build (defaults: the only one, or the one for
-    this GPU). ``options`` go to the runner: for onnxruntime ``threads`` (intra-op threads per
-    segment), ``spin``, ``tensorrt_ep`` (ORT's TensorRT execution provider).
+    this GPU); on onnxruntime ``precision`` ("fp16", "int8") runs the graphs ``mesc prepare``
+    wrote. ``options`` go to the runner: for onnxruntime ``threads`` (intra-op threads per
+    segment), ``spin``, ``tensorrt_ep`` (ORT's TensorRT execution provider), ``trt_cache``.
     """
     from mesc.package import Package
 

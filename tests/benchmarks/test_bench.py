@@ -79,6 +79,7 @@ def test_sizes_and_keys():
     assert tensor_bytes({"shape": [1], "dtype": "int32"}, 7) == 4
     assert latency_key("onnxruntime", "cpu") == "onnxruntime/cpu"
     assert latency_key("tensorrt", "cuda:0", "host", "fp16") == "tensorrt/cuda:0/host/fp16"
+    assert latency_key("onnxruntime", "cuda:0", None, "fp16") == "onnxruntime/cuda:0/fp16"
 
 
 def test_environment_names_the_machine():
@@ -219,6 +220,24 @@ def test_record_is_atomic(pkg_root, result, monkeypatch):
 def test_bad_requests_are_refused_clearly(pkg_root, opts, message):
     with pytest.raises(MescError, match=message):
         bench(pkg_root, BenchOptions(**FAST, **opts), progress=False, say=lambda m: None)
+
+
+def test_prepared_precision_on_onnxruntime(pkg_root, tmp_path):
+    """FP16 graphs from 'mesc prepare' benched on onnxruntime, the monolithic baseline composed
+    from the same FP16 graphs; an unprepared precision names the command."""
+    import shutil
+
+    from mesc.calibration.precision import prepare
+
+    with pytest.raises(MescError, match=f"run 'mesc prepare {pkg_root} --precision fp16' first"):
+        bench(pkg_root, BenchOptions(**FAST, precision="fp16"), progress=False, say=lambda m: None)
+    root = tmp_path / "pkg"
+    shutil.copytree(pkg_root, root)
+    prepare(root, ("fp16",))
+    res = bench(root, BenchOptions(**FAST, precision="fp16", baselines=("monolithic",)), progress=False,
+                say=lambda m: None)
+    assert res["precision"] == "fp16" and res["latency_key"] == "onnxruntime/cpu/fp16"
+    assert "skipped" not in res["baselines"]["monolithic"], res["baselines"]["monolithic"]
 
 
 def test_data_without_readable_images(pkg_root, tmp_path):

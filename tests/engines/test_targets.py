@@ -3,7 +3,7 @@
 import pytest
 from onnx import TensorProto, helper
 
-from mesc.engines.build import ort_trt_provider_options, source_graphs, summarize_layers
+from mesc.engines.build import source_graphs, summarize_layers
 from mesc.engines.targets import (Target, check_build_request, check_onnx_ops, get_target,
                                   plan_build, register_target)
 from mesc.errors import MescError
@@ -129,23 +129,6 @@ def test_onnx_ops_checked_per_tensorrt_version():
     with pytest.raises(MescError, match="opset 18.*--opset 17"):
         check_onnx_ops(new, "8.6.1")
     check_onnx_ops(new, "10.0")
-
-
-def test_ort_trt_provider_options(tmp_path):
-    providers = ort_trt_provider_options("xavier", "fp16", tmp_path, dla_core=1, trt_version="8.5.2")
-    name, opts = providers[0]
-    assert name == "TensorrtExecutionProvider" and providers[-1] == "CPUExecutionProvider"
-    assert opts["trt_fp16_enable"] and not opts["trt_int8_enable"]
-    assert opts["trt_dla_enable"] and opts["trt_dla_core"] == 1
-    assert opts["trt_engine_cache_enable"] and opts["trt_engine_cache_path"] == str(tmp_path)
-    assert opts["trt_max_workspace_size"] == 1024 << 20
-    _, opts = ort_trt_provider_options("gtx1080ti", "int8", tmp_path, workspace_mb=512)[0]
-    assert opts["trt_int8_enable"] and not opts["trt_fp16_enable"] and "trt_dla_enable" not in opts
-    assert opts["trt_max_workspace_size"] == 512 << 20
-    with pytest.raises(MescError, match="no fast FP16"):
-        ort_trt_provider_options("gtx1080ti", "fp16", tmp_path)
-    with pytest.raises(MescError, match="implicit calibration"):
-        ort_trt_provider_options("xavier", "int8", tmp_path, dla_core=0, trt_version="8.5.2")
 
 
 class _Pkg:

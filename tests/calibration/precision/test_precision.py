@@ -24,14 +24,7 @@ INT8_MIN_AGREEMENT, INT8_REL_LOGIT_ERR = 0.97, 0.05
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    d = tmp_path_factory.mktemp("calib")
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        # smooth colour fields with edges, closer to scenes than white noise
-        base = rng.uniform(0, 255, (4, 8, 3))
-        img = np.kron(base, np.ones((8, 8, 1))) + rng.normal(0, 8, (32, 64, 3))
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(d / f"{i:02d}.png")
-    return d
+    return toys.calibration_images(tmp_path_factory.mktemp("calib"), 16)
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mesc.errors import PackageError
-from mesc.lazy import require
 from mesc.runtime.backends.base import Loader
 from mesc.runtime.backends.io_check import io_mismatch
-from mesc.runtime.devices import Device, check_cuda_device
-from mesc.runtime.errors import BackendError, DeviceError, MissingDependencyError
-
-
-def ort():
-    return require("onnxruntime", extra="core", purpose="the ONNX Runtime backend")
+from mesc.runtime.backends.onnxrt.precisions import prepared_graphs
+from mesc.runtime.backends.onnxrt.providers import (check_providers, helper_providers, ort, providers_for,
+                                                     tensorrt_cache_dir)
+from mesc.runtime.devices import Device
+from mesc.runtime.errors import BackendError, DeviceError
 
 
 def session_options(threads: int | None = None, spin: bool = False, optimize: bool = True):
@@ -44,25 +42,6 @@ def session_options(threads: int | None = None, spin: bool = False, optimize: bo
     return so
 
 
-def providers_for(device: Device, tensorrt_ep: bool = False) -> list:
-    available = ort().get_available_providers()
-    if not device.is_cuda:
-        return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" not in available:
-        raise MissingDependencyError(
-            f"device {device} needs onnxruntime with CUDA, but the installed onnxruntime has only "
-            f"{available}; install it with: pip install 'mesc[gpu]' (and uninstall the CPU-only onnxruntime)")
-    check_cuda_device(device)
-    chosen = [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
-    if tensorrt_ep:
-        if "TensorrtExecutionProvider" not in available:
-            raise MissingDependencyError(
-                "the TensorRT execution provider is not in this onnxruntime build; install onnxruntime-gpu "
-                "and TensorRT: pip install 'mesc[gpu,trt]'")
-        chosen.insert(0, ("TensorrtExecutionProvider", {"device_id": device.index}))
-    return chosen
-
-
 def open_session(model, options, providers: list, device: Device, what: str):
     """One ``InferenceSession`` of ``model`` (a path or serialised bytes), refused with a
     named error where it fails or lands on another device than asked."""
@@ -72,10 +51,7 @@ def open_session(model, options, providers: list, device: Device, what: str):
         if device.is_cuda:
             raise DeviceError(f"onnxruntime cannot use {device} for {what}: {err}") from err
         raise BackendError(f"onnxruntime cannot load {what}: {err}") from err
-    if device.is_cuda and "CUDAExecutionProvider" not in sess.get_providers():
-        # onnxruntime falls back to CPU silently when the CUDA libraries fail to load.
-        raise DeviceError(f"onnxruntime fell back to {sess.get_providers()} for {what}: the CUDA "
-                          f"provider did not load (CUDA/cuDNN libraries missing or incompatible?)")
+    check_providers(sess, providers, what)
     return sess
 
 
@@ -121,7 +97,7 @@ class Sessions:
 
     def helper(self, model, what: str):
         """A single-threaded session of a small graph of the runner's own on the same device."""
-        return open_session(model, session_options(1), self.providers, self.device, what)
+        return open_session(model, session_options(1), helper_providers(self.providers), self.device, what)
 
 
 class SessionsFromPackage(Loader):
@@ -129,19 +105,23 @@ class SessionsFromPackage(Loader):
 
     ``files`` maps segment names to other ONNX graphs of the same I/O (the prepared FP16 or INT8
     ones) to run instead of the package's FP32 graphs; ``segments`` loads only those;
-    ``optimize=False`` turns graph optimisation off (fake-quantised graphs). Each session's
-    inputs and outputs are checked against the manifest as it opens (:class:`PackageError`).
+    ``optimize=False`` turns graph optimisation off (fake-quantised graphs); ``precision``
+    ("fp16", "int8") runs the graphs ``mesc prepare`` wrote; ``tensorrt_ep`` puts ORT's TensorRT
+    EP first, its engines cached in ``trt_cache`` (default: a user cache dir per package). Each
+    session's inputs and outputs are checked against the manifest as it opens (:class:`PackageError`).
     """
 
     def __init__(self, pkg, device: Device, threads: int | None = None, spin: bool = False,
                  tensorrt_ep: bool = False, segments: list[str] | None = None,
-                 files: dict | None = None, optimize: bool = True):
+                 files: dict | None = None, optimize: bool = True, precision: str | None = None,
+                 trt_cache=None):
         self.device = device
-        self.graphs = segment_graphs(pkg, files, segments)
+        self.graphs = segment_graphs(pkg, files if files is not None else prepared_graphs(pkg, precision), segments)
         self.entries, self.root = {seg["name"]: seg for seg in pkg.segments}, pkg.root
         self.threads, self.spin, self.optimize = threads, spin, optimize
         # Checked here, not on the call: a missing CUDA provider fails at mesc.load.
-        self.providers = providers_for(device, tensorrt_ep)
+        cache = (trt_cache or tensorrt_cache_dir(pkg, precision)) if tensorrt_ep else None
+        self.providers = providers_for(device, tensorrt_ep, precision, cache)
 
     def call_impl(self) -> Sessions:
         so = session_options(self.threads, self.spin, self.optimize)

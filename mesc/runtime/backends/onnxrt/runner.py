@@ -12,7 +12,7 @@ import numpy as np
 
 from mesc.lazy import require
 from mesc.runtime.backends.base import Runner, invoke_if_callable
-from mesc.runtime.backends.onnxrt.loader import ort
+from mesc.runtime.backends.onnxrt.providers import ort
 from mesc.runtime.devices import Device
 
 _GATHER_OPSET = 13
