@@ -176,7 +176,7 @@ def check_dir_output(path, kind: str, force: bool = False, option: str = "-o", i
     """Check a directory output before any work.
 
     A missing ``path`` is fine if it can be created. An existing one needs ``force`` (for
-    ``"run"`` an empty folder does not), and is then accepted only if it is ``kind`` of output:
+    ``"run"`` an empty folder does not), and is then accepted only if it is empty or ``kind`` of output:
     ``"package"``, ``"synth-data"`` or ``"run"`` (see :data:`KINDS`). The current directory, or
     one above it, is never an output: replacing it would pull the ground from under the shell.
     """
@@ -194,7 +194,8 @@ def check_dir_output(path, kind: str, force: bool = False, option: str = "-o", i
             verb = "is not empty; pass --force to write into it" if kind == "run" else \
                 "already exists; pass --force to overwrite it"
             raise MescError(f"output directory {path} {verb}")
-        why = None if kind == "run" and empty else problem(path)
+        # an empty folder holds nothing to lose, whatever kind of output replaces it
+        why = None if empty else problem(path)
         if why and kind != "run":
             why += f"; it holds {_listing(p.name for p in path.iterdir())}"
         if why:

@@ -19,6 +19,7 @@ from mesc.cli.inspect import inspect_cmd
 from mesc.cli.prepare import prepare_cmd
 from mesc.cli.reporting import arg_values, interrupt_status, os_error_message, warnings_as_lines
 from mesc.cli.run import run_cmd
+from mesc.cli.selftest import selftest_cmd
 from mesc.cli.synth_data import synth_data_cmd
 from mesc.cli.train import train_cmd
 from mesc.errors import MescError
@@ -63,11 +64,12 @@ def cli():
       mesc export -o pkg            split the model into per-segment ONNX
       mesc inspect pkg              show segments, exits, policy
       mesc run pkg images/ -o out   run with early exit
+      mesc selftest                 check this device against ONNX Runtime CPU
     """
 
 
 for _command in (export_cmd, inspect_cmd, synth_data_cmd, train_cmd, prepare_cmd, build_cmd, run_cmd,
-                 calibrate_cmd, bench_cmd):
+                 calibrate_cmd, bench_cmd, selftest_cmd):
     cli.add_command(_command)
 
 

@@ -1,6 +1,10 @@
-"""``mesc export``: split a multi-exit PyTorch model into a package."""
+"""``mesc export``: split a multi-exit PyTorch model into a package; with ``--target`` /
+``--precision`` also prepare it for a device and build its engines where TensorRT is here."""
 
 from __future__ import annotations
+
+import shlex
+from pathlib import Path
 
 import click
 
@@ -32,6 +36,14 @@ from mesc.cli.options import parse_int_list, parse_shape
 @click.option("--th-pix", type=float, default=None, help="Default per-pixel confidence threshold.")
 @click.option("--th-img", type=float, default=None, help="Default image-level exit threshold.")
 @click.option("--no-verify", is_flag=True, help="Skip running the segments against the PyTorch model.")
+@click.option("--target", "-t", default=None,
+              help="Deployment target (see 'mesc build --list-targets'): prepare the package for it and build "
+                   "its TensorRT engines where TensorRT and that GPU are here (default with --precision: host).")
+@click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default=None,
+              help="Precision for --target: fp16/int8 graphs are prepared and checked against FP32 (default: fp32).")
+@click.option("--calib-data", type=click.Path(), default=None,
+              help="Calibration images at the export size (needed for int8; checks fp16's accuracy).")
+@click.option("--max-images", type=int, default=64, show_default=True, help="Calibration images to use at most.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Package directory to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing package directory.")
 @click.option("--verbose", "-v", is_flag=True, help="Show what torch prints while exporting.")
@@ -39,20 +51,97 @@ from mesc.cli.options import parse_int_list, parse_shape
               callback=lambda ctx, p, v: _list_models(ctx) if v else None,
               help="List the registered reference models and exit.")
 def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, opset, policy_kind,
-               no_edge, policy_at, strides, th_pix, th_img, no_verify, output, force, verbose):
-    """Split a multi-exit PyTorch model into a package of per-segment ONNX graphs."""
+               no_edge, policy_at, strides, th_pix, th_img, no_verify, target, precision, calib_data, max_images,
+               output, force, verbose):
+    """Split a multi-exit PyTorch model into a package of per-segment ONNX graphs.
+
+    \b
+    With --target/--precision, in one go: export, prepare the FP16/INT8 graphs, and build the
+    TensorRT engines where TensorRT is here (else print the one command to run on the device).
+    """
     from mesc.exporters.export import ExportOptions, export
     from mesc.exporters.report import print_summary
 
+    deploy = target is not None or precision is not None
+    if deploy:
+        target, precision = target or "host", precision or "fp32"
+        _check_deployment(target, precision, calib_data)
+    elif calib_data:
+        raise click.UsageError("--calib-data goes with --precision fp16 or int8")
     opts = ExportOptions(
         input_shape=input_shape, exits=exits, dynamic_batch=dynamic_batch, opset=opset,
         policy=None if policy_kind == "none" else policy_kind, edge=not no_edge, policy_at=policy_at,
         strides=strides,
         th_pix=th_pix, th_img=th_img, verify=not no_verify, verbose=verbose,
     )
-    pkg = export(model, output, weights=weights, num_classes=num_classes, options=opts, force=force,
-                 progress=True)
-    print_summary(pkg)
+    if not deploy:
+        pkg = export(model, output, weights=weights, num_classes=num_classes, options=opts, force=force,
+                     progress=True)
+        print_summary(pkg)
+        return
+    from mesc.exporters.loader import model_file
+    from mesc.outputs import check_dir_output
+    from mesc.package import Package
+    from mesc.staging import staging_dir
+
+    # export() checks the staging directory it is given; the real output is checked here
+    check_dir_output(output, "package", force, inputs=[("--weights", weights), ("--model", model_file(model)),
+                                                       ("--calib-data", calib_data)])
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    # export and prepare in one staging directory: a failure in either leaves no package
+    with staging_dir(output, force=force) as stage:
+        # the staging directory exists (empty): export replaces it with the package
+        export(model, stage, weights=weights, num_classes=num_classes, options=opts, force=True, progress=True)
+        if precision != "fp32":
+            from mesc.calibration.precision import format_report, prepare
+
+            click.echo(format_report(prepare(stage, (precision,), calib_data=calib_data, max_images=max_images,
+                                             progress=say)))
+    print_summary(Package.load(output))
+    if _builds_here(target):
+        from mesc.engines.build import build
+
+        entry = build(output, target, precision, max_images=max_images, progress=say)
+        click.echo(f"{len(entry['segments'])} {target} {precision} engines in {Path(output) / entry['dir']} "
+                   f"(TensorRT {entry['trt_version']})")
+        return
+    click.echo(device_commands(output, target, precision))
+
+
+def _check_deployment(target: str, precision: str, calib_data) -> None:
+    """Refuse what the target cannot build before anything is exported."""
+    from mesc.engines.targets import check_build_request, get_target
+    from mesc.errors import MescError
+
+    check_build_request(get_target(target), precision, None)
+    if precision == "int8" and not calib_data:
+        raise MescError("--precision int8 needs calibration images: pass --calib-data FOLDER (images at the "
+                        "export size)")
+    if precision == "fp32" and calib_data:
+        raise MescError("--calib-data calibrates fp16/int8 graphs; fp32 needs none")
+    if calib_data and not Path(calib_data).is_dir():
+        raise MescError(f"--calib-data {calib_data}: not a folder of images")
+
+
+def _builds_here(target: str) -> bool:
+    """TensorRT is installed and this machine's GPU is one the target's engines run on."""
+    from mesc.engines.targets import get_target
+    from mesc.runtime import _tensorrt_installed
+    from mesc.runtime.devices import compute_capability, visible_cuda_devices
+
+    if not _tensorrt_installed() or not visible_cuda_devices():
+        return False
+    wanted = get_target(target).compute_capabilities
+    return wanted is None or compute_capability(0) in wanted
+
+
+def device_commands(output, target: str, precision: str) -> str:
+    """What to run on the device for a package prepared here (its FP16/INT8 graphs are in it, so
+    the build needs no calibration images)."""
+    args = f"{shlex.quote(str(output))} --target {target} --precision {precision}"
+    return (f"TensorRT or the {target} GPU is not here: {output} is prepared for {target} {precision}.\n"
+            f"On the device, build the engines with:\n  mesc build {args}\n"
+            f"and check them against ONNX Runtime with:\n  mesc selftest {args}")
 
 
 def _list_models(ctx):

@@ -179,6 +179,15 @@ def cuda_device_count() -> int:
     return cuda_runtime().device_count() or 0
 
 
+def visible_cuda_devices() -> int:
+    """CUDA devices that answer, 0 where there is no CUDA runtime at all: for choosing defaults
+    and writing reports, where no GPU is an answer rather than an error."""
+    try:
+        return cuda_device_count()
+    except DeviceError:
+        return 0
+
+
 def check_cuda_device(dev: Device) -> None:
     """Refuse a CUDA index that does not exist."""
     n = cuda_device_count()

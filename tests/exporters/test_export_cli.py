@@ -209,3 +209,86 @@ def test_a_failing_onnx_export_prints_one_line_not_torchs_graph(tmp_path, capfd,
     assert len(errors) == 1 and "Unsupported onnx_opset_version: 99" in errors[0], err
     assert len(err.splitlines()) <= 2 and "graph(" not in err  # the other line: the progress announcement
     assert _leftovers(tmp_path) == []
+
+
+# --target / --precision: export, prepare and (where TensorRT is here) build in one go ---------------
+
+def _calibration_images(folder, count=6):
+    from mesc.selftest.subject import random_images, write_images
+
+    return write_images(random_images((1, 3, 32, 64), count, seed=0), folder)
+
+
+def test_export_for_a_target_fp16_prints_the_device_command(tmp_path):
+    out = tmp_path / "pkg"
+    res = run("export", "-m", f"{TOY}:skipnet", "-o", str(out), "--target", "host", "--precision", "fp16")
+    assert res.exit_code == 0, res.output
+    pkg = Package.load(out)
+    assert set(pkg.manifest["precisions"]) == {"fp16"}
+    assert not pkg.manifest["engines"]  # no TensorRT here
+    assert f"mesc build {out} --target host --precision fp16" in res.output
+    assert f"mesc selftest {out} --target host --precision fp16" in res.output
+    assert _leftovers(tmp_path) == ["pkg"]
+
+
+def test_export_for_a_target_int8_with_calibration_images(tmp_path):
+    images = _calibration_images(tmp_path / "calib")
+    out = tmp_path / "pkg"
+    res = run("export", "-m", f"{TOY}:skipnet", "-o", str(out), "--target", "orin", "--precision", "int8",
+              "--calib-data", str(images), "--max-images", "4")
+    assert res.exit_code == 0, res.output
+    entry = Package.load(out).manifest["precisions"]["int8"]
+    assert entry["images"] == 4 and entry["accuracy"] and entry["qdq"]
+    assert f"mesc build {out} --target orin --precision int8\n" in res.output  # prepared: no images needed there
+    assert sorted(_leftovers(tmp_path)) == ["calib", "pkg"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "gtx1080ti", "--precision", "fp16"], "no fast FP16"),
+    (["--target", "xavier", "--precision", "int8"], "--calib-data"),
+    (["--target", "nosuch"], "unknown target 'nosuch'"),
+    (["--precision", "fp32", "--calib-data", "."], "fp32 needs none"),
+    (["--precision", "int8", "--calib-data", "no/such/folder"], "not a folder"),
+    (["--calib-data", "."], "--calib-data goes with --precision"),
+])
+def test_export_for_a_target_refused_before_exporting(tmp_path, monkeypatch, args, message):
+    def no_export(*a, **k):
+        raise AssertionError("exported before the request was checked")
+
+    monkeypatch.setattr("mesc.exporters.export.export", no_export)
+    out = tmp_path / "pkg"
+    res = CliRunner().invoke(cli, ["export", "-m", f"{TOY}:skipnet", "-o", str(out), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_failed_prepare_leaves_no_package(tmp_path, monkeypatch):
+    from mesc.errors import MescError
+
+    def failing_prepare(*a, **k):
+        raise MescError("INT8 quantization failed")
+
+    monkeypatch.setattr("mesc.calibration.precision.prepare", failing_prepare)
+    images = _calibration_images(tmp_path / "calib", count=2)
+    res = CliRunner().invoke(cli, ["export", "-m", f"{TOY}:skipnet", "-o", str(tmp_path / "pkg"),
+                                   "--precision", "int8", "--calib-data", str(images)])
+    assert res.exit_code == 2 and "INT8 quantization failed" in res.output, res.output
+    assert _leftovers(tmp_path) == ["calib"]
+
+
+def test_export_for_a_target_builds_where_tensorrt_is_here(tmp_path, monkeypatch):
+    calls = []
+
+    def build(package, target, precision, **kw):  # records what mesc asks of the builder
+        calls.append((str(package), target, precision, Package.load(package).manifest.get("precisions", {})))
+        return {"segments": {"chunk0": {}}, "dir": f"engines/{target}-{precision}", "trt_version": "10.3.0"}
+
+    monkeypatch.setattr("mesc.cli.export._builds_here", lambda target: True)
+    monkeypatch.setattr("mesc.engines.build.build", build)
+    out = tmp_path / "pkg"
+    res = run("export", "-m", f"{TOY}:skipnet", "--policy", "none", "-o", str(out), "--precision", "fp16")
+    assert res.exit_code == 0, res.output
+    assert [c[:3] for c in calls] == [(str(out), "host", "fp16")]
+    assert "fp16" in calls[0][3], "the engines are built from the package prepared in place"
+    assert "engines/host-fp16" in res.output and "mesc build" not in res.output
