@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
@@ -102,7 +101,7 @@ def test_planted_disagreement_fails_with_exit_status_1(fp16_package, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--precision", "int8"], "no prepared int8 graphs: run 'mesc prepare"),
+    (["--precision", "int8"], "no prepared int8 graphs; run 'mesc prepare"),
     (["--backend", "tensorrt", "--device", "cpu"], "--device cuda:0"),
     (["--target", "nosuch"], "unknown target 'nosuch'"),
     (["--device", "tpu"], "unknown device"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mesc.errors import MescError, MissingDependencyError
+from mesc.errors import MissingDependencyError
 
 
 def export_demo(workdir: Path, say):
@@ -55,16 +55,6 @@ def write_images(images, folder: Path) -> Path:
     return folder
 
 
-def prepared_graphs(pkg, precision: str) -> dict:
-    """segment -> prepared graph path of ``precision``, or a user error naming the command."""
-    entry = pkg.manifest.get("precisions", {}).get(precision)
-    if not entry:
-        hint = " --calib-data IMAGES" if precision == "int8" else ""
-        raise MescError(f"{pkg.root} has no prepared {precision} graphs: run 'mesc prepare {pkg.root} "
-                        f"--precision {precision}{hint}' first")
-    return {name: pkg.path(rel) for name, rel in entry["segments"].items()}
-
-
 def ensure_engines(pkg, target: str, precision: str, calib_data, say) -> dict | None:
     """The TensorRT engines for target/precision: the package's own, else built now (returns the
     new manifest entry; None when they were there already)."""
@@ -89,24 +79,10 @@ def ensure_prepared(pkg, precision: str, calib_data, say):
 
 
 def open_tested(pkg, backend: str, device, target: str, precision: str):
-    """The pipeline under test. ONNX Runtime takes ``precision`` through ``mesc.load`` like
-    TensorRT does; where this runtime's onnxruntime backend still refuses it, the prepared graphs
-    are swapped in through the loader's ``files=`` (a stopgap until that backend takes it)."""
-    from mesc.runtime import BackendError, load
+    """The pipeline under test: the package's engines (TensorRT) or its prepared graphs (ONNX
+    Runtime) at ``precision``."""
+    from mesc.runtime import load
 
     if backend == "tensorrt":
         return load(pkg.root, backend="tensorrt", device=device, target=target, precision=precision)
-    if precision == "fp32":
-        return load(pkg.root, backend="onnxruntime", device=device)
-    files = prepared_graphs(pkg, precision)
-    try:
-        return load(pkg.root, backend="onnxruntime", device=device, precision=precision)
-    except BackendError:
-        from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
-        from mesc.runtime.devices import parse_device
-        from mesc.runtime.pipeline import Pipeline
-
-        dev = parse_device(device)
-        # fake-quantised INT8 on the CPU: see OrtChain (ORT's fused int8 kernels saturate on x86)
-        loader = SessionsFromPackage(pkg, dev, files=files, optimize=not (precision == "int8" and not dev.is_cuda))
-        return Pipeline(pkg, OrtRunner(loader, dev))
+    return load(pkg.root, backend="onnxruntime", device=device, precision=None if precision == "fp32" else precision)
