@@ -236,7 +236,8 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     """Run every exit of ``package`` (a directory or a loaded Package) over ``data_dir`` once.
 
     ``cache``: an ``.npz`` path; reused when its key matches (package files and policy, data
-    files, grid, resize), else (re)written.
+    files, grid, resize), else (re)written. ``batch`` images run per call (a static-batch
+    package runs its own batch).
     """
     from mesc.package import Package
 
@@ -276,6 +277,8 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
               **{k: np.zeros((n, e_count)) for k in ("mean_top1", "mean_entropy", "fft")}}
     check = 0.0
     pol = [pkg.policy(e) for e in exits]
+    if pipe.static_batch is not None:
+        batch = pipe.static_batch  # the graphs take no other batch: feed them theirs
     steps = range(0, n, batch)
     bar = progress_bar(n, "calibrate: run exits", "img", show=progress)
     try:
