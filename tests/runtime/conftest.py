@@ -46,3 +46,4 @@ def images():
     x = rng.standard_normal((8, *SHAPE[1:])).astype(np.float32)
     scales = np.geomspace(1.0, 30.0, 8).astype(np.float32)
     return x * scales[:, None, None, None]
+

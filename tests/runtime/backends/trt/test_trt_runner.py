@@ -8,6 +8,7 @@ import pytest
 
 import mesc
 from mesc.runtime import EngineMismatchError
+from runtime_checks import assert_same_decisions
 
 
 def _build_engines(pkg_dir, out_dir):
@@ -47,13 +48,7 @@ def test_trt_runner_matches_onnxruntime(pkg_graph, images, tmp_path):
     pkg = _build_engines(pkg_graph, tmp_path / "pkg")
     with mesc.load(pkg, backend="onnxruntime") as ref, mesc.load(pkg, backend="tensorrt", device="cuda:0") as trt_:
         assert trt_.runner.backend == "tensorrt"
-        for k in range(3):
-            for p in (ref, trt_):
-                p.set_thresholds(k, th_pix=0.5, th_img=0.5)
-        a, b = ref(images), trt_(images)
-        assert [r.exit for r in a] == [r.exit for r in b]
-        for ra, rb in zip(a, b):
-            assert (ra.labels == rb.labels).mean() > 0.999
+        assert_same_decisions(ref, trt_, images)
         steps = list(trt_.anytime(images[:2]))
         assert [s[0].exit for s in steps] == ["exit0", "exit1", "exit2"]
         budget = trt_(images, exit=1)
