@@ -3,12 +3,13 @@ its exits, for the served model's checks without a server."""
 
 import numpy as np
 import pytest
-from toys import SHAPE, three_exits
 
 
 @pytest.fixture(scope="session")
 def served_pkg(tmp_path_factory):
     pytest.importorskip("torch")
+    from toys import SHAPE, three_exits
+
     from mesc.exporters.export import ExportOptions, export
 
     out = tmp_path_factory.mktemp("served") / "toy"
@@ -18,5 +19,8 @@ def served_pkg(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def uint8_images():
+    pytest.importorskip("torch")
+    from toys import SHAPE
+
     rng = np.random.default_rng(5)
     return rng.integers(0, 256, (6, SHAPE[2], SHAPE[3], SHAPE[1]), dtype=np.uint8)
