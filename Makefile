@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mesc-installed
+# mesc serve's tests: nvidia-pytriton pins numpy<2, so they get their own venv (no torch in it)
+SERVE_VENV  := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.mesc-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-serve bench clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +27,21 @@ demo: $(STAMP)
 	$(BIN)/mesc inspect out/demo
 	$(BIN)/mesc run out/demo out/data/test/images -o out/demo-run --force
 
+$(SERVE_STAMP): setup.cfg setup.py pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install -q 'numpy<2' pytest -e '.[serve]'
+	touch $(SERVE_STAMP)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-serve
+
+# the real Triton server on loopback ports; the demo package is exported by the main venv
+test-serve: $(STAMP) $(SERVE_STAMP)
+	MESC_EXPORT_PYTHON=$(abspath $(BIN)/python) $(SERVE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/serving/test_served.py
 
 bench: $(STAMP)
 	$(BIN)/python -m mesc.benchmarks
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) out build *.egg-info

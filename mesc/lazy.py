@@ -18,6 +18,8 @@ EXTRAS = {
     "onnxruntime": "core",
     "matplotlib": "plot",
     "hypothesis": "dev",
+    "pytriton": "serve",
+    "tritonclient": "serve",
 }
 
 

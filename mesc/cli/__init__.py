@@ -14,12 +14,14 @@ from mesc import __version__
 from mesc.cli.bench import bench_cmd
 from mesc.cli.build import build_cmd
 from mesc.cli.calibrate import calibrate_cmd
+from mesc.cli.client import client_cmd
 from mesc.cli.export import export_cmd
 from mesc.cli.inspect import inspect_cmd
 from mesc.cli.prepare import prepare_cmd
 from mesc.cli.reporting import arg_values, interrupt_status, os_error_message, warnings_as_lines
 from mesc.cli.run import run_cmd
 from mesc.cli.selftest import selftest_cmd
+from mesc.cli.serve import serve_cmd
 from mesc.cli.synth_data import synth_data_cmd
 from mesc.cli.train import train_cmd
 from mesc.errors import MescError
@@ -65,11 +67,12 @@ def cli():
       mesc inspect pkg              show segments, exits, policy
       mesc run pkg images/ -o out   run with early exit
       mesc selftest                 check this device against ONNX Runtime CPU
+      mesc serve pkg                serve it behind Triton (HTTP/gRPC)
     """
 
 
 for _command in (export_cmd, inspect_cmd, synth_data_cmd, train_cmd, prepare_cmd, build_cmd, run_cmd,
-                 calibrate_cmd, bench_cmd, selftest_cmd):
+                 calibrate_cmd, bench_cmd, selftest_cmd, serve_cmd, client_cmd):
     cli.add_command(_command)
 
 

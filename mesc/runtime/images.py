@@ -63,14 +63,20 @@ MAX_PIXELS = 89_478_485
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
+def _source(path):
+    return path if hasattr(path, "read") else Path(path)
+
+
 @contextmanager
 def opened_image(path, what: str = "image"):
     """The decoded Pillow image of ``path``. Every reader failure (missing file, not an image,
     truncated data, more pixels than :data:`MAX_PIXELS`, a conversion Pillow cannot do inside
-    the ``with``) becomes an :class:`InputError` naming the file, so a caller skips that one."""
+    the ``with``) becomes an :class:`InputError` naming the file, so a caller skips that one.
+    ``path`` may also be an open binary file (encoded bytes received by a server): its ``str``
+    names it in the messages."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
+    path = _source(path)
     try:
         with warnings.catch_warnings():
             # Pillow warns below its hard limit; our own limit below decides either way
@@ -115,7 +121,7 @@ def read_image(path, size: tuple[int, int] | None = None, channels: int = 3,
     """
     from PIL import Image
 
-    path = Path(path)
+    path = _source(path)
     mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels)
     if mode is None:
         raise InputError(f"{path}: cannot read images for a {channels}-channel input")

@@ -1,0 +1,79 @@
+"""The served model's inference callable: one pipeline, one batch of Triton requests at a time.
+
+Triton's dynamic batcher hands over a list of requests; their images are concatenated per
+distinct overrides and run in one pipeline call, so a package exported with --dynamic-batch
+compacts the batch as images exit (a static-batch package runs its own batch size at a time).
+One instance of this class per Triton model instance: a pipeline's thresholds and plans are
+mutable, and no two instances share one.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from mesc.serving.requests import (CONFIDENCES, EXIT, EXIT_NAME, LABELS, MAX_ENCODED_BYTES, Overrides,
+                                   RequestError, parse_overrides, request_images)
+
+
+class ServedPipeline:
+    def __init__(self, pipe, max_encoded_bytes: int = MAX_ENCODED_BYTES):
+        self.pipe = pipe
+        self.exits = pipe.exit_names
+        c, h, w = pipe.chw
+        self.hwc = (h, w, c)
+        self.max_encoded_bytes = max_encoded_bytes
+        self.defaults = {name: pipe.thresholds(name) for name in self.exits}
+
+    def __call__(self, requests) -> list[dict]:
+        """``requests``: objects with ``.data`` (input name -> array; PyTriton's Request is
+        one) and ``.parameters``. Every request is checked before any runs: Triton answers a
+        failed call with the same error for every request of the batch."""
+        parsed, bad = [], []
+        for i, req in enumerate(requests):
+            try:
+                parsed.append((request_images(req.data, self.hwc, self.max_encoded_bytes),
+                               parse_overrides(req.parameters, self.exits)))
+            except RequestError as err:
+                bad.append(f"request {i}: {err}" if len(requests) > 1 else str(err))
+        if bad:
+            raise RequestError("; ".join(bad))
+        responses = [None] * len(requests)
+        for ov in dict.fromkeys(o for _, o in parsed):
+            members = [i for i, (_, o) in enumerate(parsed) if o == ov]
+            results = self._run(np.concatenate([parsed[i][0] for i in members]), ov)
+            start = 0
+            for i in members:
+                n = len(parsed[i][0])
+                responses[i] = self._outputs(results[start:start + n])
+                start += n
+        return responses
+
+    def _run(self, images: np.ndarray, ov: Overrides):
+        """One pipeline call with the overrides in force; the package's thresholds after it."""
+        changed = ov.th_img is not None or ov.th_pix is not None
+        try:
+            if changed:
+                for k, name in enumerate(self.exits):
+                    self.pipe.set_thresholds(name, th_img=ov.th_img[k] if ov.th_img else None,
+                                             th_pix=ov.th_pix[k] if ov.th_pix else None)
+            with warnings.catch_warnings():
+                # the static-batch note is printed once at startup, not per batch
+                warnings.simplefilter("ignore", UserWarning)
+                return self.pipe(images, exit=ov.exit)
+        finally:
+            if changed:
+                for name, th in self.defaults.items():
+                    self.pipe.set_thresholds(name, **th)
+
+    def _outputs(self, results) -> dict:
+        conf = np.full((len(results), len(self.exits)), np.nan, np.float32)
+        for j, r in enumerate(results):
+            for name, c in r.confidences.items():
+                if c is not None:
+                    conf[j, self.exits.index(name)] = c
+        return {LABELS: np.stack([r.labels for r in results]).astype(np.int32),
+                EXIT: np.array([[r.exit_index] for r in results], np.int32),
+                EXIT_NAME: np.array([[r.exit.encode()] for r in results], dtype=object),
+                CONFIDENCES: conf}

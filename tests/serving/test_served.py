@@ -1,0 +1,157 @@
+"""The real server: `mesc serve` (PyTriton's bundled Triton) on free loopback ports, asked over
+HTTP and gRPC with tritonclient, answers as `mesc.load(...)` does in process; bad requests get
+errors naming the input while it keeps serving; SIGTERM leaves no process behind.
+
+nvidia-pytriton pins numpy<2, so `make test` runs this file in its own .venv-serve, with the demo
+package exported by the main venv's Python (MESC_EXPORT_PYTHON, torch is not in .venv-serve)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytriton", reason="nvidia-pytriton is not installed here (it pins numpy<2): "
+                                       "make test runs this file in .venv-serve")
+pytest.importorskip("tritonclient", reason="tritonclient is not installed here: make test runs this file in .venv-serve")
+
+import mesc  # noqa: E402
+from mesc.serving.client import Client, ServerError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _export_python():
+    py = os.environ.get("MESC_EXPORT_PYTHON") or str(ROOT / ".venv" / "bin" / "python")
+    if not Path(py).exists():
+        pytest.skip(f"no Python with torch to export the demo package ({py}); make test sets MESC_EXPORT_PYTHON")
+    return py
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _session_processes(sid):
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    out = tmp_path_factory.mktemp("serve") / "demo"
+    subprocess.run([_export_python(), "-m", "mesc.cli", "export", "-o", str(out), "--policy-at", "native",
+                    "--dynamic-batch"], check=True, capture_output=True, timeout=300)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(package):
+    http, grpc, metrics = _free_ports(3)
+    log = open(package.parent / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "mesc.cli", "serve", str(package), "--address", "127.0.0.1",
+                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+                             "--instances", "2", "--max-batch", "8"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    urls = {"http": f"http://127.0.0.1:{http}", "grpc": f"grpc://127.0.0.1:{grpc}"}
+    with Client(urls["http"], "demo") as c:
+        deadline = time.monotonic() + 180
+        while not c.ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log.seek(0)
+                pytest.fail(f"mesc serve did not come up:\n{log.read()[-3000:]}")
+            time.sleep(0.5)
+    yield proc, urls, log
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def scenes(package):
+    rng = np.random.default_rng(0)
+    with mesc.load(package) as pipe:
+        c, h, w = pipe.chw
+    # smooth random fields with a few flat images: some leave early, some go deep
+    base = rng.integers(0, 256, (6, h // 8, w // 8, c), dtype=np.uint8).repeat(8, 1).repeat(8, 2)
+    base[:2] = base[:2, :1, :1]
+    return np.ascontiguousarray(base)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_served_results_match_the_pipeline_in_process(server, package, scenes, protocol):
+    _, urls, _ = server
+    with mesc.load(package) as pipe:
+        want = pipe(scenes)
+        want_exit1 = pipe(scenes[:2], exit="exit1")
+    with Client(urls[protocol], "demo") as client:
+        got = client.infer(scenes)
+        budgeted = client.infer(scenes[:2], exit="exit1")
+        from PIL import Image
+        import io
+
+        files = []
+        for im in scenes[:2]:
+            buf = io.BytesIO()
+            Image.fromarray(im).save(buf, format="PNG")
+            files.append(buf.getvalue())
+        decoded = client.infer(encoded=files)
+    for g, w in zip(got + budgeted + decoded, want + want_exit1 + want[:2]):
+        np.testing.assert_array_equal(g.labels, w.labels)
+        assert (g.exit, g.exit_name) == (w.exit_index, w.exit)
+        for k, name in enumerate(pipe.exit_names):
+            c = w.confidences.get(name)
+            assert np.isnan(g.confidences[k]) if c is None else g.confidences[k] == pytest.approx(c, rel=1e-5)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bad_requests_are_named_and_the_server_keeps_answering(server, scenes, protocol):
+    _, urls, _ = server
+    with Client(urls[protocol], "demo") as client:
+        for kw, named in [({"exit": "exit9"}, "parameter 'exit'"), ({"th_img": 1.5}, "parameter 'th_img'"),
+                          ({"th_pix": "0.1,0.2"}, "parameter 'th_pix'")]:
+            with pytest.raises(ServerError, match=named):
+                client.infer(scenes[:1], **kw)
+        with pytest.raises(ServerError, match=r"input 'encoded'\[0\]"):
+            client.infer(encoded=[b"not a png"])
+        with pytest.raises(ServerError, match="images"):  # Triton checks the declared shape itself
+            client.infer(scenes[:1, :16])
+        assert len(client.infer(scenes[:2])) == 2
+
+
+def test_cli_client_smoke_test(server):
+    _, urls, _ = server
+    res = subprocess.run([sys.executable, "-m", "mesc.cli", "client", urls["grpc"], "--model", "demo"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "(grey test image): exit exit" in res.stdout
+
+
+def test_sigterm_stops_cleanly_leaving_no_process(server):
+    proc, urls, log = server
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    deadline = time.monotonic() + 20
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _session_processes(proc.pid) == []
+    log.seek(0)
+    assert "mesc serve: stopping" in log.read()
