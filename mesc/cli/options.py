@@ -30,13 +30,12 @@ def parse_thresholds(ctx, param, value):
     """One value for every exit, or one per exit (comma-separated, in exit order)."""
     if value is None:
         return None
+    from mesc.runtime.thresholds import parse_threshold_list
+
     try:
-        vals = [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected a number in [0, 1] or one per exit (e.g. 0.8,0.85,0), got {value!r}")
-    if not vals or any(not 0.0 <= v <= 1.0 for v in vals):
-        raise click.BadParameter(f"thresholds must be in [0, 1], got {value!r}")
-    return vals
+        return parse_threshold_list(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
 
 
 def parse_name_list(ctx, param, value):

@@ -35,6 +35,7 @@ def run_cmd(package, images, output, backend, device, target, precision, exit_ke
     """
     from mesc.runtime import load
     from mesc.runtime.files import check_output, run_files
+    from mesc.runtime.thresholds import per_exit
 
     check_output(output, images, package, force)  # refuse before loading anything
     pipe = load(package, backend=backend, device=device, target=target, precision=precision)
@@ -42,10 +43,11 @@ def run_cmd(package, images, output, backend, device, target, precision, exit_ke
         for key, vals in (("th_img", th_img), ("th_pix", th_pix)):
             if vals is None:
                 continue
-            if len(vals) not in (1, len(pipe.exit_names)):
-                raise MescError(f"--{key.replace('_', '-')} gives {len(vals)} values for {len(pipe.exit_names)} exits "
-                                f"({', '.join(pipe.exit_names)}); give one, or one per exit")
-            for name, v in zip(pipe.exit_names, vals * len(pipe.exit_names) if len(vals) == 1 else vals):
+            try:
+                vals = per_exit(vals, pipe.exit_names)
+            except ValueError as err:
+                raise MescError(f"--{key.replace('_', '-')} gives {err}") from None
+            for name, v in zip(pipe.exit_names, vals):
                 pipe.set_thresholds(name, **{key: v})
         if exit_key is not None and exit_key.isdigit():
             exit_key = int(exit_key)

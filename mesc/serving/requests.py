@@ -16,6 +16,7 @@ import io
 import numpy as np
 
 from mesc.runtime.errors import InputError
+from mesc.runtime.thresholds import parse_threshold_list, per_exit
 
 # tensor names of the served model
 IMAGES = "images"  # uint8 N x H x W x C
@@ -51,8 +52,8 @@ def parse_overrides(parameters: dict | None, exit_names: list[str]) -> Overrides
         raise RequestError(f"unknown request parameter(s) {', '.join(map(repr, unknown))}; "
                            f"the served model takes {', '.join(PARAMETERS)}")
     return Overrides(exit=_exit(params.get("exit"), exit_names),
-                     th_img=_thresholds("th_img", params.get("th_img"), len(exit_names)),
-                     th_pix=_thresholds("th_pix", params.get("th_pix"), len(exit_names)))
+                     th_img=_thresholds("th_img", params.get("th_img"), exit_names),
+                     th_pix=_thresholds("th_pix", params.get("th_pix"), exit_names))
 
 
 def _exit(value, exit_names):
@@ -69,22 +70,15 @@ def _exit(value, exit_names):
                        f"{', '.join(exit_names)} (or positions 0..{len(exit_names) - 1})")
 
 
-def _thresholds(key, value, n_exits):
+def _thresholds(key, value, exit_names):
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise RequestError(f"parameter '{key}': expected a number in [0, 1], got {value!r}")
     try:
-        vals = [float(v) for v in str(value).split(",") if v.strip()]
-    except ValueError:
-        vals = []
-    # NaN fails every comparison, so the range check also refuses it
-    if not vals or any(not 0.0 <= v <= 1.0 for v in vals):
-        raise RequestError(f"parameter '{key}': expected a number in [0, 1] or one per exit "
-                           f"(comma-separated), got {value!r}")
-    if len(vals) not in (1, n_exits):
-        raise RequestError(f"parameter '{key}': {len(vals)} values for {n_exits} exits; give one, or one per exit")
-    return tuple(vals * n_exits if len(vals) == 1 else vals)
+        return tuple(per_exit(parse_threshold_list(value), exit_names))
+    except ValueError as err:
+        raise RequestError(f"parameter '{key}': {err}") from None
 
 
 class _Encoded(io.BytesIO):
