@@ -7,7 +7,6 @@ package exported by the main venv's Python (MESC_EXPORT_PYTHON, torch is not in 
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ pytest.importorskip("tritonclient", reason="tritonclient is not installed here: 
 
 import mesc  # noqa: E402
 from mesc.serving.client import Client, ServerError  # noqa: E402
+from mesc.serving.local import ServerDidNotStart, start_local  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,16 +31,6 @@ def _export_python():
     if not Path(py).exists():
         pytest.skip(f"no Python with torch to export the demo package ({py}); make test sets MESC_EXPORT_PYTHON")
     return py
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _session_processes(sid):
@@ -65,24 +55,16 @@ def package(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(package):
-    http, grpc, metrics = _free_ports(3)
     log = open(package.parent / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "mesc.cli", "serve", str(package), "--address", "127.0.0.1",
-                             "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-                             "--instances", "2", "--max-batch", "8"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    urls = {"http": f"http://127.0.0.1:{http}", "grpc": f"grpc://127.0.0.1:{grpc}"}
-    with Client(urls["http"], "demo") as c:
-        deadline = time.monotonic() + 180
-        while not c.ready():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.seek(0)
-                pytest.fail(f"mesc serve did not come up:\n{log.read()[-3000:]}")
-            time.sleep(0.5)
-    yield proc, urls, log
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
+    local = start_local(package, "--instances", "2", "--max-batch", "8", log=log)
+    try:
+        local.wait_ready()
+    except ServerDidNotStart as err:
+        log.seek(0)
+        pytest.fail(f"{err}:\n{log.read()[-3000:]}")
+    yield local.proc, local.urls, log
+    if local.proc.poll() is None:
+        os.killpg(local.proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
