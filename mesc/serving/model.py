@@ -28,8 +28,12 @@ class ServedPipeline:
 
     def __call__(self, requests) -> list[dict]:
         """``requests``: objects with ``.data`` (input name -> array; PyTriton's Request is
-        one) and ``.parameters``. Every request is checked before any runs: Triton answers a
-        failed call with the same error for every request of the batch."""
+        one) and ``.parameters``. Every request is checked before any runs, and one bad request
+        fails the whole call: PyTriton 0.7 has no per-request error for a non-decoupled model.
+        Its callable must return one dict of arrays per request (``pytriton/proxy/validators.py``
+        line 80), and an exception from it becomes a single TritonModelException for every
+        request Triton batched together (``pytriton/proxy/inference.py`` line 397,
+        ``pytriton/proxy/model.py`` lines 213-216 and 491-492)."""
         parsed, bad = [], []
         for i, req in enumerate(requests):
             try:
