@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mesc.benchmarks.scenarios import RESULTS, SCENARIOS, run_scenario, write_results
+from mesc.benchmarks.scenarios import RESULTS, SCENARIOS, write_results
 
 
 def main(argv=None) -> int:
@@ -34,11 +34,8 @@ def main(argv=None) -> int:
         if why:
             print(f"[{s.name}] skipped: {why}", flush=True)
             continue
-        result = run_scenario(s, quick=args.quick, say=lambda m: print(m, flush=True))
-        from mesc.benchmarks.bench import format_result
-
-        for r in result["runs"]:
-            print(format_result(r), "\n", flush=True)
+        result = s.run(quick=args.quick, say=lambda m: print(m, flush=True))
+        print(s.summary(result), "\n", flush=True)
         if out is not None:
             print(f"[{s.name}] recorded {write_results(result, out)} ({result['wall_seconds']:.0f} s)", flush=True)
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mesc.benchmarks.bench import BenchOptions, bench
 from mesc.benchmarks.harness import environment
+from mesc.benchmarks.serve_scenario import ServeScenario
 from mesc.timestamps import utc_now
 
 RESULTS = Path(__file__).parent / "results"
@@ -62,6 +63,18 @@ class Scenario:
             return str(err)
         return None
 
+    @property
+    def json_name(self) -> str:
+        return f"bench_{self.name}.json"
+
+    def run(self, quick: bool = False, say=print) -> dict:
+        return run_scenario(self, quick=quick, say=say)
+
+    def summary(self, result: dict) -> str:
+        from mesc.benchmarks.bench import format_result
+
+        return "\n\n".join(format_result(r) for r in result["runs"])
+
 
 SCENARIOS = {s.name: s for s in [
     Scenario("demo-cpu", "the trained demo model at its 128x256, input-dependent over 48 synthetic scenes",
@@ -79,6 +92,8 @@ SCENARIOS = {s.name: s for s in [
     Scenario("reference-trt-fp16", "the reference models at 512x1024, TensorRT FP16 engines (target host)",
              REFERENCE, FULL, backend="tensorrt", device="cuda:0", engines="fp16", warmup=10, iters=50,
              quick={"models": ("mbv2-fcn",), "iters": 10}),
+    ServeScenario("serve-cpu", "mesc serve (PyTriton, ONNX Runtime CPU) under 1, 4 and 16 concurrent one-image "
+                  "gRPC clients, the calibrated demo package vs its final exit", "serve_load_cpu.json"),
 ]}
 
 
@@ -128,10 +143,16 @@ def _f(v, fmt=".1f"):
 def markdown(recorded: list[dict]) -> str:
     """RESULTS.md: per scenario the machine, a summary per model and per-exit figures."""
     lines = ["# Recorded benchmark results", "",
-             "Written by `python -m mesc.benchmarks` (`make bench`) from the `bench_*.json` files beside it; "
+             "Written by `python -m mesc.benchmarks` (`make bench`) from the `bench_*.json` and `serve_load_*.json` "
+             "files beside it; "
              "latencies in ms (median over the timed rounds), `mesc bench` semantics (see "
              "`benchmarks/bench.py`). Decision = host copy of the exit's confidence after its head.", ""]
     for res in recorded:
+        if res.get("benchmark") == "serve_load":
+            from mesc.benchmarks.serve_scenario import markdown as serve_markdown
+
+            lines += serve_markdown(res)
+            continue
         m = res["machine"]
         lines += [f"## {res['scenario']}", "", res["about"] + ".", "",
                   f"Machine: {m['device']} ({m['cpu_cores']} cores, {m['threads']} threads), "
@@ -177,8 +198,9 @@ def write_results(result: dict, out: Path) -> Path:
     from mesc.package import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"bench_{result['scenario']}.json"
+    path = out / SCENARIOS[result["scenario"]].json_name
     write_json_atomic(path, result)
-    recorded = [json.loads(p.read_text()) for p in sorted(out.glob("bench_*.json"))]
+    recorded = [json.loads(p.read_text()) for pattern in ("bench_*.json", "serve_load_*.json")
+                for p in sorted(out.glob(pattern))]
     (out / "RESULTS.md").write_text(markdown(recorded))
     return path

@@ -2,8 +2,9 @@
 
     python -m mesc.benchmarks.serve_load --package out/demo [--requests 48] [--json OUT]
 
-Runs in the serve environment (``make test`` creates .venv-serve; ``make demo`` the calibrated
-out/demo). Starts ``mesc serve`` on free loopback ports, then for each concurrency level sends a
+Runs in the serve environment (``make .venv-serve/.mesc-installed``); ``python -m mesc.benchmarks
+-s serve-cpu`` (main venv) prepares a calibrated dynamic-batch demo package, runs this against it
+and records the result. Starts ``mesc serve`` on free loopback ports, then for each concurrency level sends a
 bounded number of one-image gRPC requests, once with the package's calibrated exits and once
 forced to the final exit (request parameter ``exit``), and reports throughput, p50/p99 latency
 and the mean batch Triton served (from its metrics: inferences / executions).
@@ -16,7 +17,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -64,36 +64,27 @@ def _load(url, model, images, clients, requests, exit):
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
 
 
+def run_line(r: dict) -> str:
+    return (f"{r['mode']:10s} {r['clients']:2d} clients: {r['throughput_ips']:6.1f} img/s  p50 {r['p50_ms']:6.1f} ms"
+            f"  p99 {r['p99_ms']:6.1f} ms  mean batch {r['mean_batch']:.2f}")
+
+
 def run(package: Path, requests: int, say=print) -> dict:
-    import socket
+    import tempfile
 
     from mesc.data import generate
     from mesc.runtime.images import read_image
     from mesc.serving.client import Client
-
-    ports = []
-    for _ in range(3):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    http, grpc, metrics = ports
-    import tempfile
+    from mesc.serving.local import start_local
 
     with tempfile.TemporaryDirectory(prefix="mesc-serve-load-") as tmp:
         generate(Path(tmp) / "scenes", 32, seed=12, size=(128, 256))
         images = np.stack([read_image(p) for p in sorted((Path(tmp) / "scenes" / "images").iterdir())])
-        model = package.resolve().name
-        proc = subprocess.Popen([sys.executable, "-m", "mesc.cli", "serve", str(package), "--address", "127.0.0.1",
-                                 "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        server = start_local(package)
         try:
-            url, murl = f"grpc://127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics"
+            server.wait_ready()
+            url, murl, model = server.urls["grpc"], server.urls["metrics"], server.model
             with Client(url, model) as c:
-                deadline = time.monotonic() + 180
-                while not c.ready():
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("mesc serve did not come up")
-                    time.sleep(0.5)
                 final = len(c.infer(images[:1])[0].confidences) - 1
                 for _ in range(4):  # warm-up
                     c.infer(images[:1])
@@ -104,12 +95,11 @@ def run(package: Path, requests: int, say=print) -> dict:
                     r = _load(url, model, images, clients, requests, exit)
                     n1, e1 = _metric(murl, "nv_inference_count"), _metric(murl, "nv_inference_exec_count")
                     r.update(mode=mode, mean_batch=(n1 - n0) / max(e1 - e0, 1))
-                    say(f"{mode:10s} {clients:2d} clients: {r['throughput_ips']:6.1f} img/s  p50 {r['p50_ms']:6.1f} ms"
-                        f"  p99 {r['p99_ms']:6.1f} ms  mean batch {r['mean_batch']:.2f}")
+                    say(run_line(r))
                     runs.append(r)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            server.proc.send_signal(signal.SIGTERM)
+            server.proc.wait(timeout=60)
     return {"benchmark": "serve_load", "recorded": utc_now(), "package": str(package), "machine": environment("cpu"),
             "server": "mesc serve (PyTriton, ONNX Runtime CPU), 1 instance, max batch 16, queue delay 1000 us, gRPC "
                       "loopback", "runs": runs}
