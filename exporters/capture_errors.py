@@ -39,7 +39,9 @@ def _kind(err: BaseException, capture: str) -> tuple[str, str]:
     if name == "GuardOnDataDependentSymNode" or "data-dependent" in low or "data dependent" in low \
             or "symbolically traced variables cannot be used as inputs to control flow" in low:
         return _DATA_DEPENDENT
-    if "constraints violated" in low or "specialized it to be a constant" in low:
+    # a size written as a constant meets the symbolic batch (s0, s77: torch's size symbols)
+    if "constraints violated" in low or "specialized it to be a constant" in low or (
+            "shape" in low and re.search(r"\bs\d+\b", text)):
         return _BATCH_FIXED
     if capture == "fx" and ("proxy" in low or name == "TraceError"):
         return _FX_SHAPES
@@ -89,7 +91,7 @@ def capture_error(err: BaseException, capture: str, module: str) -> ExportError:
     msg = f"cannot capture the model with {tool}: "
     msg += f"{kind}" if kind else "capture failed"
     msg += f" in {module}" + (f", at {where}" if where else "")
-    msg += f" ({type(err).__name__}: {first[:300]})."
+    msg += f" ({type(err).__name__}: {first[:200]})."
     if advice:
         msg += f" To fix: {advice}."
     return ExportError(msg)

@@ -3,8 +3,10 @@
 Under ``--dynamic-batch`` torch.export keeps the batch a symbol s, and every size derived from it
 (``B``, ``B * heads``, ``B * N``) is a SymInt node. Such a node may be computed in one segment and
 read in another, but only tensors cross a cut. So each tensor op that reads a batch-derived size
-gets its own copy of it, computed from the size of a tensor it already reads (``t.size(d)``
-traces into an ONNX Shape/Gather, so the exported segment stays batch-dynamic).
+gets its own copy of it, computed from the size of a tensor it already reads. The op itself is
+called as the Tensor method (or torch function) of its name: the ONNX exporter's tracer records
+``t.size(d)`` and the sizes passed to ``t.view(...)`` as Shape/Gather, but bakes in the ints passed
+to an ``aten`` op overload, which would fix the batch.
 """
 
 from __future__ import annotations
@@ -78,6 +80,21 @@ def _emit(graph, user, size_node, image):
     return s
 
 
+def _as_python_call(node) -> None:
+    """Call ``node``'s aten op through its Tensor method or torch function of the same name."""
+    if not isinstance(node.target, torch._ops.OpOverload):
+        return
+    name = node.target.overloadpacket.__name__
+    first = node.args[0] if node.args else None
+    if isinstance(first, fx.Node) and isinstance(first.meta.get("val"), torch.Tensor) and hasattr(torch.Tensor, name):
+        node.op, node.target = "call_method", name
+    elif hasattr(torch, name):
+        node.target = getattr(torch, name)
+    else:
+        raise ExportError(f"{node.target} reads a size that follows the batch and has no Tensor method or torch "
+                          "function to export it with a dynamic batch; export without --dynamic-batch")
+
+
 def recompute_batch_sizes(gm) -> None:
     """Give every tensor op that reads a batch-derived size its own copy of that size."""
     graph = gm.graph
@@ -93,5 +110,6 @@ def recompute_batch_sizes(gm) -> None:
 
         node.args = fx.node.map_arg(node.args, local)
         node.kwargs = fx.node.map_arg(node.kwargs, local)
+        _as_python_call(node)
     graph.eliminate_dead_code()
     gm.recompile()
