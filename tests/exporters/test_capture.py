@@ -6,12 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from mesc.errors import ExportError
 from mesc.exporters.export import ExportOptions, export
 from mesc.exporters.verify import run_chain
-from toys import DataDependent, SkipNet, TokenNet
+from toys import DataDependent, SingleOutput, SkipNet, TokenNet
 
 TOY = str(Path(__file__).parents[1] / "toys.py")
 
@@ -56,21 +55,13 @@ def test_data_dependent_control_flow_is_named_as_such(tmp_path, capture, strict)
     assert not (tmp_path / "pkg").exists()
 
 
-class _FixedBatch(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c = nn.Conv2d(3, 4, 1)
-
+class _FixedBatch(SingleOutput):
     def forward(self, x):
         y = self.c(x)
         return [y.reshape(1, 4, 8, 8), y + 1]  # the batch size written as a constant
 
 
-class _NumpyInForward(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c = nn.Conv2d(3, 4, 1)
-
+class _NumpyInForward(SingleOutput):
     def forward(self, x):
         y = self.c(x)
         return [torch.from_numpy(y.detach().numpy() * 2), y]
