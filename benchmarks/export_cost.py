@@ -19,12 +19,12 @@ def _package_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def measure(name: str, shape, verify: bool = True) -> dict:
+def measure(name: str, shape, verify: bool = True, capture: str = "export") -> dict:
     from mesc.exporters.export import ExportOptions, export
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        pkg = export(name, Path(tmp) / "pkg", options=ExportOptions(input_shape=shape, verify=verify))
+        pkg = export(name, Path(tmp) / "pkg", options=ExportOptions(input_shape=shape, verify=verify, capture=capture))
         seconds = time.perf_counter() - t0
         total = sum(s["flops"] for s in pkg.segments)
         return {

@@ -1,4 +1,4 @@
-"""``mesc export``: trace, split, write per-segment ONNX and the manifest, verify, atomically."""
+"""``mesc export``: capture, split, write per-segment ONNX and the manifest, verify, atomically."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ class ExportOptions:
     verify: bool = True
     seed: int = 0
     verbose: bool = False  # show what torch prints while exporting (else only in a failure's message)
+    # "export": torch.export (shape unpacking, views and dicts of states as they run); "fx": torch.fx
+    # symbolic tracing, the fallback for a model torch.export cannot take
+    capture: str = "export"
+    strict: bool = False  # torch.export's strict mode (TorchDynamo) instead of running forward as Python
 
 
 def _check_input_shape(shape) -> tuple:
@@ -67,6 +71,10 @@ def _check_thresholds(opts):
         raise ExportError(f"policy must be one of {CONFIDENCE_KINDS} or None, got {opts.policy!r}")
     if opts.policy_at not in ("output", "native"):
         raise ExportError(f"--policy-at must be 'output' or 'native', got {opts.policy_at!r}")
+    if opts.capture not in ("export", "fx"):
+        raise ExportError(f"--capture must be 'export' or 'fx', got {opts.capture!r}")
+    if opts.strict and opts.capture != "export":
+        raise ExportError("--strict is torch.export's strict mode; it goes with --capture export")
     if opts.policy_at == "native" and not opts.policy:
         raise ExportError("--policy-at native needs the in-graph policy (--policy top1 or entropy)")
     from mesc.exporters.onnx_io import check_opset
@@ -127,7 +135,9 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     shape = _check_input_shape(opts.input_shape or getattr(net, "default_input_shape", DEFAULT_INPUT_SHAPE))
     gen = torch.Generator().manual_seed(opts.seed)
     example = torch.randn(shape, generator=gen)
-    plan = _plan(trace_model(net, example), opts)
+    traced = trace_model(net, example, capture=opts.capture, strict=opts.strict, dynamic_batch=opts.dynamic_batch,
+                         verbose=opts.verbose)
+    plan = _plan(traced, opts)
 
     with staging_dir(out, force=force) as tmp:
         (tmp / "onnx").mkdir()
@@ -263,7 +273,8 @@ def _manifest(plan: _Plan, opts: ExportOptions, net, source: dict, weights, shap
         "created": utc_now(),
         "source": dict(source, weights_sha256=sha256_file(weights) if weights else None,
                        torch=torch.__version__, onnx=onnx.__version__, opset=opts.opset,
-                       model_exits=len(plan.traced.exit_nodes), selected_exits=plan.selected),
+                       model_exits=len(plan.traced.exit_nodes), selected_exits=plan.selected,
+                       capture=opts.capture),
         "input": {"name": IMAGE, "shape": ["batch" if opts.dynamic_batch else shape[0], *shape[1:]],
                   "dtype": "float32", "dynamic_batch": bool(opts.dynamic_batch),
                   "normalization": getattr(net, "input_normalization", DEFAULT_NORMALIZATION)},

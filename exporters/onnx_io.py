@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import sys
-import tempfile
 import warnings
 
 from mesc.errors import ExportError
 from mesc.exporters.policy_graph import MIN_OPSET
+from mesc.exporters.torch_output import captured_output, detail
 from mesc.lazy import require
 
 onnx = require("onnx", extra="core")
@@ -28,8 +26,6 @@ _DTYPES = {
 
 # the newest opset of the TorchScript exporter (torch.onnx's ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
 MAX_OPSET = 20
-# torch's output that still fits in a one-line error
-_SHORT_DETAIL = 200
 
 
 def check_opset(opset) -> None:
@@ -51,7 +47,7 @@ def export_module(gm, args, input_names, output_names, opset: int, dynamic_batch
     buf = io.BytesIO()
     with warnings.catch_warnings(), contextlib.ExitStack() as stack:
         warnings.simplefilter("ignore")
-        printed = (lambda: "") if verbose else stack.enter_context(_captured_output())
+        printed = (lambda: "") if verbose else stack.enter_context(captured_output())
         try:
             torch.onnx.export(
                 gm, tuple(args), buf, input_names=list(input_names), output_names=list(output_names),
@@ -59,46 +55,8 @@ def export_module(gm, args, input_names, output_names, opset: int, dynamic_batch
             )
         except Exception as err:
             raise ExportError(f"ONNX export of {where} failed (opset {opset}): {type(err).__name__}: {err}"
-                              f"{_detail(printed())}") from err
+                              f"{detail(printed())}") from err
     return onnx.load_from_string(buf.getvalue())
-
-
-def _detail(text: str) -> str:
-    text = " ".join(text.split())
-    if not text:
-        return ""
-    if len(text) <= _SHORT_DETAIL:
-        return f" (torch: {text})"
-    return " (run with --verbose for torch's output)"
-
-
-@contextlib.contextmanager
-def _captured_output():
-    """Collect what the process writes to stdout and stderr in the block, at the file
-    descriptors, since torch's C++ side writes there directly; yields a function that returns
-    the text so far."""
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        saved = [os.dup(1), os.dup(2)]
-        try:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-
-            def read() -> str:
-                for stream in (sys.stdout, sys.stderr):
-                    stream.flush()
-                sink.seek(0)
-                return sink.read().decode(errors="replace")
-
-            yield read
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 def check(model, where: str):

@@ -1,16 +1,17 @@
-"""Trace a multi-exit model into a torch.fx graph whose edges are tensors only.
+"""Capture a multi-exit model as an fx graph whose edges are tensors only.
 
 The model contract: ``forward(x)`` returns the exits' logits as a list, tuple or dict (in
-insertion order), shallow to deep. Shape arithmetic (``x.shape[-2:]`` for the final upsampling)
+insertion order), shallow to deep. Two captures give the graph: torch.export (the default,
+:mod:`mesc.exporters.capture_export`) and torch.fx symbolic tracing (``capture="fx"``,
+:mod:`mesc.exporters.capture_fx`). Shape arithmetic (``x.shape[-2:]`` for the final upsampling)
 is evaluated at the fixed export shape and folded into constants, so no Python int has to cross
-a segment boundary: each segment carries its own sizes.
+a segment boundary: each segment carries its own sizes. Sizes that follow a symbolic batch
+(torch.export under ``dynamic_batch``) are recomputed where they are used instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import traceback
-from pathlib import Path
 
 from mesc.errors import ExportError
 from mesc.lazy import require
@@ -19,7 +20,7 @@ torch = require("torch", purpose="tracing a PyTorch model")
 fx = torch.fx
 
 _UPSAMPLE_FUNCS = {torch.nn.functional.interpolate, torch.nn.functional.upsample}
-_TORCH_DIR = str(Path(torch.__file__).parent)
+CAPTURES = ("export", "fx")
 
 
 @dataclasses.dataclass
@@ -32,48 +33,6 @@ class TracedModel:
     values: dict  # node name -> example value at the export shape
     strides: list[int]  # measured output stride per exit
     native_nodes: list  # per exit, the logits before the head's final upsampling
-
-
-class _PathTracer(fx.Tracer):
-    """Remembers which submodule was being traced, to name it when tracing fails."""
-
-    def __init__(self):
-        super().__init__()
-        self.stack = []
-
-    def call_module(self, m, forward, args, kwargs):
-        self.stack.append(f"{self.path_of_module(m)} ({type(m).__name__})")
-        try:
-            return super().call_module(m, forward, args, kwargs)
-        finally:
-            self.stack.pop()
-
-
-def _user_frame(err: BaseException) -> str:
-    """The innermost traceback frame outside torch: the user's line that could not be traced."""
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if not f.filename.startswith(_TORCH_DIR)]
-    if not frames:
-        return ""
-    f = frames[-1]
-    return f"{f.filename}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
-
-
-def _trace(model):
-    tracer = _PathTracer()
-    try:
-        graph = tracer.trace(model)
-    except Exception as err:
-        where = _user_frame(err)
-        module = tracer.stack[-1] if tracer.stack else f"the model's forward ({type(model).__name__})"
-        hint = ""
-        if "control flow" in str(err) or "iterate" in str(err) or "bool" in str(err).lower():
-            hint = (" The forward uses data-dependent Python control flow, which cannot be split "
-                    "statically; make the branch independent of tensor values.")
-        raise ExportError(
-            f"cannot trace the model: in module {module}" + (f", at {where}" if where else "")
-            + f": {type(err).__name__}: {err}.{hint}"
-        ) from err
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
 def _has_tensor(value) -> bool:
@@ -120,9 +79,7 @@ def _fold_non_tensors(gm, values) -> None:
     gm.recompile()
 
 
-def _exit_outputs(gm, model_name: str):
-    out_node = next(n for n in gm.graph.nodes if n.op == "output")
-    result = out_node.args[0]
+def _exit_outputs(result, model_name: str):
     if isinstance(result, fx.Node):
         raise ExportError(
             f"{model_name}.forward returns a single tensor; a multi-exit model must return the exits' "
@@ -153,12 +110,18 @@ def _before_upsampling(node):
     gm_modules = node.graph.owning_module
     cur = node
     while True:
-        is_up = (cur.op == "call_function" and cur.target in _UPSAMPLE_FUNCS) or (
+        is_up = (cur.op == "call_function" and (cur.target in _UPSAMPLE_FUNCS or _is_aten_upsample(cur.target))) or (
             cur.op == "call_module" and isinstance(gm_modules.get_submodule(cur.target), torch.nn.Upsample)
         )
         if not is_up or not isinstance(cur.args[0], fx.Node):
             return cur
         cur = cur.args[0]
+
+
+def _is_aten_upsample(target) -> bool:
+    """torch.export records interpolate and nn.Upsample as aten::upsample_* (or _upsample_*)."""
+    name = getattr(getattr(target, "_schema", None), "name", "")
+    return name.startswith(("aten::upsample_", "aten::_upsample_"))
 
 
 def _output_stride(native, values, input_hw) -> int:
@@ -167,11 +130,26 @@ def _output_stride(native, values, input_hw) -> int:
     return max(1, int(round(input_hw[0] / h)))
 
 
-def trace_model(model, example):
-    """Trace ``model`` at the example input and return a :class:`TracedModel`."""
+def trace_model(model, example, capture: str = "export", strict: bool = False, dynamic_batch: bool = False,
+                verbose: bool = False):
+    """Capture ``model`` at the example input and return a :class:`TracedModel`.
+
+    ``capture`` is "export" (torch.export; ``strict`` for its strict mode; the batch symbolic
+    with ``dynamic_batch``) or "fx" (torch.fx symbolic tracing).
+    """
     name = type(model).__name__
-    gm = _trace(model)
-    nodes, names = _exit_outputs(gm, name)
+    if capture == "export":
+        from mesc.exporters.capture_export import capture_export
+
+        gm, result = capture_export(model, example, strict=strict, dynamic_batch=dynamic_batch,
+                                    verbose=verbose)
+    elif capture == "fx":
+        from mesc.exporters.capture_fx import capture_fx
+
+        gm, result = capture_fx(model)
+    else:
+        raise ExportError(f"--capture must be one of {CAPTURES}, got {capture!r}")
+    nodes, names = _exit_outputs(result, name)
     rec = _Recorder(gm)
     with torch.no_grad():
         try:
@@ -186,6 +164,10 @@ def trace_model(model, example):
         if not isinstance(v, torch.Tensor) or v.dim() != 4:
             shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
             raise ExportError(f"exit {exit_name} of {name} returns {shape}; expected N x classes x H x W logits")
+    if capture == "export" and dynamic_batch:
+        from mesc.exporters.symbolic_batch import recompute_batch_sizes
+
+        recompute_batch_sizes(gm)
     _fold_non_tensors(gm, rec.values)
     native = [_before_upsampling(n) for n in nodes]
     strides = [_output_stride(n, rec.values, tuple(example.shape[-2:])) for n in native]

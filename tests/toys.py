@@ -142,3 +142,42 @@ def calibration_images(folder, count, seed=0):
         img = np.kron(base, np.ones((8, 8, 1))) + rng.normal(0, 8, (32, 64, 3))
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(f"{folder}/{i:02d}.png")
     return folder
+
+
+class TokenNet(nn.Module):
+    """Attention stages on token sequences, written as transformer code is: shape unpacking
+    (``(*x.shape[:-1], -1, d)``), ``x.view(*shape)`` and a dict of intermediate states. torch.fx
+    symbolic tracing cannot take it; torch.export can. Three exits, one per stage."""
+
+    default_input_shape = SHAPE
+
+    def __init__(self, num_classes=CLASSES, dim=16, heads=2):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.embed = nn.Conv2d(3, dim, 4, 4)
+        self.qkv = nn.ModuleList(nn.Linear(dim, 3 * dim) for _ in range(3))
+        self.proj = nn.ModuleList(nn.Linear(dim, dim) for _ in range(3))
+        self.exits = nn.ModuleList(nn.Conv2d(dim, num_classes, 1) for _ in range(3))
+
+    def _attend(self, i, t):
+        hidden_shape = (*t.shape[:-1], -1, self.head_dim)
+        q, k, v = (p.view(hidden_shape).transpose(1, 2) for p in self.qkv[i](t).chunk(3, -1))
+        a = torch.softmax(q @ k.transpose(-1, -2) * self.head_dim ** -0.5, -1) @ v
+        return t + self.proj[i](a.transpose(1, 2).reshape(t.shape))
+
+    def forward(self, x):
+        f = self.embed(x)
+        n, c, h, w = f.shape
+        states = {"tokens": f.flatten(2).transpose(1, 2)}
+        outs = []
+        for i in range(3):
+            states["tokens"] = self._attend(i, states["tokens"])
+            shape = [n, h, w, c]
+            grid = states["tokens"].view(*shape).permute(0, 3, 1, 2)
+            outs.append(_up(self.exits[i](grid), x))
+        return outs
+
+
+def token_net():
+    torch.manual_seed(0)
+    return TokenNet().eval()

@@ -24,7 +24,11 @@ from mesc.cli.options import parse_int_list, parse_shape
               help="Exits to keep, 0-based positions in the model's output sequence (default: all).")
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic in every segment.")
 @click.option("--opset", type=int, default=17, show_default=True,
-              help="ONNX opset, 13 to 20 (TensorRT 8.5/8.6 parse up to 17).")
+              help="ONNX opset, 13 to 20: 17 for TensorRT 8.5/8.6, 18 to 20 for TensorRT 10 and later.")
+@click.option("--capture", type=click.Choice(["export", "fx"]), default="export", show_default=True,
+              help="Graph capture: torch.export (takes shape unpacking, views, dicts of states) or torch.fx "
+                   "symbolic tracing (the fallback).")
+@click.option("--strict", is_flag=True, help="torch.export's strict mode (TorchDynamo) instead of non-strict.")
 @click.option("--policy", "policy_kind", type=click.Choice(["top1", "entropy", "none"]), default="top1",
               show_default=True, help="In-graph exit policy confidence ('none': logits only).")
 @click.option("--no-edge", is_flag=True, help="Disable the semantic-edge median enhancement.")
@@ -50,7 +54,7 @@ from mesc.cli.options import parse_int_list, parse_shape
 @click.option("--list-models", is_flag=True, is_eager=True, expose_value=False,
               callback=lambda ctx, p, v: _list_models(ctx) if v else None,
               help="List the registered reference models and exit.")
-def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, opset, policy_kind,
+def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, opset, capture, strict, policy_kind,
                no_edge, policy_at, strides, th_pix, th_img, no_verify, target, precision, calib_data, max_images,
                output, force, verbose):
     """Split a multi-exit PyTorch model into a package of per-segment ONNX graphs.
@@ -72,7 +76,7 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
         input_shape=input_shape, exits=exits, dynamic_batch=dynamic_batch, opset=opset,
         policy=None if policy_kind == "none" else policy_kind, edge=not no_edge, policy_at=policy_at,
         strides=strides,
-        th_pix=th_pix, th_img=th_img, verify=not no_verify, verbose=verbose,
+        th_pix=th_pix, th_img=th_img, verify=not no_verify, verbose=verbose, capture=capture, strict=strict,
     )
     if not deploy:
         pkg = export(model, output, weights=weights, num_classes=num_classes, options=opts, force=force,

@@ -160,11 +160,24 @@ def test_single_row_and_column_images(pooling):
     assert {0, 1} <= seen, "some 1x1 image must be confident and some not"
 
 
-@pytest.mark.parametrize("opset", [13, 15, 17, 18])
+@pytest.mark.parametrize("opset", [13, 15, 17, 18, 19, 20])
 def test_opsets(opset):
     x = coarse_logits(np.random.default_rng(3), (1, 3, 10, 12), 0.2, "entropy")
     _, c_img, _ = run(session(3, 10, 12, False, "entropy", True, 2, opset=opset), x, 0.2)
     assert counts(c_img, 10, 12) == ref_counts(x, 0.2, "entropy", True, 2)
+
+
+@pytest.mark.parametrize("opset", [17, 18, 20])
+@pytest.mark.parametrize("confidence,pooling", [("top1", "shift"), ("entropy", "pool")])
+def test_reductions_take_axes_as_the_opset_defines(opset, confidence, pooling):
+    """ReduceMax/ReduceMean took axes as an attribute up to opset 17 and as an input from 18
+    (ReduceSum from 13): a graph with the wrong form fails the full check at that opset."""
+    model = append_policy(head(3, 16, 16, opset=opset), "logits", "e0", confidence, True, 2, pooling)
+    onnx.checker.check_model(model, full_check=True)
+    for node in model.graph.node:
+        if node.op_type in ("ReduceMax", "ReduceMean"):
+            has_attr = any(a.name == "axes" for a in node.attribute)
+            assert (len(node.input) == 2 and not has_attr) if opset >= 18 else (len(node.input) == 1 and has_attr)
 
 
 def test_operator_set_and_tensorrt_constraints():

@@ -56,3 +56,19 @@ def test_unet_skip_jumps_over_exits(tmp_path):
     chunk0_out = {t["name"] for t in pkg.segment("chunk0")["outputs"]}
     final_in = {t["name"] for t in pkg.segment(pkg.exits[-1]["segment"])["inputs"]}
     assert chunk0_out & final_in, "the early skip tensor should feed the final exit directly"
+
+
+@pytest.mark.parametrize("name", list(NARROW))
+def test_both_captures_cut_reference_models_at_the_same_tensors(tmp_path, name):
+    """torch.export (the default) and torch.fx give the same segments, cut tensors and FLOPs, and
+    both pass the export's verification bound. A segment's inputs are listed in the order its
+    graph first reads them, which may differ between the captures."""
+    model = create(name, num_classes=5, **NARROW[name])
+    cuts = {}
+    for capture in ("export", "fx"):
+        pkg = export(model, tmp_path / capture,
+                     options=ExportOptions(input_shape=(1, 3, 64, 128), policy=None, capture=capture))
+        cuts[capture] = [(s["name"], sorted(t["shape"] for t in s["inputs"]), sorted(t["shape"] for t in s["outputs"]),
+                          s["flops"]) for s in pkg.segments]
+        assert all(v["max_abs_err"] <= 1e-4 * v["scale"] for v in pkg.manifest["verification"].values())
+    assert cuts["export"] == cuts["fx"]
