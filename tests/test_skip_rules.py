@@ -5,8 +5,8 @@ import ast
 from pathlib import Path
 
 TESTS = Path(__file__).parent
-# optional extras (trt, export, plot, prepare); everything else is core or mesc itself
-OPTIONAL = {"tensorrt", "polygraphy", "cuda", "torch", "matplotlib", "onnxconverter_common"}
+# optional extras (trt, export, plot, prepare, hf); everything else is core or mesc itself
+OPTIONAL = {"tensorrt", "polygraphy", "cuda", "torch", "matplotlib", "onnxconverter_common", "transformers"}
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "MissingDependencyError"}
 
 
