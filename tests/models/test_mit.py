@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch.utils.flop_counter import FlopCounterMode
 
 import mesc.models as models
 from mesc import data
@@ -18,7 +17,7 @@ from mesc.exporters.verify import REL_TOL, run_chain
 from mesc.models.mit import AllMLPDecoder, MiTStage
 from mesc.models.placement import choose_exit_points
 from mesc.package import Package
-from test_model_zoo import TINY as ZOO_TINY
+from test_model_zoo import TINY as ZOO_TINY, _real_block_flops
 
 H, W = 64, 128
 TINY = ZOO_TINY["mit-b0"]
@@ -27,15 +26,6 @@ TINY = ZOO_TINY["mit-b0"]
 def tiny(seed=0, **overrides):
     torch.manual_seed(seed)
     return models.create("mit-b0", **{**TINY, **overrides}).eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # as in test_model_zoo: tiny nets on the shared 2-core machine run fastest on one thread
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")
@@ -81,24 +71,14 @@ def test_stages_take_any_multiple_of_32_and_keep_the_batch_free():
             assert out.shape == (shape[0], 8, shape[2] // 4, shape[3] // 4)
 
 
-def _real_stage_flops(model, shape):
-    feat, flops = torch.zeros(shape), []
-    with torch.no_grad():
-        for block in model.blocks:
-            with FlopCounterMode(display=False) as fc:
-                feat = block(feat)
-            flops.append(fc.get_total_flops())
-    return flops
-
-
 def test_exits_on_stage_outputs_at_flop_shares():
     m = tiny()
     assert m.exit_points == (0, 1, 2, 3)   # default: after stages 1-3, the decode head after 4
     # placement profiles at the full default shape: attention's N x N/sr^2 scores make the
     # shares of a scaled-down input wrong
-    real = _real_stage_flops(m, m.default_input_shape)
+    real = _real_block_flops(m, m.default_input_shape)
     assert list(m.block_flops) == real
-    small = _real_stage_flops(m, (1, 3, 32, 64))
+    small = _real_block_flops(m, (1, 3, 32, 64))
     assert [f / sum(small) for f in small] != pytest.approx([f / sum(real) for f in real], abs=0.01)
     for n in (2, 3):
         placed = tiny(num_exits=n)
