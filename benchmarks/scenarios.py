@@ -21,6 +21,7 @@ from mesc.timestamps import utc_now
 
 RESULTS = Path(__file__).parent / "results"
 REFERENCE = ("drn50-fcn", "drn50-deeplab", "mbv2-fcn", "mbv2-deeplab", "hrnet18", "unet-skip")
+TRANSFORMER = ("mit-b0",)
 FULL = (1, 3, 512, 1024)
 DEMO = (1, 3, 128, 256)
 
@@ -82,6 +83,11 @@ SCENARIOS = {s.name: s for s in [
     Scenario("reference-cpu", "the reference models at 512x1024 (full width, all exits); few iterations: "
              "a 512x1024 DRN-50 pass takes seconds on a small CPU",
              REFERENCE, FULL, warmup=1, iters=5, quick={"models": ("mbv2-fcn",), "iters": 2}),
+    Scenario("transformer-cpu", "the transformer reference model (MiT-B0 encoder, SegFormer decode head as the "
+             "final exit) at 512x1024; few iterations, as for reference-cpu", TRANSFORMER, FULL, warmup=1, iters=5,
+             quick={"iters": 2}),
+    Scenario("transformer-small-cpu", "the transformer reference model at 128x256", TRANSFORMER, DEMO, warmup=3,
+             iters=20, quick={"iters": 5}),
     Scenario("demo-cuda", "the demo model on ONNX Runtime CUDA", ("demo",), DEMO, device="cuda:0", warmup=20,
              iters=200, data=48),
     Scenario("reference-cuda", "the reference models at 512x1024 on ONNX Runtime CUDA", REFERENCE, FULL,

@@ -8,6 +8,6 @@ from mesc.models.heads import ExitConfig
 from mesc.models.registry import DEFAULT_MODEL, create, get_factory, list_models, load_checkpoint, register
 
 # Importing the model modules registers their factories (in this order in list_models()).
-from mesc.models import resnet, mobilenetv2, hrnet, unet, demo  # noqa: E402,F401  isort:skip
+from mesc.models import resnet, mobilenetv2, hrnet, unet, mit, demo  # noqa: E402,F401  isort:skip
 
 __all__ = ["DEFAULT_MODEL", "ExitConfig", "create", "get_factory", "list_models", "load_checkpoint", "register"]

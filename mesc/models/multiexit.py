@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch.nn as nn
 
 from mesc.models.heads import BranchConcatExit, ExitConfig, ExitHead, resolve_exit_configs
-from mesc.models.placement import choose_exit_points, profile_blocks, validate_exit_points
+from mesc.models.placement import BlockProfile, choose_exit_points, profile_blocks, validate_exit_points
 
 DEFAULT_INPUT_SHAPE = (1, 3, 512, 1024)
 IMAGENET_NORMALIZATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -52,9 +52,16 @@ def build_multi_exit(blocks: Sequence[nn.Module], *, num_classes: int, num_exits
                      default_num_exits: int, default_input_shape=DEFAULT_INPUT_SHAPE,
                      head_channels: int | None = None, final_head_channels: int | None = None,
                      first_exit_block: int = 1,
-                     net_cls: Callable[..., MultiExitSegNet] = MultiExitSegNet) -> MultiExitSegNet:
-    """Place exits (by FLOP shares unless ``exit_points`` is given) and attach their heads."""
-    profiles = profile_blocks(blocks, default_input_shape)
+                     net_cls: Callable[..., MultiExitSegNet] = MultiExitSegNet,
+                     final_head: Callable[[Sequence[BlockProfile]], nn.Module] | None = None,
+                     area_scaled_profile: bool = True) -> MultiExitSegNet:
+    """Place exits (by FLOP shares unless ``exit_points`` is given) and attach their heads.
+
+    ``final_head``, given every block's profile, builds the final exit instead of an ExitHead
+    (a decoder over several blocks' outputs; ``net_cls`` then feeds it what it needs).
+    ``area_scaled_profile``: see :func:`profile_blocks`.
+    """
+    profiles = profile_blocks(blocks, default_input_shape, area_scaled=area_scaled_profile)
     flops = [p.flops for p in profiles]
     if exit_points is not None:
         points = validate_exit_points(exit_points, len(blocks))
@@ -66,6 +73,9 @@ def build_multi_exit(blocks: Sequence[nn.Module], *, num_classes: int, num_exits
     heads = []
     for k, (p, cfg) in enumerate(zip(points, configs)):
         prof = profiles[p]
+        if final_head is not None and k == len(points) - 1:
+            heads.append(final_head(profiles))
+            continue
         hc = final_head_channels if k == len(points) - 1 else head_channels
         if isinstance(prof.channels, tuple):
             heads.append(BranchConcatExit(prof.channels, num_classes, cfg, prof.output_stride, hc))

@@ -11,6 +11,7 @@ the exit heads need.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -47,13 +48,25 @@ def profiling_shape(input_shape: Sequence[int], min_side: int = 32, multiple: in
     return (1, c, h // scale, w // scale), scale
 
 
-def profile_blocks(blocks: Sequence[nn.Module], input_shape: Sequence[int]) -> list[BlockProfile]:
+def profile_blocks(blocks: Sequence[nn.Module], input_shape: Sequence[int],
+                   area_scaled: bool = True) -> list[BlockProfile]:
     """FLOPs at ``input_shape`` (multiply-add = 2), output channels and output stride of each
-    block, run in order."""
-    shape, scale = profiling_shape(input_shape)
+    block, run in order.
+
+    ``area_scaled=False`` profiles at ``input_shape`` itself (batch 1) on meta copies of the
+    blocks: for blocks whose FLOPs grow faster than H*W, such as attention over all tokens
+    (N x N/sr^2 scores), where the scaled-down shape would misjudge the shares. At full size
+    meta tensors beat real arithmetic.
+    """
+    if area_scaled:
+        shape, scale = profiling_shape(input_shape)
+        device = "cpu"
+    else:
+        shape, scale, device = (1, *input_shape[1:]), 1, "meta"
+        blocks = [copy.deepcopy(b).to(device) for b in blocks]
     modules = list(nn.ModuleList(blocks).modules())
     training = [m.training for m in modules]
-    feat = torch.zeros(shape)
+    feat = torch.zeros(shape, device=device)
     profiles = []
     try:
         # eval: a profiling pass must not move BatchNorm running statistics.

@@ -20,25 +20,16 @@ TINY = {
     "mbv2-deeplab": dict(width_mult=0.25, depth=TINY_DEPTH),
     "hrnet18": dict(width=4, stem_width=8, stage1_blocks=1, modules=(1, 1, 1), branch_blocks=1),
     "unet-skip": dict(base_width=4),
+    "mit-b0": dict(channels=(8, 16, 24, 32), heads=(1, 2, 3, 4), decoder_dim=16),
     "demo": dict(width_mult=0.25, depth=TINY_DEPTH, pretrained=False),
 }
 EXPECTED_EXITS = {"drn50-fcn": 3, "drn50-deeplab": 3, "mbv2-fcn": 4, "mbv2-deeplab": 4, "hrnet18": 4,
-                  "unet-skip": 3, "demo": 3}
+                  "unet-skip": 3, "mit-b0": 4, "demo": 3}
 
 
 def tiny(name, seed=0, **overrides):
     torch.manual_seed(seed)
     return models.create(name, **{**TINY[name], **overrides}).eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convs gain nothing from threads, and on the shared 2-core CI machine OpenMP
-    # spin-waiting makes them several times slower.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")
