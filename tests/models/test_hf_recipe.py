@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 pytest.importorskip("transformers", reason="the [hf] extra (transformers) is not installed")
 
-from mesc.errors import ExportError  # noqa: E402
 from mesc.exporters.export import ExportOptions, export  # noqa: E402
 from mesc.exporters.verify import REL_TOL  # noqa: E402
 
