@@ -14,7 +14,6 @@ package must have its prepared graphs (TensorRT engines missing for the target a
 
 from __future__ import annotations
 
-import datetime
 import json
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from mesc.selftest.compare import TensorStats, compare_decisions
 from mesc.selftest.environment import environment
 from mesc.selftest.tolerances import BARS
 from mesc.selftest.verdicts import checks, format_report
+from mesc.timestamps import utc_now
 
 SCHEMA = "mesc-selftest/1"
 BACKENDS = ("tensorrt", "onnxruntime")
@@ -71,7 +71,7 @@ def selftest(package=None, target: str = "host", precision: str = "fp32", backen
         raise MescError(f"--images {images}: at least one image")
     from mesc.runtime.devices import parse_device
 
-    report = {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    report = {"schema": SCHEMA, "created": utc_now(),
               "request": {"package": None if package is None else str(package), "demo": package is None,
                           "target": target, "precision": precision, "backend": backend, "device": device,
                           "images": images},
