@@ -1,6 +1,6 @@
 """The numbers behind the verdicts: one backend's tensors and exit decisions against the reference's.
 
-Both pipelines run the same batches: :func:`compare_tensors` takes every segment's outputs
+Both pipelines run the same batches: :class:`TensorStats` takes every segment's outputs
 (``Pipeline.tensors``), :func:`compare_decisions` the input-dependent calls' exits.
 """
 

@@ -1,6 +1,6 @@
 """FP16 / INT8 preparation of a ``--policy-at native`` package: each exit's policy (in its head,
 on the native logits) and its tail segment's labels stay FP32 and unquantised, as they do at
-the output resolution (tests/calibration/test_precision.py)."""
+the output resolution (tests/calibration/precision/test_precision.py)."""
 
 
 import numpy as np
