@@ -34,18 +34,15 @@ def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:
     """
     if plan.source == "fp32":
         return {seg["name"]: seg["file"] for seg in pkg.segments}
-    prepared = pkg.manifest.get("precisions", {}).get(plan.source)
+    from mesc.runtime.backends.onnxrt.precisions import prepare_command, prepared_segments
+
+    prepared = prepared_segments(pkg, plan.source, error=MescError)
     if prepared:
-        missing = [s["name"] for s in pkg.segments if s["name"] not in prepared["segments"]]
-        if missing:
-            raise MescError(f"{pkg.root}: the prepared {plan.source} graphs lack segments {missing}; "
-                            f"run 'mesc prepare {pkg.root} --precision {plan.source}' again")
-        return dict(prepared["segments"])
+        return prepared
     if plan.source == "fp16" and not plan.strongly_typed:
         return {seg["name"]: seg["file"] for seg in pkg.segments}
-    hint = " --calib-data IMAGES" if plan.source == "int8" else ""
-    raise MescError(f"{pkg.root}: no prepared {plan.source} graphs; run 'mesc prepare {pkg.root} --precision "
-                    f"{plan.source}{hint}' first, or pass --calib-data to 'mesc build'")
+    raise MescError(f"{pkg.root}: no prepared {plan.source} graphs; run '{prepare_command(pkg, plan.source)}' "
+                    f"first, or pass --calib-data to 'mesc build'")
 
 
 def _layer_device(layer: dict) -> str:

@@ -1,4 +1,5 @@
-"""The prepared precisions on ONNX Runtime: which graph each segment runs for ``--precision``.
+"""The prepared precisions: which graph each segment runs for ``--precision`` (on ONNX Runtime,
+and the graphs ``mesc build`` builds TensorRT engines from).
 
 ``mesc prepare`` writes FP16 and INT8 (Q/DQ) graphs of the same I/O as the FP32 segments and
 lists them under the manifest's ``precisions``; ONNX Runtime runs them as they are (on CUDA, FP16
@@ -12,18 +13,33 @@ from mesc.runtime.errors import BackendError
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
+def prepare_command(pkg, precision: str) -> str:
+    """The ``mesc prepare`` call that writes ``precision``'s graphs (INT8 needs images)."""
+    hint = " --calib-data IMAGES" if precision == "int8" else ""
+    return f"mesc prepare {pkg.root} --precision {precision}{hint}"
+
+
+def prepared_segments(pkg, precision: str, error=BackendError) -> dict | None:
+    """segment name -> package-relative file of its ``precision`` graph from the manifest's
+    ``precisions``; None where that precision was never prepared. A list that lacks a segment
+    raises ``error``: the package was re-exported or its preparation cut short."""
+    entry = pkg.manifest.get("precisions", {}).get(precision)
+    if not entry:
+        return None
+    missing = [s["name"] for s in pkg.segments if s["name"] not in entry["segments"]]
+    if missing:
+        raise error(f"{pkg.root}: the prepared {precision} graphs lack segments {missing}; "
+                    f"run '{prepare_command(pkg, precision)}' again")
+    return dict(entry["segments"])
+
+
 def prepared_graphs(pkg, precision: str | None) -> dict | None:
     """segment name -> path of its ``precision`` graph; None for FP32 (the package's own)."""
     if precision in (None, "fp32"):
         return None
     if precision not in PRECISIONS:
         raise BackendError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    entry = pkg.manifest.get("precisions", {}).get(precision)
-    hint = " --calib-data IMAGES" if precision == "int8" else ""
-    prepare = f"run 'mesc prepare {pkg.root} --precision {precision}{hint}' first"
-    if not entry:
-        raise BackendError(f"{pkg.root} has no prepared {precision} graphs; {prepare}")
-    missing = [s["name"] for s in pkg.segments if s["name"] not in entry["segments"]]
-    if missing:
-        raise BackendError(f"{pkg.root}: the prepared {precision} graphs lack segments {missing}; {prepare}")
-    return {name: pkg.path(rel) for name, rel in entry["segments"].items()}
+    segments = prepared_segments(pkg, precision)
+    if segments is None:
+        raise BackendError(f"{pkg.root} has no prepared {precision} graphs; run '{prepare_command(pkg, precision)}' first")
+    return {name: pkg.path(rel) for name, rel in segments.items()}
