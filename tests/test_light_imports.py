@@ -30,6 +30,13 @@ def test_help_imports_no_backend(command):
     assert res.returncode == 0, f"mesc {command} --help imported {res.stdout.strip()} {res.stderr[-500:]}"
 
 
+def test_help_covers_every_command():
+    # a new command must join HELP, or its --help could pull in torch unnoticed
+    from mesc.cli import cli
+
+    assert set(HELP) - {""} == set(cli.commands)
+
+
 def test_missing_extra_names_the_extra():
     from mesc.errors import MissingDependencyError
     from mesc.lazy import require
