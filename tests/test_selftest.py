@@ -120,6 +120,13 @@ def test_an_error_is_in_the_json_report(tmp_path):
     assert "no such package directory" in data["error"] and data["environment"]["onnxruntime"]
 
 
+def test_json_report_never_lands_in_the_package(fp16_package):
+    before = sorted(p.name for p in fp16_package.iterdir())
+    res = CliRunner().invoke(cli, ["selftest", str(fp16_package), *CPU, "--json", str(fp16_package / "r.json")])
+    assert res.exit_code == 2 and "--json" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in fp16_package.iterdir()) == before
+
+
 def test_without_torch_asks_for_a_package(monkeypatch):
     import importlib.util
 

@@ -69,6 +69,11 @@ def selftest(package=None, target: str = "host", precision: str = "fp32", backen
     _check_request(target, precision, backend)
     if images < 1:
         raise MescError(f"--images {images}: at least one image")
+    if json_path:
+        from mesc.outputs import check_file_output
+
+        # the report is overwritten on a rerun (no --force here), but never written into the package
+        check_file_output(json_path, "--json", force=True, inputs=[("PACKAGE", package)] if package else [])
     from mesc.runtime.devices import parse_device
 
     report = {"schema": SCHEMA, "created": utc_now(),
@@ -84,7 +89,10 @@ def selftest(package=None, target: str = "host", precision: str = "fp32", backen
         raise
     finally:
         if json_path:
-            Path(json_path).write_text(json.dumps(report, indent=2, default=_plain) + "\n")
+            from mesc.staging import atomic_file
+
+            with atomic_file(json_path) as tmp:
+                tmp.write_text(json.dumps(report, indent=2, default=_plain) + "\n")
     return report
 
 
