@@ -470,7 +470,7 @@ def check_outputs(package, data=None, json_path=None, plot_path=None, force: boo
 
 
 def write_json(path, result: dict) -> None:
-    from mesc.package import write_json_atomic
+    from mesc.staging import write_json_atomic
 
     write_json_atomic(path, result)
 

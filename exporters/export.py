@@ -6,11 +6,12 @@ import dataclasses
 import time
 
 from mesc import __version__
-from mesc.manifest import CONFIDENCE_KINDS
 from mesc.errors import ExportError
 from mesc.lazy import require
-from mesc.package import SCHEMA_VERSION, MANIFEST, Package, sha256_file, staging_dir, write_json_atomic
+from mesc.manifest import CONFIDENCE_KINDS, MANIFEST, SCHEMA_VERSION
+from mesc.package import Package, sha256_file
 from mesc.progress import iterate
+from mesc.staging import staging_dir, write_json_atomic
 from mesc.timestamps import utc_now
 
 DEFAULT_INPUT_SHAPE = (1, 3, 512, 1024)

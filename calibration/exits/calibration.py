@@ -162,7 +162,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
         write_configuration(pkg, result.best, rep, depends_on=costs.manifest_dependencies())
         rep["written"] = True
     if report is not None:
-        from mesc.package import write_json_atomic
+        from mesc.staging import write_json_atomic
 
         write_json_atomic(report, rep)
     if plot is not None:

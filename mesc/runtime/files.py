@@ -12,10 +12,10 @@ from collections import Counter
 from pathlib import Path
 
 from mesc.outputs import RUN_MARKER
-from mesc.package import write_json_atomic
 from mesc.progress import bar as progress_bar
 from mesc.runtime.errors import InputError
 from mesc.runtime.images import collect_images, read_image, write_label_png
+from mesc.staging import write_json_atomic
 
 
 @dataclasses.dataclass
