@@ -127,6 +127,17 @@ def test_json_report_never_lands_in_the_package(fp16_package):
     assert sorted(p.name for p in fp16_package.iterdir()) == before
 
 
+def test_an_existing_report_is_replaced_only_with_force(fp16_package, tmp_path):
+    report = tmp_path / "selftest.json"
+    report.write_text("yesterday's report")
+    res = run(str(fp16_package), *CPU, *FEW, "--json", str(report))
+    assert res.exit_code == 2 and "already exists; pass --force" in res.output
+    assert report.read_text() == "yesterday's report"
+    res = run(str(fp16_package), *CPU, *FEW, "--json", str(report), "--force")
+    assert res.exit_code == 0, res.output
+    assert json.loads(report.read_text())["passed"] is True
+
+
 def test_without_torch_asks_for_a_package(monkeypatch):
     import importlib.util
 

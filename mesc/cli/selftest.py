@@ -16,14 +16,15 @@ import click
 @click.option("--runs", type=int, default=5, show_default=True, help="Timed runs per segment (the median is shown).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the whole report here (attach it to bug reports).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --json report.")
 @click.pass_context
-def selftest_cmd(ctx, package, target, precision, backend, device, images, runs, json_path):
+def selftest_cmd(ctx, package, target, precision, backend, device, images, runs, json_path, force):
     """Run every segment and exit of PACKAGE (default: the demo model, exported here) on this
     device beside ONNX Runtime CPU FP32; one PASS/FAIL line per check, exit status 1 on a FAIL."""
     from mesc.selftest import format_report, selftest
 
     report = selftest(package, target=target, precision=precision, backend=backend, device=device, images=images,
-                      runs=runs, json_path=json_path, progress=lambda m: click.echo(m, err=True))
+                      runs=runs, json_path=json_path, progress=lambda m: click.echo(m, err=True), force=force)
     click.echo(format_report(report))
     if json_path:
         click.echo(f"report written to {json_path}")

@@ -61,9 +61,10 @@ def _check_request(target: str, precision: str, backend: str) -> None:
 
 
 def selftest(package=None, target: str = "host", precision: str = "fp32", backend: str | None = None,
-             device: str | None = None, images: int = 16, runs: int = 5, json_path=None, progress=None) -> dict:
+             device: str | None = None, images: int = 16, runs: int = 5, json_path=None, progress=None,
+             force: bool = False) -> dict:
     """Run the self-test; returns the report (``report["passed"]``), also written to ``json_path``
-    (with the error, where one stopped it)."""
+    (with the error, where one stopped it; an existing file only with ``force``)."""
     say = progress or (lambda msg: None)
     backend, device = resolve(backend, device)
     _check_request(target, precision, backend)
@@ -72,8 +73,7 @@ def selftest(package=None, target: str = "host", precision: str = "fp32", backen
     if json_path:
         from mesc.outputs import check_file_output
 
-        # the report is overwritten on a rerun (no --force here), but never written into the package
-        check_file_output(json_path, "--json", force=True, inputs=[("PACKAGE", package)] if package else [])
+        check_file_output(json_path, "--json", force, inputs=[("PACKAGE", package)] if package else [])
     from mesc.runtime.devices import parse_device
 
     report = {"schema": SCHEMA, "created": utc_now(),
