@@ -56,11 +56,19 @@ def exit_dropout_schedule(batch_index: int, num_exits: int) -> list[int]:
     return [batch_index % (num_exits - 1), num_exits - 1]
 
 
+def exit_losses(outputs, target, ignore_index: int = IGNORE) -> list:
+    """Each exit's cross-entropy averaged over the labelled pixels (0, not NaN, for a crop that
+    holds only padding)."""
+    count = (target != ignore_index).sum().clamp(min=1)
+    return [F.cross_entropy(o, target, ignore_index=ignore_index, reduction="sum") / count
+            for o in as_exit_list(outputs)]
+
+
 def exit_dropout_loss(outputs, target, batch_index: int, ignore_index: int = IGNORE):
     """MESS Eq. 2: sum of the per-pixel mean cross-entropies of the scheduled exits only."""
     outputs = as_exit_list(outputs)
-    return sum(F.cross_entropy(outputs[k], target, ignore_index=ignore_index)
-               for k in exit_dropout_schedule(batch_index, len(outputs)))
+    return sum(exit_losses([outputs[k] for k in exit_dropout_schedule(batch_index, len(outputs))], target,
+                           ignore_index))
 
 
 def pfd_loss(exit_logits, final_logits, target, alpha: float = 1.0, ignore_index: int = IGNORE):
@@ -148,34 +156,14 @@ def normalization_of(model) -> dict:
 
 
 def to_input(images: np.ndarray, norm: dict) -> torch.Tensor:
-    """N x H x W x 3 uint8 -> normalised N x 3 x H x W float32, as the exported graph expects."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / norm["scale"]
-    mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
+    """N x H x W x 3 uint8 (array or tensor) -> normalised N x 3 x H x W float32, as the exported
+    graph expects, on the tensor's device."""
+    if not isinstance(images, torch.Tensor):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    x = images.permute(0, 3, 1, 2).float() / norm["scale"]
+    mean = torch.tensor(norm["mean"], device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"], device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std
-
-
-def _batches(n: int, batch: int, rng: np.random.Generator | None):
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    # drop a last batch of one: BatchNorm cannot train on a single image of tiny size
-    for s in range(0, n, batch):
-        idx = order[s: s + batch]
-        if rng is None or len(idx) > 1 or n == 1:
-            yield idx
-
-
-def _check_crop(crop, h: int, w: int) -> None:
-    if crop[0] > h or crop[1] > w:
-        raise TrainError(f"crop {crop[0]}x{crop[1]} is larger than the images ({h}x{w})")
-
-
-def _random_crop(images, masks, crop, rng):
-    """One random window per batch (a shared offset keeps the batch one contiguous array)."""
-    ch, cw = crop
-    h, w = images.shape[1:3]
-    _check_crop(crop, h, w)
-    y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-    return images[:, y: y + ch, x: x + cw], masks[:, y: y + ch, x: x + cw]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +184,14 @@ class TrainConfig:
     # half-size crop costs a quarter of the compute and still sees every kind of object.
     crop: tuple[int, int] | None = None
     threads: int | None = None
+    # the common segmentation recipe: random rescale by 0.5-2x, then crop (padding labelled
+    # ignore), flip, colour jitter; poly learning-rate decay
+    scale: tuple[float, float] = (0.5, 2.0)
+    jitter: float = 0.2
+    schedule: str = "poly"  # or "cosine"
+    device: str = "cpu"
+    amp: bool = True  # mixed precision, on CUDA only
+    workers: int = 0
 
     def check(self) -> None:
         """Refuse settings that would fail late or train nothing; raises :class:`TrainError`."""
@@ -205,7 +201,7 @@ class TrainConfig:
         if self.epochs1 + self.epochs2 < 1:
             raise TrainError(f"epochs1 + epochs2 is {self.epochs1 + self.epochs2}: at least one epoch is needed, "
                              f"or the checkpoint would hold an untrained model")
-        # _batches drops a batch of one image (BatchNorm), so batch 1 would never take a step
+        # a batch of one image is skipped (BatchNorm), so batch 1 would never take a step
         _need(_is_int(self.batch) and self.batch >= 2, "batch", "an integer >= 2", self.batch)
         for name in ("lr", "lr2"):
             v = getattr(self, name)
@@ -221,6 +217,30 @@ class TrainConfig:
             _need(ok, "crop", "None or (height, width), positive integers", self.crop)
         if self.threads is not None:
             _need(_is_int(self.threads) and self.threads >= 1, "threads", "None or an integer >= 1", self.threads)
+        ok = (isinstance(self.scale, (tuple, list)) and len(self.scale) == 2 and all(_is_real(v) for v in self.scale)
+              and 0 < self.scale[0] <= self.scale[1])
+        _need(ok, "scale", "(low, high) with 0 < low <= high", self.scale)
+        _need(_is_real(self.jitter) and 0 <= self.jitter < 1, "jitter", "a number in [0, 1)", self.jitter)
+        _need(self.schedule in SCHEDULES, "schedule", " or ".join(SCHEDULES), self.schedule)
+        _need(isinstance(self.device, str) and (self.device == "cpu" or self.device.startswith("cuda")),
+              "device", "cpu, cuda or cuda:N", self.device)
+        _need(_is_int(self.workers) and self.workers >= 0, "workers", "an integer >= 0", self.workers)
+
+    def augmentation(self) -> dict:
+        return {"crop": tuple(self.crop) if self.crop else None, "scale": tuple(self.scale), "flip": self.flip,
+                "jitter": self.jitter}
+
+
+def _poly(progress: float) -> float:
+    return (1 - progress) ** 0.9
+
+
+def _cosine(progress: float) -> float:
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# learning-rate factor as a function of the share of the stage's steps done
+SCHEDULES = {"poly": _poly, "cosine": _cosine}
 
 
 def _is_int(v) -> bool:
@@ -246,76 +266,188 @@ def check_output(out, force: bool = False, inputs=()) -> None:
     check_file_output(out, "output", force, inputs=inputs, error=TrainError)
 
 
-def _run_stage(model, data, params, loss_fn, epochs, cfg, lr, rng, desc, progress, log):
-    """One optimisation stage over ``params``; returns the mean loss of each epoch."""
+def _distributed() -> tuple[int, int]:
+    """``(rank, world size)`` of a torchrun process group, ``(0, 1)`` without one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device(cfg: TrainConfig, world: int) -> torch.device:
+    import os
+
+    name = cfg.device
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainError(f"--device {name}: CUDA is not available to this torch ({torch.__version__})")
+        if name == "cuda" and world > 1:
+            name = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"  # one GPU per torchrun process
+    return torch.device(name)
+
+
+@dataclass
+class _Run:
+    """What both stages share: data, device, process group and where results go."""
+    cfg: TrainConfig
+    dataset: object
+    loader: object
+    sampler: object
+    device: torch.device
+    rank: int
+    world: int
+    val: object
+    checkpoint: object
+    log_file: object
+    plot: object
+    log: object
+    progress: bool
+    records: list
+    resume: dict | None
+
+    @property
+    def amp(self) -> bool:
+        return self.cfg.amp and self.device.type == "cuda"
+
+    @property
+    def steps_per_epoch(self) -> int:
+        # a last batch of one is skipped (BatchNorm cannot train on a single image)
+        n = len(self.loader)
+        return max(1, n - (1 if len(self.sampler) % self.loader.batch_size == 1 and len(self.dataset) > 1 else 0))
+
+
+def _run_stage(run: _Run, model, stage: int, params, loss_fn, epochs, lr, train_mode, desc):
+    """One optimisation stage over ``params``; returns the mean loss of each epoch run here."""
+    from mesc import training_log, training_state
     from mesc.progress import bar as progress_bar
 
-    if epochs <= 0 or not params:
-        return []
+    cfg = run.cfg
+    start = 0
+    if run.resume is not None:
+        start = run.resume["epoch"] if run.resume["stage"] == stage else (epochs if run.resume["stage"] > stage else 0)
+    if epochs <= 0 or not params or start >= epochs:
+        return
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, sum(1 for _ in _batches(len(data), cfg.batch, rng=np.random.default_rng(0))))
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    total = epochs * run.steps_per_epoch
+    factor = SCHEDULES[cfg.schedule]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(min(s, total) / total))
+    scaler = torch.amp.GradScaler("cuda", enabled=run.amp)
+    if run.resume is not None and run.resume["stage"] == stage:
+        opt.load_state_dict(run.resume["optimizer"])
+        sched.load_state_dict(run.resume["scheduler"])
+        if run.resume["scaler"]:
+            scaler.load_state_dict(run.resume["scaler"])
+    net = model
+    if run.world > 1:
+        # stage 1 leaves the unscheduled heads out of each step's loss
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[run.device] if run.device.type == "cuda" else None, find_unused_parameters=True)
     norm = normalization_of(model)
-    step, history = 0, []
-    bar = progress_bar(total, desc, "batch", progress)
-    for epoch in range(epochs):
-        losses = []
-        for idx in _batches(len(data), cfg.batch, rng):
-            images, masks = data.images[idx], data.masks[idx]
-            if cfg.crop:
-                images, masks = _random_crop(images, masks, cfg.crop, rng)
-            if cfg.flip:
-                flip = rng.random(len(idx)) < 0.5
-                images = np.where(flip[:, None, None, None], images[:, :, ::-1], images)
-                masks = np.where(flip[:, None, None], masks[:, :, ::-1], masks)
-            x = to_input(images, norm)
-            y = torch.from_numpy(masks.astype(np.int64))
-            loss = loss_fn(as_exit_list(model(x)), y, step)
+    step = start * run.steps_per_epoch
+    bar = progress_bar((epochs - start) * run.steps_per_epoch, desc, "batch", run.progress and run.rank == 0)
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        run.dataset.stage, run.dataset.epoch = stage, epoch
+        run.sampler.set_epoch(epoch if stage == 1 else cfg.epochs1 + epoch)
+        losses, per_exit, seen = [], [], 0
+        for images, masks in run.loader:
+            if len(images) == 1 and len(run.dataset) > 1:
+                continue
+            x = to_input(images.to(run.device, non_blocking=True), norm)
+            y = masks.to(run.device, non_blocking=True).long()
+            with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
+                outs = as_exit_list(net(x))
+            loss, terms = loss_fn([o.float() for o in outs], y, step)
             if not torch.isfinite(loss):
                 bar.close()
                 raise TrainError(f"{desc}: the loss is {loss.item()} at epoch {epoch + 1}/{epochs}, step "
                                  f"{step + 1}/{total}; training stopped and nothing was saved (try a lower lr)")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             step += 1
+            seen += len(images) * run.world
             losses.append(loss.item())
+            per_exit.append([float(t) for t in terms])
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        history.append(float(np.mean(losses)))
-        if log:
-            log(f"{desc} epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}")
+        seconds = time.perf_counter() - t0
+        record = {"stage": stage, "epoch": epoch + 1, "epochs": epochs, "loss": float(np.mean(losses)),
+                  "loss_per_exit": [float(v) for v in np.mean(per_exit, axis=0)], "lr": sched.get_last_lr()[0],
+                  "images_per_s": round(seen / seconds, 2), "seconds": round(seconds, 2)}
+        if run.val is not None and run.rank == 0:
+            record["val_miou"] = evaluate(model, run.val)["miou"]
+            train_mode()
+        run.records.append(record)
+        if run.rank == 0:
+            if run.checkpoint is not None:
+                training_state.save(run.checkpoint, model, opt, sched, scaler if run.amp else None, stage,
+                                    epoch + 1, asdict(cfg), run.records)
+            if run.log_file is not None:
+                training_log.append(run.log_file, record)
+                if run.plot is not None:
+                    training_log.plot(run.records, run.plot, log=run.log)
+            if run.log:
+                miou = record.get("val_miou")
+                run.log(f"{desc} epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f} (per exit "
+                        + " / ".join(f"{v:.3f}" for v in record["loss_per_exit"]) + ")"
+                        + (", val mIoU " + " / ".join(f"{100 * m:.1f}%" for m in miou) if miou else "")
+                        + f", {record['images_per_s']} images/s")
     bar.close()
-    return history
 
 
 def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=None,
-          progress: bool = True, log=print, force: bool = False) -> dict:
+          progress: bool = True, log=print, force: bool = False, checkpoint=None, resume=None,
+          log_file=None, plot=None) -> dict:
     """Train ``model`` in place with the two MESS stages; save its state_dict to ``out``.
 
     The settings, the data and ``out`` (an existing file only with ``force``) are checked
     before any training; a loss that turns NaN or infinite stops it with a :class:`TrainError`
-    and nothing is saved. Returns a summary: loss per epoch of each stage, seconds, and the
-    validation per-exit mIoU when ``val_dir`` is given.
+    and nothing is saved. After every epoch the full training state goes to ``checkpoint``
+    (which ``resume`` continues from), a JSON line to ``log_file`` and the curves to ``plot``.
+    Under torchrun (a process group initialised, see :mod:`mesc.training_dist`) each process
+    trains on its share of every batch and rank 0 alone writes. Returns a summary: loss per
+    epoch of each stage, seconds, and the validation per-exit mIoU when ``val_dir`` is given.
     """
+    from mesc import training_data, training_state
+
     cfg = config or TrainConfig()
     cfg.check()
-    data = SegData(data_dir)
+    rank, world = _distributed()
+    if cfg.batch % world:
+        raise TrainError(f"batch {cfg.batch} does not split evenly over {world} processes")
+    dataset = training_data.SegStream(data_dir, aug=cfg.augmentation(), seed=cfg.seed)
     if out is not None:
         check_output(out, force, inputs=[("data", data_dir), ("val", val_dir)])
+    for extra in (checkpoint, log_file, plot):
+        if extra is not None and rank == 0:
+            check_output(extra, True, inputs=[("data", data_dir), ("val", val_dir)])
     if cfg.crop:
-        _check_crop(cfg.crop, *data.images.shape[1:3])
+        training_data.check_crop(cfg.crop, *dataset.first_size())
+    state = training_state.load(resume) if resume is not None else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    device = _device(cfg, world)
+    if state is not None:
+        getattr(model, "module", model).load_state_dict(state["model"])
+    model.to(device)
+    if world > 1 and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     norm = normalization_of(model)
-    model.train()
+    loader, sampler = training_data.make_loader(dataset, cfg.batch, cfg.workers, seed=cfg.seed, rank=rank,
+                                                world=world)
+    val = SegData(val_dir) if val_dir is not None else None
+    records = [r for r in state["history"]] if state is not None else []
+    if log_file is not None and state is None and rank == 0:
+        Path(log_file).unlink(missing_ok=True)  # a fresh run starts a fresh log
+    run = _Run(cfg, dataset, loader, sampler, device, rank, world, val, checkpoint, log_file, plot, log, progress,
+               records, state)
 
     t0 = time.perf_counter()
-    probe = to_input(data.images[:2], norm)
+    probe = to_input(torch.stack([dataset[i][0] for i in range(min(2, len(dataset)))]).to(device), norm)
     model.eval()
     with torch.no_grad():
         num_exits = len(as_exit_list(model(probe)))
@@ -323,38 +455,47 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     if cfg.epochs1 == 0 and (num_exits == 1 or not early):
         raise TrainError("epochs1 is 0 and the model has no early-exit heads for stage 2 to train: "
                          "nothing would be trained")
-    if log:
-        log(f"{len(data)} images, {num_exits} exits; {sum(p.numel() for p in shared)} backbone+final "
-            f"parameters, {sum(p.numel() for p in early)} early-exit parameters")
+    if log and rank == 0:
+        log(f"{len(dataset)} images, {num_exits} exits; {sum(p.numel() for p in shared)} backbone+final "
+            f"parameters, {sum(p.numel() for p in early)} early-exit parameters; {device}"
+            + (f", {world} processes" if world > 1 else "")
+            + (f"; resuming after stage {state['stage']} epoch {state['epoch']}" if state else ""))
 
-    hist1 = _run_stage(model, data, shared + early,
-                       lambda outs, y, j: exit_dropout_loss(outs, y, j),
-                       cfg.epochs1, cfg, cfg.lr, rng, "stage 1 (exit dropout)", progress, log)
+    model.train()
+    _run_stage(run, model, 1, shared + early, lambda outs, y, j: _stage1_loss(outs, y, j), cfg.epochs1, cfg.lr,
+               model.train, "stage 1 (exit dropout)")
 
     # stage 2: only the early heads learn; the final exit is the (fixed) teacher
     for p in shared:
         p.requires_grad_(False)
-    model.train()
-    _freeze_norm_stats(model, {id(p) for p in early})
+    early_ids = {id(p) for p in early}
+
+    def stage2_mode():
+        model.train()
+        _freeze_norm_stats(model, early_ids)
+
+    stage2_mode()
 
     def pfd_all(outs, y, j):
-        return sum(pfd_loss(o, outs[-1], y, cfg.alpha) for o in outs[:-1])
+        terms = [pfd_loss(o, outs[-1], y, cfg.alpha) for o in outs[:-1]]
+        return sum(terms), [t.detach() for t in terms]
 
     try:
-        hist2 = _run_stage(model, data, early, pfd_all, cfg.epochs2 if num_exits > 1 else 0, cfg,
-                           cfg.lr2 or cfg.lr, rng, "stage 2 (PFD)", progress, log)
+        _run_stage(run, model, 2, early, pfd_all, cfg.epochs2 if num_exits > 1 else 0, cfg.lr2 or cfg.lr,
+                   stage2_mode, "stage 2 (PFD)")
     finally:
         for p in shared:
             p.requires_grad_(True)
     model.eval()
-    summary = {"config": asdict(cfg), "images": len(data), "exits": num_exits,
-               "stage1_loss": hist1, "stage2_loss": hist2,
-               "seconds": round(time.perf_counter() - t0, 1)}
-    if out is not None:
+    summary = {"config": asdict(cfg), "images": len(dataset), "exits": num_exits,
+               "stage1_loss": [r["loss"] for r in records if r["stage"] == 1],
+               "stage2_loss": [r["loss"] for r in records if r["stage"] == 2],
+               "history": records, "seconds": round(time.perf_counter() - t0, 1)}
+    if out is not None and rank == 0:
         save_checkpoint(model, out)
         summary["checkpoint"] = str(out)
-    if val_dir is not None:
-        result = evaluate(model, val_dir)
+    if val is not None and rank == 0:
+        result = evaluate(model, val)
         summary["val_miou"] = result["miou"]
         if log:
             log(format_miou_table(result["miou"]))
@@ -363,14 +504,18 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     return summary
 
 
+def _stage1_loss(outs, y, step):
+    terms = exit_losses(outs, y)
+    return sum(terms[k] for k in exit_dropout_schedule(step, len(outs))), [t.detach() for t in terms]
+
+
 def save_checkpoint(model, path) -> None:
     """float32 state_dict, written through a temporary file so a crash leaves no half file."""
     from mesc.staging import atomic_file
+    from mesc.training_state import plain_state
 
-    state = {k: (v.float() if v.is_floating_point() else v).contiguous().clone()
-             for k, v in model.state_dict().items()}
     with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(plain_state(model), tmp)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,9 +527,10 @@ def predict_exits(model, images: np.ndarray, batch: int = 8) -> list[np.ndarray]
     model.eval()
     norm = normalization_of(model)
     per_exit = None
+    device = next(model.parameters()).device
     for s in range(0, len(images), batch):
-        outs = as_exit_list(model(to_input(images[s: s + batch], norm)))
-        labels = [o.argmax(1).to(torch.uint8).numpy() for o in outs]
+        outs = as_exit_list(model(to_input(images[s: s + batch], norm).to(device)))
+        labels = [o.argmax(1).to(torch.uint8).cpu().numpy() for o in outs]
         per_exit = [[lab] for lab in labels] if per_exit is None else [a + [b] for a, b in zip(per_exit, labels)]
     return [np.concatenate(chunks) for chunks in per_exit]
 

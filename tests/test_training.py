@@ -145,15 +145,6 @@ def test_evaluate_miou_and_difficulty_table(scenes):
     assert "exit2" in table and len(table.splitlines()) == 4
 
 
-def test_random_crop_windows_images_and_masks_alike():
-    images = np.arange(2 * 8 * 12 * 3, dtype=np.uint8).reshape(2, 8, 12, 3)
-    masks = images[..., 0].copy()
-    im, mk = training._random_crop(images, masks, (4, 6), np.random.default_rng(0))
-    assert im.shape == (2, 4, 6, 3) and np.array_equal(im[..., 0], mk)
-    with pytest.raises(training.MescError, match="crop 16x6 is larger"):
-        training._random_crop(images, masks, (16, 6), np.random.default_rng(0))
-
-
 def test_train_cli(scenes, tmp_path):
     ckpt = tmp_path / "out.pt"
     args = ["train", "--model", f"{__file__}:tiny_model", "--data", str(scenes), "--val", str(scenes),
@@ -270,3 +261,46 @@ def test_train_cli_output_rules(scenes, tmp_path):
     (tmp_path / "file").write_text("")
     res = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "file" / "c.pt")])
     assert res.exit_code == 2 and "is not a directory" in res.output and "Traceback" not in res.output
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(scenes, tmp_path):
+    torch.set_num_threads(1)
+    cfg = dict(epochs1=2, epochs2=1, batch=4, lr=1e-2, seed=0, crop=(32, 48))
+    whole = tiny_model()
+    training.train(whole, scenes, config=training.TrainConfig(**cfg), progress=False, log=None)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_epoch(msg):
+        if "epoch 1/2" in msg:
+            raise Interrupted
+
+    ckpt, jsonl = tmp_path / "train.pt", tmp_path / "log.jsonl"
+    with pytest.raises(Interrupted):
+        training.train(tiny_model(), scenes, config=training.TrainConfig(**cfg), progress=False,
+                       log=stop_after_first_epoch, checkpoint=ckpt, log_file=jsonl)
+    saved = torch.load(ckpt, weights_only=True)
+    assert (saved["stage"], saved["epoch"]) == (1, 1) and {"optimizer", "scheduler", "config"} <= saved.keys()
+    resumed = tiny_model()
+    summary = training.train(resumed, scenes, config=training.TrainConfig(**cfg), progress=False, log=None,
+                             checkpoint=ckpt, resume=ckpt, log_file=jsonl)
+    assert len(summary["stage1_loss"]) == 2 and len(summary["stage2_loss"]) == 1
+    diff = max((a - b).abs().max().item() for a, b in zip(whole.state_dict().values(), resumed.state_dict().values())
+               if a.is_floating_point())
+    assert diff < 1e-5, diff
+    from mesc import training_log
+
+    assert [(r["stage"], r["epoch"]) for r in training_log.read(jsonl)] == [(1, 1), (1, 2), (2, 1)]
+    # the training checkpoint is also a weights file for mesc export -w
+    from mesc import models
+
+    fresh = tiny_model()
+    models.load_checkpoint(fresh, ckpt)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_resume_refuses_a_plain_state_dict(scenes, tmp_path):
+    torch.save(tiny_model().state_dict(), tmp_path / "w.pt")
+    with pytest.raises(training.TrainError, match="not a mesc training checkpoint"):
+        training.train(tiny_model(), scenes, config=_quick(), progress=False, log=None, resume=tmp_path / "w.pt")

@@ -19,6 +19,16 @@ def _from_scratch(model: str) -> dict:
     return {"pretrained": False} if "pretrained" in inspect.signature(models.get_factory(model)).parameters else {}
 
 
+def _parse_scale(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise MescError(f"--scale: expected LOW:HIGH (e.g. 0.5:2), got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise MescError(f"--scale: need 0 < LOW <= HIGH, got {text!r}")
+    return lo, hi
+
+
 @click.command("train")
 @click.option("--model", "-m", required=True,
               help="Registered name, module:factory, or path/to/file.py:factory.")
@@ -34,11 +44,29 @@ def _from_scratch(model: str) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--crop", default=None, help="Train on random HxW crops (e.g. 64x128); default whole images.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--scale", default="0.5:2", show_default=True, help="Random rescale range LOW:HIGH (1:1: none).")
+@click.option("--jitter", type=float, default=0.2, show_default=True,
+              help="Colour jitter: brightness, contrast, saturation scaled within 1 +- this.")
+@click.option("--schedule", type=click.Choice(["poly", "cosine"]), default="poly", show_default=True,
+              help="Learning-rate decay over each stage (poly: power 0.9).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--no-amp", is_flag=True, help="Train in float32 on CUDA too (mixed precision is the default there).")
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--resume", type=click.Path(dir_okay=False), default=None,
+              help="Training checkpoint (written every epoch) to continue from, with the same settings.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Training checkpoint written every epoch [default: OUTPUT with suffix .train.pt].")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False), default=None,
+              help="Per-epoch JSON-lines log; its curves go beside it as .png [default: OUTPUT with suffix "
+                   ".train.jsonl].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint file.")
-def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, alpha, seed, crop, threads, output,
-              force):
-    """Train a multi-exit model with the MESS two-stage recipe and save its state_dict."""
+def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, alpha, seed, crop, threads, scale,
+              jitter, schedule, device, no_amp, workers, resume, checkpoint, log_file, output, force):
+    """Train a multi-exit model with the MESS two-stage recipe and save its state_dict.
+
+    Under torchrun (python -m mesc.training_dist) every process runs this with the same
+    arguments; --batch is the global batch."""
     from mesc.exporters.loader import load_model, model_file
     from mesc.training import TrainConfig, check_output, train
 
@@ -53,10 +81,20 @@ def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, al
         from mesc.data import parse_size
 
         crop = parse_size(crop, "--crop")
+    from pathlib import Path
+
+    scale = _parse_scale(scale)
+    stem = Path(output).with_suffix("")
+    checkpoint = checkpoint or f"{stem}.train.pt"
+    log_file = log_file or f"{stem}.train.jsonl"
     check_output(output, force, inputs=[("--data", data_dir), ("--val", val_dir), ("--weights", weights),
                                         ("--model", model_file(model))])
     net, _ = load_model(model, weights=weights, **_from_scratch(model))
     cfg = TrainConfig(epochs1=epochs1, epochs2=epochs2, batch=batch, lr=lr, alpha=alpha, seed=seed,
-                      crop=crop, threads=threads)
-    summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo, force=force)
-    click.echo(f"saved {output} after {summary['seconds']} s")
+                      crop=crop, threads=threads, scale=scale, jitter=jitter, schedule=schedule, device=device,
+                      amp=not no_amp, workers=workers)
+    summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo, force=force,
+                    checkpoint=checkpoint, resume=resume, log_file=log_file,
+                    plot=str(Path(log_file).with_suffix(".png")))
+    if "checkpoint" in summary:
+        click.echo(f"saved {output} after {summary['seconds']} s")
