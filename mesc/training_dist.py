@@ -1,0 +1,34 @@
+"""``mesc train`` under torchrun: one process per GPU (or CPU process with gloo).
+
+    torchrun --nproc-per-node N -m mesc.training_dist --model ... --data ... -o model.pt
+
+Takes ``mesc train``'s arguments; ``--batch`` is the global batch, split evenly over the
+processes. The process group comes from torchrun's environment (NCCL on CUDA, gloo on CPU);
+rank 0 alone writes the checkpoint, the training log and the output.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv=None) -> None:
+    import torch
+    import torch.distributed as dist
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    on_gpu = any(a.startswith("cuda") for a in argv) and torch.cuda.is_available()
+    if on_gpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group("nccl" if on_gpu else "gloo")
+    try:
+        from mesc.cli.train import train_cmd
+
+        train_cmd.main(argv, prog_name="mesc.training_dist", standalone_mode=False)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
