@@ -97,7 +97,9 @@ class SegStream(torch.utils.data.Dataset):
         if self.aug is not None:
             rng = np.random.default_rng([self.seed, self.stage, self.epoch, index])
             image, mask = augment(image, mask, rng, **self.aug)
-        return torch.from_numpy(image), torch.from_numpy(mask)
+        # np.asarray of a PIL image is read-only; torch wants writable memory
+        return (torch.from_numpy(np.require(image, requirements="CW")),
+                torch.from_numpy(np.require(mask, requirements="CW")))
 
 
 def collate(samples):

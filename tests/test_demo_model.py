@@ -1,16 +1,19 @@
 """The shipped demo checkpoint (mesc/models/demo.pt) still loads and still segments.
 
 Reproduce the checkpoint (about 45 min on the 2-core development machine; the second run trains
-the early exits alone, on whole images, from the first run's weights):
+the early exits alone, on whole images, from the first run's weights). It was trained before
+`mesc train` gained random rescaling, colour jitter and the poly schedule; `--scale 1:1 --jitter 0
+--schedule cosine` switch them off for the closest rerun (crops are now drawn per image, not per
+batch, so a rerun is close, not bit-identical):
 
     mesc synth-data -o /tmp/mesc_demo/train --count 1200 --seed 1 --size 128x256 --difficulty 0:1
     mesc synth-data -o /tmp/mesc_demo/val   --count 120 --seed 2 --size 128x256 --difficulty 0:1
     mesc train --model demo --data /tmp/mesc_demo/train --val /tmp/mesc_demo/val \\
         --epochs1 34 --epochs2 10 --batch 16 --crop 96x192 --lr 2e-3 --alpha 1.0 --seed 0 --threads 2 \\
-        -o /tmp/mesc_demo/stage1.pt
+        --scale 1:1 --jitter 0 --schedule cosine -o /tmp/mesc_demo/stage1.pt
     mesc train --model demo --weights /tmp/mesc_demo/stage1.pt --data /tmp/mesc_demo/train \\
         --val /tmp/mesc_demo/val --epochs1 0 --epochs2 15 --batch 16 --lr 1e-3 --alpha 1.0 --seed 1 \\
-        --threads 2 -o mesc/models/demo.pt
+        --threads 2 --scale 1:1 --jitter 0 --schedule cosine -o mesc/models/demo.pt
 
 Validation (120 images, seed 2) per-exit mIoU: 69.3 / 72.2 / 72.8 % (after the first run
 63.7 / 70.9 / 72.8 %: the second run, 15 epochs of the early heads alone on whole images,
