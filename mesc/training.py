@@ -292,16 +292,24 @@ def _run_stage(model, data, params, loss_fn, epochs, cfg, lr, rng, desc, progres
 
 
 def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=None,
-          progress: bool = True, log=print, force: bool = False) -> dict:
+          progress: bool = True, log=print, force: bool = False, backbone_weights=None,
+          backbone_layout: str = "auto") -> dict:
     """Train ``model`` in place with the two MESS stages; save its state_dict to ``out``.
 
     The settings, the data and ``out`` (an existing file only with ``force``) are checked
     before any training; a loss that turns NaN or infinite stops it with a :class:`TrainError`
     and nothing is saved. Returns a summary: loss per epoch of each stage, seconds, and the
-    validation per-exit mIoU when ``val_dir`` is given.
+    validation per-exit mIoU when ``val_dir`` is given. ``backbone_weights``: ImageNet weights
+    to start the backbone from (see :func:`mesc.models.pretrained.load_backbone_weights`).
     """
     cfg = config or TrainConfig()
     cfg.check()
+    if backbone_weights is not None:
+        from mesc.models.pretrained import load_backbone_weights
+
+        report = load_backbone_weights(model, backbone_weights, backbone_layout)
+        if log:
+            log(report.summary())
     data = SegData(data_dir)
     if out is not None:
         check_output(out, force, inputs=[("data", data_dir), ("val", val_dir)])
