@@ -400,7 +400,7 @@ def _run_stage(run: _Run, model, stage: int, params, loss_fn, epochs, lr, train_
 
 def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=None,
           progress: bool = True, log=print, force: bool = False, checkpoint=None, resume=None,
-          log_file=None, plot=None) -> dict:
+          log_file=None, plot=None, backbone_weights=None, backbone_layout: str = "auto") -> dict:
     """Train ``model`` in place with the two MESS stages; save its state_dict to ``out``.
 
     The settings, the data and ``out`` (an existing file only with ``force``) are checked
@@ -410,6 +410,8 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     Under torchrun (a process group initialised, see :mod:`mesc.training_dist`) each process
     trains on its share of every batch and rank 0 alone writes. Returns a summary: loss per
     epoch of each stage, seconds, and the validation per-exit mIoU when ``val_dir`` is given.
+    ``backbone_weights``: ImageNet weights to start the backbone from (see
+    :func:`mesc.models.pretrained.load_backbone_weights`).
     """
     from mesc import training_data, training_state
 
@@ -418,6 +420,12 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     rank, world = _distributed()
     if cfg.batch % world:
         raise TrainError(f"batch {cfg.batch} does not split evenly over {world} processes")
+    if backbone_weights is not None:
+        from mesc.models.pretrained import load_backbone_weights
+
+        report = load_backbone_weights(model, backbone_weights, backbone_layout)
+        if log and rank == 0:
+            log(report.summary())
     dataset = training_data.SegStream(data_dir, aug=cfg.augmentation(), seed=cfg.seed)
     if out is not None:
         check_output(out, force, inputs=[("data", data_dir), ("val", val_dir)])

@@ -34,6 +34,12 @@ def _parse_scale(text: str) -> tuple[float, float]:
               help="Registered name, module:factory, or path/to/file.py:factory.")
 @click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint to start from.")
+@click.option("--backbone-weights", type=click.Path(dir_okay=False), default=None,
+              help="ImageNet-pretrained backbone to start from: torchvision's ResNet-50 or MobileNetV2 "
+                   "state dict, or the official HRNet-W18 checkpoint (exit heads start from scratch).")
+@click.option("--backbone-layout", default="auto", show_default=True,
+              help="Key layout of --backbone-weights: auto tells it from the keys, and lists the "
+                   "layouts when it cannot.")
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="Labelled training folder.")
 @click.option("--val", "val_dir", type=click.Path(), default=None, help="Labelled folder for per-exit mIoU.")
 @click.option("--epochs1", type=int, default=10, show_default=True, help="Stage 1 (exit dropout) epochs.")
@@ -61,8 +67,9 @@ def _parse_scale(text: str) -> tuple[float, float]:
                    ".train.jsonl].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint file.")
-def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, alpha, seed, crop, threads, scale,
-              jitter, schedule, device, no_amp, workers, resume, checkpoint, log_file, output, force):
+def train_cmd(model, weights, backbone_weights, backbone_layout, data_dir, val_dir, epochs1, epochs2, batch, lr,
+              alpha, seed, crop, threads, scale, jitter, schedule, device, no_amp, workers, resume, checkpoint,
+              log_file, output, force):
     """Train a multi-exit model with the MESS two-stage recipe and save its state_dict.
 
     Under torchrun (python -m mesc.training_dist) every process runs this with the same
@@ -73,6 +80,8 @@ def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, al
     for name, value in (("--epochs1", epochs1), ("--epochs2", epochs2)):
         if value < 0:
             raise MescError(f"{name} must be >= 0, got {value}")
+    if weights is not None and backbone_weights is not None:
+        raise MescError("--weights already sets every weight of the model: give it or --backbone-weights, not both")
     if batch < 2:
         raise MescError(f"--batch must be at least 2 (BatchNorm), got {batch}")
     if lr <= 0:
@@ -88,13 +97,14 @@ def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, al
     checkpoint = checkpoint or f"{stem}.train.pt"
     log_file = log_file or f"{stem}.train.jsonl"
     check_output(output, force, inputs=[("--data", data_dir), ("--val", val_dir), ("--weights", weights),
-                                        ("--model", model_file(model))])
+                                        ("--backbone-weights", backbone_weights), ("--model", model_file(model))])
     net, _ = load_model(model, weights=weights, **_from_scratch(model))
     cfg = TrainConfig(epochs1=epochs1, epochs2=epochs2, batch=batch, lr=lr, alpha=alpha, seed=seed,
                       crop=crop, threads=threads, scale=scale, jitter=jitter, schedule=schedule, device=device,
                       amp=not no_amp, workers=workers)
     summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo, force=force,
                     checkpoint=checkpoint, resume=resume, log_file=log_file,
-                    plot=str(Path(log_file).with_suffix(".png")))
+                    plot=str(Path(log_file).with_suffix(".png")),
+                    backbone_weights=backbone_weights, backbone_layout=backbone_layout)
     if "checkpoint" in summary:
         click.echo(f"saved {output} after {summary['seconds']} s")

@@ -77,9 +77,11 @@ def _first(keys, n=5):
     return ", ".join(keys[:n]) + more
 
 
-def load_checkpoint(model: nn.Module, path) -> nn.Module:
-    """Load a checkpoint into ``model`` strictly; every failure is a ModelLoadError naming the
-    file and the first offending keys."""
+def read_state_dict(path) -> dict:
+    """The state dict a checkpoint file (or an object loaded from one) holds, unwrapped and
+    without ``module.`` prefixes; a ModelLoadError naming the file when it holds none."""
+    if isinstance(path, Mapping):
+        return _unwrap_state_dict(path, "(in memory)")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelLoadError(f"checkpoint {path}: file not found")
@@ -89,7 +91,14 @@ def load_checkpoint(model: nn.Module, path) -> nn.Module:
     except Exception as e:  # torch raises many types for corrupt / non-weights files
         raise ModelLoadError(f"checkpoint {path}: cannot be read as a torch state_dict "
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    state = _unwrap_state_dict(obj, path)
+    return _unwrap_state_dict(obj, path)
+
+
+def load_checkpoint(model: nn.Module, path) -> nn.Module:
+    """Load a checkpoint into ``model`` strictly; every failure is a ModelLoadError naming the
+    file and the first offending keys."""
+    path = os.fspath(path)
+    state = read_state_dict(path)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
