@@ -124,9 +124,9 @@ def _freeze_norm_stats(model, trainable_ids: set) -> None:
 class SegData:
     """A data folder held in memory (synthetic sets are small): uint8 images and masks."""
 
-    def __init__(self, path, require_masks: bool = True):
+    def __init__(self, path, require_masks: bool = True, split: str | None = None):
         self.path = Path(path)
-        pairs = mdata.read_folder(path, require_masks=require_masks)
+        pairs = mdata.read_folder(path, require_masks=require_masks, split=split)
         loaded = [mdata.load_pair(i, m) for i, m in pairs]
         shapes = {im.shape for im, _ in loaded}
         if len(shapes) != 1:
@@ -292,7 +292,8 @@ def _run_stage(model, data, params, loss_fn, epochs, cfg, lr, rng, desc, progres
 
 
 def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=None,
-          progress: bool = True, log=print, force: bool = False) -> dict:
+          progress: bool = True, log=print, force: bool = False, split: str | None = None,
+          val_split: str | None = None) -> dict:
     """Train ``model`` in place with the two MESS stages; save its state_dict to ``out``.
 
     The settings, the data and ``out`` (an existing file only with ``force``) are checked
@@ -302,7 +303,7 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     """
     cfg = config or TrainConfig()
     cfg.check()
-    data = SegData(data_dir)
+    data = SegData(data_dir, split=split)
     if out is not None:
         check_output(out, force, inputs=[("data", data_dir), ("val", val_dir)])
     if cfg.crop:
@@ -354,7 +355,7 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
         save_checkpoint(model, out)
         summary["checkpoint"] = str(out)
     if val_dir is not None:
-        result = evaluate(model, val_dir)
+        result = evaluate(model, SegData(val_dir, split=val_split))
         summary["val_miou"] = result["miou"]
         if log:
             log(format_miou_table(result["miou"]))

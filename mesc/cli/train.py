@@ -26,6 +26,8 @@ def _from_scratch(model: str) -> dict:
               help="Checkpoint to start from.")
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="Labelled training folder.")
 @click.option("--val", "val_dir", type=click.Path(), default=None, help="Labelled folder for per-exit mIoU.")
+@click.option("--split", default=None, help="Split of --data to train on (e.g. train); default: all.")
+@click.option("--val-split", default=None, help="Split of --val to score (e.g. val); default: all.")
 @click.option("--epochs1", type=int, default=10, show_default=True, help="Stage 1 (exit dropout) epochs.")
 @click.option("--epochs2", type=int, default=5, show_default=True, help="Stage 2 (PFD, early heads) epochs.")
 @click.option("--batch", type=int, default=8, show_default=True)
@@ -36,7 +38,7 @@ def _from_scratch(model: str) -> dict:
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint file.")
-def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, alpha, seed, crop, threads, output,
+def train_cmd(model, weights, data_dir, val_dir, split, val_split, epochs1, epochs2, batch, lr, alpha, seed, crop, threads, output,
               force):
     """Train a multi-exit model with the MESS two-stage recipe and save its state_dict."""
     from mesc.exporters.loader import load_model, model_file
@@ -58,5 +60,6 @@ def train_cmd(model, weights, data_dir, val_dir, epochs1, epochs2, batch, lr, al
     net, _ = load_model(model, weights=weights, **_from_scratch(model))
     cfg = TrainConfig(epochs1=epochs1, epochs2=epochs2, batch=batch, lr=lr, alpha=alpha, seed=seed,
                       crop=crop, threads=threads)
-    summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo, force=force)
+    summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo, force=force,
+                    split=split, val_split=val_split)
     click.echo(f"saved {output} after {summary['seconds']} s")
