@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from mesc import data
 from mesc.errors import MescError
-from tests.datasets import fixtures
+import layout_fixtures as fixtures
 
 
 def masks(pairs):
