@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from mesc.datasets.labels import IGNORE, Label, check_mask_shape
 from mesc.errors import MescError
 
 CLASSES = ("floor", "person", "box", "robot", "lane", "clutter")
-IGNORE = 255
 # Saturated, far-apart colours: what an easy scene shows. Hard scenes blend toward GREY.
 PALETTE = np.array([
     (120, 120, 120),  # floor
@@ -33,7 +33,6 @@ PALETTE = np.array([
     (60, 175, 70),    # clutter
 ], dtype=np.float32)
 GREY = np.array((128, 128, 128), dtype=np.float32)
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,46 +223,16 @@ def generate(out_dir, count: int, seed: int = 0, size=(128, 256), difficulty=(0.
 # ---------------------------------------------------------------------------------------------
 # reader
 
-def _images_in(folder: Path, suffix: str = "") -> list[Path]:
-    return sorted(p for p in folder.rglob(f"*{suffix}") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
-
-
-def read_folder(path, require_masks: bool = False) -> list[tuple[Path, Path | None]]:
+def read_folder(path, require_masks: bool = False, split: str | None = None) -> list:
     """List ``(image, mask or None)`` pairs in a data folder, sorted by image path.
 
-    Layouts: mesc's own (``images/`` + optional ``masks/`` with the same file stems),
-    Cityscapes (``leftImg8bit/**/*_leftImg8bit.png`` + ``gtFine/**/*_gtFine_labelTrainIds.png``),
-    or a plain folder of images (no masks).
+    Layouts (:mod:`mesc.datasets`): mesc's own (``images/`` + optional ``masks/`` with the same
+    file stems), Cityscapes, Pascal VOC 2012, SBD, MS COCO (as the 21 VOC classes), or a plain
+    folder of images (no masks). ``split`` picks one split of a layout that has them.
     """
-    root = Path(path)
-    if not root.is_dir():
-        raise MescError(f"data folder {root} does not exist or is not a directory")
-    pairs: list[tuple[Path, Path | None]] = []
-    if (root / "leftImg8bit").is_dir():
-        suffix = "_leftImg8bit.png"
-        for img in _images_in(root / "leftImg8bit", suffix):
-            rel = img.relative_to(root / "leftImg8bit")
-            mask = root / "gtFine" / rel.parent / (img.name[: -len(suffix)] + "_gtFine_labelTrainIds.png")
-            pairs.append((img, mask if mask.is_file() else None))
-    elif (root / "images").is_dir():
-        masks = {}
-        if (root / "masks").is_dir():
-            masks = {p.relative_to(root / "masks").with_suffix(""): p for p in _images_in(root / "masks")}
-        for img in _images_in(root / "images"):
-            pairs.append((img, masks.get(img.relative_to(root / "images").with_suffix(""))))
-    else:
-        pairs = [(img, None) for img in _images_in(root)]
-    if not pairs:
-        raise MescError(f"data folder {root} holds no images (expected images/*.png, "
-                        f"leftImg8bit/**/*_leftImg8bit.png, or image files)")
-    if require_masks:
-        missing = [str(img) for img, mask in pairs if mask is None]
-        if missing:
-            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise MescError(f"data folder {root}: {len(missing)} of {len(pairs)} images have no mask "
-                            f"(expected masks/<name>.png or gtFine/**/*_gtFine_labelTrainIds.png): "
-                            f"{', '.join(missing[:10])}{more}")
-    return pairs
+    from mesc.datasets import read_folder as read
+
+    return read(path, require_masks=require_masks, split=split)
 
 
 def load_image(path) -> np.ndarray:
@@ -280,11 +249,14 @@ MASK_MODES = ("L", "P", "1", "I", "I;16", "I;16B", "I;16L", "I;16N")
 
 def load_mask(path, shape=None) -> np.ndarray:
     """A label mask as HxW uint8 class ids (255 = ignore); ``shape`` (H, W) must match if given.
+    ``path`` may be a :class:`~mesc.datasets.labels.Label` (a mask decoded from another format).
 
     The one mask reader (training, evaluation, calibration): a palette or grey mask is read by
     its index values, 16-bit masks by value (ids up to 255), never scaled or converted."""
     from mesc.runtime.images import opened_image
 
+    if isinstance(path, Label):
+        return path.read(shape)
     with opened_image(path, what="mask") as im:
         if im.mode not in MASK_MODES:
             raise MescError(f"mask {path} has mode {im.mode}; expected single-channel class ids "
@@ -292,10 +264,7 @@ def load_mask(path, shape=None) -> np.ndarray:
         mask = np.asarray(im)
     if mask.size and (mask.min() < 0 or mask.max() > 255):
         raise MescError(f"mask {path} holds ids {mask.min()}..{mask.max()}; class ids are 0..255")
-    if shape is not None and tuple(mask.shape) != tuple(shape):
-        raise MescError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is "
-                        f"{shape[1]}x{shape[0]}")
-    return mask.astype(np.uint8)
+    return check_mask_shape(mask, shape, path).astype(np.uint8)
 
 
 def load_pair(image_path, mask_path):

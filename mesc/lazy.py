@@ -17,6 +17,8 @@ EXTRAS = {
     "cuda": "trt",
     "onnxruntime": "core",
     "matplotlib": "plot",
+    "scipy": "data",
+    "pycocotools": "data",
     "hypothesis": "dev",
     "pytriton": "serve",
     "tritonclient": "serve",

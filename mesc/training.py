@@ -132,9 +132,9 @@ def _freeze_norm_stats(model, trainable_ids: set) -> None:
 class SegData:
     """A data folder held in memory (synthetic sets are small): uint8 images and masks."""
 
-    def __init__(self, path, require_masks: bool = True):
+    def __init__(self, path, require_masks: bool = True, split: str | None = None):
         self.path = Path(path)
-        pairs = mdata.read_folder(path, require_masks=require_masks)
+        pairs = mdata.read_folder(path, require_masks=require_masks, split=split)
         loaded = [mdata.load_pair(i, m) for i, m in pairs]
         shapes = {im.shape for im, _ in loaded}
         if len(shapes) != 1:
@@ -400,7 +400,8 @@ def _run_stage(run: _Run, model, stage: int, params, loss_fn, epochs, lr, train_
 
 def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=None,
           progress: bool = True, log=print, force: bool = False, checkpoint=None, resume=None,
-          log_file=None, plot=None, backbone_weights=None, backbone_layout: str = "auto") -> dict:
+          log_file=None, plot=None, backbone_weights=None, backbone_layout: str = "auto",
+          split: str | None = None, val_split: str | None = None) -> dict:
     """Train ``model`` in place with the two MESS stages; save its state_dict to ``out``.
 
     The settings, the data and ``out`` (an existing file only with ``force``) are checked
@@ -411,7 +412,8 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     trains on its share of every batch and rank 0 alone writes. Returns a summary: loss per
     epoch of each stage, seconds, and the validation per-exit mIoU when ``val_dir`` is given.
     ``backbone_weights``: ImageNet weights to start the backbone from (see
-    :func:`mesc.models.pretrained.load_backbone_weights`).
+    :func:`mesc.models.pretrained.load_backbone_weights`). ``split``/``val_split`` pick a split of
+    a dataset in its published layout (:func:`mesc.datasets.read_folder`).
     """
     from mesc import training_data, training_state
 
@@ -426,7 +428,7 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
         report = load_backbone_weights(model, backbone_weights, backbone_layout)
         if log and rank == 0:
             log(report.summary())
-    dataset = training_data.SegStream(data_dir, aug=cfg.augmentation(), seed=cfg.seed)
+    dataset = training_data.SegStream(data_dir, aug=cfg.augmentation(), seed=cfg.seed, split=split)
     if out is not None:
         check_output(out, force, inputs=[("data", data_dir), ("val", val_dir)])
     for extra in (checkpoint, log_file, plot):
@@ -447,7 +449,7 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     norm = normalization_of(model)
     loader, sampler = training_data.make_loader(dataset, cfg.batch, cfg.workers, seed=cfg.seed, rank=rank,
                                                 world=world)
-    val = SegData(val_dir) if val_dir is not None else None
+    val = SegData(val_dir, split=val_split) if val_dir is not None else None
     records = [r for r in state["history"]] if state is not None else []
     if log_file is not None and state is None and rank == 0:
         Path(log_file).unlink(missing_ok=True)  # a fresh run starts a fresh log

@@ -81,8 +81,8 @@ class SegStream(torch.utils.data.Dataset):
     """A labelled folder read one image at a time; augmented when ``aug`` (keyword arguments of
     :func:`augment`) is given. Set ``epoch`` and ``stage`` before each epoch."""
 
-    def __init__(self, path, aug: dict | None = None, seed: int = 0):
-        self.pairs = mdata.read_folder(path, require_masks=True)
+    def __init__(self, path, aug: dict | None = None, seed: int = 0, split: str | None = None):
+        self.pairs = mdata.read_folder(path, require_masks=True, split=split)
         self.aug, self.seed = aug, seed
         self.stage, self.epoch = 1, 0
 

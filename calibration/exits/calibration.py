@@ -105,7 +105,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
               write: bool = False, resize: bool = False, cache=None, latency_key=None, all_exits: bool = False,
               th_pix_grid=None, th_img_steps: int = 50, limit=None, compare_policies: bool = False,
               progress: bool = False, min_images: int = MIN_IMAGES, warn_images: int = WARN_IMAGES,
-              force: bool = False) -> Calibration:
+              force: bool = False, split: str | None = None) -> Calibration:
     """Every option is checked before an image is read (:func:`check_options`); a set of fewer
     than ``min_images`` images, or with a mask that has no labelled pixel, is refused
     (:class:`~mesc.errors.CalibrationError`), one of fewer than ``warn_images`` gets a
@@ -131,9 +131,9 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
         load_pyplot()
     pkg = Package.load(package)
     costs = costs_from_package(pkg, latency_key)
-    check_image_count(len(memo_mod.calibration_pairs(data, limit)), data, min_images, warn_images)
+    check_image_count(len(memo_mod.calibration_pairs(data, limit, split)), data, min_images, warn_images)
     memo = memo_mod.evaluate(pkg, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
-                             limit=limit)
+                             limit=limit, split=split)
     last = len(memo.exits) - 1
     subsets = [tuple(range(last + 1))] if all_exits else None
 

@@ -155,16 +155,17 @@ def _resize(arr: np.ndarray, hw, nearest: bool) -> np.ndarray:
     return np.asarray(im.resize((hw[1], hw[0]), Image.NEAREST if nearest else Image.BILINEAR))
 
 
-def calibration_pairs(data_dir, limit: int | None = None) -> list:
+def calibration_pairs(data_dir, limit: int | None = None, split: str | None = None) -> list:
     """The (image, mask) paths of a labelled folder, the first ``limit`` of them; every image
     must have a mask."""
     from mesc.data import read_folder
 
-    pairs = read_folder(data_dir, require_masks=True)
+    pairs = read_folder(data_dir, require_masks=True, split=split)
     return pairs if limit is None else pairs[:limit]
 
 
-def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False, limit: int | None = None):
+def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False, limit: int | None = None,
+                         split: str | None = None):
     """``[(name, image HxWx3 uint8, mask HxW uint8)]`` checked against the package.
 
     Refuses (MescError): images without masks (named), mask ids that are not classes of the
@@ -173,7 +174,7 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
     """
     from mesc.data import load_pair
 
-    pairs = calibration_pairs(data_dir, limit)
+    pairs = calibration_pairs(data_dir, limit, split)
     h, w = size
     out = []
     for img_path, mask_path in pairs:
@@ -222,8 +223,8 @@ def _cache_key(pkg, data_pairs_stat, grid, resize) -> str:
     return h.hexdigest()
 
 
-def _data_stat(data_dir, limit):
-    pairs = calibration_pairs(data_dir, limit)
+def _data_stat(data_dir, limit, split=None):
+    pairs = calibration_pairs(data_dir, limit, split)
     return [[str(p), p.stat().st_size, p.stat().st_mtime_ns, str(m), m.stat().st_size, m.stat().st_mtime_ns]
             for p, m in pairs]
 
@@ -232,7 +233,8 @@ def _data_stat(data_dir, limit):
 # the evaluation
 
 def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: int = 8, cache=None,
-             progress: bool = False, limit: int | None = None, threads: int | None = None) -> Memo:
+             progress: bool = False, limit: int | None = None, threads: int | None = None,
+             split: str | None = None) -> Memo:
     """Run every exit of ``package`` (a directory or a loaded Package) over ``data_dir`` once.
 
     ``cache``: an ``.npz`` path; reused when its key matches (package files and policy, data
@@ -254,7 +256,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     key = None
     if cache is not None:
         check_cache(cache, inputs=[("PACKAGE", pkg.root), ("--data", data_dir)])
-        key = _cache_key(pkg, _data_stat(data_dir, limit), grid, resize)
+        key = _cache_key(pkg, _data_stat(data_dir, limit, split), grid, resize)
         if Path(cache).is_file():
             try:
                 memo = Memo.load(cache)
@@ -264,7 +266,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
             except MescError:
                 pass
 
-    data = load_calibration_set(data_dir, (h, w), num_classes, resize=resize, limit=limit)
+    data = load_calibration_set(data_dir, (h, w), num_classes, resize=resize, limit=limit, split=split)
     from mesc.runtime import load as load_runtime
 
     options = {} if threads is None else {"threads": threads}

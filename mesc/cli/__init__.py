@@ -15,6 +15,7 @@ from mesc.cli.bench import bench_cmd
 from mesc.cli.build import build_cmd
 from mesc.cli.calibrate import calibrate_cmd
 from mesc.cli.client import client_cmd
+from mesc.cli.data import data_cmd
 from mesc.cli.export import export_cmd
 from mesc.cli.inspect import inspect_cmd
 from mesc.cli.prepare import prepare_cmd
@@ -72,7 +73,7 @@ def cli():
 
 
 for _command in (export_cmd, inspect_cmd, synth_data_cmd, train_cmd, prepare_cmd, build_cmd, run_cmd,
-                 calibrate_cmd, bench_cmd, selftest_cmd, serve_cmd, client_cmd):
+                 calibrate_cmd, bench_cmd, selftest_cmd, serve_cmd, client_cmd, data_cmd):
     cli.add_command(_command)
 
 

@@ -28,21 +28,22 @@ import click
 @click.option("--th-img-steps", type=int, default=50, show_default=True, help="th_img values per exit and th_pix.")
 @click.option("--compare-policies", is_flag=True, help="Also calibrate the other policies, for the report.")
 @click.option("--limit", type=int, default=None, help="Use only the first N images.")
+@click.option("--split", default=None, help="Split of a data set with splits (e.g. val); default: all.")
 # defaults None: the library's own (the CLI does not import it before a command runs)
 @click.option("--min-images", type=int, default=None, help="Refuse a calibration set of fewer images (default: 5).")
 @click.option("--warn-images", type=int, default=None,
               help="Warn that thresholds overfit a calibration set of fewer images (default: 50).")
 @click.option("--force", is_flag=True, help="Overwrite existing --report and --plot files.")
 def calibrate_cmd(package, data, max_drop, max_cost, policy, report, plot, write, resize, cache, latency_key,
-                  all_exits, th_img_steps, compare_policies, limit, min_images, warn_images, force):
+                  all_exits, th_img_steps, compare_policies, limit, split, min_images, warn_images, force):
     """Choose exits and thresholds on a labelled set: least expected cost within an mIoU drop,
     or best mIoU within a cost."""
     from mesc.calibration.exits import calibrate, format_report
 
     out = calibrate(package, data, max_drop=max_drop, max_cost=max_cost, policy=policy, report=report, plot=plot,
                     write=write, resize=resize, cache=cache, latency_key=latency_key, all_exits=all_exits,
-                    th_img_steps=th_img_steps, compare_policies=compare_policies, limit=limit, progress=True,
-                    force=force,
+                    th_img_steps=th_img_steps, compare_policies=compare_policies, limit=limit, split=split,
+                    progress=True, force=force,
                     **{k: v for k, v in (("min_images", min_images), ("warn_images", warn_images)) if v is not None})
     click.echo(format_report(out.report))
     if report:

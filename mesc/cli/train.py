@@ -42,6 +42,8 @@ def _parse_scale(text: str) -> tuple[float, float]:
                    "layouts when it cannot.")
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="Labelled training folder.")
 @click.option("--val", "val_dir", type=click.Path(), default=None, help="Labelled folder for per-exit mIoU.")
+@click.option("--split", default=None, help="Split of --data to train on (e.g. train); default: all.")
+@click.option("--val-split", default=None, help="Split of --val to score (e.g. val); default: all.")
 @click.option("--epochs1", type=int, default=10, show_default=True, help="Stage 1 (exit dropout) epochs.")
 @click.option("--epochs2", type=int, default=5, show_default=True, help="Stage 2 (PFD, early heads) epochs.")
 @click.option("--batch", type=int, default=8, show_default=True)
@@ -67,9 +69,9 @@ def _parse_scale(text: str) -> tuple[float, float]:
                    ".train.jsonl].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint file.")
-def train_cmd(model, weights, backbone_weights, backbone_layout, data_dir, val_dir, epochs1, epochs2, batch, lr,
-              alpha, seed, crop, threads, scale, jitter, schedule, device, no_amp, workers, resume, checkpoint,
-              log_file, output, force):
+def train_cmd(model, weights, backbone_weights, backbone_layout, data_dir, val_dir, split, val_split, epochs1,
+              epochs2, batch, lr, alpha, seed, crop, threads, scale, jitter, schedule, device, no_amp, workers, resume,
+              checkpoint, log_file, output, force):
     """Train a multi-exit model with the MESS two-stage recipe and save its state_dict.
 
     Under torchrun (python -m mesc.training_dist) every process runs this with the same
@@ -105,6 +107,7 @@ def train_cmd(model, weights, backbone_weights, backbone_layout, data_dir, val_d
     summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo, force=force,
                     checkpoint=checkpoint, resume=resume, log_file=log_file,
                     plot=str(Path(log_file).with_suffix(".png")),
-                    backbone_weights=backbone_weights, backbone_layout=backbone_layout)
+                    backbone_weights=backbone_weights, backbone_layout=backbone_layout, split=split,
+                    val_split=val_split)
     if "checkpoint" in summary:
         click.echo(f"saved {output} after {summary['seconds']} s")

@@ -1,0 +1,71 @@
+"""Segmentation data sets in their published on-disk layouts, read as ``(image path, mask)``
+pairs: a mask is an id-PNG path, a :class:`~mesc.datasets.labels.Label` decoded on read, or None.
+
+numpy and PIL only (scipy and pycocotools, the ``[data]`` extra, only for SBD and COCO masks):
+the runtime reads folders through here too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mesc.datasets import cityscapes, coco
+from mesc.datasets.generic import Folders, Plain
+from mesc.datasets.labels import Label
+from mesc.datasets.voc import SBD, VOC
+from mesc.errors import MescError
+
+# detection order: the first layout whose markers a folder holds; Plain takes any folder
+LAYOUTS = (cityscapes, VOC, SBD, coco, Folders, Plain)
+
+
+def detect(path):
+    """``(layout, dataset root)`` of a data folder (the root may be a nested VOCdevkit/VOC2012)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise MescError(f"data folder {root} does not exist or is not a directory")
+    for layout in LAYOUTS:
+        found = layout.detect(root)
+        if found is not None:
+            return layout, found
+    raise AssertionError("Plain accepts every folder")
+
+
+def classes(layout, root) -> list[str] | None:
+    """The layout's class names, or a generic folder's ``classes.txt``."""
+    from mesc.data import read_classes
+
+    fixed = getattr(layout, "CLASSES", None)
+    return list(fixed) if fixed is not None else read_classes(root)
+
+
+def read_pairs(path, split: str | None = None):
+    """``(layout, root, pairs)`` of one split (None: every split the layout holds)."""
+    layout, root = detect(path)
+    if split is not None and split not in layout.splits(root):
+        if layout in (Folders, Plain) and (root / split).is_dir():
+            # a generic folder split into sub-folders (train/, val/): each is a folder of its own
+            return read_pairs(root / split)
+        known = ", ".join(layout.splits(root)) or "none"
+        raise MescError(f"data folder {path} ({layout.FORMAT}) has no split {split!r} (splits: {known})")
+    return layout, root, layout.read(root, split)
+
+
+def read_folder(path, require_masks: bool = False, split: str | None = None) -> list:
+    """List ``(image, mask or None)`` pairs in a data folder (see :func:`read_pairs`)."""
+    _, root, pairs = read_pairs(path, split)
+    if not pairs:
+        raise MescError(f"data folder {root} holds no images (expected images/*.png, "
+                        f"leftImg8bit/**/*_leftImg8bit.png, a VOC, SBD or COCO tree, or image files)")
+    if require_masks:
+        missing = [str(img) for img, mask in pairs if mask is None]
+        if missing:
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise MescError(f"data folder {root}: {len(missing)} of {len(pairs)} images have no mask "
+                            f"(expected masks/<name>.png, gtFine/**/*_gtFine_label(Train)Ids.png, "
+                            f"SegmentationClass/<name>.png or cls/<name>.mat): "
+                            f"{', '.join(missing[:10])}{more}")
+    return pairs
+
+
+__all__ = ["LAYOUTS", "Label", "classes", "detect", "read_folder", "read_pairs"]
