@@ -180,27 +180,30 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
     model (other than 255), images of another size than the package input unless ``resize``,
     and masks without a labelled pixel (:func:`check_labelled`).
     """
-    from mesc.data import load_pair
-
-    pairs = calibration_pairs(data_dir, limit, split)
-    h, w = size
-    out = []
-    for img_path, mask_path in pairs:
-        image, mask = load_pair(img_path, mask_path)
-        if image.shape[:2] != (h, w):
-            if not resize:
-                raise MescError(f"image {img_path} is {image.shape[1]}x{image.shape[0]} (WxH) but the package "
-                                f"takes {w}x{h}; pass --resize to resize the images (bilinear; the masks keep "
-                                f"their resolution, where the logits are scored)")
-            image = _resize(image, (h, w))
-        ids = np.unique(mask)
-        bad = ids[(ids != 255) & (ids >= num_classes)]
-        if bad.size:
-            raise MescError(f"mask {mask_path} holds class ids {bad.tolist()} but the model has {num_classes} "
-                            f"classes (ids 0..{num_classes - 1}; 255 marks ignored pixels)")
-        out.append((str(img_path), image, mask))
+    out = [load_item(img, mask, size, num_classes, resize) for img, mask in calibration_pairs(data_dir, limit, split)]
     check_labelled(data_dir, [(name, mask) for name, _, mask in out])
     return out
+
+
+def load_item(img_path, mask_path, size, num_classes: int, resize: bool = False):
+    """One ``(name, image, mask)`` of a labelled set, checked as :func:`load_calibration_set`
+    says (all but the labelled-pixel check, which needs the whole set)."""
+    from mesc.data import load_pair
+
+    h, w = size
+    image, mask = load_pair(img_path, mask_path)
+    if image.shape[:2] != (h, w):
+        if not resize:
+            raise MescError(f"image {img_path} is {image.shape[1]}x{image.shape[0]} (WxH) but the package "
+                            f"takes {w}x{h}; pass --resize to resize the images (bilinear; the masks keep "
+                            f"their resolution, where the logits are scored)")
+        image = _resize(image, (h, w))
+    ids = np.unique(mask)
+    bad = ids[(ids != 255) & (ids >= num_classes)]
+    if bad.size:
+        raise MescError(f"mask {mask_path} holds class ids {bad.tolist()} but the model has {num_classes} "
+                        f"classes (ids 0..{num_classes - 1}; 255 marks ignored pixels)")
+    return str(img_path), image, mask
 
 
 def check_labelled(data_dir, masks) -> None:
@@ -250,23 +253,32 @@ def package_classes(pkg) -> int:
 
 
 def open_pipeline(pkg, backend: str = "onnxruntime", device="cpu", threads: int | None = None):
-    """The runtime pipeline that runs every exit over a labelled set."""
-    from mesc.runtime import load as load_runtime
+    """The runtime pipeline that runs every exit of the loaded package ``pkg`` over a labelled
+    set, with ``pkg``'s thresholds as they are in memory."""
+    from mesc.runtime import Pipeline, make_runner
 
     options = {} if threads is None else {"threads": threads}
-    return load_runtime(pkg.root, backend=backend, device=device, **options)
+    return Pipeline(pkg, make_runner(pkg, backend, device, **options))
 
 
-def exit_results(pipe, data, batch: int, bar):
-    """Run every exit (disabled ones too) of ``pipe`` over ``data`` (``[(name, image, mask)]``),
-    ``batch`` images per call; yield ``(row, exit position, Result with logits, mask)``."""
+def batches(pipe, items, batch: int):
+    """``items`` (a list) cut into the runs of ``batch`` that ``pipe`` takes (a static-batch
+    package its own batch)."""
     if pipe.static_batch is not None:
         batch = pipe.static_batch  # the graphs take no other batch: feed them theirs
-    for s in range(0, len(data), batch):
-        part = data[s:s + batch]
+    return (items[s:s + batch] for s in range(0, len(items), batch))
+
+
+def exit_results(pipe, parts, bar):
+    """Run every exit (disabled ones too) of ``pipe`` over ``parts`` (batches of
+    ``(name, image, mask)``); yield ``(row, exit position, Result with logits, mask)``, rows
+    counted over all batches, every exit of a batch before the next batch."""
+    s = 0
+    for part in parts:
         for e, results in enumerate(pipe.anytime([im for _, im, _ in part], logits=True, all_exits=True)):
             for i, r, (_, _, mask) in zip(range(s, s + len(part)), results, part):
                 yield i, e, r, mask
+        s += len(part)
         bar.update(len(part))
 
 
@@ -314,7 +326,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     pol = [pkg.policy(e) for e in exits]
     bar = progress_bar(n, "calibrate: run exits", "img", show=progress)
     try:
-        for i, e, r, mask in exit_results(pipe, data, batch, bar):
+        for i, e, r, mask in exit_results(pipe, batches(pipe, data, batch), bar):
             logits = np.asarray(r.logits, dtype=np.float32)
             inter[i, e], union[i, e] = counts_from_confusion(confusion_at_mask(logits, mask, num_classes, r.labels))
             if r.policy_logits is None:
@@ -340,5 +352,5 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
 
 
 __all__ = ["Memo", "evaluate", "calibration_pairs", "check_labelled", "load_calibration_set", "image_stats",
-           "exit_results", "open_pipeline", "package_classes",
+           "batches", "exit_results", "load_item", "open_pipeline", "package_classes",
            "DEFAULT_TH_PIX_GRID", "POLICIES"]
