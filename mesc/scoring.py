@@ -16,7 +16,7 @@ import numpy as np
 from mesc.metrics import confusion_matrix
 
 # output rows upsampled at a time: bounds the float32 buffer to classes x ROWS x width
-_ROWS = 128
+_ROWS = 64
 
 
 def _source_index(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,13 +31,35 @@ def _source_index(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, 
 
 def _row_resizer(logits: np.ndarray, size):
     """A function of a slice of output rows giving those rows of ``logits`` (M x h x w)
-    resized to ``size`` (H, W): the width is resized once, the height per block of rows."""
+    resized to ``size`` (H, W). Block by block (height, then width) the buffers stay in cache."""
     height, width = size
-    w0, w1, lw = _source_index(width, logits.shape[-1])
     x = np.asarray(logits, dtype=np.float32)
-    y = x[..., w0] * (1.0 - lw) + x[..., w1] * lw
-    h0, h1, lh = _source_index(height, y.shape[-2])
-    return lambda rows: y[:, h0[rows]] * (1.0 - lh[rows])[:, None] + y[:, h1[rows]] * lh[rows][:, None]
+    h0, h1, lh = _source_index(height, x.shape[-2])
+    w0, w1, lw = _source_index(width, x.shape[-1])
+
+    def rows_of(rows):
+        # np.take, not fancy indexing: several times faster on these gathers
+        a = np.take(x, h0[rows], axis=1)
+        a *= (1.0 - lh[rows])[:, None]
+        a += np.take(x, h1[rows], axis=1) * lh[rows][:, None]
+        out = np.take(a, w0, axis=2)
+        out *= 1.0 - lw
+        out += np.take(a, w1, axis=2) * lw
+        return out
+
+    return rows_of
+
+
+def _argmax0(block: np.ndarray) -> np.ndarray:
+    """``block.argmax(0)`` (the first maximum on ties) as a running maximum over the classes:
+    contiguous passes, where numpy's argmax over the first axis strides through memory."""
+    best = block[0].copy()
+    idx = np.zeros(best.shape, np.int32)
+    for c in range(1, len(block)):
+        better = block[c] > best
+        idx[better] = c
+        np.maximum(best, block[c], out=best)
+    return idx
 
 
 def upsample_bilinear(logits: np.ndarray, size) -> np.ndarray:
@@ -56,7 +78,7 @@ def labels_at(logits: np.ndarray, size, labels: np.ndarray | None = None) -> np.
     out = np.empty(size, np.int32)
     for r in range(0, size[0], _ROWS):  # in row blocks: the full M x H x W never exists at once
         rows = slice(r, r + _ROWS)
-        out[rows] = resized(rows).argmax(0)
+        out[rows] = _argmax0(resized(rows))
     return out
 
 
