@@ -6,8 +6,8 @@ import sys
 import pytest
 
 PROBE = "import sys; {stmt}; heavy = [m for m in {heavy!r} if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"
-HELP = ("", "export", "run", "bench", "calibrate", "build", "prepare", "inspect", "synth-data", "train", "selftest",
-        "serve", "client", "data")
+HELP = ("", "export", "run", "bench", "calibrate", "eval", "build", "prepare", "inspect", "synth-data", "train",
+        "selftest", "serve", "client", "data")
 
 
 @pytest.mark.parametrize("stmt", [

@@ -105,13 +105,15 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
               write: bool = False, resize: bool = False, cache=None, latency_key=None, all_exits: bool = False,
               th_pix_grid=None, th_img_steps: int = 50, limit=None, compare_policies: bool = False,
               progress: bool = False, min_images: int = MIN_IMAGES, warn_images: int = WARN_IMAGES,
-              force: bool = False, split: str | None = None) -> Calibration:
+              force: bool = False, split: str | None = None, backend: str = "onnxruntime",
+              device="cpu") -> Calibration:
     """Every option is checked before an image is read (:func:`check_options`); a set of fewer
     than ``min_images`` images, or with a mask that has no labelled pixel, is refused
     (:class:`~mesc.errors.CalibrationError`), one of fewer than ``warn_images`` gets a
     :class:`CalibrationWarning`. ``report`` and ``plot`` replace existing files only with
     ``force``; neither may overlap ``package`` or ``data`` (``write=True`` is the package's own
-    locked manifest update)."""
+    locked manifest update). ``backend`` and ``device`` (those of :func:`mesc.load`) run the
+    exits over the set."""
     from mesc.outputs import check_file_output
     from mesc.package import Package
 
@@ -133,7 +135,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     costs = costs_from_package(pkg, latency_key)
     check_image_count(len(memo_mod.calibration_pairs(data, limit, split)), data, min_images, warn_images)
     memo = memo_mod.evaluate(pkg, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
-                             limit=limit, split=split)
+                             limit=limit, split=split, backend=backend, device=device)
     last = len(memo.exits) - 1
     subsets = [tuple(range(last + 1))] if all_exits else None
 

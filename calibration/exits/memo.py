@@ -1,11 +1,13 @@
 """Memoised evaluation: run every exit of a package once over a labelled calibration set.
 
-The images go through the package's own ONNX segments with the mesc runtime in *anytime* mode
+The images go through the package's segments with the mesc runtime (any backend and device it
+supports; ONNX Runtime on the CPU by default) in *anytime* mode
 (every exit in turn, the logits and the in-graph labels brought back), so the labels scored
 here are exactly those the runtime returns. Per image and exit the memo keeps:
 
 * ``inter`` / ``union`` (N x E x C, int64): per-class pixel intersection and union against the
-  mask (255 = ignore). Counts add over images, so the mIoU of any assignment of images to exits
+  mask (255 = ignore), scored at the mask's resolution as ``mesc eval`` scores
+  (:func:`mesc.scoring.confusion_at_mask`). Counts add over images, so the mIoU of any assignment of images to exits
   follows from sums (see :mod:`mesc.calibration.exits.search`).
 * ``scores["mess"]`` (N x E x G): the MESS image confidence ``c_img`` at every ``th_pix`` of the
   grid, with the exit's own policy settings from the manifest (confidence kind, edge band,
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import CalibrationError, MescError
-from mesc.metrics import IGNORE_INDEX, class_counts, miou
+from mesc.metrics import IGNORE_INDEX, counts_from_confusion, miou
 from mesc.policy import (
     confidence_fft_magnitude,
     edge_band_fast,
@@ -41,8 +43,9 @@ from mesc.policy import (
     softmax,
 )
 from mesc.progress import bar as progress_bar
+from mesc.scoring import confusion_at_mask
 
-MEMO_VERSION = 1
+MEMO_VERSION = 2  # 2: scored at the masks' resolution (masks no longer resized with --resize)
 # 20 th_pix values: coarse where top-1 confidences are rare, fine near 1 where they pile up.
 DEFAULT_TH_PIX_GRID = tuple(np.round(np.concatenate([np.linspace(0.5, 0.95, 14),
                                                      [0.96, 0.97, 0.98, 0.99, 0.995, 0.999]]), 4).tolist())
@@ -148,16 +151,15 @@ def image_stats(logits: np.ndarray, labels: np.ndarray, grid, policy: dict) -> d
 # ---------------------------------------------------------------------------------------------
 # reading the calibration set
 
-def _resize(arr: np.ndarray, hw, nearest: bool) -> np.ndarray:
+def _resize(image: np.ndarray, hw) -> np.ndarray:
     from PIL import Image
 
-    im = Image.fromarray(arr)
-    return np.asarray(im.resize((hw[1], hw[0]), Image.NEAREST if nearest else Image.BILINEAR))
+    return np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), Image.BILINEAR))
 
 
 def calibration_pairs(data_dir, limit: int | None = None, split: str | None = None) -> list:
-    """The (image, mask) paths of a labelled folder, the first ``limit`` of them; every image
-    must have a mask."""
+    """The (image, mask) paths of a labelled folder (of its ``split``, where given), the first
+    ``limit`` of them; every image must have a mask."""
     from mesc.data import read_folder
 
     pairs = read_folder(data_dir, require_masks=True, split=split)
@@ -168,30 +170,36 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
                          split: str | None = None):
     """``[(name, image HxWx3 uint8, mask HxW uint8)]`` checked against the package.
 
+    With ``resize`` the images are resized (bilinear) to the package input; the masks keep
+    their own resolution, where the exits' logits are scored (:mod:`mesc.scoring`).
     Refuses (MescError): images without masks (named), mask ids that are not classes of the
     model (other than 255), images of another size than the package input unless ``resize``,
     and masks without a labelled pixel (:func:`check_labelled`).
     """
-    from mesc.data import load_pair
-
-    pairs = calibration_pairs(data_dir, limit, split)
-    h, w = size
-    out = []
-    for img_path, mask_path in pairs:
-        image, mask = load_pair(img_path, mask_path)
-        if image.shape[:2] != (h, w):
-            if not resize:
-                raise MescError(f"image {img_path} is {image.shape[1]}x{image.shape[0]} (WxH) but the package "
-                                f"takes {w}x{h}; pass --resize to resize images (bilinear) and masks (nearest)")
-            image, mask = _resize(image, (h, w), False), _resize(mask, (h, w), True)
-        ids = np.unique(mask)
-        bad = ids[(ids != 255) & (ids >= num_classes)]
-        if bad.size:
-            raise MescError(f"mask {mask_path} holds class ids {bad.tolist()} but the model has {num_classes} "
-                            f"classes (ids 0..{num_classes - 1}; 255 marks ignored pixels)")
-        out.append((str(img_path), image, mask))
+    out = [load_item(img, mask, size, num_classes, resize) for img, mask in calibration_pairs(data_dir, limit, split)]
     check_labelled(data_dir, [(name, mask) for name, _, mask in out])
     return out
+
+
+def load_item(img_path, mask_path, size, num_classes: int, resize: bool = False):
+    """One ``(name, image, mask)`` of a labelled set, checked as :func:`load_calibration_set`
+    says (all but the labelled-pixel check, which needs the whole set)."""
+    from mesc.data import load_pair
+
+    h, w = size
+    image, mask = load_pair(img_path, mask_path)
+    if image.shape[:2] != (h, w):
+        if not resize:
+            raise MescError(f"image {img_path} is {image.shape[1]}x{image.shape[0]} (WxH) but the package "
+                            f"takes {w}x{h}; pass --resize to resize the images (bilinear; the masks keep "
+                            f"their resolution, where the logits are scored)")
+        image = _resize(image, (h, w))
+    ids = np.unique(mask)
+    bad = ids[(ids != 255) & (ids >= num_classes)]
+    if bad.size:
+        raise MescError(f"mask {mask_path} holds class ids {bad.tolist()} but the model has {num_classes} "
+                        f"classes (ids 0..{num_classes - 1}; 255 marks ignored pixels)")
+    return str(img_path), image, mask
 
 
 def check_labelled(data_dir, masks) -> None:
@@ -232,10 +240,49 @@ def _data_stat(data_dir, limit, split=None):
 # ---------------------------------------------------------------------------------------------
 # the evaluation
 
+def package_classes(pkg) -> int:
+    """The number of classes every exit of ``pkg`` predicts."""
+    classes = {ex["num_classes"] for ex in pkg.exits}
+    if len(classes) != 1:
+        raise MescError(f"the package's exits disagree on the number of classes: {sorted(classes)}")
+    return classes.pop()
+
+
+def open_pipeline(pkg, backend: str = "onnxruntime", device="cpu", threads: int | None = None):
+    """The runtime pipeline that runs every exit of the loaded package ``pkg`` over a labelled
+    set, with ``pkg``'s thresholds as they are in memory."""
+    from mesc.runtime import Pipeline, make_runner
+
+    options = {} if threads is None else {"threads": threads}
+    return Pipeline(pkg, make_runner(pkg, backend, device, **options))
+
+
+def batches(pipe, items, batch: int):
+    """``items`` (a list) cut into the runs of ``batch`` that ``pipe`` takes (a static-batch
+    package its own batch)."""
+    if pipe.static_batch is not None:
+        batch = pipe.static_batch  # the graphs take no other batch: feed them theirs
+    return (items[s:s + batch] for s in range(0, len(items), batch))
+
+
+def exit_results(pipe, parts, bar):
+    """Run every exit (disabled ones too) of ``pipe`` over ``parts`` (batches of
+    ``(name, image, mask)``); yield ``(row, exit position, Result with logits, mask)``, rows
+    counted over all batches, every exit of a batch before the next batch."""
+    s = 0
+    for part in parts:
+        for e, results in enumerate(pipe.anytime([im for _, im, _ in part], logits=True, all_exits=True)):
+            for i, r, (_, _, mask) in zip(range(s, s + len(part)), results, part):
+                yield i, e, r, mask
+        s += len(part)
+        bar.update(len(part))
+
+
 def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: int = 8, cache=None,
              progress: bool = False, limit: int | None = None, threads: int | None = None,
-             split: str | None = None) -> Memo:
-    """Run every exit of ``package`` (a directory or a loaded Package) over ``data_dir`` once.
+             split: str | None = None, backend: str = "onnxruntime", device="cpu") -> Memo:
+    """Run every exit of ``package`` (a directory or a loaded Package) over ``data_dir`` (its
+    ``split``, where given) once, on ``backend`` and ``device`` (those of :func:`mesc.load`).
 
     ``cache``: an ``.npz`` path; reused when its key matches (package files and policy, data
     files, grid, resize), else (re)written. ``batch`` images run per call (a static-batch
@@ -247,10 +294,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     grid = np.asarray(DEFAULT_TH_PIX_GRID if th_pix_grid is None else th_pix_grid, dtype=np.float64)
     if grid.ndim != 1 or not len(grid) or not ((grid >= 0) & (grid <= 1)).all():
         raise MescError(f"th_pix grid must be values in [0, 1], got {grid.tolist()}")
-    classes = {ex["num_classes"] for ex in pkg.exits}
-    if len(classes) != 1:
-        raise MescError(f"the package's exits disagree on the number of classes: {sorted(classes)}")
-    num_classes = classes.pop()
+    num_classes = package_classes(pkg)
     _, c, h, w = pkg.input["shape"]
 
     key = None
@@ -267,10 +311,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
                 pass
 
     data = load_calibration_set(data_dir, (h, w), num_classes, resize=resize, limit=limit, split=split)
-    from mesc.runtime import load as load_runtime
-
-    options = {} if threads is None else {"threads": threads}
-    pipe = load_runtime(pkg.root, backend="onnxruntime", device="cpu", **options)
+    pipe = open_pipeline(pkg, backend, device, threads)
     exits = pipe.exit_names
     e_count, n = len(exits), len(data)
     inter = np.zeros((n, e_count, num_classes), np.int64)
@@ -279,34 +320,27 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
               **{k: np.zeros((n, e_count)) for k in ("mean_top1", "mean_entropy", "fft")}}
     check = 0.0
     pol = [pkg.policy(e) for e in exits]
-    if pipe.static_batch is not None:
-        batch = pipe.static_batch  # the graphs take no other batch: feed them theirs
-    steps = range(0, n, batch)
     bar = progress_bar(n, "calibrate: run exits", "img", show=progress)
     try:
-        for s in steps:
-            part = data[s:s + batch]
-            rows = range(s, s + len(part))
-            for e, results in enumerate(pipe.anytime([im for _, im, _ in part], logits=True, all_exits=True)):
-                p = pol[e]
-                for i, r, (_, _, mask) in zip(rows, results, part):
-                    inter[i, e], union[i, e] = class_counts(r.labels, mask, num_classes)
-                    if r.policy_logits is None:
-                        st = image_stats(np.asarray(r.logits, dtype=np.float32), r.labels, grid, p)
-                    else:  # the policy reads the exit's native-resolution logits
-                        native = np.asarray(r.policy_logits, dtype=np.float32)
-                        st = image_stats(native, native.argmax(0), grid, p)
-                    for k in scores:
-                        scores[k][i, e] = st[k]
-                    graph = r.confidences.get(exits[e])
-                    if graph is not None and "at_th_pix" in st:
-                        check = max(check, abs(float(graph) - st["at_th_pix"]))
-            bar.update(len(part))
+        for i, e, r, mask in exit_results(pipe, batches(pipe, data, batch), bar):
+            logits = np.asarray(r.logits, dtype=np.float32)
+            inter[i, e], union[i, e] = counts_from_confusion(confusion_at_mask(logits, mask, num_classes, r.labels))
+            if r.policy_logits is None:
+                st = image_stats(logits, r.labels, grid, pol[e])
+            else:  # the policy reads the exit's native-resolution logits
+                native = np.asarray(r.policy_logits, dtype=np.float32)
+                st = image_stats(native, native.argmax(0), grid, pol[e])
+            for k in scores:
+                scores[k][i, e] = st[k]
+            graph = r.confidences.get(exits[e])
+            if graph is not None and "at_th_pix" in st:
+                check = max(check, abs(float(graph) - st["at_th_pix"]))
     finally:
         bar.close()
         pipe.close()
     meta = {"package": str(pkg.root), "data": str(data_dir), "resize": bool(resize),
-            "conf_check_max_abs": check, "pixels": int(h * w), "key": key, "cached": False}
+            "conf_check_max_abs": check, "pixels": int(h * w), "key": key, "cached": False,
+            "backend": pipe.runner.backend, "device": str(pipe.runner.device)}
     memo = Memo(exits, num_classes, grid, inter, union, scores, [name for name, _, _ in data], meta)
     if cache is not None:
         memo.save(cache)
@@ -314,4 +348,5 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
 
 
 __all__ = ["Memo", "evaluate", "calibration_pairs", "check_labelled", "load_calibration_set", "image_stats",
+           "batches", "exit_results", "load_item", "open_pipeline", "package_classes",
            "DEFAULT_TH_PIX_GRID", "POLICIES"]

@@ -16,6 +16,7 @@ from mesc.cli.build import build_cmd
 from mesc.cli.calibrate import calibrate_cmd
 from mesc.cli.client import client_cmd
 from mesc.cli.data import data_cmd
+from mesc.cli.eval import eval_cmd
 from mesc.cli.export import export_cmd
 from mesc.cli.inspect import inspect_cmd
 from mesc.cli.prepare import prepare_cmd
@@ -67,13 +68,14 @@ def cli():
       mesc export -o pkg            split the model into per-segment ONNX
       mesc inspect pkg              show segments, exits, policy
       mesc run pkg images/ -o out   run with early exit
+      mesc eval pkg --data d        mIoU per exit and class at the labels' resolution
       mesc selftest                 check this device against ONNX Runtime CPU
       mesc serve pkg                serve it behind Triton (HTTP/gRPC)
     """
 
 
 for _command in (export_cmd, inspect_cmd, synth_data_cmd, train_cmd, prepare_cmd, build_cmd, run_cmd,
-                 calibrate_cmd, bench_cmd, selftest_cmd, serve_cmd, client_cmd, data_cmd):
+                 calibrate_cmd, eval_cmd, bench_cmd, selftest_cmd, serve_cmd, client_cmd, data_cmd):
     cli.add_command(_command)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mesc.cli.options import backend_options
+
 
 @click.command("calibrate")
 @click.argument("package", type=click.Path())
@@ -20,7 +22,7 @@ import click
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write the cost vs mIoU Pareto plot (PNG) here (needs mesc[plot]).")
 @click.option("--write", is_flag=True, help="Store the chosen thresholds in the package manifest.")
-@click.option("--resize", is_flag=True, help="Resize images (bilinear) and masks (nearest) to the package input.")
+@click.option("--resize", is_flag=True, help="Resize images (bilinear) to the package input; masks keep their resolution.")
 @click.option("--cache", type=click.Path(dir_okay=False), default=None,
               help="Memo cache (.npz): reused when package, data and grid are unchanged.")
 @click.option("--latency-key", default=None, help="Which recorded latency to use (default: the first).")
@@ -34,8 +36,10 @@ import click
 @click.option("--warn-images", type=int, default=None,
               help="Warn that thresholds overfit a calibration set of fewer images (default: 50).")
 @click.option("--force", is_flag=True, help="Overwrite existing --report and --plot files.")
+@backend_options
 def calibrate_cmd(package, data, max_drop, max_cost, policy, report, plot, write, resize, cache, latency_key,
-                  all_exits, th_img_steps, compare_policies, limit, split, min_images, warn_images, force):
+                  all_exits, th_img_steps, compare_policies, limit, split, min_images, warn_images, force, backend,
+                  device):
     """Choose exits and thresholds on a labelled set: least expected cost within an mIoU drop,
     or best mIoU within a cost."""
     from mesc.calibration.exits import calibrate, format_report
@@ -43,7 +47,7 @@ def calibrate_cmd(package, data, max_drop, max_cost, policy, report, plot, write
     out = calibrate(package, data, max_drop=max_drop, max_cost=max_cost, policy=policy, report=report, plot=plot,
                     write=write, resize=resize, cache=cache, latency_key=latency_key, all_exits=all_exits,
                     th_img_steps=th_img_steps, compare_policies=compare_policies, limit=limit, split=split,
-                    progress=True, force=force,
+                    progress=True, force=force, backend=backend, device=device,
                     **{k: v for k, v in (("min_images", min_images), ("warn_images", warn_images)) if v is not None})
     click.echo(format_report(out.report))
     if report:

@@ -51,3 +51,11 @@ def engine_build_options(command):
                                 "fp16 or int8 runs the graphs 'mesc prepare' wrote.")(command)
     return click.option("--target", default=None,
                         help="TensorRT engines: which target's build (default: the one for this GPU).")(command)
+
+
+def backend_options(command):
+    """--backend and --device for a command that runs every exit over a labelled set
+    (ONNX Runtime on the CPU unless told otherwise)."""
+    command = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")(command)
+    return click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "auto"]), default="onnxruntime",
+                        show_default=True, help="Which runtime backend runs the exits.")(command)

@@ -104,7 +104,8 @@ def test_bad_calibration_data(tmp_path):
     with pytest.raises(MescError, match=r"32x16 \(WxH\) but the package takes 64x32; pass --resize"):
         load_calibration_set(d, (32, 64), 6)
     (name, im, m), = load_calibration_set(d, (32, 64), 6, resize=True)
-    assert im.shape == (32, 64, 3) and m.shape == (32, 64) and (m == 1).all()
+    # the image goes to the package input; the mask keeps its resolution, where it is scored
+    assert im.shape == (32, 64, 3) and m.shape == (16, 32) and (m == 1).all()
 
 
 def test_calibrate_cli_writes_report_plot_and_manifest(toy, tmp_path):
