@@ -56,10 +56,25 @@ def exit_dropout_schedule(batch_index: int, num_exits: int) -> list[int]:
     return [batch_index % (num_exits - 1), num_exits - 1]
 
 
+def batch_count(mask):
+    """How many pixels of ``mask`` the whole batch holds, per process: its own count, or under
+    torchrun the sum over every process's share divided by the world size. Losses averaged over
+    it give, once DistributedDataParallel averages the gradients, exactly the single-process
+    gradient of the whole batch (a mean of per-process means would weigh the processes' pixels
+    unequally wherever their counts differ: padding, or PFD's positive pixels)."""
+    count = mask.sum().to(torch.float32)
+    rank, world = _distributed()
+    if world > 1:
+        count = count.detach().clone()
+        torch.distributed.all_reduce(count)
+        count = count / world
+    return count.clamp(min=1)
+
+
 def exit_losses(outputs, target, ignore_index: int = IGNORE) -> list:
-    """Each exit's cross-entropy averaged over the labelled pixels (0, not NaN, for a crop that
-    holds only padding)."""
-    count = (target != ignore_index).sum().clamp(min=1)
+    """Each exit's cross-entropy averaged over the batch's labelled pixels (0, not NaN, for a
+    crop that holds only padding)."""
+    count = batch_count(target != ignore_index)
     return [F.cross_entropy(o, target, ignore_index=ignore_index, reduction="sum") / count
             for o in as_exit_list(outputs)]
 
@@ -84,10 +99,10 @@ def pfd_loss(exit_logits, final_logits, target, alpha: float = 1.0, ignore_index
     logp_exit = F.log_softmax(exit_logits, 1)
     ce_map = F.nll_loss(logp_exit, target.masked_fill(~valid, 0), reduction="none")
     # an empty positive set contributes zero, not NaN
-    ce = (ce_map * positive).sum() / positive.sum().clamp(min=1)
+    ce = (ce_map * positive).sum() / batch_count(positive)
     logp_final = F.log_softmax(final_logits, 1)
     kl_map = (logp_final.exp() * (logp_final - logp_exit)).sum(1)
-    kl = (kl_map * valid).sum() / valid.sum().clamp(min=1)
+    kl = (kl_map * valid).sum() / batch_count(valid)
     return ce + alpha * kl
 
 
