@@ -221,9 +221,10 @@ def check_labelled(data_dir, masks) -> None:
                            "the search would send them out at the first exit: fix their masks or remove them")
 
 
-def _cache_key(pkg, data_pairs_stat, grid, resize) -> str:
+def _cache_key(pkg, data_pairs_stat, grid, resize, runs_on: str = "onnxruntime/cpu") -> str:
+    # runs_on: another backend or device computes (slightly) other logits, so its own cache
     h = hashlib.sha256()
-    h.update(json.dumps({"v": MEMO_VERSION, "files": pkg.manifest["files"],
+    h.update(json.dumps({"v": MEMO_VERSION, "files": pkg.manifest["files"], "runs_on": runs_on,
                          "policy": [{k: e["policy"].get(k) for k in ("confidence", "edge", "stride", "at")}
                                     for e in pkg.exits],
                          "grid": [float(g) for g in grid], "resize": bool(resize), "data": data_pairs_stat},
@@ -300,7 +301,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     key = None
     if cache is not None:
         check_cache(cache, inputs=[("PACKAGE", pkg.root), ("--data", data_dir)])
-        key = _cache_key(pkg, _data_stat(data_dir, limit, split), grid, resize)
+        key = _cache_key(pkg, _data_stat(data_dir, limit, split), grid, resize, f"{backend}/{device}")
         if Path(cache).is_file():
             try:
                 memo = Memo.load(cache)
