@@ -305,6 +305,7 @@ def _device(cfg: TrainConfig, world: int) -> torch.device:
 class _Run:
     """What both stages share: data, device, process group and where results go."""
     cfg: TrainConfig
+    settings: dict  # cfg and the splits, as the training checkpoint records them
     dataset: object
     loader: object
     sampler: object
@@ -332,7 +333,8 @@ class _Run:
 
 
 def _run_stage(run: _Run, model, stage: int, params, loss_fn, epochs, lr, train_mode, desc):
-    """One optimisation stage over ``params``; returns the mean loss of each epoch run here."""
+    """One optimisation stage over ``params``, from the resumed epoch on; each epoch's record
+    goes to ``run.records``."""
     from mesc import training_log, training_state
     from mesc.progress import bar as progress_bar
 
@@ -372,6 +374,7 @@ def _run_stage(run: _Run, model, stage: int, params, loss_fn, epochs, lr, train_
             y = masks.to(run.device, non_blocking=True).long()
             with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
                 outs = as_exit_list(net(x))
+            _check_labels(y, outs[-1].shape[1], desc, epoch, epochs)
             loss, terms = loss_fn([o.float() for o in outs], y, step)
             if not torch.isfinite(loss):
                 bar.close()
@@ -399,7 +402,7 @@ def _run_stage(run: _Run, model, stage: int, params, loss_fn, epochs, lr, train_
         if run.rank == 0:
             if run.checkpoint is not None:
                 training_state.save(run.checkpoint, model, opt, sched, scaler if run.amp else None, stage,
-                                    epoch + 1, asdict(cfg), run.records)
+                                    epoch + 1, run.settings, run.records)
             if run.log_file is not None:
                 training_log.append(run.log_file, record)
                 if run.plot is not None:
@@ -411,6 +414,16 @@ def _run_stage(run: _Run, model, stage: int, params, loss_fn, epochs, lr, train_
                         + (", val mIoU " + " / ".join(f"{100 * m:.1f}%" for m in miou) if miou else "")
                         + f", {record['images_per_s']} images/s")
     bar.close()
+
+
+def _check_labels(target, num_classes: int, desc: str, epoch: int, epochs: int) -> None:
+    """A mask id the model has no class for would fail deep in the loss (or, on CUDA, as a
+    device-side assert): name the mismatch instead."""
+    labelled = target[target != IGNORE]
+    if labelled.numel() and int(labelled.max()) >= num_classes:
+        raise TrainError(f"{desc}: a mask holds class id {int(labelled.max())} at epoch {epoch + 1}/{epochs} but the "
+                         f"model predicts {num_classes} classes (ids 0..{num_classes - 1}; {IGNORE} marks ignored "
+                         f"pixels): train a model with as many classes as the data set has")
 
 
 def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=None,
@@ -428,7 +441,9 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     epoch of each stage, seconds, and the validation per-exit mIoU when ``val_dir`` is given.
     ``backbone_weights``: ImageNet weights to start the backbone from (see
     :func:`mesc.models.pretrained.load_backbone_weights`). ``split``/``val_split`` pick a split of
-    a dataset in its published layout (:func:`mesc.datasets.read_folder`).
+    a dataset in its published layout (:func:`mesc.datasets.read_folder`). ``resume`` refuses a
+    checkpoint written with other settings or splits (threads, workers, device and mixed
+    precision aside) and restores every weight, so ``backbone_weights`` is not loaded again.
     """
     from mesc import training_data, training_state
 
@@ -437,7 +452,13 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     rank, world = _distributed()
     if cfg.batch % world:
         raise TrainError(f"batch {cfg.batch} does not split evenly over {world} processes")
-    if backbone_weights is not None:
+    state = training_state.load(resume) if resume is not None else None
+    # what a resumed run must repeat: the recipe and the data it reads
+    settings = {**asdict(cfg), "split": split, "val_split": val_split}
+    if state is not None:
+        training_state.check_settings(resume, state, settings)
+    elif backbone_weights is not None:
+        # a resumed run's checkpoint already holds every weight, these included
         from mesc.models.pretrained import load_backbone_weights
 
         report = load_backbone_weights(model, backbone_weights, backbone_layout)
@@ -451,7 +472,6 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
             check_output(extra, True, inputs=[("data", data_dir), ("val", val_dir)])
     if cfg.crop:
         training_data.check_crop(cfg.crop, *dataset.first_size())
-    state = training_state.load(resume) if resume is not None else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -468,8 +488,8 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     records = [r for r in state["history"]] if state is not None else []
     if log_file is not None and state is None and rank == 0:
         Path(log_file).unlink(missing_ok=True)  # a fresh run starts a fresh log
-    run = _Run(cfg, dataset, loader, sampler, device, rank, world, val, checkpoint, log_file, plot, log, progress,
-               records, state)
+    run = _Run(cfg, settings, dataset, loader, sampler, device, rank, world, val, checkpoint, log_file, plot, log,
+               progress, records, state)
 
     t0 = time.perf_counter()
     probe = to_input(torch.stack([dataset[i][0] for i in range(min(2, len(dataset)))]).to(device), norm)

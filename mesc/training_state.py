@@ -43,3 +43,24 @@ def load(path) -> dict:
         raise TrainError(f"--resume {path} is not a mesc training checkpoint (a plain state_dict cannot "
                          f"resume: pass it as --weights to start from its weights)")
     return state
+
+
+# settings that only place the run (threads, loader workers, device, mixed precision): a resume
+# may change them; every other one shapes the result, so a resume must repeat it
+PLACEMENT = ("threads", "workers", "device", "amp")
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def check_settings(path, state: dict, settings: dict) -> None:
+    """Refuse to resume ``state`` (read from ``path``) with other ``settings`` than it was
+    written with: the finished epochs would silently mix two recipes (or two splits). Settings
+    an older checkpoint lacks are not compared."""
+    saved = state.get("config") or {}
+    changed = [f"{k} {_plain(saved[k])!r} -> {_plain(v)!r}" for k, v in settings.items()
+               if k not in PLACEMENT and k in saved and _plain(saved[k]) != _plain(v)]
+    if changed:
+        raise TrainError(f"--resume {path} was written with other settings ({'; '.join(changed)}): resume with "
+                         f"the same ones, or start a new run")

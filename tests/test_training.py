@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -304,3 +303,37 @@ def test_resume_refuses_a_plain_state_dict(scenes, tmp_path):
     torch.save(tiny_model().state_dict(), tmp_path / "w.pt")
     with pytest.raises(training.TrainError, match="not a mesc training checkpoint"):
         training.train(tiny_model(), scenes, config=_quick(), progress=False, log=None, resume=tmp_path / "w.pt")
+
+
+def test_resume_refuses_other_settings_or_splits(scenes, tmp_path):
+    ckpt = tmp_path / "train.pt"
+    training.train(tiny_model(), scenes, config=_quick(crop=(32, 48)), progress=False, log=None, checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=True)["config"]["split"] is None
+    with pytest.raises(training.TrainError, match=r"other settings \(epochs1 1 -> 2; crop \[32, 48\] -> None\)"):
+        training.train(tiny_model(), scenes, config=_quick(epochs1=2), progress=False, log=None, resume=ckpt)
+    with pytest.raises(training.TrainError, match=r"other settings \(val_split None -> 'val'\)"):
+        training.train(tiny_model(), scenes, config=_quick(crop=(32, 48)), progress=False, log=None, resume=ckpt,
+                       val_split="val")
+    # where the run goes may change: threads, workers, device, mixed precision
+    summary = training.train(tiny_model(), scenes, config=_quick(crop=(32, 48), threads=1, amp=False),
+                             progress=False, log=None, resume=ckpt)
+    assert len(summary["stage1_loss"]) == 1
+
+
+def test_resume_does_not_load_backbone_weights_again(scenes, tmp_path, monkeypatch):
+    from mesc.models import pretrained
+
+    ckpt = tmp_path / "train.pt"
+    training.train(tiny_model(), scenes, config=_quick(), progress=False, log=None, checkpoint=ckpt)
+
+    def overwrite(*args):
+        raise AssertionError("the checkpoint already holds every weight")
+
+    monkeypatch.setattr(pretrained, "load_backbone_weights", overwrite)
+    training.train(tiny_model(), scenes, config=_quick(), progress=False, log=None, resume=ckpt,
+                   backbone_weights=tmp_path / "imagenet.pth")
+
+
+def test_mask_ids_beyond_the_model_classes_are_named(scenes):
+    with pytest.raises(training.TrainError, match=r"class id 5 .* model predicts 3 classes \(ids 0..2"):
+        training.train(TinyMultiExit(num_classes=3), scenes, config=_quick(), progress=False, log=None)

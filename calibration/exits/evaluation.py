@@ -89,7 +89,7 @@ def evaluate_package(package, data, split: str | None = None, resize: bool = Fal
     ``data`` (its ``split``, where given). ``resize`` resizes the images
     to the package input (bilinear); ``json`` (checked before any work, replaced only with
     ``force``) receives :meth:`Evaluation.to_dict`. Images are read one batch at a time."""
-    from mesc.data import read_classes
+    from mesc import datasets
     from mesc.package import Package
 
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
@@ -101,7 +101,7 @@ def evaluate_package(package, data, split: str | None = None, resize: bool = Fal
     num_classes = memo_mod.package_classes(pkg)
     _, _, h, w = pkg.input["shape"]
     pairs = memo_mod.calibration_pairs(data, limit, split)
-    names = read_classes(data)
+    names = datasets.classes(*datasets.detect(data))  # a published layout's own, or classes.txt
     classes = names if names and len(names) == num_classes else [str(k) for k in range(num_classes)]
 
     pipe = memo_mod.open_pipeline(pkg, backend, device, threads)

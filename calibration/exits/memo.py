@@ -286,7 +286,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     ``split``, where given) once, on ``backend`` and ``device`` (those of :func:`mesc.load`).
 
     ``cache``: an ``.npz`` path; reused when its key matches (package files and policy, data
-    files, grid, resize), else (re)written. ``batch`` images run per call (a static-batch
+    files, grid, resize, backend and device), else (re)written. ``batch`` images run per call (a static-batch
     package runs its own batch).
     """
     from mesc.package import Package
@@ -339,7 +339,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     finally:
         bar.close()
         pipe.close()
-    meta = {"package": str(pkg.root), "data": str(data_dir), "resize": bool(resize),
+    meta = {"package": str(pkg.root), "data": str(data_dir), "split": split, "resize": bool(resize),
             "conf_check_max_abs": check, "pixels": int(h * w), "key": key, "cached": False,
             "backend": pipe.runner.backend, "device": str(pipe.runner.device)}
     memo = Memo(exits, num_classes, grid, inter, union, scores, [name for name, _, _ in data], meta)

@@ -44,6 +44,8 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
         "created": utc_now(),
         "package": str(pkg.root),
         "data": str(data),
+        "split": memo.meta.get("split"),
+        **{k: memo.meta.get(k) for k in ("backend", "device")},
         "images": memo.n,
         "policy": policy,
         "objective": result.objective,

@@ -10,7 +10,7 @@ from mesc.cli.options import backend_options
 @click.command("calibrate")
 @click.argument("package", type=click.Path())
 @click.option("--data", "-d", required=True, type=click.Path(),
-              help="Labelled calibration folder (images/ + masks/, or Cityscapes layout).")
+              help="Labelled calibration folder (images/ + masks/, or a Cityscapes, VOC, SBD or COCO tree).")
 @click.option("--max-drop", type=float, default=None,
               help="Minimise expected cost with mIoU >= final-exit mIoU - PP (percentage points).")
 @click.option("--max-cost", default=None,

@@ -10,7 +10,7 @@ from mesc.cli.options import backend_options
 @click.command("eval")
 @click.argument("package", type=click.Path())
 @click.option("--data", "-d", required=True, type=click.Path(),
-              help="Labelled folder (images/ + masks/, or Cityscapes layout).")
+              help="Labelled folder (images/ + masks/, or a Cityscapes, VOC, SBD or COCO tree).")
 @click.option("--split", default=None, help="Which split of the data folder (e.g. val), where its layout has splits.")
 @click.option("--resize", is_flag=True, help="Resize images (bilinear) to the package input; masks keep their "
                                              "resolution, where the logits are scored.")

@@ -133,3 +133,11 @@ def test_flop_costs_depend_on_no_latency_being_recorded(toy):
     from mesc.package import Package
 
     assert costs_from_package(Package.load(toy[0])).manifest_dependencies() == [("latency",)]
+
+
+def test_the_report_names_the_split_and_where_the_exits_ran(toy, tmp_path):
+    pkg, data = toy
+    shutil.copytree(data, tmp_path / "sets" / "val")
+    out = calibrate(pkg, tmp_path / "sets", split="val", max_drop=1, th_img_steps=4, warn_images=0)
+    assert (out.report["split"], out.report["backend"], out.report["device"]) == ("val", "onnxruntime", "cpu")
+    assert out.report["images"] == 8

@@ -126,3 +126,21 @@ def test_policy_choice_follows_the_runtime_rule():
     assert policy_choice(Pkg, {"a": 0.5, "b": 0.9}) == 0      # >= th_img leaves
     assert policy_choice(Pkg, {"a": 0.4, "b": 0.9}) == 2      # b is disabled: never taken
     assert policy_choice(Pkg, {"a": 0.1, "b": 0.1, "c": 0.0}) == 2
+
+
+def test_class_names_come_from_the_published_layout(toy, tmp_path, monkeypatch):
+    """A data set in a published layout names its classes itself (no classes.txt there)."""
+    from mesc.calibration.exits.evaluation import evaluate_package
+    from mesc.data import read_folder
+    from mesc.datasets import cityscapes
+
+    pkg, data = toy
+    root = tmp_path / "cs"
+    for k, (img, mask) in enumerate(read_folder(data, require_masks=True)[:2]):
+        for sub, name, src in (("leftImg8bit", "leftImg8bit", img), ("gtFine", "gtFine_labelTrainIds", mask)):
+            (root / sub / "val" / "x").mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, root / sub / "val" / "x" / f"x_{k}_{name}.png")
+    names = ["c0", "c1", "c2", "c3", "c4", "c5"]
+    monkeypatch.setattr(cityscapes, "CLASSES", tuple(names))  # the real 19 would not fit this 6-class toy
+    ev = evaluate_package(pkg, root, split="val", resize=True)
+    assert ev.classes == names and ev.images == 2
