@@ -374,7 +374,7 @@ def _run_stage(run: _Run, model, stage: int, params, loss_fn, epochs, lr, train_
             y = masks.to(run.device, non_blocking=True).long()
             with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.amp):
                 outs = as_exit_list(net(x))
-            _check_labels(y, outs[-1].shape[1], desc, epoch, epochs)
+            _check_labels(masks, outs[-1].shape[1], desc, epoch, epochs)  # on the host copy: no device sync
             loss, terms = loss_fn([o.float() for o in outs], y, step)
             if not torch.isfinite(loss):
                 bar.close()
