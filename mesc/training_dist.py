@@ -26,6 +26,9 @@ def main(argv=None) -> None:
         from mesc.cli.train import train_cmd
 
         train_cmd.main(argv, prog_name="mesc.training_dist", standalone_mode=False)
+        # rank 0 writes the log, curves, checkpoint and output after the last collective step;
+        # a rank that left before it finished tore the group down under it (gloo aborts)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
