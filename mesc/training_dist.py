@@ -22,15 +22,24 @@ def main(argv=None) -> None:
     if on_gpu:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     dist.init_process_group("nccl" if on_gpu else "gloo")
+    finished = False
     try:
         from mesc.cli.train import train_cmd
 
         train_cmd.main(argv, prog_name="mesc.training_dist", standalone_mode=False)
-        # rank 0 writes the log, curves, checkpoint and output after the last collective step;
-        # a rank that left before it finished tore the group down under it (gloo aborts)
+        # rank 0 writes the log, curves, checkpoint and output after the last collective step:
+        # every rank waits for it here
         dist.barrier()
+        finished = True
     finally:
-        dist.destroy_process_group()
+        if not finished:
+            dist.destroy_process_group()
+    # Tearing the group down races with the peers' own teardown (gloo aborts a rank whose peer
+    # closed first, failing a run whose work is all written): the work is done and flushed, so
+    # leave without running the group's destructors.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
