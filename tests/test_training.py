@@ -337,3 +337,19 @@ def test_resume_does_not_load_backbone_weights_again(scenes, tmp_path, monkeypat
 def test_mask_ids_beyond_the_model_classes_are_named(scenes):
     with pytest.raises(training.TrainError, match=r"class id 5 .* model predicts 3 classes \(ids 0..2"):
         training.train(TinyMultiExit(num_classes=3), scenes, config=_quick(), progress=False, log=None)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_two_stage_training_on_cuda_with_amp(scenes, tmp_path):
+    """Mixed precision on the GPU trains as on the CPU and saves an FP32 checkpoint that loads anywhere."""
+    model = tiny_model()
+    cfg = training.TrainConfig(epochs1=4, epochs2=2, batch=4, lr=1e-2, seed=0, crop=(32, 48), device="cuda:0")
+    summary = training.train(model, scenes, out=tmp_path / "ckpt.pt", config=cfg, progress=False, log=None)
+    assert summary["stage1_loss"][-1] < summary["stage1_loss"][0]
+    assert all(math.isfinite(x) for x in summary["stage1_loss"] + summary["stage2_loss"])
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True, map_location="cpu")
+    assert all(v.dtype == torch.float32 and v.device.type == "cpu" for v in state.values() if v.is_floating_point())
+    fresh = tiny_model()
+    fresh.load_state_dict(state)
+    assert len(training.evaluate(fresh, scenes)["miou"]) == 3

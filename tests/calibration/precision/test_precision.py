@@ -193,3 +193,27 @@ def test_failed_preparation_leaves_package_untouched(tmp_path, prepared, images,
     assert (pkg / "mesc.json").read_text() == before
     assert not [p for p in pkg.iterdir() if p.name.startswith(".")]
     Package.load(pkg)  # the old onnx_int8/ and its checksums are intact
+
+
+def _has_ort_cuda():
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_ort_cuda(), reason="onnxruntime has no CUDA provider here (pip install 'mesc[gpu]')")
+def test_fp16_graphs_on_cuda_agree_with_fp32_on_cpu(prepared, images):
+    """The prepared FP16 graphs on the GPU (where FP16 pays) decide as the FP32 graphs on the CPU."""
+    import mesc
+
+    batch = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(images.iterdir())[:8]])
+    with mesc.load(prepared.root, device="cpu") as ref, \
+            mesc.load(prepared.root, device="cuda:0", precision="fp16") as gpu:
+        for k in range(len(ref.exit_names)):
+            for p in (ref, gpu):
+                p.set_thresholds(k, th_pix=0.5, th_img=0.5)
+        a, b = ref(batch), gpu(batch)
+    agree = np.mean([(ra.labels == rb.labels).mean() for ra, rb in zip(a, b) if ra.exit == rb.exit])
+    assert sum(ra.exit == rb.exit for ra, rb in zip(a, b)) >= 7
+    assert agree >= FP16_MIN_AGREEMENT, agree
