@@ -154,6 +154,27 @@ def eager_policy(net, pkg, threads, device="cpu", thresholds: bool = False):
     return run
 
 
+def eager_forward(net, pkg, threads, device="cpu"):
+    """The PyTorch model's forward (every exit computed, as it was trained) and the final exit's
+    labels back on the host, no policy: the least a PyTorch application pays for one image. On
+    CUDA it keeps the numpy policy of :func:`eager_policy` (host work on full-size logits) out of
+    the comparison."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dev = torch.device(str(device))
+    net = net.to(dev).eval()
+    final = pkg.exits[-1]["index"]
+
+    def run(x):
+        with torch.no_grad():
+            out = net(torch.from_numpy(x).to(dev))
+            outs = list(out.values()) if isinstance(out, dict) else list(out)
+            return outs[final].argmax(1).to(torch.uint8).cpu().numpy()
+
+    return run
+
+
 def build_monolithic_engine(pkg, mono_root, target: str, variant: str, say=print):
     """Build the monolithic graph into a TensorRT engine like the package's ``target``/``variant``
     build (same precision, DLA core, graphs); returns the monolithic package reloaded."""

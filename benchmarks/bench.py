@@ -16,8 +16,10 @@ order so that drift hits all alike):
 * baselines: ``monolithic`` (the final-exit path composed into one graph, one engine on
   TensorRT, run by the same runtime), ``never_exit`` (mesc input-dependent with thresholds no
   image meets: every enabled exit's head and policy run) and ``eager`` (the source PyTorch model
-  with the policy in numpy at every exit), the last timed after everything else in rounds of its
-  own, since a torch run slows whatever runs next;
+  with the policy in numpy at every exit) beside ``eager_forward`` (its forward and the final
+  labels on the host, no policy: on CUDA the numpy policy on full-size logits dominates
+  ``eager``), the eager ones timed after everything else in rounds of their own, since a torch
+  run slows whatever runs next;
 * with images, the input-dependent pipeline (enabled exits only) against final-only, image by
   image, each timed from the normalised batch as the ``exit:<name>`` rounds are.
 """
@@ -231,6 +233,7 @@ def _baselines(ctx: BenchContext, tmp) -> tuple[dict, dict]:
         try:
             net = bl.source_model(pkg)
             runs["eager"] = bl.eager_policy(net, pkg, ctx.threads, ctx.dev)
+            runs["eager_forward"] = bl.eager_forward(net, pkg, ctx.threads, ctx.dev)
         except (MescError, ImportError, RuntimeError, AssertionError) as err:  # e.g. a CPU-only torch on cuda
             skipped["eager"] = f"the source model cannot be rebuilt or run here: {err}"
     return runs, skipped
@@ -280,7 +283,8 @@ def _bench(ctx: BenchContext, images) -> dict:
         if "eager" in base:
             # Last and in rounds of its own: the call after an eager run took twice its time
             # (torch's threads and its evicted caches), even 50 ms later, on a 2-core CPU.
-            rounds.update(_rounds(ctx, {"eager": _call(base["eager"], x)}, host, "bench: eager baseline"))
+            eager = {k: _call(base[k], x) for k in ("eager", "eager_forward")}
+            rounds.update(_rounds(ctx, eager, host, "bench: eager baselines"))
     return _assemble(ctx, rounds, skipped, data)
 
 
@@ -365,13 +369,15 @@ def _assemble(ctx: BenchContext, rounds, skipped, data) -> dict:
                          "share_of_head": dec["median"] / seg_stats[head]["median"]}})
     base = {}
     final_ms = exit_stats[last]["median"]
-    for name in ("monolithic", "never_exit", "eager"):
+    for name in ("monolithic", "never_exit", "eager", "eager_forward"):
         if name in rounds:
             base[name] = {"ms": harness.summarize(rounds[name]["total"])}
     if "monolithic" in base:
         base["monolithic"]["chain_over_mono"] = final_ms / base["monolithic"]["ms"]["median"]
     if "eager" in base:
         base["eager"]["eager_over_mesc"] = base["eager"]["ms"]["median"] / base["never_exit"]["ms"]["median"]
+    if "eager_forward" in base:
+        base["eager_forward"]["eager_over_final"] = base["eager_forward"]["ms"]["median"] / final_ms
     for name, why in skipped.items():
         base[name] = {"skipped": why}
     # the head's decision belongs to its cost: that is what the pipeline pays to take or pass it
@@ -445,6 +451,8 @@ def format_result(r: dict) -> str:
             extra = f"  chain (final exit) / monolithic = {v['chain_over_mono']:.3f}"
         if "eager_over_mesc" in v:
             extra = f"  eager / mesc never-exit = {v['eager_over_mesc']:.2f}"
+        if "eager_over_final" in v:
+            extra = f"  eager forward / mesc final exit = {v['eager_over_final']:.2f}"
         lines.append(f"{name:11s} median {v['ms']['median']:.2f}  p90 {v['ms']['p90']:.2f}{extra}")
     d = r.get("data")
     if d:

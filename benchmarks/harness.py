@@ -151,15 +151,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cuda_versions(lib) -> dict:
-    out = {}
-    for key, fn in (("cuda_driver", "cudaDriverGetVersion"), ("cuda_runtime", "cudaRuntimeGetVersion")):
-        v = ctypes.c_int(0)
-        if getattr(lib, fn, None) is not None and getattr(lib, fn)(ctypes.byref(v)) == 0 and v.value:
-            out[key] = f"{v.value // 1000}.{(v.value % 1000) // 10}"
-    return out
-
-
 def environment(device, threads: int | None = None, precision: str = "fp32") -> dict:
     """What the figures depend on: device name, library versions, precision, CPU threads."""
     env = {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "threads": threads or os.cpu_count(),
@@ -171,9 +162,7 @@ def environment(device, threads: int | None = None, precision: str = "fp32") -> 
 
         env["device"] = devices.device_name(device.index) or f"cuda:{device.index}"
         env["compute_capability"] = devices.compute_capability(device.index)
-        lib = _cudart()
-        if lib is not None:
-            env.update(_cuda_versions(lib))
+        env.update(devices.cuda_versions())
     else:
         env["device"] = env["cpu"]
     return env

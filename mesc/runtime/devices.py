@@ -87,6 +87,10 @@ class _BindingsRuntime:
     def set_device(self, index: int) -> bool:
         return self._ok(self.rt.cudaSetDevice(index)[0])
 
+    def version(self, which: str) -> int | None:
+        err, value = getattr(self.rt, f"cuda{which}GetVersion")()
+        return int(value) if self._ok(err) and value else None
+
 
 class _CtypesRuntime:
     """libcudart through ctypes: every call returns a cudaError_t (0: success)."""
@@ -114,6 +118,11 @@ class _CtypesRuntime:
 
     def set_device(self, index: int) -> bool:
         return self.lib.cudaSetDevice(index) == 0
+
+    def version(self, which: str) -> int | None:
+        value = ctypes.c_int(0)
+        fn = getattr(self.lib, f"cuda{which}GetVersion", None)
+        return value.value if fn is not None and fn(ctypes.byref(value)) == 0 and value.value else None
 
 
 _BINDINGS = ("cuda.bindings.runtime", "cuda.cudart")
@@ -204,6 +213,21 @@ def compute_capability(index: int) -> str:
         raise DeviceError(f"the CUDA runtime ({rt.source}) cannot read the compute capability of cuda:{index}; "
                           f"is the device there and the driver loaded?")
     return f"{major}.{minor}"
+
+
+def cuda_versions() -> dict:
+    """``{"cuda_driver": "13.0", "cuda_runtime": "13.0"}``, each where the runtime tells it
+    (the driver's is the newest CUDA it supports); empty where there is no CUDA runtime."""
+    try:
+        rt = cuda_runtime()
+    except DeviceError:
+        return {}
+    out = {}
+    for key, which in (("cuda_driver", "Driver"), ("cuda_runtime", "Runtime")):
+        v = rt.version(which)
+        if v:
+            out[key] = f"{v // 1000}.{(v % 1000) // 10}"
+    return out
 
 
 def device_name(index: int) -> str | None:

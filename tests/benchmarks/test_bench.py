@@ -130,6 +130,9 @@ def test_per_exit_figures_are_consistent_with_per_segment_ones(pkg_root, result)
     b = result["baselines"]
     assert b["monolithic"]["chain_over_mono"] == pytest.approx(final["ms"]["median"] / b["monolithic"]["ms"]["median"])
     assert b["eager"]["eager_over_mesc"] == pytest.approx(b["eager"]["ms"]["median"] / b["never_exit"]["ms"]["median"])
+    fwd = b["eager_forward"]
+    assert fwd["ms"]["n"] == FAST["iters"]
+    assert fwd["eager_over_final"] == pytest.approx(fwd["ms"]["median"] / final["ms"]["median"])
     assert set(result["latency_ms"]) == set(seg)
     env = result["environment"]
     assert env["precision"] == "fp32" and env["threads"] >= 1 and env["device"]
@@ -148,6 +151,18 @@ def test_monolithic_graph_computes_what_the_chain_computes(pkg_root, tmp_path):
         a, b = chain(x, exit=len(chain.exit_names) - 1, logits=True)[0], one(x, exit=0, logits=True)[0]
     np.testing.assert_allclose(a.logits, b.logits, rtol=1e-5, atol=1e-5)
     assert (a.labels == b.labels).all()
+
+
+def test_eager_forward_returns_the_final_exit_labels_mesc_returns(pkg_root):
+    import mesc
+    from mesc.benchmarks.baselines import eager_forward, source_model
+
+    pkg = Package.load(pkg_root)
+    x = np.random.default_rng(2).standard_normal((1, 3, 32, 64)).astype(np.float32)
+    labels = eager_forward(source_model(pkg), pkg, 1)(x)
+    with mesc.load(pkg_root) as chain:
+        ref = chain(x, exit=len(chain.exit_names) - 1)[0].labels
+    assert labels.shape == (1, *ref.shape) and (labels[0] == ref).mean() > 0.999
 
 
 def test_eager_is_skipped_with_a_reason_when_the_source_cannot_be_rebuilt(tmp_path):

@@ -100,7 +100,8 @@ def _fake_bindings(count=1, cc=(8, 7), name=b"Orin\0\0"):
         __name__="cuda.bindings.runtime", cudaError_t=_Err, cudaDeviceAttr=_Attr,
         cudaGetDeviceCount=lambda: (_Err.cudaSuccess, count), cudaDeviceGetAttribute=attribute,
         cudaGetDeviceProperties=lambda i: (_Err.cudaSuccess, SimpleNamespace(name=name)),
-        cudaSetDevice=lambda i: (_Err.cudaSuccess if i < count else _Err.cudaErrorInvalidDevice,))
+        cudaSetDevice=lambda i: (_Err.cudaSuccess if i < count else _Err.cudaErrorInvalidDevice,),
+        cudaDriverGetVersion=lambda: (_Err.cudaSuccess, 13000), cudaRuntimeGetVersion=lambda: (_Err.cudaSuccess, 12060))
 
 
 def test_queries_through_cuda_python(monkeypatch, no_runtime_yet):
@@ -115,6 +116,13 @@ def test_queries_through_cuda_python(monkeypatch, no_runtime_yet):
         devices.check_cuda_device(Device("cuda", 1))
     with pytest.raises(DeviceError, match="cannot read the compute capability of cuda:3"):
         devices.compute_capability(3)
+    # without polygraphy too: reports name the driver's and the runtime's CUDA versions
+    assert devices.cuda_versions() == {"cuda_driver": "13.0", "cuda_runtime": "12.6"}
+
+
+def test_cuda_versions_empty_without_a_runtime(monkeypatch, no_runtime_yet):
+    monkeypatch.setattr(devices, "libcudart_candidates", lambda: [])
+    assert devices.cuda_versions() == {}
 
 
 def test_name_falls_back_to_nvidia_smi_only_for_the_name(monkeypatch, no_runtime_yet):

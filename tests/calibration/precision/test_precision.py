@@ -203,9 +203,12 @@ def _has_ort_cuda():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _has_ort_cuda(), reason="onnxruntime has no CUDA provider here (pip install 'mesc[gpu]')")
-def test_fp16_graphs_on_cuda_agree_with_fp32_on_cpu(prepared, images):
+def test_fp16_graphs_on_cuda_agree_with_fp32_on_cpu(request, images):
     """The prepared FP16 graphs on the GPU (where FP16 pays) decide as the FP32 graphs on the CPU."""
     import mesc
+
+    pytest.importorskip("onnxconverter_common", reason="FP16 preparation needs pip install 'mesc[prepare]'")
+    prepared = request.getfixturevalue("prepared")
 
     batch = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(images.iterdir())[:8]])
     with mesc.load(prepared.root, device="cpu") as ref, \
