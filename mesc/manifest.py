@@ -164,6 +164,25 @@ def _outputs(seg):
     return {t["name"] for t in seg["outputs"]} if seg else set()
 
 
+def exit_points(exits) -> list[int]:
+    """Each exit's exit point (0-based, shallow to deep). A model may offer several candidate
+    heads at one point (exit-architecture search); their exits share a ``"point"``. Packages
+    written before candidates existed have none: every exit is then its own point."""
+    return [ex.get("point", k) for k, ex in enumerate(exits)]
+
+
+def _check_points(exits) -> None:
+    points = exit_points(exits)
+    for k, (ex, p) in enumerate(zip(exits, points)):
+        where = f"exit '{ex.get('name', k)}'"
+        _need(_is_int(p) and p >= 0, where, f"point must be a non-negative integer, got {p!r}")
+        _need(ex.get("candidate", 0) is not None and _is_int(ex.get("candidate", 0)) and ex.get("candidate", 0) >= 0,
+              where, f"candidate must be a non-negative integer, got {ex.get('candidate')!r}")
+        _need(k == 0 or p >= points[k - 1], where, "exits must be in point order (shallow to deep)")
+    _need(points.count(points[-1]) == 1, f"exit '{exits[-1].get('name')}'",
+          "the final exit point must have exactly one head (candidates are for early exit points)")
+
+
 def _check_exits(m, segs):
     exits = m["exits"]
     _need(isinstance(exits, list) and exits, MANIFEST, "'exits' must be a non-empty list")
@@ -231,6 +250,7 @@ def _check_exits(m, segs):
         for key in ("th_pix", "th_img"):  # what every run reads
             _need(key in ex["policy"], f"{where} policy", f"missing '{key}'")
         _need(isinstance(ex.get("enabled", True), bool), where, f"enabled must be true or false, got {ex.get('enabled')!r}")
+    _check_points(exits)
     _need(len({ex.get("labels") is None for ex in exits}) == 1, "exits",
           "the policy must be in the graph of every exit or of none")
     _need(exits[-1].get("enabled", True), f"exit '{exits[-1]['name']}'",
