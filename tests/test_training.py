@@ -486,3 +486,25 @@ def test_two_stage_training_on_cuda_with_amp(scenes, tmp_path):
     fresh = tiny_model()
     fresh.load_state_dict(state)
     assert len(training.evaluate(fresh, scenes)["miou"]) == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_candidate_stage2_on_cuda_with_amp(scenes, tmp_path):
+    """Stage 2 of the candidates on a stage-1 backbone, in mixed precision on the GPU: the backbone
+    and final head stay the stage-1 ones, every candidate learns, the losses stay finite."""
+    stage1 = tiny_model()
+    training.train(stage1, scenes, out=tmp_path / "stage1.pt", progress=False, log=None,
+                   config=training.TrainConfig(epochs1=1, epochs2=0, batch=4, crop=(32, 48)))
+    model = tiny_candidates()
+    untrained = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = training.TrainConfig(epochs1=0, epochs2=2, batch=4, lr=1e-2, crop=(32, 48), device="cuda:0")
+    summary = training.train(model, scenes, config=cfg, progress=False, log=None, init=tmp_path / "stage1.pt",
+                             val_dir=scenes)
+    assert all(math.isfinite(x) for x in summary["stage2_loss"])
+    trained = {k: v.cpu() for k, v in model.state_dict().items()}
+    shipped = stage1.state_dict()
+    assert all(torch.equal(trained[k], shipped[k]) for k in summary["init"]["loaded"])
+    assert all(not torch.equal(trained[f"exits.{p}.{j}.0.weight"], untrained[f"exits.{p}.{j}.0.weight"])
+               for p in (0, 1) for j in (0, 1))
+    assert summary["val_exits"] == ["exit0c0", "exit0c1", "exit1c0", "exit1c1", "exit2"]
