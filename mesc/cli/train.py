@@ -79,8 +79,8 @@ def _parse_scale(text: str) -> tuple[float, float]:
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing checkpoint file.")
 def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir, val_dir, split, val_split, epochs1,
-              epochs2, batch, lr, alpha, exit_dropout, seed, crop, threads, scale, jitter, schedule, device, no_amp, workers, resume,
-              checkpoint, log_file, output, force):
+              epochs2, batch, lr, alpha, exit_dropout, seed, crop, threads, scale, jitter, schedule, device, no_amp,
+              workers, resume, checkpoint, log_file, output, force):
     """Train a multi-exit model with the MESS two-stage recipe and save its state_dict.
 
     Under torchrun (python -m mesc.training_dist) every process runs this with the same
