@@ -1,16 +1,21 @@
 """MESS two-stage training and per-exit evaluation for any mesc multi-exit model.
 
 A model is any ``nn.Module`` whose ``forward(x)`` returns the exits' logits (N x M x H x W, at
-input resolution), shallow to deep: the same contract as the exporter. No attribute names are
-assumed; which parameters belong to the early heads is found from the autograd graph.
+input resolution), shallow to deep: the same contract as the exporter. An exit point may return
+a list of candidate heads' logits instead of one tensor; training and evaluation flatten them
+(point by point, candidates in order). No attribute names are assumed; which parameters belong
+to the early heads is found from the autograd graph.
 
-Stage 1 (exit-aware pre-training, MESS Eq. 2): on batch j the final exit and ONE early exit,
-``j mod (E-1)``, contribute to the loss; the other heads get no gradient that step ("exit
-dropout"), so the backbone is shaped for the final exit and, in turn, for each early one.
+Stage 1 (exit-aware pre-training, MESS Eq. 2, "exit dropout"): on each batch only some exits
+contribute to the loss, so the backbone is shaped for the final exit and, in turn, for each early
+one. ``exit_dropout="prose"`` (default): the final exit and ONE early exit, ``j mod (E-1)`` on
+batch j; ``"eq2"``: the final exit and every early exit kept independently with probability
+``EQ2_KEEP`` (drawn from the seed and the step, so every process and a resumed run draw alike).
 
-Stage 2 (MESS Eq. 3): backbone and final exit frozen; each early head is trained with positive
-filtering distillation: cross-entropy on the pixels the final exit gets right, plus
-``alpha * KL(final || exit)`` towards the final exit's softmax (temperature 1).
+Stage 2 (MESS Eq. 3): backbone and final exit frozen; every early head (every candidate) is
+trained with positive filtering distillation against the final exit, per pixel
+``alpha * 1[argmax final == y] * CE(exit, y) + (1 - alpha) * KL(final || exit)``, averaged over
+the labelled pixels (temperature 1).
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ DEFAULT_NORMALIZATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [
 # ---------------------------------------------------------------------------------------------
 # losses
 
-def as_exit_list(outputs) -> list:
-    """The model's exits in order, whatever sequence type it returns."""
+def exit_points(outputs) -> list:
+    """The model's exit points in order, whatever sequence type it returns; an entry is one
+    tensor, or a list of candidate heads' tensors."""
     if isinstance(outputs, dict):
         return list(outputs.values())
     if isinstance(outputs, (list, tuple)):
@@ -47,13 +53,34 @@ def as_exit_list(outputs) -> list:
     return [outputs]
 
 
-def exit_dropout_schedule(batch_index: int, num_exits: int) -> list[int]:
-    """Exits that get the loss on batch ``batch_index``: one early exit round-robin, plus the final."""
+def as_exit_list(outputs) -> list:
+    """Every head's logits in flattened order: point by point, candidates in order."""
+    flat = []
+    for entry in exit_points(outputs):
+        flat += list(entry) if isinstance(entry, (list, tuple)) else [entry]
+    return flat
+
+
+EXIT_DROPOUT = ("prose", "eq2")
+# eq2: the chance that an early exit takes part in a batch's loss
+EQ2_KEEP = 0.5
+
+
+def exit_dropout_schedule(batch_index: int, num_exits: int, mode: str = "prose", seed: int = 0) -> list[int]:
+    """Exits that get the loss on batch ``batch_index``, final exit last. ``prose``: one early
+    exit round-robin, plus the final. ``eq2``: each early exit with probability ``EQ2_KEEP``
+    (a draw that depends only on ``seed`` and ``batch_index``), plus the final."""
     if num_exits < 1:
         raise ValueError("a model needs at least one exit")
+    if mode not in EXIT_DROPOUT:
+        raise ValueError(f"exit dropout must be one of {EXIT_DROPOUT}, got {mode!r}")
     if num_exits == 1:
         return [0]
-    return [batch_index % (num_exits - 1), num_exits - 1]
+    if mode == "prose":
+        return [batch_index % (num_exits - 1), num_exits - 1]
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + batch_index)
+    keep = torch.rand(num_exits - 1, generator=gen) < EQ2_KEEP
+    return [k for k in range(num_exits - 1) if keep[k]] + [num_exits - 1]
 
 
 def batch_count(mask):
@@ -79,31 +106,37 @@ def exit_losses(outputs, target, ignore_index: int = IGNORE) -> list:
             for o in as_exit_list(outputs)]
 
 
-def exit_dropout_loss(outputs, target, batch_index: int, ignore_index: int = IGNORE):
+def exit_dropout_loss(outputs, target, batch_index: int, ignore_index: int = IGNORE, mode: str = "prose",
+                      seed: int = 0):
     """MESS Eq. 2: sum of the per-pixel mean cross-entropies of the scheduled exits only."""
     outputs = as_exit_list(outputs)
-    return sum(exit_losses([outputs[k] for k in exit_dropout_schedule(batch_index, len(outputs))], target,
-                           ignore_index))
+    return sum(exit_losses([outputs[k] for k in exit_dropout_schedule(batch_index, len(outputs), mode, seed)],
+                           target, ignore_index))
 
 
-def pfd_loss(exit_logits, final_logits, target, alpha: float = 1.0, ignore_index: int = IGNORE):
-    """MESS Eq. 3 for one early exit.
+# MESS Eq. 3's weight of the positive-filtered cross-entropy against the distillation term
+DEFAULT_ALPHA = 0.5
 
-    ``CE(exit, target)`` averaged over the positive pixels (labelled, and the final exit's argmax
-    equals the label) plus ``alpha * KL(softmax(final) || softmax(exit))`` averaged over all
-    labelled pixels. The final exit is the teacher: no gradient flows into it.
+
+def pfd_loss(exit_logits, final_logits, target, alpha: float = DEFAULT_ALPHA, ignore_index: int = IGNORE):
+    """MESS Eq. 3 for one early exit: per pixel
+
+        alpha * 1[argmax final == y] * CE(exit, y) + (1 - alpha) * KL(softmax(final) || softmax(exit))
+
+    averaged over the batch's labelled pixels (both terms over the same count, so ``alpha``
+    weighs them as the equation does; pixels the final exit gets wrong add only their KL).
+    The final exit is the teacher: no gradient flows into it.
     """
     final_logits = final_logits.detach()
     valid = target != ignore_index
     positive = valid & (final_logits.argmax(1) == target)
     logp_exit = F.log_softmax(exit_logits, 1)
     ce_map = F.nll_loss(logp_exit, target.masked_fill(~valid, 0), reduction="none")
-    # an empty positive set contributes zero, not NaN
-    ce = (ce_map * positive).sum() / batch_count(positive)
     logp_final = F.log_softmax(final_logits, 1)
     kl_map = (logp_final.exp() * (logp_final - logp_exit)).sum(1)
-    kl = (kl_map * valid).sum() / batch_count(valid)
-    return ce + alpha * kl
+    per_pixel = alpha * ce_map * positive + (1 - alpha) * kl_map * valid
+    # a crop of padding alone contributes zero, not NaN
+    return per_pixel.sum() / batch_count(valid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +225,8 @@ class TrainConfig:
     lr: float = 2e-3
     lr2: float | None = None  # stage 2 learning rate (default: lr)
     weight_decay: float = 1e-4
-    alpha: float = 1.0
+    alpha: float = DEFAULT_ALPHA  # MESS Eq. 3: 1 = positive-filtered CE alone, 0 = distillation alone
+    exit_dropout: str = "prose"  # stage 1's schedule: "prose" or "eq2" (see exit_dropout_schedule)
     seed: int = 0
     flip: bool = True  # horizontal flips: labels are mirror-invariant in these scenes
     # Train on random HxW crops (None: whole images). The nets are fully convolutional, so a
@@ -225,6 +259,7 @@ class TrainConfig:
         _need(_is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a finite number >= 0",
               self.weight_decay)
         _need(_is_real(self.alpha) and 0 <= self.alpha <= 1, "alpha", "a number in [0, 1]", self.alpha)
+        _need(self.exit_dropout in EXIT_DROPOUT, "exit_dropout", " or ".join(EXIT_DROPOUT), self.exit_dropout)
         _need(_is_int(self.seed), "seed", "an integer", self.seed)
         if self.crop is not None:
             ok = isinstance(self.crop, (tuple, list)) and len(self.crop) == 2 and all(
@@ -429,7 +464,7 @@ def _check_labels(target, num_classes: int, desc: str, epoch: int, epochs: int) 
 def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=None,
           progress: bool = True, log=print, force: bool = False, checkpoint=None, resume=None,
           log_file=None, plot=None, backbone_weights=None, backbone_layout: str = "auto",
-          split: str | None = None, val_split: str | None = None) -> dict:
+          split: str | None = None, val_split: str | None = None, init=None) -> dict:
     """Train ``model`` in place with the two MESS stages; save its state_dict to ``out``.
 
     The settings, the data and ``out`` (an existing file only with ``force``) are checked
@@ -444,6 +479,10 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     a dataset in its published layout (:func:`mesc.datasets.read_folder`). ``resume`` refuses a
     checkpoint written with other settings or splits (threads, workers, device and mixed
     precision aside) and restores every weight, so ``backbone_weights`` is not loaded again.
+    ``init``: a stage-1 checkpoint whose backbone and final head are loaded before training,
+    its early heads skipped (MESS stage 2 with new candidate heads: ``epochs1=0``); what was
+    loaded, skipped and left missing is logged and returned as ``summary["init"]``
+    (:func:`mesc.models.registry.load_backbone_only`).
     """
     from mesc import training_data, training_state
 
@@ -455,8 +494,17 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     state = training_state.load(resume) if resume is not None else None
     # what a resumed run must repeat: the recipe and the data it reads
     settings = {**asdict(cfg), "split": split, "val_split": val_split}
+    if init is not None and backbone_weights is not None:
+        raise TrainError("init already sets the backbone: give it or backbone_weights, not both")
+    init_report = None
     if state is not None:
         training_state.check_settings(resume, state, settings)
+    elif init is not None:
+        from mesc.models.registry import load_backbone_only
+
+        init_report = load_backbone_only(getattr(model, "module", model), init)
+        if log and rank == 0:
+            log(init_report.summary())
     elif backbone_weights is not None:
         # a resumed run's checkpoint already holds every weight, these included
         from mesc.models.pretrained import load_backbone_weights
@@ -466,10 +514,10 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
             log(report.summary())
     dataset = training_data.SegStream(data_dir, aug=cfg.augmentation(), seed=cfg.seed, split=split)
     if out is not None:
-        check_output(out, force, inputs=[("data", data_dir), ("val", val_dir)])
+        check_output(out, force, inputs=[("data", data_dir), ("val", val_dir), ("init", init)])
     for extra in (checkpoint, log_file, plot):
         if extra is not None and rank == 0:
-            check_output(extra, True, inputs=[("data", data_dir), ("val", val_dir)])
+            check_output(extra, True, inputs=[("data", data_dir), ("val", val_dir), ("init", init)])
     if cfg.crop:
         training_data.check_crop(cfg.crop, *dataset.first_size())
     if cfg.threads:
@@ -507,8 +555,8 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
             + (f"; resuming after stage {state['stage']} epoch {state['epoch']}" if state else ""))
 
     model.train()
-    _run_stage(run, model, 1, shared + early, lambda outs, y, j: _stage1_loss(outs, y, j), cfg.epochs1, cfg.lr,
-               model.train, "stage 1 (exit dropout)")
+    _run_stage(run, model, 1, shared + early, lambda outs, y, j: _stage1_loss(outs, y, j, cfg), cfg.epochs1,
+               cfg.lr, model.train, "stage 1 (exit dropout)")
 
     # stage 2: only the early heads learn; the final exit is the (fixed) teacher
     for p in shared:
@@ -535,23 +583,26 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     summary = {"config": asdict(cfg), "images": len(dataset), "exits": num_exits,
                "stage1_loss": [r["loss"] for r in records if r["stage"] == 1],
                "stage2_loss": [r["loss"] for r in records if r["stage"] == 2],
-               "history": records, "seconds": round(time.perf_counter() - t0, 1)}
+               "history": records, "seconds": round(time.perf_counter() - t0, 1),
+               "init": init_report.to_dict() if init_report is not None else None}
     if out is not None and rank == 0:
         save_checkpoint(model, out)
         summary["checkpoint"] = str(out)
     if val is not None and rank == 0:
         result = evaluate(model, val)
         summary["val_miou"] = result["miou"]
+        summary["val_exits"] = result["names"]
         if log:
-            log(format_miou_table(result["miou"]))
+            log(format_miou_table(result["miou"], result["names"]))
             if result["difficulty"] is not None:
                 log("images with pixel accuracy >= 0.9, by difficulty:\n" + difficulty_table(result))
     return summary
 
 
-def _stage1_loss(outs, y, step):
+def _stage1_loss(outs, y, step, cfg: TrainConfig):
     terms = exit_losses(outs, y)
-    return sum(terms[k] for k in exit_dropout_schedule(step, len(outs))), [t.detach() for t in terms]
+    scheduled = exit_dropout_schedule(step, len(outs), cfg.exit_dropout, cfg.seed)
+    return sum(terms[k] for k in scheduled), [t.detach() for t in terms]
 
 
 def save_checkpoint(model, path) -> None:
@@ -567,15 +618,20 @@ def save_checkpoint(model, path) -> None:
 # evaluation
 
 @torch.no_grad()
-def predict_exits(model, images: np.ndarray, batch: int = 8) -> list[np.ndarray]:
-    """Per exit, the argmax labels (N x H x W uint8) for N x H x W x 3 uint8 images."""
+def predict_exits(model, images: np.ndarray, batch: int = 8, names: list | None = None) -> list[np.ndarray]:
+    """Per head (candidates flattened), the argmax labels (N x H x W uint8) for N x H x W x 3
+    uint8 images. ``names``, a list, receives the heads' names (``exit{p}``, ``exit{p}c{j}``)."""
+    from mesc.models.candidates import exit_names
+
     model.eval()
     norm = normalization_of(model)
     per_exit = None
     device = next(model.parameters()).device
     for s in range(0, len(images), batch):
-        outs = as_exit_list(model(to_input(images[s: s + batch], norm).to(device)))
-        labels = [o.argmax(1).to(torch.uint8).cpu().numpy() for o in outs]
+        points = exit_points(model(to_input(images[s: s + batch], norm).to(device)))
+        if names is not None and per_exit is None:
+            names += exit_names(points)
+        labels = [o.argmax(1).to(torch.uint8).cpu().numpy() for o in as_exit_list(points)]
         per_exit = [[lab] for lab in labels] if per_exit is None else [a + [b] for a, b in zip(per_exit, labels)]
     return [np.concatenate(chunks) for chunks in per_exit]
 
@@ -583,31 +639,35 @@ def predict_exits(model, images: np.ndarray, batch: int = 8) -> list[np.ndarray]
 def evaluate(model, data_dir, batch: int = 8, progress: bool = False) -> dict:
     """Per-exit mIoU over a labelled folder, plus each image's pixel accuracy per exit.
 
-    Returns ``{"miou": [..per exit..], "pixel_acc": E x N array, "difficulty": [..] or None,
-    "files": [...]}``.
+    Returns ``{"miou": [..per head..], "names": [..per head..], "pixel_acc": E x N array,
+    "difficulty": [..] or None, "files": [...]}``; a point with candidate heads has one entry
+    per candidate (``exit{p}c{j}``).
     """
     data = SegData(data_dir) if not isinstance(data_dir, SegData) else data_dir
-    preds = predict_exits(model, data.images, batch)
+    names: list = []
+    preds = predict_exits(model, data.images, batch, names)
     labelled = data.masks != IGNORE
     num_classes = int(max(data.masks[labelled].max(initial=0),
                           max(int(p.max(initial=0)) for p in preds)) + 1)
     miou = [miou_from_confusion(confusion_matrix(p, data.masks, num_classes, IGNORE)) for p in preds]
     hits = [((p == data.masks) & labelled).sum((1, 2)) / np.maximum(labelled.sum((1, 2)), 1) for p in preds]
-    return {"miou": miou, "pixel_acc": np.stack(hits), "difficulty": data.difficulty,
+    return {"miou": miou, "names": names, "pixel_acc": np.stack(hits), "difficulty": data.difficulty,
             "files": [str(f) for f in data.files]}
 
 
 def evaluate_miou(model, data_dir, progress: bool = False, log=print) -> list[float]:
     """Per-exit mIoU on a labelled folder, printed as a table when ``log`` is given."""
-    miou = evaluate(model, data_dir, progress=progress)["miou"]
+    result = evaluate(model, data_dir, progress=progress)
     if log:
-        log(format_miou_table(miou))
-    return miou
+        log(format_miou_table(result["miou"], result["names"]))
+    return result["miou"]
 
 
-def format_miou_table(miou) -> str:
-    lines = ["exit   mIoU", "----  ------"]
-    lines += [f"{k:4d}  {100 * m:5.1f}%" for k, m in enumerate(miou)]
+def format_miou_table(miou, names=None) -> str:
+    names = names or [f"exit{k}" for k in range(len(miou))]
+    width = max(6, *(len(n) for n in names))
+    lines = [f"{'exit':<{width}}   mIoU", f"{'-' * width}  ------"]
+    lines += [f"{n:<{width}}  {100 * m:5.1f}%" for n, m in zip(names, miou)]
     return "\n".join(lines)
 
 
@@ -618,11 +678,13 @@ def difficulty_table(result: dict, bins=(0.0, 0.25, 0.5, 0.75, 1.0), threshold: 
         raise MescError("the data folder has no meta.json with per-image difficulty")
     d = np.asarray(result["difficulty"])
     ok = result["pixel_acc"] >= threshold
-    head = "difficulty    n  " + "  ".join(f"exit{k}" for k in range(len(ok)))
+    names = result.get("names") or [f"exit{k}" for k in range(len(ok))]
+    head = "difficulty    n  " + "  ".join(f"{n:>5}" for n in names)
     lines = [head, "-" * len(head)]
     for lo, hi in zip(bins[:-1], bins[1:]):
         sel = (d >= lo) & ((d < hi) if hi < bins[-1] else (d <= hi))
         if sel.any():
             lines.append(f"{lo:.2f}-{hi:.2f}  {sel.sum():4d}  "
-                         + "  ".join(f"{100 * ok[k, sel].mean():4.0f}%" for k in range(len(ok))))
+                         + "  ".join(f"{100 * ok[k, sel].mean():{max(5, len(n)) - 1}.0f}%"
+                                     for k, n in enumerate(names)))
     return "\n".join(lines)

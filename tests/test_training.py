@@ -39,6 +39,36 @@ def tiny_model():
     return TinyMultiExit()
 
 
+class TinyCandidates(TinyMultiExit):
+    """TinyMultiExit's backbone and final head with two candidate heads at each early point."""
+
+    def __init__(self, num_classes=6, width=8):
+        super().__init__(num_classes, width)
+
+        def head(c):
+            return nn.Sequential(nn.Conv2d(width, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+                                 nn.Conv2d(c, num_classes, 1))
+
+        self.exits[0] = nn.ModuleList([head(4), head(12)])
+        self.exits[1] = nn.ModuleList([head(4), head(12)])
+
+    def forward(self, x):
+        outs, feat = [], x
+
+        def up(t):
+            return F.interpolate(t, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+        for block, heads in zip(self.blocks, self.exits):
+            feat = block(feat)
+            outs.append([up(h(feat)) for h in heads] if isinstance(heads, nn.ModuleList) else up(heads(feat)))
+        return outs
+
+
+def tiny_candidates():
+    torch.manual_seed(5)
+    return TinyCandidates()
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     return data.generate(tmp_path_factory.mktemp("t") / "train", 12, seed=1, size=(32, 64), difficulty=(0, 0.4))
@@ -49,6 +79,20 @@ def test_exit_dropout_schedule_round_robin():
     assert [training.exit_dropout_schedule(j, 4)[0] for j in range(6)] == [0, 1, 2, 0, 1, 2]
     assert training.exit_dropout_schedule(7, 2) == [0, 1]
     assert training.exit_dropout_schedule(5, 1) == [0]
+
+
+def test_exit_dropout_eq2_drops_each_early_exit_independently():
+    runs = [training.exit_dropout_schedule(j, 5, "eq2", seed=3) for j in range(400)]
+    assert all(r[-1] == 4 and r == sorted(set(r)) for r in runs)  # the final exit always, no repeats
+    kept = [sum(k in r for r in runs) / len(runs) for k in range(4)]
+    assert all(0.4 < share < 0.6 for share in kept), kept  # each early exit about half the batches
+    assert {len(r) for r in runs} == {1, 2, 3, 4, 5}  # any subset, not one exit in turn
+    # the draw depends on seed and step alone: every torchrun process and a resumed run agree
+    assert runs == [training.exit_dropout_schedule(j, 5, "eq2", seed=3) for j in range(400)]
+    assert runs != [training.exit_dropout_schedule(j, 5, "eq2", seed=4) for j in range(400)]
+    assert training.exit_dropout_schedule(9, 1, "eq2") == [0]
+    with pytest.raises(ValueError, match="exit dropout must be one of"):
+        training.exit_dropout_schedule(0, 3, "random")
 
 
 @pytest.mark.parametrize("batch_index, trained", [(0, {0, 2}), (1, {1, 2})])
@@ -73,6 +117,8 @@ def test_exit_dropout_loss_value():
 
 
 def test_pfd_loss_hand_computed_2x2():
+    """MESS Eq. 3 per pixel: alpha * 1[final right] * CE + (1 - alpha) * KL(final || exit), averaged
+    over the labelled pixels."""
     L3 = math.log(3)
     # Two classes; logits as (class0, class1) per pixel of a 2x2 image.
     #   a (0,0): target 1, final [0, ln3] -> p=(1/4, 3/4), predicts 1: correct; exit [ln3, 0] -> q=(3/4, 1/4)
@@ -82,20 +128,32 @@ def test_pfd_loss_hand_computed_2x2():
     final = torch.tensor([[[0.0, 0.0], [L3, 0.0]], [[L3, L3], [0.0, L3]]]).unsqueeze(0)
     exit_ = torch.tensor([[[L3, 0.0], [0.0, L3]], [[0.0, 0.0], [0.0, 0.0]]]).unsqueeze(0).requires_grad_()
     target = torch.tensor([[[1, 0], [0, 255]]])
-    # CE on positives a, c: (-ln(1/4) - ln(1/2)) / 2 = (1.386294 + 0.693147) / 2 = 1.039721
+    # CE on the positives a, c: -ln(1/4) - ln(1/2) = 1.386294 + 0.693147 = 2.079442 (b adds none)
     # KL(p||q): a = 1/4 ln(1/3) + 3/4 ln 3 = 0.5 ln 3 = 0.549306
-    #           b = c = 1/4 ln(1/2) + 3/4 ln(3/2) = -0.173287 + 0.304099 = 0.130812
-    #           mean over a, b, c = 0.810930 / 3 = 0.270310
-    assert training.pfd_loss(exit_, final, target, alpha=0.0).item() == pytest.approx(1.039721, abs=1e-5)
-    assert training.pfd_loss(exit_, final, target, alpha=1.0).item() == pytest.approx(1.039721 + 0.270310, abs=1e-5)
+    #           b = c = 1/4 ln(1/2) + 3/4 ln(3/2) = -0.173287 + 0.304099 = 0.130812; sum 0.810930
+    # both sums over the 3 labelled pixels
+    assert training.pfd_loss(exit_, final, target, alpha=1.0).item() == pytest.approx(2.079442 / 3, abs=1e-5)
+    assert training.pfd_loss(exit_, final, target, alpha=0.0).item() == pytest.approx(0.810930 / 3, abs=1e-5)
     final.requires_grad_()
-    loss = training.pfd_loss(exit_, final, target, alpha=0.5)
-    assert loss.item() == pytest.approx(1.039721 + 0.5 * 0.270310, abs=1e-5)
+    loss = training.pfd_loss(exit_, final, target, alpha=0.25)
+    assert loss.item() == pytest.approx((0.25 * 2.079442 + 0.75 * 0.810930) / 3, abs=1e-5)
     loss.backward()
     assert final.grad is None  # the final exit is the teacher
     assert exit_.grad[0, :, 1, 1].abs().sum() == 0  # the ignored pixel
-    # b gets only the KL pull toward the final exit's (1/4, 3/4): d/dz0 = alpha * (q0 - p0) / 3 pixels
-    assert exit_.grad[0, 0, 0, 1].item() == pytest.approx(0.5 * (0.5 - 0.25) / 3, abs=1e-6)
+    # b gets only the KL pull toward the final exit's (1/4, 3/4): d/dz0 = (1 - alpha) * (q0 - p0) / 3 pixels
+    assert exit_.grad[0, 0, 0, 1].item() == pytest.approx(0.75 * (0.5 - 0.25) / 3, abs=1e-6)
+    # a gets both: d/dz0 = [alpha * (q0 - 0) + (1 - alpha) * (q0 - p0)] / 3 = (0.25 * 0.75 + 0.75 * 0.5) / 3
+    assert exit_.grad[0, 0, 0, 0].item() == pytest.approx((0.25 * 0.75 + 0.75 * 0.5) / 3, abs=1e-6)
+
+
+def test_pfd_alpha_has_one_default_everywhere():
+    import inspect
+
+    from mesc.cli.train import train_cmd
+
+    assert training.TrainConfig().alpha == training.DEFAULT_ALPHA
+    assert inspect.signature(training.pfd_loss).parameters["alpha"].default == training.DEFAULT_ALPHA
+    assert next(p.default for p in train_cmd.params if p.name == "alpha") == training.DEFAULT_ALPHA
 
 
 def test_pfd_loss_no_positive_pixels_is_finite():
@@ -142,6 +200,81 @@ def test_evaluate_miou_and_difficulty_table(scenes):
     assert result["pixel_acc"].shape == (3, 12) and len(result["difficulty"]) == 12
     table = training.difficulty_table(result, bins=(0.0, 0.2, 0.4))
     assert "exit2" in table and len(table.splitlines()) == 4
+
+
+def test_stage2_trains_every_candidate_on_a_stage1_backbone(scenes, tmp_path):
+    torch.set_num_threads(2)
+    stage1 = tiny_model()
+    training.train(stage1, scenes, out=tmp_path / "stage1.pt", progress=False, log=None,
+                   config=training.TrainConfig(epochs1=1, epochs2=0, batch=4, crop=(32, 48)))
+    model = tiny_candidates()
+    untrained = {k: v.clone() for k, v in model.state_dict().items()}
+    logged = []
+    summary = training.train(model, scenes, config=training.TrainConfig(epochs1=0, epochs2=1, batch=4, crop=(32, 48)),
+                             progress=False, log=logged.append, init=tmp_path / "stage1.pt", val_dir=scenes)
+    trained, shipped = model.state_dict(), stage1.state_dict()
+    # backbone and final head: the stage-1 weights, untouched by stage 2 (BatchNorm statistics too)
+    frozen = [k for k in shipped if k.startswith(("blocks.", "exits.2."))]
+    assert frozen and all(torch.equal(trained[k], shipped[k]) for k in frozen)
+    # every candidate head learned
+    for p in (0, 1):
+        for j in (0, 1):
+            key = f"exits.{p}.{j}.0.weight"
+            assert not torch.equal(trained[key], untrained[key]), key
+    init = summary["init"]
+    assert sorted(init["loaded"]) == sorted(frozen)
+    assert set(init["skipped"]) == {k for k in shipped if k.startswith(("exits.0.", "exits.1."))}
+    assert set(init["missing"]) == {k for k in trained if k.startswith(("exits.0.", "exits.1."))}
+    assert any("backbone-only load of" in line and "stage1.pt" in line for line in logged)
+    # per-candidate evaluation, in flattened order, named as the manifest names them
+    assert summary["val_exits"] == ["exit0c0", "exit0c1", "exit1c0", "exit1c1", "exit2"]
+    assert len(summary["val_miou"]) == 5 and len(summary["history"][-1]["loss_per_exit"]) == 4
+    assert any(line.startswith("exit1c1 ") for line in "\n".join(logged).splitlines())
+
+
+def test_candidates_flatten_point_by_point_and_count_as_early_heads():
+    model = tiny_candidates().eval()
+    x = torch.randn(2, 3, 16, 16)
+    points = model(x)
+    outs = training.as_exit_list(points)
+    assert [o.data_ptr() for o in outs] == [t.data_ptr() for t in (*points[0], *points[1], points[2])]
+    shared, early = training.early_exit_parameters(model, x)
+    assert {id(p) for p in early} == {id(p) for k in (0, 1) for p in model.exits[k].parameters()}
+
+
+def test_init_refuses_a_checkpoint_of_another_shape(scenes, tmp_path):
+    torch.save(TinyMultiExit(width=4).state_dict(), tmp_path / "narrow.pt")
+    from mesc.errors import MescError
+
+    with pytest.raises(MescError, match=r"narrow.pt: 'blocks.0.0.weight' has shape \(4, 3, 3, 3\)"):
+        training.train(tiny_candidates(), scenes, config=_quick(epochs1=0, epochs2=1), progress=False, log=None,
+                       init=tmp_path / "narrow.pt")
+
+
+def test_train_cli_init_exit_dropout_and_alpha(scenes, tmp_path):
+    stage1 = tmp_path / "stage1.pt"
+    base = ["train", "--data", str(scenes), "--batch", "4", "--crop", "32x32"]
+    res = CliRunner().invoke(cli, base + ["--model", f"{__file__}:tiny_model", "--epochs1", "1", "--epochs2", "0",
+                                          "--exit-dropout", "eq2", "-o", str(stage1)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "search.pt"
+    res = CliRunner().invoke(cli, base + ["--model", f"{__file__}:tiny_candidates", "--init", str(stage1),
+                                          "--epochs1", "0", "--epochs2", "1", "--val", str(scenes), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "backbone-only load of" in res.output and "skipped from the checkpoint" in res.output
+    assert "exit0c1" in res.output and out.is_file()
+    for extra, msg in ((["--alpha", "1.5"], "--alpha must be in [0, 1]"),
+                       (["--exit-dropout", "random"], "'random' is not one of 'prose', 'eq2'"),
+                       (["--init", str(stage1), "--weights", str(stage1)], "give it or --init, not both"),
+                       (["--init", str(tmp_path)], "is a directory"),
+                       (["--init", str(tmp_path / "nope.pt")], "nope.pt: file not found")):
+        res = CliRunner().invoke(cli, base + ["--model", f"{__file__}:tiny_candidates", "--epochs1", "0",
+                                              "--epochs2", "1", "-o", str(tmp_path / "x.pt")] + extra)
+        assert res.exit_code == 2 and msg in res.output and "Traceback" not in res.output, (extra, res.output)
+    assert not (tmp_path / "x.pt").exists()
+    res = CliRunner().invoke(cli, base + ["--model", f"{__file__}:tiny_candidates", "--epochs1", "0", "--epochs2", "1",
+                                          "--init", str(stage1), "-o", str(stage1), "--force"])
+    assert res.exit_code == 2 and "is the input --init" in res.output
 
 
 def test_train_cli(scenes, tmp_path):
@@ -353,3 +486,25 @@ def test_two_stage_training_on_cuda_with_amp(scenes, tmp_path):
     fresh = tiny_model()
     fresh.load_state_dict(state)
     assert len(training.evaluate(fresh, scenes)["miou"]) == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_candidate_stage2_on_cuda_with_amp(scenes, tmp_path):
+    """Stage 2 of the candidates on a stage-1 backbone, in mixed precision on the GPU: the backbone
+    and final head stay the stage-1 ones, every candidate learns, the losses stay finite."""
+    stage1 = tiny_model()
+    training.train(stage1, scenes, out=tmp_path / "stage1.pt", progress=False, log=None,
+                   config=training.TrainConfig(epochs1=1, epochs2=0, batch=4, crop=(32, 48)))
+    model = tiny_candidates()
+    untrained = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = training.TrainConfig(epochs1=0, epochs2=2, batch=4, lr=1e-2, crop=(32, 48), device="cuda:0")
+    summary = training.train(model, scenes, config=cfg, progress=False, log=None, init=tmp_path / "stage1.pt",
+                             val_dir=scenes)
+    assert all(math.isfinite(x) for x in summary["stage2_loss"])
+    trained = {k: v.cpu() for k, v in model.state_dict().items()}
+    shipped = stage1.state_dict()
+    assert all(torch.equal(trained[k], shipped[k]) for k in summary["init"]["loaded"])
+    assert all(not torch.equal(trained[f"exits.{p}.{j}.0.weight"], untrained[f"exits.{p}.{j}.0.weight"])
+               for p in (0, 1) for j in (0, 1))
+    assert summary["val_exits"] == ["exit0c0", "exit0c1", "exit1c0", "exit1c1", "exit2"]

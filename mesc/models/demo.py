@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+from mesc.models.candidates import with_candidate_heads
 from mesc.models.heads import ExitConfig
 from mesc.models.mobilenetv2 import DEPTH, build_mobilenetv2
-from mesc.models.registry import register
+from mesc.models.registry import finish, load_backbone_only, register
 
 DEMO_INPUT_SHAPE = (1, 3, 128, 256)
 DEMO_CLASSES = 6
@@ -57,3 +58,19 @@ def demo(num_classes: int = DEMO_CLASSES, num_exits: int = 3, exit_points=None,
     return build_mobilenetv2("fcn", num_classes, num_exits, exit_points, exits, final_exit, width_mult,
                              depth, head_channels, checkpoint, default_num_exits=3,
                              default_input_shape=DEMO_INPUT_SHAPE)
+
+
+@register("demo-search", "the demo with candidate heads at its two early exit points (the default MESS grid, "
+                         "the demo's own early head first) for exit-architecture search; backbone and final "
+                         "head loaded from mesc/models/demo.pt")
+def demo_search(num_classes: int = DEMO_CLASSES, grid=None, init=DEMO_WEIGHTS, checkpoint=None):
+    """``init``: a demo (stage-1) checkpoint whose backbone and final head are loaded, its early
+    heads skipped (:func:`mesc.models.registry.load_backbone_only`; the report is kept as
+    ``model.init_report``); None starts from scratch. ``checkpoint``: a trained demo-search
+    checkpoint, loaded strictly instead."""
+    model = demo(num_classes=num_classes, pretrained=False)
+    with_candidate_heads(model, grid)
+    model.init_report = None
+    if checkpoint is None and init is not None and (init != DEMO_WEIGHTS or os.path.isfile(DEMO_WEIGHTS)):
+        model.init_report = load_backbone_only(model, init)
+    return finish(model, checkpoint)

@@ -20,7 +20,6 @@ from mesc.models.blocks import ConvBNReLU
 
 HEAD_TYPES = ("fcn", "deeplab")
 REDUCTIONS = (1, 2, 4, 8)
-RAPID_DILATIONS = (2, 4, 8)
 # DeepLabV3's ASPP rates are quoted for output stride 16; they scale inversely with the stride.
 ASPP_RATES_OS16 = (6, 12, 18)
 
@@ -32,8 +31,10 @@ class ExitConfig:
     reduction: divide the incoming channels by 1, 2, 4 or 8 with a 1x1 conv-BN-ReLU (1: no conv).
         The default 4 keeps an exit on a 2048-channel OS8 map at ~1/6 of the backbone's FLOPs.
     extra_blocks: 0..3 trainable 3x3 conv-BN-ReLU blocks before the head.
-    rapid_dilation: the extra blocks use dilations 2, 4, 8 instead of 1 (wider receptive field
-        for shallow exits at no FLOP cost).
+    rapid_dilation: the extra blocks double the dilation already in use at the exit point, block
+        by block (1 -> 2, 4, 8 on an undilated stage; 4 -> 8, 16, 32 on a dilated ResNet's last
+        stage) instead of using dilation 1 (a wider receptive field for shallow exits at no FLOP
+        cost).
     head: "fcn" (3x3 conv-BN-ReLU, 1x1 classifier) or "deeplab" (ASPP + image pooling).
     """
 
@@ -93,6 +94,14 @@ def resolve_exit_configs(exits, num_intermediate: int, final_exit, default_final
     return list(inter) + [final]
 
 
+def extra_block_dilations(config: ExitConfig, dilation: int = 1) -> tuple[int, ...]:
+    """Dilation of each extra block of an exit attached where the backbone convolves at
+    ``dilation``: MESS's rapid dilation increase doubles it from there, block by block."""
+    if config.rapid_dilation:
+        return tuple(dilation * 2 ** (k + 1) for k in range(config.extra_blocks))
+    return (1,) * config.extra_blocks
+
+
 def aspp_rates(output_stride: int) -> tuple[int, ...]:
     return tuple(max(1, r * 16 // output_stride) for r in ASPP_RATES_OS16)
 
@@ -141,13 +150,17 @@ class DeepLabHead(nn.Sequential):
 
 
 class ExitHead(nn.Module):
-    """One exit: reduction, extra blocks, FCN/DeepLab head, upsampling to the input size."""
+    """One exit: reduction, extra blocks, FCN/DeepLab head, upsampling to the input size.
+
+    ``dilation``: the dilation of the backbone's convolutions where the exit is attached (see
+    :func:`mesc.models.placement.profile_blocks`); the extra blocks start from it."""
 
     def __init__(self, in_channels: int, num_classes: int, config: ExitConfig, output_stride: int,
-                 head_channels: int | None = None):
+                 head_channels: int | None = None, dilation: int = 1):
         super().__init__()
         self.config = config
         self.output_stride = output_stride
+        self.dilation = dilation
         layers = []
         c = in_channels
         if config.reduction > 1:
@@ -155,8 +168,8 @@ class ExitHead(nn.Module):
             reduced = max(c // config.reduction, min(c, 8))
             layers.append(ConvBNReLU(c, reduced, 1))
             c = reduced
-        for k in range(config.extra_blocks):
-            layers.append(ConvBNReLU(c, c, 3, dilation=RAPID_DILATIONS[k] if config.rapid_dilation else 1))
+        for d in extra_block_dilations(config, dilation):
+            layers.append(ConvBNReLU(c, c, 3, dilation=d))
         self.pre = nn.Sequential(*layers)
         if config.head == "fcn":
             self.head = FCNHead(c, num_classes, head_channels)
@@ -174,10 +187,10 @@ class BranchConcatExit(nn.Module):
     split after this point carries all of them across the cut."""
 
     def __init__(self, branch_channels: Sequence[int], num_classes: int, config: ExitConfig,
-                 output_stride: int, head_channels: int | None = None):
+                 output_stride: int, head_channels: int | None = None, dilation: int = 1):
         super().__init__()
         self.num_branches = len(branch_channels)
-        self.exit = ExitHead(sum(branch_channels), num_classes, config, output_stride, head_channels)
+        self.exit = ExitHead(sum(branch_channels), num_classes, config, output_stride, head_channels, dilation)
         self.config = config
         self.output_stride = output_stride
 
@@ -188,3 +201,18 @@ class BranchConcatExit(nn.Module):
             parts.append(F.interpolate(feats[i], size=size, mode="bilinear", align_corners=False))
         feat = parts[0] if self.num_branches == 1 else torch.cat(parts, dim=1)
         return self.exit(feat, x)
+
+
+class CandidateExits(nn.ModuleList):
+    """Several candidate heads on one exit point (MESS exit-architecture search): ``forward``
+    returns their logits as a list, in order. Keys: ``<point module>.<j>.``."""
+
+    def __init__(self, heads: Sequence[nn.Module]):
+        if len(heads) < 1:
+            raise ModelLoadError("an exit point needs at least one candidate head")
+        super().__init__(heads)
+        self.configs = tuple(h.config for h in heads)
+        self.output_stride = heads[0].output_stride
+
+    def forward(self, feat, x):
+        return [head(feat, x) for head in self]

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch.nn as nn
 
-from mesc.models.heads import BranchConcatExit, ExitConfig, ExitHead, resolve_exit_configs
+from mesc.models.heads import BranchConcatExit, CandidateExits, ExitConfig, ExitHead, resolve_exit_configs
 from mesc.models.placement import BlockProfile, choose_exit_points, profile_blocks, validate_exit_points
 
 DEFAULT_INPUT_SHAPE = (1, 3, 512, 1024)
@@ -19,7 +19,9 @@ IMAGENET_NORMALIZATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": 
 
 
 class MultiExitSegNet(nn.Module):
-    """``forward(x)`` returns a list of exit logits, shallow to deep, each N x classes x H x W."""
+    """``forward(x)`` returns a list with one entry per exit point, shallow to deep: the exit's
+    logits (N x classes x H x W), or for a point with candidate heads
+    (:func:`mesc.models.candidates.with_candidate_heads`) the list of their logits."""
 
     def __init__(self, blocks: Sequence[nn.Module], exits: Sequence[nn.Module], exit_points: Sequence[int],
                  num_classes: int, default_input_shape=DEFAULT_INPUT_SHAPE, block_flops=None):
@@ -31,10 +33,27 @@ class MultiExitSegNet(nn.Module):
         self.num_classes = num_classes
         self.default_input_shape = tuple(default_input_shape)
         self.input_normalization = dict(IMAGENET_NORMALIZATION)
-        self.output_strides = tuple(e.output_stride for e in self.exits)
-        self.exit_configs = tuple(e.config for e in self.exits)
         # Per-block FLOPs at default_input_shape, as measured for placement (informational).
         self.block_flops = tuple(block_flops) if block_flops is not None else None
+
+    def _flat(self, attr: str, candidates_attr: str) -> tuple:
+        out = []
+        for e in self.exits:
+            if isinstance(e, CandidateExits):
+                out += [getattr(h, attr) for h in e] if candidates_attr is None else list(getattr(e, candidates_attr))
+            else:
+                out.append(getattr(e, attr))
+        return tuple(out)
+
+    @property
+    def exit_configs(self) -> tuple:
+        """Every head's ExitConfig in flattened order (point by point, candidates in order)."""
+        return self._flat("config", "configs")
+
+    @property
+    def output_strides(self) -> tuple:
+        """Every head's output stride, in flattened order."""
+        return self._flat("output_stride", None)
 
     def forward(self, x):
         feat = x
@@ -62,6 +81,7 @@ def build_multi_exit(blocks: Sequence[nn.Module], *, num_classes: int, num_exits
     ``area_scaled_profile``: see :func:`profile_blocks`.
     """
     profiles = profile_blocks(blocks, default_input_shape, area_scaled=area_scaled_profile)
+    point_profiles = []
     flops = [p.flops for p in profiles]
     if exit_points is not None:
         points = validate_exit_points(exit_points, len(blocks))
@@ -72,13 +92,23 @@ def build_multi_exit(blocks: Sequence[nn.Module], *, num_classes: int, num_exits
     configs = resolve_exit_configs(exits, len(points) - 1, final_exit, default_final)
     heads = []
     for k, (p, cfg) in enumerate(zip(points, configs)):
-        prof = profiles[p]
         if final_head is not None and k == len(points) - 1:
             heads.append(final_head(profiles))
             continue
         hc = final_head_channels if k == len(points) - 1 else head_channels
-        if isinstance(prof.channels, tuple):
-            heads.append(BranchConcatExit(prof.channels, num_classes, cfg, prof.output_stride, hc))
-        else:
-            heads.append(ExitHead(prof.channels, num_classes, cfg, prof.output_stride, hc))
-    return net_cls(blocks, heads, points, num_classes, default_input_shape, flops)
+        heads.append(exit_head(profiles[p], num_classes, cfg, hc))
+    net = net_cls(blocks, heads, points, num_classes, default_input_shape, flops)
+    # what with_candidate_heads needs to attach more heads at the same points
+    net.exit_profiles = tuple(profiles[p] for p in points)
+    net.head_channels = head_channels
+    return net
+
+
+def exit_head(profile: BlockProfile, num_classes: int, config: ExitConfig, head_channels: int | None = None
+              ) -> nn.Module:
+    """The head for ``config`` on a block's output as ``profile`` describes it (channels, stride,
+    the dilation the rapid dilation increase starts from)."""
+    if isinstance(profile.channels, tuple):
+        return BranchConcatExit(profile.channels, num_classes, config, profile.output_stride, head_channels,
+                                profile.dilation)
+    return ExitHead(profile.channels, num_classes, config, profile.output_stride, head_channels, profile.dilation)

@@ -27,6 +27,17 @@ class BlockProfile:
     flops: int
     channels: int | tuple[int, ...]   # a tuple for blocks that output parallel branches
     output_stride: int                 # of the first (highest-resolution) output
+    dilation: int = 1                  # of the backbone's spatial convs at the block's output
+
+
+def conv_dilation(block: nn.Module, current: int = 1) -> int:
+    """The dilation a backbone convolves at after ``block``: that of its last spatial (k > 1)
+    convolution, or ``current`` for a block without one (attention, pooling)."""
+    found = current
+    for m in block.modules():
+        if isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1:
+            found = int(max(m.dilation))
+    return found
 
 
 def _describe(out, input_height: int):
@@ -50,8 +61,8 @@ def profiling_shape(input_shape: Sequence[int], min_side: int = 32, multiple: in
 
 def profile_blocks(blocks: Sequence[nn.Module], input_shape: Sequence[int],
                    area_scaled: bool = True) -> list[BlockProfile]:
-    """FLOPs at ``input_shape`` (multiply-add = 2), output channels and output stride of each
-    block, run in order.
+    """FLOPs at ``input_shape`` (multiply-add = 2), output channels, output stride and conv
+    dilation (:func:`conv_dilation`) of each block, run in order.
 
     ``area_scaled=False`` profiles at ``input_shape`` itself (batch 1) on meta copies of the
     blocks: for blocks whose FLOPs grow faster than H*W, such as attention over all tokens
@@ -68,6 +79,7 @@ def profile_blocks(blocks: Sequence[nn.Module], input_shape: Sequence[int],
     training = [m.training for m in modules]
     feat = torch.zeros(shape, device=device)
     profiles = []
+    dilation = 1
     try:
         # eval: a profiling pass must not move BatchNorm running statistics.
         nn.ModuleList(blocks).eval()
@@ -77,7 +89,8 @@ def profile_blocks(blocks: Sequence[nn.Module], input_shape: Sequence[int],
                     feat = block(feat)
                 channels, stride = _describe(feat, shape[-2])
                 flops = int(counter.get_total_flops()) * scale * scale * input_shape[0]
-                profiles.append(BlockProfile(flops, channels, stride))
+                dilation = conv_dilation(block, dilation)
+                profiles.append(BlockProfile(flops, channels, stride, dilation))
     finally:
         for m, t in zip(modules, training):
             m.training = t

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -115,6 +116,72 @@ def load_checkpoint(model: nn.Module, path) -> nn.Module:
         raise ModelLoadError(f"checkpoint {path} does not match the model: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
     return model
+
+
+def early_exit_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of the early exit heads of a model that keeps its heads in an
+    ``exits`` ModuleList, final head last (every mesc reference model); () for other models."""
+    exits = getattr(model, "exits", None)
+    if not isinstance(exits, nn.ModuleList):
+        return ()
+    return tuple(f"exits.{k}." for k in range(len(exits) - 1))
+
+
+@dataclass
+class BackboneLoad:
+    """What :func:`load_backbone_only` did. ``loaded``: model keys filled from the checkpoint
+    (backbone and final head); ``skipped``: checkpoint key -> why it was not loaded (an early
+    exit head, or no such key in the model); ``missing``: model keys the checkpoint did not fill
+    (the new heads, which start from scratch)."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        from mesc.models.pretrained import _by_module
+
+        return "\n".join([
+            f"backbone-only load of {self.source}: {len(self.loaded)} tensors loaded (backbone and final head)",
+            f"  skipped from the checkpoint: {len(self.skipped)} tensors{_by_module(self.skipped)}",
+            f"  missing, trained from scratch: {len(self.missing)} tensors{_by_module(self.missing)}",
+        ])
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "loaded": list(self.loaded), "skipped": dict(self.skipped),
+                "missing": list(self.missing)}
+
+
+def load_backbone_only(model: nn.Module, checkpoint, skip_prefixes: tuple[str, ...] | None = None) -> BackboneLoad:
+    """Load a (stage-1) checkpoint's backbone and final head into ``model``, leaving its early exit
+    heads as they are: non-strict, for a model with other heads than the checkpoint's (MESS stage
+    2's candidate heads on a stage-1 backbone). Keys under ``skip_prefixes`` (default: the early
+    exits, :func:`early_exit_prefixes`) and keys the model lacks are skipped; a key of another
+    shape, or a checkpoint with nothing to load, is a ModelLoadError naming it. Returns the report."""
+    source = "(in memory)" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
+    state = read_state_dict(checkpoint)
+    skip = early_exit_prefixes(model) if skip_prefixes is None else tuple(skip_prefixes)
+    expected = model.state_dict()
+    report = BackboneLoad(source)
+    chosen = {}
+    for key, value in state.items():
+        if key.startswith(skip):
+            report.skipped[key] = "early exit head"
+        elif key not in expected:
+            report.skipped[key] = "not in the model"
+        elif tuple(value.shape) != tuple(expected[key].shape):
+            raise ModelLoadError(f"checkpoint {source}: {key!r} has shape {tuple(value.shape)} but the model's has "
+                                 f"{tuple(expected[key].shape)}: the checkpoint is of another backbone or width")
+        else:
+            chosen[key] = value
+    if not chosen:
+        raise ModelLoadError(f"checkpoint {source}: no backbone or final-head tensor matches the model (first keys: "
+                             f"{_first(state)}; the model's: {_first(expected)})")
+    model.load_state_dict(chosen, strict=False)
+    report.loaded = list(chosen)
+    report.missing = [k for k in expected if k not in chosen]
+    return report
 
 
 def finish(model: nn.Module, checkpoint) -> nn.Module:
