@@ -63,9 +63,11 @@ def read_report(path) -> Chosen:
             table = chosen.get(key)
             if not isinstance(table, dict) or name not in table:
                 raise ExportError(f"{where}: chosen.{key} gives no value for the kept exit {name!r}")
-            th[key] = _threshold(table[name], f"{where}: chosen.{key}[{name!r}]")
-        thresholds[name] = th
-    return Chosen(str(path), exits, thresholds)
+            th[key] = table[name]
+        if th["th_img"] is None:
+            continue  # an exit no image may leave at ("never"): mesc calibrate --write disables it too
+        thresholds[name] = {k: _threshold(v, f"{where}: chosen.{k}[{name!r}]") for k, v in th.items()}
+    return Chosen(str(path), [e for e in exits[:-1] if e in thresholds] + exits[-1:], thresholds)
 
 
 def select(chosen: Chosen, traced) -> list[int]:
