@@ -277,7 +277,7 @@ def _write_segment(plan: _Plan, seg, opts: ExportOptions, tmp) -> dict:
 
 def _exit_configs(net, traced) -> list | None:
     """Each model exit's head configuration (``model.exit_configs``, flattened like the exits) as
-    the manifest stores it, or None where the model does not tell."""
+    the manifest stores it (None for a head it gives none), or None where the model does not tell."""
     configs = getattr(net, "exit_configs", None)
     if configs is None:
         return None
@@ -289,6 +289,9 @@ def _exit_configs(net, traced) -> list | None:
     out = []
     for name, cfg in zip(traced.exit_names, configs):
         d = cfg.to_dict() if callable(getattr(cfg, "to_dict", None)) else cfg
+        if d is None:  # a head outside the exit space (MiT-B0's all-MLP decoder)
+            out.append(None)
+            continue
         if not isinstance(d, dict):
             raise ExportError(f"{type(net).__name__}.exit_configs: the entry for {name} is {type(cfg).__name__}; "
                               "expected an ExitConfig (or a dict)")
@@ -301,7 +304,7 @@ def _candidate_fields(plan: _Plan, i: int, configs) -> dict:
     model with candidate heads gets point and candidate; the first kept candidate of each point
     is enabled (an uncalibrated package runs like a fixed-head model), the others are not."""
     traced, k = plan.traced, plan.selected[i]
-    fields = {} if configs is None else {"config": configs[k]}
+    fields = {} if configs is None or configs[k] is None else {"config": configs[k]}
     if not traced.has_candidates:
         return fields
     first = i == 0 or traced.points[plan.selected[i - 1]] != traced.points[k]

@@ -174,3 +174,51 @@ def test_bad_candidate_models_are_refused_before_writing(tmp_path, model, kw, me
     with pytest.raises(ExportError, match=message):
         export(model.eval(), tmp_path / "pkg", options=ExportOptions(input_shape=SHAPE, **kw))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mesc_run_takes_a_candidate_by_name_and_the_policy_skips_disabled_ones(pkg_dir, tmp_path):
+    import csv
+
+    from toys import calibration_images
+
+    images = tmp_path / "images"
+    images.mkdir()
+    calibration_images(images, 3)
+    res = CliRunner().invoke(cli, ["run", str(pkg_dir), str(images), "-o", str(tmp_path / "by_name"),
+                                   "--exit", "exit1c1"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "by_name" / "results.csv")))
+    assert [r["exit"] for r in rows] == ["exit1c1"] * 3
+    res = CliRunner().invoke(cli, ["run", str(pkg_dir), str(images), "-o", str(tmp_path / "policy")],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(open(tmp_path / "policy" / "results.csv")))
+    assert {r["exit"] for r in rows} <= {"exit0c0", "exit1c0", "exit2"}
+    assert all(r[f"confidence_{k}"] == "" for r in rows for k in ("exit0c1", "exit0c2", "exit1c1"))
+
+
+def test_a_model_without_candidates_writes_the_manifest_as_before(tmp_path):
+    from mesc.manifest import exit_points
+    from toys import three_exits
+
+    pkg = export(three_exits(), tmp_path / "plain", options=ExportOptions(input_shape=SHAPE))
+    assert [e["name"] for e in pkg.exits] == ["exit0", "exit1", "exit2"]
+    assert [s["name"] for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
+    assert not any({"point", "candidate", "enabled", "config"} & set(e) for e in pkg.exits)
+    assert exit_points(pkg.exits) == [0, 1, 2]
+
+
+def test_a_manifest_with_candidates_out_of_point_order_is_refused(pkg_dir, tmp_path):
+    import json
+    import shutil
+
+    from mesc.errors import PackageError
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(pkg_dir, copy)
+    m = json.loads((copy / "mesc.json").read_text())
+    m["exits"][3]["point"] = 0
+    m["exits"][2]["point"] = 1
+    (copy / "mesc.json").write_text(json.dumps(m))
+    with pytest.raises(PackageError, match="exit 'exit1c0': exits must be in point order"):
+        Package.load(copy)
