@@ -21,7 +21,8 @@ from mesc.cli.options import parse_int_list, parse_shape
 @click.option("--input-shape", callback=parse_shape, default=None,
               help="Fixed input shape NxCxHxW (default: the model's own, else 1x3x512x1024).")
 @click.option("--exits", callback=parse_int_list, default=None,
-              help="Exits to keep, 0-based positions in the model's output sequence (default: all).")
+              help="Exits to keep, 0-based positions in the model's output sequence, candidate heads counted one "
+                   "by one (default: all).")
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic in every segment.")
 @click.option("--opset", type=int, default=17, show_default=True,
               help="ONNX opset, 13 to 20: 17 for TensorRT 8.5/8.6, 18 to 20 for TensorRT 10 and later.")

@@ -222,3 +222,13 @@ def test_a_manifest_with_candidates_out_of_point_order_is_refused(pkg_dir, tmp_p
     (copy / "mesc.json").write_text(json.dumps(m))
     with pytest.raises(PackageError, match="exit 'exit1c0': exits must be in point order"):
         Package.load(copy)
+
+
+def test_policy_at_native_gives_every_candidate_its_own_tail(tmp_path, images):
+    pkg = _export(tmp_path / "native", policy_at="native", dynamic_batch=True)
+    tails = [s["name"] for s in pkg.segments if s["kind"] == "tail"]
+    assert tails == ["tail0c0", "tail0c1", "tail0c2", "tail1c0", "tail1c1", "tail2"]
+    assert [e["tail"] for e in pkg.exits] == tails
+    with mesc.load(pkg.root) as pipe:
+        res = pipe(images[:2], exit="exit0c1")
+        assert list(res[0].timings["segments"]) == ["chunk0", "head0c1", "tail0c1"]
