@@ -2,11 +2,11 @@
 
 The model contract: ``forward(x)`` returns the exits' logits as a list, tuple or dict (in
 insertion order), shallow to deep; an entry may be a list of candidate heads' logits for one exit
-point (flattened point by point; the final point is one tensor). Two captures give the graph: torch.export (the default,
-:mod:`mesc.exporters.capture_export`) and torch.fx symbolic tracing (``capture="fx"``,
-:mod:`mesc.exporters.capture_fx`). Shape arithmetic (``x.shape[-2:]`` for the final upsampling)
-is evaluated at the fixed export shape and folded into constants, so no Python int has to cross
-a segment boundary: each segment carries its own sizes. Sizes that follow a symbolic batch
+point (flattened point by point; the final point is one tensor). Two captures give the graph:
+torch.export (the default, :mod:`mesc.exporters.capture_export`) and torch.fx symbolic tracing
+(``capture="fx"``, :mod:`mesc.exporters.capture_fx`). Shape arithmetic (``x.shape[-2:]`` for the
+final upsampling) is evaluated at the fixed export shape and folded into constants, so no Python
+int has to cross a segment boundary: each segment carries its own sizes. Sizes that follow a symbolic batch
 (torch.export under ``dynamic_batch``) are recomputed where they are used instead.
 """
 
