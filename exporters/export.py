@@ -43,6 +43,8 @@ class ExportOptions:
     # symbolic tracing, the fallback for a model torch.export cannot take
     capture: str = "export"
     strict: bool = False  # torch.export's strict mode (TorchDynamo) instead of running forward as Python
+    # a `mesc calibrate --report` file: keep only its chosen exits, with its thresholds (the lean export)
+    from_report: str | None = None
 
 
 def _check_input_shape(shape) -> tuple:
@@ -52,15 +54,22 @@ def _check_input_shape(shape) -> tuple:
     return shape
 
 
-def _select_exits(exits, count: int) -> list[int]:
+def _select_exits(exits, traced) -> list[int]:
+    count = len(traced.exit_nodes)
     if exits is None:
         return list(range(count))
     bad = [e for e in exits if not 0 <= e < count]
     if bad:
-        raise ExportError(f"--exits {bad} out of range: the model has {count} exits (0..{count - 1})")
+        raise ExportError(f"--exits {bad} out of range: the model has {count} exits (0..{count - 1}: "
+                          f"{', '.join(traced.exit_names)})")
     if not exits:
         raise ExportError("--exits selects no exit")
-    return sorted(set(exits))
+    selected = sorted(set(exits))
+    deepest = [traced.exit_names[k] for k in selected if traced.points[k] == traced.points[selected[-1]]]
+    if len(deepest) > 1:
+        raise ExportError(f"--exits keeps {deepest}, candidate heads of one exit point, as the deepest exits; the "
+                          "final exit point must have one head: keep a deeper exit or one of them")
+    return selected
 
 
 def _check_thresholds(opts):
@@ -78,6 +87,11 @@ def _check_thresholds(opts):
         raise ExportError("--strict is torch.export's strict mode; it goes with --capture export")
     if opts.policy_at == "native" and not opts.policy:
         raise ExportError("--policy-at native needs the in-graph policy (--policy top1 or entropy)")
+    if opts.from_report is not None:
+        given = [o for o, v in (("--exits", opts.exits), ("--th-pix", opts.th_pix), ("--th-img", opts.th_img))
+                 if v is not None]
+        if given:
+            raise ExportError(f"--from-report chooses the exits and their thresholds; drop {', '.join(given)}")
     from mesc.exporters.onnx_io import check_opset
 
     check_opset(opts.opset)
@@ -126,8 +140,14 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     _check_thresholds(opts)
     if out is None:
         raise ExportError("no output directory given (-o DIR)")
+    chosen = None
+    if opts.from_report is not None:
+        from mesc.exporters.lean import read_report
+
+        chosen = read_report(opts.from_report)
     check_dir_output(out, "package", force,
-                     inputs=[("--weights", weights), ("--model", model_file(model))])
+                     inputs=[("--weights", weights), ("--model", model_file(model)),
+                             ("--from-report", opts.from_report)])
     torch = require("torch", purpose="mesc export")
     from mesc.exporters.trace import trace_model
 
@@ -138,7 +158,8 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     example = torch.randn(shape, generator=gen)
     traced = trace_model(net, example, capture=opts.capture, strict=opts.strict, dynamic_batch=opts.dynamic_batch,
                          verbose=opts.verbose)
-    plan = _plan(traced, opts)
+    plan = _plan(traced, opts, chosen)
+    configs = _exit_configs(net, traced)
 
     with staging_dir(out, force=force) as tmp:
         (tmp / "onnx").mkdir()
@@ -147,7 +168,9 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
             entry = _write_segment(plan, seg, opts, tmp)
             files[entry["file"]] = sha256_file(tmp / entry["file"])
             seg_entries.append(entry)
-        manifest = _manifest(plan, opts, net, source, weights, shape, seg_entries, files)
+        if chosen is not None:
+            source = dict(source, from_report=chosen.path)
+        manifest = _manifest(plan, opts, net, source, weights, shape, seg_entries, files, configs)
         write_json_atomic(tmp / MANIFEST, manifest)
         pkg = Package.load(tmp)
         if opts.verify:
@@ -160,11 +183,17 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     return Package.load(out)
 
 
-def _plan(traced, opts: ExportOptions) -> _Plan:
-    """Choose the kept exits, the tensors their policies read, and cut the graph accordingly."""
+def _plan(traced, opts: ExportOptions, chosen=None) -> _Plan:
+    """Choose the kept exits (``--exits``, or a calibration report's ``chosen``), the tensors
+    their policies read, and cut the graph accordingly."""
     from mesc.exporters.partition import partition
 
-    selected = _select_exits(opts.exits, len(traced.exit_nodes))
+    if chosen is not None:
+        from mesc.exporters.lean import select
+
+        selected = select(chosen, traced)
+    else:
+        selected = _select_exits(opts.exits, traced)
     if opts.strides is not None and len(opts.strides) != len(selected):
         raise ExportError(f"--stride gives {len(opts.strides)} values for {len(selected)} kept exits")
     policy_src = _policy_sources(traced, selected, native=opts.policy_at == "native")
@@ -173,7 +202,8 @@ def _plan(traced, opts: ExportOptions) -> _Plan:
     # tail segment that runs only for the images leaving at that exit
     tails = {i: node for i, (node, tname) in policy_src.items() if tname.endswith("_native_logits")}
     segments, names = partition(traced, selected, extra_outputs=extra, tails=tails)
-    plan = _Plan(traced, selected, segments, names, policy_src, _policy_settings(traced, selected, opts))
+    thresholds = chosen.thresholds if chosen is not None else {}
+    plan = _Plan(traced, selected, segments, names, policy_src, _policy_settings(traced, selected, opts, thresholds))
     _check_policy_reads_its_head(plan)
     return plan
 
@@ -196,7 +226,9 @@ def _check_policy_reads_its_head(plan: _Plan) -> None:
                               "with deeper exits, so the policy cannot read them in the exit's head; use --policy-at output")
 
 
-def _policy_settings(traced, selected: list[int], opts: ExportOptions) -> list[dict]:
+def _policy_settings(traced, selected: list[int], opts: ExportOptions, thresholds: dict) -> list[dict]:
+    """Each kept exit's policy; ``thresholds`` (exit name -> th_pix, th_img: a report's
+    choice) override the options' thresholds."""
     settings = []
     for i, k in enumerate(selected):
         # windows are counted in the pixels the policy reads: output pixels, or native ones
@@ -204,7 +236,8 @@ def _policy_settings(traced, selected: list[int], opts: ExportOptions) -> list[d
         settings.append({"confidence": opts.policy or "top1", "edge": bool(opts.edge), "stride": int(stride),
                          "at": opts.policy_at,
                          "th_pix": opts.th_pix if opts.th_pix is not None else DEFAULT_TH_PIX,
-                         "th_img": opts.th_img if opts.th_img is not None else DEFAULT_TH_IMG})
+                         "th_img": opts.th_img if opts.th_img is not None else DEFAULT_TH_IMG,
+                         **thresholds.get(traced.exit_names[k], {})})
     return settings
 
 
@@ -242,7 +275,43 @@ def _write_segment(plan: _Plan, seg, opts: ExportOptions, tmp) -> dict:
     }
 
 
-def _exit_entries(plan: _Plan, opts: ExportOptions) -> list[dict]:
+def _exit_configs(net, traced) -> list | None:
+    """Each model exit's head configuration (``model.exit_configs``, flattened like the exits) as
+    the manifest stores it (None for a head it gives none), or None where the model does not tell."""
+    configs = getattr(net, "exit_configs", None)
+    if configs is None:
+        return None
+    configs = list(configs)
+    if len(configs) != len(traced.exit_nodes):
+        raise ExportError(f"{type(net).__name__}.exit_configs has {len(configs)} entries but its forward returns "
+                          f"{len(traced.exit_nodes)} exits ({', '.join(traced.exit_names)}); it must give one "
+                          "configuration per exit, candidates included, in the same order")
+    out = []
+    for name, cfg in zip(traced.exit_names, configs):
+        d = cfg.to_dict() if callable(getattr(cfg, "to_dict", None)) else cfg
+        if d is None:  # a head outside the exit space (MiT-B0's all-MLP decoder)
+            out.append(None)
+            continue
+        if not isinstance(d, dict):
+            raise ExportError(f"{type(net).__name__}.exit_configs: the entry for {name} is {type(cfg).__name__}; "
+                              "expected an ExitConfig (or a dict)")
+        out.append(dict(d))
+    return out
+
+
+def _candidate_fields(plan: _Plan, i: int, configs) -> dict:
+    """Kept exit ``i``'s exit point, candidate index, head configuration and enabled flag. Only a
+    model with candidate heads gets point and candidate; the first kept candidate of each point
+    is enabled (an uncalibrated package runs like a fixed-head model), the others are not."""
+    traced, k = plan.traced, plan.selected[i]
+    fields = {} if configs is None or configs[k] is None else {"config": configs[k]}
+    if not traced.has_candidates:
+        return fields
+    first = i == 0 or traced.points[plan.selected[i - 1]] != traced.points[k]
+    return {"point": traced.points[k], "candidate": traced.candidates[k], **fields, "enabled": first}
+
+
+def _exit_entries(plan: _Plan, opts: ExportOptions, configs=None) -> list[dict]:
     exits = []
     for i, k in enumerate(plan.selected):
         name = plan.traced.exit_names[k]
@@ -257,12 +326,13 @@ def _exit_entries(plan: _Plan, opts: ExportOptions) -> list[dict]:
             "th_pix_input": f"{name}_th_pix" if opts.policy else None,
             "policy_logits": plan.policy_src[i][1],
             "policy": plan.policy[i],
+            **_candidate_fields(plan, i, configs),
         })
     return exits
 
 
 def _manifest(plan: _Plan, opts: ExportOptions, net, source: dict, weights, shape: tuple, seg_entries: list,
-              files: dict) -> dict:
+              files: dict, configs=None) -> dict:
     import torch
 
     from mesc.exporters.onnx_io import onnx
@@ -280,7 +350,7 @@ def _manifest(plan: _Plan, opts: ExportOptions, net, source: dict, weights, shap
                   "dtype": "float32", "dynamic_batch": bool(opts.dynamic_batch),
                   "normalization": getattr(net, "input_normalization", DEFAULT_NORMALIZATION)},
         "segments": seg_entries,
-        "exits": _exit_entries(plan, opts),
+        "exits": _exit_entries(plan, opts, configs),
         "files": files,
         "engines": {},
         "latency": {},

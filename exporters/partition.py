@@ -85,7 +85,7 @@ def partition(traced, selected: list[int], extra_outputs: dict | None = None,
     for i, start in tails.items():
         _split_tail(buckets, i, start)
 
-    segments, owner = _segments(buckets, selected)
+    segments, owner = _segments(buckets, selected, traced)
     for seg in segments:
         _connect(seg, segments, owner, names, outputs=set(exit_nodes) | set(extra_outputs))
         seg.gm = _segment_module(gm, seg, names)
@@ -136,16 +136,21 @@ def _split_tail(buckets: dict, i: int, start) -> None:
         buckets[(i, "head")] = [n for n in head if n not in after]
 
 
-def _segments(buckets: dict, selected: list[int]) -> tuple[list[Segment], dict]:
-    """The segments in execution order, and node -> the segment computing it."""
+def _segments(buckets: dict, selected: list[int], traced) -> tuple[list[Segment], dict]:
+    """The segments in execution order, and node -> the segment computing it. A chunk is named
+    after its exit point (``chunk1``), heads and tails after their exit (``head1c0``); a chunk
+    before a point's second kept candidate (what two candidates share beyond the backbone) is
+    named after that candidate."""
     owner = {}
     segments = []
     for i, k in enumerate(selected):
+        first_of_point = i == 0 or traced.points[selected[i - 1]] != traced.points[k]
         for kind in ("chunk", "head", "tail"):
             nodes = buckets.get((i, kind))
             if not nodes:
                 continue
-            seg = Segment(name=f"{kind}{k}", kind=kind, exit=i, nodes=nodes, inputs=[], outputs=[])
+            suffix = str(traced.points[k]) if kind == "chunk" and first_of_point else traced.suffix(k)
+            seg = Segment(name=f"{kind}{suffix}", kind=kind, exit=i, nodes=nodes, inputs=[], outputs=[])
             for n in nodes:
                 owner[n] = seg
             segments.append(seg)

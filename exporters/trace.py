@@ -1,11 +1,12 @@
 """Capture a multi-exit model as an fx graph whose edges are tensors only.
 
 The model contract: ``forward(x)`` returns the exits' logits as a list, tuple or dict (in
-insertion order), shallow to deep. Two captures give the graph: torch.export (the default,
-:mod:`mesc.exporters.capture_export`) and torch.fx symbolic tracing (``capture="fx"``,
-:mod:`mesc.exporters.capture_fx`). Shape arithmetic (``x.shape[-2:]`` for the final upsampling)
-is evaluated at the fixed export shape and folded into constants, so no Python int has to cross
-a segment boundary: each segment carries its own sizes. Sizes that follow a symbolic batch
+insertion order), shallow to deep; an entry may be a list of candidate heads' logits for one exit
+point (flattened point by point; the final point is one tensor). Two captures give the graph:
+torch.export (the default, :mod:`mesc.exporters.capture_export`) and torch.fx symbolic tracing
+(``capture="fx"``, :mod:`mesc.exporters.capture_fx`). Shape arithmetic (``x.shape[-2:]`` for the
+final upsampling) is evaluated at the fixed export shape and folded into constants, so no Python
+int has to cross a segment boundary: each segment carries its own sizes. Sizes that follow a symbolic batch
 (torch.export under ``dynamic_batch``) are recomputed where they are used instead.
 """
 
@@ -33,6 +34,29 @@ class TracedModel:
     values: dict  # node name -> example value at the export shape
     strides: list[int]  # measured output stride per exit
     native_nodes: list  # per exit, the logits before the head's final upsampling
+    # per exit, its exit point and its candidate index there (a forward returning a list of
+    # candidate logits for a point); a model without candidates has points == positions
+    points: list[int] = None
+    candidates: list[int] = None
+
+    def __post_init__(self):
+        if self.points is None:
+            self.points = list(range(len(self.exit_nodes)))
+            self.candidates = [0] * len(self.exit_nodes)
+
+    @property
+    def has_candidates(self) -> bool:
+        return len(set(self.points)) != len(self.points)
+
+    def point_size(self, k: int) -> int:
+        """How many candidate heads the model offers at exit ``k``'s point."""
+        return self.points.count(self.points[k])
+
+    def suffix(self, k: int) -> str:
+        """What exit ``k``'s segment names end with: its point (``head1``), and its candidate
+        where the point has several (``head1c2``)."""
+        p = self.points[k]
+        return f"{p}c{self.candidates[k]}" if self.point_size(k) > 1 else f"{p}"
 
 
 def _has_tensor(value) -> bool:
@@ -80,24 +104,39 @@ def _fold_non_tensors(gm, values) -> None:
 
 
 def _exit_outputs(result, model_name: str):
+    """(exit nodes, exit names, points, candidate indices) of the forward's result, flattened
+    point by point, candidates in list order."""
     if isinstance(result, fx.Node):
         raise ExportError(
             f"{model_name}.forward returns a single tensor; a multi-exit model must return the exits' "
             "logits as a list, tuple or dict, shallow to deep"
         )
     if isinstance(result, dict):
-        names, nodes = list(result.keys()), list(result.values())
+        keys, entries = [str(k) for k in result.keys()], list(result.values())
     elif isinstance(result, (list, tuple)):
-        nodes = list(result)
-        names = [f"exit{i}" for i in range(len(nodes))]
+        entries = list(result)
+        keys = [f"exit{i}" for i in range(len(entries))]
     else:
         raise ExportError(f"{model_name}.forward returns {type(result).__name__}; expected a list, tuple or dict of tensors")
-    if len(nodes) < 1 or not all(isinstance(n, fx.Node) for n in nodes):
+    if not entries:
         raise ExportError(f"{model_name}.forward must return a non-empty sequence of tensors (one per exit)")
+    nodes, names, points, cands = [], [], [], []
+    for p, (key, entry) in enumerate(zip(keys, entries)):
+        group = list(entry) if isinstance(entry, (list, tuple)) else [entry]
+        if not group or not all(isinstance(n, fx.Node) for n in group):
+            raise ExportError(f"{model_name}.forward: exit point {p} ({key}) must be a tensor or a non-empty list of "
+                              "candidate tensors (one per candidate head)")
+        if len(group) > 1 and p == len(entries) - 1:
+            raise ExportError(f"{model_name}.forward returns {len(group)} candidate heads at its final exit point "
+                              f"({key}); the final point must be one tensor (candidates are for early exit points)")
+        for j, n in enumerate(group):
+            nodes.append(n)
+            names.append(_safe_name(key if len(group) == 1 else f"{key}c{j}"))
+            points.append(p)
+            cands.append(j)
     if len(set(nodes)) != len(nodes):
         raise ExportError(f"{model_name}.forward returns the same tensor for two exits")
-    names = [_safe_name(str(n)) for n in names]
-    return nodes, names
+    return nodes, names, points, cands
 
 
 def _safe_name(name: str) -> str:
@@ -149,7 +188,7 @@ def trace_model(model, example, capture: str = "export", strict: bool = False, d
         gm, result = capture_fx(model)
     else:
         raise ExportError(f"--capture must be one of {CAPTURES}, got {capture!r}")
-    nodes, names = _exit_outputs(result, name)
+    nodes, names, points, cands = _exit_outputs(result, name)
     rec = _Recorder(gm)
     with torch.no_grad():
         try:
@@ -172,7 +211,7 @@ def trace_model(model, example, capture: str = "export", strict: bool = False, d
     native = [_before_upsampling(n) for n in nodes]
     strides = [_output_stride(n, rec.values, tuple(example.shape[-2:])) for n in native]
     return TracedModel(gm=gm, exit_nodes=nodes, exit_names=names, values=rec.values, strides=strides,
-                       native_nodes=native)
+                       native_nodes=native, points=points, candidates=cands)
 
 
 __all__ = ["TracedModel", "trace_model"]

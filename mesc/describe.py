@@ -33,6 +33,43 @@ def format_segments(pkg) -> str:
     return "\n".join(_table(rows))
 
 
+def format_config(cfg) -> str:
+    """An exit head's configuration (its ``ExitConfig.to_dict()``) in one short cell."""
+    if not cfg:
+        return "-"
+    known = ("head", "reduction", "extra_blocks", "rapid_dilation")
+    words = [str(cfg.get("head", "?")), f"reduction {cfg.get('reduction', '?')}",
+             f"{cfg.get('extra_blocks', '?')} blocks"]
+    if cfg.get("rapid_dilation"):
+        words.append("rapid dilation")
+    words += [f"{k}={v}" for k, v in cfg.items() if k not in known]
+    return ", ".join(words)
+
+
+def _exit_rows(exits) -> list[tuple]:
+    """The exits table: with candidate heads, grouped by exit point (the point on its first
+    row), each candidate with its configuration and whether input-dependent runs use it."""
+    from mesc.manifest import exit_points
+
+    points = exit_points(exits)
+    grouped = any("point" in e for e in exits)
+    configs = any(e.get("config") for e in exits)
+    head = (("point",) if grouped else ()) + ("exit", "on") + (("config",) if configs else ()) + (
+        "segment", "classes", "os", "confidence", "at", "edge", "stride", "th_pix", "th_img")
+    rows = [head]
+    for k, (e, p) in enumerate(zip(exits, points)):
+        pol = e["policy"]
+        first = k == 0 or points[k - 1] != p
+        config = (format_config(e.get("config")),) if configs else ()
+        rows.append(((str(p) if first else "",) if grouped else ()) + (
+            e["name"], "yes" if e.get("enabled", True) else "no") + config + (
+            e["segment"], str(e["num_classes"]), str(e["output_stride"]),
+            pol.get("confidence", "") + ("" if e.get("confidence") else " (host)"),
+            pol.get("at", "output"), str(pol.get("edge")), str(pol.get("stride")), f"{pol.get('th_pix')}",
+            f"{pol.get('th_img')}"))
+    return rows
+
+
 def format_package(pkg) -> str:
     m = pkg.manifest
     src = m.get("source", {})
@@ -52,14 +89,7 @@ def format_package(pkg) -> str:
         ins = ", ".join(f"{t['name']}[{_shape(t)}]" for t in s["inputs"])
         outs = ", ".join(f"{t['name']}[{_shape(t)}]" for t in s["outputs"])
         lines.append(f"  {s['name']}: {ins} -> {outs}")
-    lines += ["", "exits:"]
-    rows = [("exit", "on", "segment", "classes", "os", "confidence", "at", "edge", "stride", "th_pix", "th_img")]
-    for e in pkg.exits:
-        p = e["policy"]
-        rows.append((e["name"], "yes" if e.get("enabled", True) else "no", e["segment"], str(e["num_classes"]),
-                     str(e["output_stride"]), p.get("confidence", "") + ("" if e.get("confidence") else " (host)"),
-                     p.get("at", "output"), str(p.get("edge")), str(p.get("stride")), f"{p.get('th_pix')}", f"{p.get('th_img')}"))
-    lines += ["  " + row for row in _table(rows)]
+    lines += ["", "exits:"] + ["  " + row for row in _table(_exit_rows(pkg.exits))]
     if m.get("engines"):
         lines += ["", "engines: " + ", ".join(sorted(m["engines"]))]
     if m.get("latency"):

@@ -250,6 +250,8 @@ def _check_exits(m, segs):
         for key in ("th_pix", "th_img"):  # what every run reads
             _need(key in ex["policy"], f"{where} policy", f"missing '{key}'")
         _need(isinstance(ex.get("enabled", True), bool), where, f"enabled must be true or false, got {ex.get('enabled')!r}")
+        _need(ex.get("config") is None or isinstance(ex["config"], dict), where,
+              f"config must be an object (the head's ExitConfig), got {type(ex.get('config')).__name__}")
     _check_points(exits)
     _need(len({ex.get("labels") is None for ex in exits}) == 1, "exits",
           "the policy must be in the graph of every exit or of none")

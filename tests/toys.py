@@ -103,6 +103,51 @@ class ChainedExits(nn.Module):
         return [e0, self.head1(e0)]
 
 
+class CandidateSkipNet(nn.Module):
+    """``ThreeExits``' graph (no biases, ReLU only: confidence grows with the input's scale) with
+    candidate heads of different cost at the early exit points: three after stage 1 (a 1x1
+    classifier; 3x3 + 1x1; two 3x3 + 1x1), two after stage 2, one final exit with the skip."""
+
+    default_input_shape = SHAPE
+
+    def __init__(self, gain=(2.0, 8.0, 4.0)):
+        from mesc.models.heads import ExitConfig
+
+        super().__init__()
+        self.s1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.ReLU())
+        self.s2 = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1, bias=False), nn.ReLU())
+        self.s3 = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1, bias=False), nn.ReLU())
+        self.h1 = nn.ModuleList(_candidate_head(8, blocks) for blocks in (0, 1, 2))
+        self.h2 = nn.ModuleList(_candidate_head(16, blocks) for blocks in (0, 1))
+        self.h3 = nn.Conv2d(16 + 8, CLASSES, 1, bias=False)
+        with torch.no_grad():
+            for heads, g in ((self.h1, gain[0]), (self.h2, gain[1]), ([self.h3], gain[2])):
+                for h in heads:
+                    last = h[-1] if isinstance(h, nn.Sequential) else h
+                    last.weight.mul_(g)
+        self.exit_configs = tuple(ExitConfig(reduction=1, extra_blocks=b, head="fcn") for b in (0, 1, 2, 0, 1, 0))
+
+    def forward(self, x):
+        a = self.s1(x)
+        b = self.s2(a)
+        c = self.s3(b)
+        skip = F.interpolate(c, size=a.shape[-2:], mode="bilinear", align_corners=False)
+        return [[_up(h(a), x) for h in self.h1], [_up(h(b), x) for h in self.h2],
+                _up(self.h3(torch.cat([skip, a], 1)), x)]
+
+
+def _candidate_head(channels, blocks):
+    layers = []
+    for _ in range(blocks):
+        layers += [nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Conv2d(channels, CLASSES, 1, bias=False))
+
+
+def candidate_skipnet():
+    torch.manual_seed(0)
+    return CandidateSkipNet().eval()
+
+
 def skipnet(num_classes=5):
     torch.manual_seed(0)
     return SkipNet(num_classes)

@@ -21,7 +21,8 @@ from mesc.cli.options import parse_int_list, parse_shape
 @click.option("--input-shape", callback=parse_shape, default=None,
               help="Fixed input shape NxCxHxW (default: the model's own, else 1x3x512x1024).")
 @click.option("--exits", callback=parse_int_list, default=None,
-              help="Exits to keep, 0-based positions in the model's output sequence (default: all).")
+              help="Exits to keep, 0-based positions in the model's output sequence, candidate heads counted one "
+                   "by one (default: all).")
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic in every segment.")
 @click.option("--opset", type=int, default=17, show_default=True,
               help="ONNX opset, 13 to 20: 17 for TensorRT 8.5/8.6, 18 to 20 for TensorRT 10 and later.")
@@ -39,6 +40,9 @@ from mesc.cli.options import parse_int_list, parse_shape
               help="Output stride per kept exit for the policy (default: measured from the graph).")
 @click.option("--th-pix", type=float, default=None, help="Default per-pixel confidence threshold.")
 @click.option("--th-img", type=float, default=None, help="Default image-level exit threshold.")
+@click.option("--from-report", type=click.Path(dir_okay=False), default=None,
+              help="A 'mesc calibrate --report' file: export the lean instance, only its chosen exits (at most one "
+                   "candidate head per exit point, names kept) with its thresholds.")
 @click.option("--no-verify", is_flag=True, help="Skip running the segments against the PyTorch model.")
 @click.option("--target", "-t", default=None,
               help="Deployment target (see 'mesc build --list-targets'): prepare the package for it and build "
@@ -55,8 +59,8 @@ from mesc.cli.options import parse_int_list, parse_shape
               callback=lambda ctx, p, v: _list_models(ctx) if v else None,
               help="List the registered reference models and exit.")
 def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, opset, capture, strict, policy_kind,
-               no_edge, policy_at, strides, th_pix, th_img, no_verify, target, precision, calib_data, max_images,
-               output, force, verbose):
+               no_edge, policy_at, strides, th_pix, th_img, from_report, no_verify, target, precision, calib_data,
+               max_images, output, force, verbose):
     """Split a multi-exit PyTorch model into a package of per-segment ONNX graphs.
 
     \b
@@ -76,7 +80,8 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
         input_shape=input_shape, exits=exits, dynamic_batch=dynamic_batch, opset=opset,
         policy=None if policy_kind == "none" else policy_kind, edge=not no_edge, policy_at=policy_at,
         strides=strides,
-        th_pix=th_pix, th_img=th_img, verify=not no_verify, verbose=verbose, capture=capture, strict=strict,
+        th_pix=th_pix, th_img=th_img, from_report=from_report, verify=not no_verify, verbose=verbose,
+        capture=capture, strict=strict,
     )
     if not deploy:
         pkg = export(model, output, weights=weights, num_classes=num_classes, options=opts, force=force,
@@ -90,7 +95,7 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
 
     # export() checks the staging directory it is given; the real output is checked here
     check_dir_output(output, "package", force, inputs=[("--weights", weights), ("--model", model_file(model)),
-                                                       ("--calib-data", calib_data)])
+                                                       ("--calib-data", calib_data), ("--from-report", from_report)])
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     # export and prepare in one staging directory: a failure in either leaves no package
     with staging_dir(output, force=force) as stage:
