@@ -23,7 +23,7 @@ TINY = {
     "mit-b0": dict(channels=(8, 16, 24, 32), heads=(1, 2, 3, 4), decoder_dim=16),
     "demo": dict(width_mult=0.25, depth=TINY_DEPTH, pretrained=False),
 }
-# models whose early points carry candidate heads (nested outputs): tests/models/test_candidates.py
+# models whose early points carry candidate heads (nested outputs): tests/models/test_candidates.py (export side: tests/exporters/test_candidate_export.py)
 CANDIDATE_MODELS = {"demo-search"}
 EXPECTED_EXITS = {"drn50-fcn": 3, "drn50-deeplab": 3, "mbv2-fcn": 4, "mbv2-deeplab": 4, "hrnet18": 4,
                   "unet-skip": 3, "mit-b0": 4, "demo": 3}
