@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from mesc.manifest import edge_band_of
+
 
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -53,12 +55,13 @@ def format_package(pkg) -> str:
         outs = ", ".join(f"{t['name']}[{_shape(t)}]" for t in s["outputs"])
         lines.append(f"  {s['name']}: {ins} -> {outs}")
     lines += ["", "exits:"]
-    rows = [("exit", "on", "segment", "classes", "os", "confidence", "at", "edge", "stride", "th_pix", "th_img")]
+    rows = [("exit", "on", "segment", "classes", "os", "confidence", "at", "edge", "band", "stride", "th_pix",
+             "th_img")]
     for e in pkg.exits:
         p = e["policy"]
         rows.append((e["name"], "yes" if e.get("enabled", True) else "no", e["segment"], str(e["num_classes"]),
                      str(e["output_stride"]), p.get("confidence", "") + ("" if e.get("confidence") else " (host)"),
-                     p.get("at", "output"), str(p.get("edge")), str(p.get("stride")), f"{p.get('th_pix')}", f"{p.get('th_img')}"))
+                     p.get("at", "output"), str(p.get("edge")), edge_band_of(p), str(p.get("stride")), f"{p.get('th_pix')}", f"{p.get('th_img')}"))
     lines += ["  " + row for row in _table(rows)]
     if m.get("engines"):
         lines += ["", "engines: " + ", ".join(sorted(m["engines"]))]
