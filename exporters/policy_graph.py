@@ -26,7 +26,7 @@ How each step maps to those ops:
   (Shape/Slice/Min/Sub/Concat on int64 shape tensors); that path needs H, W >= 2;
 - edge band: max and min of the labels over the (2R+1)^2 window, band = (max - min) > 0.5,
   min = -max(-labels), with R = ceil(os/2) for the paper's band (its label edges grown by
-  os, :func:`mesc.policy.band_radius` says why that is the same set) and R = os for the wide
+  os, :mod:`mesc.policy` says why that is the same set) and R = os for the wide
   one. Reflection never brings in a label from outside the clamped window, so
   with pooling="pool" a MaxPool with implicit (-inf) padding is exact and needs no Pad for any
   image size; pooling="shift" reflect-pads like the median and doubles with Slice + Max;

@@ -19,8 +19,8 @@ MESS image confidence, for one exit's logits (N x M x H x W):
      (the paper's os x os kernel made odd, so that it is centred). A straight label edge gets
      a band ``2*ceil(os/2)`` pixels wide: ``os`` for the even strides of real networks. The
      same set is the pixels whose ``(2*ceil(os/2) + 1)^2`` window holds more than one label
-     (a window of radius R+1 with two labels holds two adjacent pixels that differ, and both
-     lie in the 3 x 3 neighbourhood of a pixel within radius R), which is how the fast path
+     (a window of radius r+1 with two labels holds two adjacent pixels that differ, and both
+     lie in the 3 x 3 neighbourhood of a pixel within radius r), which is how the fast path
      and the graph compute it; :func:`edge_band` grows the edges explicitly;
    * ``"wide"``: pixels whose ``(2*os+1)^2`` window holds more than one label, about ``2*os``
      wide; packages compiled before the choice existed use it (:func:`mesc.manifest.edge_band_of`);

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mesc.cli.options import parse_int_list, parse_shape
+from mesc.exporters.export import EXPORT_EDGE_BANDS
 
 
 @click.command("export")
@@ -32,10 +33,11 @@ from mesc.cli.options import parse_int_list, parse_shape
 @click.option("--policy", "policy_kind", type=click.Choice(["top1", "entropy", "none"]), default="top1",
               show_default=True, help="In-graph exit policy confidence ('none': logits only).")
 @click.option("--no-edge", is_flag=True, help="Disable the semantic-edge median enhancement.")
-@click.option("--edge-band", type=click.Choice(["paper", "wide"]), default="paper", show_default=True,
+@click.option("--edge-band", type=click.Choice(EXPORT_EDGE_BANDS), default="paper", show_default=True,
               help="Semantic edge band where confidence is median-filtered: 'paper' (MESS Eq. 8: the label "
-                   "edges grown by the output stride, about os wide) or 'wide' (a label change within the "
-                   "(2os+1)^2 window, about 2os wide; what packages before this option used).")
+                   "edges grown by the output stride, os wide). Packages with the earlier 'wide' band (a label "
+                   "change within the (2os+1)^2 window) still load and run; it is no longer exported, as it "
+                   "calibrated to no lower latency.")
 @click.option("--policy-at", type=click.Choice(["output", "native"]), default="output", show_default=True,
               help="Where the policy reads each exit's logits: at the output resolution (MESS), or at the "
                    "head's native resolution before upsampling (os^2 fewer pixels: much cheaper on CPU).")
