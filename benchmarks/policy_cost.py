@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.benchmarks.harness import measure as time_calls, summarize
-from mesc.manifest import CONFIDENCE_KINDS
+from mesc.manifest import CONFIDENCE_KINDS, EDGE_BANDS
 
 
 def build_head(classes: int, height: int, width: int, stride: int, channels: int = 128, opset: int = 17,
@@ -114,30 +114,31 @@ def measure(head_model, logits: str, stride: int, args) -> dict:
 
     rng = np.random.default_rng(0)
     th = np.array([args.th_pix], np.float32)
-    edge = not args.no_edge
+    edge, band = not args.no_edge, args.edge_band
     head = _session(head_model, args.threads)
-    with_policy = _session(append_policy(head_model, logits, "exit", args.confidence, edge, stride), args.threads)
+    with_policy = _session(append_policy(head_model, logits, "exit", args.confidence, edge, stride, band=band),
+                           args.threads)
     feeds = _feeds(head, args.batch, rng, smooth=args.head is None)
     out_names = [o.name for o in head.get_outputs()]
     x = head.run([logits], feeds)[0]
     n, m, h, w = x.shape
-    policy_only = _session(append_policy(identity_head(m, h, w), "logits", "exit", args.confidence, edge, stride),
-                           args.threads)
+    policy_only = _session(append_policy(identity_head(m, h, w), "logits", "exit", args.confidence, edge, stride,
+                                         band=band), args.threads)
 
     t_head = _median_time(lambda: head.run(out_names, feeds), args.warmup, args.iters)
     t_both = _median_time(lambda: with_policy.run(None, {**feeds, "exit_th_pix": th}), args.warmup, args.iters)
     t_pol = _median_time(lambda: policy_only.run(["exit_confidence", "exit_labels"], {"x": x, "exit_th_pix": th}),
                          args.warmup, args.iters)
-    t_fast = _median_time(lambda: mess_confidence_fast(x, args.th_pix, args.confidence, edge, stride),
+    t_fast = _median_time(lambda: mess_confidence_fast(x, args.th_pix, args.confidence, edge, stride, band),
                           1, args.host_iters)
-    t_ref = (_median_time(lambda: mess_confidence(x, args.th_pix, args.confidence, edge, stride), 0, args.host_iters)
+    t_ref = (_median_time(lambda: mess_confidence(x, args.th_pix, args.confidence, edge, stride, band), 0, args.host_iters)
              if args.host_iters > 0 else None)
 
     c_graph = with_policy.run(["exit_confidence"], {**feeds, "exit_th_pix": th})[0]
-    c_ref = mess_confidence_fast(x, args.th_pix, args.confidence, edge, stride)
+    c_ref = mess_confidence_fast(x, args.th_pix, args.confidence, edge, stride, band)
     return {
-        "stride": stride, "logits_shape": [n, m, h, w],
-        "band_fraction": round(float(edge_band(predicted_labels(x), stride).mean()), 4) if edge else 0.0,
+        "stride": stride, "logits_shape": [n, m, h, w], "band": band,
+        "band_fraction": round(float(edge_band(predicted_labels(x), stride, band).mean()), 4) if edge else 0.0,
         "c_img": [round(float(v), 5) for v in c_graph],
         "max_abs_diff_vs_numpy": float(np.abs(c_graph - c_ref).max()),
         "ms": {"head": round(t_head, 2), "head+policy": round(t_both, 2), "policy": round(t_pol, 2),
@@ -158,6 +159,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--confidence", choices=CONFIDENCE_KINDS, default="top1")
     ap.add_argument("--no-edge", action="store_true")
+    ap.add_argument("--edge-band", choices=EDGE_BANDS, default="paper")
     ap.add_argument("--th-pix", type=float, default=0.7)
     ap.add_argument("--head", default=None, help="an exit-head ONNX file to use instead of the built-in head")
     ap.add_argument("--logits", default=None, help="logits tensor of --head (default: its first output)")

@@ -68,11 +68,13 @@ def _head_times(pkg, threads: int, iters: int, fetch: str) -> dict:
             tfeeds = {t["name"]: env[t["name"]] for t in tail["inputs"]}
             out[ex["name"]]["tail_ms"] = _median_ms(lambda: tsess.run(None, tfeeds), iters)
         if fetch == "logits":
+            from mesc.manifest import edge_band_of
             from mesc.policy import mess_confidence_fast
 
             p = ex["policy"]
             out[ex["name"]]["host_policy_ms"] = _median_ms(
-                lambda: mess_confidence_fast(logits["v"], 0.9, p["confidence"], p["edge"], p["stride"]), iters)
+                lambda: mess_confidence_fast(logits["v"], 0.9, p["confidence"], p["edge"], p["stride"],
+                                             edge_band_of(p)), iters)
     return out
 
 

@@ -8,7 +8,7 @@ import time
 from mesc import __version__
 from mesc.errors import ExportError
 from mesc.lazy import require
-from mesc.manifest import CONFIDENCE_KINDS, MANIFEST, SCHEMA_VERSION
+from mesc.manifest import CONFIDENCE_KINDS, EDGE_BANDS, MANIFEST, SCHEMA_VERSION
 from mesc.package import Package, sha256_file
 from mesc.progress import iterate
 from mesc.staging import staging_dir, write_json_atomic
@@ -29,6 +29,8 @@ class ExportOptions:
     opset: int = 17
     policy: str | None = "top1"  # in-graph policy confidence: "top1", "entropy", or None
     edge: bool = True
+    # the semantic edge band compiled into the graphs (one of EXPORT_EDGE_BANDS)
+    edge_band: str = "paper"
     # "output": the policy reads the exit's logits at the output resolution (the MESS
     # definition); "native": at the head's own resolution before its final upsampling, with
     # windows in those pixels (os^2 times fewer pixels: the cheap choice on CPUs and small GPUs)
@@ -45,6 +47,11 @@ class ExportOptions:
     strict: bool = False  # torch.export's strict mode (TorchDynamo) instead of running forward as Python
     # a `mesc calibrate --report` file: keep only its chosen exits, with its thresholds (the lean export)
     from_report: str | None = None
+
+
+# The paper's band only: the wide one (what packages without a "band" key compiled) was kept
+# for export only if it calibrated to a lower held-out latency, and it did not (docs/design.md).
+EXPORT_EDGE_BANDS = ("paper",)
 
 
 def _check_input_shape(shape) -> tuple:
@@ -81,6 +88,10 @@ def _check_thresholds(opts):
         raise ExportError(f"policy must be one of {CONFIDENCE_KINDS} or None, got {opts.policy!r}")
     if opts.policy_at not in ("output", "native"):
         raise ExportError(f"--policy-at must be 'output' or 'native', got {opts.policy_at!r}")
+    if opts.edge_band not in EXPORT_EDGE_BANDS:
+        why = (": it gave no lower held-out latency than the paper's band at the 0.5 pp bound (docs/design.md); "
+               "packages that have it still load and run" if opts.edge_band in EDGE_BANDS else "")
+        raise ExportError(f"--edge-band must be one of {EXPORT_EDGE_BANDS}, got {opts.edge_band!r}{why}")
     if opts.capture not in ("export", "fx"):
         raise ExportError(f"--capture must be 'export' or 'fx', got {opts.capture!r}")
     if opts.strict and opts.capture != "export":
@@ -233,7 +244,8 @@ def _policy_settings(traced, selected: list[int], opts: ExportOptions, threshold
     for i, k in enumerate(selected):
         # windows are counted in the pixels the policy reads: output pixels, or native ones
         stride = opts.strides[i] if opts.strides else (1 if opts.policy_at == "native" else traced.strides[k])
-        settings.append({"confidence": opts.policy or "top1", "edge": bool(opts.edge), "stride": int(stride),
+        settings.append({"confidence": opts.policy or "top1", "edge": bool(opts.edge), "band": opts.edge_band,
+                         "stride": int(stride),
                          "at": opts.policy_at,
                          "th_pix": opts.th_pix if opts.th_pix is not None else DEFAULT_TH_PIX,
                          "th_img": opts.th_img if opts.th_img is not None else DEFAULT_TH_IMG,
@@ -258,7 +270,7 @@ def _write_segment(plan: _Plan, seg, opts: ExportOptions, tmp) -> dict:
 
         p = plan.policy[seg.exit]
         model_proto = append_policy(model_proto, logits=plan.policy_src[seg.exit][1], prefix=exit_name,
-                                    confidence=p["confidence"], edge=p["edge"], stride=p["stride"],
+                                    confidence=p["confidence"], edge=p["edge"], stride=p["stride"], band=p["band"],
                                     labels=plan.segment("tail", seg.exit) is None)
     elif seg.kind == "tail":
         from mesc.exporters.policy_graph import append_labels

@@ -24,8 +24,10 @@ How each step maps to those ops:
   (mesc exports at a fixed size) the chain is static; an axis of size 1 skips its padding, since
   every value along it is the same. With dynamic H/W the pad widths are computed from Shape
   (Shape/Slice/Min/Sub/Concat on int64 shape tensors); that path needs H, W >= 2;
-- edge band: max and min of the labels over the (2*os+1)^2 window, band = (max - min) > 0.5,
-  min = -max(-labels). Reflection never brings in a label from outside the clamped window, so
+- edge band: max and min of the labels over the (2R+1)^2 window, band = (max - min) > 0.5,
+  min = -max(-labels), with R = ceil(os/2) for the paper's band (its label edges grown by
+  os, :mod:`mesc.policy` says why that is the same set) and R = os for the wide
+  one. Reflection never brings in a label from outside the clamped window, so
   with pooling="pool" a MaxPool with implicit (-inf) padding is exact and needs no Pad for any
   image size; pooling="shift" reflect-pads like the median and doubles with Slice + Max;
 - argmax ties: ONNX ArgMax with select_last_index=0 picks the first maximal index, like np.argmax.
@@ -40,7 +42,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mesc.errors import ExportError, MescError
-from mesc.policy import check_confidence_kind, check_stride
+from mesc.policy import band_radius, check_confidence_kind, check_stride
 
 MIN_OPSET = 13
 POOLINGS = ("shift", "pool")
@@ -213,7 +215,7 @@ class _Builder:
 
 def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: str = "top1",
                   edge: bool = True, stride: int = 8, pooling: str = "shift",
-                  labels: bool = True) -> onnx.ModelProto:
+                  labels: bool = True, band: str = "paper") -> onnx.ModelProto:
     """Return a copy of the head ``model`` with the MESS policy appended to tensor ``logits``.
 
     Adds graph input ``{prefix}_th_pix`` (float32, [1]) and outputs ``{prefix}_labels`` (int32,
@@ -226,11 +228,15 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     MaxPool/AveragePool of (k,1) then (1,k). They give identical results; "shift" is ~10x faster
     on ONNX Runtime CPU, "pool" is fewer, larger kernels that may suit some GPU backends better.
 
+    ``band`` is the semantic edge band, ``"paper"`` (MESS Eq. 8) or ``"wide"`` (see
+    :mod:`mesc.policy`).
+
     ``labels=False`` leaves the ``{prefix}_labels`` output out: with the policy at the exit's
     native resolution the labels come from the full-size logits in a separate tail segment
     (:func:`append_labels`), run only for the images that leave.
     """
     confidence, stride, opset = _check_policy_args(model, prefix, confidence, stride, pooling)
+    band_r = band_radius(stride, band)
     dims = _policy_logits_dims(model, logits, confidence)
     n_dim, m_dim, h_dim, w_dim = dims
     th_name, labels_name, conf_name = f"{prefix}_th_pix", f"{prefix}_labels", f"{prefix}_confidence"
@@ -240,7 +246,7 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     labels4 = _argmax_labels(b, logits, labels_name if labels else None)
     ind = b.as_float(b.op("GreaterOrEqual", [_pixel_confidence(b, logits, confidence, m_dim), th_name]))
     if edge:
-        ind = _median_on_edge_band(b, ind, labels4, stride, pooling, h_dim, w_dim)
+        ind = _median_on_edge_band(b, ind, labels4, stride, band_r, pooling, h_dim, w_dim)
     b.reduce("ReduceMean", ind, [1, 2, 3], keepdims=0, out=conf_name)
 
     out = _with_nodes(model, b, logits, dims)
@@ -323,21 +329,22 @@ def _pixel_confidence(b: _Builder, logits: str, confidence: str, m_dim) -> str:
     return b.op("Sub", [one, b.op("Mul", [ent, b.const("inv_logm", 1.0 / math.log(m_dim), np.float32)])])
 
 
-def _median_on_edge_band(b: _Builder, ind: str, labels4: str, stride: int, pooling: str, h_dim, w_dim) -> str:
+def _median_on_edge_band(b: _Builder, ind: str, labels4: str, stride: int, band_r: int, pooling: str,
+                         h_dim, w_dim) -> str:
     """The pixel indicator 1(c >= th_pix) with the windowed median's indicator on the semantic
-    edge band."""
+    edge band (a label change within the (2*band_r+1)^2 window)."""
     r = stride
     lab_f = b.as_float(labels4)
     if pooling == "pool":
-        lab_max = b.max_pool_axis(b.max_pool_axis(lab_f, 2, r), 3, r)
+        lab_max = b.max_pool_axis(b.max_pool_axis(lab_f, 2, band_r), 3, band_r)
         neg = b.op("Mul", [lab_f, b.const("neg1", -1.0, np.float32)])
-        spread = b.op("Add", [lab_max, b.max_pool_axis(b.max_pool_axis(neg, 2, r), 3, r)])  # max - min
+        spread = b.op("Add", [lab_max, b.max_pool_axis(b.max_pool_axis(neg, 2, band_r), 3, band_r)])  # max - min
         frac = b.box_mean_axis(b.box_mean_axis(ind, 2, 2 * r, h_dim), 3, 2 * r, w_dim)
         med_ind = b.as_float(b.op("GreaterOrEqual", [frac, b.const("half", 0.5, np.float32)]))
     else:
-        lab_max = b.window_axis(b.window_axis(lab_f, 2, r, h_dim, "Max"), 3, r, w_dim, "Max")
+        lab_max = b.window_axis(b.window_axis(lab_f, 2, band_r, h_dim, "Max"), 3, band_r, w_dim, "Max")
         neg = b.op("Mul", [lab_f, b.const("neg1", -1.0, np.float32)])
-        neg_max = b.window_axis(b.window_axis(neg, 2, r, h_dim, "Max"), 3, r, w_dim, "Max")
+        neg_max = b.window_axis(b.window_axis(neg, 2, band_r, h_dim, "Max"), 3, band_r, w_dim, "Max")
         spread = b.op("Add", [lab_max, neg_max])  # max - min
         # Counts of 0/1 values (<= (4os+1)^2) are exact in float32; k*k is odd, so
         # count > k*k/2 is exactly "at least half", i.e. median >= th_pix.

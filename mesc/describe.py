@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from mesc.manifest import edge_band_of
+
 
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -55,7 +57,7 @@ def _exit_rows(exits) -> list[tuple]:
     grouped = any("point" in e for e in exits)
     configs = any(e.get("config") for e in exits)
     head = (("point",) if grouped else ()) + ("exit", "on") + (("config",) if configs else ()) + (
-        "segment", "classes", "os", "confidence", "at", "edge", "stride", "th_pix", "th_img")
+        "segment", "classes", "os", "confidence", "at", "edge", "band", "stride", "th_pix", "th_img")
     rows = [head]
     for k, (e, p) in enumerate(zip(exits, points)):
         pol = e["policy"]
@@ -65,7 +67,8 @@ def _exit_rows(exits) -> list[tuple]:
             e["name"], "yes" if e.get("enabled", True) else "no") + config + (
             e["segment"], str(e["num_classes"]), str(e["output_stride"]),
             pol.get("confidence", "") + ("" if e.get("confidence") else " (host)"),
-            pol.get("at", "output"), str(pol.get("edge")), str(pol.get("stride")), f"{pol.get('th_pix')}",
+            pol.get("at", "output"), str(pol.get("edge")), edge_band_of(pol), str(pol.get("stride")),
+            f"{pol.get('th_pix')}",
             f"{pol.get('th_img')}"))
     return rows
 

@@ -14,10 +14,15 @@ from mesc.paths import check_rel_path
 
 SCHEMA_VERSION = 1
 MANIFEST = "mesc.json"
-POLICY_KEYS = {"confidence", "edge", "stride", "at", "th_pix", "th_img"}
+POLICY_KEYS = {"confidence", "edge", "band", "stride", "at", "th_pix", "th_img"}
 # settings the exporter compiles into an exit's graph (th_pix is a graph input, th_img a host test)
-COMPILED_POLICY_KEYS = ("confidence", "edge", "stride", "at")
+COMPILED_POLICY_KEYS = ("confidence", "edge", "band", "stride", "at")
 POLICY_AT = ("output", "native")
+# the semantic edge band (mesc.policy.edge_band): "paper", the MESS paper's Eq. 8 (label edges
+# grown by os), or "wide", a label change within a (2*os+1)^2 window (about twice as wide), what
+# packages written before the key existed compiled: a policy without "band" means "wide"
+EDGE_BANDS = ("paper", "wide")
+LEGACY_EDGE_BAND = "wide"
 # chunk: backbone; head: an exit's own layers and policy; tail: what only the exit's prediction
 # needs (final upsampling, labels), run only for the images that leave there
 SEGMENT_KINDS = ("chunk", "head", "tail")
@@ -88,6 +93,14 @@ def check_policy(policy: dict, where: str) -> None:
               f"stride must be a positive int, got {policy['stride']!r}")
     if "edge" in policy:
         _need(isinstance(policy["edge"], bool), where, f"edge must be true or false, got {policy['edge']!r}")
+    if "band" in policy:
+        _need(policy["band"] in EDGE_BANDS, where, f"band must be one of {EDGE_BANDS}, got {policy['band']!r}")
+
+
+def edge_band_of(policy: dict) -> str:
+    """The edge band an exit's policy settings name; packages without the key are older than it
+    and compiled the wide band."""
+    return policy.get("band", LEGACY_EDGE_BAND)
 
 
 def _check_input(inp):

@@ -27,7 +27,7 @@ Manifest layout (schema 1), all lists in execution order::
                  "labels": "exit0_labels"|null, "confidence": "exit0_confidence"|null,
                  "th_pix_input": "exit0_th_pix"|null, "policy_logits": "exit0_logits",
                  "policy": {"confidence": "top1"|"entropy", "edge": true, "stride": 8,
-                            "at": "output"|"native",
+                            "band": "paper"|"wide" (absent: "wide"), "at": "output"|"native",
                             "th_pix": 0.9, "th_img": 0.8}}, ...],
       "files": {"onnx/chunk0.onnx": "<sha256>", ...},
       "precisions": {"fp16"|"int8": {"segments": {"<segment>": "onnx_fp16/<segment>.onnx", ...},

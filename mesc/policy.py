@@ -10,8 +10,20 @@ MESS image confidence, for one exit's logits (N x M x H x W):
    ``1 - H(p) / log M`` with ``H(p) = -sum p log p`` (natural log);
 2. predicted labels = ``argmax`` over classes of the *logits*; ties go to the first maximal
    index (``np.argmax``; ONNX ``ArgMax`` with ``select_last_index=0``);
-3. semantic edge band: pixels whose label differs from some label in the ``(2*os+1)^2`` window
-   around them (``os`` = the exit's output stride);
+3. semantic edge band ``M`` (``os`` = the exit's output stride), one of :data:`EDGE_BANDS`:
+
+   * ``"paper"`` (the default), the MESS paper's Eq. 8, ``M = morph(cannyEdge(labels), os)``:
+     the label edges ``E`` (pixels whose 3 x 3 neighbourhood holds another label: Canny on a
+     piecewise-constant map fires where the label changes, here on both sides of the change so
+     that no side or direction is preferred) grown by a square of side ``2*ceil(os/2) - 1``
+     (the paper's os x os kernel made odd, so that it is centred). A straight label edge gets
+     a band ``2*ceil(os/2)`` pixels wide: ``os`` for the even strides of real networks. The
+     same set is the pixels whose ``(2*ceil(os/2) + 1)^2`` window holds more than one label
+     (a window of radius r+1 with two labels holds two adjacent pixels that differ, and both
+     lie in the 3 x 3 neighbourhood of a pixel within radius r), which is how the fast path
+     and the graph compute it; :func:`edge_band` grows the edges explicitly;
+   * ``"wide"``: pixels whose ``(2*os+1)^2`` window holds more than one label, about ``2*os``
+     wide; packages compiled before the choice existed use it (:func:`mesc.manifest.edge_band_of`);
 4. on the band, ``c`` is replaced by the median of ``c`` over the ``(4*os+1)^2`` window;
 5. ``c_img`` = fraction of pixels with ``c >= th_pix``; the image exits iff ``c_img >= th_img``.
 
@@ -21,8 +33,9 @@ and a pad wider than the image keeps reflecting (index ``j`` reads pixel ``tri(j
 triangle wave of period ``2*(size-1)``). Every window therefore keeps its full odd size
 (4*os+1)^2 and the median is always the middle element. An axis of size 1 is replicated
 (numpy does the same). For the edge band the rule does not matter: a window over a reflected
-image only ever holds labels of the clamped window ``[i-os, i+os] ∩ [0, size)``, so "label
-differs within the window" is the same with or without reflection.
+image only ever holds values of the clamped window ``[i-R, i+R] ∩ [0, size)``, so "label
+differs within the window" and "an edge pixel within the window" are the same with or without
+reflection.
 
 Policies share one small interface (:class:`ExitPolicy`): ``score(logits) -> (N,)`` and
 ``decide(scores, **thresholds) -> (N,) bool``; a registry maps names to factories so a user can
@@ -52,7 +65,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mesc.manifest import CONFIDENCE_KINDS
+from mesc.manifest import CONFIDENCE_KINDS, EDGE_BANDS
 from mesc.errors import MescError
 
 LOGITS_SHAPE = "N x M x H x W (float32)"
@@ -82,6 +95,12 @@ def check_stride(stride) -> int:
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
         raise MescError(f"stride (the exit's output stride) must be a positive int, got {stride!r}")
     return int(stride)
+
+
+def check_edge_band(band) -> str:
+    if band not in EDGE_BANDS:
+        raise MescError(f"band (the semantic edge band) must be one of {EDGE_BANDS}, got {band!r}")
+    return band
 
 
 def check_confidence_kind(kind) -> str:
@@ -141,14 +160,33 @@ def reflect_pad(x: np.ndarray, radius: int) -> np.ndarray:
     return np.pad(x, pad, mode="reflect")
 
 
-def edge_band(labels: np.ndarray, stride: int) -> np.ndarray:
-    """Semantic edge band (N x H x W, bool): label differs somewhere in the (2*os+1)^2 window."""
+def band_radius(stride: int, band: str = "paper") -> int:
+    """R such that the edge band is the pixels whose (2R+1)^2 window holds more than one label:
+    ``ceil(os/2)`` for the paper's band, ``os`` for the wide one."""
+    r = check_stride(stride)
+    return (r + 1) // 2 if check_edge_band(band) == "paper" else r
+
+
+def _label_change(labels: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels whose (2*radius+1)^2 window holds more than one label, by explicit windows."""
+    k = 2 * radius + 1
+    win = sliding_window_view(reflect_pad(labels, radius), (k, k), axis=(1, 2))
+    return win.max(axis=(-2, -1)) != win.min(axis=(-2, -1))
+
+
+def edge_band(labels: np.ndarray, stride: int, band: str = "paper") -> np.ndarray:
+    """Semantic edge band (N x H x W, bool) of the label maps, as its definition reads: for
+    ``"paper"`` the 3x3 label edges grown by a (2*ceil(os/2)-1)^2 square, for ``"wide"`` a label
+    change within the (2*os+1)^2 window (see the module notes)."""
     if not isinstance(labels, np.ndarray) or labels.ndim != 3:
         raise MescError(f"labels must be an N x H x W array, got {getattr(labels, 'shape', type(labels).__name__)}")
     r = check_stride(stride)
-    k = 2 * r + 1
-    win = sliding_window_view(reflect_pad(labels, r), (k, k), axis=(1, 2))
-    return win.max(axis=(-2, -1)) != win.min(axis=(-2, -1))
+    if check_edge_band(band) == "wide":
+        return _label_change(labels, r)
+    edges = _label_change(labels, 1)
+    grow = (r + 1) // 2 - 1
+    k = 2 * grow + 1
+    return sliding_window_view(reflect_pad(edges, grow), (k, k), axis=(1, 2)).any(axis=(-2, -1))
 
 
 def median_filter(conf: np.ndarray, radius: int, where: np.ndarray | None = None) -> np.ndarray:
@@ -171,21 +209,20 @@ def median_filter(conf: np.ndarray, radius: int, where: np.ndarray | None = None
 
 
 def mess_pixel_indicator(logits, th_pix: float, confidence: str = "top1", edge: bool = True,
-                         stride: int = 8) -> np.ndarray:
+                         stride: int = 8, band: str = "paper") -> np.ndarray:
     """1(c_enhanced >= th_pix) per pixel (N x H x W, bool), via the explicit median."""
     th_pix = _check_threshold("th_pix", th_pix)
     conf = pixel_confidence(logits, confidence)
     if edge:
         r = check_stride(stride)
-        band = edge_band(predicted_labels(logits), r)
-        conf = median_filter(conf, 2 * r, where=band)
+        conf = median_filter(conf, 2 * r, where=edge_band(predicted_labels(logits), r, band))
     return conf >= th_pix
 
 
 def mess_confidence(logits, th_pix: float, confidence: str = "top1", edge: bool = True,
-                    stride: int = 8) -> np.ndarray:
+                    stride: int = 8, band: str = "paper") -> np.ndarray:
     """c_img per image (N,), float64: the fraction of pixels whose enhanced confidence >= th_pix."""
-    return mess_pixel_indicator(logits, th_pix, confidence, edge, stride).mean(axis=(1, 2))
+    return mess_pixel_indicator(logits, th_pix, confidence, edge, stride, band).mean(axis=(1, 2))
 
 
 def box_sum(x: np.ndarray, radius: int) -> np.ndarray:
@@ -201,10 +238,11 @@ def box_sum(x: np.ndarray, radius: int) -> np.ndarray:
     return p
 
 
-def edge_band_fast(labels: np.ndarray, stride: int) -> np.ndarray:
-    """:func:`edge_band` with separable max/min filters over the last two axes (the max over a
-    square window is the max of its rows' maxima): the same band, O(os) a pixel, not O(os^2)."""
-    r = check_stride(stride)
+def edge_band_fast(labels: np.ndarray, stride: int, band: str = "paper") -> np.ndarray:
+    """:func:`edge_band` as a label change within the (2R+1)^2 window (:func:`band_radius`), by
+    separable max/min filters over the last two axes (the max over a square window is the max
+    of its rows' maxima): the same band, O(R) a pixel, not O(R^2)."""
+    r = band_radius(stride, band)
     k = 2 * r + 1
     p = reflect_pad(np.asarray(labels, dtype=np.int32), r)
     rows = sliding_window_view(p, k, axis=-2)
@@ -214,13 +252,13 @@ def edge_band_fast(labels: np.ndarray, stride: int) -> np.ndarray:
 
 
 def mess_confidence_fast(logits, th_pix: float, confidence: str = "top1", edge: bool = True,
-                         stride: int = 8) -> np.ndarray:
+                         stride: int = 8, band: str = "paper") -> np.ndarray:
     """Same value as :func:`mess_confidence`, without sorting: for an odd window,
     1(median(w) >= t) == 1(mean(1(w >= t)) >= 0.5), and box sums of integer counts are exact.
     For host-side evaluation (calibration search, the benchmark's host alternative)."""
     th_pix = _check_threshold("th_pix", th_pix)
-    band = edge_band_fast(predicted_labels(logits), stride) if edge else None
-    return mess_confidence_grid(pixel_confidence(logits, confidence), [th_pix], band, stride)[0]
+    mask = edge_band_fast(predicted_labels(logits), stride, band) if edge else None
+    return mess_confidence_grid(pixel_confidence(logits, confidence), [th_pix], mask, stride)[0]
 
 
 def mess_confidence_grid(conf: np.ndarray, th_pix_grid, band: np.ndarray | None = None,
@@ -241,10 +279,10 @@ def mess_confidence_grid(conf: np.ndarray, th_pix_grid, band: np.ndarray | None 
 
 
 def mess_exit(logits, th_pix: float, th_img: float, confidence: str = "top1", edge: bool = True,
-              stride: int = 8) -> np.ndarray:
+              stride: int = 8, band: str = "paper") -> np.ndarray:
     """Exit decision per image (N,), bool: c_img >= th_img."""
     th_img = _check_threshold("th_img", th_img)
-    return mess_confidence(logits, th_pix, confidence, edge, stride) >= th_img
+    return mess_confidence(logits, th_pix, confidence, edge, stride, band) >= th_img
 
 
 def mean_confidence(logits, kind: str = "top1") -> np.ndarray:
@@ -327,16 +365,16 @@ class MessPolicy(ExitPolicy):
     threshold_names = ("th_img",)
 
     def __init__(self, th_pix: float = 0.9, th_img: float | None = None, confidence: str = "top1",
-                 edge: bool = True, stride: int = 8):
+                 edge: bool = True, stride: int = 8, band: str = "paper"):
         super().__init__(th_pix=_check_threshold("th_pix", th_pix), th_img=th_img,
                          confidence=check_confidence_kind(confidence), edge=bool(edge),
-                         stride=check_stride(stride))
+                         stride=check_stride(stride), band=check_edge_band(band))
 
     def score(self, logits, th_pix: float | None = None) -> np.ndarray:
         """c_img per image; ``th_pix`` overrides the constructed one (for threshold sweeps)."""
         p = self.params
         return mess_confidence_fast(logits, p["th_pix"] if th_pix is None else th_pix,
-                                    p["confidence"], p["edge"], p["stride"])
+                                    p["confidence"], p["edge"], p["stride"], p["band"])
 
     def decide(self, scores, **thresholds):
         return self._scores(scores) >= self._thresholds(thresholds)["th_img"]

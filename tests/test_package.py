@@ -80,6 +80,8 @@ def test_altered_file(pkg_dir, tmp_path):
     (lambda m: m["files"].update({"onnx/chunk0.onnx": 12}), "expected a sha256 hex digest"),
     (lambda m: m.update(schema_version=True), "schema_version True is not supported"),
     (lambda m: m["exits"][0]["policy"].pop("th_img"), "exit 'exit0' policy: missing 'th_img'"),
+    (lambda m: m["exits"][0]["policy"].update(band="eq8"),
+     "exit 'exit0' policy: band must be one of ('paper', 'wide'), got 'eq8'"),
     (lambda m: m["exits"][0].update(labels="exit0_logits"), "labels, confidence, th_pix_input must all be set"),
     (lambda m: m["exits"][0].update(logits=["exit0_logits"]), "exit 'exit0': logits must be a non-empty string"),
     (lambda m: m["segments"][1]["inputs"].append({"name": "exit0_th_pix", "shape": [1], "dtype": "float32"}),

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from mesc.errors import MescError
 from mesc.policy import (
     CONFIDENCE_KINDS,
+    EDGE_BANDS,
     ExitPolicy,
     OnnxDecisionPolicy,
     edge_band,
@@ -90,18 +91,125 @@ def test_edge_band_is_the_clamped_window(labels, r):
         for j in range(w):
             win = labels[0, max(0, i - r):i + r + 1, max(0, j - r):j + r + 1]
             want[0, i, j] = win.max() != win.min()
-    assert np.array_equal(edge_band(labels, r), want)
+    assert np.array_equal(edge_band(labels, r, "wide"), want)
+
+
+def _paper_band_brute(labels, stride):
+    """Eq. 8 written out: edge pixels (another label among the 8 neighbours inside the image),
+    then every pixel within Chebyshev distance ceil(os/2) - 1 of an edge pixel."""
+    _, h, w = labels.shape
+    grow = math.ceil(stride / 2) - 1
+    edges = np.zeros(labels.shape, bool)
+    for b, i, j in np.ndindex(labels.shape):
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                if 0 <= i + di < h and 0 <= j + dj < w and labels[b, i + di, j + dj] != labels[b, i, j]:
+                    edges[b, i, j] = True
+    band = np.zeros(labels.shape, bool)
+    for b, i, j in zip(*np.nonzero(edges)):
+        band[b, max(0, i - grow):i + grow + 1, max(0, j - grow):j + grow + 1] = True
+    return band
+
+
+@st.composite
+def label_maps(draw):
+    """Label maps of blocks (so they have an interior as well as edges) or of single pixels,
+    odd and even sizes down to 1 x 1."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    n, h, w, block = draw(st.integers(1, 2)), draw(st.integers(1, 20)), draw(st.integers(1, 20)), draw(st.integers(1, 6))
+    coarse = rng.integers(0, draw(st.integers(2, 4)), (n, h // block + 1, w // block + 1))
+    return coarse.repeat(block, 1).repeat(block, 2)[:, :h, :w]
 
 
 @BOUNDED
-@given(seed=st.integers(0, 2**31), stride=st.sampled_from([1, 2, 4, 8]), kind=st.sampled_from(CONFIDENCE_KINDS),
-       edge=st.booleans(), th=st.sampled_from([0.3, 0.5, 0.6, 0.9]))
-def test_fast_path_equals_reference(seed, stride, kind, edge, th):
+@given(labels=label_maps(), stride=st.integers(1, 9))
+def test_paper_band_is_the_label_edges_grown_by_the_stride(labels, stride):
+    want = _paper_band_brute(labels, stride)
+    assert np.array_equal(edge_band(labels, stride, "paper"), want)
+    assert np.array_equal(edge_band_fast(labels, stride, "paper"), want)
+    assert np.array_equal(edge_band(labels, stride), want)  # the paper's band is the default
+    # the wide band holds it (a window of radius os >= ceil(os/2))
+    assert not (want & ~edge_band(labels, stride, "wide")).any()
+
+
+@pytest.mark.parametrize("stride, paper, wide", [
+    (1, [9, 10], [9, 10]),
+    (2, [9, 10], list(range(8, 12))),
+    (3, list(range(8, 12)), list(range(7, 13))),
+    (4, list(range(8, 12)), list(range(6, 14))),
+    (8, list(range(6, 14)), list(range(2, 18))),
+])
+def test_band_widths_across_a_straight_edge(stride, paper, wide):
+    # labels 0 | 1 between columns 9 and 10: the paper's band is os wide (os + 1 for odd os,
+    # the two sides of the change at os 1), the wide band 2 os
+    labels = np.zeros((1, 5, 20), int)
+    labels[..., 10:] = 1
+    for band, want in (("paper", paper), ("wide", wide)):
+        for fn in (edge_band, edge_band_fast):
+            got = fn(labels, stride, band)
+            assert (got == got[:, :1]).all(), "the same columns on every row"
+            assert np.nonzero(got[0, 0])[0].tolist() == want, (fn.__name__, band)
+
+
+def test_paper_band_at_the_image_border():
+    # the change between columns 0 and 1: the edge is columns 0 and 1, grown by 3 at os 8,
+    # and nothing comes from beyond the border
+    labels = np.zeros((1, 4, 12), int)
+    labels[..., 0] = 2
+    for fn in (edge_band, edge_band_fast):
+        assert np.nonzero(fn(labels, 8)[0, 0])[0].tolist() == [0, 1, 2, 3, 4]
+    # a single row and a single pixel: no neighbour above or below, nothing to differ from
+    assert edge_band(np.array([[[0, 0, 1, 1, 1, 1, 1]]]), 4).tolist() == [[[True, True, True, True, False, False, False]]]
+    assert not edge_band(np.zeros((1, 1, 1), int), 8).any()
+
+
+@BOUNDED
+@given(labels=label_maps(), stride=st.integers(1, 9), band=st.sampled_from(EDGE_BANDS))
+def test_bands_do_not_prefer_a_side(labels, stride, band):
+    # mirrored or transposed labels give the mirrored or transposed band
+    got = edge_band_fast(labels, stride, band)
+    assert np.array_equal(edge_band_fast(labels[:, ::-1, ::-1], stride, band), got[:, ::-1, ::-1])
+    assert np.array_equal(edge_band_fast(labels.transpose(0, 2, 1), stride, band), got.transpose(0, 2, 1))
+
+
+def test_the_band_is_named_when_wrong():
+    x = np.zeros((1, 2, 3, 3), np.float32)
+    for call in (lambda: edge_band(np.zeros((1, 3, 3), int), 2, "canny"),
+                 lambda: edge_band_fast(np.zeros((1, 3, 3), int), 2, "Paper"),
+                 lambda: mess_confidence(x, 0.5, band="narrow"),
+                 lambda: get_policy("mess", band=None)):
+        with pytest.raises(MescError, match=r"band \(the semantic edge band\) must be one of \('paper', 'wide'\)"):
+            call()
+
+
+def test_the_band_changes_c_img():
+    # confident (0.9) everywhere except a stripe of doubtful (0.55) pixels 3 columns right of a
+    # label edge: the wide band at os 4 reaches the stripe (its median there is over confident
+    # pixels), the paper's does not, so the stripe counts or not
+    p = np.empty((1, 2, 8, 24))
+    p[0, 0], p[0, 1] = 0.9, 0.1
+    p[0, :, :, 12:] = [[[0.1]], [[0.9]]]
+    p[0, :, :, 15] = [[0.45], [0.55]]
+    x = _logits_from_probs(p)
+    assert mess_confidence(x, 0.8, stride=4, band="wide")[0] == 1.0
+    assert mess_confidence(x, 0.8, stride=4, band="paper")[0] == pytest.approx(1 - 8 / (8 * 24))
+    for band in EDGE_BANDS:
+        assert mess_confidence_fast(x, 0.8, stride=4, band=band) == mess_confidence(x, 0.8, stride=4, band=band)
+        pol = get_policy("mess", th_pix=0.8, stride=4, band=band)
+        assert pol.score(x) == mess_confidence(x, 0.8, stride=4, band=band)
+
+
+@BOUNDED
+@given(seed=st.integers(0, 2**31), stride=st.sampled_from([1, 2, 3, 4, 8]), kind=st.sampled_from(CONFIDENCE_KINDS),
+       edge=st.booleans(), th=st.sampled_from([0.3, 0.5, 0.6, 0.9]), band=st.sampled_from(EDGE_BANDS))
+def test_fast_path_equals_reference(seed, stride, kind, edge, th, band):
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(1, 3)), int(rng.integers(2, 5)), int(rng.integers(1, 24)), int(rng.integers(1, 24)))
     logits = rng.integers(-1, 2, shape).astype(np.float32)  # ties in argmax and in confidence
-    assert np.array_equal(mess_confidence(logits, th, kind, edge, stride),
-                          mess_confidence_fast(logits, th, kind, edge, stride))
+    if rng.integers(2):  # blocks of 3: label regions with an interior, so the band is not everything
+        logits = logits.repeat(3, 2).repeat(3, 3)[:, :, :shape[2], :shape[3]]
+    assert np.array_equal(mess_confidence(logits, th, kind, edge, stride, band),
+                          mess_confidence_fast(logits, th, kind, edge, stride, band))
 
 
 @BOUNDED
@@ -277,11 +385,12 @@ def test_policy_module_is_numpy_only():
     assert res.returncode == 0, res.stdout + res.stderr[-500:]
 
 
-@pytest.mark.parametrize("stride", [1, 2, 8])
-def test_separable_edge_band_is_the_reference_band(stride):
+@pytest.mark.parametrize("band", EDGE_BANDS)
+@pytest.mark.parametrize("stride", [1, 2, 3, 8])
+def test_separable_edge_band_is_the_reference_band(stride, band):
     from mesc import policy
 
     rng = np.random.default_rng(stride)
     # blocky label maps (so there is an interior as well as a band), two images, odd sizes
     labels = rng.integers(0, 3, (2, 5, 9)).repeat(3, 1).repeat(3, 2)[:, :13, :22]
-    np.testing.assert_array_equal(policy.edge_band_fast(labels, stride), policy.edge_band(labels, stride))
+    np.testing.assert_array_equal(policy.edge_band_fast(labels, stride, band), policy.edge_band(labels, stride, band))

@@ -10,8 +10,8 @@ here are exactly those the runtime returns. Per image and exit the memo keeps:
   (:func:`mesc.scoring.confusion_at_mask`). Counts add over images, so the mIoU of any assignment of images to exits
   follows from sums (see :mod:`mesc.calibration.exits.search`).
 * ``scores["mess"]`` (N x E x G): the MESS image confidence ``c_img`` at every ``th_pix`` of the
-  grid, with the exit's own policy settings from the manifest (confidence kind, edge band,
-  stride). Computed on the host from the logits with the reference rule of :mod:`mesc.policy`
+  grid, with the exit's own policy settings from the manifest (confidence kind, edge band and
+  its definition, stride). Computed on the host from the logits with the reference rule of :mod:`mesc.policy`
   (for an odd window, ``median >= t`` iff ``more than half the window >= t``, so one box sum of
   the indicator per grid value gives the edge-enhanced count exactly). The in-graph value at the
   manifest's ``th_pix`` is compared with it; the largest difference is kept in
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import CalibrationError, MescError
+from mesc.manifest import COMPILED_POLICY_KEYS, edge_band_of
 from mesc.metrics import IGNORE_INDEX, counts_from_confusion, miou
 from mesc.policy import (
     confidence_fft_magnitude,
@@ -139,7 +140,7 @@ def image_stats(logits: np.ndarray, labels: np.ndarray, grid, policy: dict) -> d
     ent = probability_confidence(p, "entropy")
     conf = top1 if policy.get("confidence", "top1") == "top1" else ent
     edge, stride = policy.get("edge", True), policy.get("stride", 8)
-    band = edge_band_fast(labels[None], stride) if edge else None
+    band = edge_band_fast(labels[None], stride, edge_band_of(policy)) if edge else None
     out = {"mess": mess_confidence_grid(conf, grid, band, stride)[:, 0],
            "mean_top1": float(top1.mean()), "mean_entropy": float(ent.mean()),
            "fft": float(confidence_fft_magnitude(top1)[0])}
@@ -225,7 +226,7 @@ def _cache_key(pkg, data_pairs_stat, grid, resize, runs_on: str = "onnxruntime/c
     # runs_on: another backend or device computes (slightly) other logits, so its own cache
     h = hashlib.sha256()
     h.update(json.dumps({"v": MEMO_VERSION, "files": pkg.manifest["files"], "runs_on": runs_on,
-                         "policy": [{k: e["policy"].get(k) for k in ("confidence", "edge", "stride", "at")}
+                         "policy": [{k: e["policy"].get(k) for k in COMPILED_POLICY_KEYS}
                                     for e in pkg.exits],
                          "grid": [float(g) for g in grid], "resize": bool(resize), "data": data_pairs_stat},
                         sort_keys=True).encode())

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from mesc.cli.options import parse_int_list, parse_shape
+from mesc.exporters.export import EXPORT_EDGE_BANDS
 
 
 @click.command("export")
@@ -33,6 +34,11 @@ from mesc.cli.options import parse_int_list, parse_shape
 @click.option("--policy", "policy_kind", type=click.Choice(["top1", "entropy", "none"]), default="top1",
               show_default=True, help="In-graph exit policy confidence ('none': logits only).")
 @click.option("--no-edge", is_flag=True, help="Disable the semantic-edge median enhancement.")
+@click.option("--edge-band", type=click.Choice(EXPORT_EDGE_BANDS), default="paper", show_default=True,
+              help="Semantic edge band where confidence is median-filtered: 'paper' (MESS Eq. 8: the label "
+                   "edges grown by the output stride, os wide). Packages with the earlier 'wide' band (a label "
+                   "change within the (2os+1)^2 window) still load and run; it is no longer exported, as it "
+                   "calibrated to no lower latency.")
 @click.option("--policy-at", type=click.Choice(["output", "native"]), default="output", show_default=True,
               help="Where the policy reads each exit's logits: at the output resolution (MESS), or at the "
                    "head's native resolution before upsampling (os^2 fewer pixels: much cheaper on CPU).")
@@ -59,8 +65,8 @@ from mesc.cli.options import parse_int_list, parse_shape
               callback=lambda ctx, p, v: _list_models(ctx) if v else None,
               help="List the registered reference models and exit.")
 def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, opset, capture, strict, policy_kind,
-               no_edge, policy_at, strides, th_pix, th_img, from_report, no_verify, target, precision, calib_data,
-               max_images, output, force, verbose):
+               no_edge, edge_band, policy_at, strides, th_pix, th_img, from_report, no_verify, target, precision,
+               calib_data, max_images, output, force, verbose):
     """Split a multi-exit PyTorch model into a package of per-segment ONNX graphs.
 
     \b
@@ -78,7 +84,8 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
         raise click.UsageError("--calib-data goes with --precision fp16 or int8")
     opts = ExportOptions(
         input_shape=input_shape, exits=exits, dynamic_batch=dynamic_batch, opset=opset,
-        policy=None if policy_kind == "none" else policy_kind, edge=not no_edge, policy_at=policy_at,
+        policy=None if policy_kind == "none" else policy_kind, edge=not no_edge, edge_band=edge_band,
+        policy_at=policy_at,
         strides=strides,
         th_pix=th_pix, th_img=th_img, from_report=from_report, verify=not no_verify, verbose=verbose,
         capture=capture, strict=strict,

@@ -20,3 +20,47 @@ def test_policy_cost_runs_on_a_small_map(tmp_path):
     out = tmp_path / "cost.json"
     policy_cost.main(["--height", "32", "--width", "64", "--classes", "4", "--strides", "2", "--json", str(out)])
     assert json.loads(out.read_text())
+
+
+def test_policy_cost_times_the_band_asked_for(tmp_path):
+    fractions = {}
+    for band in ("paper", "wide"):
+        out = tmp_path / f"{band}.json"
+        policy_cost.main(["--height", "32", "--width", "64", "--classes", "4", "--strides", "4", "--iters", "1",
+                          "--host-iters", "1", "--edge-band", band, "--json", str(out)])
+        run = json.loads(out.read_text())["runs"][0]
+        assert run["band"] == band
+        assert run["max_abs_diff_vs_numpy"] <= 1 / (32 * 64)  # the graph's c_img is that band's
+        fractions[band] = run["band_fraction"]
+    assert 0 < fractions["paper"] < fractions["wide"]
+
+
+def test_edge_band_benchmark_measures_the_bands_of_the_labels(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import mesc
+    from mesc.benchmarks import edge_band
+    from mesc.data import generate
+    from mesc.exporters.export import ExportOptions, export
+    from mesc.policy import edge_band as reference_band
+    from toys import skipnet
+
+    pkg = export(skipnet(num_classes=6).eval(), tmp_path / "pkg",
+                 options=ExportOptions(input_shape=(1, 3, 64, 128), strides=[2, 4, 4], verify=False))
+    data = generate(tmp_path / "scenes", 3, seed=1, size=(64, 128))
+    out = tmp_path / "bands.json"
+    edge_band.main([str(pkg.root), "--data", str(data), "--share-images", "2", "--rounds", "1", "--threads", "1",
+                    "--json", str(out)])
+    result = json.loads(out.read_text())
+    images = [np.asarray(Image.open(p)) for p in sorted((data / "images").iterdir())[:2]]
+    with mesc.load(pkg.root) as pipe:
+        steps = [list(pipe.anytime([im], all_exits=True)) for im in images]
+    for e, ex in enumerate(pkg.exits):
+        got = result["share"]["exits"][ex["name"]]
+        for band in ("paper", "wide"):
+            shares = [reference_band(s[e][0].labels[None], ex["policy"]["stride"], band).mean() for s in steps]
+            assert got[band]["mean"] == np.mean(shares) and got[band]["max"] == max(shares)
+    lat = result["latency"]["packages"][str(pkg.root)]
+    assert lat["band"] == ["paper"] * 3 and sum(lat["exit_shares"].values()) == 1
+    assert result["latency"]["images"] == 3

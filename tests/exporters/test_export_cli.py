@@ -86,6 +86,7 @@ def test_existing_directory_refused_without_force(tmp_path):
     (["-m", f"{TOY}:skipnet", "--exits", "0,5"], "out of range"),
     (["-m", f"{TOY}:skipnet", "--input-shape", "3x32x64"], "NxCxHxW"),
     (["-m", f"{TOY}:skipnet", "--input-shape", "1x4x32x64"], "input shape"),
+    (["-m", f"{TOY}:skipnet", "--edge-band", "wide"], "Invalid value for '--edge-band': 'wide' is not 'paper'"),
     (["-m", f"{TOY}:chained_exits", "--input-shape", "1x3x32x64"], "exit exit0's logits feed"),
 ])
 def test_bad_input_clear_message_nothing_written(tmp_path, args, message):

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from mesc.errors import MescError
 from mesc.exporters.policy_graph import append_policy
-from mesc.policy import (CONFIDENCE_KINDS, mess_confidence, mess_exit, mess_pixel_indicator, pixel_confidence,
+from mesc.policy import (CONFIDENCE_KINDS, EDGE_BANDS, mess_confidence, mess_exit, mess_pixel_indicator, pixel_confidence,
                          predicted_labels)
 from policy_cases import tied_logits
 
@@ -34,9 +34,9 @@ def head(m=3, h=8, w=8, n="N", opset=17, name="logits"):
 
 
 @functools.lru_cache(maxsize=64)
-def session(m, h, w, dynamic, confidence, edge, stride, opset=17, pooling="shift"):
+def session(m, h, w, dynamic, confidence, edge, stride, opset=17, pooling="shift", band="paper"):
     dims = ("H", "W") if dynamic else (h, w)
-    model = append_policy(head(m, *dims, opset=opset), "logits", "exit0", confidence, edge, stride, pooling)
+    model = append_policy(head(m, *dims, opset=opset), "logits", "exit0", confidence, edge, stride, pooling, band=band)
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
@@ -52,8 +52,8 @@ def counts(c_img, h, w):
     return np.rint(np.asarray(c_img, np.float64) * h * w).astype(np.int64).tolist()
 
 
-def ref_counts(x, th, confidence, edge, stride):
-    return mess_pixel_indicator(x, th, confidence, edge, stride).sum(axis=(1, 2)).tolist()
+def ref_counts(x, th, confidence, edge, stride, band="paper"):
+    return mess_pixel_indicator(x, th, confidence, edge, stride, band).sum(axis=(1, 2)).tolist()
 
 
 def coarse_logits(rng, shape, th, kind="top1"):
@@ -66,7 +66,7 @@ def coarse_logits(rng, shape, th, kind="top1"):
 
 @st.composite
 def cases(draw):
-    stride = draw(st.sampled_from([1, 2, 4, 8]))
+    stride = draw(st.sampled_from([1, 2, 3, 4, 8]))
     dynamic = draw(st.booleans())
     side = st.integers(2 if dynamic else 1, 40)  # the dynamic-size pad chain needs H, W >= 2
     n, m, h, w = draw(st.integers(1, 3)), draw(st.integers(2, 5)), draw(side), draw(side)
@@ -78,7 +78,11 @@ def cases(draw):
         # a coarser spread on an integer grid: its confidences take few enough values that a
         # threshold 1e-3 clear of all of them exists at every image size
         x = rng.integers(-3, 4, (n, m, h, w)).astype(np.float32)
-    return dict(x=x, stride=stride, dynamic=dynamic, confidence=draw(st.sampled_from(CONFIDENCE_KINDS)),
+    if draw(st.booleans()):
+        # blocks: label regions with an interior, so the band is a band and its width matters
+        b = draw(st.integers(2, 6))
+        x = x.repeat(b, 2).repeat(b, 3)[:, :, :h, :w]
+    return dict(band=draw(st.sampled_from(EDGE_BANDS)), x=x, stride=stride, dynamic=dynamic, confidence=draw(st.sampled_from(CONFIDENCE_KINDS)),
                 edge=draw(st.booleans()), pooling=draw(st.sampled_from(["shift", "pool"])), pick=draw(st.integers(0, 10**6)), side=draw(st.sampled_from([-1, 1])))
 
 
@@ -94,13 +98,13 @@ def test_graph_matches_reference(case):
     th = float(conf[case["pick"] % conf.size] + case["side"] * 2e-3)
     assume(np.abs(conf - th).min() > 1e-3)
     sess = session(m, h, w, case["dynamic"], case["confidence"], case["edge"], case["stride"],
-                   pooling=case["pooling"])
+                   pooling=case["pooling"], band=case["band"])
     labels, c_img, logits = run(sess, x, th)
     assert labels.dtype == np.int32 and labels.shape == (n, h, w)
     assert np.array_equal(labels, predicted_labels(x))
     assert np.array_equal(logits, x)
     assert c_img.dtype == np.float32 and c_img.shape == (n,)
-    assert counts(c_img, h, w) == ref_counts(x, th, case["confidence"], case["edge"], case["stride"])
+    assert counts(c_img, h, w) == ref_counts(x, th, case["confidence"], case["edge"], case["stride"], case["band"])
 
 
 def test_ties_pick_the_first_class():
@@ -181,8 +185,9 @@ def test_reductions_take_axes_as_the_opset_defines(opset, confidence, pooling):
 
 
 def test_operator_set_and_tensorrt_constraints():
-    for dims, pooling in (((64, 128), "shift"), (("H", "W"), "shift"), ((64, 128), "pool"), (("H", "W"), "pool")):
-        model = append_policy(head(19, *dims), "logits", "e1", "entropy", True, 8, pooling)
+    for dims, pooling, band in (((64, 128), "shift", "paper"), (("H", "W"), "shift", "wide"),
+                                ((64, 128), "pool", "wide"), (("H", "W"), "pool", "paper")):
+        model = append_policy(head(19, *dims), "logits", "e1", "entropy", True, 8, pooling, band=band)
         ops = {n.op_type for n in model.graph.node}
         assert ops <= ALLOWED_OPS, ops - ALLOWED_OPS
         for node in model.graph.node:
@@ -244,6 +249,33 @@ def test_bad_input_is_named():
         append_policy(head(), "logits", "e", pooling="fast")
     with pytest.raises(MescError, match="opset >= 13"):
         append_policy(head(opset=12), "logits", "e")
+    with pytest.raises(MescError, match=r"band \(the semantic edge band\) must be one of \('paper', 'wide'\), got 'canny'"):
+        append_policy(head(), "logits", "e", band="canny")
+
+
+def _edge_stripe_logits():
+    """Two images, labels 0 | 1 split between columns 11 and 12 (the second image: between the
+    border column 0 and the rest), confident (0.9) everywhere but a doubtful (0.55) column 3
+    to the right of the change. At os 4 the wide band reaches that column (its window median is
+    confident), the paper's does not."""
+    p = np.empty((2, 2, 8, 24))
+    p[:, 0], p[:, 1] = 0.9, 0.1
+    p[0, :, :, 12:] = [[[0.1]], [[0.9]]]
+    p[0, :, :, 15] = [[0.45], [0.55]]
+    p[1, :, :, :1] = [[[0.1]], [[0.9]]]
+    p[1, :, :, 4] = [[0.55], [0.45]]
+    return np.log(p).astype(np.float32)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+@pytest.mark.parametrize("pooling", ["shift", "pool"])
+def test_hand_made_label_edges_give_each_band_its_count(pooling, dynamic):
+    x = _edge_stripe_logits()
+    want = {"wide": [192, 192], "paper": [184, 184]}  # the doubtful column: 8 pixels
+    for band in EDGE_BANDS:
+        assert ref_counts(x, 0.8, "top1", True, 4, band) == want[band]
+        _, c_img, _ = run(session(2, 8, 24, dynamic, "top1", True, 4, pooling=pooling, band=band), x, 0.8)
+        assert counts(c_img, 8, 24) == want[band], band
 
 
 def test_no_torch_import():

@@ -8,6 +8,7 @@ import torch
 
 import mesc
 from mesc.errors import MescError
+from mesc.manifest import edge_band_of
 from mesc.policy import mess_confidence
 from mesc.runtime import InputError
 
@@ -27,7 +28,7 @@ def _spread_thresholds(pipe, model, x):
     conf = []
     for ex, logits in zip(pipe.pkg.exits, outs):
         p = ex["policy"]
-        conf.append(mess_confidence(logits, TH_PIX, p["confidence"], p["edge"], p["stride"]))
+        conf.append(mess_confidence(logits, TH_PIX, p["confidence"], p["edge"], p["stride"], edge_band_of(p)))
     remaining = np.arange(len(x))
     expected = np.full(len(x), len(outs) - 1)
     for k in range(len(outs) - 1):

@@ -184,8 +184,9 @@ def test_demo_calibration_holds_on_a_separate_split(tmp_path_factory):
         assert held.expected_cost <= s_test.reference().expected_cost
 
 
+@pytest.mark.parametrize("band", ["paper", "wide", None])  # None: a package older than the key
 @pytest.mark.parametrize("kind", CONFIDENCE_KINDS)
-def test_image_stats_match_the_policy_reference(kind):
+def test_image_stats_match_the_policy_reference(kind, band):
     from mesc import policy
     from mesc.calibration.exits.memo import image_stats
 
@@ -193,11 +194,14 @@ def test_image_stats_match_the_policy_reference(kind):
     logits = (rng.normal(0, 1, (4, 6, 6)).repeat(4, 1).repeat(4, 2) * 3 + rng.normal(0, 0.3, (4, 24, 24)))
     logits = logits.astype(np.float32)
     grid = [0.3, 0.5, 0.7, 0.9]
-    st = image_stats(logits, policy.predicted_labels(logits[None])[0], grid,
-                     {"confidence": kind, "edge": True, "stride": 2, "th_pix": 0.6})
-    want = [policy.mess_confidence(logits[None], t, kind, True, 2)[0] for t in grid]  # explicit medians
+    settings = {"confidence": kind, "edge": True, "stride": 2, "th_pix": 0.6} | ({"band": band} if band else {})
+    st = image_stats(logits, policy.predicted_labels(logits[None])[0], grid, settings)
+    ref_band = band or "wide"
+    want = [policy.mess_confidence(logits[None], t, kind, True, 2, ref_band)[0] for t in grid]  # explicit medians
     assert st["mess"] == pytest.approx(want, abs=0)
-    assert st["at_th_pix"] == policy.mess_confidence(logits[None], 0.6, kind, True, 2)[0]
+    assert st["at_th_pix"] == policy.mess_confidence(logits[None], 0.6, kind, True, 2, ref_band)[0]
+    other = "paper" if ref_band == "wide" else "wide"
+    assert want != [policy.mess_confidence(logits[None], t, kind, True, 2, other)[0] for t in grid]
     assert st["mean_top1"] == pytest.approx(policy.mean_confidence(logits[None], "top1")[0], rel=1e-12)
     assert st["mean_entropy"] == pytest.approx(policy.mean_confidence(logits[None], "entropy")[0], rel=1e-12)
     assert st["fft"] == pytest.approx(policy.fft_magnitude(logits[None])[0], rel=1e-12)
