@@ -254,11 +254,11 @@ def _check_exits(m, segs):
         _need(fed <= {ex.get("th_pix_input")}, where,
               f"its head reads {sorted(fed)}, which no earlier segment gives and is not the exit's th_pix_input")
         # the runtime runs the policy either in every exit's graph or on the host for all
+        check_policy(ex["policy"], f"{where} policy")
         _check_in_graph_keys(ex, where)
         if tail is not None:
             _need({t["name"] for t in tail["inputs"]} <= _outputs(head) | _outputs_before(m, segs, head), where,
                   f"tail '{tail['name']}' reads tensors its head does not give")
-        check_policy(ex["policy"], f"{where} policy")
         kind = ex["policy"].get("kind", "mess")
         for key in KIND_THRESHOLDS[kind]:  # what every run reads
             _need(key in ex["policy"], f"{where} policy", f"missing '{key}'" + ("" if kind == "mess" else
@@ -283,7 +283,7 @@ def _check_exits(m, segs):
 def _check_in_graph_keys(ex, where) -> None:
     """labels and confidence are both named (policy in the graph) or both null; an in-graph MESS
     policy takes th_pix as a graph input, the other kinds read no pixel threshold."""
-    kind = ex["policy"].get("kind", "mess") if isinstance(ex.get("policy"), dict) else "mess"
+    kind = ex["policy"].get("kind", "mess")
     in_graph = ex.get("labels") is not None and ex.get("confidence") is not None
     _need(in_graph or (ex.get("labels") is None and ex.get("confidence") is None), where,
           f"{', '.join(IN_GRAPH_KEYS)} must all be set (policy in the graph) or all null")
