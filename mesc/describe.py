@@ -56,9 +56,13 @@ def format_package(pkg) -> str:
     rows = [("exit", "on", "segment", "classes", "os", "confidence", "at", "edge", "stride", "th_pix", "th_img")]
     for e in pkg.exits:
         p = e["policy"]
+        kind = p.get("kind", "mess")  # another kind than MESS is named in place of MESS's confidence
+        th_img = f"[{p.get('lo')}, {p.get('hi')}]" if kind == "fft" else f"{p.get('th_img')}"
         rows.append((e["name"], "yes" if e.get("enabled", True) else "no", e["segment"], str(e["num_classes"]),
-                     str(e["output_stride"]), p.get("confidence", "") + ("" if e.get("confidence") else " (host)"),
-                     p.get("at", "output"), str(p.get("edge")), str(p.get("stride")), f"{p.get('th_pix')}", f"{p.get('th_img')}"))
+                     str(e["output_stride"]), (p.get("confidence", "") if kind == "mess" else kind)
+                     + ("" if e.get("confidence") else " (host)"),
+                     p.get("at", "output"), str(p.get("edge")), str(p.get("stride")),
+                     f"{p.get('th_pix')}" if kind == "mess" else "-", th_img))
     lines += ["  " + row for row in _table(rows)]
     if m.get("engines"):
         lines += ["", "engines: " + ", ".join(sorted(m["engines"]))]

@@ -474,6 +474,14 @@ def policy_scores(logits, policy: dict) -> np.ndarray:
                     "(export the package with the in-graph policy)")
 
 
+# thresholds under which (almost) no image leaves, per kind: MESS lets an image go only if every
+# enhanced pixel has confidence exactly 1.0 (saturated float32 logits), the mean confidences
+# likewise; the FFT range [-1, -1] holds no magnitude; a float32 sigmoid saturating to 1.0 can
+# still pass the learned network's 1.0
+NEVER_EXIT = {"mess": {"th_pix": 1.0, "th_img": 1.0}, "mean_top1": {"th_img": 1.0}, "mean_entropy": {"th_img": 1.0},
+              "learned": {"th_img": 1.0}, "fft": {"lo": -1.0, "hi": -1.0}}
+
+
 def exit_decision(scores, policy: dict) -> np.ndarray:
     """Which images (bool, N) leave, from their scores under an exit's manifest policy: the FFT
     policy when the score lies in [lo, hi], every other kind when score >= th_img."""

@@ -28,13 +28,13 @@ from __future__ import annotations
 import numpy as np
 
 from mesc.errors import MescError
+from mesc.policy import NEVER_EXIT
 from mesc.timestamps import utc_now
 
 THRESHOLD_KEYS = ("th_pix", "th_img", "lo", "hi")
 # an exit that should take (almost) no image, per kind (see the module docstring)
-DISABLED_POLICY = {"th_pix": 1.0, "th_img": 1.0}
-DISABLED_THRESHOLDS = {"mess": DISABLED_POLICY, "mean_top1": {"th_img": 1.0}, "mean_entropy": {"th_img": 1.0},
-                       "learned": {"th_img": 1.0}, "fft": {"lo": -1.0, "hi": -1.0}}
+DISABLED_THRESHOLDS = NEVER_EXIT
+DISABLED_POLICY = NEVER_EXIT["mess"]
 # the final exit's thresholds under a kind other than MESS: every score passes (the scores are
 # >= 0, and float32 from the graph)
 FINAL_POLICY = {"mean_top1": {"th_img": 0.0}, "mean_entropy": {"th_img": 0.0}, "learned": {"th_img": 0.0},

@@ -127,7 +127,11 @@ def test_prepared_graphs_or_engines_block_a_recompile(pkg_dir, data):
 
 
 def test_thresholds_a_kind_does_not_read_are_refused(pkg_dir, data):
+    from mesc.describe import format_package
+
     write(pkg_dir, data, "fft")
+    described = format_package(Package.load(pkg_dir))
+    assert "  fft  " in described and "[0.0, 3.4028234663852886e+38]" in described  # the final exit takes all
     with mesc.load(pkg_dir) as pipe:
         first = pipe.exit_names[0]
         assert set(pipe.thresholds(first)) == {"lo", "hi"}
