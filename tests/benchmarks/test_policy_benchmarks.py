@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from mesc.benchmarks import policy_cost, policy_share
 
 
@@ -20,3 +22,13 @@ def test_policy_cost_runs_on_a_small_map(tmp_path):
     out = tmp_path / "cost.json"
     policy_cost.main(["--height", "32", "--width", "64", "--classes", "4", "--strides", "2", "--json", str(out)])
     assert json.loads(out.read_text())
+
+
+def test_policy_kinds_benchmark_times_every_kind_and_agrees_with_numpy():
+    from mesc.benchmarks.policy_kinds import KINDS, measure
+
+    r = measure(4, 16, 24, iters=2, threads=1)
+    assert r["logits_shape"] == [1, 4, 16, 24] and set(r["kinds"]) == set(KINDS)
+    for kind, v in r["kinds"].items():
+        assert {"graph_ms", "host_numpy_ms", "onnx_bytes"} <= set(v)
+        assert v["score_graph"] == pytest.approx(v["score_numpy"], rel=1e-4, abs=1e-4), kind

@@ -175,3 +175,21 @@ def test_the_host_reference_scores_every_kind_but_the_learned_one():
     np.testing.assert_array_equal(exit_decision([0.5, 1.5, 2.5], {"kind": "fft", "lo": 1.0, "hi": 2.0}),
                                   [False, True, False])
     np.testing.assert_array_equal(exit_decision([0.5, 0.7], {"th_pix": 0.9, "th_img": 0.6}), [False, True])
+
+
+def test_a_native_resolution_package_with_tails_takes_every_kind(data, tmp_path):
+    """With --policy-at native the policy reads the head's native logits and the labels come
+    from the tail: the recompiled heads keep both; the learned kind can be written again."""
+    from toys import skipnet
+
+    from mesc.exporters.export import ExportOptions, export
+
+    pkg_dir = export(skipnet(num_classes=6), tmp_path / "native",
+                     options=ExportOptions(policy="top1", policy_at="native", dynamic_batch=True, verify=False)).root
+    for kind in ("learned", "learned", "mean_top1"):
+        out = write(pkg_dir, data, kind)
+        pkg = Package.load(pkg_dir)
+        assert all(ex["tail"] and ex["labels"] for ex in pkg.exits)
+        scores = learned_scores(out.memo, out.nets) if kind == "learned" else out.memo.conf(kind)[:, :, 0]
+        with mesc.load(pkg_dir) as pipe:
+            assert [r.exit for r in pipe(images(data))] == predicted_exits(pkg, scores)
