@@ -24,11 +24,14 @@ from mesc.errors import MescError
               help="Pixel confidence threshold: one for all exits or one per exit.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Images per call (needs a package exported with --dynamic-batch to pay off).")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MS",
+              help="Anytime mode: per call, start no segment that the latencies recorded by mesc bench --record "
+                   "say cannot reach its exit within MS milliseconds; keep the last prediction in time.")
 @click.option("--resize", is_flag=True, help="Resize images of another size to the package input (else refused).")
 @click.option("--force", is_flag=True, help="Replace a previous run's output folder (a folder holding other files "
                                           "is refused).")
-def run_cmd(package, images, output, backend, device, target, precision, exit_key, th_img, th_pix, batch, resize,
-            force):
+def run_cmd(package, images, output, backend, device, target, precision, exit_key, th_img, th_pix, batch, deadline,
+            resize, force):
     """Segment IMAGES (files or folders) with early exit; write palette PNGs and a results table.
 
     Images that cannot be read are reported and skipped; the exit status is then 1.
@@ -53,8 +56,13 @@ def run_cmd(package, images, output, backend, device, target, precision, exit_ke
             exit_key = int(exit_key)
         if exit_key is not None:
             pipe.pkg.exit(exit_key)  # a bad name fails here, before any image is read
+            if deadline is not None:
+                raise MescError("--deadline runs anytime mode, which --exit (budgeted mode) rules out: give one")
+        if deadline is not None and pipe.segment_latency() is None:
+            click.echo("note: no latencies recorded for this backend and device (mesc bench --record): "
+                       "each call stops at the first exit after the deadline", err=True)
         summary = run_files(pipe, images, output, exit=exit_key, resize=resize, batch=batch, force=force,
-                            echo=lambda m: click.echo(m, err=True))
+                            echo=lambda m: click.echo(m, err=True), deadline_ms=deadline)
     click.echo(summary.format())
     click.echo(f"wrote {output}/results.csv and results.json")
     if summary.failed:

@@ -23,6 +23,7 @@ class RunSummary:
     rows: list  # one dict per image written
     failed: list  # {"file", "error"} per image skipped
     exit_names: list
+    deadline_ms: float | None = None  # anytime runs: the deadline each call had
 
     @property
     def histogram(self) -> dict:
@@ -41,6 +42,9 @@ class RunSummary:
             lines.append(f"  {name:<{width}}  {n:5d}  {'#' * round(40 * n / total)}")
         if self.rows:
             lines.append(f"mean latency {self.mean_latency_ms:.2f} ms per image")
+        if self.deadline_ms is not None and self.rows:
+            late = sum(r["latency_ms"] > self.deadline_ms for r in self.rows)
+            lines.append(f"deadline {self.deadline_ms:g} ms: missed by {late} of {len(self.rows)} call(s)")
         return "\n".join(lines)
 
 
@@ -54,7 +58,7 @@ def check_output(out, inputs, package, force: bool) -> Path:
 
 
 def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1, force: bool = False,
-              progress: bool = True, echo=print) -> RunSummary:
+              progress: bool = True, echo=print, deadline_ms: float | None = None) -> RunSummary:
     """Segment every image among ``inputs`` (files or folders) into the folder ``out``.
 
     ``out`` must be new, empty, or (with ``force``) a previous run's output; it appears, or is
@@ -75,7 +79,11 @@ def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1
         def flush(items):
             if not items:
                 return
-            results = pipe([img for _, img in items], exit=exit)
+            batch_in = [img for _, img in items]
+            if deadline_ms is None:
+                results = pipe(batch_in, exit=exit)
+            else:  # anytime: the last prediction the deadline allows
+                results = list(pipe.anytime(batch_in, deadline=deadline_ms / 1e3))[-1]
             for (path, _), res in zip(items, results):
                 name = _unique_name(path.stem, used)
                 write_label_png(tmp / name, res.labels, num_classes)
@@ -96,7 +104,7 @@ def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1
                 pending = []
         flush(pending)
         bar.close()
-        summary = RunSummary(rows, failed, pipe.exit_names)
+        summary = RunSummary(rows, failed, pipe.exit_names, deadline_ms)
         _write_tables(tmp, summary, pipe)
     return summary
 

@@ -174,6 +174,8 @@ class Pipeline:
         self._th_handles: dict = {}
         self._warned_static = False
         self._closed = False
+        # anytime calls with a deadline, and how many returned after it
+        self.deadline_stats = {"calls": 0, "missed": 0}
 
     # lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -471,18 +473,62 @@ class Pipeline:
                 self._collect(ev, group, seen, results, final=True)
         return results[0] if single else results
 
-    def anytime(self, images, deadline: float | None = None, logits: bool = False, all_exits: bool = False):
+    def anytime(self, images, deadline: float | None = None, logits: bool = False, all_exits: bool = False,
+                latency=None):
         """Yield every exit's prediction in order (a :class:`Result`, or a list for a batch).
 
-        With ``deadline`` (seconds from the call), stop at the first exit reached after it; that
-        prediction is then marked ``final``. Stopping early never runs the remaining segments.
+        With ``deadline`` (seconds from the call), a segment is started only if the recorded
+        latencies say the next exit can still be reached in time: the prediction before it is
+        then marked ``final`` and nothing more runs. ``latency`` is the per-segment milliseconds
+        to predict with (a dict) or a ``manifest["latency"]`` key (``mesc bench --record`` writes
+        them); by default the entry recorded for this backend and device. Without any, the walk
+        stops at the first exit reached after the deadline (which may overrun it). The first
+        exit always runs: a call has to return something. Whether each call met its deadline
+        is counted in :attr:`deadline_stats`.
         A closed pipeline or a bad input is refused here, not at the first ``next``.
         """
         self._check_open()
         x, single = self.prepare(images)
-        return self._anytime(x, single, deadline, logits, all_exits)
+        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, numbers.Real)
+                                     or not deadline >= 0):
+            raise InputError(f"deadline must be a number of seconds >= 0, got {deadline!r}")
+        ms = self.segment_latency(latency) if deadline is not None else None
+        return self._anytime(x, single, deadline, logits, all_exits, ms)
 
-    def _anytime(self, x, single, deadline, logits, all_exits):
+    def segment_latency(self, latency=None) -> dict | None:
+        """Per-segment milliseconds for deadline decisions: ``latency`` itself (a dict), the
+        manifest entry it names, or (None) the entry recorded for this runner's backend and
+        device — the exact ``backend/device`` key, else the only key that starts with it."""
+        recorded = self.pkg.manifest.get("latency") or {}
+        if isinstance(latency, dict):
+            return {str(k): float(v) for k, v in latency.items()}
+        if latency is not None:
+            if latency not in recorded:
+                raise InputError(f"no latencies recorded under {latency!r} in {self.pkg.root}; recorded: "
+                                 f"{', '.join(sorted(recorded)) or 'none (run mesc bench --record)'}")
+            return recorded[latency]
+        prefix = f"{self.runner.backend}/{self.runner.device}"
+        if prefix in recorded:
+            return recorded[prefix]
+        mine = [k for k in recorded if k.startswith(prefix + "/")]
+        return recorded[mine[0]] if len(mine) == 1 else None
+
+    def _step_ms(self, plan, latency) -> list[float | None]:
+        """Predicted milliseconds from the step after each exit's step to the next exit's step
+        (its tail included); None where a segment has no recorded latency."""
+        out, acc = [], 0.0
+        for step in plan:
+            for seg in (step.segment, step.tail):
+                if seg is None:
+                    continue
+                v = latency.get(seg["name"]) if latency else None
+                acc = None if acc is None or v is None else acc + float(v)
+            if step.exit is not None:
+                out.append(acc)
+                acc = 0.0
+        return out
+
+    def _anytime(self, x, single, deadline, logits, all_exits, latency=None):
         plan = self.plan(None, logits, all_exits)
         groups = self._groups(len(x))
         t0 = time.perf_counter()
@@ -490,12 +536,21 @@ class Pipeline:
         walks = [self._walk(self._group_input(x, g), plan, False, len(g), want_logits=logits) for g in groups]
         seen = [dict() for _ in groups]
         n_exits = sum(1 for s in plan if s.exit is not None)
+        ahead = self._step_ms(plan, latency) if deadline is not None else None
         try:
             for k in range(n_exits):
                 results = [None] * len(x)
                 for g, walk, s in zip(groups, walks, seen):
                     self._collect(next(walk), g, s, results, final=False)
-                final = k == n_exits - 1 or (deadline is not None and time.perf_counter() - t0 >= deadline)
+                final = k == n_exits - 1
+                if deadline is not None and not final:
+                    spent = time.perf_counter() - t0
+                    nxt = ahead[k + 1]
+                    # without a record for the next exit, stop only once the deadline has passed
+                    final = spent >= deadline if nxt is None else spent + nxt * len(groups) / 1e3 > deadline
+                if final and deadline is not None:
+                    self.deadline_stats["calls"] += 1
+                    self.deadline_stats["missed"] += int(time.perf_counter() - t0 > deadline)
                 for r in results:
                     r.final = final
                 yield results[0] if single else results

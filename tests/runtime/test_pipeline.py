@@ -105,6 +105,38 @@ def test_anytime_yields_every_exit_in_order(pkg, model, images):
         assert len(one) == 3
 
 
+def test_anytime_starts_no_segment_the_recorded_latencies_say_cannot_finish(pkg, images):
+    with mesc.load(pkg) as pipe:
+        names = [s["name"] for s in pipe.pkg.segments]
+        slow_last = {n: (1e6 if n == pipe.pkg.exits[-1]["segment"] else 0.0) for n in names}
+        steps = list(pipe.anytime(images[:2], deadline=30.0, latency=slow_last))
+        # exit2's head would take 1000 s: exit1's prediction is final, exit2's head never runs
+        assert [s[0].exit for s in steps] == ["exit0", "exit1"] and steps[-1][0].final
+        assert pipe.pkg.exits[-1]["segment"] not in steps[-1][0].timings["segments"]
+        fast = {n: 0.0 for n in names}
+        assert len(list(pipe.anytime(images[:2], deadline=30.0, latency=fast))) == 3
+        slow_all = {n: 1e6 for n in names}
+        first = list(pipe.anytime(images[:2], deadline=30.0, latency=slow_all))
+        assert len(first) == 1 and first[0][0].final  # the first exit always runs
+        assert pipe.deadline_stats == {"calls": 3, "missed": 0}
+        # a deadline already passed: the one prediction made is late
+        list(pipe.anytime(images[:2], deadline=0.0, latency=fast))
+        assert pipe.deadline_stats == {"calls": 4, "missed": 1}
+
+
+def test_anytime_reads_recorded_latencies_and_refuses_bad_requests(pkg, images):
+    with mesc.load(pkg) as pipe:
+        assert pipe.segment_latency() is None  # nothing recorded: stop after the deadline instead
+        assert len(list(pipe.anytime(images[:1], deadline=60.0))) == 3
+        pipe.pkg.manifest["latency"] = {"onnxruntime/cpu": {s["name"]: 1e6 for s in pipe.pkg.segments}}
+        assert len(list(pipe.anytime(images[:1], deadline=60.0))) == 1
+        with pytest.raises(InputError, match="no latencies recorded under 'tensorrt/cuda:0'.*onnxruntime/cpu"):
+            pipe.anytime(images[:1], deadline=1.0, latency="tensorrt/cuda:0")
+        for bad in (-1, "soon", True, float("nan")):
+            with pytest.raises(InputError, match="deadline must be a number of seconds"):
+                pipe.anytime(images[:1], deadline=bad)
+
+
 def test_thresholds_change_without_rebuilding(pkg, images):
     with mesc.load(pkg) as pipe:
         sessions = dict(pipe.runner.sessions)

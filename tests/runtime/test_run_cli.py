@@ -80,11 +80,32 @@ def test_wrong_size_is_refused_unless_resize(pkg_host, tmp_path):
     (["--th-img", "0.5,0.5"], "gives 2 values for 3 exits"),
     (["--th-img", "2"], "thresholds must be in [0, 1]"),
     (["--target", "xavier"], "select TensorRT engines"),
+    (["--deadline", "0"], "--deadline"),
+    (["--deadline", "50", "--exit", "1"], "--deadline runs anytime mode"),
 ])
 def test_bad_options_are_one_line_errors(pkg_host, pngs, tmp_path, args, msg):
     code, text = _run(pkg_host, pngs / "img0.png", "-o", tmp_path / "o", *args)
     assert code == 2 and msg in text, text
     assert "Traceback" not in text
+
+
+def test_run_with_a_deadline_keeps_the_last_prediction_in_time(pkg_host, pngs, tmp_path):
+    from mesc.package import Package
+
+    (pngs / "broken.png").unlink()
+    copy = tmp_path / "pkg"
+    shutil.copytree(pkg_host, copy)
+    pkg = Package.load(copy)
+    # recorded: the final exit's head takes 1000 s, everything else nothing
+    final_head = pkg.exits[-1]["segment"]
+    pkg.manifest["latency"] = {"onnxruntime/cpu": {s["name"]: 1e6 if s["name"] == final_head else 0.0
+                                                   for s in pkg.segments}}
+    pkg.save()
+    code, text = _run(copy, pngs, "-o", tmp_path / "out", "--deadline", "30000", "--th-img", "1")
+    assert code == 0, text
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["summary"]["exits"] == {"exit0": 0, "exit1": 3, "exit2": 0}
+    assert "deadline 30000 ms: missed by 0 of 3 call(s)" in text
 
 
 def test_tensorrt_backend_names_its_extra(pkg_host, pngs, tmp_path):
