@@ -34,7 +34,8 @@ def in_graph(pkg) -> bool:
 
 
 def check_compilable(pkg, kind: str) -> None:
-    """Refuse, before any work, a package whose heads cannot take the ``kind`` policy."""
+    """Refuse, before any work, a package whose heads cannot take the ``kind`` policy (where
+    taking it means recompiling them, :func:`needs_compile`)."""
     if kind not in POLICY_KINDS:
         raise MescError(f"policy kind must be one of {POLICY_KINDS}, got {kind!r}")
     if not in_graph(pkg):
@@ -43,6 +44,8 @@ def check_compilable(pkg, kind: str) -> None:
                             "runs its policy on the host (exported with --policy none); re-export it with the "
                             "in-graph policy (--policy top1 or entropy)")
         return  # the host runs mess, mean_* and fft from the logits: nothing to compile
+    if not needs_compile(pkg, kind):
+        return  # the heads run this kind already: only thresholds change
     built = sorted(pkg.manifest.get("precisions") or {})
     engines = sorted(t for t, e in (pkg.manifest.get("engines") or {}).items() if e)
     if built or engines:

@@ -124,6 +124,8 @@ def test_prepared_graphs_or_engines_block_a_recompile(pkg_dir, data):
     with pytest.raises(MescError, match=r"would leave its prepared fp16 graphs running the mess policy"):
         write(pkg_dir, data, "fft")
     assert (pkg_dir / "mesc.json").read_bytes() == before
+    write(pkg_dir, data, "mess")  # the kind the heads run: thresholds only, the prepared graphs stay valid
+    assert json.loads((pkg_dir / "mesc.json").read_text())["precisions"] == {"fp16": {"segments": {}}}
 
 
 def test_thresholds_a_kind_does_not_read_are_refused(pkg_dir, data):
