@@ -132,8 +132,7 @@ def eager_policy(net, pkg, threads, device="cpu", thresholds: bool = False):
     worst case, every exit's policy evaluated); True uses the package's thresholds."""
     import torch
 
-    from mesc.manifest import edge_band_of
-    from mesc.policy import mess_confidence_fast, predicted_labels
+    from mesc.policy import exit_decision, policy_scores, predicted_labels
 
     torch.set_num_threads(threads)
     dev = torch.device(str(device))
@@ -146,10 +145,10 @@ def eager_policy(net, pkg, threads, device="cpu", thresholds: bool = False):
         outs = list(out.values()) if isinstance(out, dict) else list(out)
         for ex in exits[:-1]:
             p = ex["policy"]
-            th_pix, th_img = (p["th_pix"], p["th_img"]) if thresholds else (1.0, 1.0)
             logits = outs[ex["index"]].cpu().numpy()
-            if (mess_confidence_fast(logits, th_pix, p["confidence"], p["edge"], p["stride"],
-                                     edge_band_of(p)) >= th_img).all():
+            # the policy is evaluated either way: without thresholds it only never lets go
+            leaves = exit_decision(policy_scores(logits, p), p).all()
+            if thresholds and leaves:
                 return predicted_labels(logits)
         return predicted_labels(outs[exits[-1]["index"]].cpu().numpy())
 

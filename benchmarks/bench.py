@@ -36,6 +36,7 @@ import numpy as np
 
 from mesc.benchmarks import harness
 from mesc.errors import MescError
+from mesc.policy import NEVER_EXIT, policy_kind
 from mesc.progress import bar as progress_bar
 from mesc.timestamps import utc_now
 
@@ -271,7 +272,7 @@ def _bench(ctx: BenchContext, images) -> dict:
             variants["never_exit"] = _call(pipe, x)
         saved = {k: pipe.thresholds(k) for k in exits}
         for k in exits:  # thresholds no image meets, for never_exit; the budgeted runs ignore them
-            pipe.set_thresholds(k, th_pix=1.0, th_img=1.0)
+            pipe.set_thresholds(k, **NEVER_EXIT[policy_kind(pipe.pkg.policy(k))])
         try:
             rounds = _rounds(ctx, variants, host, "bench: interleaved rounds")
         finally:

@@ -315,13 +315,23 @@ def _argmax_labels(b: _Builder, logits: str, out: str | None) -> str:
 
 def _pixel_confidence(b: _Builder, logits: str, confidence: str, m_dim) -> str:
     """Per-pixel top-1 probability or 1 - H/log M, N,1,H,W."""
+    return _confidence_from_softmax(b, _softmax_parts(b, logits), confidence, m_dim)
+
+
+def _softmax_parts(b: _Builder, logits: str) -> tuple[str, str, str]:
+    """(z, exp z, S): the pieces both confidences are computed from, so that a policy reading
+    both (the learned one) takes one softmax."""
     # Softmax written out over the class axis: ORT's CPU Softmax on a non-last axis transposes
     # the whole tensor, which alone cost more than the rest of the policy. With z = l - max l,
     # S = sum exp z: top-1 probability = 1/S exactly (exp 0 = 1), and the entropy is
     # H = log S - sum(exp(z) * z)/S, which never takes log(0) where a probability underflows.
     z = b.op("Sub", [logits, b.reduce("ReduceMax", logits, [1], keepdims=1)])
     ez = b.op("Exp", [z])
-    s = b.reduce("ReduceSum", ez, [1], keepdims=1)  # N,1,H,W, >= 1
+    return z, ez, b.reduce("ReduceSum", ez, [1], keepdims=1)  # S: N,1,H,W, >= 1
+
+
+def _confidence_from_softmax(b: _Builder, parts: tuple[str, str, str], confidence: str, m_dim) -> str:
+    z, ez, s = parts
     one = b.const("one", 1.0, np.float32)
     if confidence == "top1":
         return b.op("Div", [one, s])

@@ -61,15 +61,16 @@ def _exit_rows(exits) -> list[tuple]:
     rows = [head]
     for k, (e, p) in enumerate(zip(exits, points)):
         pol = e["policy"]
+        kind = pol.get("kind", "mess")  # another kind than MESS is named in place of MESS's confidence
+        th_img = f"[{pol.get('lo')}, {pol.get('hi')}]" if kind == "fft" else f"{pol.get('th_img')}"
         first = k == 0 or points[k - 1] != p
         config = (format_config(e.get("config")),) if configs else ()
         rows.append(((str(p) if first else "",) if grouped else ()) + (
             e["name"], "yes" if e.get("enabled", True) else "no") + config + (
             e["segment"], str(e["num_classes"]), str(e["output_stride"]),
-            pol.get("confidence", "") + ("" if e.get("confidence") else " (host)"),
+            (pol.get("confidence", "") if kind == "mess" else kind) + ("" if e.get("confidence") else " (host)"),
             pol.get("at", "output"), str(pol.get("edge")), edge_band_of(pol), str(pol.get("stride")),
-            f"{pol.get('th_pix')}",
-            f"{pol.get('th_img')}"))
+            f"{pol.get('th_pix')}" if kind == "mess" else "-", th_img))
     return rows
 
 

@@ -14,9 +14,15 @@ from mesc.paths import check_rel_path
 
 SCHEMA_VERSION = 1
 MANIFEST = "mesc.json"
-POLICY_KEYS = {"confidence", "edge", "band", "stride", "at", "th_pix", "th_img"}
-# settings the exporter compiles into an exit's graph (th_pix is a graph input, th_img a host test)
-COMPILED_POLICY_KEYS = ("confidence", "edge", "band", "stride", "at")
+POLICY_KEYS = {"kind", "confidence", "edge", "band", "stride", "at", "th_pix", "th_img", "lo", "hi"}
+# settings compiled into an exit's graph (th_pix is a graph input; th_img, lo and hi host tests)
+COMPILED_POLICY_KEYS = ("kind", "confidence", "edge", "band", "stride", "at")
+# which exit policy an exit runs ("kind"; absent: "mess", as in every package before kinds existed):
+# MESS, the mean per-pixel confidence, the FFT range and the learned decision network
+POLICY_KINDS = ("mess", "mean_top1", "mean_entropy", "fft", "learned")
+# the thresholds each kind reads: th_img and lo/hi are compared on the host with the exit's score
+KIND_THRESHOLDS = {"mess": ("th_pix", "th_img"), "mean_top1": ("th_img",), "mean_entropy": ("th_img",),
+                   "fft": ("lo", "hi"), "learned": ("th_img",)}
 POLICY_AT = ("output", "native")
 # the semantic edge band (mesc.policy.edge_band): "paper", the MESS paper's Eq. 8 (label edges
 # grown by os), or "wide", a label change within a (2*os+1)^2 window (about twice as wide), what
@@ -79,6 +85,14 @@ def check_policy(policy: dict, where: str) -> None:
     _need(isinstance(policy, dict), where, "policy must be an object")
     unknown = set(policy) - POLICY_KEYS
     _need(not unknown, where, f"unknown policy keys {sorted(unknown)}; expected {sorted(POLICY_KEYS)}")
+    _need(policy.get("kind", "mess") in POLICY_KINDS, where,
+          f"kind must be one of {POLICY_KINDS}, got {policy.get('kind')!r}")
+    for key in ("lo", "hi"):
+        if key in policy:
+            _need(_is_number(policy[key]), where, f"{key} (the FFT policy's score range) must be a finite number, "
+                                                  f"got {policy[key]!r}")
+    if "lo" in policy and "hi" in policy:
+        _need(policy["lo"] <= policy["hi"], where, f"lo must not exceed hi, got lo={policy['lo']!r} hi={policy['hi']!r}")
     if "confidence" in policy:
         _need(policy["confidence"] in CONFIDENCE_KINDS, where,
               f"confidence must be one of {CONFIDENCE_KINDS}, got {policy['confidence']!r}")
@@ -253,15 +267,15 @@ def _check_exits(m, segs):
         _need(fed <= {ex.get("th_pix_input")}, where,
               f"its head reads {sorted(fed)}, which no earlier segment gives and is not the exit's th_pix_input")
         # the runtime runs the policy either in every exit's graph or on the host for all
-        in_graph = [ex.get(k) is not None for k in IN_GRAPH_KEYS]
-        _need(all(in_graph) or not any(in_graph), where,
-              f"{', '.join(IN_GRAPH_KEYS)} must all be set (policy in the graph) or all null")
+        check_policy(ex["policy"], f"{where} policy")
+        _check_in_graph_keys(ex, where)
         if tail is not None:
             _need({t["name"] for t in tail["inputs"]} <= _outputs(head) | _outputs_before(m, segs, head), where,
                   f"tail '{tail['name']}' reads tensors its head does not give")
-        check_policy(ex["policy"], f"{where} policy")
-        for key in ("th_pix", "th_img"):  # what every run reads
-            _need(key in ex["policy"], f"{where} policy", f"missing '{key}'")
+        kind = ex["policy"].get("kind", "mess")
+        for key in KIND_THRESHOLDS[kind]:  # what every run reads
+            _need(key in ex["policy"], f"{where} policy", f"missing '{key}'" + ("" if kind == "mess" else
+                                                                                f" (the {kind} policy's threshold)"))
         _need(isinstance(ex.get("enabled", True), bool), where, f"enabled must be true or false, got {ex.get('enabled')!r}")
         _need(ex.get("config") is None or isinstance(ex["config"], dict), where,
               f"config must be an object (the head's ExitConfig), got {type(ex.get('config')).__name__}")
@@ -279,6 +293,26 @@ def _check_exits(m, segs):
     for n, seg in segs.items():
         _need(seg.get("exit") is None or seg["exit"] in names, f"segment '{n}'",
               f"exit '{seg.get('exit')}' is not in 'exits'")
+
+
+def _check_in_graph_keys(ex, where) -> None:
+    """labels and confidence are both named (policy in the graph) or both null; an in-graph MESS
+    policy takes th_pix as a graph input, the other kinds read no pixel threshold."""
+    kind = ex["policy"].get("kind", "mess")
+    in_graph = ex.get("labels") is not None and ex.get("confidence") is not None
+    _need(in_graph or (ex.get("labels") is None and ex.get("confidence") is None), where,
+          f"{', '.join(IN_GRAPH_KEYS)} must all be set (policy in the graph) or all null")
+    if not in_graph:
+        _need(ex.get("th_pix_input") is None, where,
+              f"{', '.join(IN_GRAPH_KEYS)} must all be set (policy in the graph) or all null")
+        _need(kind != "learned", where, "the learned policy runs in the exit's graph, but the exit has none "
+                                        "(labels and confidence are null)")
+    elif kind == "mess":
+        _need(ex.get("th_pix_input") is not None, where,
+              f"{', '.join(IN_GRAPH_KEYS)} must all be set (policy in the graph) or all null")
+    else:
+        _need(ex.get("th_pix_input") is None, where,
+              f"th_pix_input must be null: the {kind} policy in the graph reads no pixel threshold")
 
 
 def _outputs_before(m, segs, head):

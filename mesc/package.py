@@ -26,9 +26,11 @@ Manifest layout (schema 1), all lists in execution order::
                  "num_classes": 19, "output_stride": 8,
                  "labels": "exit0_labels"|null, "confidence": "exit0_confidence"|null,
                  "th_pix_input": "exit0_th_pix"|null, "policy_logits": "exit0_logits",
-                 "policy": {"confidence": "top1"|"entropy", "edge": true, "stride": 8,
+                 "policy": {"kind": "mess"|"mean_top1"|"mean_entropy"|"fft"|"learned" (absent: mess),
+                            "confidence": "top1"|"entropy", "edge": true, "stride": 8,
                             "band": "paper"|"wide" (absent: "wide"), "at": "output"|"native",
-                            "th_pix": 0.9, "th_img": 0.8}}, ...],
+                            "th_pix": 0.9, "th_img": 0.8 (mess), th_img (mean_*, learned),
+                            "lo", "hi" (fft)}}, ...],
       "files": {"onnx/chunk0.onnx": "<sha256>", ...},
       "precisions": {"fp16"|"int8": {"segments": {"<segment>": "onnx_fp16/<segment>.onnx", ...},
                                      "accuracy": {"<exit>": {"agreement", "miou"}}, ...}},
@@ -186,6 +188,8 @@ class Package:
             raise MescError(
                 f"exit '{ex['name']}': {', '.join(changed)} {'is' if len(changed) == 1 else 'are'} compiled into "
                 f"the exit's graph; re-export to change {'it' if len(changed) == 1 else 'them'}"
+                + (" ('mesc calibrate --policy KIND --write' compiles another policy kind into the heads)"
+                   if "kind" in changed else "")
             )
         ex["policy"] = new
 

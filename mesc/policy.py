@@ -486,3 +486,56 @@ register_policy("mean_top1", lambda **kw: MeanConfidencePolicy("top1", **kw))
 register_policy("mean_entropy", lambda **kw: MeanConfidencePolicy("entropy", **kw))
 register_policy("fft", FftPolicy)
 register_policy("onnx", OnnxDecisionPolicy)
+
+
+# ----------------------------------------------------------------------------------------------
+# the policy a package runs: one score per image on the host, and the exit test on it
+
+def policy_kind(policy: dict) -> str:
+    """The kind an exit's manifest policy runs (``"kind"``; packages from before kinds: MESS)."""
+    return policy.get("kind", "mess")
+
+
+def policy_scores(logits, policy: dict) -> np.ndarray:
+    """One score per image (N,) of an exit's logits under its manifest policy: MESS's c_img at
+    ``th_pix``, the mean per-pixel confidence, or the FFT magnitude. The learned decision
+    network exists only in the exit's graph (its weights are compiled there)."""
+    from mesc.manifest import edge_band_of
+
+    kind = policy_kind(policy)
+    if kind == "mess":
+        return mess_confidence_fast(logits, policy.get("th_pix", 0.9), confidence=policy.get("confidence", "top1"),
+                                    edge=policy.get("edge", True), stride=policy.get("stride", 8),
+                                    band=edge_band_of(policy))
+    if kind in ("mean_top1", "mean_entropy"):
+        return mean_confidence(logits, kind[len("mean_"):])
+    if kind == "fft":
+        return fft_magnitude(logits)
+    raise MescError(f"the {kind} policy runs in the exit's graph only; it has no host implementation "
+                    "(export the package with the in-graph policy)")
+
+
+# thresholds under which (almost) no image leaves, per kind: MESS lets an image go only if every
+# enhanced pixel has confidence exactly 1.0 (saturated float32 logits), the mean confidences
+# likewise; the FFT range [-1, -1] holds no magnitude; a float32 sigmoid saturating to 1.0 can
+# still pass the learned network's 1.0
+NEVER_EXIT = {"mess": {"th_pix": 1.0, "th_img": 1.0}, "mean_top1": {"th_img": 1.0}, "mean_entropy": {"th_img": 1.0},
+              "learned": {"th_img": 1.0}, "fft": {"lo": -1.0, "hi": -1.0}}
+
+
+def exit_decision(scores, policy: dict) -> np.ndarray:
+    """Which images (bool, N) leave, from their scores under an exit's manifest policy: the FFT
+    policy when the score lies in [lo, hi], every other kind when score >= th_img."""
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if policy_kind(policy) == "fft":
+        return (s >= policy["lo"]) & (s <= policy["hi"])
+    return s >= policy["th_img"]
+
+
+def _learned_policy(**params):
+    from mesc.policy_learned import LearnedPolicy
+
+    return LearnedPolicy(**params)
+
+
+register_policy("learned", _learned_policy)

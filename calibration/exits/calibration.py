@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mesc.calibration.exits import memo as memo_mod
+from mesc.calibration.exits.decision import DEFAULT_MARGIN, learned_scores, train_exit_nets
 from mesc.calibration.exits.manifest import write_configuration
 from mesc.calibration.exits.report import build_report, load_pyplot, plot_pareto
 from mesc.calibration.exits.search import InfeasibleBound, Searcher, costs_from_package
 from mesc.errors import CalibrationError, MescError
+from mesc.manifest import POLICY_KINDS
 from mesc.progress import iterate
 
 
@@ -32,6 +34,7 @@ class Calibration:
     costs: object       # search.Costs
     report: dict
     compare: dict       # other policy -> SearchResult (with compare_policies)
+    nets: dict = None   # the learned policy's decision network per exit name (policy "learned")
 
 
 # calibration sets smaller than these are refused / warned about (options --min-images, --warn-images)
@@ -91,6 +94,14 @@ def check_options(max_drop=None, max_cost=None, limit=None, th_img_steps: int = 
     _need_int(warn_images, 0, "--warn-images")
 
 
+def check_policy_name(policy) -> str:
+    """The calibrated policy's name (``mean-entropy`` spelt either way), or the error listing them."""
+    name = policy.replace("-", "_") if isinstance(policy, str) else policy
+    if name not in POLICY_KINDS:
+        raise CalibrationError(f"--policy must be one of {', '.join(POLICY_KINDS)}, got {policy!r}")
+    return name
+
+
 def check_image_count(n: int, data, min_images: int = MIN_IMAGES, warn_images: int = WARN_IMAGES) -> None:
     """Refuse fewer than ``min_images`` calibration images; warn under ``warn_images``."""
     if n < min_images:
@@ -118,11 +129,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     from mesc.package import Package
 
     check_options(max_drop, max_cost, limit, th_img_steps, min_images, warn_images)
-    if policy not in memo_mod.POLICIES:
-        raise MescError(f"unknown policy {policy!r}; expected one of {', '.join(memo_mod.POLICIES)}")
-    if write and policy != "mess":
-        raise MescError(f"--write stores MESS thresholds (th_pix, th_img) for the runtime; the {policy} policy "
-                        f"has no place in the package (calibrate it to compare, without --write)")
+    policy = check_policy_name(policy)
     inputs = [("PACKAGE", package if not isinstance(package, Package) else package.root), ("--data", data)]
     for option, path in (("--report", report), ("--plot", plot)):
         if path is not None:
@@ -132,6 +139,10 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     if plot is not None:
         load_pyplot()
     pkg = Package.load(package)
+    if write:  # a package that cannot take the policy is refused before the images run
+        from mesc.exporters.policy_compile import check_compilable
+
+        check_compilable(pkg, policy)
     costs = costs_from_package(pkg, latency_key)
     check_image_count(len(memo_mod.calibration_pairs(data, limit, split)), data, min_images, warn_images)
     memo = memo_mod.evaluate(pkg, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
@@ -139,8 +150,16 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     last = len(memo.exits) - 1
     subsets = [tuple(range(last + 1))] if all_exits else None
 
+    nets = {}
+
     def run(pol):
-        s = Searcher(memo.inter, memo.union, memo.conf(pol), costs, exit_names=memo.exits,
+        if pol == "learned":
+            margin = DEFAULT_MARGIN if max_drop is None else max_drop / 100.0
+            nets.update(train_exit_nets(memo, margin))
+            conf = learned_scores(memo, nets)
+        else:
+            conf = memo.conf(pol)
+        s = Searcher(memo.inter, memo.union, conf, costs, exit_names=memo.exits,
                      th_pix_grid=memo.th_pix_grid if pol == "mess" else None, policy=pol,
                      th_img_steps=th_img_steps)
         bound = parse_max_cost(max_cost, s.reference().expected_cost)
@@ -150,7 +169,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     result = run(policy)   # InfeasibleBound propagates with the best achievable in its message
     compare = {}
     if compare_policies:
-        for pol in memo_mod.POLICIES:
+        for pol in POLICY_KINDS:
             if pol != policy:
                 try:
                     compare[pol] = run(pol)
@@ -161,7 +180,8 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
         if rep["takes_all"]:
             warnings.warn(f"the thresholds written make {rep['takes_all']} take every image that reaches it, so the "
                           "exits after it never run (see the report's note)", CalibrationWarning, stacklevel=2)
-        write_configuration(pkg, result.best, rep, depends_on=costs.manifest_dependencies())
+        write_configuration(pkg, result.best, rep, depends_on=costs.manifest_dependencies(),
+                            nets=nets if policy == "learned" else None)
         rep["written"] = True
     if report is not None:
         from mesc.staging import write_json_atomic
@@ -170,7 +190,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     if plot is not None:
         plot_pareto(result, plot, compare=compare, title=f"{Path(str(pkg.root)).name}: {memo.n} images, "
                                                          f"policy {policy}")
-    return Calibration(result, memo, costs, rep, compare)
+    return Calibration(result, memo, costs, rep, compare, nets if nets else None)
 
 
 __all__ = ["Calibration", "CalibrationWarning", "MIN_IMAGES", "WARN_IMAGES", "calibrate", "check_image_count",

@@ -64,14 +64,16 @@ def _row(name: str, mode: str, cm: np.ndarray) -> dict:
 
 def policy_choice(pkg, confidences: dict) -> int:
     """The exit position the runtime's input-dependent mode picks for an image whose image
-    confidences per exit name are ``confidences``: the first enabled non-final exit at or
-    above its ``th_img``, else the final exit."""
+    confidences (scores) per exit name are ``confidences``: the first enabled non-final exit
+    whose policy lets it go (:func:`mesc.policy.exit_decision`), else the final exit."""
+    from mesc.policy import exit_decision
+
     last = len(pkg.exits) - 1
     for e, ex in enumerate(pkg.exits[:-1]):
         if ex.get("enabled") is False:
             continue
         conf = confidences.get(ex["name"])
-        if conf is not None and conf >= ex["policy"]["th_img"]:
+        if conf is not None and exit_decision([conf], ex["policy"])[0]:
             return e
     return last
 
@@ -133,7 +135,9 @@ def evaluate_package(package, data, split: str | None = None, resize: bool = Fal
     meta = {"package": str(pkg.root), "data": str(data), "split": split, "resize": bool(resize),
             "backend": pipe.runner.backend, "device": str(pipe.runner.device),
             "thresholds": {ex["name"]: {"enabled": ex.get("enabled") is not False,
-                                        "th_pix": ex["policy"].get("th_pix"), "th_img": ex["policy"].get("th_img")}
+                                        "kind": ex["policy"].get("kind", "mess"),
+                                        **{k: ex["policy"].get(k) for k in ("th_pix", "th_img", "lo", "hi")
+                                           if k in ex["policy"] or k in ("th_pix", "th_img")}}
                            for ex in pkg.exits},
             "seconds": round(seconds, 3), "scoring_seconds": round(scoring, 3)}
     ev = Evaluation(pipe.exit_names, classes, budgeted, policy,

@@ -1,63 +1,115 @@
 """Writing a chosen configuration into the package manifest (``mesc calibrate --write``).
 
-Writing stores the chosen thresholds in the package manifest, atomically, with
-:meth:`mesc.package.Package.set_policy` and :meth:`~mesc.package.Package.save`:
+Writing stores the chosen policy and thresholds in the package manifest, atomically:
 
-* kept non-final exits get ``th_pix`` and ``th_img``, and ``"enabled": true`` on the exit entry;
+* every exit's policy gets the calibrated ``kind`` (``mess``, ``mean_top1``, ``mean_entropy``,
+  ``fft``, ``learned``) and that kind's thresholds (MESS: ``th_pix`` and ``th_img``; the mean
+  confidences and the learned network: ``th_img``; FFT: ``lo`` and ``hi``), the other kinds'
+  thresholds removed;
+* when the heads of a package with the in-graph policy run another kind (or the kind is
+  ``learned``, whose weights are new), the heads are recompiled with it in the same locked
+  commit (:mod:`mesc.exporters.policy_compile`); a host-policy package only changes its
+  manifest, the runtime computing the kind's score from the logits;
+* kept non-final exits get ``"enabled": true`` on the exit entry;
 * exits the configuration drops get ``"enabled": false`` on the exit entry (not in ``policy``:
   the policy schema is closed). A runtime honours it by skipping that exit's head in
   input-dependent mode (its chunk still runs: it is part of the next exit's backbone). As a
-  fallback for a runtime that ignores the flag, their policy is also set to ``th_pix = 1.0,
-  th_img = 1.0``: the image leaves there only if every (edge-enhanced) pixel has confidence
-  exactly 1.0, which float32 softmax reaches only for saturated logits;
-* the final exit's policy is untouched (it always takes the images that reach it);
+  fallback for a runtime that ignores the flag, their thresholds are set so that (almost) no
+  image leaves there (``DISABLED_POLICY``): MESS ``th_pix = 1.0, th_img = 1.0`` lets an image go
+  only if every (edge-enhanced) pixel has confidence exactly 1.0, which float32 softmax reaches
+  only for saturated logits; the FFT range [-1, -1] holds no magnitude;
+* the final exit takes every image that reaches it: a MESS package keeps its policy as it was,
+  another kind gets thresholds every score passes (``FINAL_POLICY``);
 * ``manifest["calibration"]`` records the data, policy, bound and the predicted figures.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from mesc.errors import MescError
+from mesc.policy import NEVER_EXIT
 from mesc.timestamps import utc_now
 
-DISABLED_POLICY = {"th_pix": 1.0, "th_img": 1.0}
+THRESHOLD_KEYS = ("th_pix", "th_img", "lo", "hi")
+# an exit that should take (almost) no image, per kind (see the module docstring)
+DISABLED_THRESHOLDS = NEVER_EXIT
+DISABLED_POLICY = NEVER_EXIT["mess"]
+# the final exit's thresholds under a kind other than MESS: every score passes (the scores are
+# >= 0, and float32 from the graph)
+FINAL_POLICY = {"mean_top1": {"th_img": 0.0}, "mean_entropy": {"th_img": 0.0}, "learned": {"th_img": 0.0},
+                "fft": {"lo": 0.0, "hi": float(np.finfo(np.float32).max)}}
+MESS_FINAL_DEFAULT = {"th_pix": 0.9, "th_img": 0.0}
 
 
 def exit_settings(cfg, exit_names) -> dict:
-    """Per early exit of ``exit_names`` (the final one excluded): ``{"th_pix", "th_img"}`` where
-    ``cfg`` (a MESS Configuration) keeps it, None where it drops it."""
-    if cfg.policy != "mess":
-        raise MescError(f"only MESS configurations can be written to a package, not {cfg.policy}")
+    """Per early exit of ``exit_names`` (the final one excluded): the thresholds of ``cfg``'s
+    policy kind where ``cfg`` keeps the exit (MESS ``{"th_pix", "th_img"}``, FFT ``{"lo",
+    "hi"}``, the others ``{"th_img"}``), None where it drops it."""
+    if cfg.policy not in DISABLED_THRESHOLDS:
+        raise MescError(f"a {cfg.policy!r} configuration cannot be written to a package; policies: "
+                        f"{sorted(DISABLED_THRESHOLDS)}")
     out = {}
     for name in list(exit_names)[:-1]:
-        th_img = cfg.th_img.get(name) if name in cfg.exits else None
-        out[name] = None if th_img is None else {"th_pix": float(cfg.th_pix[name]), "th_img": float(th_img)}
+        th = (cfg.thresholds.get(name) or {}) if name in cfg.exits else {}
+        if cfg.policy == "mess":
+            th_img = cfg.th_img.get(name) if name in cfg.exits else None
+            out[name] = None if th_img is None else {"th_pix": float(cfg.th_pix[name]), "th_img": float(th_img)}
+        elif cfg.policy == "fft":
+            out[name] = {"lo": float(th["lo"]), "hi": float(th["hi"])} if "lo" in th else None
+        else:
+            out[name] = {"th_img": float(th["th"])} if th.get("th") is not None else None
     return out
 
 
-def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=()) -> None:
-    """Store ``cfg`` (a MESS Configuration) in the package manifest, atomically; refused if a
-    manifest entry in ``depends_on`` (e.g. the latencies its costs came from,
+def _policy_with(policy: dict, kind: str, thresholds: dict) -> dict:
+    """``policy`` running ``kind`` with ``thresholds``, other kinds' thresholds removed. MESS is
+    written without a ``kind`` (its absence means MESS), so such packages stay readable by a mesc
+    from before policy kinds."""
+    out = {k: v for k, v in policy.items() if k not in (*THRESHOLD_KEYS, "kind")} | thresholds
+    return out if kind == "mess" else out | {"kind": kind}
+
+
+def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=(), nets: dict | None = None) -> None:
+    """Store ``cfg`` (a Configuration of any policy kind) in the package manifest, compiling its
+    kind into the heads where they run another (``nets``: the learned policy's decision network
+    per exit name), atomically; refused if a manifest entry in ``depends_on`` (e.g. the
+    latencies its costs came from,
     :meth:`~mesc.calibration.exits.search.Costs.manifest_dependencies`) changed on disk since
     ``pkg`` was read."""
+    from mesc.exporters.policy_compile import check_compilable, compile_policy, needs_compile
+
+    kind = cfg.policy
     settings = exit_settings(cfg, [ex["name"] for ex in pkg.exits])
-    disabled = []
-    for ex in pkg.exits:
-        name = ex["name"]
-        ex["enabled"] = settings.get(name, True) is not None  # the final exit is not in settings
-        if name not in settings:
-            continue
-        pkg.set_policy(name, **(settings[name] or DISABLED_POLICY))
-        if settings[name] is None:
-            disabled.append(name)
-    pkg.manifest["calibration"] = {
+    check_compilable(pkg, kind)
+    disabled = [name for name, s in settings.items() if s is None]
+    record = {
         "created": utc_now(),
         "data": None if rep is None else rep["data"], "images": None if rep is None else rep["images"],
-        "policy": cfg.policy, "objective": None if rep is None else rep["objective"],
+        "policy": kind, "objective": None if rep is None else rep["objective"],
         "bound": None if rep is None else rep["bound"],
         "exits": cfg.exits, "disabled": disabled, "expected_cost": cfg.expected_cost, "unit": cfg.unit,
         "miou": cfg.miou, "exit_fraction": cfg.exit_fraction,
     }
+
+    def apply(m: dict) -> None:
+        for ex in m["exits"]:
+            name = ex["name"]
+            ex["enabled"] = settings.get(name, True) is not None  # the final exit is not in settings
+            if name in settings:
+                th = settings[name] or DISABLED_THRESHOLDS[kind]
+            elif kind == "mess":  # the final exit
+                th = {k: ex["policy"].get(k, v) for k, v in MESS_FINAL_DEFAULT.items()}
+            else:
+                th = FINAL_POLICY[kind]
+            ex["policy"] = _policy_with(ex["policy"], kind, th)
+        m["calibration"] = record
+
+    if needs_compile(pkg, kind):
+        compile_policy(pkg, kind, nets=nets, update=apply, depends_on=depends_on)
+        return
+    apply(pkg.manifest)
     pkg.save(depends_on=depends_on)
 
 
-__all__ = ["exit_settings", "write_configuration", "DISABLED_POLICY"]
+__all__ = ["exit_settings", "write_configuration", "DISABLED_POLICY", "DISABLED_THRESHOLDS", "FINAL_POLICY"]

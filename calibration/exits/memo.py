@@ -19,6 +19,11 @@ here are exactly those the runtime returns. Per image and exit the memo keeps:
   the threshold).
 * ``scores["mean_top1"]``, ``scores["mean_entropy"]``, ``scores["fft"]`` (N x E): the thesis'
   single-score policies, so that they are calibrated on the same images and terms.
+* ``features`` (N x E x F): the learned policy's decision features
+  (:mod:`mesc.policy_learned`), which :mod:`mesc.calibration.exits.decision` trains on.
+
+Where the heads run another policy kind than MESS, the in-graph score is compared with that
+kind's host score instead (the learned network's is not: its weights live in the graph).
 
 Everything is cached in an ``.npz`` keyed by the package's file checksums and policy settings,
 the data files (paths, sizes, modification times), the grid and the resize flag.
@@ -43,10 +48,11 @@ from mesc.policy import (
     probability_confidence,
     softmax,
 )
+from mesc.policy_learned import FEATURES, features_from_confidence
 from mesc.progress import bar as progress_bar
 from mesc.scoring import confusion_at_mask
 
-MEMO_VERSION = 2  # 2: scored at the masks' resolution (masks no longer resized with --resize)
+MEMO_VERSION = 3  # 2: scored at the masks' resolution (masks no longer resized with --resize); 3: features
 # 20 th_pix values: coarse where top-1 confidences are rare, fine near 1 where they pile up.
 DEFAULT_TH_PIX_GRID = tuple(np.round(np.concatenate([np.linspace(0.5, 0.95, 14),
                                                      [0.96, 0.97, 0.98, 0.99, 0.995, 0.999]]), 4).tolist())
@@ -63,6 +69,7 @@ class Memo:
     scores: dict
     images: list
     meta: dict = field(default_factory=dict)
+    features: np.ndarray | None = None  # N x E x F, the learned policy's decision features
 
     @property
     def n(self) -> int:
@@ -82,7 +89,8 @@ class Memo:
     def subset(self, rows) -> "Memo":
         rows = np.asarray(rows)
         return Memo(self.exits, self.num_classes, self.th_pix_grid, self.inter[rows], self.union[rows],
-                    {k: v[rows] for k, v in self.scores.items()}, [self.images[i] for i in rows], dict(self.meta))
+                    {k: v[rows] for k, v in self.scores.items()}, [self.images[i] for i in rows], dict(self.meta),
+                    None if self.features is None else self.features[rows])
 
     # persistence -------------------------------------------------------------------------
     def save(self, path) -> None:
@@ -90,7 +98,8 @@ class Memo:
         meta = dict(self.meta, exits=self.exits, num_classes=self.num_classes, images=self.images,
                     memo_version=MEMO_VERSION)
         arrays = {"inter": self.inter, "union": self.union, "th_pix_grid": self.th_pix_grid,
-                  **{f"score_{k}": v for k, v in self.scores.items()}}
+                  **{f"score_{k}": v for k, v in self.scores.items()},
+                  **({} if self.features is None else {"features": self.features})}
         from mesc.staging import atomic_file
 
         with atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
@@ -103,7 +112,7 @@ class Memo:
                 meta = json.loads(str(z["meta"]))
                 scores = {k[len("score_"):]: z[k] for k in z.files if k.startswith("score_")}
                 return cls(meta.pop("exits"), meta.pop("num_classes"), z["th_pix_grid"], z["inter"], z["union"],
-                           scores, meta.pop("images"), meta)
+                           scores, meta.pop("images"), meta, z["features"] if "features" in z.files else None)
         except (OSError, KeyError, ValueError) as err:
             raise MescError(f"cannot read calibration cache {path}: {err}") from None
 
@@ -143,8 +152,8 @@ def image_stats(logits: np.ndarray, labels: np.ndarray, grid, policy: dict) -> d
     band = edge_band_fast(labels[None], stride, edge_band_of(policy)) if edge else None
     out = {"mess": mess_confidence_grid(conf, grid, band, stride)[:, 0],
            "mean_top1": float(top1.mean()), "mean_entropy": float(ent.mean()),
-           "fft": float(confidence_fft_magnitude(top1)[0])}
-    if policy.get("th_pix") is not None:
+           "fft": float(confidence_fft_magnitude(top1)[0]), "features": features_from_confidence(top1, ent)[0]}
+    if policy.get("kind", "mess") == "mess" and policy.get("th_pix") is not None:
         out["at_th_pix"] = float(mess_confidence_grid(conf, [policy["th_pix"]], band, stride)[0, 0])
     return out
 
@@ -320,8 +329,11 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     union = np.zeros_like(inter)
     scores = {"mess": np.zeros((n, e_count, len(grid))),
               **{k: np.zeros((n, e_count)) for k in ("mean_top1", "mean_entropy", "fft")}}
+    features = np.zeros((n, e_count, FEATURES))
     check = 0.0
     pol = [pkg.policy(e) for e in exits]
+    # what the heads' in-graph score is checked against: MESS at th_pix, or the kind's own score
+    checked = [{"mess": "at_th_pix", "learned": None}.get(p.get("kind", "mess"), p.get("kind")) for p in pol]
     bar = progress_bar(n, "calibrate: run exits", "img", show=progress)
     try:
         for i, e, r, mask in exit_results(pipe, batches(pipe, data, batch), bar):
@@ -334,16 +346,17 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
                 st = image_stats(native, native.argmax(0), grid, pol[e])
             for k in scores:
                 scores[k][i, e] = st[k]
+            features[i, e] = st["features"]
             graph = r.confidences.get(exits[e])
-            if graph is not None and "at_th_pix" in st:
-                check = max(check, abs(float(graph) - st["at_th_pix"]))
+            if graph is not None and st.get(checked[e]) is not None:
+                check = max(check, abs(float(graph) - st[checked[e]]))
     finally:
         bar.close()
         pipe.close()
     meta = {"package": str(pkg.root), "data": str(data_dir), "split": split, "resize": bool(resize),
             "conf_check_max_abs": check, "pixels": int(h * w), "key": key, "cached": False,
             "backend": pipe.runner.backend, "device": str(pipe.runner.device)}
-    memo = Memo(exits, num_classes, grid, inter, union, scores, [name for name, _, _ in data], meta)
+    memo = Memo(exits, num_classes, grid, inter, union, scores, [name for name, _, _ in data], meta, features)
     if cache is not None:
         memo.save(cache)
     return memo

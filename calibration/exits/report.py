@@ -69,8 +69,13 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
         "memo": {"th_pix_grid": [float(g) for g in memo.th_pix_grid], "cached": bool(memo.meta.get("cached")),
                  "conf_check_max_abs": memo.meta.get("conf_check_max_abs")},
     }
+    # the heads' costs were measured (or counted) with the policy they run now compiled in
+    rep["compiled_policy"] = sorted({ex["policy"].get("kind", "mess") for ex in pkg.exits})
     if compare:
-        rep["other_policies"] = {p: {"chosen": _cfg(r.best), "seconds": round(r.seconds, 3)}
+        # every kind calibrate knows can be written (--write) and run: all are deployable
+        rep["other_policies"] = {p: {"chosen": _cfg(r.best), "seconds": round(r.seconds, 3), "deployable": True,
+                                     "expected_cost": r.best.expected_cost, "unit": costs.unit,
+                                     "miou": r.best.miou}
                                  for p, r in compare.items() if r is not None}
     return rep
 
@@ -96,7 +101,7 @@ def format_report(rep: dict) -> str:
         th = best["thresholds"].get(name) or {}
         if name == best["exits"][-1]:
             tp, ti = "-", "(rest)"
-        elif rep["policy"] == "fft":
+        elif rep["policy"] == "fft":  # a score range, not a threshold
             tp, ti = "-", f"[{th.get('lo', 0):.4g}, {th.get('hi', 0):.4g}]"
         else:
             tp = "-" if best["th_pix"].get(name) is None else f"{best['th_pix'][name]:.4g}"
@@ -115,10 +120,15 @@ def format_report(rep: dict) -> str:
         ab = rep.get("anytime_best")
         lines += ["anytime within the cost reaches:  " + ("no exit" if ab is None else
                   f"{ab['exit']} ({ab['cost']:.4g} {unit}, mIoU {pct(ab['miou'])})")]
-    for p, r in (rep.get("other_policies") or {}).items():
+    others = rep.get("other_policies") or {}
+    for p, r in others.items():
         c = r["chosen"]
         lines.append(f"policy {p:<13s}  exits {', '.join(c['exits'])}: expected cost {c['expected_cost']:.4g} {unit}, "
                      f"mIoU {pct(c['miou'])}")
+    if others:
+        lines.append(f"note             every policy above can be written (--policy P --write); their costs use the "
+                     f"{rep['cost']['source']} head costs recorded with the {'/'.join(rep.get('compiled_policy') or ['mess'])} "
+                     f"policy compiled in")
     if best["exits"] == ref["exits"]:
         lines.append("note             no input-dependent configuration beats the final exit alone within the bound")
     takes_all = rep.get("takes_all")

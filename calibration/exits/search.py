@@ -241,6 +241,9 @@ class _Options:
             elif kind == "range":
                 los = _cuts(v, steps)
                 his = -_cuts(-v, steps)
+                # the cut passing every image lies on the largest score: one the graph computes a
+                # float32 rounding higher would fall out of the range, so it passes every score
+                his[his >= v.max()] = np.finfo(np.float32).max
                 for lo in los:
                     for hi in his[his > lo]:
                         g_idx.append(g)

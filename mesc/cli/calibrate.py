@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import backend_options
+from mesc.cli.options import backend_options, parse_policy_name
 
 
 @click.command("calibrate")
@@ -16,8 +16,9 @@ from mesc.cli.options import backend_options
 @click.option("--max-cost", default=None,
               help="Maximise mIoU with expected cost <= COST (ms when latencies are recorded, else MFLOPs), "
                    "or N% of the final-exit cost.")
-@click.option("--policy", type=click.Choice(["mess", "mean_top1", "mean_entropy", "fft"]), default="mess",
-              show_default=True, help="Exit policy to calibrate (only mess thresholds can be stored with --write).")
+@click.option("--policy", default="mess", show_default=True, callback=parse_policy_name,
+              help="Exit policy to calibrate: mess, mean_top1, mean_entropy, fft or learned (a decision network "
+                   "trained here); '-' for '_' works too. --write compiles it into the exit heads.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write the cost vs mIoU Pareto plot (PNG) here (needs mesc[plot]).")
@@ -57,5 +58,5 @@ def calibrate_cmd(package, data, max_drop, max_cost, policy, report, plot, write
     if write:
         kept = out.report.get("chosen", {}).get("exits", [])
         off = [e for e in out.memo.exits if e not in kept]
-        click.echo(f"written          thresholds to {package}/mesc.json"
+        click.echo(f"written          {policy} policy and thresholds to {package}/mesc.json"
                    + (f"; disabled exits: {', '.join(off)}" if off else ""))

@@ -38,6 +38,16 @@ def parse_thresholds(ctx, param, value):
         raise click.BadParameter(str(err)) from None
 
 
+def parse_policy_name(ctx, param, value):
+    """An exit policy kind (mesc.manifest.POLICY_KINDS), with '-' accepted for '_'."""
+    from mesc.manifest import POLICY_KINDS
+
+    name = value.replace("-", "_")
+    if name not in POLICY_KINDS:
+        raise click.BadParameter(f"expected one of {', '.join(POLICY_KINDS)}, got {value!r}")
+    return name
+
+
 def parse_name_list(ctx, param, value):
     """Comma-separated names, blanks dropped."""
     return tuple(v.strip() for v in value.split(",") if v.strip())

@@ -10,16 +10,13 @@ import numpy as np
 
 
 def decide(logits: np.ndarray, policy: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(labels N x H x W int32, c_img N float) for one exit's logits under its policy settings."""
+    """(labels N x H x W int32, score N float) for one exit's logits under its policy settings:
+    MESS's c_img, or the score of the exit's policy kind (mean confidence, FFT magnitude)."""
     from mesc import policy as reference
-    from mesc.manifest import edge_band_of
 
-    # the box-sum form: the same c_img as the explicit median, without sorting windows
-    c_img = reference.mess_confidence_fast(
-        logits, policy.get("th_pix", 0.9), confidence=policy.get("confidence", "top1"),
-        edge=policy.get("edge", True), stride=policy.get("stride", 8),
-        band=edge_band_of(policy))
-    return labels_only(logits), np.asarray(c_img, np.float64).reshape(-1)
+    # MESS in the box-sum form: the same c_img as the explicit median, without sorting windows
+    score = reference.policy_scores(logits, policy)
+    return labels_only(logits), np.asarray(score, np.float64).reshape(-1)
 
 
 def labels_only(logits: np.ndarray) -> np.ndarray:

@@ -18,6 +18,8 @@ from typing import Iterator
 import numpy as np
 
 from mesc.errors import MescError
+from mesc.manifest import KIND_THRESHOLDS
+from mesc.policy import exit_decision, policy_kind
 from mesc.runtime import host_policy
 from mesc.runtime.errors import InputError
 from mesc.runtime.images import normalize
@@ -161,7 +163,8 @@ class Pipeline:
     def __init__(self, pkg, runner):
         self.pkg = pkg
         self.runner = runner.activate()
-        self.in_graph = all(ex.get("labels") and ex.get("confidence") and ex.get("th_pix_input") for ex in pkg.exits)
+        # th_pix_input only where the exit runs MESS: the other kinds read no pixel threshold
+        self.in_graph = all(ex.get("labels") and ex.get("confidence") for ex in pkg.exits)
         inp = pkg.input
         self.input_name = inp["name"]
         self.chw = tuple(inp["shape"][1:])
@@ -201,21 +204,33 @@ class Pipeline:
         return [ex["name"] for ex in self.pkg.exits]
 
     def thresholds(self, exit) -> dict:
+        """The thresholds the exit's policy kind reads (MESS: th_pix and th_img; FFT: lo and hi;
+        the mean confidences and the learned network: th_img)."""
         p = self.pkg.policy(exit)
-        return {"th_pix": p.get("th_pix"), "th_img": p.get("th_img")}
+        return {k: p.get(k) for k in KIND_THRESHOLDS[policy_kind(p)]}
 
-    def set_thresholds(self, exit, th_pix: float | None = None, th_img: float | None = None) -> None:
+    def set_thresholds(self, exit, th_pix: float | None = None, th_img: float | None = None,
+                       lo: float | None = None, hi: float | None = None) -> None:
         """Change one exit's thresholds (by name or position) for later calls. Sessions and
-        engines stay as they are: th_pix is a graph input, th_img a host comparison. ``None``
-        leaves that threshold as it is; anything else must be a real number in [0, 1]."""
-        name = self.pkg.exit(exit)["name"]
+        engines stay as they are: th_pix is a graph input, th_img (and the FFT policy's lo and
+        hi) host comparisons. ``None`` leaves that threshold as it is; th_pix and th_img must be
+        real numbers in [0, 1], lo and hi finite reals; a threshold the exit's policy kind does
+        not read is refused."""
+        ex = self.pkg.exit(exit)
+        name, kind = ex["name"], policy_kind(ex["policy"])
         settings = {}
-        for key, v in (("th_pix", th_pix), ("th_img", th_img)):
+        for key, v in (("th_pix", th_pix), ("th_img", th_img), ("lo", lo), ("hi", hi)):
             if v is None:
                 continue
+            if key not in KIND_THRESHOLDS[kind]:
+                raise InputError(f"exit '{name}' runs the {kind} policy, which reads "
+                                 f"{' and '.join(KIND_THRESHOLDS[kind])}, not {key}")
             # bool is an int to Python, and NaN passes no comparison: both would slip through
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:
-                raise InputError(f"exit '{name}': {key} must be a real number in [0, 1], got {v!r}")
+            bounded = key in ("th_pix", "th_img")
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (
+                    0.0 <= v <= 1.0 if bounded else np.isfinite(v)):
+                raise InputError(f"exit '{name}': {key} must be a real number "
+                                 f"{'in [0, 1]' if bounded else '(finite)'}, got {v!r}")
             settings[key] = float(v)
         self.pkg.set_policy(exit, **settings)
         self._th_handles.pop(name, None)
@@ -381,7 +396,7 @@ class Pipeline:
                         host_labels, conf = host_policy.labels_only(host_logits), None
             seg_ms[step.segment["name"]] = (time.perf_counter() - ts) * 1e3
             if by_policy and i != last_head:
-                leave = undecided & (conf >= ex["policy"]["th_img"])
+                leave = undecided & exit_decision(conf, ex["policy"])
             else:
                 leave = undecided.copy()
             rows = np.flatnonzero(leave)

@@ -73,8 +73,9 @@ def compare_decisions(pkg, ref_results: list, test_results: list, margin: float,
             continue
         at = names[min(names.index(a.exit), names.index(b.exit))]
         c = a.confidences.get(at)
-        th = pkg.policy(at)["th_img"]
+        th = pkg.policy(at).get("th_img")  # the FFT policy reads a range (lo, hi) instead
         differ.append({"image": first + i, "reference_exit": a.exit, "exit": b.exit, "at": at,
                        "reference_confidence": c, "confidence": b.confidences.get(at), "th_img": th,
-                       "borderline": c is not None and abs(c - th) <= margin})
+                       "borderline": c is not None and any(abs(c - t) <= margin for t in (
+                           [th] if th is not None else [pkg.policy(at)["lo"], pkg.policy(at)["hi"]]))})
     return {"images": len(ref_results), "same": same, "differ": differ}

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from mesc.benchmarks import policy_cost, policy_share
 
 
@@ -64,3 +66,13 @@ def test_edge_band_benchmark_measures_the_bands_of_the_labels(tmp_path):
     lat = result["latency"]["packages"][str(pkg.root)]
     assert lat["band"] == ["paper"] * 3 and sum(lat["exit_shares"].values()) == 1
     assert result["latency"]["images"] == 3
+
+
+def test_policy_kinds_benchmark_times_every_kind_and_agrees_with_numpy():
+    from mesc.benchmarks.policy_kinds import KINDS, measure
+
+    r = measure(4, 16, 24, iters=2, threads=1)
+    assert r["logits_shape"] == [1, 4, 16, 24] and set(r["kinds"]) == set(KINDS)
+    for kind, v in r["kinds"].items():
+        assert {"graph_ms", "host_numpy_ms", "onnx_bytes"} <= set(v)
+        assert v["score_graph"] == pytest.approx(v["score_numpy"], rel=1e-4, abs=1e-4), kind
