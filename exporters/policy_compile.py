@@ -77,6 +77,7 @@ def compile_policy(pkg, kind: str, nets: dict | None = None, update=None, depend
     import onnx
 
     from mesc.exporters.onnx_io import io_specs
+    from mesc.manifest import edge_band_of
     from mesc.exporters.policy_graph import append_policy
     from mesc.exporters.policy_scores import append_score_policy, strip_policy
 
@@ -95,8 +96,10 @@ def compile_policy(pkg, kind: str, nets: dict | None = None, update=None, depend
         labels = ex.get("tail") is None  # else the tail gives the labels
         if kind == "mess":
             p = ex["policy"]
+            # the band the exit was exported with (an old package's "wide" stays wide)
             model = append_policy(model, src, ex["name"], confidence=p.get("confidence", "top1"),
-                                  edge=p.get("edge", True), stride=p.get("stride", 8), labels=labels)
+                                  edge=p.get("edge", True), stride=p.get("stride", 8), labels=labels,
+                                  band=edge_band_of(p))
         else:
             model = append_score_policy(model, src, ex["name"], kind, net=(nets or {}).get(ex["name"]),
                                         labels=labels)
