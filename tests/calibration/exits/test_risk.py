@@ -21,9 +21,10 @@ from mesc.calibration.exits.risk import (
     learn_then_test,
     wsr_p_value,
 )
-from mesc.calibration.exits.search import Costs, Searcher
+from mesc.calibration.exits.search import Searcher
 from mesc.errors import CalibrationError
 from mesc.metrics import miou
+from risk_population import COSTS, GRID, population
 
 
 def _wsr_loop(losses, bound, delta):
@@ -121,36 +122,20 @@ def test_exits_taken_is_the_first_passing_kept_exit():
 # ---------------------------------------------------------------------------------------------
 # the guarantee, on a population of known law
 
-COSTS = Costs(chunk=[1.0, 3.0], head=[0.2, 1.0], unit="ms", source="constructed")
-GRID = [0.5]  # one th_pix: the confidence below stands for c_img at it
-
-
-def _population(n, rng):
-    """Two exits, three classes; the early exit loses ``0.25 d^2`` of each class' intersection
-    on an image of difficulty ``d`` (unions unchanged) and its confidence falls with ``d``."""
-    d = rng.uniform(0, 1, n)
-    union = np.repeat(rng.integers(20, 200, (n, 1, 3)).astype(float), 2, axis=1)
-    inter = union.copy()
-    inter[:, 1] *= 0.9
-    inter[:, 0] *= np.clip(0.9 - 0.25 * d[:, None] ** 2 + rng.normal(0, 0.02, (n, 3)), 0, 1)
-    conf = np.stack([np.clip(1 - d + rng.normal(0, 0.1, n), 0, 1), np.ones(n)], 1)[:, :, None]
-    return inter, union, conf
-
-
-def _population_drop(population, cfg):
-    s = Searcher(*population, COSTS, th_pix_grid=GRID)
+def _drop_pp(images, cfg):
+    s = Searcher(*images, COSTS, th_pix_grid=GRID)
     return 100 * (s.reference().miou - s.assess(cfg).miou)
 
 
 def test_the_guarantee_holds_over_many_calibration_draws():
     rng = np.random.default_rng(7)
-    population = _population(20000, rng)
+    everyone = population(20000, rng)
     bound, delta, draws = 1.0, 0.2, 40
     drops = []
     for k in range(draws):
-        inter, union, conf = _population(300, rng)
+        inter, union, conf = population(300, rng)
         rc = control_risk(inter, union, conf, COSTS, bound, delta, th_pix_grid=GRID, th_img_steps=20, steps=8, seed=k)
-        drops.append(_population_drop(population, rc.chosen))
+        drops.append(_drop_pp(everyone, rc.chosen))
     drops = np.array(drops)
     assert (drops > bound).mean() <= delta
     # not the final exit alone every time: the choices use a fair part of the allowed drop
@@ -159,7 +144,7 @@ def test_the_guarantee_holds_over_many_calibration_draws():
 
 def test_nothing_passing_leaves_the_final_exit_alone():
     rng = np.random.default_rng(3)
-    inter, union, conf = _population(300, rng)
+    inter, union, conf = population(300, rng)
     s = Searcher(inter, union, conf, COSTS, th_pix_grid=GRID, th_img_steps=20)
     order = [s.reference(), s.search(max_drop=20).best, s.search(max_drop=0.5).best]
     scale = LossScale.fit(inter, union)
