@@ -129,8 +129,9 @@ def wsr_p_value(losses, bound: float, delta: float) -> np.ndarray:
 
     The capital ``prod_i (1 - nu_i (x_i - bound))`` of a bettor against the null is a
     nonnegative supermartingale under it, so by Ville's inequality ``1 / max capital`` is a
-    valid p-value; ``nu_i`` is the predictable plug-in of the LTT paper (Prop. 5 there,
-    from Waudby-Smith and Ramdas 2020), with the running mean and variance started at 1/2, 1/4.
+    valid p-value; ``nu_i`` is the predictable plug-in the LTT paper takes from Waudby-Smith and
+    Ramdas ("Estimating means of bounded random variables by betting", arXiv 2010.09686), with
+    the running mean and variance started at 1/2 and 1/4.
     """
     x, a = _unit(np.atleast_2d(np.asarray(losses, dtype=np.float64)), bound)
     k, n = x.shape
