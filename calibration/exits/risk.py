@@ -243,7 +243,8 @@ class RiskControl:
                              f"per-image loss on new images is <= {self.max_drop:g} pp",
                 "delta": self.delta, "max_drop_pp": self.max_drop, "method": METHOD, "loss": LOSS_NAME,
                 "loss_range": list(LOSS_RANGE), "images": dict(self.images),
-                "order": [{"exits": c.exits, "thresholds": c.thresholds, "p_value": float(p),
+                "order": [{"exits": c.exits, "thresholds": c.thresholds, "order_part_cost": c.expected_cost,
+                           "p_value": float(p),
                            "mean_loss_pp": 100 * float(m), "passed": i < self.passed}
                           for i, (c, p, m) in enumerate(zip(self.order, self.p_values, self.mean_loss))],
                 "passed": self.passed, "chosen_index": self.chosen_index, "clipped": self.clipped}
@@ -258,6 +259,9 @@ def learn_then_test(inter, union, conf, costs, order, max_drop: float, delta: fl
     if not (isinstance(max_drop, (int, float)) and max_drop > 0):
         raise CalibrationError(f"--max-drop must be positive with --risk, got {max_drop!r}")
     searcher = Searcher(inter, union, conf, costs, exit_names=exit_names, th_pix_grid=th_pix_grid, policy=policy)
+    if not order or order[0].exits != [searcher.names[-1]]:
+        raise CalibrationError("the order of configurations must start with the final exit alone (the fallback "
+                               "that needs no test)")
     bound = max_drop / 100.0
     losses = np.stack([scale.losses(searcher.inter, searcher.union, exits_taken(*searcher.decisions(c)))
                        for c in order])

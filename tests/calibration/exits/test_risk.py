@@ -210,3 +210,12 @@ def test_cli_refuses_too_few_images_before_running_an_exit(toy_set, tmp_path):
     assert res.exit_code == 2, res.output
     assert "80 calibration images are too few" in res.output and "images in all" in res.output
     assert not cache.exists()  # refused before the exits ran
+
+
+def test_an_order_not_starting_with_the_final_exit_is_refused():
+    rng = np.random.default_rng(4)
+    inter, union, conf = population(300, rng)
+    s = Searcher(inter, union, conf, COSTS, th_pix_grid=GRID, th_img_steps=20)
+    with pytest.raises(CalibrationError, match="must start with the final exit alone"):
+        learn_then_test(inter, union, conf, COSTS, [s.search(max_drop=1).best], 1.0, 0.1, LossScale.fit(inter, union),
+                        th_pix_grid=GRID)
