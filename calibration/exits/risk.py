@@ -8,10 +8,10 @@ Test (Angelopoulos, Bates, Candès, Jordan, Lei 2021, arXiv 2110.01052) with fix
 testing and the Waudby-Smith–Ramdas betting p-value.
 
 1. **Order** (:func:`configuration_order`): the calibration images are split at random (fixed
-   seed) into an *order* part and a *test* part. On the order part the plain search runs for
-   bounds ``max_drop * k / steps * span`` (k = 1..steps); its configurations, final exit first,
-   then by increasing bound (duplicates dropped), are the fixed sequence. The test part is not
-   looked at to make it.
+   seed) into an *order* part and a *test* part. On the order part: the final exit alone, then
+   for ``steps`` expected costs from its cost down to that of the plain choice for
+   ``span * max_drop``, the most accurate configuration within each cost (duplicates dropped):
+   the fixed sequence, safe to aggressive. The test part is not looked at to make it.
 2. **Loss** (:class:`LossScale`): mIoU is a ratio of dataset sums, not a mean over images, so it
    is bounded through each image's *share of the linearised drop*. With the final exit's class
    IoU ``r_c`` and mean union per image ``u_c`` (both measured on the order part, so the loss is
