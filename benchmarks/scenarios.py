@@ -149,11 +149,16 @@ def _f(v, fmt=".1f"):
 def markdown(recorded: list[dict]) -> str:
     """RESULTS.md: per scenario the machine, a summary per model and per-exit figures."""
     lines = ["# Recorded benchmark results", "",
-             "Written by `python -m mesc.benchmarks` (`make bench`) from the `bench_*.json` and `serve_load_*.json` "
-             "files beside it; "
+             "Written by `python -m mesc.benchmarks` (`make bench`) from the `bench_*.json`, `serve_load_*.json` "
+             "and `risk_*.json` files beside it; "
              "latencies in ms (median over the timed rounds), `mesc bench` semantics (see "
              "`benchmarks/bench.py`). Decision = host copy of the exit's confidence after its head.", ""]
     for res in recorded:
+        if res.get("benchmark") == "risk":
+            from mesc.benchmarks.risk import markdown as risk_markdown
+
+            lines += risk_markdown(res)
+            continue
         if res.get("benchmark") == "serve_load":
             from mesc.benchmarks.serve_scenario import markdown as serve_markdown
 
@@ -206,7 +211,12 @@ def write_results(result: dict, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / SCENARIOS[result["scenario"]].json_name
     write_json_atomic(path, result)
-    recorded = [json.loads(p.read_text()) for pattern in ("bench_*.json", "serve_load_*.json")
+    rewrite_results_md(out)
+    return path
+
+
+def rewrite_results_md(out: Path) -> None:
+    """RESULTS.md in ``out`` from every recorded JSON there."""
+    recorded = [json.loads(p.read_text()) for pattern in ("bench_*.json", "serve_load_*.json", "risk_*.json")
                 for p in sorted(out.glob(pattern))]
     (out / "RESULTS.md").write_text(markdown(recorded))
-    return path

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from mesc.calibration.exits import memo as memo_mod
 from mesc.calibration.exits.decision import DEFAULT_MARGIN, learned_scores, train_exit_nets
 from mesc.calibration.exits.manifest import write_configuration
 from mesc.calibration.exits.report import build_report, load_pyplot, plot_pareto
+from mesc.calibration.exits.risk import check_risk, check_risk_images, control_risk
 from mesc.calibration.exits.search import InfeasibleBound, Searcher, costs_from_package
 from mesc.errors import CalibrationError, MescError
 from mesc.manifest import POLICY_KINDS
@@ -35,6 +37,7 @@ class Calibration:
     report: dict
     compare: dict       # other policy -> SearchResult (with compare_policies)
     nets: dict = None   # the learned policy's decision network per exit name (policy "learned")
+    risk: object = None  # risk.RiskControl (with risk); result.best is then its choice
 
 
 # calibration sets smaller than these are refused / warned about (options --min-images, --warn-images)
@@ -77,7 +80,7 @@ def _need_int(value, least: int, option: str) -> None:
 
 
 def check_options(max_drop=None, max_cost=None, limit=None, th_img_steps: int = 50, min_images: int = MIN_IMAGES,
-                  warn_images: int = WARN_IMAGES) -> None:
+                  warn_images: int = WARN_IMAGES, risk=None) -> None:
     """Refuse calibrate's numeric options before anything is loaded or run."""
     if (max_drop is None) == (max_cost is None):
         raise CalibrationError("give exactly one bound: --max-drop PP (mIoU drop vs the final exit) or "
@@ -92,6 +95,10 @@ def check_options(max_drop=None, max_cost=None, limit=None, th_img_steps: int = 
     _need_int(th_img_steps, 2, "--th-img-steps")
     _need_int(min_images, 1, "--min-images")
     _need_int(warn_images, 0, "--warn-images")
+    check_risk(risk, max_cost)
+    if risk is not None and not max_drop > 0:
+        raise CalibrationError(f"--risk {risk:g} with --max-drop {max_drop:g}: only the final exit alone can be "
+                               "guaranteed a drop of 0; give a positive --max-drop")
 
 
 def check_policy_name(policy) -> str:
@@ -117,18 +124,20 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
               th_pix_grid=None, th_img_steps: int = 50, limit=None, compare_policies: bool = False,
               progress: bool = False, min_images: int = MIN_IMAGES, warn_images: int = WARN_IMAGES,
               force: bool = False, split: str | None = None, backend: str = "onnxruntime",
-              device="cpu") -> Calibration:
+              device="cpu", risk: float | None = None) -> Calibration:
     """Every option is checked before an image is read (:func:`check_options`); a set of fewer
     than ``min_images`` images, or with a mask that has no labelled pixel, is refused
     (:class:`~mesc.errors.CalibrationError`), one of fewer than ``warn_images`` gets a
     :class:`CalibrationWarning`. ``report`` and ``plot`` replace existing files only with
     ``force``; neither may overlap ``package`` or ``data`` (``write=True`` is the package's own
     locked manifest update). ``backend`` and ``device`` (those of :func:`mesc.load`) run the
-    exits over the set."""
+    exits over the set. ``risk`` (DELTA, with ``max_drop``) chooses with the Learn-then-Test
+    guarantee of :mod:`mesc.calibration.exits.risk`; too few images for it are refused before
+    any exit runs, and the report's ``"risk"`` entry records the test and the plain choice."""
     from mesc.outputs import check_file_output
     from mesc.package import Package
 
-    check_options(max_drop, max_cost, limit, th_img_steps, min_images, warn_images)
+    check_options(max_drop, max_cost, limit, th_img_steps, min_images, warn_images, risk)
     policy = check_policy_name(policy)
     inputs = [("PACKAGE", package if not isinstance(package, Package) else package.root), ("--data", data)]
     for option, path in (("--report", report), ("--plot", plot)):
@@ -144,7 +153,10 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
 
         check_compilable(pkg, policy)
     costs = costs_from_package(pkg, latency_key)
-    check_image_count(len(memo_mod.calibration_pairs(data, limit, split)), data, min_images, warn_images)
+    n_images = len(memo_mod.calibration_pairs(data, limit, split))
+    check_image_count(n_images, data, min_images, warn_images)
+    if risk is not None:
+        check_risk_images(n_images, max_drop, risk)
     memo = memo_mod.evaluate(pkg, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
                              limit=limit, split=split, backend=backend, device=device)
     last = len(memo.exits) - 1
@@ -152,13 +164,16 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
 
     nets = {}
 
-    def run(pol):
-        if pol == "learned":
+    def scores(pol):
+        if pol != "learned":
+            return memo.conf(pol)
+        if not nets:
             margin = DEFAULT_MARGIN if max_drop is None else max_drop / 100.0
             nets.update(train_exit_nets(memo, margin))
-            conf = learned_scores(memo, nets)
-        else:
-            conf = memo.conf(pol)
+        return learned_scores(memo, nets)
+
+    def run(pol):
+        conf = scores(pol)
         s = Searcher(memo.inter, memo.union, conf, costs, exit_names=memo.exits,
                      th_pix_grid=memo.th_pix_grid if pol == "mess" else None, policy=pol,
                      th_img_steps=th_img_steps)
@@ -175,7 +190,17 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
                     compare[pol] = run(pol)
                 except InfeasibleBound as err:
                     compare[pol] = err.result
+    risk_control = None
+    if risk is not None:
+        plain = result.best
+        risk_control = control_risk(memo.inter, memo.union, scores(policy), costs, max_drop, risk,
+                                    exit_names=memo.exits, th_pix_grid=memo.th_pix_grid if policy == "mess" else None,
+                                    policy=policy, th_img_steps=th_img_steps, subsets=subsets)
+        result = dataclasses.replace(result, best=risk_control.chosen)
     rep = build_report(pkg, data, memo, costs, result, policy, compare)
+    if risk_control is not None:
+        rep["risk"] = dict(risk_control.to_dict(), plain=plain.to_dict(),
+                           cost_given_up=risk_control.chosen.expected_cost - plain.expected_cost)
     if write:
         if rep["takes_all"]:
             warnings.warn(f"the thresholds written make {rep['takes_all']} take every image that reaches it, so the "
@@ -190,7 +215,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     if plot is not None:
         plot_pareto(result, plot, compare=compare, title=f"{Path(str(pkg.root)).name}: {memo.n} images, "
                                                          f"policy {policy}")
-    return Calibration(result, memo, costs, rep, compare, nets if nets else None)
+    return Calibration(result, memo, costs, rep, compare, nets if nets else None, risk_control)
 
 
 __all__ = ["Calibration", "CalibrationWarning", "MIN_IMAGES", "WARN_IMAGES", "calibrate", "check_image_count",

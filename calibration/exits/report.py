@@ -144,6 +144,10 @@ def format_report(rep: dict) -> str:
         lines.append(f"note             dropped exits ({', '.join(dropped)}) save their heads only where the runtime skips "
                      f"exits marked \"enabled\": false; the exact instance is 'mesc export --exits {kept_indices}' with "
                      f"these thresholds")
+    if rep.get("risk"):
+        from mesc.calibration.exits.risk import format_risk
+
+        lines.append(format_risk(rep["risk"], rep["risk"].get("plain"), unit))
     s = rep["search"]
     ex = sum(s["exhaustive"].values())
     lines += [f"search           {s['seconds']:.2f} s, {s['evaluated']} configurations evaluated, "

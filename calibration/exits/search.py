@@ -405,6 +405,16 @@ class Searcher:
     def assess(self, cfg: Configuration) -> Configuration:
         """``cfg``'s thresholds applied to this searcher's images (e.g. a held-out split): the
         same Configuration with this set's expected cost, mIoU and exit distribution."""
+        kept, passes = self.decisions(cfg)
+        cost, mi, counts = self.evaluate(kept, passes)
+        return Configuration(mode=cfg.mode, exits=list(cfg.exits), th_pix=dict(cfg.th_pix), th_img=dict(cfg.th_img),
+                             expected_cost=float(cost[0]), miou=float(mi[0]),
+                             exit_fraction={self.names[e]: float(counts[0, j] / self.n) for j, e in enumerate(kept)},
+                             unit=self.costs.unit, policy=cfg.policy, thresholds=dict(cfg.thresholds))
+
+    def decisions(self, cfg: Configuration):
+        """``cfg`` on this searcher's images: (kept exit indices, passes (1, k-1, N)), the
+        non-final kept exits' leave-or-continue decisions as :meth:`evaluate` takes them."""
         kept = [self.names.index(e) for e in cfg.exits]
         passes = np.zeros((1, len(kept) - 1, self.n), dtype=bool)
         for j, e in enumerate(kept[:-1]):
@@ -422,11 +432,7 @@ class Searcher:
                 passes[0, j] = (v >= th["lo"]) & (v <= th["hi"])
             elif th.get("th") is not None:
                 passes[0, j] = self.conf[:, e, 0] >= th["th"]
-        cost, mi, counts = self.evaluate(kept, passes)
-        return Configuration(mode=cfg.mode, exits=list(cfg.exits), th_pix=dict(cfg.th_pix), th_img=dict(cfg.th_img),
-                             expected_cost=float(cost[0]), miou=float(mi[0]),
-                             exit_fraction={self.names[e]: float(counts[0, j] / self.n) for j, e in enumerate(kept)},
-                             unit=self.costs.unit, policy=cfg.policy, thresholds=dict(cfg.thresholds))
+        return kept, passes
 
     # fixed settings -----------------------------------------------------------------------
     def reference(self) -> Configuration:

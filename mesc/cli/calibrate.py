@@ -16,6 +16,9 @@ from mesc.cli.options import backend_options, parse_policy_name
 @click.option("--max-cost", default=None,
               help="Maximise mIoU with expected cost <= COST (ms when latencies are recorded, else MFLOPs), "
                    "or N% of the final-exit cost.")
+@click.option("--risk", type=float, default=None, metavar="DELTA",
+              help="With --max-drop: choose so that, with probability >= 1 - DELTA over the calibration set, the "
+                   "drop on new images stays within the bound (Learn then Test; needs a few hundred images).")
 @click.option("--policy", default="mess", show_default=True, callback=parse_policy_name,
               help="Exit policy to calibrate: mess, mean_top1, mean_entropy, fft or learned (a decision network "
                    "trained here); '-' for '_' works too. --write compiles it into the exit heads.")
@@ -38,7 +41,7 @@ from mesc.cli.options import backend_options, parse_policy_name
               help="Warn that thresholds overfit a calibration set of fewer images (default: 50).")
 @click.option("--force", is_flag=True, help="Overwrite existing --report and --plot files.")
 @backend_options
-def calibrate_cmd(package, data, max_drop, max_cost, policy, report, plot, write, resize, cache, latency_key,
+def calibrate_cmd(package, data, max_drop, max_cost, risk, policy, report, plot, write, resize, cache, latency_key,
                   all_exits, th_img_steps, compare_policies, limit, split, min_images, warn_images, force, backend,
                   device):
     """Choose exits and thresholds on a labelled set: least expected cost within an mIoU drop,
@@ -48,7 +51,7 @@ def calibrate_cmd(package, data, max_drop, max_cost, policy, report, plot, write
     out = calibrate(package, data, max_drop=max_drop, max_cost=max_cost, policy=policy, report=report, plot=plot,
                     write=write, resize=resize, cache=cache, latency_key=latency_key, all_exits=all_exits,
                     th_img_steps=th_img_steps, compare_policies=compare_policies, limit=limit, split=split,
-                    progress=True, force=force, backend=backend, device=device,
+                    progress=True, force=force, backend=backend, device=device, risk=risk,
                     **{k: v for k, v in (("min_images", min_images), ("warn_images", warn_images)) if v is not None})
     click.echo(format_report(out.report))
     if report:
