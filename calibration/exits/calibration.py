@@ -139,6 +139,9 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
 
     check_options(max_drop, max_cost, limit, th_img_steps, min_images, warn_images, risk)
     policy = check_policy_name(policy)
+    if risk is not None and policy == "learned":
+        raise CalibrationError("--risk with --policy learned: the decision network is trained on the calibration "
+                               "images, so they cannot also test its thresholds; choose another policy for --risk")
     inputs = [("PACKAGE", package if not isinstance(package, Package) else package.root), ("--data", data)]
     for option, path in (("--report", report), ("--plot", plot)):
         if path is not None:

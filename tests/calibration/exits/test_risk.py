@@ -192,6 +192,7 @@ def test_cli_risk_reports_the_guarantee_and_writes_its_choice(toy_set, tmp_path)
     (["--max-drop", "1", "--risk", "0"], "--risk must be a probability strictly between 0 and 1"),
     (["--max-cost", "60%", "--risk", "0.1"], "--risk bounds the mIoU drop; it goes with --max-drop"),
     (["--max-drop", "0", "--risk", "0.1"], "only the final exit alone can be guaranteed a drop of 0"),
+    (["--max-drop", "1", "--risk", "0.1", "--policy", "learned"], "cannot also test its thresholds"),
 ])
 def test_cli_refuses_bad_risk_before_reading_anything(args, message, tmp_path):
     from mesc.cli import cli
