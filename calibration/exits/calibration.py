@@ -20,7 +20,7 @@ from pathlib import Path
 from mesc.calibration.exits import memo as memo_mod
 from mesc.calibration.exits.manifest import write_configuration
 from mesc.calibration.exits.report import build_report, load_pyplot, plot_pareto
-from mesc.calibration.exits.search import InfeasibleBound, Searcher, costs_from_package
+from mesc.calibration.exits.search import InfeasibleBound, Searcher, architectures, costs_from_package
 from mesc.errors import CalibrationError, MescError
 from mesc.progress import iterate
 
@@ -136,8 +136,8 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     check_image_count(len(memo_mod.calibration_pairs(data, limit, split)), data, min_images, warn_images)
     memo = memo_mod.evaluate(pkg, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
                              limit=limit, split=split, backend=backend, device=device)
-    last = len(memo.exits) - 1
-    subsets = [tuple(range(last + 1))] if all_exits else None
+    # all_exits: a head at every exit point (with candidates, the search still picks which)
+    subsets = architectures(costs.point, every_point=True) if all_exits else None
 
     def run(pol):
         s = Searcher(memo.inter, memo.union, memo.conf(pol), costs, exit_names=memo.exits,
@@ -169,7 +169,8 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
         write_json_atomic(report, rep)
     if plot is not None:
         plot_pareto(result, plot, compare=compare, title=f"{Path(str(pkg.root)).name}: {memo.n} images, "
-                                                         f"policy {policy}")
+                                                         f"policy {policy}",
+                    exit_names=memo.exits if costs.has_candidates else None)
     return Calibration(result, memo, costs, rep, compare)
 
 

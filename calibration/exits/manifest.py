@@ -11,12 +11,17 @@ Writing stores the chosen thresholds in the package manifest, atomically, with
   th_img = 1.0``: the image leaves there only if every (edge-enhanced) pixel has confidence
   exactly 1.0, which float32 softmax reaches only for saturated logits;
 * the final exit's policy is untouched (it always takes the images that reach it);
-* ``manifest["calibration"]`` records the data, policy, bound and the predicted figures.
+* candidate heads (exits sharing a ``"point"``): the configuration keeps at most one per point;
+  that one is enabled, the others of its point are disabled like any dropped exit, so a point
+  may keep no head at all;
+* ``manifest["calibration"]`` records the data, policy, bound and the predicted figures, and
+  for a package with candidates ``"points"``: per exit point its candidates and the kept one.
 """
 
 from __future__ import annotations
 
 from mesc.errors import MescError
+from mesc.manifest import exit_points
 from mesc.timestamps import utc_now
 
 DISABLED_POLICY = {"th_pix": 1.0, "th_img": 1.0}
@@ -40,6 +45,7 @@ def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=()) -> Non
     :meth:`~mesc.calibration.exits.search.Costs.manifest_dependencies`) changed on disk since
     ``pkg`` was read."""
     settings = exit_settings(cfg, [ex["name"] for ex in pkg.exits])
+    points = _points(pkg.exits, cfg)
     disabled = []
     for ex in pkg.exits:
         name = ex["name"]
@@ -57,7 +63,29 @@ def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=()) -> Non
         "exits": cfg.exits, "disabled": disabled, "expected_cost": cfg.expected_cost, "unit": cfg.unit,
         "miou": cfg.miou, "exit_fraction": cfg.exit_fraction,
     }
+    if any(len(p["candidates"]) > 1 for p in points):
+        pkg.manifest["calibration"]["points"] = points
     pkg.save(depends_on=depends_on)
+
+
+def _points(exits, cfg) -> list:
+    """Per exit point: its candidate exits and the one ``cfg`` keeps (None: none); refuses a
+    configuration that keeps two heads at one point or names an exit the package lacks."""
+    names = [ex["name"] for ex in exits]
+    unknown = [e for e in cfg.exits if e not in names]
+    if unknown:
+        raise MescError(f"the configuration keeps exits {unknown} that the package does not have "
+                        f"(its exits: {names})")
+    out: dict = {}
+    for name, p in zip(names, exit_points(exits)):
+        entry = out.setdefault(p, {"point": p, "candidates": [], "kept": None})
+        entry["candidates"].append(name)
+        if name in cfg.exits:
+            if entry["kept"] is not None:
+                raise MescError(f"the configuration keeps two heads at exit point {p} ({entry['kept']} and "
+                                f"{name}); at most one candidate per point can be enabled")
+            entry["kept"] = name
+    return list(out.values())
 
 
 __all__ = ["exit_settings", "write_configuration", "DISABLED_POLICY"]

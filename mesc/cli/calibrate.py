@@ -26,7 +26,9 @@ from mesc.cli.options import backend_options
 @click.option("--cache", type=click.Path(dir_okay=False), default=None,
               help="Memo cache (.npz): reused when package, data and grid are unchanged.")
 @click.option("--latency-key", default=None, help="Which recorded latency to use (default: the first).")
-@click.option("--all-exits", is_flag=True, help="Keep every exit (search thresholds only).")
+@click.option("--all-exits", is_flag=True,
+              help="Keep a head at every exit point (search thresholds only; where a point has candidate "
+                   "heads, still choose one).")
 @click.option("--th-img-steps", type=int, default=50, show_default=True, help="th_img values per exit and th_pix.")
 @click.option("--compare-policies", is_flag=True, help="Also calibrate the other policies, for the report.")
 @click.option("--limit", type=int, default=None, help="Use only the first N images.")
