@@ -20,6 +20,9 @@ here are exactly those the runtime returns. Per image and exit the memo keeps:
 * ``scores["mean_top1"]``, ``scores["mean_entropy"]``, ``scores["fft"]`` (N x E): the thesis'
   single-score policies, so that they are calibrated on the same images and terms.
 
+Candidate heads (exits sharing an exit point) are exits here like any other: each runs once,
+disabled ones too, and gets its own column; which of them to keep is the search's business.
+
 Everything is cached in an ``.npz`` keyed by the package's file checksums and policy settings,
 the data files (paths, sizes, modification times), the grid and the resize flag.
 """
