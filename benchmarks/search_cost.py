@@ -14,7 +14,6 @@ and the chosen configuration beside the best with the fixed heads (candidate 0 e
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
