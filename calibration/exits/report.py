@@ -91,6 +91,8 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
         "candidates": bool(costs.has_candidates),
         "architectures": _architectures(result, memo.exits),
         "fixed_heads_best": _cfg(result.fixed_heads_best),
+        "fixed_heads_meet_bound": None if result.fixed_heads_best is None
+        else result.meets_bound(result.fixed_heads_best),
         "gain_over_fixed_heads": _gain(best, result.fixed_heads_best),
         "search": {"seconds": round(result.seconds, 3), "evaluated": int(result.evaluated),
                    "architectures": len(result.subsets),
@@ -201,8 +203,9 @@ def _architecture_lines(rep, unit, pct, shown: int = 10) -> list:
         lines.append(f"  ... {len(order) - shown} more in the JSON report (--report, \"architectures\")")
     fixed, gain = rep.get("fixed_heads_best"), rep.get("gain_over_fixed_heads")
     if fixed is not None:
+        short = "" if rep.get("fixed_heads_meet_bound", True) else " (misses the bound)"
         lines.append(f"fixed heads      exits {', '.join(fixed['exits'])}: expected cost {fixed['expected_cost']:.4g} "
-                     f"{unit}, mIoU {pct(fixed['miou'])}; the head search: {-100 * gain['cost']:+.1f}% cost, "
+                     f"{unit}, mIoU {pct(fixed['miou'])}{short}; the head search: {-100 * gain['cost']:+.1f}% cost, "
                      f"{gain['miou_pp']:+.2f} pp mIoU")
     return lines
 

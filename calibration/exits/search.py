@@ -252,6 +252,17 @@ class SearchResult:
         """Indices into ``points`` of the Pareto front (lower cost, higher mIoU), by cost."""
         return pareto_front(self.points)
 
+    def meets_bound(self, cfg: Configuration) -> bool:
+        return meets_bound(cfg, self.objective, self.bound)
+
+
+def meets_bound(cfg: Configuration, objective: str, bound: float) -> bool:
+    """Whether ``cfg`` meets the bound (mIoU at least ``bound``, or cost at most ``bound``),
+    with the search's tolerance for float sums."""
+    if objective == "max-drop":
+        return bool(cfg.miou >= bound - 1e-9)
+    return bool(cfg.expected_cost <= bound * (1 + 1e-9))
+
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
     if len(points) == 0:
@@ -669,14 +680,13 @@ class Searcher:
             if best is None or self._better(res[:2], best[:2], objective, bound):
                 best, best_kept = res, kept
         conf = self.configuration(best_kept, best[2], subset_id=subsets.index(tuple(best_kept)))
-        meets = lambda c: (c.miou >= bound - 1e-9) if objective == "max-drop" \
-            else (c.expected_cost <= bound * (1 + 1e-9))  # noqa: E731
+        meets = lambda c: meets_bound(c, objective, bound)  # noqa: E731
         feasible = meets(conf)
         first = self.costs.first_heads()
         by_subset = []
         for kept, res, seconds in found:
             c = self.configuration(kept, res[2], record=False)
-            by_subset.append({"best": c, "feasible": bool(meets(c)), "exhaustive": exhaustive[tuple(kept)],
+            by_subset.append({"best": c, "feasible": meets(c), "exhaustive": exhaustive[tuple(kept)],
                               "seconds": seconds, "fixed_heads": bool(first[kept].all())})
         fixed = [b["best"] for b in by_subset if b["fixed_heads"]]
         fixed_best = None
@@ -685,11 +695,11 @@ class Searcher:
                                                   (fixed_best.expected_cost, fixed_best.miou), objective, bound):
                 fixed_best = c
         if objective == "max-drop":
-            ok = [c for c in budgeted if c.miou >= bound - 1e-9]
+            ok = [c for c in budgeted if meets(c)]
             budgeted_best = min(ok, key=lambda c: c.expected_cost) if ok else None
             anytime_best = None
         else:
-            ok = [c for c in budgeted if c.expected_cost <= bound * (1 + 1e-9)]
+            ok = [c for c in budgeted if meets(c)]
             budgeted_best = max(ok, key=lambda c: c.miou) if ok else None
             reach = [(int(self.costs.point[e]), a["miou"], e) for e, a in enumerate(self.anytime())
                      if a["cost"] <= bound * (1 + 1e-9)]
@@ -733,5 +743,5 @@ def search(inter, union, conf, costs: Costs, max_drop=None, max_cost=None, exit_
                     subsets=subsets, progress=progress)
 
 
-__all__ = ["Costs", "Configuration", "SearchResult", "Searcher", "InfeasibleBound", "architectures",
+__all__ = ["Costs", "Configuration", "SearchResult", "Searcher", "InfeasibleBound", "architectures", "meets_bound",
            "costs_from_package", "pareto_front", "search"]

@@ -178,3 +178,15 @@ def test_write_refuses_two_heads_at_one_point(pkg_dir):
     with pytest.raises(MescError, match=r"keeps exits \['exit9'\] that the package does not have"):
         write_configuration(Package.load(pkg_dir), cfg)
     assert (pkg_dir / "mesc.json").read_bytes() == before
+
+
+def test_a_bound_only_a_candidate_meets(pkg_dir, data):
+    """1.5 ms: every image at exit0c0 costs 1.8 ms, so only the cheaper candidate fits; the
+    report says the fixed heads miss the bound."""
+    _record_latency(pkg_dir, LATENCY)
+    out = calibrate(pkg_dir, data, max_cost=1.5, warn_images=0, th_img_steps=8)
+    rep = out.report
+    assert rep["chosen"]["exits"][0] == "exit0c1" and rep["chosen"]["expected_cost"] <= 1.5 + 1e-9
+    assert rep["fixed_heads_meet_bound"] is False and rep["fixed_heads_best"]["expected_cost"] > 1.5
+    assert not any(a["meets_bound"] for a in rep["architectures"] if a["fixed_heads"])
+    assert "(misses the bound); the head search:" in format_report(rep)
