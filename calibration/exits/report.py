@@ -261,6 +261,7 @@ def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 2
 
 
 def _front_heads(ax, result, exit_names, legend_heads: int) -> None:
+    """The front's points in one colour per choice of heads (one legend entry each)."""
     front = result.pareto()
     heads = [point_heads(result, exit_names, int(result.point_subsets[i])) for i in front]
     labels = ["+".join(h) if h else "?" for h in heads]

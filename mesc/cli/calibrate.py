@@ -43,7 +43,7 @@ def calibrate_cmd(package, data, max_drop, max_cost, policy, report, plot, write
                   all_exits, th_img_steps, compare_policies, limit, split, min_images, warn_images, force, backend,
                   device):
     """Choose exits and thresholds on a labelled set: least expected cost within an mIoU drop,
-    or best mIoU within a cost."""
+    or best mIoU within a cost. Where an exit point offers candidate heads, choose at most one."""
     from mesc.calibration.exits import calibrate, format_report
 
     out = calibrate(package, data, max_drop=max_drop, max_cost=max_cost, policy=policy, report=report, plot=plot,
