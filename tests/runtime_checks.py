@@ -1,4 +1,4 @@
-"""Assertions the runtime tests of several backends share."""
+"""Assertions and measurements the runtime and calibration tests share."""
 
 
 def assert_same_decisions(ref, test, images, th=0.5):
@@ -11,3 +11,24 @@ def assert_same_decisions(ref, test, images, th=0.5):
     assert [r.exit for r in a] == [r.exit for r in b]
     for ra, rb in zip(a, b):
         assert (ra.labels == rb.labels).mean() > 0.999
+
+
+def input_dependent_figures(pipe, data, classes):
+    """(mIoU, {exit: fraction of images}) of ``pipe`` run input-dependently, as the package's
+    manifest (thresholds, enabled exits) or ``pipe.set_thresholds`` says, over the labelled
+    folder ``data``: what calibration predicts for the configuration it chose."""
+    import numpy as np
+
+    from mesc.calibration.exits.memo import load_calibration_set
+    from mesc.metrics import class_counts, miou
+
+    _, _, h, w = pipe.pkg.input["shape"]
+    items = load_calibration_set(data, (h, w), classes)
+    results = pipe([im for _, im, _ in items])
+    inter, union = np.zeros(classes), np.zeros(classes)
+    for r, (_, _, mask) in zip(results, items):
+        i, u = class_counts(r.labels, mask, classes)
+        inter += i
+        union += u
+    fractions = {e: sum(r.exit == e for r in results) / len(results) for e in pipe.exit_names}
+    return float(miou(inter, union)), fractions

@@ -148,6 +148,35 @@ def candidate_skipnet():
     return CandidateSkipNet().eval()
 
 
+class CandidateNet(nn.Module):
+    """Two candidate heads at exit point 0 (a 1x1 conv and a heavier 3x3 head on one feature),
+    one head at point 1 and the final: ``forward`` returns ``[[cand0, cand1], exit1, final]``,
+    the candidate-head model contract (flattened: four exits on three points)."""
+
+    default_input_shape = SHAPE
+
+    def __init__(self, num_classes=6):
+        super().__init__()
+        self.s1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU())
+        self.s2 = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+        self.s3 = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 2, dilation=2), nn.ReLU())
+        self.h1 = nn.ModuleList([nn.Conv2d(8, num_classes, 1),
+                                 nn.Sequential(nn.Conv2d(8, 16, 3, 1, 1), nn.ReLU(), nn.Conv2d(16, num_classes, 1))])
+        self.h2 = nn.Conv2d(16, num_classes, 1)
+        self.h3 = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x):
+        a = self.s1(x)
+        b = self.s2(a)
+        c = self.s3(b)
+        return [[_up(h(a), x) for h in self.h1], _up(self.h2(b), x), _up(self.h3(c), x)]
+
+
+def candidate_net(num_classes=6):
+    torch.manual_seed(0)
+    return CandidateNet(num_classes).eval()
+
+
 def skipnet(num_classes=5):
     torch.manual_seed(0)
     return SkipNet(num_classes)

@@ -23,7 +23,7 @@ from mesc.calibration.exits.decision import DEFAULT_MARGIN, learned_scores, trai
 from mesc.calibration.exits.manifest import write_configuration
 from mesc.calibration.exits.report import build_report, load_pyplot, plot_pareto
 from mesc.calibration.exits.risk import check_risk, check_risk_images, control_risk
-from mesc.calibration.exits.search import InfeasibleBound, Searcher, costs_from_package
+from mesc.calibration.exits.search import InfeasibleBound, Searcher, architectures, costs_from_package
 from mesc.errors import CalibrationError, MescError
 from mesc.manifest import POLICY_KINDS
 from mesc.progress import iterate
@@ -162,8 +162,8 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
         check_risk_images(n_images, max_drop, risk)
     memo = memo_mod.evaluate(pkg, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
                              limit=limit, split=split, backend=backend, device=device)
-    last = len(memo.exits) - 1
-    subsets = [tuple(range(last + 1))] if all_exits else None
+    # all_exits: a head at every exit point (with candidates, the search still picks which)
+    subsets = architectures(costs.point, every_point=True) if all_exits else None
 
     nets = {}
 
@@ -217,7 +217,8 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
         write_json_atomic(report, rep)
     if plot is not None:
         plot_pareto(result, plot, compare=compare, title=f"{Path(str(pkg.root)).name}: {memo.n} images, "
-                                                         f"policy {policy}")
+                                                         f"policy {policy}",
+                    exit_names=memo.exits if costs.has_candidates else None)
     return Calibration(result, memo, costs, rep, compare, nets if nets else None, risk_control)
 
 

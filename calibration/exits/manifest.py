@@ -20,7 +20,11 @@ Writing stores the chosen policy and thresholds in the package manifest, atomica
   only for saturated logits; the FFT range [-1, -1] holds no magnitude;
 * the final exit takes every image that reaches it: a MESS package keeps its policy as it was,
   another kind gets thresholds every score passes (``FINAL_POLICY``);
-* ``manifest["calibration"]`` records the data, policy, bound and the predicted figures.
+* candidate heads (exits sharing a ``"point"``): the configuration keeps at most one per point;
+  that one is enabled, the others of its point are disabled like any dropped exit, so a point
+  may keep no head at all;
+* ``manifest["calibration"]`` records the data, policy, bound and the predicted figures, and
+  for a package with candidates ``"points"``: per exit point its candidates and the kept one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from mesc.errors import MescError
+from mesc.manifest import exit_points
 from mesc.policy import NEVER_EXIT
 from mesc.timestamps import utc_now
 
@@ -82,6 +87,7 @@ def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=(), nets: 
     kind = cfg.policy
     settings = exit_settings(cfg, [ex["name"] for ex in pkg.exits])
     check_compilable(pkg, kind)
+    points = _points(pkg.exits, cfg)
     disabled = [name for name, s in settings.items() if s is None]
     record = {
         "created": utc_now(),
@@ -104,12 +110,34 @@ def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=(), nets: 
                 th = FINAL_POLICY[kind]
             ex["policy"] = _policy_with(ex["policy"], kind, th)
         m["calibration"] = record
+        if any(len(p["candidates"]) > 1 for p in points):
+            m["calibration"]["points"] = points
 
     if needs_compile(pkg, kind):
         compile_policy(pkg, kind, nets=nets, update=apply, depends_on=depends_on)
         return
     apply(pkg.manifest)
     pkg.save(depends_on=depends_on)
+
+
+def _points(exits, cfg) -> list:
+    """Per exit point: its candidate exits and the one ``cfg`` keeps (None: none); refuses a
+    configuration that keeps two heads at one point or names an exit the package lacks."""
+    names = [ex["name"] for ex in exits]
+    unknown = [e for e in cfg.exits if e not in names]
+    if unknown:
+        raise MescError(f"the configuration keeps exits {unknown} that the package does not have "
+                        f"(its exits: {names})")
+    out: dict = {}
+    for name, p in zip(names, exit_points(exits)):
+        entry = out.setdefault(p, {"point": p, "candidates": [], "kept": None})
+        entry["candidates"].append(name)
+        if name in cfg.exits:
+            if entry["kept"] is not None:
+                raise MescError(f"the configuration keeps two heads at exit point {p} ({entry['kept']} and "
+                                f"{name}); at most one candidate per point can be enabled")
+            entry["kept"] = name
+    return list(out.values())
 
 
 __all__ = ["exit_settings", "write_configuration", "DISABLED_POLICY", "DISABLED_THRESHOLDS", "FINAL_POLICY"]

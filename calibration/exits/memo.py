@@ -25,6 +25,9 @@ here are exactly those the runtime returns. Per image and exit the memo keeps:
 Where the heads run another policy kind than MESS, the in-graph score is compared with that
 kind's host score instead (the learned network's is not: its weights live in the graph).
 
+Candidate heads (exits sharing an exit point) are exits here like any other: each runs once,
+disabled ones too, and gets its own column; which of them to keep is the search's business.
+
 Everything is cached in an ``.npz`` keyed by the package's file checksums and policy settings,
 the data files (paths, sizes, modification times), the grid and the resize flag.
 """

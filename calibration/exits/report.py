@@ -35,6 +35,28 @@ def exit_taking_all(cfg) -> str | None:
     return None
 
 
+def point_heads(result, names, sid: int):
+    """The exits a recorded point (its subset id, :attr:`SearchResult.point_subsets`) keeps."""
+    if sid >= 0:
+        return [names[e] for e in result.subsets[sid]]
+    return [names[-2 - sid]] if sid <= -2 else None
+
+
+def _architectures(result, names) -> list:
+    """Per kept-exit subset (choice of heads): its best configuration under the bound."""
+    return [{"exits": [names[e] for e in sub], "fixed_heads": b["fixed_heads"], "meets_bound": b["feasible"],
+             "exhaustive": b["exhaustive"], "seconds": round(b["seconds"], 4), "best": _cfg(b["best"])}
+            for sub, b in zip(result.subsets, result.by_subset)]
+
+
+def _gain(best, fixed) -> dict | None:
+    """What the search over heads gained over the best fixed-head configuration."""
+    if fixed is None:
+        return None
+    return {"cost": 1.0 - best.expected_cost / fixed.expected_cost if fixed.expected_cost else 0.0,
+            "miou_pp": 100.0 * (best.miou - fixed.miou)}
+
+
 def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
     front = result.pareto()
     names = {i: [memo.exits[e] for e in s] for i, s in enumerate(result.subsets)}
@@ -52,6 +74,7 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
         "bound": result.bound,
         "cost": {"unit": costs.unit, "source": costs.source, "chunk": costs.chunk.tolist(),
                  "head": costs.head.tolist(), "tail": costs.tail.tolist(), "exits": memo.exits,
+                 "point": costs.point.tolist(),
                  "model_index": [pkg.exit(e).get("index", i) for i, e in enumerate(memo.exits)]},
         "chosen": _cfg(best),
         "final_only": _cfg(ref),
@@ -63,8 +86,16 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
         "anytime": result.anytime,
         "anytime_best": result.anytime_best,
         "pareto": [{"cost": float(pts[i, 0]), "miou": float(pts[i, 1]),
-                    "exits": names.get(int(result.point_subsets[i]), "budgeted")} for i in front],
+                    "exits": names.get(int(result.point_subsets[i]), "budgeted"),
+                    "heads": point_heads(result, memo.exits, int(result.point_subsets[i]))} for i in front],
+        "candidates": bool(costs.has_candidates),
+        "architectures": _architectures(result, memo.exits),
+        "fixed_heads_best": _cfg(result.fixed_heads_best),
+        "fixed_heads_meet_bound": None if result.fixed_heads_best is None
+        else result.meets_bound(result.fixed_heads_best),
+        "gain_over_fixed_heads": _gain(best, result.fixed_heads_best),
         "search": {"seconds": round(result.seconds, 3), "evaluated": int(result.evaluated),
+                   "architectures": len(result.subsets),
                    "exhaustive": {"+".join(memo.exits[e] for e in k): v for k, v in result.exhaustive.items()}},
         "memo": {"th_pix_grid": [float(g) for g in memo.th_pix_grid], "cached": bool(memo.meta.get("cached")),
                  "conf_check_max_abs": memo.meta.get("conf_check_max_abs")},
@@ -92,11 +123,15 @@ def format_report(rep: dict) -> str:
         f"({-100 * rep['saving']:+.1f}%), mIoU {pct(best['miou'])} ({-rep['miou_drop_pp']:+.2f} pp)",
         "",
     ]
-    rows = [("exit", "kept", "th_pix", "th_img", "leaves here")]
+    candidates = rep.get("candidates", False)
+    # with candidate heads a point column says which exits compete for one place
+    at = (lambda name: (str(rep["cost"]["point"][rep["cost"]["exits"].index(name)]),)) if candidates \
+        else (lambda name: ())  # noqa: E731
+    rows = [("exit", *(("point",) if candidates else ()), "kept", "th_pix", "th_img", "leaves here")]
     kept = set(best["exits"])
     for name in rep["cost"]["exits"]:
         if name not in kept:
-            rows.append((name, "no", "-", "-", "-"))
+            rows.append((name, *at(name), "no", "-", "-", "-"))
             continue
         th = best["thresholds"].get(name) or {}
         if name == best["exits"][-1]:
@@ -106,7 +141,7 @@ def format_report(rep: dict) -> str:
         else:
             tp = "-" if best["th_pix"].get(name) is None else f"{best['th_pix'][name]:.4g}"
             ti = "never" if best["th_img"].get(name) is None else f"{best['th_img'][name]:.4f}"
-        rows.append((name, "yes", tp, ti, pct(best["exit_fraction"][name])))
+        rows.append((name, *at(name), "yes", tp, ti, pct(best["exit_fraction"][name])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines += ["", "budgeted (always one exit):  " + "   ".join(
@@ -138,29 +173,66 @@ def format_report(rep: dict) -> str:
         lines.append(f"note             {takes_all} takes every image that reaches it{why}: on this set the exits "
                      f"after it never run, which the bound allows; check the set is representative")
     dropped = [e for e in rep["cost"]["exits"] if e not in kept]
-    if dropped:
+    if dropped and candidates:
+        lines.append(f"note             dropped heads ({', '.join(dropped)}) are written as \"enabled\": false "
+                     f"(--write): the runtime skips them; their points' chunks still run for the deeper exits")
+    elif dropped:
         pos = rep["cost"].get("model_index") or list(range(len(rep["cost"]["exits"])))
         kept_indices = ",".join(str(pos[rep["cost"]["exits"].index(e)]) for e in best["exits"])
         lines.append(f"note             dropped exits ({', '.join(dropped)}) save their heads only where the runtime skips "
                      f"exits marked \"enabled\": false; the exact instance is 'mesc export --exits {kept_indices}' with "
                      f"these thresholds")
+    if candidates:
+        lines += _architecture_lines(rep, unit, pct)
     if rep.get("risk"):
         from mesc.calibration.exits.risk import format_risk
 
         lines.append(format_risk(rep["risk"], rep["risk"].get("plain"), unit))
     s = rep["search"]
     ex = sum(s["exhaustive"].values())
+    what = "architectures (choices of heads)" if candidates else "exit subsets"
     lines += [f"search           {s['seconds']:.2f} s, {s['evaluated']} configurations evaluated, "
-              f"{ex} of {len(s['exhaustive'])} exit subsets exhaustively"]
+              f"{ex} of {len(s['exhaustive'])} {what} exhaustively"]
     return "\n".join(lines)
+
+
+def _architecture_lines(rep, unit, pct, shown: int = 10) -> list:
+    """The best configuration of each choice of heads, best first, and the gain over the fixed
+    heads (the first candidate at every point)."""
+    archs = rep.get("architectures") or []
+    if rep["objective"] == "max-drop":
+        key = lambda a: (not a["meets_bound"], a["best"]["expected_cost"], -a["best"]["miou"])  # noqa: E731
+    else:
+        key = lambda a: (not a["meets_bound"], -a["best"]["miou"], a["best"]["expected_cost"])  # noqa: E731
+    order = sorted(archs, key=key)
+    lines = ["", f"architectures    the best configuration of each choice of heads ({len(archs)}; * meets the bound):"]
+    rows = [("", "heads kept", "expected cost", "mIoU", "search")]
+    for a in order[:shown]:
+        b = a["best"]
+        rows.append(("*" if a["meets_bound"] else " ", ", ".join(a["exits"]) + (" (fixed)" if a["fixed_heads"] else ""),
+                     f"{b['expected_cost']:.4g} {unit}", pct(b["miou"]), f"{a['seconds']:.3f} s"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    if len(order) > shown:
+        lines.append(f"  ... {len(order) - shown} more in the JSON report (--report, \"architectures\")")
+    fixed, gain = rep.get("fixed_heads_best"), rep.get("gain_over_fixed_heads")
+    if fixed is not None:
+        short = "" if rep.get("fixed_heads_meet_bound", True) else " (misses the bound)"
+        lines.append(f"fixed heads      exits {', '.join(fixed['exits'])}: expected cost {fixed['expected_cost']:.4g} "
+                     f"{unit}, mIoU {pct(fixed['miou'])}{short}; the head search: {-100 * gain['cost']:+.1f}% cost, "
+                     f"{gain['miou_pp']:+.2f} pp mIoU")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
 # plot
 
-def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 20000) -> None:
+def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 20000, exit_names=None,
+                legend_heads: int = 6) -> None:
     """Expected cost vs mIoU: every evaluated configuration, the Pareto front, the single exits,
-    the final exit alone, and the chosen configuration."""
+    the final exit alone, and the chosen configuration. With ``exit_names`` (a package with
+    candidate heads) the front's points are coloured by the heads they keep (the
+    ``legend_heads`` most frequent named, the rest grey)."""
     plt = load_pyplot()
     pts = result.points
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -172,6 +244,8 @@ def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 2
     ax.scatter(cloud[:, 0], 100 * cloud[:, 1], s=4, c="0.6", alpha=0.5, lw=0, label="evaluated configurations")
     front = pts[result.pareto()]
     ax.step(front[:, 0], 100 * front[:, 1], where="post", c="tab:blue", lw=1.2, label="Pareto front")
+    if exit_names is not None:
+        _front_heads(ax, result, exit_names, legend_heads)
     b = np.array([[c.expected_cost, c.miou] for c in result.budgeted])
     ax.scatter(b[:, 0], 100 * b[:, 1], marker="s", c="tab:green", s=30, zorder=3, label="single exit (budgeted)")
     ref, best = result.reference, result.best
@@ -200,4 +274,19 @@ def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 2
     plt.close(fig)
 
 
-__all__ = ["build_report", "exit_taking_all", "format_report", "plot_pareto", "load_pyplot"]
+def _front_heads(ax, result, exit_names, legend_heads: int) -> None:
+    """The front's points in one colour per choice of heads (one legend entry each)."""
+    front = result.pareto()
+    heads = [point_heads(result, exit_names, int(result.point_subsets[i])) for i in front]
+    labels = ["+".join(h) if h else "?" for h in heads]
+    common = sorted(set(labels), key=lambda k: (-labels.count(k), k))[:legend_heads]
+    pts = result.points[front]
+    for k, label in enumerate(common):
+        sel = np.array([lab == label for lab in labels])
+        ax.scatter(pts[sel, 0], 100 * pts[sel, 1], s=18, zorder=3, color=f"C{k % 10}", label=f"front: {label}")
+    rest = np.array([lab not in common for lab in labels])
+    if rest.any():
+        ax.scatter(pts[rest, 0], 100 * pts[rest, 1], s=18, zorder=3, color="0.3", label="front: other heads")
+
+
+__all__ = ["build_report", "exit_taking_all", "format_report", "plot_pareto", "point_heads", "load_pyplot"]

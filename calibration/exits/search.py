@@ -16,7 +16,14 @@ Cost (MESS Table 1): for kept exits ``s_1 < ... < s_k`` (``s_k`` the final exit)
 of images still running after the ``j``-th kept exit. A dropped exit's chunk still runs (it is
 part of the next kept exit's backbone); only its head disappears.
 
-The search, per kept-exit subset (always holding the final exit):
+Candidate heads (MESS exit-architecture search): a package may offer several heads at one exit
+*point* (``Costs.point``). The backbone chunk belongs to the point, not to a head: it runs once,
+whichever head is kept, so ``chunks(s_{j-1}, s_j]`` sums the chunks of the points after
+``s_{j-1}``'s point up to ``s_j``'s. An *architecture* is a kept-exit subset with at most one
+exit per point that holds the final exit (:func:`architectures`); without candidates every exit
+is its own point and the architectures are today's kept-exit subsets, in the same order.
+
+The search, per architecture (kept-exit subset):
 
 1. Each non-final exit's options are the pairs (grid index ``g``, ``th_img``); ``th_img`` runs
    over up to ``th_img_steps`` thresholds placed *between* distinct observed ``c_img`` values at
@@ -52,7 +59,11 @@ _EPS = 1e-12
 
 @dataclass
 class Costs:
-    """Per-exit cost: ``chunk[e]`` = backbone segments first needed by exit ``e``, ``head[e]``."""
+    """Per-exit cost: ``chunk[e]`` = backbone segments first needed by exit ``e``, ``head[e]``.
+
+    ``point[e]``: exit ``e``'s exit point (non-decreasing; default: its position, every exit its
+    own point). Exits sharing a point are candidate heads on one backbone chunk: the chunks of a
+    point's exits are that point's chunk, paid once whichever of its heads runs."""
 
     chunk: np.ndarray
     head: np.ndarray
@@ -60,30 +71,54 @@ class Costs:
     source: str = "flops"
     # per exit: what runs only for the images leaving there (its tail segment: upsampling, labels)
     tail: np.ndarray | None = None
+    point: np.ndarray | None = None
 
     def __post_init__(self):
         self.chunk = np.asarray(self.chunk, dtype=np.float64)
         self.head = np.asarray(self.head, dtype=np.float64)
         self.tail = np.zeros_like(self.head) if self.tail is None else np.asarray(self.tail, dtype=np.float64)
-        if self.chunk.shape != self.head.shape or self.chunk.ndim != 1:
-            raise MescError("costs: chunk and head must be 1-d arrays of the same length")
+        if self.chunk.shape != self.head.shape or self.chunk.ndim != 1 or self.tail.shape != self.head.shape:
+            raise MescError("costs: chunk, head and tail must be 1-d arrays of the same length")
+        self.point = np.arange(len(self.head)) if self.point is None else np.asarray(self.point)
+        if self.point.shape != self.head.shape or not np.issubdtype(self.point.dtype, np.integer):
+            raise MescError(f"costs: point must give one integer exit point per exit ({len(self.head)}), "
+                            f"got {self.point.tolist()}")
+        if len(self.point) and ((np.diff(self.point) < 0).any() or (self.point == self.point[-1]).sum() != 1):
+            raise MescError(f"costs: exit points must be non-decreasing with one head at the final point, "
+                            f"got {self.point.tolist()}")
+
+    @property
+    def has_candidates(self) -> bool:
+        """Whether some exit point offers more than one head."""
+        return len(np.unique(self.point)) < len(self.point)
+
+    def first_heads(self) -> np.ndarray:
+        """Per exit: whether it is its point's first head (candidate 0, what an uncalibrated
+        package runs)."""
+        return np.r_[True, self.point[1:] != self.point[:-1]] if len(self.point) else np.zeros(0, bool)
+
+    def _chunks(self, after_point, to_point) -> float:
+        """The chunks of the points in (``after_point``, ``to_point``]."""
+        return float(self.chunk[(self.point > after_point) & (self.point <= to_point)].sum())
 
     def subset_segment_costs(self, kept) -> np.ndarray:
         """Cost of reaching kept exit j from kept exit j-1 and running its head."""
-        kept = list(kept)
         out, prev = [], -1
         for e in kept:
-            out.append(self.chunk[prev + 1: e + 1].sum() + self.head[e])
-            prev = e
+            out.append(self._chunks(prev, self.point[e]) + self.head[e])
+            prev = self.point[e]
         return np.asarray(out)
 
     def budgeted(self, e: int) -> float:
         """Cost of always taking exit ``e`` (only its head runs)."""
-        return float(self.chunk[: e + 1].sum() + self.head[e] + self.tail[e])
+        return float(self._chunks(-1, self.point[e]) + self.head[e] + self.tail[e])
 
     def anytime(self, e: int) -> float:
-        """Cost of running every exit in turn up to and including ``e``."""
-        return float(self.chunk[: e + 1].sum() + self.head[: e + 1].sum() + self.tail[: e + 1].sum())
+        """Cost of running every exit point in turn up to and including ``e``'s: the first head
+        of every earlier point, then ``e``'s own."""
+        run = self.first_heads() & (self.point < self.point[e])
+        run[e] = True
+        return self._chunks(-1, self.point[e]) + float(self.head[run].sum()) + float(self.tail[run].sum())
 
     def manifest_dependencies(self) -> list:
         """The manifest entries these costs were read from, as ``Package.save(depends_on=)`` key
@@ -124,6 +159,8 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
         elif latency_key is not None:
             missing = [s["name"] for s in pkg.segments if not isinstance(cand.get(s["name"]), (int, float))]
             raise MescError(f"latency '{key}' lacks segments {missing}; re-run 'mesc bench --record'")
+    from mesc.manifest import exit_points
+
     seen: set[str] = set()
     chunk, head, tail = [], [], []
     for ex in pkg.exits:
@@ -141,11 +178,27 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
         chunk.append(c)
         head.append(h)
         tail.append(t)
+    point = exit_points(pkg.exits)
     if lat is not None:
-        return Costs(chunk, head, unit="ms", source=f"latency:{key}", tail=tail)
+        return Costs(chunk, head, unit="ms", source=f"latency:{key}", tail=tail, point=point)
     if not any(chunk) and not any(head):
         raise MescError("the package records neither latencies nor FLOPs; run 'mesc bench --record'")
-    return Costs(chunk, head, unit="MFLOPs", source="flops", tail=tail)
+    return Costs(chunk, head, unit="MFLOPs", source="flops", tail=tail, point=point)
+
+
+def architectures(point, every_point: bool = False) -> list[tuple]:
+    """The kept-exit subsets the search considers, as exit-index tuples: at most one exit per
+    exit point (``point[e]``, non-decreasing) and always the final exit; with ``every_point``
+    exactly one exit at every point. Ordered by size, then lexicographically: without candidates
+    that is ``itertools.combinations``' order, so ties resolve as before candidates existed."""
+    point = [int(p) for p in point]
+    last = len(point) - 1
+    groups: dict[int, list] = {}
+    for e, p in enumerate(point[:-1]):
+        groups.setdefault(p, []).append(e)
+    options = [g if every_point else [None, *g] for g in groups.values()]
+    subsets = {tuple(e for e in pick if e is not None) + (last,) for pick in itertools.product(*options)}
+    return sorted(subsets, key=lambda s: (len(s), s))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +230,8 @@ class SearchResult:
     budgeted: list                 # one Configuration per exit (always that exit)
     anytime: list                  # per exit: cost of running all exits up to it, its mIoU
     points: np.ndarray             # (P, 2): expected cost, mIoU of every evaluated configuration
-    point_subsets: np.ndarray      # (P,) subset id (index into ``subsets``)
+    # (P,) subset id: index into ``subsets``; -2 - e for exit e alone (budgeted); -1 unknown
+    point_subsets: np.ndarray
     subsets: list                  # kept-exit index tuples
     objective: str                 # "max-drop" or "max-cost"
     bound: float
@@ -186,10 +240,28 @@ class SearchResult:
     anytime_best: dict | None = None  # max-cost: the deepest exit an anytime run reaches within the bound
     seconds: float = 0.0
     evaluated: int = 0
+    # per subset, in ``subsets`` order: {"best": its best Configuration (meeting the bound where it
+    # can), "feasible", "exhaustive", "seconds", "fixed_heads" (only first heads)}: what each
+    # choice of heads gives on its own
+    by_subset: list = field(default_factory=list)
+    # the best configuration using only the first head of every point (candidate 0: what an
+    # uncalibrated package runs); the search's gain over fixed heads. Without candidates: ``best``.
+    fixed_heads_best: Configuration | None = None
 
     def pareto(self) -> np.ndarray:
         """Indices into ``points`` of the Pareto front (lower cost, higher mIoU), by cost."""
         return pareto_front(self.points)
+
+    def meets_bound(self, cfg: Configuration) -> bool:
+        return meets_bound(cfg, self.objective, self.bound)
+
+
+def meets_bound(cfg: Configuration, objective: str, bound: float) -> bool:
+    """Whether ``cfg`` meets the bound (mIoU at least ``bound``, or cost at most ``bound``),
+    with the search's tolerance for float sums."""
+    if objective == "max-drop":
+        return bool(cfg.miou >= bound - 1e-9)
+    return bool(cfg.expected_cost <= bound * (1 + 1e-9))
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
@@ -293,10 +365,10 @@ class Searcher:
         self._pts_sub: list = []
 
     # evaluation ----------------------------------------------------------------------------
-    def evaluate(self, kept, passes: np.ndarray, subset_id: int = -1):
+    def evaluate(self, kept, passes: np.ndarray, subset_id: int = -1, record: bool = True):
         """``passes``: (K, k-1, N) bools, the non-final kept exits' decisions for K configurations.
 
-        Returns (cost (K,), mIoU (K,), counts (K, k)).
+        Returns (cost (K,), mIoU (K,), counts (K, k)); ``record`` keeps them for the Pareto plot.
         """
         kept = list(kept)
         n_kept = len(kept)
@@ -316,13 +388,14 @@ class Searcher:
         remaining = self.n - np.concatenate([np.zeros((n_configs, 1)), np.cumsum(counts, 1)[:, :-1]], 1)
         cost = self.costs.expected(kept, remaining, counts, self.n)
         mi = miou(inter, union)
-        self._record(cost, mi, subset_id)
+        if record:
+            self._record(cost, mi, subset_id)
         return cost, mi, counts
 
     def _record(self, cost, mi, subset_id):
         self.evaluated += len(cost)
         self._pts.append(np.stack([cost, mi], 1).astype(np.float32))
-        self._pts_sub.append(np.full(len(cost), subset_id, dtype=np.int16))
+        self._pts_sub.append(np.full(len(cost), subset_id, dtype=np.int32))
 
     def evaluate_coordinate(self, kept, choice, j: int, subset_id: int = -1):
         """All options of kept exit ``j`` (non-final) with the others fixed at ``choice``.
@@ -374,10 +447,11 @@ class Searcher:
             return np.zeros((choice.shape[0], 0, self.n), dtype=bool)
         return np.stack([self.options[e].rows[choice[:, j]] for j, e in enumerate(kept[:-1])], 1)
 
-    def configuration(self, kept, choice, mode="input-dependent") -> Configuration:
+    def configuration(self, kept, choice, mode="input-dependent", record: bool = True,
+                      subset_id: int = -1) -> Configuration:
         kept = list(kept)
         choice = np.asarray(choice, dtype=int).reshape(-1)
-        cost, mi, counts = self.evaluate(kept, self._passes(kept, choice[None]))
+        cost, mi, counts = self.evaluate(kept, self._passes(kept, choice[None]), subset_id, record)
         th_pix, th_img, thresholds = {}, {}, {}
         for j, e in enumerate(kept):
             name = self.names[e]
@@ -436,7 +510,7 @@ class Searcher:
 
     # fixed settings -----------------------------------------------------------------------
     def reference(self) -> Configuration:
-        return self.configuration([self.e - 1], np.zeros(0, dtype=int))
+        return self.configuration([self.e - 1], np.zeros(0, dtype=int), subset_id=-2 - (self.e - 1))
 
     def budgeted(self) -> list:
         out = []
@@ -444,7 +518,7 @@ class Searcher:
             mi = float(miou(self.inter[:, e].sum(0), self.union[:, e].sum(0)))
             cost = self.costs.budgeted(e)
             self._pts.append(np.array([[cost, mi]], dtype=np.float32))
-            self._pts_sub.append(np.full(1, -2, dtype=np.int16))
+            self._pts_sub.append(np.full(1, -2 - e, dtype=np.int32))
             out.append(Configuration(mode="budgeted", exits=[self.names[e]], th_pix={self.names[e]: None},
                                      th_img={self.names[e]: 0.0}, expected_cost=cost, miou=mi,
                                      exit_fraction={self.names[e]: 1.0}, unit=self.costs.unit,
@@ -590,15 +664,20 @@ class Searcher:
         budgeted = self.budgeted()
         last = self.e - 1
         if subsets is None:
-            subsets = [tuple(s) + (last,) for r in range(self.e) for s in itertools.combinations(range(last), r)]
+            subsets = architectures(self.costs.point)
         subsets = [tuple(int(x) for x in s) for s in subsets]
         for s in subsets:
-            if not s or s[-1] != last or list(s) != sorted(set(s)):
+            if not s or s[-1] != last or list(s) != sorted(set(s)) or not all(0 <= x <= last for x in s):
                 raise MescError(f"exit subset {s} must be increasing and end with the final exit {last}")
-        best, best_kept, exhaustive = None, None, {}
+            at = [int(self.costs.point[x]) for x in s]
+            if len(set(at)) != len(at):
+                raise MescError(f"exit subset {s} keeps two heads at one exit point (points {at}); "
+                                f"keep at most one candidate per point")
+        best, best_kept, exhaustive, found = None, None, {}, []
         it = subsets if progress is None else progress(subsets)
         for sid, kept in enumerate(it):
             kept = list(kept)
+            t_subset = time.perf_counter()
             size = int(np.prod([len(self.options[e]) for e in kept[:-1]], dtype=np.float64))
             if size <= exhaustive_limit:
                 res = self._exhaustive(kept, sid, objective, bound)
@@ -606,26 +685,43 @@ class Searcher:
             else:
                 res = self._local(kept, sid, objective, bound, ref.miou)
                 exhaustive[tuple(kept)] = False
+            found.append((kept, res, time.perf_counter() - t_subset))
             if best is None or self._better(res[:2], best[:2], objective, bound):
                 best, best_kept = res, kept
-        conf = self.configuration(best_kept, best[2])
-        feasible = (conf.miou >= bound - 1e-9) if objective == "max-drop" else (conf.expected_cost <= bound * (1 + 1e-9))
+        conf = self.configuration(best_kept, best[2], subset_id=subsets.index(tuple(best_kept)))
+        meets = lambda c: meets_bound(c, objective, bound)  # noqa: E731
+        feasible = meets(conf)
+        first = self.costs.first_heads()
+        by_subset = []
+        for kept, res, seconds in found:
+            c = self.configuration(kept, res[2], record=False)
+            by_subset.append({"best": c, "feasible": meets(c), "exhaustive": exhaustive[tuple(kept)],
+                              "seconds": seconds, "fixed_heads": bool(first[kept].all())})
+        fixed = [b["best"] for b in by_subset if b["fixed_heads"]]
+        fixed_best = None
+        for c in fixed:
+            if fixed_best is None or self._better((c.expected_cost, c.miou),
+                                                  (fixed_best.expected_cost, fixed_best.miou), objective, bound):
+                fixed_best = c
         if objective == "max-drop":
-            ok = [c for c in budgeted if c.miou >= bound - 1e-9]
+            ok = [c for c in budgeted if meets(c)]
             budgeted_best = min(ok, key=lambda c: c.expected_cost) if ok else None
             anytime_best = None
         else:
-            ok = [c for c in budgeted if c.expected_cost <= bound * (1 + 1e-9)]
+            ok = [c for c in budgeted if meets(c)]
             budgeted_best = max(ok, key=lambda c: c.miou) if ok else None
-            reach = [a for a in self.anytime() if a["cost"] <= bound * (1 + 1e-9)]
-            anytime_best = reach[-1] if reach else None
+            reach = [(int(self.costs.point[e]), a["miou"], e) for e, a in enumerate(self.anytime())
+                     if a["cost"] <= bound * (1 + 1e-9)]
+            # the deepest point reached; among its candidate heads the most accurate
+            anytime_best = self.anytime()[max(reach)[2]] if reach else None
         pts = np.concatenate(self._pts) if self._pts else np.zeros((0, 2), np.float32)
-        sub = np.concatenate(self._pts_sub) if self._pts_sub else np.zeros(0, np.int16)
+        sub = np.concatenate(self._pts_sub) if self._pts_sub else np.zeros(0, np.int32)
         result = SearchResult(best=conf, reference=ref, budgeted=budgeted, anytime=self.anytime(),
                               points=pts, point_subsets=sub, subsets=[list(s) for s in subsets],
                               objective=objective, bound=bound, exhaustive=exhaustive,
                               budgeted_best=budgeted_best, anytime_best=anytime_best,
-                              seconds=time.perf_counter() - t0, evaluated=self.evaluated)
+                              seconds=time.perf_counter() - t0, evaluated=self.evaluated,
+                              by_subset=by_subset, fixed_heads_best=fixed_best)
         if not feasible:
             cheapest = min(budgeted, key=lambda c: c.expected_cost)
             cheapest_cost = float(pts[:, 0].min()) if len(pts) else cheapest.expected_cost
@@ -656,5 +752,5 @@ def search(inter, union, conf, costs: Costs, max_drop=None, max_cost=None, exit_
                     subsets=subsets, progress=progress)
 
 
-__all__ = ["Costs", "Configuration", "SearchResult", "Searcher", "InfeasibleBound", "costs_from_package",
-           "pareto_front", "search"]
+__all__ = ["Costs", "Configuration", "SearchResult", "Searcher", "InfeasibleBound", "architectures", "meets_bound",
+           "costs_from_package", "pareto_front", "search"]

@@ -30,7 +30,9 @@ from mesc.cli.options import backend_options, parse_policy_name
 @click.option("--cache", type=click.Path(dir_okay=False), default=None,
               help="Memo cache (.npz): reused when package, data and grid are unchanged.")
 @click.option("--latency-key", default=None, help="Which recorded latency to use (default: the first).")
-@click.option("--all-exits", is_flag=True, help="Keep every exit (search thresholds only).")
+@click.option("--all-exits", is_flag=True,
+              help="Keep a head at every exit point (search thresholds only; where a point has candidate "
+                   "heads, still choose one).")
 @click.option("--th-img-steps", type=int, default=50, show_default=True, help="th_img values per exit and th_pix.")
 @click.option("--compare-policies", is_flag=True, help="Also calibrate the other policies, for the report.")
 @click.option("--limit", type=int, default=None, help="Use only the first N images.")
@@ -45,7 +47,7 @@ def calibrate_cmd(package, data, max_drop, max_cost, risk, policy, report, plot,
                   all_exits, th_img_steps, compare_policies, limit, split, min_images, warn_images, force, backend,
                   device):
     """Choose exits and thresholds on a labelled set: least expected cost within an mIoU drop,
-    or best mIoU within a cost."""
+    or best mIoU within a cost. Where an exit point offers candidate heads, choose at most one."""
     from mesc.calibration.exits import calibrate, format_report
 
     out = calibrate(package, data, max_drop=max_drop, max_cost=max_cost, policy=policy, report=report, plot=plot,

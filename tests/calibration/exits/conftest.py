@@ -13,3 +13,102 @@ def policy_package(tmp_path_factory):
     pkg = export(skipnet(num_classes=6), tmp_path_factory.mktemp("calib") / "pkg",
                  options=ExportOptions(policy="top1", dynamic_batch=True, strides=[2, 2, 2], verify=False))
     return pkg.root
+
+
+def export_candidates(model, dest):
+    """``model`` (the candidate-head contract: an exit point's entry may be a list of candidate
+    logits) exported as a package with candidates.
+
+    Stand-in until ``mesc export`` writes such packages: the model's exits are flattened and
+    exported as separate exits, then the manifest gets what the contract says the exporter
+    writes: ``point``/``candidate`` per exit, names ``exit{p}c{j}`` / ``head{p}c{j}`` at a point
+    with candidates, ``exit{p}`` elsewhere, and candidate 0 of every point enabled. Once the
+    exporter takes such models, export ``model`` directly here instead."""
+    import json
+
+    import torch.nn as nn
+
+    from mesc.exporters.export import ExportOptions, export
+    from mesc.package import Package
+
+    class Flat(nn.Module):
+        default_input_shape = model.default_input_shape
+
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x):
+            return [t for out in self.m(x) for t in (out if isinstance(out, (list, tuple)) else [out])]
+
+    x = __import__("torch").zeros(model.default_input_shape)
+    sizes = [len(o) if isinstance(o, (list, tuple)) else 1 for o in model(x)]
+    pkg = export(Flat(), dest, options=ExportOptions(policy="top1", dynamic_batch=True,
+                                                     strides=[2] * sum(sizes), verify=False))
+    path = pkg.root / "mesc.json"
+    man = json.loads(path.read_text())
+    where = [(p, j) for p, k in enumerate(sizes) for j in range(k)]
+    renamed = {}
+    for ex, (p, j) in zip(man["exits"], where):
+        suffix = f"{p}c{j}" if sizes[p] > 1 else f"{p}"
+        renamed[ex["name"]] = f"exit{suffix}"
+        for key, stem in (("segment", "head"), ("tail", "tail")):
+            if ex.get(key):
+                renamed[ex[key]] = f"{stem}{suffix}"
+                ex[key] = renamed[ex[key]]
+        ex["name"] = renamed[ex["name"]]
+        ex.update(point=p, candidate=j)
+        if j > 0:
+            ex["enabled"] = False
+    for seg in man["segments"]:
+        seg["name"] = renamed.get(seg["name"], seg["name"])
+        seg["exit"] = renamed.get(seg["exit"], seg["exit"])
+    path.write_text(json.dumps(man, indent=1))
+    return Package.load(pkg.root).root
+
+
+def fit_briefly(model, data_dir, steps: int = 60):
+    """``model`` trained for ``steps`` full-batch Adam steps on every exit (candidates too) of
+    a labelled folder: enough for heads that differ in accuracy and confidence, so that a
+    calibration mixes exits. Single-threaded, so the result does not depend on the machine's
+    cores."""
+    import numpy as np
+    import torch
+
+    from mesc.calibration.exits.memo import load_calibration_set
+    from mesc.training import exit_losses, normalization_of, to_input
+
+    _, _, h, w = model.default_input_shape
+    items = load_calibration_set(data_dir, (h, w), 6)
+    x = to_input(np.stack([im for _, im, _ in items]), normalization_of(model))
+    y = torch.from_numpy(np.stack([mask for _, _, mask in items]).astype(np.int64))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        model.train()
+        for _ in range(steps):
+            flat = [t for out in model(x) for t in (out if isinstance(out, (list, tuple)) else [out])]
+            loss = sum(exit_losses(flat, y))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def candidate_package(tmp_path_factory):
+    """A toy package with two candidate heads at exit point 0 (``exit0c0``: 1x1 conv,
+    ``exit0c1``: 3x3 head), ``exit1`` and the final ``exit2``, briefly trained on synthetic
+    scenes; 6 classes, in-graph top-1 policy, dynamic batch. Copy it before writing to it."""
+    pytest.importorskip("torch")
+    from toys import candidate_net
+
+    from mesc.data import generate
+
+    train = generate(tmp_path_factory.mktemp("candidates_train") / "data", 24, seed=11, size=(32, 64))
+    model = fit_briefly(candidate_net(), train)
+    return export_candidates(model, tmp_path_factory.mktemp("calib_candidates") / "pkg")

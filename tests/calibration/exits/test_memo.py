@@ -22,23 +22,14 @@ def toy(policy_package, tmp_path_factory):
 
 def _measure(pkg_dir, data, cfg):
     """Run the runtime input-dependently with the configuration's thresholds."""
-    from mesc.calibration.exits.memo import load_calibration_set
-    from mesc.metrics import class_counts, miou
+    from runtime_checks import input_dependent_figures
+
     from mesc.runtime import load
 
     pipe = load(pkg_dir, backend="onnxruntime")
     for name in cfg.exits[:-1]:
         pipe.set_thresholds(name, th_pix=cfg.th_pix[name], th_img=cfg.th_img[name])
-    items = load_calibration_set(data, (32, 64), 6)
-    results = pipe([im for _, im, _ in items])
-    inter = np.zeros(6)
-    union = np.zeros(6)
-    for r, (_, _, mask) in zip(results, items):
-        i, u = class_counts(r.labels, mask, 6)
-        inter += i
-        union += u
-    frac = {e: sum(r.exit == e for r in results) / len(results) for e in pipe.exit_names}
-    return float(miou(inter, union)), frac
+    return input_dependent_figures(pipe, data, 6)
 
 
 def test_memo_predicts_the_runtime(toy, tmp_path):
