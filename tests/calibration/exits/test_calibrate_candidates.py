@@ -135,7 +135,7 @@ def test_the_cli_names_the_disabled_heads(pkg_dir, data, tmp_path):
     res = CliRunner().invoke(cli, ["calibrate", str(pkg_dir), "--data", str(data), "--max-drop", "100",
                                    "--write", "--th-img-steps", "8", "--warn-images", "0"])
     assert res.exit_code == 0, res.output
-    assert f"written          thresholds to {pkg_dir}/mesc.json; disabled exits: exit0c0, exit1\n" in res.output
+    assert f"written          mess policy and thresholds to {pkg_dir}/mesc.json; disabled exits: exit0c0, exit1\n" in res.output
     assert 'dropped heads (exit0c0, exit1) are written as "enabled": false' in res.output
 
 
