@@ -17,54 +17,15 @@ def policy_package(tmp_path_factory):
 
 def export_candidates(model, dest):
     """``model`` (the candidate-head contract: an exit point's entry may be a list of candidate
-    logits) exported as a package with candidates.
-
-    Stand-in until ``mesc export`` writes such packages: the model's exits are flattened and
-    exported as separate exits, then the manifest gets what the contract says the exporter
-    writes: ``point``/``candidate`` per exit, names ``exit{p}c{j}`` / ``head{p}c{j}`` at a point
-    with candidates, ``exit{p}`` elsewhere, and candidate 0 of every point enabled. Once the
-    exporter takes such models, export ``model`` directly here instead."""
-    import json
-
-    import torch.nn as nn
-
+    logits) exported by ``mesc export`` as a package with candidates (``exit{p}c{j}`` at a point
+    with several heads, candidate 0 of every point enabled)."""
     from mesc.exporters.export import ExportOptions, export
-    from mesc.package import Package
-
-    class Flat(nn.Module):
-        default_input_shape = model.default_input_shape
-
-        def __init__(self):
-            super().__init__()
-            self.m = model
-
-        def forward(self, x):
-            return [t for out in self.m(x) for t in (out if isinstance(out, (list, tuple)) else [out])]
 
     x = __import__("torch").zeros(model.default_input_shape)
-    sizes = [len(o) if isinstance(o, (list, tuple)) else 1 for o in model(x)]
-    pkg = export(Flat(), dest, options=ExportOptions(policy="top1", dynamic_batch=True,
-                                                     strides=[2] * sum(sizes), verify=False))
-    path = pkg.root / "mesc.json"
-    man = json.loads(path.read_text())
-    where = [(p, j) for p, k in enumerate(sizes) for j in range(k)]
-    renamed = {}
-    for ex, (p, j) in zip(man["exits"], where):
-        suffix = f"{p}c{j}" if sizes[p] > 1 else f"{p}"
-        renamed[ex["name"]] = f"exit{suffix}"
-        for key, stem in (("segment", "head"), ("tail", "tail")):
-            if ex.get(key):
-                renamed[ex[key]] = f"{stem}{suffix}"
-                ex[key] = renamed[ex[key]]
-        ex["name"] = renamed[ex["name"]]
-        ex.update(point=p, candidate=j)
-        if j > 0:
-            ex["enabled"] = False
-    for seg in man["segments"]:
-        seg["name"] = renamed.get(seg["name"], seg["name"])
-        seg["exit"] = renamed.get(seg["exit"], seg["exit"])
-    path.write_text(json.dumps(man, indent=1))
-    return Package.load(pkg.root).root
+    count = sum(len(o) if isinstance(o, (list, tuple)) else 1 for o in model(x))
+    pkg = export(model, dest, options=ExportOptions(policy="top1", dynamic_batch=True, strides=[2] * count,
+                                                    verify=False))
+    return pkg.root
 
 
 def fit_briefly(model, data_dir, steps: int = 60):
