@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/mesc bench out/demo --warmup 3 --iters 20 --baseline none --record
 	$(BIN)/mesc synth-data -o out/data/calib --count 200 --seed 11 --force
 	$(BIN)/mesc synth-data -o out/data/test --count 48 --seed 12 --force
-	$(BIN)/mesc calibrate out/demo --data out/data/calib --max-drop 0.5 --write --report out/demo-calibration.json
+	$(BIN)/mesc calibrate out/demo --data out/data/calib --max-drop 0.5 --write --report out/demo-calibration.json --force
 	$(BIN)/mesc inspect out/demo
 	$(BIN)/mesc run out/demo out/data/test/images -o out/demo-run --force
 

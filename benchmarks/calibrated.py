@@ -1,10 +1,13 @@
 """Calibrated early exit, measured by running it: what ``mesc calibrate`` promises, checked.
 
-    python -m mesc.benchmarks.calibrated [--package DIR] [--calib 200] [--test 200]
-        [--bounds 0.5,1,2] [--rounds 3] [--threads 2] [--json OUT]
+    python -m mesc.benchmarks.calibrated [--package DIR | --model NAME [--weights FILE]] [--calib 200]
+        [--test 200] [--bounds 0.5,1,2] [--rounds 3] [--threads 2] [--json OUT]
 
-Without ``--package`` the embedded demo model is exported with the policy at the exits' native
-resolution. The package's segments are timed and recorded (``mesc bench --record``), the exits
+Without ``--package`` the embedded demo model (or ``--model``, e.g. ``demo-search`` with its
+trained candidate heads) is exported with the policy at the exits' native resolution. Where the
+package offers candidate heads (MESS exit-architecture search), each bound is run twice: the
+configuration the search chose over every architecture, and the best one with the fixed heads
+(candidate 0 at every point, what an uncalibrated package runs). The package's segments are timed and recorded (``mesc bench --record``), the exits
 and thresholds are chosen on a labelled synthetic calibration split for each mIoU bound
 (``mesc calibrate --max-drop``), and each configuration then segments a separate synthetic test
 split through the runtime, one image per call, beside the final exit alone. Reported per
@@ -75,20 +78,26 @@ def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | No
     for bound in bounds:
         t0 = time.perf_counter()
         try:
-            cfg = s_cal.search(max_drop=bound).best
+            res = s_cal.search(max_drop=bound)
         except InfeasibleBound as err:
             say(f"<= {bound} pp: {err}")
             continue
-        search[bound] = time.perf_counter() - t0
-        configs[bound] = cfg
-        say(f"<= {bound} pp: exits {cfg.exits}, predicted {cfg.expected_cost:.2f} {cfg.unit} "
-            f"({cfg.expected_cost / s_cal.reference().expected_cost:.2f}x), searched in {search[bound]:.2f} s")
+        seconds = time.perf_counter() - t0
+        chosen = {"searched": res.best} if costs.has_candidates else {"": res.best}
+        if costs.has_candidates and res.fixed_heads_best is not None and res.meets_bound(res.fixed_heads_best):
+            chosen["fixed heads"] = res.fixed_heads_best
+        for heads, cfg in chosen.items():
+            key = (bound, heads)
+            search[key], configs[key] = seconds, cfg
+            say(f"<= {bound} pp{' ' + heads if heads else ''}: exits {cfg.exits}, predicted {cfg.expected_cost:.2f} "
+                f"{cfg.unit} ({cfg.expected_cost / s_cal.reference().expected_cost:.2f}x), searched in {seconds:.2f} s")
 
     num_classes = max(ex["num_classes"] for ex in pkg.exits)
     test = load_calibration_set(test_dir, _input_size(pkg), num_classes)
     images, masks = [t[1] for t in test], [t[2] for t in test]
     final = pkg.exits[-1]["name"]
-    runs: dict = {"final-only": []} | {f"<= {b} pp": [] for b in configs}
+    label = {k: f"<= {k[0]} pp" + (f" {k[1]}" if k[1] else "") for k in configs}
+    runs: dict = {"final-only": []} | {label[k]: [] for k in configs}
     with load(package, backend="onnxruntime", device="cpu", threads=threads) as pipe:
         _run(pipe, images[:8], masks[:8], num_classes, exit=final)  # warm-up: sessions, allocations
         for cfg in configs.values():
@@ -96,9 +105,9 @@ def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | No
             _run(pipe, images[:8], masks[:8], num_classes)
         for r in range(rounds):
             runs["final-only"].append(_run(pipe, images, masks, num_classes, exit=final))
-            for b, cfg in configs.items():
+            for k, cfg in configs.items():
                 _configure(pipe, cfg)
-                runs[f"<= {b} pp"].append(_run(pipe, images, masks, num_classes))
+                runs[label[k]].append(_run(pipe, images, masks, num_classes))
             say(f"round {r + 1}/{rounds}: " + ", ".join(
                 f"{k} {np.mean(v[-1]['latency_ms']):.2f} ms" for k, v in runs.items()))
         env = environment(pipe.runner.device, threads=threads)
@@ -110,15 +119,15 @@ def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | No
            "final_only": {"mean_ms_rounds": ref_rounds, "mean_ms": float(np.median(ref_rounds)),
                           "miou": ref_miou, "predicted_cost": s_cal.reference().expected_cost},
            "configurations": []}
-    for b, cfg in configs.items():
-        rr = runs[f"<= {b} pp"]
+    for (b, heads), cfg in configs.items():
+        rr = runs[label[(b, heads)]]
         means = [float(np.mean(x["latency_ms"])) for x in rr]
         names = rr[0]["exits"]
         held = s_test.assess(cfg)
         measured_share = {e: names.count(e) / len(names) for e in cfg.exits}
         out["configurations"].append({
-            "max_drop_pp": b, "exits": cfg.exits, "th_pix": cfg.th_pix, "th_img": cfg.th_img,
-            "search_seconds": search[b],
+            "max_drop_pp": b, "heads": heads or None, "exits": cfg.exits, "th_pix": cfg.th_pix,
+            "th_img": cfg.th_img, "search_seconds": search[(b, heads)],
             "predicted": {"cost": cfg.expected_cost, "ratio": cfg.expected_cost / s_cal.reference().expected_cost,
                           "drop_pp": 100 * (s_cal.reference().miou - cfg.miou), "exit_fraction": cfg.exit_fraction},
             "test_memo": {"ratio": held.expected_cost / s_test.reference().expected_cost, "miou": held.miou,
@@ -167,7 +176,8 @@ def format_table(result: dict) -> str:
     for c in result["configurations"]:
         m, p = c["measured"], c["predicted"]
         shares = ", ".join(f"{e} {100 * v:.0f}%" for e, v in m["exit_fraction"].items())
-        lines.append(f"<= {c['max_drop_pp']:<5} {'+'.join(c['exits']):<21} {m['mean_ms']:7.2f}  {m['ratio']:5.2f}  "
+        lines.append(f"<= {c['max_drop_pp']:<5} {'+'.join(c['exits']):<21}"
+                     + (f" ({c['heads']})" if c.get("heads") else "") + f" {m['mean_ms']:7.2f}  {m['ratio']:5.2f}  "
                      f"{m['drop_pp']:7.2f}  {shares:<28} {p['ratio']:5.2f} / {p['drop_pp']:5.2f}        "
                      f"{c['search_seconds']:.2f}")
     sc = result.get("search_scale")
@@ -181,7 +191,10 @@ def format_table(result: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mesc.benchmarks.calibrated", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--package", type=Path, default=None, help="A package (default: export the demo model).")
+    ap.add_argument("--package", type=Path, default=None, help="A package (default: export --model).")
+    ap.add_argument("--model", default="demo", help="Registered model to export without --package (default: demo; "
+                                                    "demo-search: the demo with candidate heads).")
+    ap.add_argument("--weights", type=Path, default=None, help="Checkpoint for --model (e.g. trained candidates).")
     ap.add_argument("--calib", type=int, default=200, help="Synthetic calibration scenes (seed 11).")
     ap.add_argument("--test", type=int, default=200, help="Synthetic test scenes (seed 12).")
     ap.add_argument("--bounds", default="0.5,1,2", help="mIoU drop bounds in pp, comma-separated.")
@@ -200,8 +213,8 @@ def main(argv=None) -> int:
         if package is None:
             from mesc.exporters.export import ExportOptions, export
 
-            package = tmp / "demo"
-            export("demo", package, options=ExportOptions(policy_at="native", verify=False))
+            package = tmp / args.model
+            export(args.model, package, weights=args.weights, options=ExportOptions(policy_at="native", verify=False))
         from mesc.package import Package
 
         shape = _input_size(Package.load(package))
