@@ -17,7 +17,7 @@ weights):
 (``--device cuda:0`` on a GPU.) What the shipped checkpoint is: the stage-1 backbone and final
 head of the previous demo.pt (trained with the first command above, which the corrections leave
 unchanged but for exit1's head dilations), and its early heads retrained by the corrected stage 2
-from that checkpoint's heads on whole images (no GPU was lent; the full recipe did not fit):
+from that checkpoint's heads on whole images (the GPU loan was paused before the full recipe could run there):
 
     mesc train --model demo --weights demo-previous.pt --data /tmp/mesc_demo/train \\
         --val /tmp/mesc_demo/val --epochs1 0 --epochs2 6 --batch 16 --lr 1e-3 --alpha 0.5 --seed 1 \\
