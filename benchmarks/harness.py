@@ -140,6 +140,17 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _ort_version() -> str | None:
+    """The ONNX Runtime this process imports: with both wheels about (onnxruntime and
+    onnxruntime-gpu, or one on PYTHONPATH), the metadata of the other may be found first."""
+    try:
+        import onnxruntime
+
+        return onnxruntime.__version__
+    except ImportError:
+        return _version("onnxruntime") or _version("onnxruntime-gpu")
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -155,7 +166,7 @@ def environment(device, threads: int | None = None, precision: str = "fp32") -> 
     """What the figures depend on: device name, library versions, precision, CPU threads."""
     env = {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "threads": threads or os.cpu_count(),
            "precision": precision, "python": platform.python_version(), "numpy": np.__version__,
-           "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"), "onnx": _version("onnx"),
+           "onnxruntime": _ort_version(), "onnx": _version("onnx"),
            "torch": _version("torch"), "tensorrt": _version("tensorrt"), "os": platform.platform()}
     if getattr(device, "is_cuda", False):
         from mesc.runtime import devices
