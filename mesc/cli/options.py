@@ -38,6 +38,17 @@ def parse_thresholds(ctx, param, value):
         raise click.BadParameter(str(err)) from None
 
 
+def parse_deadline_ms(ctx, param, value):
+    """A deadline in milliseconds: a finite number above 0 (nan and inf pass a plain FloatRange)."""
+    import math
+
+    if value is None:
+        return None
+    if not math.isfinite(value) or value <= 0:
+        raise click.BadParameter(f"a deadline is a finite number of milliseconds above 0, got {value}")
+    return value
+
+
 def parse_policy_name(ctx, param, value):
     """An exit policy kind (mesc.manifest.POLICY_KINDS), with '-' accepted for '_'."""
     from mesc.manifest import POLICY_KINDS
