@@ -1,7 +1,7 @@
 """``mesc calibrate --risk``, measured: how often the bound is overshot on new images, and at what latency.
 
     python -m mesc.benchmarks.risk [--scenes 1000] [--calib 400,600] [--splits 30] [--delta 0.1]
-        [--bounds 0.5,1] [--work DIR] [--json OUT]
+        [--bounds 0.5,1] [--model demo | demo-search --weights FILE] [--work DIR] [--json OUT]
 
 The demo model is exported with the policy at the exits' native resolution, its segments are
 timed and recorded (``mesc bench --record``: the costs are these latencies), ``--scenes``
@@ -29,19 +29,20 @@ import numpy as np
 SCENE_SEED = 21
 
 
-def prepare(work: Path, scenes: int, say=print):
-    """The demo package (latencies recorded), ``scenes`` synthetic scenes and their memo, in
-    ``work`` (reused where already there)."""
+def prepare(work: Path, scenes: int, say=print, model: str = "demo", weights=None):
+    """The ``model`` package (default the demo; ``demo-search`` with ``weights``: the candidate
+    heads, for the exit-architecture search) with latencies recorded, ``scenes`` synthetic scenes
+    and their memo, in ``work`` (reused where already there)."""
     from mesc.benchmarks.bench import BenchOptions, bench, record_latency
     from mesc.calibration.exits.memo import evaluate
     from mesc.data import generate
 
-    package, data = work / "demo", work / f"scenes-{scenes}"
+    package, data = work / model, work / f"scenes-{scenes}"
     if not package.exists():
         from mesc.exporters.export import ExportOptions, export
 
-        say("export demo (policy at native resolution), bench --record")
-        export("demo", package, options=ExportOptions(policy_at="native", verify=False))
+        say(f"export {model} (policy at native resolution), bench --record")
+        export(model, package, weights=weights, options=ExportOptions(policy_at="native", verify=False))
         record_latency(package, bench(package, BenchOptions(warmup=3, iters=30, baselines=()), progress=False,
                                       say=lambda m: None))
     if not data.exists():
@@ -49,7 +50,7 @@ def prepare(work: Path, scenes: int, say=print):
         generate(data, scenes, seed=SCENE_SEED)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="the package has a static batch")
-        memo = evaluate(package, data, cache=work / f"memo-{scenes}.npz")
+        memo = evaluate(package, data, cache=work / f"memo-{model}-{scenes}.npz")
     return package, memo
 
 
@@ -166,6 +167,8 @@ def main(argv=None) -> int:
     ap.add_argument("--splits", type=int, default=30, help="Random calibration/test splits per size and bound.")
     ap.add_argument("--delta", type=float, default=0.1, help="--risk DELTA.")
     ap.add_argument("--bounds", default="0.5,1", help="mIoU drop bounds in pp, comma-separated.")
+    ap.add_argument("--model", default="demo", help="Registered model (demo-search: the demo with candidate heads).")
+    ap.add_argument("--weights", type=Path, default=None, help="Checkpoint for --model (e.g. trained candidates).")
     ap.add_argument("--work", type=Path, default=None, help="Keep package, scenes and memo here (default: a temporary folder).")
     ap.add_argument("--json", type=Path, default=None, help="Write the result here (RESULTS.md beside it is regenerated).")
     args = ap.parse_args(argv)
@@ -183,10 +186,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="mesc-risk-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        package, memo = prepare(work, args.scenes)
+        package, memo = prepare(work, args.scenes, model=args.model, weights=args.weights)
         costs = costs_from_package(Package.load(package))
         result = measure(memo, costs, calib, bounds, args.splits, args.delta)
-    result.update(scenario="risk-demo-cpu", date=utc_now(), wall_seconds=time.perf_counter() - t0,
+    result.update(scenario=f"risk-{args.model}-cpu", model=args.model, date=utc_now(), wall_seconds=time.perf_counter() - t0,
                   scenes=args.scenes, splits=args.splits, delta=args.delta, environment=environment("cpu"),
                   cost_unit=costs.unit)
     if args.json:
