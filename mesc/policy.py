@@ -65,7 +65,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mesc.manifest import CONFIDENCE_KINDS, EDGE_BANDS
+from mesc.manifest import CONFIDENCE_KINDS, EDGE_BANDS, edge_band_of
 from mesc.errors import MescError
 
 LOGITS_SHAPE = "N x M x H x W (float32)"
@@ -500,8 +500,6 @@ def policy_scores(logits, policy: dict) -> np.ndarray:
     """One score per image (N,) of an exit's logits under its manifest policy: MESS's c_img at
     ``th_pix``, the mean per-pixel confidence, or the FFT magnitude. The learned decision
     network exists only in the exit's graph (its weights are compiled there)."""
-    from mesc.manifest import edge_band_of
-
     kind = policy_kind(policy)
     if kind == "mess":
         return mess_confidence_fast(logits, policy.get("th_pix", 0.9), confidence=policy.get("confidence", "top1"),

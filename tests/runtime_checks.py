@@ -1,5 +1,7 @@
 """Assertions and measurements the runtime and calibration tests share."""
 
+import pytest
+
 
 def assert_same_decisions(ref, test, images, th=0.5):
     """Both pipelines at the same thresholds take the same exits with (almost) the same labels:
@@ -32,3 +34,14 @@ def input_dependent_figures(pipe, data, classes):
         union += u
     fractions = {e: sum(r.exit == e for r in results) / len(results) for e in pipe.exit_names}
     return float(miou(inter, union)), fractions
+
+
+def _ort_has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+# for tests that run ONNX Runtime on a GPU
+needs_ort_cuda = pytest.mark.skipif(not _ort_has_cuda(),
+                                    reason="onnxruntime has no CUDA provider here (pip install 'mesc[gpu]')")

@@ -16,6 +16,7 @@ from mesc.errors import MescError
 from mesc.package import Package
 
 import toys
+from runtime_checks import needs_ort_cuda
 
 # Stated bars (16 images, random-weight toy model; measured 0.9996+/0.989+ agreement):
 FP16_MIN_AGREEMENT, FP16_REL_LOGIT_ERR = 0.995, 0.01
@@ -195,14 +196,9 @@ def test_failed_preparation_leaves_package_untouched(tmp_path, prepared, images,
     Package.load(pkg)  # the old onnx_int8/ and its checksums are intact
 
 
-def _has_ort_cuda():
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _has_ort_cuda(), reason="onnxruntime has no CUDA provider here (pip install 'mesc[gpu]')")
+@needs_ort_cuda
 def test_fp16_graphs_on_cuda_agree_with_fp32_on_cpu(request, images):
     """The prepared FP16 graphs on the GPU (where FP16 pays) decide as the FP32 graphs on the CPU."""
     import mesc
