@@ -92,7 +92,7 @@ def _check_request(pkg, opts: BenchOptions):
                         f"re-export with --dynamic-batch (or --input-shape {opts.batch}x...) to bench it")
     target = variant = None
     if opts.backend == "tensorrt":
-        from mesc.engines.targets import get_target
+        from mesc.targets import get_target
         from mesc.runtime.backends.trt.loader import choose_target, choose_variant
 
         if opts.target is not None:

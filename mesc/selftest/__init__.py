@@ -51,7 +51,7 @@ def resolve(backend: str | None, device: str | None) -> tuple[str, str]:
 
 
 def _check_request(target: str, precision: str, backend: str) -> None:
-    from mesc.engines.targets import PRECISIONS, check_build_request, get_target
+    from mesc.targets import PRECISIONS, check_build_request, get_target
 
     if precision not in PRECISIONS:
         raise MescError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
