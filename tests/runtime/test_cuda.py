@@ -165,3 +165,20 @@ def test_buffers_and_copies_round_trip(monkeypatch):
     pinned.free()
     assert [c[0] for c in rt.calls[2:]] == ["free", "free"] and rt.blocks == {}
     assert cuda.DeviceBuffer(0).nbytes == 0  # an empty tensor still gets an address
+
+
+def test_cuda_python_is_loaded_on_the_first_cuda_call_only(tmp_path):
+    """`import mesc`, the runtime, the clock and the bench harness leave cuda-python (and
+    polygraphy) alone; here a stand-in `cuda` package that exits 3 when imported tells."""
+    import subprocess
+    import sys
+
+    (tmp_path / "cuda").mkdir()
+    (tmp_path / "cuda" / "__init__.py").write_text("raise SystemExit(3)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    light = ("import sys, mesc, mesc.runtime, mesc.runtime.cuda, mesc.runtime.clock, mesc.benchmarks.harness; "
+             "from mesc.runtime.devices import parse_device; parse_device('cuda:0'); "
+             "sys.exit(4 if 'polygraphy' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", light], env=env).returncode == 0
+    first_call = "from mesc.runtime import cuda; cuda.runtime()"
+    assert subprocess.run([sys.executable, "-c", first_call], env=env).returncode == 3
