@@ -7,8 +7,9 @@ is a pooled device buffer handed to the next segment by address: nothing is copi
 segments, and buffers are reused across calls of the same shapes.
 
 Enqueueing returns before the GPU has run a segment, so host clocks around ``run`` see the
-enqueue only; each segment's run is bracketed by CUDA events (:class:`~mesc.runtime.clock.SegmentEvents`)
-and :meth:`TrtRunner.segment_times` reports device milliseconds.
+enqueue only; each segment's run is bracketed by CUDA events (the segment clock's
+:class:`~mesc.runtime.clock.SegmentEvents`) and :meth:`TrtRunner.segment_times` reports device
+milliseconds.
 """
 
 from __future__ import annotations
