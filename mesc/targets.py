@@ -132,7 +132,8 @@ def check_build_request(target, precision: str, trt_version, dla_core: int | Non
     v = parse_version(trt_version) if trt_version is not None else None
     warnings = []
     if v is not None and not t.trt_ok(v):
-        raise MescError(f"target '{t.name}' needs TensorRT {t.trt_range()}, this machine has {format_version(v)} ({t.notes})")
+        raise MescError(f"target '{t.name}' needs TensorRT {t.trt_range()}, this machine has {format_version(v)} "
+                        f"({t.notes})")
     if compute_capability is not None and t.compute_capabilities and compute_capability not in t.compute_capabilities:
         raise MescError(
             f"target '{t.name}' is sm_{'/'.join(c.replace('.', '') for c in t.compute_capabilities)}, but this GPU "
