@@ -38,6 +38,7 @@ from mesc.benchmarks import harness
 from mesc.errors import MescError
 from mesc.policy import NEVER_EXIT, policy_kind
 from mesc.progress import bar as progress_bar
+from mesc.runtime.clock import HostClock, segment_clock
 from mesc.timestamps import utc_now
 
 BACKENDS = ("onnxruntime", "tensorrt")
@@ -92,7 +93,7 @@ def _check_request(pkg, opts: BenchOptions):
                         f"re-export with --dynamic-batch (or --input-shape {opts.batch}x...) to bench it")
     target = variant = None
     if opts.backend == "tensorrt":
-        from mesc.engines.targets import get_target
+        from mesc.targets import get_target
         from mesc.runtime.backends.trt.loader import choose_target, choose_variant
 
         if opts.target is not None:
@@ -256,8 +257,8 @@ def _bench(ctx: BenchContext, images) -> dict:
     x = np.random.default_rng(opts.seed).standard_normal((opts.batch, c, h, w)).astype(np.float32)
     exits = pipe.exit_names
     stream = getattr(pipe.runner, "stream", None)
-    host = harness.HostClock(stream.synchronize if stream is not None else None)
-    seg_clock = harness.device_clock(pipe.runner)
+    host = HostClock(stream.synchronize if stream is not None else None)
+    seg_clock = segment_clock(pipe.runner)
     variants = {"segments": lambda: pipe.time_segments(x, seg_clock)}
     for k in exits:
         variants[f"exit:{k}"] = _call(pipe, x, exit=k)
@@ -392,7 +393,7 @@ def _assemble(ctx: BenchContext, rounds, skipped, data) -> dict:
         "input_shape": [opts.batch, *pipe.chw], "backend": opts.backend, "device": str(ctx.dev),
         "target": ctx.target, "engine": ctx.variant, "precision": precision,
         "policy": "in-graph" if pipe.in_graph else "host",
-        "clock": {"segments": harness.device_clock(pipe.runner).name, "exits": "host (synchronised)"},
+        "clock": {"segments": segment_clock(pipe.runner).name, "exits": "host (synchronised)"},
         "settings": {"warmup": opts.warmup, "iters": opts.iters, "batch": opts.batch, "threads": ctx.threads,
                      "baselines": list(opts.baselines), "data": opts.data},
         "environment": harness.environment(ctx.dev, ctx.threads, precision),

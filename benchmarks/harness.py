@@ -1,89 +1,19 @@
-"""Timing and statistics for ``mesc bench``: clocks, interleaved rounds, summaries, environment.
+"""Timing and statistics for ``mesc bench``: interleaved rounds, summaries, environment.
 
-Clocks return milliseconds. On the host a monotonic clock brackets the work with a device
-synchronisation on both sides (queued work must not leak into or out of the interval); on a
-CUDA stream that the runner exposes, CUDA events time the device work itself.
+The clocks are the runtime's (:mod:`mesc.runtime.clock`): the host clock brackets the work with
+a device synchronisation on both sides (queued work must not leak into or out of the interval);
+on a CUDA stream that the runner exposes, CUDA events time the device work itself.
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib.metadata
 import os
 import platform
-import time
 
 import numpy as np
 
-
-class HostClock:
-    """``time.perf_counter`` with an optional ``sync`` (e.g. a stream synchronise) at both ends."""
-
-    name = "host"
-
-    def __init__(self, sync=None):
-        self.sync = sync
-
-    def start(self):
-        if self.sync:
-            self.sync()
-        return time.perf_counter()
-
-    def stop(self, token) -> float:
-        if self.sync:
-            self.sync()
-        return (time.perf_counter() - token) * 1e3
-
-
-class CudaEventClock:
-    """CUDA events recorded on a stream (its ``cudaStream_t`` as an int), through libcudart."""
-
-    name = "cuda-events"
-
-    def __init__(self, lib, stream_ptr: int):
-        self.lib, self.stream = lib, ctypes.c_void_p(stream_ptr)
-
-    def _record(self):
-        ev = ctypes.c_void_p()
-        if self.lib.cudaEventCreate(ctypes.byref(ev)) != 0 or self.lib.cudaEventRecord(ev, self.stream) != 0:
-            raise RuntimeError("cudaEventCreate/cudaEventRecord failed")
-        return ev
-
-    def start(self):
-        return self._record()
-
-    def stop(self, token) -> float:
-        end = self._record()
-        ms = ctypes.c_float()
-        try:
-            self.lib.cudaEventSynchronize(end)
-            if self.lib.cudaEventElapsedTime(ctypes.byref(ms), token, end) != 0:
-                raise RuntimeError("cudaEventElapsedTime failed")
-        finally:
-            self.lib.cudaEventDestroy(token)
-            self.lib.cudaEventDestroy(end)
-        return float(ms.value)
-
-
-def _cudart():
-    try:
-        from polygraphy import cuda
-
-        return cuda.wrapper().handle
-    except Exception:  # no polygraphy or no libcudart: no events
-        return None
-
-
-def device_clock(runner):
-    """CUDA events on the runner's stream where it has one (TensorRT); otherwise the host clock,
-    synchronising that stream if any. ONNX Runtime synchronises its own runs on CUDA."""
-    stream = getattr(runner, "stream", None)
-    if stream is not None and getattr(runner.device, "is_cuda", False):
-        lib = _cudart()
-        if lib is not None:
-            return CudaEventClock(lib, int(stream.ptr))
-        return HostClock(stream.synchronize)
-    return HostClock()
+from mesc.runtime.clock import HostClock
 
 
 # Rounds ---------------------------------------------------------------------------------------

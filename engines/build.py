@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 from mesc.engines.profiles import batch_range, segment_shapes
-from mesc.engines.targets import BuildPlan, check_build_request, check_onnx_ops, get_target, plan_build
+from mesc.engines.targets import BuildPlan, check_onnx_ops, plan_build
 from mesc.errors import MescError
 from mesc.lazy import require
 from mesc.outputs import refuse_inside_generated
 from mesc.package import Package, sha256_file
+from mesc.targets import check_build_request, get_target
 from mesc.timestamps import utc_now
 
 

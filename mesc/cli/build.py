@@ -8,7 +8,7 @@ import click
 def _list_targets(ctx, param, value):
     if not value:
         return
-    from mesc.engines.targets import list_targets
+    from mesc.targets import list_targets
 
     for t in list_targets().values():
         cc = ",".join(f"sm_{c.replace('.', '')}" for c in t.compute_capabilities or ()) or "any GPU"

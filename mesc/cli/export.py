@@ -126,8 +126,8 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
 
 def _check_deployment(target: str, precision: str, calib_data) -> None:
     """Refuse what the target cannot build before anything is exported."""
-    from mesc.engines.targets import check_build_request, get_target
     from mesc.errors import MescError
+    from mesc.targets import check_build_request, get_target
 
     check_build_request(get_target(target), precision, None)
     if precision == "int8" and not calib_data:
@@ -141,11 +141,11 @@ def _check_deployment(target: str, precision: str, calib_data) -> None:
 
 def _builds_here(target: str) -> bool:
     """TensorRT is installed and this machine's GPU is one the target's engines run on."""
-    from mesc.engines.targets import get_target
-    from mesc.runtime import _tensorrt_installed
+    from mesc.runtime import tensorrt_installed
     from mesc.runtime.devices import compute_capability, visible_cuda_devices
+    from mesc.targets import get_target
 
-    if not _tensorrt_installed() or not visible_cuda_devices():
+    if not tensorrt_installed() or not visible_cuda_devices():
         return False
     wanted = get_target(target).compute_capabilities
     return wanted is None or compute_capability(0) in wanted

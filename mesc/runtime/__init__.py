@@ -17,7 +17,9 @@ from mesc.runtime.pipeline import Pipeline, Result
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
 
-def _tensorrt_installed() -> bool:
+def tensorrt_installed() -> bool:
+    """Whether TensorRT can be imported here (looked up, not imported: importing it is slow);
+    ``backend="auto"``, ``mesc selftest`` and the export's build hint ask it."""
     import importlib.util
 
     return importlib.util.find_spec("tensorrt") is not None
@@ -31,7 +33,7 @@ def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = N
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        backend = "tensorrt" if dev.is_cuda and pkg.manifest.get("engines") and _tensorrt_installed() \
+        backend = "tensorrt" if dev.is_cuda and pkg.manifest.get("engines") and tensorrt_installed() \
             else "onnxruntime"
     if backend == "tensorrt":
         from mesc.runtime.backends.trt import EnginesFromPlans, PlansFromPackage, TrtRunner
@@ -61,5 +63,5 @@ def load(path, backend: str = "auto", device="cpu", target: str | None = None, p
     return Pipeline(pkg, make_runner(pkg, backend, device, target, precision, **options))
 
 
-__all__ = ["load", "make_runner", "Pipeline", "Result", "BACKENDS", "BackendError", "DeviceError",
+__all__ = ["load", "make_runner", "tensorrt_installed", "Pipeline", "Result", "BACKENDS", "BackendError", "DeviceError",
            "EngineMismatchError", "InputError"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import numbers
-import time
 import warnings
 from typing import Iterator
 
@@ -21,6 +20,7 @@ from mesc.errors import MescError
 from mesc.manifest import KIND_THRESHOLDS
 from mesc.policy import exit_decision, policy_kind
 from mesc.runtime import host_policy
+from mesc.runtime.clock import HostClock, ms_since, now
 from mesc.runtime.errors import InputError
 from mesc.runtime.images import normalize
 
@@ -117,21 +117,13 @@ class _ExitEvent:
     elapsed_ms: float
 
 
-class _HostClock:
-    def start(self):
-        return time.perf_counter()
-
-    def stop(self, token) -> float:
-        return (time.perf_counter() - token) * 1e3
-
-
 class _Parts:
     """Milliseconds of the parts of one walk, by name: segment runs on ``clock`` (``start()`` ->
     token, ``stop(token)`` -> ms: e.g. CUDA events on the runner's stream), exit decisions on
     the host, where they happen whatever the device."""
 
     def __init__(self, clock=None):
-        self.clock = clock or _HostClock()
+        self.clock = clock or HostClock()
         self.ms: dict = {}
 
     @contextlib.contextmanager
@@ -142,9 +134,9 @@ class _Parts:
 
     @contextlib.contextmanager
     def host(self, name: str):
-        t = time.perf_counter()
+        t = now()
         yield
-        self.ms[name] = (time.perf_counter() - t) * 1e3
+        self.ms[name] = ms_since(t)
 
 
 class _Untimed(_Parts):
@@ -364,14 +356,14 @@ class Pipeline:
         leaves; otherwise every image reports at every exit. ``parts`` times each segment's run,
         each decision and each tail apart (see :meth:`time_segments`)."""
         parts = parts or _UNTIMED
-        run, t0 = self.runner, time.perf_counter()
+        run, t0 = self.runner, now()
         env = {self.input_name: run.upload(x)}
         pos = np.arange(x.shape[0])  # input batch position of each row of the live tensors
         undecided = pos < real  # rows still waiting for their exit (padding never waits)
         last_head = max(i for i, s in enumerate(plan) if s.exit is not None)
         seg_ms = {}
         for i, step in enumerate(plan):
-            ts = time.perf_counter()
+            ts = now()
             feeds = {n: env[n] for n in step.feeds}
             if step.th_input:
                 feeds[step.th_input] = self._th_handle(step.exit)
@@ -381,7 +373,7 @@ class Pipeline:
             if ex is None:
                 for n in step.release:
                     env.pop(n, None)
-                seg_ms[step.segment["name"]] = (time.perf_counter() - ts) * 1e3
+                seg_ms[step.segment["name"]] = ms_since(ts)
                 continue
             # The exit decision: confidences (or, without the in-graph policy, logits) to host.
             host_logits = None
@@ -394,7 +386,7 @@ class Pipeline:
                         host_labels, conf = host_policy.decide(host_logits, ex["policy"])
                     else:  # budgeted without an in-graph policy: the labels are all that is asked
                         host_labels, conf = host_policy.labels_only(host_logits), None
-            seg_ms[step.segment["name"]] = (time.perf_counter() - ts) * 1e3
+            seg_ms[step.segment["name"]] = ms_since(ts)
             if by_policy and i != last_head:
                 leave = undecided & exit_decision(conf, ex["policy"])
             else:
@@ -413,7 +405,7 @@ class Pipeline:
                              if want_logits and src != ex["logits"] else None)
             confs = {} if conf is None else {int(pos[r]): float(conf[r]) for r in np.flatnonzero(undecided)}
             yield _ExitEvent(ex, pos[rows], labels, logits, policy_logits, confs, dict(seg_ms),
-                             (time.perf_counter() - t0) * 1e3)
+                             ms_since(t0))
             if step.tail is not None:  # only the images that left here took part in the tail
                 seg_ms.pop(step.tail["name"], None)
             for n in step.release:
@@ -435,7 +427,7 @@ class Pipeline:
         if len(rows) == 0:
             dims = next(o["shape"][1:] for o in step.tail["outputs"] if o["name"] == ex["labels"])
             return np.zeros((0, *[d if isinstance(d, int) else 0 for d in dims]), np.int32), None
-        ts = time.perf_counter()
+        ts = now()
         subset = self.dynamic_batch and len(rows) != batch
         feeds = {n: run.take(env[n], rows) if subset else env[n] for n in step.tail_feeds}
         with parts.device(step.tail["name"]):
@@ -444,7 +436,7 @@ class Pipeline:
             got = [run.download(outs[n]) for n in step.tail_fetch]
         else:
             got = [self._download_rows(outs[n], rows, batch) for n in step.tail_fetch]
-        seg_ms[step.tail["name"]] = (time.perf_counter() - ts) * 1e3
+        seg_ms[step.tail["name"]] = ms_since(ts)
         return got[0], (got[1] if len(got) > 1 else None)
 
     def _download_rows(self, handle, rows, batch):
@@ -531,7 +523,7 @@ class Pipeline:
     def _anytime(self, x, single, deadline, logits, all_exits, latency=None):
         plan = self.plan(None, logits, all_exits)
         groups = self._groups(len(x))
-        t0 = time.perf_counter()
+        t0 = now()
         # Static-batch groups advance in lockstep so that each yield covers every image.
         walks = [self._walk(self._group_input(x, g), plan, False, len(g), want_logits=logits) for g in groups]
         seen = [dict() for _ in groups]
@@ -544,7 +536,7 @@ class Pipeline:
                     self._collect(next(walk), g, s, results, final=False)
                 final = k == n_exits - 1
                 if deadline is not None and not final:
-                    spent = time.perf_counter() - t0
+                    spent = now() - t0
                     nxt, done = ahead[k + 1], ahead[: k + 1]
                     # this call's own pace: the recorded medians leave out the host's share (decisions,
                     # copies, Python) and another load on the machine, so scale them by how much
@@ -557,7 +549,7 @@ class Pipeline:
                              else spent + pace * nxt * len(groups) / 1e3 > deadline)
                 if final and deadline is not None:
                     self.deadline_stats["calls"] += 1
-                    self.deadline_stats["missed"] += int(time.perf_counter() - t0 > deadline)
+                    self.deadline_stats["missed"] += int(now() - t0 > deadline)
                 for r in results:
                     r.final = final
                 yield results[0] if single else results

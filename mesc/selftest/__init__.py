@@ -35,14 +35,14 @@ _TEST_SEED, _CALIB_SEED = 1, 2
 def resolve(backend: str | None, device: str | None) -> tuple[str, str]:
     """Defaults: cuda:0 where a CUDA device answers, else the CPU; TensorRT on a CUDA device
     where it is installed, else ONNX Runtime."""
-    from mesc.runtime import _tensorrt_installed
+    from mesc.runtime import tensorrt_installed
     from mesc.runtime.devices import parse_device, visible_cuda_devices
 
     if device is None:
         device = "cuda:0" if visible_cuda_devices() > 0 else "cpu"
     dev = parse_device(device)
     if backend is None:
-        backend = "tensorrt" if dev.is_cuda and _tensorrt_installed() else "onnxruntime"
+        backend = "tensorrt" if dev.is_cuda and tensorrt_installed() else "onnxruntime"
     if backend not in BACKENDS:
         raise MescError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if backend == "tensorrt" and not dev.is_cuda:
@@ -51,7 +51,7 @@ def resolve(backend: str | None, device: str | None) -> tuple[str, str]:
 
 
 def _check_request(target: str, precision: str, backend: str) -> None:
-    from mesc.engines.targets import PRECISIONS, check_build_request, get_target
+    from mesc.targets import PRECISIONS, check_build_request, get_target
 
     if precision not in PRECISIONS:
         raise MescError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")

@@ -13,7 +13,8 @@ import shutil
 import pytest
 
 from mesc.engines.build import build_engines, timing_cache_name
-from mesc.engines.targets import get_target, plan_build
+from mesc.engines.targets import plan_build
+from mesc.targets import get_target
 from mesc.package import Package
 
 FACTS = {"trt_version": "10.3.0", "device": "test GPU", "compute_capability": "8.6"}

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from mesc.cli import cli
 from mesc.engines.profiles import batch_range, segment_shapes
-from mesc.engines.targets import Target, get_target, plan_build
+from mesc.engines.targets import plan_build
+from mesc.targets import Target, get_target
 from mesc.errors import MescError
 
 import toys

@@ -4,8 +4,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from mesc.engines.build import source_graphs, summarize_layers
-from mesc.engines.targets import (Target, check_build_request, check_onnx_ops, get_target,
-                                  plan_build, register_target)
+from mesc.engines.targets import check_onnx_ops, plan_build
+from mesc.targets import Target, check_build_request, get_target, register_target
 from mesc.errors import MescError
 
 
@@ -22,7 +22,7 @@ def test_register_target_refuses_shadowing_and_bad_precisions():
             register_target(t)
         register_target(t, replace=True)
     finally:
-        from mesc.engines import targets
+        from mesc import targets
 
         targets._TARGETS.pop("nano_test", None)
     with pytest.raises(MescError, match="unknown precisions"):

@@ -1,78 +1,35 @@
-"""CUDA device queries without a GPU: the order in which the CUDA runtime is looked for, the
-cuda-python and ctypes adapters, and the error where none is found."""
+"""CUDA device queries without a GPU, through the one CUDA access path (:mod:`mesc.runtime.cuda`)
+answered by stand-ins: the cuda-python adapter, and the error where no runtime is found."""
 
 import enum
-import os
 from types import SimpleNamespace
 
 import pytest
 
-from mesc.runtime import devices
+from mesc.runtime import cuda, devices
 from mesc.runtime.devices import Device, DeviceError
 
 
 @pytest.fixture
 def no_runtime_yet(monkeypatch):
-    monkeypatch.setattr(devices, "_RUNTIME", None)
+    monkeypatch.setattr(cuda, "_RUNTIME", None)
 
 
-def _no_bindings(monkeypatch, tried=None):
+def _no_bindings(monkeypatch):
     def import_module(name):
-        if tried is not None:
-            tried.append(name)
         raise ImportError(f"No module named '{name}'")
 
-    monkeypatch.setattr(devices.importlib, "import_module", import_module)
-
-
-def test_cuda_python_is_asked_first_then_its_old_module(monkeypatch, no_runtime_yet):
-    tried = []
-    _no_bindings(monkeypatch, tried)
-    monkeypatch.setattr(devices, "libcudart_candidates", lambda: [])
-    with pytest.raises(DeviceError):
-        devices.cuda_runtime()
-    assert tried == ["cuda.bindings.runtime", "cuda.cudart"]
-
-
-def test_libcudart_search_order(monkeypatch, tmp_path):
-    ld, site_pkgs = tmp_path / "ld", tmp_path / "site"
-    cu13, cu12 = site_pkgs / "nvidia" / "cu13" / "lib", site_pkgs / "nvidia" / "cuda_runtime" / "lib"
-    for d, name in ((ld, "libcudart.so.12"), (cu13, "libcudart.so.13"), (cu12, "libcudart.so.12")):
-        d.mkdir(parents=True)
-        (d / name).write_bytes(b"")
-    monkeypatch.setenv("LD_LIBRARY_PATH", f"{ld}{os.pathsep}{tmp_path / 'missing'}")
-    monkeypatch.setattr(devices.sys, "path", [str(site_pkgs)])
-    monkeypatch.setattr(devices, "_site_dirs", lambda: [str(site_pkgs)])
-    monkeypatch.setattr(devices.ctypes.util, "find_library", lambda name: None)
-    found = devices.libcudart_candidates()
-    assert found[:3] == [str(ld / "libcudart.so.12"), str(cu13 / "libcudart.so.13"), str(cu12 / "libcudart.so.12")]
-    # then the system loader's names, last
-    assert found[-4:] == ["libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"]
-
-
-def test_first_loadable_libcudart_is_used(monkeypatch, no_runtime_yet):
-    _no_bindings(monkeypatch)
-    monkeypatch.setattr(devices, "libcudart_candidates", lambda: ["/a/libcudart.so.12", "libcudart.so"])
-    opened = []
-
-    def cdll(path):
-        opened.append(path)
-        if path.startswith("/a/"):
-            raise OSError("wrong ELF class")
-        return SimpleNamespace(cudaGetDeviceCount=lambda p: 0)
-
-    monkeypatch.setattr(devices.ctypes, "CDLL", cdll)
-    assert devices.cuda_runtime().source == "libcudart.so" and opened == ["/a/libcudart.so.12", "libcudart.so"]
+    monkeypatch.setattr(cuda.importlib, "import_module", import_module)
 
 
 def test_missing_cuda_runtime_is_a_clear_device_error(monkeypatch, no_runtime_yet):
     _no_bindings(monkeypatch)
-    monkeypatch.setattr(devices, "libcudart_candidates", lambda: ["libcudart.so"])
+    monkeypatch.setattr(cuda, "libcudart_candidates", lambda: ["libcudart.so"])
 
     def cdll(path):
         raise OSError(f"{path}: cannot open shared object file")
 
-    monkeypatch.setattr(devices.ctypes, "CDLL", cdll)
+    monkeypatch.setattr(cuda.ctypes, "CDLL", cdll)
     for query in (devices.cuda_device_count, lambda: devices.compute_capability(0),
                   lambda: devices.check_cuda_device(Device("cuda", 0)), lambda: devices.device_info(0)):
         with pytest.raises(DeviceError, match=r"no CUDA runtime found.*mesc\[gpu\].*Tried: cuda.bindings.runtime"):
@@ -106,7 +63,7 @@ def _fake_bindings(count=1, cc=(8, 7), name=b"Orin\0\0"):
 
 def test_queries_through_cuda_python(monkeypatch, no_runtime_yet):
     fake = _fake_bindings()
-    monkeypatch.setattr(devices.importlib, "import_module", lambda name: fake)
+    monkeypatch.setattr(cuda.importlib, "import_module", lambda name: fake)
     assert devices.cuda_device_count() == 1
     assert devices.device_info(0) == {"name": "Orin", "compute_capability": "8.7"}
     devices.set_cuda_device(0)
@@ -121,13 +78,13 @@ def test_queries_through_cuda_python(monkeypatch, no_runtime_yet):
 
 
 def test_cuda_versions_empty_without_a_runtime(monkeypatch, no_runtime_yet):
-    monkeypatch.setattr(devices, "libcudart_candidates", lambda: [])
+    monkeypatch.setattr(cuda, "libcudart_candidates", lambda: [])
     assert devices.cuda_versions() == {}
 
 
 def test_name_falls_back_to_nvidia_smi_only_for_the_name(monkeypatch, no_runtime_yet):
     fake = _fake_bindings(name=b"")
-    monkeypatch.setattr(devices.importlib, "import_module", lambda name: fake)
+    monkeypatch.setattr(cuda.importlib, "import_module", lambda name: fake)
     monkeypatch.setattr(devices.shutil, "which", lambda cmd: "/usr/bin/nvidia-smi")
     monkeypatch.setattr(devices.subprocess, "run",
                         lambda *a, **k: SimpleNamespace(returncode=0, stdout="NVIDIA GeForce GTX 1080 Ti\n"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from mesc.lazy import require
 from mesc.runtime.devices import Device, check_cuda_device
 from mesc.runtime.errors import DeviceError, MissingDependencyError
+from mesc.targets import parse_version
 
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 
@@ -35,8 +36,6 @@ def ort():
 
 
 def ort_version() -> tuple[int, ...]:
-    from mesc.engines.targets import parse_version
-
     return parse_version(ort().__version__)
 
 
@@ -51,8 +50,6 @@ def tensorrt_ep_options(precision: str | None, cache_dir, device_id: int = 0, ve
     """TensorRT EP options for graphs in ``precision`` (their FP16 casts and Q/DQ come from
     ``mesc prepare``; the flags let weakly typed TensorRT 8.x keep them), with the engine and
     timing caches in ``cache_dir``; only keys onnxruntime ``version`` (default: installed) knows."""
-    from mesc.engines.targets import parse_version
-
     opts = {
         "device_id": device_id,
         "trt_fp16_enable": precision == "fp16" or (precision == "int8" and fast_fp16),
@@ -142,8 +139,8 @@ def ort_trt_provider_options(target: str, precision: str, cache_dir, dla_core: i
     in those graphs (Q/DQ are honoured by the EP), the flags only matter where TensorRT still
     types weakly.
     """
-    from mesc.engines.targets import check_build_request, get_target, parse_version
     from mesc.errors import MescError
+    from mesc.targets import check_build_request, get_target
 
     tgt = get_target(target)
     check_build_request(tgt, precision, trt_version, dla_core, None)

@@ -1,19 +1,20 @@
 """TensorRT's API for the builder, through polygraphy's loaders (8.5 to 11): version facts,
 building a plan, reading what an engine holds.
 
-Kept thin on purpose: everything that can be decided without a GPU lives in
-``mesc.engines.targets`` and ``mesc.engines.build`` and is tested on CPU; what is here needs
-TensorRT and runs in the ``trt`` tests.
+Kept thin on purpose: everything that can be decided without a GPU lives in ``mesc.targets``
+(version parsing and target facts, which the runtime reads too: the runtime never imports
+``mesc.engines``), ``mesc.engines.targets`` and ``mesc.engines.build`` and is tested on CPU;
+what is here needs TensorRT and runs in the ``trt`` tests.
 """
 
 from __future__ import annotations
 
 import json
 
-from mesc.engines.targets import parse_version
 from mesc.errors import MescError
 from mesc.lazy import require
 from mesc.runtime import devices
+from mesc.targets import parse_version
 
 PURPOSE = "building TensorRT engines"
 

@@ -1,45 +1,41 @@
 """TensorRT runner: a package's engines (see :mod:`.loader`), chained on one CUDA stream.
 
 Written against TensorRT's name-based I/O API (8.5 and later, through 10.x/11.x):
-``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``. Device memory and the
-stream come from ``polygraphy.cuda`` (pure Python over libcudart), not torch. Each output is a
-pooled device buffer handed to the next segment by address: nothing is copied between
+``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``. Device memory, copies and
+the stream come from :mod:`mesc.runtime.cuda` (cuda-python or libcudart), not torch. Each output
+is a pooled device buffer handed to the next segment by address: nothing is copied between
 segments, and buffers are reused across calls of the same shapes.
 
 Enqueueing returns before the GPU has run a segment, so host clocks around ``run`` see the
-enqueue only; each segment's run is bracketed by CUDA events and :meth:`TrtRunner.segment_times`
-reports device milliseconds.
+enqueue only; each segment's run is bracketed by CUDA events (the segment clock's
+:class:`~mesc.runtime.clock.SegmentEvents`) and :meth:`TrtRunner.segment_times` reports device
+milliseconds.
 """
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 
-from mesc.lazy import require
-from mesc.runtime import devices
+from mesc.runtime import cuda, devices
 from mesc.runtime.backends.base import Runner, invoke_if_callable
 from mesc.runtime.backends.trt import compat
 from mesc.runtime.backends.trt.loader import PURPOSE
-from mesc.runtime.errors import BackendError, DeviceError
+from mesc.runtime.clock import SegmentEvents
+from mesc.runtime.errors import BackendError
 
 
-# Device memory ---------------------------------------------------------------------------------
-
-class _Pool:
+class BufferPool:
     """Device buffers by size, reused across segments and calls (allocated once per shape)."""
 
-    def __init__(self, cuda):
-        self.cuda = cuda
+    def __init__(self):
         self.free: dict[int, list] = {}
         self.all: list = []
 
-    def acquire(self, nbytes: int):
+    def acquire(self, nbytes: int) -> cuda.DeviceBuffer:
         blocks = self.free.get(nbytes)
         if blocks:
             return blocks.pop()
-        block = self.cuda.DeviceArray.raw((max(nbytes, 1),))
+        block = cuda.DeviceBuffer(nbytes)
         self.all.append(block)
         return block
 
@@ -50,46 +46,6 @@ class _Pool:
         for block in self.all:
             block.free()
         self.all, self.free = [], {}
-
-
-class _SegmentEvents:
-    """A start/end CUDA event pair per segment, recorded on the runner's stream around the
-    segment's latest run (libcudart through ctypes: every call returns 0 on success)."""
-
-    def __init__(self, lib):
-        self.lib, self.pairs, self.pending = lib, {}, []
-
-    def _check(self, err, what):
-        if err != 0:
-            raise BackendError(f"{what} failed (CUDA error {err})")
-
-    def record(self, name: str, end: bool, stream_ptr: int) -> None:
-        if name not in self.pairs:
-            pair = (ctypes.c_void_p(), ctypes.c_void_p())
-            for ev in pair:
-                self._check(self.lib.cudaEventCreate(ctypes.byref(ev)), "cudaEventCreate")
-            self.pairs[name] = pair
-        if not end and name not in self.pending:
-            self.pending.append(name)
-        self._check(self.lib.cudaEventRecord(self.pairs[name][end], ctypes.c_void_p(stream_ptr)), "cudaEventRecord")
-
-    def elapsed(self) -> dict[str, float]:
-        """Device milliseconds of each segment run since the last read (waits for them)."""
-        out = {}
-        for name in self.pending:
-            start, end = self.pairs[name]
-            ms = ctypes.c_float()
-            self._check(self.lib.cudaEventSynchronize(end), "cudaEventSynchronize")
-            self._check(self.lib.cudaEventElapsedTime(ctypes.byref(ms), start, end), "cudaEventElapsedTime")
-            out[name] = float(ms.value)
-        self.pending = []
-        return out
-
-    def close(self):
-        for pair in self.pairs.values():
-            for ev in pair:
-                self.lib.cudaEventDestroy(ev)
-        self.pairs, self.pending = {}, []
 
 
 class DeviceTensor:
@@ -123,7 +79,6 @@ class TrtRunner(Runner):
         super().__init__(device)
         self._load = engines
         self.trt = compat.tensorrt(PURPOSE)
-        self.cuda = require("polygraphy.cuda", extra="trt", purpose="device memory for the TensorRT backend")
 
     def _activate(self):
         trt = self.trt
@@ -143,17 +98,9 @@ class TrtRunner(Runner):
                 "outputs": [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT],
                 "dtype": {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names},
             }
-        try:
-            lib = self.cuda.wrapper().handle
-        except Exception as err:  # polygraphy's own libcudart search failed
-            raise DeviceError(
-                f"polygraphy cannot load the CUDA runtime ({err}); polygraphy <= 0.53.3 looks for libcudart "
-                f"only in LD_LIBRARY_PATH, /usr/local/cuda/lib64, /usr/lib and /lib: pip install "
-                f"'polygraphy>=0.53.4' (it also searches the CUDA pip wheels) or add the directory of "
-                f"{devices.cuda_runtime().source} to LD_LIBRARY_PATH") from err
-        self.stream = self.cuda.Stream()
-        self.pool = _Pool(self.cuda)
-        self.events = _SegmentEvents(lib)
+        self.stream = cuda.Stream()
+        self.pool = BufferPool()
+        self.events = SegmentEvents()
 
     def _deactivate(self):
         self.stream.synchronize()
@@ -169,12 +116,12 @@ class TrtRunner(Runner):
     def upload(self, array):
         host = np.ascontiguousarray(array)
         t = DeviceTensor(self.pool, host.shape, host.dtype, keep=host)
-        self._copy(t.ptr, host.ctypes.data, t.nbytes, self.cuda.MemcpyKind.HostToDevice)
+        self._copy(t.ptr, host.ctypes.data, t.nbytes, cuda.HOST_TO_DEVICE)
         return t
 
     def download(self, handle):
         host = np.empty(handle.shape, handle.dtype)
-        self._copy(host.ctypes.data, handle.ptr, handle.nbytes, self.cuda.MemcpyKind.DeviceToHost)
+        self._copy(host.ctypes.data, handle.ptr, handle.nbytes, cuda.DEVICE_TO_HOST)
         self.stream.synchronize()
         return host
 
@@ -190,13 +137,12 @@ class TrtRunner(Runner):
         for end in range(1, len(rows) + 1):
             if end == len(rows) or rows[end] != rows[end - 1] + 1:
                 self._copy(out.ptr + start * row, handle.ptr + int(rows[start]) * row, (end - start) * row,
-                           self.cuda.MemcpyKind.DeviceToDevice)
+                           cuda.DEVICE_TO_DEVICE)
                 start = end
         return out
 
     def _copy(self, dst, src, nbytes, kind):
-        if nbytes:
-            self.cuda.wrapper().memcpy(dst=dst, src=src, nbytes=nbytes, kind=kind, stream_ptr=self.stream.ptr)
+        cuda.memcpy(dst, src, nbytes, kind, stream_ptr=self.stream.ptr)
 
     def run(self, segment, feeds, outputs):
         name = segment["name"]
