@@ -75,9 +75,9 @@ def monolithic_package(pkg, out, sources: dict | None = None, precision: str | N
     The exit keeps its name and policy, so the runtime runs it exactly like the chain.
     """
     onnx = require("onnx", extra="core")
-    from mesc.manifest import MANIFEST
+    from mesc.package.manifest import MANIFEST
     from mesc.package import Package, sha256_file
-    from mesc.staging import staging_dir, write_json_atomic
+    from mesc.package.staging import staging_dir, write_json_atomic
 
     final = pkg.exits[-1]
     path = pkg.segments_until(final["name"])

@@ -471,7 +471,7 @@ def format_result(r: dict) -> str:
 def check_outputs(package, data=None, json_path=None, plot_path=None, force: bool = False) -> None:
     """Refuse, before minutes of timing, a --json or --plot file that exists (unless ``force``),
     overlaps ``package`` or ``data``, or cannot be written."""
-    from mesc.outputs import check_file_output
+    from mesc.package.outputs import check_file_output
 
     inputs = [("PACKAGE", package), ("--data", data)]
     for option, path in (("--json", json_path), ("--plot", plot_path)):
@@ -480,7 +480,7 @@ def check_outputs(package, data=None, json_path=None, plot_path=None, force: boo
 
 
 def write_json(path, result: dict) -> None:
-    from mesc.staging import write_json_atomic
+    from mesc.package.staging import write_json_atomic
 
     write_json_atomic(path, result)
 
@@ -520,7 +520,7 @@ def plot(path, result: dict) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    from mesc.staging import atomic_file
+    from mesc.package.staging import atomic_file
 
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110)

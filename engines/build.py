@@ -20,7 +20,7 @@ from mesc.engines.profiles import batch_range, segment_shapes
 from mesc.engines.targets import BuildPlan, check_onnx_ops, plan_build
 from mesc.errors import MescError
 from mesc.lazy import require
-from mesc.outputs import refuse_inside_generated
+from mesc.package.outputs import refuse_inside_generated
 from mesc.package import Package, sha256_file
 from mesc.targets import check_build_request, get_target
 from mesc.timestamps import utc_now
@@ -188,7 +188,7 @@ def timing_cache_record(pkg, timing_cache: Path) -> str:
     the package (the default), so a moved package still names it correctly; else the user's
     absolute path. Either way it is a note for people, not a package file: it has no checksum
     (TensorRT rewrites it on every build) and manifest validation does not confine it
-    (:func:`mesc.manifest.engine_paths` leaves it out)."""
+    (:func:`mesc.package.manifest.engine_paths` leaves it out)."""
     resolved, root = timing_cache.resolve(), pkg.root.resolve()
     if resolved.is_relative_to(root):
         return resolved.relative_to(root).as_posix()

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from mesc.errors import MescError
-from mesc.manifest import POLICY_KINDS
+from mesc.package.manifest import POLICY_KINDS
 
 ONNX_DIR = "onnx"
 
@@ -77,7 +77,7 @@ def compile_policy(pkg, kind: str, nets: dict | None = None, update=None, depend
     import onnx
 
     from mesc.exporters.onnx_io import io_specs
-    from mesc.manifest import edge_band_of
+    from mesc.package.manifest import edge_band_of
     from mesc.exporters.policy_graph import append_policy
     from mesc.exporters.policy_scores import append_score_policy, strip_policy
 

@@ -79,7 +79,7 @@ def policy_choice(pkg, confidences: dict) -> int:
 
 
 def check_json_output(path, force: bool, package, data) -> None:
-    from mesc.outputs import check_file_output
+    from mesc.package.outputs import check_file_output
 
     check_file_output(path, "--json", force, inputs=[("PACKAGE", package), ("--data", data)])
 
@@ -143,7 +143,7 @@ def evaluate_package(package, data, split: str | None = None, resize: bool = Fal
     ev = Evaluation(pipe.exit_names, classes, budgeted, policy,
                     dict(zip(pipe.exit_names, taken.tolist())), len(pairs), meta)
     if json is not None:
-        from mesc.staging import write_json_atomic
+        from mesc.package.staging import write_json_atomic
 
         write_json_atomic(json, ev.to_dict())
     return ev

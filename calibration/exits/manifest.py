@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from mesc.errors import MescError
-from mesc.manifest import exit_points
+from mesc.package.manifest import exit_points
 from mesc.policy import NEVER_EXIT
 from mesc.timestamps import utc_now
 

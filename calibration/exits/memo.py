@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import CalibrationError, MescError
-from mesc.manifest import COMPILED_POLICY_KEYS, edge_band_of
+from mesc.package.manifest import COMPILED_POLICY_KEYS, edge_band_of
 from mesc.metrics import IGNORE_INDEX, counts_from_confusion, miou
 from mesc.policy import (
     confidence_fft_magnitude,
@@ -103,7 +103,7 @@ class Memo:
         arrays = {"inter": self.inter, "union": self.union, "th_pix_grid": self.th_pix_grid,
                   **{f"score_{k}": v for k, v in self.scores.items()},
                   **({} if self.features is None else {"features": self.features})}
-        from mesc.staging import atomic_file
+        from mesc.package.staging import atomic_file
 
         with atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
             np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -133,7 +133,7 @@ def is_cache_file(path) -> bool:
 def check_cache(path, inputs=()) -> None:
     """Refuse a cache path that holds something other than a mesc cache (it would be replaced:
     a cache is read, then rewritten when stale), overlaps an input, or cannot be written."""
-    from mesc.outputs import check_file_output
+    from mesc.package.outputs import check_file_output
 
     if Path(path).is_file() and not is_cache_file(path):
         raise MescError(f"--cache {path} exists and is not a mesc calibration cache; mesc replaces only "

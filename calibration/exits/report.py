@@ -267,7 +267,7 @@ def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 2
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    from mesc.staging import atomic_file
+    from mesc.package.staging import atomic_file
 
     with atomic_file(path) as tmp:
         fig.savefig(tmp)

@@ -159,7 +159,7 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
         elif latency_key is not None:
             missing = [s["name"] for s in pkg.segments if not isinstance(cand.get(s["name"]), (int, float))]
             raise MescError(f"latency '{key}' lacks segments {missing}; re-run 'mesc bench --record'")
-    from mesc.manifest import exit_points
+    from mesc.package.manifest import exit_points
 
     seen: set[str] = set()
     chunk, head, tail = [], [], []

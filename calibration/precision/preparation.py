@@ -16,7 +16,7 @@ from mesc.calibration.precision.images import load_calibration_batches
 from mesc.calibration.precision.nodes import exit_tails, named_nodes
 from mesc.errors import MescError
 from mesc.lazy import require
-from mesc.outputs import refuse_inside_generated
+from mesc.package.outputs import refuse_inside_generated
 from mesc.package import Package
 
 PREPARED = ("fp16", "int8")

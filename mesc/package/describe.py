@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mesc.manifest import edge_band_of
+from mesc.package.manifest import edge_band_of
 
 
 def _size(n: float) -> str:
@@ -51,7 +51,7 @@ def format_config(cfg) -> str:
 def _exit_rows(exits) -> list[tuple]:
     """The exits table: with candidate heads, grouped by exit point (the point on its first
     row), each candidate with its configuration and whether input-dependent runs use it."""
-    from mesc.manifest import exit_points
+    from mesc.package.manifest import exit_points
 
     points = exit_points(exits)
     grouped = any("point" in e for e in exits)

@@ -1,8 +1,8 @@
 """The mesc package on disk: manifest (``mesc.json``), per-segment ONNX, engines.
 
 A package is the unit every command takes. This module loads it (validation in
-:mod:`mesc.manifest`, checksums) and updates it safely: every manifest write holds the package
-lock and merges into what is on disk (:mod:`mesc.manifest_merge`), so concurrent commands keep
+:mod:`mesc.package.manifest`, checksums) and updates it safely: every manifest write holds the package
+lock and merges into what is on disk (:mod:`mesc.package.merge`), so concurrent commands keep
 each other's writes, and is atomic. It is deliberately free of torch and onnx imports, so the
 runtime can use it.
 
@@ -48,17 +48,14 @@ import contextlib
 import copy
 import hashlib
 import json
-import os  # noqa: F401  (tests patch mesc.package.os.replace: the atomic write)
 from pathlib import Path
 
 from mesc.errors import MescError, PackageError
-from mesc.locking import package_lock
-from mesc.manifest import (  # noqa: F401  (names this module has always offered)
-    COMPILED_POLICY_KEYS, CONFIDENCE_KINDS, MANIFEST, POLICY_AT, POLICY_KEYS, SCHEMA_VERSION, SEGMENT_KINDS,
-    check_policy, manifest_paths, validate_manifest)
-from mesc.manifest_merge import check_dependencies, merge3, update_in_place
-from mesc.paths import confined
-from mesc.staging import staging_area, staging_dir, swapped_in, write_json_atomic  # noqa: F401
+from mesc.package.locking import package_lock
+from mesc.package.manifest import COMPILED_POLICY_KEYS, MANIFEST, check_policy, manifest_paths, validate_manifest
+from mesc.package.merge import check_dependencies, merge3, update_in_place
+from mesc.package.paths import confined
+from mesc.package.staging import staging_area, swapped_in, write_json_atomic
 
 
 def sha256_file(path) -> str:

@@ -71,7 +71,7 @@ def selftest(package=None, target: str = "host", precision: str = "fp32", backen
     if images < 1:
         raise MescError(f"--images {images}: at least one image")
     if json_path:
-        from mesc.outputs import check_file_output
+        from mesc.package.outputs import check_file_output
 
         check_file_output(json_path, "--json", force, inputs=[("PACKAGE", package)] if package else [])
     from mesc.runtime.devices import parse_device
@@ -89,7 +89,7 @@ def selftest(package=None, target: str = "host", precision: str = "fp32", backen
         raise
     finally:
         if json_path:
-            from mesc.staging import atomic_file
+            from mesc.package.staging import atomic_file
 
             with atomic_file(json_path) as tmp:
                 tmp.write_text(json.dumps(report, indent=2, default=_plain) + "\n")

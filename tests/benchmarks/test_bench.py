@@ -215,7 +215,7 @@ def test_record_is_atomic(pkg_root, result, monkeypatch):
     def fail(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("mesc.package.os.replace", fail)
+    monkeypatch.setattr("mesc.package.staging.os.replace", fail)
     with pytest.raises(OSError):
         record_latency(pkg_root, dict(result, latency_key="test/interrupted"))
     assert (pkg_root / MANIFEST).read_bytes() == before

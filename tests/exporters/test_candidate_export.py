@@ -198,7 +198,7 @@ def test_mesc_run_takes_a_candidate_by_name_and_the_policy_skips_disabled_ones(p
 
 
 def test_a_model_without_candidates_writes_the_manifest_as_before(tmp_path):
-    from mesc.manifest import exit_points
+    from mesc.package.manifest import exit_points
     from toys import three_exits
 
     pkg = export(three_exits(), tmp_path / "plain", options=ExportOptions(input_shape=SHAPE))

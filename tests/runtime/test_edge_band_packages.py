@@ -9,7 +9,7 @@ import torch
 
 import mesc
 from mesc.calibration.exits.memo import image_stats
-from mesc.describe import format_package
+from mesc.package.describe import format_package
 from mesc.errors import MescError
 from mesc.exporters.export import ExportOptions, export
 from mesc.package import Package

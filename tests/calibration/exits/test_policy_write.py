@@ -129,7 +129,7 @@ def test_prepared_graphs_or_engines_block_a_recompile(pkg_dir, data):
 
 
 def test_thresholds_a_kind_does_not_read_are_refused(pkg_dir, data):
-    from mesc.describe import format_package
+    from mesc.package.describe import format_package
 
     write(pkg_dir, data, "fft")
     described = format_package(Package.load(pkg_dir))
