@@ -34,14 +34,14 @@ def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:
     Only FP16 on weakly typed TensorRT can do without them (the FP16 flag on the FP32 graph).
     """
     if plan.source == "fp32":
-        return {seg["name"]: seg["file"] for seg in pkg.segments}
+        return {seg.name: seg.file for seg in pkg.segments}
     from mesc.runtime.backends.onnxrt.precisions import prepare_command, prepared_segments
 
     prepared = prepared_segments(pkg, plan.source, error=MescError)
     if prepared:
         return prepared
     if plan.source == "fp16" and not plan.strongly_typed:
-        return {seg["name"]: seg["file"] for seg in pkg.segments}
+        return {seg.name: seg.file for seg in pkg.segments}
     raise MescError(f"{pkg.root}: no prepared {plan.source} graphs; run '{prepare_command(pkg, plan.source)}' "
                     f"first, or pass --calib-data to 'mesc build'")
 
@@ -87,7 +87,7 @@ def timing_cache_name(target: str, facts: dict) -> str:
 
 
 def _prepare_if_needed(pkg, plan, calib_data, method, max_images, say):
-    have = pkg.manifest.get("precisions", {})
+    have = pkg.precisions
     if plan.source in have or plan.source == "fp32":
         return pkg
     if plan.source == "int8" and not calib_data:
@@ -154,7 +154,7 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
     with pkg.staging(rel_dir) as tmp:
         segments = {}
         for seg in pkg.segments:
-            name, src = seg["name"], sources[seg["name"]]
+            name, src = seg.name, sources[seg.name]
             say(f"build {name} ({plan.variant}, TensorRT {version})")
             t0 = time.perf_counter()
             cache = tmp / f"{name}.calib.cache" if plan.implicit_int8 else None

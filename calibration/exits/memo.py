@@ -237,8 +237,8 @@ def check_labelled(data_dir, masks) -> None:
 def _cache_key(pkg, data_pairs_stat, grid, resize, runs_on: str = "onnxruntime/cpu") -> str:
     # runs_on: another backend or device computes (slightly) other logits, so its own cache
     h = hashlib.sha256()
-    h.update(json.dumps({"v": MEMO_VERSION, "files": pkg.manifest["files"], "runs_on": runs_on,
-                         "policy": [{k: e["policy"].get(k) for k in COMPILED_POLICY_KEYS}
+    h.update(json.dumps({"v": MEMO_VERSION, "files": dict(pkg.files), "runs_on": runs_on,
+                         "policy": [{k: e.policy.get(k) for k in COMPILED_POLICY_KEYS}
                                     for e in pkg.exits],
                          "grid": [float(g) for g in grid], "resize": bool(resize), "data": data_pairs_stat},
                         sort_keys=True).encode())
@@ -256,7 +256,7 @@ def _data_stat(data_dir, limit, split=None):
 
 def package_classes(pkg) -> int:
     """The number of classes every exit of ``pkg`` predicts."""
-    classes = {ex["num_classes"] for ex in pkg.exits}
+    classes = {ex.num_classes for ex in pkg.exits}
     if len(classes) != 1:
         raise MescError(f"the package's exits disagree on the number of classes: {sorted(classes)}")
     return classes.pop()
@@ -309,7 +309,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     if grid.ndim != 1 or not len(grid) or not ((grid >= 0) & (grid <= 1)).all():
         raise MescError(f"th_pix grid must be values in [0, 1], got {grid.tolist()}")
     num_classes = package_classes(pkg)
-    _, c, h, w = pkg.input["shape"]
+    _, c, h, w = pkg.input.shape
 
     key = None
     if cache is not None:

@@ -71,7 +71,7 @@ def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1
         raise InputError(f"no images found in {', '.join(map(str, inputs))}")
     out = check_output(out, inputs, pipe.pkg.root, force)
     c, h, w = pipe.chw
-    num_classes = max(ex["num_classes"] for ex in pipe.pkg.exits)
+    num_classes = max(ex.num_classes for ex in pipe.pkg.exits)
     rows, failed, used = [], [], set()
     bar = progress_bar(len(files), "run: segment", "images", progress)
 

@@ -122,9 +122,9 @@ def test_policy_round_trip_is_validated_and_atomic(pkg_dir, tmp_path):
 
 def test_segments_until(pkg_dir):
     pkg = Package.load(pkg_dir)
-    assert [s["name"] for s in pkg.segments_until("exit0")] == ["chunk0", "head0"]
-    assert [s["name"] for s in pkg.segments_until("exit1")] == ["chunk0", "chunk1", "head1"]
-    assert [s["name"] for s in pkg.segments_until("exit2")] == ["chunk0", "chunk1", "head2"]
+    assert [s.name for s in pkg.segments_until("exit0")] == ["chunk0", "head0"]
+    assert [s.name for s in pkg.segments_until("exit1")] == ["chunk0", "chunk1", "head1"]
+    assert [s.name for s in pkg.segments_until("exit2")] == ["chunk0", "chunk1", "head2"]
 
 
 def test_written_files_get_the_usual_permissions(pkg_dir, tmp_path):
