@@ -27,10 +27,10 @@ def _build_engines(pkg_dir, out_dir):
     for seg in pkg.segments:
         profile = Profile()
         for t in seg.inputs:
-            shape = [d if isinstance(d, int) else None for d in t["shape"]]
+            shape = [d if isinstance(d, int) else None for d in t.shape]
             if None in shape:
                 lo, hi = ([1 if d is None else d for d in shape], [8 if d is None else d for d in shape])
-                profile.add(t["name"], min=lo, opt=hi, max=hi)
+                profile.add(t.name, min=lo, opt=hi, max=hi)
         rel = f"engines/host/fp32/{seg.name}.plan"
         SaveEngine(EngineFromNetwork(NetworkFromOnnxPath(str(pkg.path(seg.file))),
                                      CreateConfig(profiles=[profile])), str(out_dir / rel))()
