@@ -75,23 +75,23 @@ def monolithic_package(pkg, out, sources: dict | None = None, precision: str | N
     The exit keeps its name and policy, so the runtime runs it exactly like the chain.
     """
     onnx = require("onnx", extra="core")
-    from mesc.manifest import MANIFEST
+    from mesc.package.manifest import MANIFEST
     from mesc.package import Package, sha256_file
-    from mesc.staging import staging_dir, write_json_atomic
+    from mesc.package.staging import staging_dir, write_json_atomic
 
     final = pkg.exits[-1]
-    path = pkg.segments_until(final["name"])
+    path = pkg.segments_until(final.name)
     # the exit's own segments (head, and tail) give the monolithic outputs
-    own = [o for s in path if s["kind"] != "chunk" for o in s["outputs"]]
-    outputs = [o["name"] for o in own]
-    crossing = {t["name"] for s in path for t in s["outputs"]}
-    inputs = {t["name"]: t for s in path for t in s["inputs"] if t["name"] not in crossing}
+    own = [o for s in path if s.kind != "chunk" for o in s.outputs]
+    outputs = [o.name for o in own]
+    crossing = {t.name for s in path for t in s.outputs}
+    inputs = {t.name: t for s in path for t in s.inputs if t.name not in crossing}
     with staging_dir(out, force=True) as tmp:
         (tmp / "onnx").mkdir()
         files = {}
-        graphs = {"fp32": [pkg.path(s["file"]) for s in path]}
+        graphs = {"fp32": [pkg.path(s.file) for s in path]}
         if sources:
-            graphs[precision] = [pkg.path(sources[s["name"]]) for s in path]
+            graphs[precision] = [pkg.path(sources[s.name]) for s in path]
         for p, seg_paths in graphs.items():
             rel = "onnx/monolithic.onnx" if p == "fp32" else f"onnx_{p}/monolithic.onnx"
             (tmp / rel).parent.mkdir(exist_ok=True)
@@ -99,10 +99,10 @@ def monolithic_package(pkg, out, sources: dict | None = None, precision: str | N
             files[rel] = sha256_file(tmp / rel)
         manifest = {k: v for k, v in pkg.copy_manifest().items() if k not in ("engines", "latency", "precisions")}
         manifest.update(
-            segments=[{"name": MONO, "kind": "head", "exit": final["name"], "file": "onnx/monolithic.onnx",
-                       "inputs": list(inputs.values()), "outputs": own,
-                       "flops": sum(s.get("flops", 0) for s in path)}],
-            exits=[dict(final, segment=MONO, tail=None)], files=files, engines={}, latency={})
+            segments=[{"name": MONO, "kind": "head", "exit": final.name, "file": "onnx/monolithic.onnx",
+                       "inputs": [t.as_dict() for t in inputs.values()], "outputs": [o.as_dict() for o in own],
+                       "flops": sum(s.flops or 0 for s in path)}],
+            exits=[dict(manifest["exits"][final.position], segment=MONO, tail=None)], files=files, engines={}, latency={})
         if sources:
             manifest["precisions"] = {precision: {"segments": {MONO: f"onnx_{precision}/monolithic.onnx"}}}
         write_json_atomic(tmp / MANIFEST, manifest)
@@ -116,7 +116,7 @@ def source_model(pkg):
     MescError says why it cannot be."""
     from mesc.exporters.loader import load_model
 
-    src = pkg.manifest.get("source") or {}
+    src = pkg.source
     spec, weights = src.get("model"), src.get("weights")
     if not spec:
         raise MescError("the manifest names no source model")
@@ -144,13 +144,13 @@ def eager_policy(net, pkg, threads, device="cpu", thresholds: bool = False):
             out = net(torch.from_numpy(x).to(dev))
         outs = list(out.values()) if isinstance(out, dict) else list(out)
         for ex in exits[:-1]:
-            p = ex["policy"]
-            logits = outs[ex["index"]].cpu().numpy()
+            p = ex.policy
+            logits = outs[ex.index].cpu().numpy()
             # the policy is evaluated either way: without thresholds it only never lets go
             leaves = exit_decision(policy_scores(logits, p), p).all()
             if thresholds and leaves:
                 return predicted_labels(logits)
-        return predicted_labels(outs[exits[-1]["index"]].cpu().numpy())
+        return predicted_labels(outs[exits[-1].index].cpu().numpy())
 
     return run
 
@@ -165,7 +165,7 @@ def eager_forward(net, pkg, threads, device="cpu"):
     torch.set_num_threads(threads)
     dev = torch.device(str(device))
     net = net.to(dev).eval()
-    final = pkg.exits[-1]["index"]
+    final = pkg.exits[-1].index
 
     def run(x):
         with torch.no_grad():

@@ -36,6 +36,7 @@ import numpy as np
 
 from mesc.benchmarks import harness
 from mesc.errors import MescError
+from mesc.package.schema import Tensor
 from mesc.policy import NEVER_EXIT, policy_kind
 from mesc.progress import bar as progress_bar
 from mesc.runtime.clock import HostClock, segment_clock
@@ -87,8 +88,8 @@ def _check_request(pkg, opts: BenchOptions):
         raise MescError(f"--warmup must be >= 0 and --iters >= 1, got {opts.warmup} and {opts.iters}")
     if opts.batch < 1:
         raise MescError(f"--batch must be at least 1, got {opts.batch}")
-    n = pkg.input["shape"][0]
-    if isinstance(n, int) and not pkg.input.get("dynamic_batch") and opts.batch > n:
+    n = pkg.input.shape[0]
+    if isinstance(n, int) and not pkg.input.dynamic_batch and opts.batch > n:
         raise MescError(f"--batch {opts.batch} is larger than the package's static batch of {n}; "
                         f"re-export with --dynamic-batch (or --input-shape {opts.batch}x...) to bench it")
     target = variant = None
@@ -153,16 +154,16 @@ def load_images(data, pipe, resize: bool = False, say=print) -> list:
 
 # Sizes --------------------------------------------------------------------------------------------
 
-def tensor_bytes(spec: dict, batch: int) -> int:
+def tensor_bytes(spec: Tensor, batch: int) -> int:
     """Bytes of a manifest tensor, a named (dynamic) dimension taken as ``batch``."""
     n = 1
-    for d in spec["shape"]:
+    for d in spec.shape:
         n *= d if isinstance(d, int) else batch
-    return n * _DTYPE_BYTES.get(str(spec["dtype"]).replace("tensor(", "").rstrip(")"), 4)
+    return n * _DTYPE_BYTES.get(str(spec.dtype).replace("tensor(", "").rstrip(")"), 4)
 
 
 def _file_bytes(pkg, runner) -> dict:
-    files = {s["name"]: s["file"] for s in pkg.segments}
+    files = {s.name: s.file for s in pkg.segments}
     entries = getattr(runner, "entries", None)  # TensorRT: the plans
     if entries:
         files.update({n: m["file"] for n, m in entries.items() if m.get("file")})
@@ -225,7 +226,7 @@ def _baselines(ctx: BenchContext, tmp) -> tuple[dict, dict]:
         try:
             prepared = ctx.variant if opts.backend == "onnxruntime" else None
             mono_pkg = bl.monolithic_package(pkg, Path(tmp) / "mono", sources=prepared and
-                                             pkg.manifest["precisions"][prepared]["segments"], precision=prepared)
+                                             pkg.precisions[prepared].segments, precision=prepared)
             if opts.backend == "tensorrt":
                 mono_pkg = bl.build_monolithic_engine(pkg, mono_pkg.root, ctx.target, ctx.variant, ctx.say)
             runs["monolithic"] = Pipeline(mono_pkg, ctx.runner(mono_pkg))
@@ -338,35 +339,35 @@ def _data_run(ctx: BenchContext, images, clock) -> dict:
 def _assemble(ctx: BenchContext, rounds, skipped, data) -> dict:
     pkg, pipe, opts = ctx.pkg, ctx.pipe, ctx.opts
     seg_parts = rounds["segments"]["parts"]
-    seg_stats = {s["name"]: harness.summarize(seg_parts[s["name"]]) for s in pkg.segments}
+    seg_stats = {s.name: harness.summarize(seg_parts[s.name]) for s in pkg.segments}
     files = _file_bytes(pkg, pipe.runner)
-    segments = [{"name": s["name"], "kind": s["kind"], "exit": s.get("exit") if s["kind"] == "head" else None,
-                 "flops": int(s.get("flops") or 0), "file_bytes": files.get(s["name"]),
-                 "activation_bytes": sum(tensor_bytes(t, opts.batch) for t in s["outputs"]),
-                 "input_bytes": sum(tensor_bytes(t, opts.batch) for t in s["inputs"]
-                                    if not t["name"].endswith("_th_pix")),
-                 "ms": seg_stats[s["name"]]} for s in pkg.segments]
-    exit_stats = {ex["name"]: harness.summarize(rounds[f"exit:{ex['name']}"]["total"]) for ex in pkg.exits}
-    last = pkg.exits[-1]["name"]
-    flops = {s["name"]: int(s.get("flops") or 0) for s in pkg.segments}
-    path_flops = {k: sum(flops[s["name"]] for s in pkg.segments_until(k)) for k in exit_stats}
+    segments = [{"name": s.name, "kind": s.kind, "exit": s.exit if s.kind == "head" else None,
+                 "flops": int(s.flops or 0), "file_bytes": files.get(s.name),
+                 "activation_bytes": sum(tensor_bytes(t, opts.batch) for t in s.outputs),
+                 "input_bytes": sum(tensor_bytes(t, opts.batch) for t in s.inputs
+                                    if not t.name.endswith("_th_pix")),
+                 "ms": seg_stats[s.name]} for s in pkg.segments]
+    exit_stats = {ex.name: harness.summarize(rounds[f"exit:{ex.name}"]["total"]) for ex in pkg.exits}
+    last = pkg.exits[-1].name
+    flops = {s.name: int(s.flops or 0) for s in pkg.segments}
+    path_flops = {k: sum(flops[s.name] for s in pkg.segments_until(k)) for k in exit_stats}
     exits = []
     for ex in pkg.exits:
-        k, head = ex["name"], ex["segment"]
-        names = [s["name"] for s in pkg.segments_until(k)]
+        k, head = ex.name, ex.segment
+        names = [s.name for s in pkg.segments_until(k)]
         seg_sum = sum(seg_stats[n]["median"] for n in names)
         lat_share = exit_stats[k]["median"] / exit_stats[last]["median"]
         flop_share = path_flops[k] / path_flops[last] if path_flops[last] else None
         dec = harness.summarize(seg_parts[f"decision:{k}"])
         exits.append({
-            "name": k, "enabled": ex.get("enabled") is not False,
+            "name": k, "enabled": ex.enabled is not False,
             "segments": names, "flops": path_flops[k], "ms": exit_stats[k],
             "segment_sum_ms": seg_sum, "exit_over_segment_sum": exit_stats[k]["median"] / seg_sum,
             "latency_share": lat_share, "flops_share": flop_share,
             "efficiency": lat_share / flop_share if flop_share else None,
             "decision": {"what": "confidence copy" if pipe.in_graph else "logits copy + numpy policy",
                          "bytes": opts.batch * 4 if pipe.in_graph else tensor_bytes(
-                             next(t for t in pkg.segment(head)["outputs"] if t["name"] == ex["logits"]), opts.batch),
+                             next(t for t in pkg.segment(head).outputs if t.name == ex.logits), opts.batch),
                          "ms": dec, "head_ms": seg_stats[head]["median"],
                          "share_of_head": dec["median"] / seg_stats[head]["median"]}})
     base = {}
@@ -383,13 +384,13 @@ def _assemble(ctx: BenchContext, rounds, skipped, data) -> dict:
     for name, why in skipped.items():
         base[name] = {"skipped": why}
     # the head's decision belongs to its cost: that is what the pipeline pays to take or pass it
-    head_cost = {ex["segment"]: np.add(seg_parts[ex["segment"]], seg_parts[f"decision:{ex['name']}"])
+    head_cost = {ex.segment: np.add(seg_parts[ex.segment], seg_parts[f"decision:{ex.name}"])
                  for ex in pkg.exits}
-    record = {s["name"]: round(float(np.median(head_cost.get(s["name"], seg_parts[s["name"]]))), 4)
+    record = {s.name: round(float(np.median(head_cost.get(s.name, seg_parts[s.name]))), 4)
               for s in pkg.segments}
     precision = ctx.variant.split("-")[0] if ctx.variant else "fp32"
     return {
-        "package": str(pkg.root), "model": (pkg.manifest.get("source") or {}).get("model"), "date": utc_now(),
+        "package": str(pkg.root), "model": pkg.source.get("model"), "date": utc_now(),
         "input_shape": [opts.batch, *pipe.chw], "backend": opts.backend, "device": str(ctx.dev),
         "target": ctx.target, "engine": ctx.variant, "precision": precision,
         "policy": "in-graph" if pipe.in_graph else "host",
@@ -408,7 +409,7 @@ def record_latency(package, result: dict) -> str:
     from mesc.package import Package
 
     pkg = Package.load(package, verify_checksums=False)
-    if [s["name"] for s in pkg.segments] != list(result["latency_ms"]):
+    if [s.name for s in pkg.segments] != list(result["latency_ms"]):
         raise MescError(f"{package}: the package's segments changed since the bench; bench it again")
     pkg.manifest.setdefault("latency", {})[result["latency_key"]] = dict(result["latency_ms"])
     pkg.save()
@@ -471,7 +472,7 @@ def format_result(r: dict) -> str:
 def check_outputs(package, data=None, json_path=None, plot_path=None, force: bool = False) -> None:
     """Refuse, before minutes of timing, a --json or --plot file that exists (unless ``force``),
     overlaps ``package`` or ``data``, or cannot be written."""
-    from mesc.outputs import check_file_output
+    from mesc.package.outputs import check_file_output
 
     inputs = [("PACKAGE", package), ("--data", data)]
     for option, path in (("--json", json_path), ("--plot", plot_path)):
@@ -480,7 +481,7 @@ def check_outputs(package, data=None, json_path=None, plot_path=None, force: boo
 
 
 def write_json(path, result: dict) -> None:
-    from mesc.staging import write_json_atomic
+    from mesc.package.staging import write_json_atomic
 
     write_json_atomic(path, result)
 
@@ -520,7 +521,7 @@ def plot(path, result: dict) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    from mesc.staging import atomic_file
+    from mesc.package.staging import atomic_file
 
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110)

@@ -92,10 +92,10 @@ def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | No
             say(f"<= {bound} pp{' ' + heads if heads else ''}: exits {cfg.exits}, predicted {cfg.expected_cost:.2f} "
                 f"{cfg.unit} ({cfg.expected_cost / s_cal.reference().expected_cost:.2f}x), searched in {seconds:.2f} s")
 
-    num_classes = max(ex["num_classes"] for ex in pkg.exits)
+    num_classes = max(ex.num_classes for ex in pkg.exits)
     test = load_calibration_set(test_dir, _input_size(pkg), num_classes)
     images, masks = [t[1] for t in test], [t[2] for t in test]
-    final = pkg.exits[-1]["name"]
+    final = pkg.exits[-1].name
     label = {k: f"<= {k[0]} pp" + (f" {k[1]}" if k[1] else "") for k in configs}
     runs: dict = {"final-only": []} | {label[k]: [] for k in configs}
     with load(package, backend="onnxruntime", device="cpu", threads=threads) as pipe:
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
 
 
 def _input_size(pkg) -> tuple[int, int]:
-    return tuple(int(v) for v in pkg.input["shape"][2:])
+    return tuple(int(v) for v in pkg.input.shape[2:])
 
 
 if __name__ == "__main__":

@@ -30,23 +30,23 @@ from mesc.benchmarks.harness import environment
 def band_shares(package, data_dir, images: int) -> dict:
     """Per exit and band: mean, min and max share of pixels on the band over the images."""
     from mesc.calibration.exits.memo import load_calibration_set, package_classes
-    from mesc.manifest import EDGE_BANDS
+    from mesc.package.manifest import EDGE_BANDS
     from mesc.package import Package
     from mesc.policy import edge_band_fast
     from mesc.runtime import load
 
     pkg = Package.load(package)
     data = load_calibration_set(data_dir, _input_size(pkg), package_classes(pkg), limit=images)
-    shares = {ex["name"]: {b: [] for b in EDGE_BANDS} for ex in pkg.exits}
+    shares = {ex.name: {b: [] for b in EDGE_BANDS} for ex in pkg.exits}
     with load(package, backend="onnxruntime", device="cpu") as pipe:
         for _, image, _ in data:
             for ex, r in zip(pkg.exits, pipe.anytime([image], logits=True, all_exits=True)):
                 r = r[0]
                 labels = r.labels if r.policy_logits is None else np.asarray(r.policy_logits).argmax(0)
                 for band in EDGE_BANDS:
-                    shares[ex["name"]][band].append(float(edge_band_fast(labels[None], ex["policy"]["stride"], band).mean()))
+                    shares[ex.name][band].append(float(edge_band_fast(labels[None], ex.policy["stride"], band).mean()))
     return {"images": len(data),
-            "exits": {name: {"stride": pkg.exit(name)["policy"]["stride"], "at": pkg.exit(name)["policy"].get("at", "output"),
+            "exits": {name: {"stride": pkg.exit(name).policy["stride"], "at": pkg.exit(name).policy.get("at", "output"),
                              **{b: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
                                 for b, v in per.items()}}
                       for name, per in shares.items()}}
@@ -54,7 +54,7 @@ def band_shares(package, data_dir, images: int) -> dict:
 
 def held_out_latency(packages, data_dir, rounds: int, threads: int | None) -> dict:
     from mesc.calibration.exits.memo import load_calibration_set, package_classes
-    from mesc.manifest import edge_band_of
+    from mesc.package.manifest import edge_band_of
     from mesc.package import Package
     from mesc.runtime import load
 
@@ -63,7 +63,7 @@ def held_out_latency(packages, data_dir, rounds: int, threads: int | None) -> di
     test = load_calibration_set(data_dir, _input_size(pkgs[0]), num_classes)
     images, masks = [t[1] for t in test], [t[2] for t in test]
     pipes = [load(p, backend="onnxruntime", device="cpu", threads=threads) for p in packages]
-    final = pkgs[0].exits[-1]["name"]
+    final = pkgs[0].exits[-1].name
     runs = {"final-only": []} | {str(p): [] for p in packages}
     try:
         for pipe in pipes:  # warm-up: sessions, allocations
@@ -85,9 +85,9 @@ def held_out_latency(packages, data_dir, rounds: int, threads: int | None) -> di
         means = [float(np.mean(x["latency_ms"])) for x in rr]
         names = rr[0]["exits"]
         out["packages"][str(p)] = {
-            "band": [edge_band_of(ex["policy"]) for ex in pkg.exits],
-            "thresholds": {ex["name"]: {k: ex["policy"][k] for k in ("th_pix", "th_img")}
-                           for ex in pkg.exits if ex.get("enabled", True)},
+            "band": [edge_band_of(ex.policy) for ex in pkg.exits],
+            "thresholds": {ex.name: {k: ex.policy[k] for k in ("th_pix", "th_img")}
+                           for ex in pkg.exits if ex.enabled},
             "mean_ms_rounds": means, "mean_ms": float(np.median(means)), "ratio": float(np.median(means)) / ref_ms,
             "drop_pp": 100 * (ref[0]["miou"] - rr[0]["miou"]),
             "exit_shares": {e: names.count(e) / len(names) for e in sorted(set(names))}}
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         result["latency"] = held_out_latency(args.packages, args.data, args.rounds, args.threads)
     print(format_table(result))
     if args.json:
-        from mesc.staging import write_json_atomic
+        from mesc.package.staging import write_json_atomic
 
         write_json_atomic(args.json, result)
         print(f"wrote {args.json}")

@@ -26,16 +26,16 @@ def measure(name: str, shape, verify: bool = True, capture: str = "export") -> d
         t0 = time.perf_counter()
         pkg = export(name, Path(tmp) / "pkg", options=ExportOptions(input_shape=shape, verify=verify, capture=capture))
         seconds = time.perf_counter() - t0
-        total = sum(s["flops"] for s in pkg.segments)
+        total = sum(s.flops for s in pkg.segments)
         return {
             "model": name,
             "input_shape": list(shape),
             "export_seconds": round(seconds, 2),
             "package_mb": round(_package_bytes(pkg.root) / 2**20, 2),
             "gflops_total": round(total / 1e9, 2),
-            "segments": [{"name": s["name"], "gflops": round(s["flops"] / 1e9, 3),
-                          "share": round(s["flops"] / total, 4),
-                          "live_in": len([t for t in s["inputs"] if not t["name"].endswith("_th_pix")])}
+            "segments": [{"name": s.name, "gflops": round(s.flops / 1e9, 3),
+                          "share": round(s.flops / total, 4),
+                          "live_in": len([t for t in s.inputs if not t.name.endswith("_th_pix")])}
                          for s in pkg.segments],
             "max_rel_err": max((v["max_abs_err"] / v["scale"] for v in pkg.manifest.get("verification", {}).values()),
                                default=None),

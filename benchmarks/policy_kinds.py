@@ -78,7 +78,7 @@ def main(argv=None):
         print(f"logits 1x{m}x{h}x{w}: " + "  ".join(
             f"{k} {v['graph_ms']:.2f} ms (numpy {v['host_numpy_ms']:.2f})" for k, v in r["kinds"].items()), flush=True)
     if args.json:
-        from mesc.staging import write_json_atomic
+        from mesc.package.staging import write_json_atomic
 
         write_json_atomic(Path(args.json), {"environment": environment("cpu", args.threads), "threads": args.threads,
                                             "iters": args.iters, "results": results})

@@ -35,44 +35,44 @@ def _head_times(pkg, threads: int, iters: int, fetch: str) -> dict:
 
     from mesc.exporters.verify import run_chain
 
-    x = np.random.default_rng(0).standard_normal([int(d) if isinstance(d, int) else 1 for d in pkg.input["shape"]])
+    x = np.random.default_rng(0).standard_normal([int(d) if isinstance(d, int) else 1 for d in pkg.input.shape])
     env = run_chain(pkg, x.astype(np.float32))
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     out = {}
     for ex in pkg.exits:
-        seg = pkg.segment(ex["segment"])
-        sess = ort.InferenceSession(str(pkg.path(seg["file"])), so, providers=["CPUExecutionProvider"])
-        feeds = {t["name"]: env[t["name"]] if t["name"] in env else np.array([0.9], np.float32)
-                 for t in seg["inputs"]}
-        names = [ex[fetch]] if fetch == "logits" else [ex["confidence"]]
+        seg = pkg.segment(ex.segment)
+        sess = ort.InferenceSession(str(pkg.path(seg.file)), so, providers=["CPUExecutionProvider"])
+        feeds = {t.name: env[t.name] if t.name in env else np.array([0.9], np.float32)
+                 for t in seg.inputs}
+        names = [ex.logits] if fetch == "logits" else [ex.confidence]
         logits = {}
 
         def run():
             logits["v"] = sess.run(names, feeds)[0]
 
-        out[ex["name"]] = {"ms": _median_ms(run, iters)}
-        if ex.get("tail"):
+        out[ex.name] = {"ms": _median_ms(run, iters)}
+        if ex.tail:
             # the same head cut at the native logits: what the head costs without its policy
             import onnx
             from onnx.utils import Extractor
 
-            model = onnx.load(str(pkg.path(seg["file"])))
-            ins = [t["name"] for t in seg["inputs"] if t["name"] != ex["th_pix_input"]]
-            cut = Extractor(model).extract_model(ins, [ex["policy_logits"]])
+            model = onnx.load(str(pkg.path(seg.file)))
+            ins = [t.name for t in seg.inputs if t.name != ex.th_pix_input]
+            cut = Extractor(model).extract_model(ins, [ex.policy_logits])
             bare = ort.InferenceSession(cut.SerializeToString(), so, providers=["CPUExecutionProvider"])
             bare_feeds = {n: feeds[n] for n in ins}
-            out[ex["name"]]["bare_ms"] = _median_ms(lambda: bare.run(None, bare_feeds), iters)
-            tail = pkg.segment(ex["tail"])
-            tsess = ort.InferenceSession(str(pkg.path(tail["file"])), so, providers=["CPUExecutionProvider"])
-            tfeeds = {t["name"]: env[t["name"]] for t in tail["inputs"]}
-            out[ex["name"]]["tail_ms"] = _median_ms(lambda: tsess.run(None, tfeeds), iters)
+            out[ex.name]["bare_ms"] = _median_ms(lambda: bare.run(None, bare_feeds), iters)
+            tail = pkg.segment(ex.tail)
+            tsess = ort.InferenceSession(str(pkg.path(tail.file)), so, providers=["CPUExecutionProvider"])
+            tfeeds = {t.name: env[t.name] for t in tail.inputs}
+            out[ex.name]["tail_ms"] = _median_ms(lambda: tsess.run(None, tfeeds), iters)
         if fetch == "logits":
-            from mesc.manifest import edge_band_of
+            from mesc.package.manifest import edge_band_of
             from mesc.policy import mess_confidence_fast
 
-            p = ex["policy"]
-            out[ex["name"]]["host_policy_ms"] = _median_ms(
+            p = ex.policy
+            out[ex.name]["host_policy_ms"] = _median_ms(
                 lambda: mess_confidence_fast(logits["v"], 0.9, p["confidence"], p["edge"], p["stride"],
                                              edge_band_of(p)), iters)
     return out

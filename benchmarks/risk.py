@@ -194,7 +194,7 @@ def main(argv=None) -> int:
                   cost_unit=costs.unit)
     if args.json:
         from mesc.benchmarks.scenarios import rewrite_results_md
-        from mesc.staging import write_json_atomic
+        from mesc.package.staging import write_json_atomic
 
         args.json.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(args.json, result)

@@ -206,7 +206,7 @@ def markdown(recorded: list[dict]) -> str:
 
 
 def write_results(result: dict, out: Path) -> Path:
-    from mesc.staging import write_json_atomic
+    from mesc.package.staging import write_json_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / SCENARIOS[result["scenario"]].json_name

@@ -77,7 +77,7 @@ def main(argv=None) -> None:
               f"{row['chosen']['cost']:.3f} ms, fixed heads {'+'.join(row['fixed_heads']['exits'])} "
               f"{row['fixed_heads']['cost']:.3f} ms, final only {row['final_only_cost']:.3f} ms", flush=True)
     if args.json:
-        from mesc.staging import write_json_atomic
+        from mesc.package.staging import write_json_atomic
 
         write_json_atomic(args.json, {"images": args.images, "max_drop": args.max_drop, "rows": rows,
                                       "environment": environment("cpu")})

@@ -20,7 +20,7 @@ from mesc.engines.profiles import batch_range, segment_shapes
 from mesc.engines.targets import BuildPlan, check_onnx_ops, plan_build
 from mesc.errors import MescError
 from mesc.lazy import require
-from mesc.outputs import refuse_inside_generated
+from mesc.package.outputs import refuse_inside_generated
 from mesc.package import Package, sha256_file
 from mesc.targets import check_build_request, get_target
 from mesc.timestamps import utc_now
@@ -34,14 +34,14 @@ def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:
     Only FP16 on weakly typed TensorRT can do without them (the FP16 flag on the FP32 graph).
     """
     if plan.source == "fp32":
-        return {seg["name"]: seg["file"] for seg in pkg.segments}
+        return {seg.name: seg.file for seg in pkg.segments}
     from mesc.runtime.backends.onnxrt.precisions import prepare_command, prepared_segments
 
     prepared = prepared_segments(pkg, plan.source, error=MescError)
     if prepared:
         return prepared
     if plan.source == "fp16" and not plan.strongly_typed:
-        return {seg["name"]: seg["file"] for seg in pkg.segments}
+        return {seg.name: seg.file for seg in pkg.segments}
     raise MescError(f"{pkg.root}: no prepared {plan.source} graphs; run '{prepare_command(pkg, plan.source)}' "
                     f"first, or pass --calib-data to 'mesc build'")
 
@@ -87,7 +87,7 @@ def timing_cache_name(target: str, facts: dict) -> str:
 
 
 def _prepare_if_needed(pkg, plan, calib_data, method, max_images, say):
-    have = pkg.manifest.get("precisions", {})
+    have = pkg.precisions
     if plan.source in have or plan.source == "fp32":
         return pkg
     if plan.source == "int8" and not calib_data:
@@ -154,7 +154,7 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
     with pkg.staging(rel_dir) as tmp:
         segments = {}
         for seg in pkg.segments:
-            name, src = seg["name"], sources[seg["name"]]
+            name, src = seg.name, sources[seg.name]
             say(f"build {name} ({plan.variant}, TensorRT {version})")
             t0 = time.perf_counter()
             cache = tmp / f"{name}.calib.cache" if plan.implicit_int8 else None
@@ -188,7 +188,7 @@ def timing_cache_record(pkg, timing_cache: Path) -> str:
     the package (the default), so a moved package still names it correctly; else the user's
     absolute path. Either way it is a note for people, not a package file: it has no checksum
     (TensorRT rewrites it on every build) and manifest validation does not confine it
-    (:func:`mesc.manifest.engine_paths` leaves it out)."""
+    (:func:`mesc.package.manifest.engine_paths` leaves it out)."""
     resolved, root = timing_cache.resolve(), pkg.root.resolve()
     if resolved.is_relative_to(root):
         return resolved.relative_to(root).as_posix()

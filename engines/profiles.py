@@ -8,9 +8,10 @@ Pure data, tested on CPU; :mod:`mesc.runtime.backends.trt.compat` turns it into 
 from __future__ import annotations
 
 from mesc.errors import MescError
+from mesc.package.schema import Input, Segment
 
 
-def batch_range(pkg_input: dict, target, max_batch: int | None = None, dla: bool = False) -> tuple | None:
+def batch_range(pkg_input: Input, target, max_batch: int | None = None, dla: bool = False) -> tuple | None:
     """(min, opt, max) batch of the engines, or None where the package's shapes are static.
 
     A dynamic-batch package gets 1..``max_batch`` (default: the target's ``max_batch``), tuned
@@ -19,9 +20,9 @@ def batch_range(pkg_input: dict, target, max_batch: int | None = None, dla: bool
     """
     if max_batch is not None and max_batch < 1:
         raise MescError(f"--max-batch {max_batch}: expected a batch size of 1 or more")
-    if not pkg_input.get("dynamic_batch"):
+    if not pkg_input.dynamic_batch:
         if max_batch is not None:
-            raise MescError(f"--max-batch: the package has a static batch of {pkg_input['shape'][0]} (exported "
+            raise MescError(f"--max-batch: the package has a static batch of {pkg_input.shape[0]} (exported "
                             f"without --dynamic-batch), so its engines take that batch only; re-export with "
                             f"--dynamic-batch to choose a batch range, or drop --max-batch")
         return None
@@ -31,17 +32,17 @@ def batch_range(pkg_input: dict, target, max_batch: int | None = None, dla: bool
     return (1, top, top)
 
 
-def segment_shapes(segment: dict, batches: tuple | None) -> dict[str, tuple[list, list, list]]:
+def segment_shapes(segment: Segment, batches: tuple | None) -> dict[str, tuple[list, list, list]]:
     """Input name -> (min, opt, max) shape for each input of ``segment`` with a dynamic batch."""
     if batches is None:
         return {}
     out = {}
-    for t in segment["inputs"]:
-        dims = list(t["shape"])
+    for t in segment.inputs:
+        dims = list(t.shape)
         if all(isinstance(d, int) for d in dims):
             continue
         if not all(isinstance(d, int) for d in dims[1:]):
-            raise MescError(f"segment '{segment['name']}': input '{t['name']}' has shape {dims}; only the first "
+            raise MescError(f"segment '{segment.name}': input '{t.name}' has shape {dims}; only the first "
                             f"(batch) dimension may be dynamic")
-        out[t["name"]] = tuple([b, *dims[1:]] for b in batches)
+        out[t.name] = tuple([b, *dims[1:]] for b in batches)
     return out

@@ -8,10 +8,10 @@ import time
 from mesc import __version__
 from mesc.errors import ExportError
 from mesc.lazy import require
-from mesc.manifest import CONFIDENCE_KINDS, EDGE_BANDS, MANIFEST, SCHEMA_VERSION
+from mesc.package.manifest import CONFIDENCE_KINDS, EDGE_BANDS, MANIFEST, SCHEMA_VERSION
 from mesc.package import Package, sha256_file
 from mesc.progress import iterate
-from mesc.staging import staging_dir, write_json_atomic
+from mesc.package.staging import staging_dir, write_json_atomic
 from mesc.timestamps import utc_now
 
 DEFAULT_INPUT_SHAPE = (1, 3, 512, 1024)
@@ -145,7 +145,7 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     eager model's exits; an existing ``out`` is replaced only with ``force``.
     """
     from mesc.exporters.loader import load_model, model_file
-    from mesc.outputs import check_dir_output
+    from mesc.package.outputs import check_dir_output
 
     opts = options or ExportOptions()
     _check_thresholds(opts)

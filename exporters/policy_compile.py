@@ -19,18 +19,18 @@ import shutil
 from pathlib import Path
 
 from mesc.errors import MescError
-from mesc.manifest import POLICY_KINDS
+from mesc.package.manifest import POLICY_KINDS
 
 ONNX_DIR = "onnx"
 
 
 def compiled_kinds(pkg) -> list:
     """The policy kind each exit of ``pkg`` runs (in its graph or on the host)."""
-    return [ex["policy"].get("kind", "mess") for ex in pkg.exits]
+    return [ex.policy.get("kind", "mess") for ex in pkg.exits]
 
 
 def in_graph(pkg) -> bool:
-    return all(ex.get("labels") and ex.get("confidence") for ex in pkg.exits)
+    return all(ex.labels and ex.confidence for ex in pkg.exits)
 
 
 def check_compilable(pkg, kind: str) -> None:
@@ -46,8 +46,8 @@ def check_compilable(pkg, kind: str) -> None:
         return  # the host runs mess, mean_* and fft from the logits: nothing to compile
     if not needs_compile(pkg, kind):
         return  # the heads run this kind already: only thresholds change
-    built = sorted(pkg.manifest.get("precisions") or {})
-    engines = sorted(t for t, e in (pkg.manifest.get("engines") or {}).items() if e)
+    built = sorted(pkg.precisions)
+    engines = sorted(t for t, e in pkg.engines.items() if e)
     if built or engines:
         what = ", ".join([f"prepared {p} graphs" for p in built] + [f"engines for {t}" for t in engines])
         raise MescError(f"{pkg.root}: compiling the {kind} policy into the exit heads would leave its {what} "
@@ -55,9 +55,9 @@ def check_compilable(pkg, kind: str) -> None:
                         f"write the {kind} policy into a package without them (a fresh 'mesc export'), then run "
                         "'mesc prepare' / 'mesc build' on it")
     for ex in pkg.exits:
-        seg = pkg.segment(ex["segment"])
-        if not seg["file"].startswith(ONNX_DIR + "/") or ex["confidence"] != f"{ex['name']}_confidence":
-            raise MescError(f"{pkg.root}: exit '{ex['name']}': its head {seg['file']} does not carry the policy "
+        seg = pkg.segment(ex.segment)
+        if not seg.file.startswith(ONNX_DIR + "/") or ex.confidence != f"{ex.name}_confidence":
+            raise MescError(f"{pkg.root}: exit '{ex.name}': its head {seg.file} does not carry the policy "
                             "as 'mesc export' writes it; re-export the package to change its policy")
 
 
@@ -77,37 +77,37 @@ def compile_policy(pkg, kind: str, nets: dict | None = None, update=None, depend
     import onnx
 
     from mesc.exporters.onnx_io import io_specs
-    from mesc.manifest import edge_band_of
+    from mesc.package.manifest import edge_band_of
     from mesc.exporters.policy_graph import append_policy
     from mesc.exporters.policy_scores import append_score_policy, strip_policy
 
     check_compilable(pkg, kind)
     if kind == "learned":
-        missing = [ex["name"] for ex in pkg.exits if (nets or {}).get(ex["name"]) is None]
+        missing = [ex.name for ex in pkg.exits if (nets or {}).get(ex.name) is None]
         if missing:
             raise MescError(f"the learned policy needs a decision network for every exit; none for {missing}")
     heads, specs = {}, {}
     dims = policy_logits_dims(pkg)
     for ex in pkg.exits:
-        seg = pkg.segment(ex["segment"])
-        model = strip_policy(onnx.load(str(pkg.path(seg["file"]))), ex["name"])
-        src = ex.get("policy_logits") or ex["logits"]
-        _set_static_dims(model, src, dims[ex["name"]])
-        labels = ex.get("tail") is None  # else the tail gives the labels
+        seg = pkg.segment(ex.segment)
+        model = strip_policy(onnx.load(str(pkg.path(seg.file))), ex.name)
+        src = ex.policy_logits or ex.logits
+        _set_static_dims(model, src, dims[ex.name])
+        labels = ex.tail is None  # else the tail gives the labels
         if kind == "mess":
-            p = ex["policy"]
+            p = ex.policy
             # the band the exit was exported with (an old package's "wide" stays wide)
-            model = append_policy(model, src, ex["name"], confidence=p.get("confidence", "top1"),
+            model = append_policy(model, src, ex.name, confidence=p.get("confidence", "top1"),
                                   edge=p.get("edge", True), stride=p.get("stride", 8), labels=labels,
                                   band=edge_band_of(p))
         else:
-            model = append_score_policy(model, src, ex["name"], kind, net=(nets or {}).get(ex["name"]),
+            model = append_score_policy(model, src, ex.name, kind, net=(nets or {}).get(ex.name),
                                         labels=labels)
-        heads[seg["file"]] = model
-        specs[seg["name"]] = io_specs(model)
+        heads[seg.file] = model
+        specs[seg.name] = io_specs(model)
 
     def apply(m: dict) -> None:
-        for seg in m["segments"]:
+        for seg in m["segments"]:  # the manifest's JSON: this writes it
             if seg["name"] in specs:
                 seg["inputs"], seg["outputs"] = specs[seg["name"]]
         for ex in m["exits"]:
@@ -141,13 +141,13 @@ def policy_logits_dims(pkg) -> dict:
 
     from mesc.runtime import Pipeline, make_runner
 
-    batch = pkg.input["shape"][0] if isinstance(pkg.input["shape"][0], int) else 1
+    batch = pkg.input.shape[0] if isinstance(pkg.input.shape[0], int) else 1
     pipe = Pipeline(pkg, make_runner(pkg, "onnxruntime", "cpu"))
     try:
-        out = pipe.tensors(np.zeros((batch, *pkg.input["shape"][1:]), np.float32))
+        out = pipe.tensors(np.zeros((batch, *pkg.input.shape[1:]), np.float32))
     finally:
         pipe.close()
-    return {ex["name"]: tuple(int(d) for d in out[ex.get("policy_logits") or ex["logits"]].shape[1:])
+    return {ex.name: tuple(int(d) for d in out[ex.policy_logits or ex.logits].shape[1:])
             for ex in pkg.exits}
 
 

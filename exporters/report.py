@@ -4,7 +4,7 @@ import click
 
 
 def print_summary(pkg) -> None:
-    from mesc.describe import format_segments
+    from mesc.package.describe import format_segments
 
     click.echo(f"wrote {pkg.root} ({len(pkg.segments)} segments, {len(pkg.exits)} exits, "
                f"{pkg.manifest.get('export_seconds', '?')} s)")

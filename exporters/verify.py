@@ -35,17 +35,17 @@ def verify_against_model(pkg, net, shape, batches, seed: int = 1) -> dict:
             hint = " (does the model's shape arithmetic use the batch size?)" if b != shape[0] else ""
             raise ExportError(f"the exported segments fail to run at batch {b}{hint}: {err}") from err
         for ex in pkg.exits:
-            want = ref[ex["index"]].numpy()
-            got = env[ex["logits"]]
+            want = ref[ex.index].numpy()
+            got = env[ex.logits]
             if got.shape != want.shape:
-                raise ExportError(f"exit {ex['name']}: ONNX gives shape {got.shape}, PyTorch {want.shape} at batch {b}")
+                raise ExportError(f"exit {ex.name}: ONNX gives shape {got.shape}, PyTorch {want.shape} at batch {b}")
             err = float(np.max(np.abs(got - want)))
             scale = float(np.max(np.abs(want))) or 1.0
             if not err <= REL_TOL * scale:
                 raise ExportError(
-                    f"exit {ex['name']}: the chained ONNX segments differ from the PyTorch model by {err:.3g} "
+                    f"exit {ex.name}: the chained ONNX segments differ from the PyTorch model by {err:.3g} "
                     f"(allowed {REL_TOL * scale:.3g}) at batch {b}"
                 )
-            r = report.setdefault(ex["name"], {"max_abs_err": 0.0, "scale": scale})
+            r = report.setdefault(ex.name, {"max_abs_err": 0.0, "scale": scale})
             r["max_abs_err"] = max(r["max_abs_err"], err)
     return report

@@ -193,8 +193,8 @@ def generate(out_dir, count: int, seed: int = 0, size=(128, 256), difficulty=(0.
 
     Image ``i`` depends only on ``(seed, i)``, so a larger ``count`` extends a smaller set.
     """
-    from mesc.outputs import check_dir_output
-    from mesc.staging import staging_dir
+    from mesc.package.outputs import check_dir_output
+    from mesc.package.staging import staging_dir
     from mesc.progress import bar as progress_bar
 
     if count < 1:

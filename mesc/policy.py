@@ -23,7 +23,7 @@ MESS image confidence, for one exit's logits (N x M x H x W):
      lie in the 3 x 3 neighbourhood of a pixel within radius r), which is how the fast path
      and the graph compute it; :func:`edge_band` grows the edges explicitly;
    * ``"wide"``: pixels whose ``(2*os+1)^2`` window holds more than one label, about ``2*os``
-     wide; packages compiled before the choice existed use it (:func:`mesc.manifest.edge_band_of`);
+     wide; packages compiled before the choice existed use it (:func:`mesc.package.manifest.edge_band_of`);
 4. on the band, ``c`` is replaced by the median of ``c`` over the ``(4*os+1)^2`` window;
 5. ``c_img`` = fraction of pixels with ``c >= th_pix``; the image exits iff ``c_img >= th_img``.
 
@@ -65,7 +65,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mesc.manifest import CONFIDENCE_KINDS, EDGE_BANDS, edge_band_of
+from mesc.package.manifest import CONFIDENCE_KINDS, EDGE_BANDS, edge_band_of
 from mesc.errors import MescError
 
 LOGITS_SHAPE = "N x M x H x W (float32)"

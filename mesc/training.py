@@ -311,7 +311,7 @@ def check_output(out, force: bool = False, inputs=()) -> None:
     """Refuse, before training, a checkpoint path that exists (unless ``force``), is a folder,
     overlaps an input, or lies where nothing can be written: hours of training must not end in
     a failed save."""
-    from mesc.outputs import check_file_output
+    from mesc.package.outputs import check_file_output
 
     check_file_output(out, "output", force, inputs=inputs, error=TrainError)
 
@@ -607,7 +607,7 @@ def _stage1_loss(outs, y, step, cfg: TrainConfig):
 
 def save_checkpoint(model, path) -> None:
     """float32 state_dict, written through a temporary file so a crash leaves no half file."""
-    from mesc.staging import atomic_file
+    from mesc.package.staging import atomic_file
     from mesc.training_state import plain_state
 
     with atomic_file(path) as tmp:

@@ -28,7 +28,7 @@ def plot(records: list[dict], path, log=print) -> bool:
         if log:
             log(f"matplotlib is not installed: no curves written to {path}")
         return False
-    from mesc.staging import atomic_file
+    from mesc.package.staging import atomic_file
 
     x = list(range(1, len(records) + 1))
     fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 4))

@@ -23,7 +23,7 @@ def plain_state(model) -> dict:
 
 def save(path, model, optimizer, scheduler, scaler, stage: int, epoch: int, config: dict, history: list) -> None:
     """Written atomically: an interrupted save leaves the previous epoch's file whole."""
-    from mesc.staging import atomic_file
+    from mesc.package.staging import atomic_file
 
     state = {"format": FORMAT, "model": plain_state(model), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,

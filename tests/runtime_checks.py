@@ -24,7 +24,7 @@ def input_dependent_figures(pipe, data, classes):
     from mesc.calibration.exits.memo import load_calibration_set
     from mesc.metrics import class_counts, miou
 
-    _, _, h, w = pipe.pkg.input["shape"]
+    _, _, h, w = pipe.pkg.input.shape
     items = load_calibration_set(data, (h, w), classes)
     results = pipe([im for _, im, _ in items])
     inter, union = np.zeros(classes), np.zeros(classes)

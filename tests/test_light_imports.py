@@ -12,7 +12,7 @@ HELP = ("", "export", "run", "bench", "calibrate", "eval", "build", "prepare", "
 
 @pytest.mark.parametrize("stmt", [
     "import mesc",
-    "import mesc.package, mesc.describe, mesc.errors",
+    "import mesc.package, mesc.package.describe, mesc.errors",
     "import mesc.runtime, mesc.policy, mesc.data",
 ])
 def test_no_heavy_imports(stmt):

@@ -63,7 +63,7 @@ def test_host_kinds_need_no_graph_and_old_packages_load_unchanged(toy_package, i
         assert not any("kind" in ex["policy"] for ex in m["exits"])  # exports write MESS as always
         assert Package.load(src).manifest == m
     d = edited(toy_package, tmp_path, as_kind("fft", lo=0.0, hi=2.0))
-    assert {ex["policy"]["kind"] for ex in Package.load(d).exits} == {"fft"}
+    assert {ex.policy["kind"] for ex in Package.load(d).exits} == {"fft"}
 
 
 def test_changing_the_compiled_kind_by_hand_points_to_calibrate(in_graph_pkg):

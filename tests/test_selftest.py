@@ -57,10 +57,10 @@ def test_fp32_cli_passes_and_writes_the_report(fp16_package, tmp_path):
         assert data["environment"][key], key  # a version, a name, or "absent"
     assert "CPUExecutionProvider" in data["environment"]["onnxruntime_providers"]
     pkg = Package.load(fp16_package)
-    assert set(data["segments"]) == {s["name"] for s in pkg.segments}
+    assert set(data["segments"]) == {s.name for s in pkg.segments}
     assert all(s["ms"] > 0 and s["rel_err"] == 0 for s in data["segments"].values())
-    assert set(data["decision_ms"]) == {f"decision:{e['name']}" for e in pkg.exits}
-    assert set(data["exits"]) == {e["name"] for e in pkg.exits}
+    assert set(data["decision_ms"]) == {f"decision:{e.name}" for e in pkg.exits}
+    assert set(data["exits"]) == {e.name for e in pkg.exits}
     assert all(e["agreement"] == 1.0 and e["max_confidence_err"] == 0 for e in data["exits"].values())
     assert data["decisions"] == {"images": 4, "same": 4, "differ": []}
     assert [c["name"] for c in data["checks"]][-1].startswith("exit decisions")

@@ -350,7 +350,7 @@ def test_an_unwritable_output_is_refused_before_training(scenes, tmp_path, monke
     def read_only(*a, **kw):
         raise OSError(30, "Read-only file system")
 
-    from mesc import outputs
+    from mesc.package import outputs
 
     monkeypatch.setattr(outputs.tempfile, "TemporaryFile", read_only)
     with pytest.raises(training.TrainError, match=r"new/ckpt.pt: cannot write in .* \(Read-only file system\)"):

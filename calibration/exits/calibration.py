@@ -25,7 +25,7 @@ from mesc.calibration.exits.report import build_report, load_pyplot, plot_pareto
 from mesc.calibration.exits.risk import check_risk, check_risk_images, control_risk
 from mesc.calibration.exits.search import InfeasibleBound, Searcher, architectures, costs_from_package
 from mesc.errors import CalibrationError, MescError
-from mesc.manifest import POLICY_KINDS
+from mesc.package.manifest import POLICY_KINDS
 from mesc.progress import iterate
 
 
@@ -134,7 +134,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     exits over the set. ``risk`` (DELTA, with ``max_drop``) chooses with the Learn-then-Test
     guarantee of :mod:`mesc.calibration.exits.risk`; too few images for it are refused before
     any exit runs, and the report's ``"risk"`` entry records the test and the plain choice."""
-    from mesc.outputs import check_file_output
+    from mesc.package.outputs import check_file_output
     from mesc.package import Package
 
     check_options(max_drop, max_cost, limit, th_img_steps, min_images, warn_images, risk)
@@ -212,7 +212,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
                             nets=nets if policy == "learned" else None)
         rep["written"] = True
     if report is not None:
-        from mesc.staging import write_json_atomic
+        from mesc.package.staging import write_json_atomic
 
         write_json_atomic(report, rep)
     if plot is not None:

@@ -70,16 +70,16 @@ def policy_choice(pkg, confidences: dict) -> int:
 
     last = len(pkg.exits) - 1
     for e, ex in enumerate(pkg.exits[:-1]):
-        if ex.get("enabled") is False:
+        if ex.enabled is False:
             continue
-        conf = confidences.get(ex["name"])
-        if conf is not None and exit_decision([conf], ex["policy"])[0]:
+        conf = confidences.get(ex.name)
+        if conf is not None and exit_decision([conf], ex.policy)[0]:
             return e
     return last
 
 
 def check_json_output(path, force: bool, package, data) -> None:
-    from mesc.outputs import check_file_output
+    from mesc.package.outputs import check_file_output
 
     check_file_output(path, "--json", force, inputs=[("PACKAGE", package), ("--data", data)])
 
@@ -101,7 +101,7 @@ def evaluate_package(package, data, split: str | None = None, resize: bool = Fal
         check_json_output(json, force, root, data)
     pkg = package if isinstance(package, Package) else Package.load(package)
     num_classes = memo_mod.package_classes(pkg)
-    _, _, h, w = pkg.input["shape"]
+    _, _, h, w = pkg.input.shape
     pairs = memo_mod.calibration_pairs(data, limit, split)
     names = datasets.classes(*datasets.detect(data))  # a published layout's own, or classes.txt
     classes = names if names and len(names) == num_classes else [str(k) for k in range(num_classes)]
@@ -134,16 +134,16 @@ def evaluate_package(package, data, split: str | None = None, resize: bool = Fal
     seconds = time.perf_counter() - t0
     meta = {"package": str(pkg.root), "data": str(data), "split": split, "resize": bool(resize),
             "backend": pipe.runner.backend, "device": str(pipe.runner.device),
-            "thresholds": {ex["name"]: {"enabled": ex.get("enabled") is not False,
-                                        "kind": ex["policy"].get("kind", "mess"),
-                                        **{k: ex["policy"].get(k) for k in ("th_pix", "th_img", "lo", "hi")
-                                           if k in ex["policy"] or k in ("th_pix", "th_img")}}
+            "thresholds": {ex.name: {"enabled": ex.enabled is not False,
+                                        "kind": ex.policy.get("kind", "mess"),
+                                        **{k: ex.policy.get(k) for k in ("th_pix", "th_img", "lo", "hi")
+                                           if k in ex.policy or k in ("th_pix", "th_img")}}
                            for ex in pkg.exits},
             "seconds": round(seconds, 3), "scoring_seconds": round(scoring, 3)}
     ev = Evaluation(pipe.exit_names, classes, budgeted, policy,
                     dict(zip(pipe.exit_names, taken.tolist())), len(pairs), meta)
     if json is not None:
-        from mesc.staging import write_json_atomic
+        from mesc.package.staging import write_json_atomic
 
         write_json_atomic(json, ev.to_dict())
     return ev

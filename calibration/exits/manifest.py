@@ -32,7 +32,6 @@ from __future__ import annotations
 import numpy as np
 
 from mesc.errors import MescError
-from mesc.manifest import exit_points
 from mesc.policy import NEVER_EXIT
 from mesc.timestamps import utc_now
 
@@ -85,7 +84,7 @@ def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=(), nets: 
     from mesc.exporters.policy_compile import check_compilable, compile_policy, needs_compile
 
     kind = cfg.policy
-    settings = exit_settings(cfg, [ex["name"] for ex in pkg.exits])
+    settings = exit_settings(cfg, [ex.name for ex in pkg.exits])
     check_compilable(pkg, kind)
     points = _points(pkg.exits, cfg)
     disabled = [name for name, s in settings.items() if s is None]
@@ -99,7 +98,7 @@ def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=(), nets: 
     }
 
     def apply(m: dict) -> None:
-        for ex in m["exits"]:
+        for ex in m["exits"]:  # the manifest's JSON: this writes it
             name = ex["name"]
             ex["enabled"] = settings.get(name, True) is not None  # the final exit is not in settings
             if name in settings:
@@ -123,13 +122,13 @@ def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=(), nets: 
 def _points(exits, cfg) -> list:
     """Per exit point: its candidate exits and the one ``cfg`` keeps (None: none); refuses a
     configuration that keeps two heads at one point or names an exit the package lacks."""
-    names = [ex["name"] for ex in exits]
+    names = [ex.name for ex in exits]
     unknown = [e for e in cfg.exits if e not in names]
     if unknown:
         raise MescError(f"the configuration keeps exits {unknown} that the package does not have "
                         f"(its exits: {names})")
     out: dict = {}
-    for name, p in zip(names, exit_points(exits)):
+    for name, p in zip(names, (ex.point for ex in exits)):
         entry = out.setdefault(p, {"point": p, "candidates": [], "kept": None})
         entry["candidates"].append(name)
         if name in cfg.exits:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import CalibrationError, MescError
-from mesc.manifest import COMPILED_POLICY_KEYS, edge_band_of
+from mesc.package.manifest import COMPILED_POLICY_KEYS, edge_band_of
 from mesc.metrics import IGNORE_INDEX, counts_from_confusion, miou
 from mesc.policy import (
     confidence_fft_magnitude,
@@ -103,7 +103,7 @@ class Memo:
         arrays = {"inter": self.inter, "union": self.union, "th_pix_grid": self.th_pix_grid,
                   **{f"score_{k}": v for k, v in self.scores.items()},
                   **({} if self.features is None else {"features": self.features})}
-        from mesc.staging import atomic_file
+        from mesc.package.staging import atomic_file
 
         with atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
             np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -133,7 +133,7 @@ def is_cache_file(path) -> bool:
 def check_cache(path, inputs=()) -> None:
     """Refuse a cache path that holds something other than a mesc cache (it would be replaced:
     a cache is read, then rewritten when stale), overlaps an input, or cannot be written."""
-    from mesc.outputs import check_file_output
+    from mesc.package.outputs import check_file_output
 
     if Path(path).is_file() and not is_cache_file(path):
         raise MescError(f"--cache {path} exists and is not a mesc calibration cache; mesc replaces only "
@@ -237,8 +237,8 @@ def check_labelled(data_dir, masks) -> None:
 def _cache_key(pkg, data_pairs_stat, grid, resize, runs_on: str = "onnxruntime/cpu") -> str:
     # runs_on: another backend or device computes (slightly) other logits, so its own cache
     h = hashlib.sha256()
-    h.update(json.dumps({"v": MEMO_VERSION, "files": pkg.manifest["files"], "runs_on": runs_on,
-                         "policy": [{k: e["policy"].get(k) for k in COMPILED_POLICY_KEYS}
+    h.update(json.dumps({"v": MEMO_VERSION, "files": dict(pkg.files), "runs_on": runs_on,
+                         "policy": [{k: e.policy.get(k) for k in COMPILED_POLICY_KEYS}
                                     for e in pkg.exits],
                          "grid": [float(g) for g in grid], "resize": bool(resize), "data": data_pairs_stat},
                         sort_keys=True).encode())
@@ -256,7 +256,7 @@ def _data_stat(data_dir, limit, split=None):
 
 def package_classes(pkg) -> int:
     """The number of classes every exit of ``pkg`` predicts."""
-    classes = {ex["num_classes"] for ex in pkg.exits}
+    classes = {ex.num_classes for ex in pkg.exits}
     if len(classes) != 1:
         raise MescError(f"the package's exits disagree on the number of classes: {sorted(classes)}")
     return classes.pop()
@@ -309,7 +309,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     if grid.ndim != 1 or not len(grid) or not ((grid >= 0) & (grid <= 1)).all():
         raise MescError(f"th_pix grid must be values in [0, 1], got {grid.tolist()}")
     num_classes = package_classes(pkg)
-    _, c, h, w = pkg.input["shape"]
+    _, c, h, w = pkg.input.shape
 
     key = None
     if cache is not None:

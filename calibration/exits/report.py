@@ -75,7 +75,7 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
         "cost": {"unit": costs.unit, "source": costs.source, "chunk": costs.chunk.tolist(),
                  "head": costs.head.tolist(), "tail": costs.tail.tolist(), "exits": memo.exits,
                  "point": costs.point.tolist(),
-                 "model_index": [pkg.exit(e).get("index", i) for i, e in enumerate(memo.exits)]},
+                 "model_index": [pkg.exit(e).model_index for e in memo.exits]},
         "chosen": _cfg(best),
         "final_only": _cfg(ref),
         "saving": 1.0 - best.expected_cost / ref.expected_cost if ref.expected_cost else 0.0,
@@ -101,7 +101,7 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
                  "conf_check_max_abs": memo.meta.get("conf_check_max_abs")},
     }
     # the heads' costs were measured (or counted) with the policy they run now compiled in
-    rep["compiled_policy"] = sorted({ex["policy"].get("kind", "mess") for ex in pkg.exits})
+    rep["compiled_policy"] = sorted({ex.policy.get("kind", "mess") for ex in pkg.exits})
     if compare:
         # every kind calibrate knows can be written (--write) and run: all are deployable
         rep["other_policies"] = {p: {"chosen": _cfg(r.best), "seconds": round(r.seconds, 3), "deployable": True,
@@ -267,7 +267,7 @@ def plot_pareto(result, path, compare=None, title: str = "", max_points: int = 2
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    from mesc.staging import atomic_file
+    from mesc.package.staging import atomic_file
 
     with atomic_file(path) as tmp:
         fig.savefig(tmp)

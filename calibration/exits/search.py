@@ -138,12 +138,12 @@ class Costs:
 def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
     """Per-exit costs from a :class:`mesc.package.Package`.
 
-    Measured latencies (``manifest["latency"][key][segment]``, ms, written by
+    Measured latencies (:attr:`Package.latency`, ms per segment, written by
     ``mesc bench --record``) are used when present for every segment, else FLOPs (as MFLOPs).
     ``latency_key`` picks among several recorded backends/devices (default: the only one, or
     the first in sorted order).
     """
-    lat_all = pkg.manifest.get("latency") or {}
+    lat_all = pkg.latency
     lat, key = None, None
     if latency_key is not None:
         if latency_key not in lat_all:
@@ -154,31 +154,30 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
         key = sorted(lat_all)[0]
     if key is not None:
         cand = lat_all[key]
-        if isinstance(cand, dict) and all(isinstance(cand.get(s["name"]), (int, float)) for s in pkg.segments):
-            lat = cand
+        if cand.covers(pkg.segments):
+            lat = cand.ms
         elif latency_key is not None:
-            missing = [s["name"] for s in pkg.segments if not isinstance(cand.get(s["name"]), (int, float))]
+            missing = cand.missing(pkg.segments)
             raise MescError(f"latency '{key}' lacks segments {missing}; re-run 'mesc bench --record'")
-    from mesc.manifest import exit_points
 
     seen: set[str] = set()
     chunk, head, tail = [], [], []
     for ex in pkg.exits:
-        segs = pkg.segments_until(ex["name"])
+        segs = pkg.segments_until(ex.name)
         c = h = t = 0.0
         for s in segs:
-            v = float(lat[s["name"]]) if lat is not None else float(s.get("flops", 0)) / 1e6
-            if s["name"] == ex["segment"]:
+            v = float(lat[s.name]) if lat is not None else float(s.flops or 0) / 1e6
+            if s.name == ex.segment:
                 h += v
-            elif s["name"] == ex.get("tail"):
+            elif s.name == ex.tail:
                 t += v
-            elif s["kind"] == "chunk" and s["name"] not in seen:
+            elif s.kind == "chunk" and s.name not in seen:
                 c += v
-                seen.add(s["name"])
+                seen.add(s.name)
         chunk.append(c)
         head.append(h)
         tail.append(t)
-    point = exit_points(pkg.exits)
+    point = [ex.point for ex in pkg.exits]
     if lat is not None:
         return Costs(chunk, head, unit="ms", source=f"latency:{key}", tail=tail, point=point)
     if not any(chunk) and not any(head):

@@ -8,16 +8,16 @@ from mesc.runtime.backends.onnxrt.chain import OrtChain
 
 
 def th_pix_feeds(pkg) -> dict:
-    return {ex["th_pix_input"]: np.array([ex["policy"]["th_pix"]], np.float32)
-            for ex in pkg.exits if ex.get("th_pix_input")}
+    return {ex.th_pix_input: np.array([ex.policy["th_pix"]], np.float32)
+            for ex in pkg.exits if ex.th_pix_input}
 
 
 def segment_inputs(pkg, batches) -> dict[str, list[dict]]:
     """Each segment's input feeds for each batch, as the FP32 segments before it produce them."""
     chain = OrtChain(pkg)
-    wanted = {t["name"] for seg in pkg.segments for t in seg["inputs"]}
+    wanted = {t.name for seg in pkg.segments for t in seg.inputs}
     envs = [chain.run(b, keep=wanted) for b in batches]
     th = th_pix_feeds(pkg)
-    return {seg["name"]: [{t["name"]: env.get(t["name"], th.get(t["name"])) for t in seg["inputs"]}
+    return {seg.name: [{t.name: env.get(t.name, th.get(t.name)) for t in seg.inputs}
                           for env in envs]
             for seg in pkg.segments}

@@ -56,11 +56,11 @@ def named_nodes(model, prefix: str) -> None:
 
 def exit_tails(pkg, model, seg) -> list[str]:
     """Nodes of segment ``seg`` to keep FP32 and unquantised: the policy after the exit's logits."""
-    if seg["kind"] == "chunk":
+    if seg.kind == "chunk":
         return []
-    ex = next((ex for ex in pkg.exits if seg["name"] in (ex["segment"], ex.get("tail"))), None)
+    ex = next((ex for ex in pkg.exits if seg.name in (ex.segment, ex.tail)), None)
     if ex is None:
         return []
     # the policy reads the native logits in the head (policy_at="native"), the labels the logits in the tail
-    logits = ex["logits"] if seg["kind"] == "tail" else (ex.get("policy_logits") or ex["logits"])
+    logits = ex.logits if seg.kind == "tail" else (ex.policy_logits or ex.logits)
     return policy_tail(model, logits)

@@ -16,7 +16,7 @@ from mesc.calibration.precision.images import load_calibration_batches
 from mesc.calibration.precision.nodes import exit_tails, named_nodes
 from mesc.errors import MescError
 from mesc.lazy import require
-from mesc.outputs import refuse_inside_generated
+from mesc.package.outputs import refuse_inside_generated
 from mesc.package import Package
 
 PREPARED = ("fp16", "int8")
@@ -49,10 +49,10 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
         with pkg.staging(rel_dir) as tmp:
             files, counts = {}, {}
             for seg in pkg.segments:
-                say(f"{prec}: {seg['name']}")
-                where = f"segment {seg['name']} ({prec})"
-                model = onnx.load(str(pkg.path(seg["file"])))
-                named_nodes(model, seg["name"])
+                say(f"{prec}: {seg.name}")
+                where = f"segment {seg.name} ({prec})"
+                model = onnx.load(str(pkg.path(seg.file)))
+                named_nodes(model, seg.name)
                 tail = exit_tails(pkg, model, seg)
                 if prec == "fp16":
                     from mesc.calibration.precision.fp16 import to_fp16
@@ -61,11 +61,11 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
                 else:
                     from mesc.calibration.precision.int8 import check_qdq, quantize_segment
 
-                    out = quantize_segment(model, feeds[seg["name"]], tail, method, where)
-                    counts[seg["name"]] = check_qdq(out, tail, where)
-                name = f"{seg['name']}.onnx"
+                    out = quantize_segment(model, feeds[seg.name], tail, method, where)
+                    counts[seg.name] = check_qdq(out, tail, where)
+                name = f"{seg.name}.onnx"
                 onnx.save(out, str(tmp / name))
-                files[seg["name"]] = str(tmp / name)
+                files[seg.name] = str(tmp / name)
             calib_s = time.perf_counter() - t0
             say(f"{prec}: accuracy check on {len(paths)} images")
             accuracy = compare_exits(pkg, files, batches, fake_quant=prec == "int8") if batches else None

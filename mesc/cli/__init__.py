@@ -27,7 +27,7 @@ from mesc.cli.serve import serve_cmd
 from mesc.cli.synth_data import synth_data_cmd
 from mesc.cli.train import train_cmd
 from mesc.errors import MescError
-from mesc.signals import sigterm_as_interrupt
+from mesc.package.signals import sigterm_as_interrupt
 
 
 class _Group(click.Group):

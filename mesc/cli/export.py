@@ -96,9 +96,9 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
         print_summary(pkg)
         return
     from mesc.exporters.loader import model_file
-    from mesc.outputs import check_dir_output
+    from mesc.package.outputs import check_dir_output
     from mesc.package import Package
-    from mesc.staging import staging_dir
+    from mesc.package.staging import staging_dir
 
     # export() checks the staging directory it is given; the real output is checked here
     check_dir_output(output, "package", force, inputs=[("--weights", weights), ("--model", model_file(model)),

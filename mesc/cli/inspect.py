@@ -12,7 +12,7 @@ def inspect_cmd(package, as_json):
     """Show a package's segments, live tensors, exits and exit policy."""
     import json
 
-    from mesc.describe import format_package
+    from mesc.package.describe import format_package
     from mesc.package import Package
 
     pkg = Package.load(package)

@@ -12,7 +12,7 @@ import warnings
 
 import click
 
-from mesc.signals import Terminated
+from mesc.package.signals import Terminated
 
 # the machine's state, whatever the path: no traceback helps the user with these
 _ENVIRONMENT = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG}

@@ -33,7 +33,7 @@ def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = N
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        backend = "tensorrt" if dev.is_cuda and pkg.manifest.get("engines") and tensorrt_installed() \
+        backend = "tensorrt" if dev.is_cuda and pkg.engines and tensorrt_installed() \
             else "onnxruntime"
     if backend == "tensorrt":
         from mesc.runtime.backends.trt import EnginesFromPlans, PlansFromPackage, TrtRunner

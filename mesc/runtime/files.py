@@ -11,11 +11,11 @@ import dataclasses
 from collections import Counter
 from pathlib import Path
 
-from mesc.outputs import RUN_MARKER
+from mesc.package.outputs import RUN_MARKER
 from mesc.progress import bar as progress_bar
 from mesc.runtime.errors import InputError
 from mesc.runtime.images import collect_images, read_image, write_label_png
-from mesc.staging import write_json_atomic
+from mesc.package.staging import write_json_atomic
 
 
 @dataclasses.dataclass
@@ -51,8 +51,8 @@ class RunSummary:
 def check_output(out, inputs, package, force: bool) -> Path:
     """Refuse, before anything is loaded or written, an output folder that overlaps the package
     or the images, or that holds anything but a previous run's files (see
-    :func:`mesc.outputs.check_dir_output`)."""
-    from mesc.outputs import check_dir_output
+    :func:`mesc.package.outputs.check_dir_output`)."""
+    from mesc.package.outputs import check_dir_output
 
     return check_dir_output(out, "run", force, inputs=[("PACKAGE", package), *(("IMAGES", p) for p in inputs)])
 
@@ -64,14 +64,14 @@ def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1
     ``out`` must be new, empty, or (with ``force``) a previous run's output; it appears, or is
     replaced, only when every image has been tried, so an interrupted run leaves the old one.
     """
-    from mesc.staging import staging_dir
+    from mesc.package.staging import staging_dir
 
     files = collect_images(inputs)
     if not files:
         raise InputError(f"no images found in {', '.join(map(str, inputs))}")
     out = check_output(out, inputs, pipe.pkg.root, force)
     c, h, w = pipe.chw
-    num_classes = max(ex["num_classes"] for ex in pipe.pkg.exits)
+    num_classes = max(ex.num_classes for ex in pipe.pkg.exits)
     rows, failed, used = [], [], set()
     bar = progress_bar(len(files), "run: segment", "images", progress)
 

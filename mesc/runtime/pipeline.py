@@ -17,7 +17,8 @@ from typing import Iterator
 import numpy as np
 
 from mesc.errors import MescError
-from mesc.manifest import KIND_THRESHOLDS
+from mesc.package.manifest import KIND_THRESHOLDS
+from mesc.package.schema import Exit, Segment
 from mesc.policy import exit_decision, policy_kind
 from mesc.runtime import host_policy
 from mesc.runtime.clock import HostClock, ms_since, now
@@ -55,50 +56,50 @@ class Result:
 class Step:
     """One segment of a plan: what it reads, what it must output, what dies after it."""
 
-    segment: dict
-    exit: dict | None
+    segment: Segment
+    exit: Exit | None
     feeds: list
     th_input: str | None
     fetch: list
     release: list
     # the exit's tail (final upsampling, labels): run after the decision, for leaving images only
-    tail: dict | None = None
+    tail: Segment | None = None
     tail_feeds: list = dataclasses.field(default_factory=list)
     tail_fetch: list = dataclasses.field(default_factory=list)
 
 
-def build_plan(pkg, segments: list[dict], in_graph: bool, logits: bool) -> list[Step]:
+def build_plan(pkg, segments: list[Segment], in_graph: bool, logits: bool) -> list[Step]:
     """Steps for ``segments`` (execution order), fetching only the outputs that a later step
     reads or that the exit decision needs; logits stay unfetched unless asked for. A tail
     segment rides on its exit's head step."""
-    exits = {ex["segment"]: ex for ex in pkg.exits}
-    names = {s["name"] for s in segments}
-    tails = {ex["segment"]: pkg.segment(ex["tail"]) for ex in pkg.exits if ex.get("tail") in names}
-    main = [s for s in segments if s["kind"] != "tail"]
-    th_names = {ex.get("th_pix_input") for ex in pkg.exits} - {None}
+    exits = {ex.segment: ex for ex in pkg.exits}
+    names = {s.name for s in segments}
+    tails = {ex.segment: pkg.segment(ex.tail) for ex in pkg.exits if ex.tail in names}
+    main = [s for s in segments if s.kind != "tail"]
+    th_names = {ex.th_pix_input for ex in pkg.exits} - {None}
 
     def inputs(seg):
-        return {t["name"] for t in seg["inputs"] if t["name"] not in th_names} if seg else set()
+        return {t.name for t in seg.inputs if t.name not in th_names} if seg else set()
 
-    reads = [inputs(seg) | inputs(tails.get(seg["name"])) for seg in main]
+    reads = [inputs(seg) | inputs(tails.get(seg.name)) for seg in main]
     steps = []
     for i, seg in enumerate(main):
         later = set().union(*reads[i + 1:]) if i + 1 < len(main) else set()
-        ex = exits.get(seg["name"]) if seg["kind"] == "head" else None
-        tail = tails.get(seg["name"])
+        ex = exits.get(seg.name) if seg.kind == "head" else None
+        tail = tails.get(seg.name)
         tail_in = inputs(tail)
-        fetch = [o["name"] for o in seg["outputs"] if o["name"] in later or o["name"] in tail_in]
+        fetch = [o.name for o in seg.outputs if o.name in later or o.name in tail_in]
         tail_fetch = []
         if ex is not None:
             if tail is not None:
-                wanted = [ex["confidence"]] + ([ex["policy_logits"]] if logits else [])
-                tail_fetch = [ex["labels"]] + ([ex["logits"]] if logits else [])
+                wanted = [ex.confidence] + ([ex.policy_logits] if logits else [])
+                tail_fetch = [ex.labels] + ([ex.logits] if logits else [])
             else:
-                wanted = [ex["labels"], ex["confidence"]] if in_graph else [ex["logits"]]
+                wanted = [ex.labels, ex.confidence] if in_graph else [ex.logits]
                 if logits:
-                    wanted += [ex["logits"], ex.get("policy_logits") or ex["logits"]]
+                    wanted += [ex.logits, ex.policy_logits or ex.logits]
             fetch += [n for n in dict.fromkeys(wanted) if n not in fetch]
-        th = ex.get("th_pix_input") if ex is not None and in_graph else None
+        th = ex.th_pix_input if ex is not None and in_graph else None
         available = set().union(*reads[: i + 1]) | {o for s in steps for o in s.fetch} | set(fetch)
         release = sorted(n for n in available if n not in later)
         steps.append(Step(seg, ex, sorted(inputs(seg)), th, fetch, release, tail, sorted(tail_in), tail_fetch))
@@ -107,7 +108,7 @@ def build_plan(pkg, segments: list[dict], in_graph: bool, logits: bool) -> list[
 
 @dataclasses.dataclass
 class _ExitEvent:
-    exit: dict
+    exit: Exit
     rows: np.ndarray  # batch positions (of the walk's input) that report at this exit
     labels: np.ndarray  # len(rows) x H x W
     logits: np.ndarray | None
@@ -156,12 +157,12 @@ class Pipeline:
         self.pkg = pkg
         self.runner = runner.activate()
         # th_pix_input only where the exit runs MESS: the other kinds read no pixel threshold
-        self.in_graph = all(ex.get("labels") and ex.get("confidence") for ex in pkg.exits)
+        self.in_graph = all(ex.in_graph for ex in pkg.exits)
         inp = pkg.input
-        self.input_name = inp["name"]
-        self.chw = tuple(inp["shape"][1:])
-        self.dynamic_batch = bool(inp.get("dynamic_batch")) or not isinstance(inp["shape"][0], int)
-        self.static_batch = None if self.dynamic_batch else int(inp["shape"][0])
+        self.input_name = inp.name
+        self.chw = tuple(inp.shape[1:])
+        self.dynamic_batch = bool(inp.dynamic_batch) or not isinstance(inp.shape[0], int)
+        self.static_batch = None if self.dynamic_batch else int(inp.shape[0])
         self._plans: dict = {}
         self._th_handles: dict = {}
         self._warned_static = False
@@ -193,7 +194,7 @@ class Pipeline:
     # exits and thresholds ----------------------------------------------------------------
     @property
     def exit_names(self) -> list[str]:
-        return [ex["name"] for ex in self.pkg.exits]
+        return [ex.name for ex in self.pkg.exits]
 
     def thresholds(self, exit) -> dict:
         """The thresholds the exit's policy kind reads (MESS: th_pix and th_img; FFT: lo and hi;
@@ -209,7 +210,7 @@ class Pipeline:
         real numbers in [0, 1], lo and hi finite reals; a threshold the exit's policy kind does
         not read is refused."""
         ex = self.pkg.exit(exit)
-        name, kind = ex["name"], policy_kind(ex["policy"])
+        name, kind = ex.name, policy_kind(ex.policy)
         settings = {}
         for key, v in (("th_pix", th_pix), ("th_img", th_img), ("lo", lo), ("hi", hi)):
             if v is None:
@@ -226,20 +227,18 @@ class Pipeline:
             settings[key] = float(v)
         self.pkg.set_policy(exit, **settings)
         self._th_handles.pop(name, None)
+        self._plans.clear()  # their steps hold the exits as they were
 
     def set_enabled(self, exit, enabled: bool) -> None:
         """Keep or drop an exit from input-dependent runs (what ``mesc calibrate --write``
         records as ``"enabled"``); a dropped exit's head is not run at all."""
-        ex = self.pkg.exit(exit)
-        if not enabled and ex is self.pkg.exits[-1]:
-            raise MescError(f"exit '{ex['name']}' is the final exit and cannot be disabled")
-        ex["enabled"] = bool(enabled)
+        self.pkg.set_enabled(exit, enabled)
         self._plans.clear()
 
     def _th_handle(self, ex):
-        h = self._th_handles.get(ex["name"])
+        h = self._th_handles.get(ex.name)
         if h is None:
-            h = self._th_handles[ex["name"]] = self.runner.upload(np.array([ex["policy"]["th_pix"]], np.float32))
+            h = self._th_handles[ex.name] = self.runner.upload(np.array([ex.policy["th_pix"]], np.float32))
         return h
 
     # inputs ----------------------------------------------------------------------------------
@@ -261,10 +260,10 @@ class Pipeline:
         x = images
         if x.ndim == 3 and x.dtype == np.uint8:
             self._check_size(x.shape[2], x.shape[0], x.shape[1], "H x W x C", x.shape)
-            return normalize(x, self.pkg.input.get("normalization"))[None], True
+            return normalize(x, self.pkg.input.normalization)[None], True
         if x.ndim == 4 and x.dtype == np.uint8:
             self._check_size(x.shape[3], x.shape[1], x.shape[2], "N x H x W x C", x.shape)
-            norm = self.pkg.input.get("normalization")
+            norm = self.pkg.input.normalization
             return np.stack([normalize(im, norm) for im in x]), False
         if x.ndim == 4:
             if x.dtype != np.float32:
@@ -294,13 +293,13 @@ class Pipeline:
         """Steps to run. Input-dependent plans leave out the heads of exits that calibration
         disabled (``"enabled": false``): their chunks still run for the deeper exits, their
         heads and policies never do. ``all_exits`` keeps them (calibration measures every exit)."""
-        key = (None if exit is None else self.pkg.exit(exit)["name"], logits, all_exits)
+        key = (None if exit is None else self.pkg.exit(exit).name, logits, all_exits)
         if key not in self._plans:
             if exit is not None:
                 segments = self.pkg.segments_until(exit)
             else:
-                off = set() if all_exits else {e["segment"] for e in self.pkg.exits if e.get("enabled") is False}
-                segments = [s for s in self.pkg.segments if s["name"] not in off]
+                off = set() if all_exits else {e.segment for e in self.pkg.exits if not e.enabled}
+                segments = [s for s in self.pkg.segments if s.name not in off]
             self._plans[key] = build_plan(self.pkg, segments, self.in_graph, logits)
         return self._plans[key]
 
@@ -367,47 +366,47 @@ class Pipeline:
             feeds = {n: env[n] for n in step.feeds}
             if step.th_input:
                 feeds[step.th_input] = self._th_handle(step.exit)
-            with parts.device(step.segment["name"]):
+            with parts.device(step.segment.name):
                 env.update(run.run(step.segment, feeds, step.fetch))
             ex = step.exit
             if ex is None:
                 for n in step.release:
                     env.pop(n, None)
-                seg_ms[step.segment["name"]] = ms_since(ts)
+                seg_ms[step.segment.name] = ms_since(ts)
                 continue
             # The exit decision: confidences (or, without the in-graph policy, logits) to host.
             host_logits = None
-            with parts.host(f"decision:{ex['name']}"):
+            with parts.host(f"decision:{ex.name}"):
                 if self.in_graph:
-                    conf = run.download(env[ex["confidence"]]).reshape(-1).astype(np.float64)
+                    conf = run.download(env[ex.confidence]).reshape(-1).astype(np.float64)
                 else:
-                    host_logits = run.download(env[ex["logits"]])
+                    host_logits = run.download(env[ex.logits])
                     if need_conf:
-                        host_labels, conf = host_policy.decide(host_logits, ex["policy"])
+                        host_labels, conf = host_policy.decide(host_logits, ex.policy)
                     else:  # budgeted without an in-graph policy: the labels are all that is asked
                         host_labels, conf = host_policy.labels_only(host_logits), None
-            seg_ms[step.segment["name"]] = ms_since(ts)
+            seg_ms[step.segment.name] = ms_since(ts)
             if by_policy and i != last_head:
-                leave = undecided & exit_decision(conf, ex["policy"])
+                leave = undecided & exit_decision(conf, ex.policy)
             else:
                 leave = undecided.copy()
             rows = np.flatnonzero(leave)
             if step.tail is not None:
                 labels, logits = self._run_tail(step, env, rows, len(pos), seg_ms, parts)
             elif self.in_graph:
-                labels = self._download_rows(env[ex["labels"]], rows, len(pos))
-                logits = self._download_rows(env[ex["logits"]], rows, len(pos)) if want_logits else None
+                labels = self._download_rows(env[ex.labels], rows, len(pos))
+                logits = self._download_rows(env[ex.logits], rows, len(pos)) if want_logits else None
             else:
                 labels = host_labels[rows]
                 logits = host_logits[rows] if want_logits else None
-            src = ex.get("policy_logits") or ex["logits"]
+            src = ex.policy_logits or ex.logits
             policy_logits = (self._download_rows(env[src], rows, len(pos))
-                             if want_logits and src != ex["logits"] else None)
+                             if want_logits and src != ex.logits else None)
             confs = {} if conf is None else {int(pos[r]): float(conf[r]) for r in np.flatnonzero(undecided)}
             yield _ExitEvent(ex, pos[rows], labels, logits, policy_logits, confs, dict(seg_ms),
                              ms_since(t0))
             if step.tail is not None:  # only the images that left here took part in the tail
-                seg_ms.pop(step.tail["name"], None)
+                seg_ms.pop(step.tail.name, None)
             for n in step.release:
                 env.pop(n, None)
             if not by_policy:
@@ -425,18 +424,18 @@ class Pipeline:
         With a dynamic batch only those rows run; a static batch runs whole and is cut after."""
         ex, run = step.exit, self.runner
         if len(rows) == 0:
-            dims = next(o["shape"][1:] for o in step.tail["outputs"] if o["name"] == ex["labels"])
+            dims = next(o.shape[1:] for o in step.tail.outputs if o.name == ex.labels)
             return np.zeros((0, *[d if isinstance(d, int) else 0 for d in dims]), np.int32), None
         ts = now()
         subset = self.dynamic_batch and len(rows) != batch
         feeds = {n: run.take(env[n], rows) if subset else env[n] for n in step.tail_feeds}
-        with parts.device(step.tail["name"]):
+        with parts.device(step.tail.name):
             outs = run.run(step.tail, feeds, step.tail_fetch)
         if subset:
             got = [run.download(outs[n]) for n in step.tail_fetch]
         else:
             got = [self._download_rows(outs[n], rows, batch) for n in step.tail_fetch]
-        seg_ms[step.tail["name"]] = ms_since(ts)
+        seg_ms[step.tail.name] = ms_since(ts)
         return got[0], (got[1] if len(got) > 1 else None)
 
     def _download_rows(self, handle, rows, batch):
@@ -491,7 +490,7 @@ class Pipeline:
         """Per-segment milliseconds for deadline decisions: ``latency`` itself (a dict), the
         manifest entry it names, or (None) the entry recorded for this runner's backend and
         device — the exact ``backend/device`` key, else the only key that starts with it."""
-        recorded = self.pkg.manifest.get("latency") or {}
+        recorded = {k: dict(rec.ms) for k, rec in self.pkg.latency.items()}
         if isinstance(latency, dict):
             return {str(k): float(v) for k, v in latency.items()}
         if latency is not None:
@@ -513,7 +512,7 @@ class Pipeline:
             for seg in (step.segment, step.tail):
                 if seg is None:
                     continue
-                v = latency.get(seg["name"]) if latency else None
+                v = latency.get(seg.name) if latency else None
                 acc = None if acc is None or v is None else acc + float(v)
             if step.exit is not None:
                 out.append(acc)
@@ -566,22 +565,22 @@ class Pipeline:
         x, _ = self.prepare(images)
         env = {self.input_name: self.runner.upload(x)}
         for seg in self.pkg.segments:
-            ex = next((e for e in self.pkg.exits if e["segment"] == seg["name"]), None)
-            feeds = {t["name"]: env[t["name"]] for t in seg["inputs"]
-                     if ex is None or t["name"] != ex.get("th_pix_input")}
-            if ex is not None and ex.get("th_pix_input") in {t["name"] for t in seg["inputs"]}:
-                feeds[ex["th_pix_input"]] = self._th_handle(ex)
-            env.update(self.runner.run(seg, feeds, [o["name"] for o in seg["outputs"]]))
+            ex = next((e for e in self.pkg.exits if e.segment == seg.name), None)
+            feeds = {t.name: env[t.name] for t in seg.inputs
+                     if ex is None or t.name != ex.th_pix_input}
+            if ex is not None and ex.th_pix_input in {t.name for t in seg.inputs}:
+                feeds[ex.th_pix_input] = self._th_handle(ex)
+            env.update(self.runner.run(seg, feeds, [o.name for o in seg.outputs]))
         return {n: self.runner.download(h) for n, h in env.items()}
 
     def _collect(self, ev: _ExitEvent, group, seen: dict, results: list, final: bool):
         for p, c in ev.confidences.items():
-            seen.setdefault(p, {})[ev.exit["name"]] = c
+            seen.setdefault(p, {})[ev.exit.name] = c
         for j, p in enumerate(ev.rows):
             confs = dict(seen.get(int(p), {}))
-            confs.setdefault(ev.exit["name"], None)
+            confs.setdefault(ev.exit.name, None)
             results[group[p]] = Result(
-                labels=ev.labels[j], exit=ev.exit["name"], exit_index=self.pkg.exits.index(ev.exit),
+                labels=ev.labels[j], exit=ev.exit.name, exit_index=ev.exit.position,
                 confidences=confs, timings={"segments": dict(ev.segments_ms), "total_ms": ev.elapsed_ms},
                 final=final, logits=None if ev.logits is None else ev.logits[j],
                 policy_logits=None if ev.policy_logits is None else ev.policy_logits[j])

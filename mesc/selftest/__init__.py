@@ -71,7 +71,7 @@ def selftest(package=None, target: str = "host", precision: str = "fp32", backen
     if images < 1:
         raise MescError(f"--images {images}: at least one image")
     if json_path:
-        from mesc.outputs import check_file_output
+        from mesc.package.outputs import check_file_output
 
         check_file_output(json_path, "--json", force, inputs=[("PACKAGE", package)] if package else [])
     from mesc.runtime.devices import parse_device
@@ -89,7 +89,7 @@ def selftest(package=None, target: str = "host", precision: str = "fp32", backen
         raise
     finally:
         if json_path:
-            from mesc.staging import atomic_file
+            from mesc.package.staging import atomic_file
 
             with atomic_file(json_path) as tmp:
                 tmp.write_text(json.dumps(report, indent=2, default=_plain) + "\n")
@@ -108,7 +108,7 @@ def _run(report: dict, package, work: Path, say, runs: int) -> None:
 
     r = report["request"]
     pkg = subject.export_demo(work, say) if package is None else Package.load(package)
-    shape = pkg.input["shape"]
+    shape = pkg.input.shape
     if r["demo"]:
         imgs, source = subject.scenes(shape, r["images"], _TEST_SEED), "synthetic scenes"
         calib = None if r["precision"] == "fp32" else subject.write_images(
@@ -121,11 +121,11 @@ def _run(report: dict, package, work: Path, say, runs: int) -> None:
     elif r["demo"]:
         pkg = subject.ensure_prepared(pkg, r["precision"], calib, say)
     pkg = Package.load(pkg.root)
-    report["package"] = {"root": str(pkg.root), "model": pkg.manifest["source"].get("model"),
-                         "input": pkg.input["shape"], "segments": [s["name"] for s in pkg.segments],
-                         "exits": [e["name"] for e in pkg.exits],
-                         "precisions": sorted(pkg.manifest.get("precisions", {})),
-                         "engines": {t: sorted(v) for t, v in pkg.manifest.get("engines", {}).items()}}
+    report["package"] = {"root": str(pkg.root), "model": pkg.source.get("model"),
+                         "input": list(pkg.input.shape), "segments": [s.name for s in pkg.segments],
+                         "exits": [e.name for e in pkg.exits],
+                         "precisions": sorted(pkg.precisions),
+                         "engines": {t: sorted(v) for t, v in pkg.engines.items()}}
     say("running the reference (ONNX Runtime CPU FP32) and the backend under test")
     with load(pkg.root, backend="onnxruntime", device="cpu") as ref, \
             subject.open_tested(pkg, r["backend"], r["device"], r["target"], r["precision"]) as test:

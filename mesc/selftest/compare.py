@@ -15,33 +15,33 @@ class TensorStats:
 
     def __init__(self, pkg):
         self.pkg = pkg
-        self.exits = {ex["name"]: {"agree": 0, "pixels": 0, "max_abs_logit_err": 0.0, "logit_scale": 0.0,
-                                   "max_confidence_err": 0.0 if ex.get("confidence") else None}
+        self.exits = {ex.name: {"agree": 0, "pixels": 0, "max_abs_logit_err": 0.0, "logit_scale": 0.0,
+                                   "max_confidence_err": 0.0 if ex.confidence else None}
                       for ex in pkg.exits}
-        self.segments = {seg["name"]: {"max_abs_err": 0.0, "scale": 0.0} for seg in pkg.segments}
+        self.segments = {seg.name: {"max_abs_err": 0.0, "scale": 0.0} for seg in pkg.segments}
 
     def add(self, ref: dict, test: dict) -> None:
         for ex in self.pkg.exits:
-            s = self.exits[ex["name"]]
-            la, lb = ref[ex["logits"]], test[ex["logits"]].astype(np.float32)
-            if ex.get("labels") in ref:
-                ya, yb = ref[ex["labels"]], test[ex["labels"]]
+            s = self.exits[ex.name]
+            la, lb = ref[ex.logits], test[ex.logits].astype(np.float32)
+            if ex.labels in ref:
+                ya, yb = ref[ex.labels], test[ex.labels]
             else:  # no in-graph policy: the labels are the logits' argmax
                 ya, yb = la.argmax(1), lb.argmax(1)
             s["agree"] += int(np.count_nonzero(ya == yb))
             s["pixels"] += ya.size
             s["max_abs_logit_err"] = max(s["max_abs_logit_err"], float(np.max(np.abs(la - lb))))
             s["logit_scale"] = max(s["logit_scale"], float(np.max(np.abs(la))))
-            if ex.get("confidence"):
-                err = float(np.max(np.abs(ref[ex["confidence"]] - test[ex["confidence"]].astype(np.float32))))
+            if ex.confidence:
+                err = float(np.max(np.abs(ref[ex.confidence] - test[ex.confidence].astype(np.float32))))
                 s["max_confidence_err"] = max(s["max_confidence_err"], err)
         for seg in self.pkg.segments:
-            s = self.segments[seg["name"]]
-            for out in seg["outputs"]:
-                a = ref[out["name"]]
+            s = self.segments[seg.name]
+            for out in seg.outputs:
+                a = ref[out.name]
                 if not np.issubdtype(a.dtype, np.floating):
                     continue
-                s["max_abs_err"] = max(s["max_abs_err"], float(np.max(np.abs(a - test[out["name"]].astype(a.dtype)))))
+                s["max_abs_err"] = max(s["max_abs_err"], float(np.max(np.abs(a - test[out.name].astype(a.dtype)))))
                 s["scale"] = max(s["scale"], float(np.max(np.abs(a))))
 
     def exit_report(self) -> dict:
@@ -65,7 +65,7 @@ def compare_decisions(pkg, ref_results: list, test_results: list, margin: float,
     """Which images left at another exit than the reference's, and whether that is explained by
     a reference confidence within ``margin`` of th_img at the earlier of the two exits
     (a borderline image, where a rounding difference may tip the decision either way)."""
-    names = [ex["name"] for ex in pkg.exits]
+    names = [ex.name for ex in pkg.exits]
     same, differ = 0, []
     for i, (a, b) in enumerate(zip(ref_results, test_results)):
         if a.exit == b.exit:

@@ -58,7 +58,7 @@ def write_images(images, folder: Path) -> Path:
 def ensure_engines(pkg, target: str, precision: str, calib_data, say) -> dict | None:
     """The TensorRT engines for target/precision: the package's own, else built now (returns the
     new manifest entry; None when they were there already)."""
-    if pkg.manifest.get("engines", {}).get(target, {}).get(precision):
+    if precision in pkg.engines.get(target, {}):
         return None
     from mesc.engines.build import build
 
@@ -68,7 +68,7 @@ def ensure_engines(pkg, target: str, precision: str, calib_data, say) -> dict | 
 
 def ensure_prepared(pkg, precision: str, calib_data, say):
     """Prepare the demo's graphs of ``precision`` (the package is the self-test's own)."""
-    if precision == "fp32" or pkg.manifest.get("precisions", {}).get(precision):
+    if precision == "fp32" or precision in pkg.precisions:
         return pkg
     from mesc.calibration.precision import prepare
     from mesc.package import Package

@@ -77,7 +77,7 @@ def describe(name: str, pkg, pipe, opts: ServeOptions) -> list[str]:
 
 def serve(package, options: ServeOptions | None = None, echo=print) -> None:
     """Serve ``package`` until Ctrl-C or SIGTERM (raised as KeyboardInterrupt: see
-    :func:`mesc.signals.sigterm_as_interrupt`), then stop Triton and its processes. Every
+    :func:`mesc.package.signals.sigterm_as_interrupt`), then stop Triton and its processes. Every
     instance's pipeline is loaded before a port opens, so a bad package or device fails first."""
     from mesc.lazy import require
     from mesc.runtime import load

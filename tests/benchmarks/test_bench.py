@@ -15,6 +15,7 @@ from mesc.benchmarks import harness
 from mesc.benchmarks.bench import BenchOptions, bench, latency_key, record_latency, tensor_bytes
 from mesc.errors import MescError
 from mesc.package import MANIFEST, Package
+from mesc.package.schema import Tensor
 
 TOY = Path(__file__).parents[1] / "toys.py"
 FAST = dict(warmup=1, iters=3)
@@ -75,8 +76,8 @@ def test_summary_matches_numpy():
 
 
 def test_sizes_and_keys():
-    assert tensor_bytes({"shape": ["batch", 3, 4, 5], "dtype": "float32"}, 2) == 2 * 3 * 4 * 5 * 4
-    assert tensor_bytes({"shape": [1], "dtype": "int32"}, 7) == 4
+    assert tensor_bytes(Tensor("x", ("batch", 3, 4, 5), "float32"), 2) == 2 * 3 * 4 * 5 * 4
+    assert tensor_bytes(Tensor("th", (1,), "int32"), 7) == 4
     assert latency_key("onnxruntime", "cpu") == "onnxruntime/cpu"
     assert latency_key("tensorrt", "cuda:0", "host", "fp16") == "tensorrt/cuda:0/host/fp16"
     assert latency_key("onnxruntime", "cuda:0", None, "fp16") == "onnxruntime/cuda:0/fp16"
@@ -108,24 +109,24 @@ def result(pkg_root):
 def test_per_exit_figures_are_consistent_with_per_segment_ones(pkg_root, result):
     pkg = Package.load(pkg_root)
     seg = {s["name"]: s for s in result["segments"]}
-    assert list(seg) == [s["name"] for s in pkg.segments]
+    assert list(seg) == [s.name for s in pkg.segments]
     for s in result["segments"]:
         assert s["ms"]["n"] == FAST["iters"] and s["ms"]["median"] > 0
-        assert s["activation_bytes"] == sum(tensor_bytes(t, 1) for t in pkg.segment(s["name"])["outputs"])
-        assert s["file_bytes"] == (pkg_root / pkg.segment(s["name"])["file"]).stat().st_size
+        assert s["activation_bytes"] == sum(tensor_bytes(t, 1) for t in pkg.segment(s["name"]).outputs)
+        assert s["file_bytes"] == (pkg_root / pkg.segment(s["name"]).file).stat().st_size
     final = result["exits"][-1]
     for e in result["exits"]:
-        names = [s["name"] for s in pkg.segments_until(e["name"])]
+        names = [s.name for s in pkg.segments_until(e["name"])]
         assert e["segments"] == names
         assert e["ms"]["n"] == FAST["iters"]
         assert e["segment_sum_ms"] == pytest.approx(sum(seg[n]["ms"]["median"] for n in names))
         assert e["exit_over_segment_sum"] == pytest.approx(e["ms"]["median"] / e["segment_sum_ms"])
-        assert e["flops"] == sum(pkg.segment(n)["flops"] for n in names)
+        assert e["flops"] == sum(pkg.segment(n).flops for n in names)
         lat, fl = e["ms"]["median"] / final["ms"]["median"], e["flops"] / final["flops"]
         assert e["efficiency"] == pytest.approx(lat / fl)
         d = e["decision"]
         assert d["bytes"] == 4 and d["ms"]["n"] == FAST["iters"]  # in-graph policy: one float32
-        assert d["share_of_head"] == pytest.approx(d["ms"]["median"] / seg[pkg.exit(e["name"])["segment"]]["ms"]["median"])
+        assert d["share_of_head"] == pytest.approx(d["ms"]["median"] / seg[pkg.exit(e["name"]).segment]["ms"]["median"])
     assert final["efficiency"] == pytest.approx(1.0)
     b = result["baselines"]
     assert b["monolithic"]["chain_over_mono"] == pytest.approx(final["ms"]["median"] / b["monolithic"]["ms"]["median"])
@@ -145,7 +146,7 @@ def test_monolithic_graph_computes_what_the_chain_computes(pkg_root, tmp_path):
 
     pkg = Package.load(pkg_root)
     mono = monolithic_package(pkg, tmp_path / "mono")
-    assert [s["name"] for s in mono.segments] == ["monolithic"] and mono.exits[0]["name"] == pkg.exits[-1]["name"]
+    assert [s.name for s in mono.segments] == ["monolithic"] and mono.exits[0].name == pkg.exits[-1].name
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 64)).astype(np.float32)
     with mesc.load(pkg_root) as chain, Pipeline(mono, make_runner(mono, "onnxruntime", "cpu")) as one:
         a, b = chain(x, exit=len(chain.exit_names) - 1, logits=True)[0], one(x, exit=0, logits=True)[0]
@@ -193,20 +194,20 @@ def test_cli_writes_json_plot_and_records_what_calibrate_reads(pkg_root, tmp_pat
     assert res.exit_code == 0, res.output
     assert "exit" in res.output and "recorded" in res.output
     r = json.loads(out_json.read_text())
-    assert [e["name"] for e in r["exits"]] == [e["name"] for e in Package.load(pkg_root).exits]
+    assert [e["name"] for e in r["exits"]] == [e.name for e in Package.load(pkg_root).exits]
     with Image.open(out_png) as im:
         assert im.format == "PNG" and im.size[0] > 100
 
     pkg = Package.load(pkg_root)  # checksums still hold: only the manifest changed
     recorded = pkg.manifest["latency"]["onnxruntime/cpu"]
-    assert recorded == r["latency_ms"] and set(recorded) == {s["name"] for s in pkg.segments}
+    assert recorded == r["latency_ms"] and set(recorded) == {s.name for s in pkg.segments}
     assert not [p for p in os.listdir(pkg_root) if p.startswith(f".{MANIFEST}.")]  # no temp file left
     costs = costs_from_package(pkg)
     assert costs.source == "latency:onnxruntime/cpu" and costs.unit == "ms"
     for i, ex in enumerate(pkg.exits):  # the head's recorded latency, not its FLOPs
-        assert costs.head[i] == pytest.approx(recorded[ex["segment"]])
+        assert costs.head[i] == pytest.approx(recorded[ex.segment])
     assert costs.budgeted(len(pkg.exits) - 1) == pytest.approx(
-        sum(recorded[s["name"]] for s in pkg.segments_until(pkg.exits[-1]["name"])))
+        sum(recorded[s.name] for s in pkg.segments_until(pkg.exits[-1].name)))
 
 
 def test_record_is_atomic(pkg_root, result, monkeypatch):
@@ -215,7 +216,7 @@ def test_record_is_atomic(pkg_root, result, monkeypatch):
     def fail(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr("mesc.package.os.replace", fail)
+    monkeypatch.setattr("mesc.package.staging.os.replace", fail)
     with pytest.raises(OSError):
         record_latency(pkg_root, dict(result, latency_key="test/interrupted"))
     assert (pkg_root / MANIFEST).read_bytes() == before
@@ -293,20 +294,20 @@ def test_a_disabled_exit_is_timed_marked_and_skipped_by_the_input_dependent_run(
     root = tmp_path / "off"
     shutil.copytree(pkg_root, root)
     pkg = Package.load(root)
-    first = pkg.exits[0]
-    first["enabled"] = False
-    first["policy"]["th_img"] = 0.0  # would take every image, were it enabled
+    pkg.set_enabled(0, False)
+    pkg.set_policy(0, th_img=0.0)  # would take every image, were it enabled
     pkg.save()
+    first = pkg.exits[0]
     data = _noise_images(tmp_path / "imgs", 3)
     r = bench(root, BenchOptions(warmup=0, iters=2, baselines=(), data=data), progress=False, say=lambda m: None)
-    assert set(r["latency_ms"]) == {s["name"] for s in pkg.segments}  # --record keeps every cost
-    assert r["latency_ms"][first["segment"]] > 0
+    assert set(r["latency_ms"]) == {s.name for s in pkg.segments}  # --record keeps every cost
+    assert r["latency_ms"][first.segment] > 0
     assert [e["enabled"] for e in r["exits"]] == [False] + [True] * (len(pkg.exits) - 1)
-    assert r["data"]["exits"][first["name"]] == 0 and r["data"]["images"] == 3
+    assert r["data"]["exits"][first.name] == 0 and r["data"]["images"] == 3
     text = format_result(r)
-    assert f"{first['name']} (off)" in text and "disabled by calibration" in text
+    assert f"{first.name} (off)" in text and "disabled by calibration" in text
     record_latency(root, r)
-    assert Package.load(root).exits[0]["enabled"] is False  # recording leaves the flags alone
+    assert Package.load(root).exits[0].enabled is False  # recording leaves the flags alone
 
 
 def test_cli_checks_json_and_plot_before_timing(pkg_root, tmp_path, monkeypatch):

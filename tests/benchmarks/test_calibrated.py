@@ -44,7 +44,7 @@ def test_candidate_packages_run_the_searched_and_the_fixed_heads(tmp_path):
     import toys
 
     pkg = export(toys.candidate_net(), tmp_path / "pkg", options=ExportOptions(policy="top1", verify=False))
-    shape = tuple(pkg.input["shape"][2:])
+    shape = tuple(pkg.input.shape[2:])
     calib, test = (generate(tmp_path / n, 12, seed=s, size=shape) for n, s in (("calib", 1), ("test", 2)))
     result = calibrated.measure(pkg.root, calib, test, [100.0], rounds=1, threads=1, say=lambda m: None)
     by_heads = {c["heads"]: c for c in result["configurations"]}

@@ -59,9 +59,9 @@ def test_edge_band_benchmark_measures_the_bands_of_the_labels(tmp_path):
     with mesc.load(pkg.root) as pipe:
         steps = [list(pipe.anytime([im], all_exits=True)) for im in images]
     for e, ex in enumerate(pkg.exits):
-        got = result["share"]["exits"][ex["name"]]
+        got = result["share"]["exits"][ex.name]
         for band in ("paper", "wide"):
-            shares = [reference_band(s[e][0].labels[None], ex["policy"]["stride"], band).mean() for s in steps]
+            shares = [reference_band(s[e][0].labels[None], ex.policy["stride"], band).mean() for s in steps]
             assert got[band]["mean"] == np.mean(shares) and got[band]["max"] == max(shares)
     lat = result["latency"]["packages"][str(pkg.root)]
     assert lat["band"] == ["paper"] * 3 and sum(lat["exit_shares"].values()) == 1

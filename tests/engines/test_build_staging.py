@@ -30,7 +30,7 @@ def _plan():
 
 
 def _sources(pkg):
-    return {s["name"]: s["file"] for s in pkg.segments}
+    return {s.name: s.file for s in pkg.segments}
 
 
 def _writes_plan(then=None):

@@ -34,18 +34,18 @@ def test_build_load_and_compare_with_onnxruntime(pkg, precision, atol):
 
     entry = build(pkg, "host", precision)
     p = Package.load(pkg)  # engines are checksummed in the manifest
-    assert p.manifest["engines"]["host"][precision]["segments"].keys() == {s["name"] for s in p.segments}
+    assert p.manifest["engines"]["host"][precision]["segments"].keys() == {s.name for s in p.segments}
     x = np.random.default_rng(0).normal(size=p.input["shape"]).astype(np.float32)
     feeds = segment_inputs(p, [x])
     for seg in p.segments:
-        meta = entry["segments"][seg["name"]]
+        meta = entry["segments"][seg.name]
         engine = load_engine(p.path(meta["file"]))
-        runners = [TrtRunner(engine), OnnxrtRunner(SessionFromOnnx(str(p.path(seg["file"]))))]
-        results = Comparator.run(runners, data_loader=[feeds[seg["name"]]])
+        runners = [TrtRunner(engine), OnnxrtRunner(SessionFromOnnx(str(p.path(seg.file))))]
+        results = Comparator.run(runners, data_loader=[feeds[seg.name]])
         # the exit head casts ArgMax's labels to INT32 in the graph, so both runtimes give INT32
         # (CompareFunc.simple has no dtype switch in any polygraphy)
         ok = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=atol))
-        assert bool(ok), seg["name"]
+        assert bool(ok), seg.name
 
 
 def test_int8_explicit_build(pkg, tmp_path):
@@ -81,4 +81,4 @@ def test_dynamic_batch_engines_take_every_batch_up_to_max_batch(tmp_path):
             a, b = ref(x[:n]), trt_(x[:n])
             assert [r.exit for r in a] == [r.exit for r in b]
             assert all((ra.labels == rb.labels).mean() > 0.999 for ra, rb in zip(a, b))
-        assert set(trt_.runner.segment_times() or {}) <= {s["name"] for s in p.segments}
+        assert set(trt_.runner.segment_times() or {}) <= {s.name for s in p.segments}

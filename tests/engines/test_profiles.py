@@ -11,13 +11,19 @@ from mesc.engines.profiles import batch_range, segment_shapes
 from mesc.engines.targets import plan_build
 from mesc.targets import Target, get_target
 from mesc.errors import MescError
+from mesc.package.schema import Input, Segment, Tensor
 
 import toys
 
-DYNAMIC = {"shape": ["batch", 3, 32, 64], "dynamic_batch": True}
-STATIC = {"shape": [2, 3, 32, 64], "dynamic_batch": False}
-SEGMENT = {"name": "head0", "inputs": [{"name": "feat", "shape": ["batch", 16, 8, 16]},
-                                       {"name": "exit0_th_pix", "shape": []}]}
+DYNAMIC = Input("image", ("batch", 3, 32, 64), "float32", dynamic_batch=True)
+STATIC = Input("image", (2, 3, 32, 64), "float32", dynamic_batch=False)
+
+
+def _segment(name, inputs):
+    return Segment(name, "head", f"onnx/{name}.onnx", tuple(Tensor(n, s, "float32") for n, s in inputs), ())
+
+
+SEGMENT = _segment("head0", [("feat", ("batch", 16, 8, 16)), ("exit0_th_pix", ())])
 
 
 def test_batch_range_from_the_package_and_target():
@@ -38,7 +44,7 @@ def test_segment_shapes_per_input():
     assert segment_shapes(SEGMENT, (1, 8, 8)) == {
         "feat": ([1, 16, 8, 16], [8, 16, 8, 16], [8, 16, 8, 16])}
     assert segment_shapes(SEGMENT, None) == {}
-    bad = {"name": "c", "inputs": [{"name": "x", "shape": ["batch", 3, "h", 64]}]}
+    bad = _segment("c", [("x", ("batch", 3, "h", 64))])
     with pytest.raises(MescError, match="only the first"):
         segment_shapes(bad, (1, 8, 8))
 

@@ -7,6 +7,7 @@ from mesc.engines.build import source_graphs, summarize_layers
 from mesc.engines.targets import check_onnx_ops, plan_build
 from mesc.targets import Target, check_build_request, get_target, register_target
 from mesc.errors import MescError
+from mesc.package.schema import Precision, Segment
 
 
 def test_unknown_target_lists_known_ones():
@@ -137,7 +138,11 @@ class _Pkg:
 
     @property
     def segments(self):
-        return self.manifest["segments"]
+        return tuple(Segment(s["name"], "chunk", s["file"], (), ()) for s in self.manifest["segments"])
+
+    @property
+    def precisions(self):
+        return {k: Precision.from_dict(k, v) for k, v in self.manifest.get("precisions", {}).items()}
 
 
 def test_source_graphs_picks_prepared_or_says_what_to_run():

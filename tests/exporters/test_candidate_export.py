@@ -38,28 +38,28 @@ def images():
 
 def test_every_candidate_is_its_own_head_on_the_shared_backbone_tensor(pkg_dir):
     pkg = Package.load(pkg_dir)
-    assert [s["name"] for s in pkg.segments] == ["chunk0", *HEADS[:3], "chunk1", *HEADS[3:]]
-    assert [s["kind"] for s in pkg.segments] == ["chunk", "head", "head", "head", "chunk", "head", "head", "head"]
-    live = {s["name"]: [t["name"] for t in s["inputs"] if not t["name"].endswith("_th_pix")] for s in pkg.segments}
-    chunk0_out = [t["name"] for t in pkg.segment("chunk0")["outputs"]]
-    chunk1_out = [t["name"] for t in pkg.segment("chunk1")["outputs"]]
+    assert [s.name for s in pkg.segments] == ["chunk0", *HEADS[:3], "chunk1", *HEADS[3:]]
+    assert [s.kind for s in pkg.segments] == ["chunk", "head", "head", "head", "chunk", "head", "head", "head"]
+    live = {s.name: [t.name for t in s.inputs if not t.name.endswith("_th_pix")] for s in pkg.segments}
+    chunk0_out = [t.name for t in pkg.segment("chunk0").outputs]
+    chunk1_out = [t.name for t in pkg.segment("chunk1").outputs]
     assert live["head0c0"] == live["head0c1"] == live["head0c2"] == chunk0_out
     assert live["head1c0"] == live["head1c1"] == chunk1_out
     # a deeper candidate costs more: the FLOPs follow the heads' extra blocks
-    flops = {s["name"]: s["flops"] for s in pkg.segments}
+    flops = {s.name: s.flops for s in pkg.segments}
     assert flops["head0c0"] < flops["head0c1"] < flops["head0c2"]
     assert flops["head1c0"] < flops["head1c1"]
 
 
 def test_manifest_names_points_candidates_configs_and_enables_candidate_zero(pkg_dir):
     pkg = Package.load(pkg_dir)
-    assert [e["name"] for e in pkg.exits] == NAMES
-    assert [e["segment"] for e in pkg.exits] == HEADS
-    assert [e["point"] for e in pkg.exits] == [0, 0, 0, 1, 1, 2]
-    assert [e["candidate"] for e in pkg.exits] == [0, 1, 2, 0, 1, 0]
-    assert [e["enabled"] for e in pkg.exits] == [True, False, False, True, False, True]
-    assert [e["index"] for e in pkg.exits] == list(range(6))
-    assert [e["config"] for e in pkg.exits] == [c.to_dict() for c in CandidateSkipNet().exit_configs]
+    assert [e.name for e in pkg.exits] == NAMES
+    assert [e.segment for e in pkg.exits] == HEADS
+    assert [e.point for e in pkg.exits] == [0, 0, 0, 1, 1, 2]
+    assert [e.candidate for e in pkg.exits] == [0, 1, 2, 0, 1, 0]
+    assert [e.enabled for e in pkg.exits] == [True, False, False, True, False, True]
+    assert [e.index for e in pkg.exits] == list(range(6))
+    assert [e.config for e in pkg.exits] == [c.to_dict() for c in CandidateSkipNet().exit_configs]
     assert set(pkg.manifest["verification"]) == set(NAMES)
 
 
@@ -125,7 +125,7 @@ def test_segment_timing_covers_every_candidate_head(pkg_dir, images, tmp_path):
     assert res.exit_code == 0, res.output
     latency = Package.load(copy).manifest["latency"]
     (recorded,) = latency.values()
-    assert set(recorded) == {s["name"] for s in Package.load(copy).segments}
+    assert set(recorded) == {s.name for s in Package.load(copy).segments}
     assert all(ms > 0 for ms in recorded.values())
 
 
@@ -142,14 +142,14 @@ def test_inspect_groups_exits_by_point_with_config_and_enabled(pkg_dir):
 
 def test_fx_capture_gives_the_same_segments(tmp_path):
     pkg = _export(tmp_path / "fx", capture="fx")
-    assert [s["name"] for s in pkg.segments] == ["chunk0", *HEADS[:3], "chunk1", *HEADS[3:]]
+    assert [s.name for s in pkg.segments] == ["chunk0", *HEADS[:3], "chunk1", *HEADS[3:]]
 
 
 def test_exits_subset_keeps_candidate_names_and_enables_the_first_kept(tmp_path):
     pkg = _export(tmp_path / "sub", exits=[1, 2, 4, 5])
-    assert [e["name"] for e in pkg.exits] == ["exit0c1", "exit0c2", "exit1c1", "exit2"]
-    assert [e["enabled"] for e in pkg.exits] == [True, False, True, True]
-    assert [s["name"] for s in pkg.segments] == ["chunk0", "head0c1", "head0c2", "chunk1", "head1c1", "head2"]
+    assert [e.name for e in pkg.exits] == ["exit0c1", "exit0c2", "exit1c1", "exit2"]
+    assert [e.enabled for e in pkg.exits] == [True, False, True, True]
+    assert [s.name for s in pkg.segments] == ["chunk0", "head0c1", "head0c2", "chunk1", "head1c1", "head2"]
 
 
 class _FinalCandidates(CandidateSkipNet):
@@ -198,14 +198,13 @@ def test_mesc_run_takes_a_candidate_by_name_and_the_policy_skips_disabled_ones(p
 
 
 def test_a_model_without_candidates_writes_the_manifest_as_before(tmp_path):
-    from mesc.manifest import exit_points
     from toys import three_exits
 
     pkg = export(three_exits(), tmp_path / "plain", options=ExportOptions(input_shape=SHAPE))
-    assert [e["name"] for e in pkg.exits] == ["exit0", "exit1", "exit2"]
-    assert [s["name"] for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
-    assert not any({"point", "candidate", "enabled", "config"} & set(e) for e in pkg.exits)
-    assert exit_points(pkg.exits) == [0, 1, 2]
+    assert [e.name for e in pkg.exits] == ["exit0", "exit1", "exit2"]
+    assert [s.name for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
+    assert not any({"point", "candidate", "enabled", "config"} & set(e) for e in pkg.manifest["exits"])
+    assert [ex.point for ex in pkg.exits] == [0, 1, 2]
 
 
 def test_a_manifest_with_candidates_out_of_point_order_is_refused(pkg_dir, tmp_path):
@@ -226,9 +225,9 @@ def test_a_manifest_with_candidates_out_of_point_order_is_refused(pkg_dir, tmp_p
 
 def test_policy_at_native_gives_every_candidate_its_own_tail(tmp_path, images):
     pkg = _export(tmp_path / "native", policy_at="native", dynamic_batch=True)
-    tails = [s["name"] for s in pkg.segments if s["kind"] == "tail"]
+    tails = [s.name for s in pkg.segments if s.kind == "tail"]
     assert tails == ["tail0c0", "tail0c1", "tail0c2", "tail1c0", "tail1c1", "tail2"]
-    assert [e["tail"] for e in pkg.exits] == tails
+    assert [e.tail for e in pkg.exits] == tails
     with mesc.load(pkg.root) as pipe:
         res = pipe(images[:2], exit="exit0c1")
         assert list(res[0].timings["segments"]) == ["chunk0", "head0c1", "tail0c1"]

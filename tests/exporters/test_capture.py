@@ -20,10 +20,10 @@ def _reproduces_every_exit(model, pkg, batch):
     with torch.no_grad():
         ref = model(x)
     env = run_chain(pkg, x.numpy())
-    assert [e["index"] for e in pkg.exits] == list(range(len(ref)))
+    assert [e.index for e in pkg.exits] == list(range(len(ref)))
     for ex in pkg.exits:
-        want = ref[ex["index"]].numpy()
-        assert np.max(np.abs(env[ex["logits"]] - want)) <= 1e-4 * np.max(np.abs(want)), ex["name"]
+        want = ref[ex.index].numpy()
+        assert np.max(np.abs(env[ex.logits] - want)) <= 1e-4 * np.max(np.abs(want)), ex.name
 
 
 @pytest.mark.parametrize("dynamic_batch", [False, True])
@@ -31,7 +31,7 @@ def test_a_model_fx_cannot_trace_splits_and_reproduces_every_exit(tmp_path, dyna
     model = TokenNet().eval()
     pkg = export(model, tmp_path / "pkg", options=ExportOptions(dynamic_batch=dynamic_batch))
     assert pkg.manifest["source"]["capture"] == "export"
-    assert [s["name"] for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
+    assert [s.name for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
     _reproduces_every_exit(model, pkg, batch=3 if dynamic_batch else 1)
 
 
@@ -98,7 +98,7 @@ def test_strict_export_and_fx_give_the_default_capture_s_segments(tmp_path, capt
 
 def _boundaries(pkg):
     """Per segment: its name, how many tensors cross into and out of it, and their shapes."""
-    return [(s["name"], [t["shape"] for t in s["inputs"]], [t["shape"] for t in s["outputs"]], s["flops"])
+    return [(s.name, [t.shape for t in s.inputs], [t.shape for t in s.outputs], s.flops)
             for s in pkg.segments]
 
 
@@ -112,7 +112,7 @@ def test_segments_check_and_run_at_the_opsets_of_both_tensorrt_generations(tmp_p
     pkg = export(model, tmp_path / "pkg", options=ExportOptions(opset=opset, policy=policy, policy_at=policy_at,
                                                                 dynamic_batch=True))
     for seg in pkg.segments:
-        graph = onnx.load(str(pkg.path(seg["file"])))
+        graph = onnx.load(str(pkg.path(seg.file)))
         onnx.checker.check_model(graph, full_check=True)
         assert graph.opset_import[0].version == opset
     assert pkg.manifest["source"]["opset"] == opset

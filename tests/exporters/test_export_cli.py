@@ -33,10 +33,10 @@ def test_export_user_file_outside_project(tmp_path):
     assert res.exit_code == 0, res.output
     assert "head2" in res.output and "share" in res.output
     pkg = Package.load(out)
-    assert [s["name"] for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
+    assert [s.name for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
     assert pkg.manifest["source"]["model"] == f"{user}:skipnet"
     assert pkg.manifest["source"]["opset"] == 17
-    assert all(s["flops"] > 0 for s in pkg.segments)
+    assert all(s.flops > 0 for s in pkg.segments)
     res = run("inspect", str(out))
     assert res.exit_code == 0 and "exit2" in res.output and "live tensors" in res.output
     res = run("inspect", "--json", str(out))
@@ -48,13 +48,13 @@ def test_onnx_files_check_and_have_meaningful_names(tmp_path):
 
     pkg = export(f"{TOY}:skipnet", tmp_path / "pkg", options=ExportOptions(policy=None))
     for seg in pkg.segments:
-        model = onnx.load(str(pkg.path(seg["file"])))
+        model = onnx.load(str(pkg.path(seg.file)))
         onnx.checker.check_model(model)
         assert model.opset_import[0].version == 17
-        assert [i.name for i in model.graph.input] == [t["name"] for t in seg["inputs"]]
-    assert pkg.segments[0]["inputs"][0]["name"] == "image"
-    assert pkg.segments[1]["outputs"][0]["name"] == "exit0_logits"
-    assert pkg.segments[0]["outputs"][0]["name"].startswith("s1")  # named after the producing module
+        assert [i.name for i in model.graph.input] == [t.name for t in seg.inputs]
+    assert pkg.segments[0].inputs[0].name == "image"
+    assert pkg.segments[1].outputs[0].name == "exit0_logits"
+    assert pkg.segments[0].outputs[0].name.startswith("s1")  # named after the producing module
 
 
 def test_existing_directory_refused_without_force(tmp_path):

@@ -50,11 +50,11 @@ def lean_and_full(tmp_path_factory):
 
 def test_lean_package_keeps_only_the_chosen_heads_with_the_reports_thresholds(lean_and_full):
     lean = Package.load(lean_and_full[0])
-    assert [e["name"] for e in lean.exits] == CHOSEN
-    assert [(e["point"], e["candidate"]) for e in lean.exits] == [(0, 2), (2, 0)]
-    assert all(e["enabled"] for e in lean.exits)
+    assert [e.name for e in lean.exits] == CHOSEN
+    assert [(e.point, e.candidate) for e in lean.exits] == [(0, 2), (2, 0)]
+    assert all(e.enabled for e in lean.exits)
     # point 1 has no head left, so its chunk joins the final segment; no unchosen head is on disk
-    assert [s["name"] for s in lean.segments] == ["chunk0", "head0c2", "head2"]
+    assert [s.name for s in lean.segments] == ["chunk0", "head0c2", "head2"]
     assert sorted(lean.manifest["files"]) == ["onnx/chunk0.onnx", "onnx/head0c2.onnx", "onnx/head2.onnx"]
     assert sorted(p.name for p in (lean.root / "onnx").iterdir()) == ["chunk0.onnx", "head0c2.onnx", "head2.onnx"]
     assert lean.policy("exit0c2")["th_pix"] == 0.55 and lean.policy("exit0c2")["th_img"] == 0.4
@@ -89,7 +89,7 @@ def test_lean_export_from_the_command_line(tmp_path):
                                    "--from-report", str(rep), "-o", str(out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     pkg = Package.load(out)
-    assert [e["name"] for e in pkg.exits] == ["exit0c1", "exit2"]
+    assert [e.name for e in pkg.exits] == ["exit0c1", "exit2"]
     assert pkg.policy("exit0c1")["th_pix"] == 0.6 and pkg.policy("exit0c1")["th_img"] == 0.7
 
 

@@ -19,15 +19,15 @@ def test_native_policy_matches_reference_on_native_logits(tmp_path):
     with torch.no_grad():
         outs = model(x)
     for ex in pkg.exits:
-        assert ex["policy"]["at"] == "native" and ex["policy"]["stride"] == 1
-        native = env[ex["policy_logits"]]
-        full = outs[ex["index"]].numpy()
+        assert ex.policy["at"] == "native" and ex.policy["stride"] == 1
+        native = env[ex.policy_logits]
+        full = outs[ex.index].numpy()
         # native logits are the head's pre-upsampling map: 1/os of the output size
-        assert native.shape[-2:] == (32 // ex["output_stride"], 64 // ex["output_stride"])
+        assert native.shape[-2:] == (32 // ex.output_stride, 64 // ex.output_stride)
         want = mess_confidence(native, 0.5, "top1", True, 1)
-        np.testing.assert_allclose(env[ex["confidence"]], want, atol=1.0 / native[0, 0].size)
+        np.testing.assert_allclose(env[ex.confidence], want, atol=1.0 / native[0, 0].size)
         # labels stay at the output resolution: argmax of the model's own (upsampled) logits
-        np.testing.assert_array_equal(env[ex["labels"]], full.argmax(1))
+        np.testing.assert_array_equal(env[ex.labels], full.argmax(1))
 
 
 def test_runtime_hands_the_native_logits_to_calibration(tmp_path):
@@ -38,7 +38,7 @@ def test_runtime_hands_the_native_logits_to_calibration(tmp_path):
     for ex, r in zip(pkg.exits, steps):
         r = r[0]
         assert r.logits.shape[-2:] == (32, 64)
-        assert r.policy_logits.shape[-2:] == (32 // ex["output_stride"], 64 // ex["output_stride"])
+        assert r.policy_logits.shape[-2:] == (32 // ex.output_stride, 64 // ex.output_stride)
 
 
 def test_upsampling_and_labels_move_to_a_tail_run_only_for_leaving_images(tmp_path):
@@ -46,14 +46,14 @@ def test_upsampling_and_labels_move_to_a_tail_run_only_for_leaving_images(tmp_pa
     model = SkipNet().eval()
     pkg = export(model, tmp_path / "pkg", options=ExportOptions(policy_at="native", th_pix=0.5,
                                                                  dynamic_batch=True))
-    kinds = [(s["name"], s["kind"]) for s in pkg.segments]
+    kinds = [(s.name, s.kind) for s in pkg.segments]
     assert kinds == [("chunk0", "chunk"), ("head0", "head"), ("tail0", "tail"), ("chunk1", "chunk"),
                      ("head1", "head"), ("tail1", "tail"), ("head2", "head"), ("tail2", "tail")]
     for ex in pkg.exits:
-        head_out = {o["name"] for o in pkg.segment(ex["segment"])["outputs"]}
-        assert ex["confidence"] in head_out and ex["labels"] not in head_out and ex["logits"] not in head_out
-        assert {ex["labels"], ex["logits"]} <= {o["name"] for o in pkg.segment(ex["tail"])["outputs"]}
-    assert [s["name"] for s in pkg.segments_until("exit1")] == ["chunk0", "chunk1", "head1", "tail1"]
+        head_out = {o.name for o in pkg.segment(ex.segment).outputs}
+        assert ex.confidence in head_out and ex.labels not in head_out and ex.logits not in head_out
+        assert {ex.labels, ex.logits} <= {o.name for o in pkg.segment(ex.tail).outputs}
+    assert [s.name for s in pkg.segments_until("exit1")] == ["chunk0", "chunk1", "head1", "tail1"]
 
     x = np.random.default_rng(1).standard_normal((6, 3, 32, 64)).astype(np.float32)
     with torch.no_grad():

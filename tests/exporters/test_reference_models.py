@@ -33,19 +33,19 @@ def test_reference_model_chain_matches_eager(tmp_path, name, selected):
         ref = model(x)
     env = run_chain(pkg, x.numpy())
     kept = selected or list(range(len(ref)))
-    assert [e["index"] for e in pkg.exits] == kept
+    assert [e.index for e in pkg.exits] == kept
     for ex in pkg.exits:
-        want = ref[ex["index"]].numpy()
-        assert np.max(np.abs(env[ex["logits"]] - want)) <= 1e-4 * np.max(np.abs(want)), ex["name"]
-        assert env[ex["labels"]].shape == (2, 64, 128) and env[ex["labels"]].dtype == np.int32
-        np.testing.assert_array_equal(env[ex["labels"]], want.argmax(1))
-        assert env[ex["confidence"]].shape == (2,)
+        want = ref[ex.index].numpy()
+        assert np.max(np.abs(env[ex.logits] - want)) <= 1e-4 * np.max(np.abs(want)), ex.name
+        assert env[ex.labels].shape == (2, 64, 128) and env[ex.labels].dtype == np.int32
+        np.testing.assert_array_equal(env[ex.labels], want.argmax(1))
+        assert env[ex.confidence].shape == (2,)
 
 
 def test_hrnet_cuts_carry_several_branch_tensors(tmp_path):
     model = create("hrnet18", num_classes=5, **NARROW["hrnet18"])
     pkg = export(model, tmp_path / "pkg", options=ExportOptions(input_shape=(1, 3, 64, 128), policy=None))
-    live = {s["name"]: len(s["inputs"]) for s in pkg.segments}
+    live = {s.name: len(s.inputs) for s in pkg.segments}
     # stages 2..4 have 2..4 parallel branches; all of them cross the later cuts
     assert live["chunk2"] >= 2 and live["head3"] >= 3
 
@@ -53,8 +53,8 @@ def test_hrnet_cuts_carry_several_branch_tensors(tmp_path):
 def test_unet_skip_jumps_over_exits(tmp_path):
     model = create("unet-skip", num_classes=5, **NARROW["unet-skip"])
     pkg = export(model, tmp_path / "pkg", options=ExportOptions(input_shape=(1, 3, 64, 128), policy=None))
-    chunk0_out = {t["name"] for t in pkg.segment("chunk0")["outputs"]}
-    final_in = {t["name"] for t in pkg.segment(pkg.exits[-1]["segment"])["inputs"]}
+    chunk0_out = {t.name for t in pkg.segment("chunk0").outputs}
+    final_in = {t.name for t in pkg.segment(pkg.exits[-1].segment).inputs}
     assert chunk0_out & final_in, "the early skip tensor should feed the final exit directly"
 
 
@@ -68,7 +68,7 @@ def test_both_captures_cut_reference_models_at_the_same_tensors(tmp_path, name):
     for capture in ("export", "fx"):
         pkg = export(model, tmp_path / capture,
                      options=ExportOptions(input_shape=(1, 3, 64, 128), policy=None, capture=capture))
-        cuts[capture] = [(s["name"], sorted(t["shape"] for t in s["inputs"]), sorted(t["shape"] for t in s["outputs"]),
-                          s["flops"]) for s in pkg.segments]
+        cuts[capture] = [(s.name, sorted(t.shape for t in s.inputs), sorted(t.shape for t in s.outputs),
+                          s.flops) for s in pkg.segments]
         assert all(v["max_abs_err"] <= 1e-4 * v["scale"] for v in pkg.manifest["verification"].values())
     assert cuts["export"] == cuts["fx"]

@@ -89,19 +89,19 @@ def test_chained_onnx_reproduces_each_exit(tmp_path, model_cls, selected):
     ref = list(ref.values()) if isinstance(ref, dict) else ref
     env = run_chain(pkg, x.numpy())
     kept = selected if selected is not None else [0, 1, 2]
-    assert [e["index"] for e in pkg.exits] == kept
+    assert [e.index for e in pkg.exits] == kept
     for ex in pkg.exits:
-        want = ref[ex["index"]].numpy()
-        got = env[ex["logits"]]
+        want = ref[ex.index].numpy()
+        got = env[ex.logits]
         assert np.max(np.abs(got - want)) <= 1e-4 * np.max(np.abs(want))
     if model_cls is DictNet:
-        assert [e["name"] for e in pkg.exits] == ["mid", "final"]
+        assert [e.name for e in pkg.exits] == ["mid", "final"]
 
 
 def test_dynamic_batch_runs_at_other_batch_sizes(tmp_path):
     model = SkipNet().eval()
     pkg = export(model, tmp_path / "pkg", options=ExportOptions(policy=None, dynamic_batch=True))
-    assert pkg.input["shape"][0] == "batch"
+    assert pkg.input.shape[0] == "batch"
     x = torch.randn(3, 3, 32, 64)
     env = run_chain(pkg, x.numpy())
     with torch.no_grad():

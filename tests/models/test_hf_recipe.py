@@ -46,4 +46,4 @@ def test_mesc_export_reproduces_every_exit(tmp_path):
     verification = pkg.manifest["verification"]
     assert set(verification) == {"exit0", "exit1", "exit2", "exit3"}
     assert all(v["max_abs_err"] <= REL_TOL * v["scale"] for v in verification.values())
-    assert np.all([s["flops"] > 0 for s in pkg.segments])
+    assert np.all([s.flops > 0 for s in pkg.segments])

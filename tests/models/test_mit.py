@@ -111,25 +111,25 @@ def test_mesc_export_reproduces_every_exit(tmp_path, flags, kept):
     res = run("export", "--model", "mit-b0", "--num-classes", 5, "--input-shape", f"1x3x{H}x{W}", *flags, "-o", out)
     assert res.exit_code == 0, res.output
     pkg = Package.load(out)
-    assert [e["index"] for e in pkg.exits] == kept
+    assert [e.index for e in pkg.exits] == kept
     # the export compared every kept exit's chained ONNX logits with the eager model's
     verification = pkg.manifest["verification"]
     assert set(verification) == {f"exit{k}" for k in kept}
     assert all(v["max_abs_err"] <= REL_TOL * v["scale"] for v in verification.values())
     # the decode head reads stages 1-3 across the cuts before it (stage 4 runs in its segment)
-    final_inputs = [t["name"] for t in pkg.segment(pkg.exits[-1]["segment"])["inputs"]
-                    if not t["name"].endswith("_th_pix")]
+    final_inputs = [t.name for t in pkg.segment(pkg.exits[-1].segment).inputs
+                    if not t.name.endswith("_th_pix")]
     assert len(final_inputs) == (3 if kept == [0, 1, 2, 3] else 2)
     if "native" in flags:
-        assert {ex["policy"]["at"] for ex in pkg.exits} == {"native"}
-        assert sum(s["kind"] == "tail" for s in pkg.segments) == len(kept)
+        assert {ex.policy["at"] for ex in pkg.exits} == {"native"}
+        assert sum(s.kind == "tail" for s in pkg.segments) == len(kept)
     if "--dynamic-batch" in flags:
         # verified at batches 1 and 2 by the export; any other batch runs too
         assert pkg.manifest["input"]["shape"][0] == "batch"
         env = run_chain(pkg, np.random.default_rng(0).standard_normal((3, 3, H, W)).astype(np.float32))
         for ex in pkg.exits:
-            assert env[ex["logits"]].shape == (3, 5, H, W)
-            np.testing.assert_array_equal(env[ex["labels"]], env[ex["logits"]].argmax(1))
+            assert env[ex.logits].shape == (3, 5, H, W)
+            np.testing.assert_array_equal(env[ex.labels], env[ex.logits].argmax(1))
 
 
 def test_mesc_train_smoke(tmp_path):

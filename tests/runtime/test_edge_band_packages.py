@@ -9,7 +9,7 @@ import torch
 
 import mesc
 from mesc.calibration.exits.memo import image_stats
-from mesc.describe import format_package
+from mesc.package.describe import format_package
 from mesc.errors import MescError
 from mesc.exporters.export import ExportOptions, export
 from mesc.package import Package
@@ -62,7 +62,7 @@ def _references(images, pkg):
     """Per exit: c_img of the paper's and the wide band; the test needs them to differ."""
     refs = []
     for ex, logits in zip(pkg.exits, _exit_logits(images)):
-        refs.append({band: mess_confidence(logits, TH_PIX, stride=ex["policy"]["stride"], band=band)
+        refs.append({band: mess_confidence(logits, TH_PIX, stride=ex.policy["stride"], band=band)
                      for band in ("paper", "wide")})
     assert any((r["paper"] != r["wide"]).any() for r in refs), "no image tells the bands apart"
     return refs
@@ -71,7 +71,7 @@ def _references(images, pkg):
 def test_export_writes_the_band_and_compiles_it(tmp_path, images):
     root = _export(tmp_path / "pkg")
     pkg = Package.load(root)
-    assert [ex["policy"]["band"] for ex in pkg.exits] == ["paper"] * 3
+    assert [ex.policy["band"] for ex in pkg.exits] == ["paper"] * 3
     tol = 1.5 / (SHAPE[2] * SHAPE[3])  # float32 confidences may sit a hair beside th_pix
     for got, ref in zip(_in_graph_confidences(root, images), _references(images, pkg)):
         np.testing.assert_allclose(got, ref["paper"], atol=tol)
@@ -90,10 +90,10 @@ def test_the_wide_band_is_not_exported_and_says_why(tmp_path):
 def test_a_package_without_the_key_keeps_the_wide_band(tmp_path, images, monkeypatch):
     root = _export_as_before_the_key(tmp_path / "old", monkeypatch)
     pkg = Package.load(root)
-    assert all("band" not in ex["policy"] for ex in pkg.exits)
+    assert all("band" not in ex.policy for ex in pkg.exits)
     rows = [line.split() for line in format_package(pkg).splitlines()]
     header = next(row for row in rows if row[:2] == ["exit", "on"])
-    bands = [row[header.index("band")] for row in rows if row and row[0] in [ex["name"] for ex in pkg.exits]]
+    bands = [row[header.index("band")] for row in rows if row and row[0] in [ex.name for ex in pkg.exits]]
     assert bands == ["wide"] * 3, rows  # mesc inspect's band column
     tol = 1.5 / (SHAPE[2] * SHAPE[3])
     refs = _references(images, pkg)
@@ -102,7 +102,7 @@ def test_a_package_without_the_key_keeps_the_wide_band(tmp_path, images, monkeyp
     # calibration scores it with the band its graph has
     logits = _exit_logits(images)
     for ex, lg, ref in zip(pkg.exits, logits, refs):
-        got = [image_stats(lg[i], lg[i].argmax(0), [TH_PIX], ex["policy"])["mess"][0] for i in range(len(lg))]
+        got = [image_stats(lg[i], lg[i].argmax(0), [TH_PIX], ex.policy)["mess"][0] for i in range(len(lg))]
         np.testing.assert_array_equal(got, ref["wide"])
 
 

@@ -8,7 +8,7 @@ import torch
 
 import mesc
 from mesc.errors import MescError
-from mesc.manifest import edge_band_of
+from mesc.package.manifest import edge_band_of
 from mesc.policy import mess_confidence
 from mesc.runtime import InputError
 
@@ -27,7 +27,7 @@ def _spread_thresholds(pipe, model, x):
     outs = _eager(model, x)
     conf = []
     for ex, logits in zip(pipe.pkg.exits, outs):
-        p = ex["policy"]
+        p = ex.policy
         conf.append(mess_confidence(logits, TH_PIX, p["confidence"], p["edge"], p["stride"], edge_band_of(p)))
     remaining = np.arange(len(x))
     expected = np.full(len(x), len(outs) - 1)
@@ -52,15 +52,15 @@ def test_input_dependent_matches_eager_and_reference(pkg, model, images):
         results = pipe(images)
     for i, r in enumerate(results):
         assert r.exit_index == expected[i], f"image {i}"
-        assert r.exit == pipe.pkg.exits[expected[i]]["name"]
+        assert r.exit == pipe.pkg.exits[expected[i]].name
         assert r.labels.dtype == np.int32 and r.labels.shape == images.shape[2:]
         np.testing.assert_array_equal(r.labels, outs[expected[i]][i].argmax(0))
         # a confidence for every exit visited, and only those
-        assert list(r.confidences) == [e["name"] for e in pipe.pkg.exits[: expected[i] + 1]]
+        assert list(r.confidences) == [e.name for e in pipe.pkg.exits[: expected[i] + 1]]
         for k, name in enumerate(r.confidences):
             assert r.confidences[name] == pytest.approx(conf[k][i], abs=2 / images[0, 0].size)
-        head = pipe.pkg.segment(pipe.pkg.exits[expected[i]]["segment"])
-        assert list(r.timings["segments"]) == [s["name"] for s in pipe.pkg.segments[: pipe.pkg.segments.index(head) + 1]]
+        head = pipe.pkg.segment(pipe.pkg.exits[expected[i]].segment)
+        assert list(r.timings["segments"]) == [s.name for s in pipe.pkg.segments[: pipe.pkg.segments.index(head) + 1]]
         assert r.timings["total_ms"] > 0
 
 
@@ -71,7 +71,7 @@ def test_mixed_batch_equals_one_by_one(pkg, model, images):
         batch = pipe(images[order])
         for j, i in enumerate(order):
             single = pipe(images[i:i + 1])[0]
-            assert batch[j].exit == single.exit == pipe.pkg.exits[expected[i]]["name"]
+            assert batch[j].exit == single.exit == pipe.pkg.exits[expected[i]].name
             np.testing.assert_array_equal(batch[j].labels, single.labels)
 
 
@@ -81,8 +81,8 @@ def test_budgeted_equals_models_exit(pkg, model, images, k):
     with mesc.load(pkg) as pipe:
         results = pipe(images, exit=k)
         ran = set(results[0].timings["segments"])
-        assert ran == {s["name"] for s in pipe.pkg.segments_until(k)}
-        by_name = pipe(images[:2], exit=pipe.pkg.exits[k]["name"])
+        assert ran == {s.name for s in pipe.pkg.segments_until(k)}
+        by_name = pipe(images[:2], exit=pipe.pkg.exits[k].name)
     for i, r in enumerate(results):
         assert r.exit_index == k
         np.testing.assert_array_equal(r.labels, outs[k][i].argmax(0))
@@ -108,12 +108,12 @@ def test_anytime_yields_every_exit_in_order(pkg, model, images):
 
 def test_anytime_starts_no_segment_the_recorded_latencies_say_cannot_finish(pkg, images):
     with mesc.load(pkg) as pipe:
-        names = [s["name"] for s in pipe.pkg.segments]
-        slow_last = {n: (1e6 if n == pipe.pkg.exits[-1]["segment"] else 0.0) for n in names}
+        names = [s.name for s in pipe.pkg.segments]
+        slow_last = {n: (1e6 if n == pipe.pkg.exits[-1].segment else 0.0) for n in names}
         steps = list(pipe.anytime(images[:2], deadline=30.0, latency=slow_last))
         # exit2's head would take 1000 s: exit1's prediction is final, exit2's head never runs
         assert [s[0].exit for s in steps] == ["exit0", "exit1"] and steps[-1][0].final
-        assert pipe.pkg.exits[-1]["segment"] not in steps[-1][0].timings["segments"]
+        assert pipe.pkg.exits[-1].segment not in steps[-1][0].timings["segments"]
         fast = {n: 0.0 for n in names}
         assert len(list(pipe.anytime(images[:2], deadline=30.0, latency=fast))) == 3
         slow_all = {n: 1e6 for n in names}
@@ -129,7 +129,8 @@ def test_anytime_reads_recorded_latencies_and_refuses_bad_requests(pkg, images):
     with mesc.load(pkg) as pipe:
         assert pipe.segment_latency() is None  # nothing recorded: stop after the deadline instead
         assert len(list(pipe.anytime(images[:1], deadline=60.0))) == 3
-        pipe.pkg.manifest["latency"] = {"onnxruntime/cpu": {s["name"]: 1e6 for s in pipe.pkg.segments}}
+        pipe.pkg.manifest["latency"] = {"onnxruntime/cpu": {s.name: 1e6 for s in pipe.pkg.segments}}
+        pipe.pkg.manifest_edited()
         assert len(list(pipe.anytime(images[:1], deadline=60.0))) == 1
         with pytest.raises(InputError, match="no latencies recorded under 'tensorrt/cuda:0'.*onnxruntime/cpu"):
             pipe.anytime(images[:1], deadline=1.0, latency="tensorrt/cuda:0")
@@ -227,7 +228,7 @@ def test_single_uint8_image_is_normalised(pkg_host):
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)
     with mesc.load(pkg_host) as pipe:
-        norm = pipe.pkg.input["normalization"]
+        norm = pipe.pkg.input.normalization
         x = ((img / np.float32(norm["scale"]) - np.array(norm["mean"], np.float32))
              / np.array(norm["std"], np.float32)).transpose(2, 0, 1)[None].astype(np.float32)
         single = pipe(img, exit=2)
@@ -296,12 +297,12 @@ def test_a_closed_pipeline_says_so(pkg_host, images):
 def test_disabled_exit_is_skipped_entirely(pkg, model, images):
     with mesc.load(pkg) as pipe:
         expected, outs, _ = _spread_thresholds(pipe, model, images)
-        head1 = pipe.pkg.exits[1]["segment"]
+        head1 = pipe.pkg.exits[1].segment
         pipe.set_enabled(1, False)
         results = pipe(images)
         for i, r in enumerate(results):
             assert r.exit_index != 1
-            assert pipe.pkg.exits[1]["name"] not in r.confidences
+            assert pipe.pkg.exits[1].name not in r.confidences
             assert head1 not in r.timings["segments"], "a disabled exit's head must not run"
             if expected[i] == 0:
                 assert r.exit_index == 0
@@ -331,12 +332,12 @@ def test_time_segments_times_every_segment_of_the_runtimes_own_walk(pkg, images)
     with mesc.load(pkg) as pipe:
         pipe.set_enabled(1, False)  # timed all the same: calibration may reconsider the exit
         ms = pipe.time_segments(images[:2], clock=_TickClock())
-        names = [s["name"] for s in pipe.pkg.segments]
+        names = [s.name for s in pipe.pkg.segments]
         assert set(ms) == set(names) | {f"decision:{k}" for k in pipe.exit_names}
         assert all(ms[n] == 1.0 for n in names)  # segments on the given clock
         assert all(ms[f"decision:{k}"] != 1.0 for k in pipe.exit_names)  # decisions on the host's
 
-        head0 = pipe.pkg.exits[0]["segment"]
+        head0 = pipe.pkg.exits[0].segment
         pipe.runner.segment_times = lambda: {head0: 7.5, "not-a-segment": 1.0}
         ms = pipe.time_segments(images[:2])
         assert ms[head0] == 7.5 and "not-a-segment" not in ms  # the device's figures win

@@ -99,8 +99,8 @@ def test_run_with_a_deadline_keeps_the_last_prediction_in_time(pkg_host, pngs, t
     shutil.copytree(pkg_host, copy)
     pkg = Package.load(copy)
     # recorded: the final exit's head takes 1000 s, everything else nothing
-    final_head = pkg.exits[-1]["segment"]
-    pkg.manifest["latency"] = {"onnxruntime/cpu": {s["name"]: 1e6 if s["name"] == final_head else 0.0
+    final_head = pkg.exits[-1].segment
+    pkg.manifest["latency"] = {"onnxruntime/cpu": {s.name: 1e6 if s.name == final_head else 0.0
                                                    for s in pkg.segments}}
     pkg.save()
     code, text = _run(copy, pngs, "-o", tmp_path / "out", "--deadline", "30000", "--th-img", "1")

@@ -8,8 +8,10 @@ Expected: 256"), or run with a tensor the pipeline did not plan for.
 
 from __future__ import annotations
 
+from mesc.package.schema import Segment
 
-def io_mismatch(segment: dict, inputs: list, outputs: list, what: str = "the graph") -> str | None:
+
+def io_mismatch(segment: Segment, inputs: list, outputs: list, what: str = "the graph") -> str | None:
     """The first difference between ``segment`` (a manifest entry) and the I/O a backend reports,
     as "<input|output> '<name>': manifest says ..., <what> gives ...", or None.
 
@@ -20,16 +22,16 @@ def io_mismatch(segment: dict, inputs: list, outputs: list, what: str = "the gra
     dynamic: the runtime shrinks the batch as images exit, while a named inner dimension is
     one the exporter's shape inference did not fold and the graph or engine may know.
     """
-    for role, declared, actual in (("input", segment["inputs"], inputs), ("output", segment["outputs"], outputs)):
+    for role, declared, actual in (("input", segment.inputs, inputs), ("output", segment.outputs, outputs)):
         got = {name: (dtype, shape) for name, dtype, shape in actual}
         for spec in declared:
-            name, want = spec["name"], spec["shape"]
+            name, want = spec.name, list(spec.shape)
             where = f"{role} '{name}'"
             if name not in got:
                 return f"{where}: the manifest lists it, {what} has no such {role} (it has {sorted(got)})"
             dtype, shape = got[name]
-            if dtype != spec["dtype"]:
-                return f"{where}: manifest says dtype {spec['dtype']}, {what} gives {dtype}"
+            if dtype != spec.dtype:
+                return f"{where}: manifest says dtype {spec.dtype}, {what} gives {dtype}"
             if shape is None:
                 continue
             if len(shape) != len(want):
@@ -41,7 +43,7 @@ def io_mismatch(segment: dict, inputs: list, outputs: list, what: str = "the gra
                     return f"{where}: manifest says dim {i} is dynamic ({w!r}), {what} fixes it at {h}"
                 if w != h:
                     return f"{where}: manifest says shape {want}, {what} gives {list(shape)} (dim {i})"
-        extra = sorted(set(got) - {spec["name"] for spec in declared})
+        extra = sorted(set(got) - {spec.name for spec in declared})
         if extra:
             return f"{role} '{extra[0]}': {what} has it, the manifest does not list it"
     return None

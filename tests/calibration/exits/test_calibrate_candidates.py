@@ -60,7 +60,7 @@ def test_the_memo_evaluates_every_candidate_as_an_exit(candidate_package, data):
 
 
 def _enabled(pkg_dir):
-    return {ex["name"]: ex.get("enabled", True) for ex in Package.load(pkg_dir).exits}
+    return {ex.name: ex.enabled for ex in Package.load(pkg_dir).exits}
 
 
 def test_write_keeps_the_cheaper_candidate_and_the_runtime_follows(pkg_dir, data):

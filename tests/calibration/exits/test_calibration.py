@@ -102,7 +102,7 @@ def test_write_refused_when_the_latency_it_used_changed(toy, pkg_dir):
     from mesc.package import Package
 
     first = Package.load(pkg_dir)
-    first.manifest["latency"] = {"onnxruntime/cpu": {s["name"]: 1.0 for s in first.segments}}
+    first.manifest["latency"] = {"onnxruntime/cpu": {s.name: 1.0 for s in first.segments}}
     first.save()
 
     ours = Package.load(pkg_dir)  # calibrate's view
@@ -115,14 +115,14 @@ def test_write_refused_when_the_latency_it_used_changed(toy, pkg_dir):
                    th_pix_grid=memo.th_pix_grid, th_img_steps=4).search(max_drop=1).best
 
     bench = Package.load(pkg_dir)  # a `mesc bench --record` meanwhile
-    bench.manifest["latency"]["onnxruntime/cpu"] = {s["name"]: 2.0 for s in bench.segments}
+    bench.manifest["latency"]["onnxruntime/cpu"] = {s.name: 2.0 for s in bench.segments}
     bench.save()
     with pytest.raises(PackageError, match=r"latency\.onnxruntime/cpu was changed by another command"):
         write_configuration(ours, cfg, depends_on=costs.manifest_dependencies())
 
     ours = Package.load(pkg_dir)
     other = Package.load(pkg_dir)  # a latency under another key does not matter
-    other.manifest["latency"]["onnxruntime/cuda:0"] = {s["name"]: 0.5 for s in other.segments}
+    other.manifest["latency"]["onnxruntime/cuda:0"] = {s.name: 0.5 for s in other.segments}
     other.save()
     write_configuration(ours, cfg, depends_on=costs_from_package(ours).manifest_dependencies())
     assert Package.load(pkg_dir).manifest["calibration"]["exits"] == cfg.exits

@@ -119,9 +119,13 @@ def test_eval_cli_table_json_and_force(toy, tmp_path):
 def test_policy_choice_follows_the_runtime_rule():
     from mesc.calibration.exits.evaluation import policy_choice
 
+    from mesc.package.schema import Exit
+
+    def exit_(k, name, th_img, enabled=True):
+        return Exit(name, k, f"head{k}", f"{name}_logits", 2, 1, {"th_img": th_img}, k, enabled=enabled)
+
     class Pkg:
-        exits = [{"name": "a", "policy": {"th_img": 0.5}}, {"name": "b", "policy": {"th_img": 0.7}, "enabled": False},
-                 {"name": "c", "policy": {"th_img": 0.9}}]
+        exits = (exit_(0, "a", 0.5), exit_(1, "b", 0.7, enabled=False), exit_(2, "c", 0.9))
 
     assert policy_choice(Pkg, {"a": 0.5, "b": 0.9}) == 0      # >= th_img leaves
     assert policy_choice(Pkg, {"a": 0.4, "b": 0.9}) == 2      # b is disabled: never taken

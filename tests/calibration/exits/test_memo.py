@@ -131,12 +131,12 @@ def test_calibrate_cli_writes_report_plot_and_manifest(toy, tmp_path):
     pkg = Package.load(pkg_dir)  # checksums and schema still valid
     chosen = rep["chosen"]
     for ex in pkg.exits[:-1]:
-        if ex["name"] in chosen["exits"] and chosen["th_img"][ex["name"]] is not None:
-            assert ex["enabled"] is True
-            assert ex["policy"]["th_img"] == chosen["th_img"][ex["name"]]
-            assert ex["policy"]["th_pix"] == chosen["th_pix"][ex["name"]]
+        if ex.name in chosen["exits"] and chosen["th_img"][ex.name] is not None:
+            assert ex.enabled is True
+            assert ex.policy["th_img"] == chosen["th_img"][ex.name]
+            assert ex.policy["th_pix"] == chosen["th_pix"][ex.name]
         else:
-            assert ex["enabled"] is False and ex["policy"]["th_img"] == 1.0
+            assert ex.enabled is False and ex.policy["th_img"] == 1.0
     assert pkg.manifest["calibration"]["exits"] == chosen["exits"]
 
 

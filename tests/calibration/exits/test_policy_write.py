@@ -45,11 +45,11 @@ def write(pkg_dir, data, kind, **options):
 
 def predicted_exits(pkg, scores):
     """Per image: the first enabled early exit whose written policy lets it go, else the final."""
-    names = [ex["name"] for ex in pkg.exits]
+    names = [ex.name for ex in pkg.exits]
     out = []
     for row in scores:
-        e = next((e for e, ex in enumerate(pkg.exits[:-1]) if ex.get("enabled", True)
-                  and exit_decision([row[e]], ex["policy"])[0]), len(names) - 1)
+        e = next((e for e, ex in enumerate(pkg.exits[:-1]) if ex.enabled
+                  and exit_decision([row[e]], ex.policy)[0]), len(names) - 1)
         out.append(names[e])
     return out
 
@@ -58,10 +58,10 @@ def predicted_exits(pkg, scores):
 def test_the_runtime_takes_the_exits_the_report_predicted(pkg_dir, data, kind):
     out = write(pkg_dir, data, kind)
     pkg = Package.load(pkg_dir)
-    assert {ex["policy"]["kind"] for ex in pkg.exits} == {kind}
-    assert all(ex["th_pix_input"] is None for ex in pkg.exits)
-    heads = [pkg.segment(ex["segment"]) for ex in pkg.exits]
-    assert not any(t["name"].endswith("_th_pix") for seg in heads for t in seg["inputs"])
+    assert {ex.policy["kind"] for ex in pkg.exits} == {kind}
+    assert all(ex.th_pix_input is None for ex in pkg.exits)
+    heads = [pkg.segment(ex.segment) for ex in pkg.exits]
+    assert not any(t.name.endswith("_th_pix") for seg in heads for t in seg.inputs)
     assert pkg.manifest["calibration"]["policy"] == kind
 
     scores = learned_scores(out.memo, out.nets) if kind == "learned" else out.memo.conf(kind)[:, :, 0]
@@ -83,10 +83,10 @@ def test_writing_mess_again_restores_the_mess_heads(pkg_dir, data):
     write(pkg_dir, data, "mess")
     pkg = Package.load(pkg_dir)
     for ex, old in zip(pkg.exits, before["exits"]):
-        assert "kind" not in ex["policy"]  # MESS is written as before policy kinds, for older readers
-        assert ex["th_pix_input"] == old["th_pix_input"] and {"th_pix", "th_img"} <= set(ex["policy"])
-        assert "lo" not in ex["policy"] and "hi" not in ex["policy"]
-    assert [s["inputs"] for s in pkg.segments] == [s["inputs"] for s in before["segments"]]
+        assert "kind" not in ex.policy  # MESS is written as before policy kinds, for older readers
+        assert ex.th_pix_input == old["th_pix_input"] and {"th_pix", "th_img"} <= set(ex.policy)
+        assert "lo" not in ex.policy and "hi" not in ex.policy
+    assert [[t.as_dict() for t in s.inputs] for s in pkg.segments] == [s["inputs"] for s in before["segments"]]
     with mesc.load(pkg_dir) as pipe:
         assert len(pipe(images(data))) == 10
 
@@ -108,7 +108,7 @@ def test_a_host_policy_package_runs_the_kind_from_the_logits(data, tmp_path):
     files = json.loads((pkg_dir / "mesc.json").read_text())["files"]
     out = write(pkg_dir, data, "mean_top1", max_drop=50)
     pkg = Package.load(pkg_dir)
-    assert pkg.manifest["files"] == files and {ex["policy"]["kind"] for ex in pkg.exits} == {"mean_top1"}
+    assert pkg.manifest["files"] == files and {ex.policy["kind"] for ex in pkg.exits} == {"mean_top1"}
     with mesc.load(pkg_dir) as pipe:
         results = pipe(images(data))
     assert [r.exit for r in results] == predicted_exits(pkg, out.memo.conf("mean_top1")[:, :, 0])
@@ -129,7 +129,7 @@ def test_prepared_graphs_or_engines_block_a_recompile(pkg_dir, data):
 
 
 def test_thresholds_a_kind_does_not_read_are_refused(pkg_dir, data):
-    from mesc.describe import format_package
+    from mesc.package.describe import format_package
 
     write(pkg_dir, data, "fft")
     described = format_package(Package.load(pkg_dir))
@@ -191,7 +191,7 @@ def test_a_native_resolution_package_with_tails_takes_every_kind(data, tmp_path)
     for kind in ("learned", "learned", "mean_top1"):
         out = write(pkg_dir, data, kind)
         pkg = Package.load(pkg_dir)
-        assert all(ex["tail"] and ex["labels"] for ex in pkg.exits)
+        assert all(ex.tail and ex.labels for ex in pkg.exits)
         scores = learned_scores(out.memo, out.nets) if kind == "learned" else out.memo.conf(kind)[:, :, 0]
         with mesc.load(pkg_dir) as pipe:
             assert [r.exit for r in pipe(images(data))] == predicted_exits(pkg, scores)

@@ -236,6 +236,7 @@ def test_costs_from_package_prefers_recorded_latency(tmp_path):
     assert c.chunk.tolist() == [4.0, 8.0, 0.0] and c.head.tolist() == [1.0, 2.0, 3.0]
     manifest["latency"] = {"onnxruntime/cpu": {"chunk0": 2.0, "head0": 0.5, "chunk1": 3.0, "head1": 0.25,
                                                "head2": 1.0}}
+    pkg.manifest_edited()
     c = costs_from_package(pkg)
     assert c.unit == "ms" and c.source == "latency:onnxruntime/cpu"
     assert c.chunk.tolist() == [2.0, 3.0, 0.0] and c.head.tolist() == [0.5, 0.25, 1.0]

@@ -121,14 +121,14 @@ def test_prepared_int8_policy_reads_no_quantized_tensor(policy_at, tmp_path, cal
     int8 = pkg.manifest["precisions"]["int8"]["segments"]
     checked = 0
     for seg in pkg.segments:
-        if seg["kind"] == "chunk":
+        if seg.kind == "chunk":
             continue
-        m = onnx.load(str(pkg.path(int8[seg["name"]])))
+        m = onnx.load(str(pkg.path(int8[seg.name])))
         guarded = tail_tensors(m, exit_tails(pkg, m, seg), WEIGHTED_INPUT)
-        ex = next(e for e in pkg.exits if seg["name"] in (e["segment"], e.get("tail")))
-        logits = ex["logits"] if seg["kind"] == "tail" else (ex.get("policy_logits") or ex["logits"])
-        assert logits in guarded, seg["name"]
+        ex = next(e for e in pkg.exits if seg.name in (e.segment, e.tail))
+        logits = ex.logits if seg.kind == "tail" else (ex.policy_logits or ex.logits)
+        assert logits in guarded, seg.name
         qdq_tensors = {t for n in m.graph.node if n.op_type in QDQ for t in (n.input[0], *n.output)}
-        assert not qdq_tensors & guarded, (seg["name"], sorted(qdq_tensors & guarded))
+        assert not qdq_tensors & guarded, (seg.name, sorted(qdq_tensors & guarded))
         checked += 1
     assert checked == len(pkg.exits) * (2 if policy_at == "native" else 1)

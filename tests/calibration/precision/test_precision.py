@@ -47,16 +47,16 @@ def _load(pkg, prec, seg):
 def test_manifest_records_prepared_graphs_and_accuracy(prepared):
     for prec in ("fp16", "int8"):
         entry = prepared.manifest["precisions"][prec]
-        assert set(entry["segments"]) == {s["name"] for s in prepared.segments}
+        assert set(entry["segments"]) == {s.name for s in prepared.segments}
         assert all(f in prepared.manifest["files"] for f in entry["segments"].values())
-        assert entry["images"] == 16 and set(entry["accuracy"]) == {e["name"] for e in prepared.exits}
+        assert entry["images"] == 16 and set(entry["accuracy"]) == {e.name for e in prepared.exits}
     assert not [p for p in prepared.root.iterdir() if p.name.startswith(".")], "temporary directories left"
 
 
 def test_fp16_structure_and_accuracy(prepared):
     for seg in prepared.segments:
-        m = _load(prepared, "fp16", seg["name"])
-        fp32 = onnx.load(str(prepared.path(seg["file"])))
+        m = _load(prepared, "fp16", seg.name)
+        fp32 = onnx.load(str(prepared.path(seg.file)))
         types = lambda g: {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output]}  # noqa: E731
         assert types(m.graph) == types(fp32.graph), "I/O types must stay as the package declares them"
         conv_w = [i for i in m.graph.initializer if i.dims and len(i.dims) == 4]
@@ -66,7 +66,7 @@ def test_fp16_structure_and_accuracy(prepared):
         for node in m.graph.node:
             if node.op_type == "Resize":  # scales and interpolation kept FP32
                 assert not any(x in fp16_out for x in node.input), node.name
-        tail = [n for n in m.graph.node if n.name.startswith(f"{seg.get('exit')}_policy")] if seg["kind"] == "head" else []
+        tail = [n for n in m.graph.node if n.name.startswith(f"{seg.exit}_policy")] if seg.kind == "head" else []
         assert not any(x in fp16_out for n in tail for x in n.input), "the policy tail reads FP16"
     for name, acc in prepared.manifest["precisions"]["fp16"]["accuracy"].items():
         assert acc["agreement"] >= FP16_MIN_AGREEMENT, (name, acc)
@@ -75,8 +75,8 @@ def test_fp16_structure_and_accuracy(prepared):
 
 def test_int8_graph_follows_tensorrt_rules(prepared):
     for seg in prepared.segments:
-        m = _load(prepared, "int8", seg["name"])
-        counts = check_qdq(m, where=seg["name"])
+        m = _load(prepared, "int8", seg.name)
+        counts = check_qdq(m, where=seg.name)
         assert counts["QuantizeLinear"] > 0
         assert 13 <= m.opset_import[0].version <= 17
         inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
@@ -92,8 +92,8 @@ def test_int8_graph_follows_tensorrt_rules(prepared):
                 assert scale.shape == (inits[w.input[0]].shape[0],)  # per output channel
                 assert next((a.i for a in w.attribute if a.name == "axis"), 1) == 0
                 assert node.input[2] in inits and inits[node.input[2]].dtype == np.float32  # bias not quantised
-        if seg["kind"] == "head":
-            logits = next(e["logits"] for e in prepared.exits if e["segment"] == seg["name"])
+        if seg.kind == "head":
+            logits = next(e.logits for e in prepared.exits if e.segment == seg.name)
             tail = set(policy_tail(m, logits))
             assert not [n.name for n in m.graph.node if n.name in tail and "Linear" in n.op_type]
     for name, acc in prepared.manifest["precisions"]["int8"]["accuracy"].items():

@@ -32,8 +32,8 @@ def prepared(tmp_path_factory):
 
 
 def _graphs(pkg, seg):
-    fp32 = onnx.load(str(pkg.path(seg["file"])))
-    return fp32, {prec: onnx.load(str(pkg.path(pkg.manifest["precisions"][prec]["segments"][seg["name"]])))
+    fp32 = onnx.load(str(pkg.path(seg.file)))
+    return fp32, {prec: onnx.load(str(pkg.path(pkg.manifest["precisions"][prec]["segments"][seg.name])))
                   for prec in ("fp16", "int8")}
 
 
@@ -61,11 +61,11 @@ def _unquantised(model, nodes, where):
 
 def test_native_policy_and_tail_labels_stay_fp32_and_unquantised(prepared):
     exits = prepared.exits
-    assert all(ex["policy"]["at"] == "native" and ex["tail"] for ex in exits)
+    assert all(ex.policy["at"] == "native" and ex.tail for ex in exits)
     for ex in exits:
-        for seg_name, logits in ((ex["segment"], ex["policy_logits"]), (ex["tail"], ex["logits"])):
+        for seg_name, logits in ((ex.segment, ex.policy_logits), (ex.tail, ex.logits)):
             fp32, by_prec = _graphs(prepared, prepared.segment(seg_name))
-            own = [n.name for n in fp32.graph.node if n.name.startswith(f"{ex['name']}_policy/")]
+            own = [n.name for n in fp32.graph.node if n.name.startswith(f"{ex.name}_policy/")]
             assert own, f"{seg_name}: no policy nodes to check"
             for prec, model in by_prec.items():
                 where = f"{seg_name} ({prec})"

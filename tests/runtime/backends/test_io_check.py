@@ -1,12 +1,13 @@
 """A segment's I/O as a backend reports it against its manifest entry (pure: rows, no backend)."""
 
+from mesc.package.schema import Segment
 from mesc.runtime.backends.io_check import io_mismatch
 
-SEG = {"name": "head0",
+SEG = Segment.from_dict({"name": "head0", "kind": "head", "file": "onnx/head0.onnx",
        "inputs": [{"name": "feat", "dtype": "float32", "shape": ["batch", 8, 16, 32]},
                   {"name": "exit0_th_pix", "dtype": "float32", "shape": [1]}],
        "outputs": [{"name": "exit0_logits", "dtype": "float32", "shape": ["batch", "Resize_dim_1", 32, 64]},
-                   {"name": "exit0_labels", "dtype": "int32", "shape": ["batch", 32, 64]}]}
+                   {"name": "exit0_labels", "dtype": "int32", "shape": ["batch", 32, 64]}]})
 INPUTS = [("feat", "float32", [None, 8, 16, 32]), ("exit0_th_pix", "float32", [1])]
 OUTPUTS = [("exit0_logits", "float32", [None, 5, 32, 64]), ("exit0_labels", "int32", [None, 32, 64])]
 

@@ -74,7 +74,7 @@ def check_session_io(sess, segment: dict, graph: str, package) -> None:
     """Refuse a session whose I/O is not the segment's in the manifest, before anything runs."""
     problem = io_mismatch(segment, *session_io(sess))
     if problem:
-        raise PackageError(f"segment '{segment['name']}' {problem} (package {package}, graph {graph}); "
+        raise PackageError(f"segment '{segment.name}' {problem} (package {package}, graph {graph}); "
                            f"the graph is not the one the manifest describes: export the package again")
 
 
@@ -82,8 +82,8 @@ def segment_graphs(pkg, files: dict | None = None, segments: list[str] | None = 
     """segment name -> the ONNX graph it runs, in execution order: the package's own, or the one
     ``files`` swaps in; only ``segments`` where given."""
     files = files or {}
-    return {seg["name"]: str(files.get(seg["name"], pkg.path(seg["file"])))
-            for seg in pkg.segments if not segments or seg["name"] in segments}
+    return {seg.name: str(files.get(seg.name, pkg.path(seg.file)))
+            for seg in pkg.segments if not segments or seg.name in segments}
 
 
 @dataclass
@@ -117,7 +117,7 @@ class SessionsFromPackage(Loader):
                  trt_cache=None):
         self.device = device
         self.graphs = segment_graphs(pkg, files if files is not None else prepared_graphs(pkg, precision), segments)
-        self.entries, self.root = {seg["name"]: seg for seg in pkg.segments}, pkg.root
+        self.entries, self.root = {seg.name: seg for seg in pkg.segments}, pkg.root
         self.threads, self.spin, self.optimize = threads, spin, optimize
         # Checked here, not on the call: a missing CUDA provider fails at mesc.load.
         cache = (trt_cache or tensorrt_cache_dir(pkg, precision)) if tensorrt_ep else None

@@ -23,14 +23,14 @@ def prepared_segments(pkg, precision: str, error=BackendError) -> dict | None:
     """segment name -> package-relative file of its ``precision`` graph from the manifest's
     ``precisions``; None where that precision was never prepared. A list that lacks a segment
     raises ``error``: the package was re-exported or its preparation cut short."""
-    entry = pkg.manifest.get("precisions", {}).get(precision)
-    if not entry:
+    entry = pkg.precisions.get(precision)
+    if entry is None:
         return None
-    missing = [s["name"] for s in pkg.segments if s["name"] not in entry["segments"]]
+    missing = [s.name for s in pkg.segments if s.name not in entry.segments]
     if missing:
         raise error(f"{pkg.root}: the prepared {precision} graphs lack segments {missing}; "
                     f"run '{prepare_command(pkg, precision)}' again")
-    return dict(entry["segments"])
+    return dict(entry.segments)
 
 
 def prepared_graphs(pkg, precision: str | None) -> dict | None:

@@ -55,7 +55,7 @@ class OrtRunner(Runner):
         return tuple(handle.shape())
 
     def run(self, segment, feeds, outputs):
-        sess = self.sessions[segment["name"]]
+        sess = self.sessions[segment.name]
         io = sess.io_binding()
         for name, value in feeds.items():
             io.bind_ortvalue_input(name, value)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mesc.package import sha256_file
+from mesc.package.schema import Segment
 from mesc.runtime import devices
 from mesc.runtime.backends.base import Loader, invoke_if_callable
 from mesc.runtime.backends.io_check import io_mismatch
@@ -140,7 +141,7 @@ def select_engines(pkg, target: str | None, precision: str | None, facts: dict) 
     target = choose_target(pkg.manifest, target, facts["compute_capability"])
     variant = choose_variant(pkg.manifest, target, precision)
     entries = engine_entries(pkg.manifest, target, variant)
-    missing = [s["name"] for s in pkg.segments if s["name"] not in entries]
+    missing = [s.name for s in pkg.segments if s.name not in entries]
     if missing:
         raise BackendError(f"target '{target}' has no engine for segments {missing}; rebuild its engines")
     notes = [note for name, meta in entries.items()
@@ -179,7 +180,7 @@ _TRT_DTYPES = {"float": "float32", "half": "float16", "bf16": "bfloat16", "int8"
                "int32": "int32", "int64": "int64", "bool": "bool"}
 
 
-def check_engine_io(segment: dict, io: list[dict]) -> None:
+def check_engine_io(segment: Segment, io: list[dict]) -> None:
     """Refuse an engine whose I/O is not the segment's in the manifest. ``io`` is what
     :func:`compat.engine_io` reads from the engine: name, mode ("input"/"output"), dtype
     (TensorRT's name) and shape (-1 for a dimension its optimisation profile leaves open)."""
@@ -189,7 +190,7 @@ def check_engine_io(segment: dict, io: list[dict]) -> None:
 
     problem = io_mismatch(segment, rows("input"), rows("output"), what="the engine")
     if problem:
-        raise EngineMismatchError(f"segment '{segment['name']}' {problem}; the engine was not built from this "
+        raise EngineMismatchError(f"segment '{segment.name}' {problem}; the engine was not built from this "
                                   f"package's graph: rebuild the engines (mesc build)")
 
 
@@ -216,7 +217,7 @@ class PlansFromPackage(Loader):
             warnings.warn(note, stacklevel=2)
 
     def call_impl(self) -> dict[str, bytes]:
-        return {seg["name"]: read_plan(self.pkg, self.target, seg["name"], self.entries[seg["name"]])
+        return {seg.name: read_plan(self.pkg, self.target, seg.name, self.entries[seg.name])
                 for seg in self.pkg.segments}
 
 
@@ -238,7 +239,7 @@ class EnginesFromPlans(Loader):
     def __init__(self, plans, verbose: bool = False, dla_core: int | None = None, segments: list[dict] | None = None):
         self.plans, self.verbose = plans, verbose
         self.dla_core = dla_core if dla_core is not None else getattr(plans, "dla_core", None)
-        self.entries = {seg["name"]: seg for seg in segments or []}
+        self.entries = {seg.name: seg for seg in segments or []}
 
     def call_impl(self) -> Engines:
         trt = compat.tensorrt(PURPOSE)

@@ -145,7 +145,7 @@ class TrtRunner(Runner):
         cuda.memcpy(dst, src, nbytes, kind, stream_ptr=self.stream.ptr)
 
     def run(self, segment, feeds, outputs):
-        name = segment["name"]
+        name = segment.name
         ctx, io = self.contexts[name], self.io[name]
         for tname in io["inputs"]:
             h = feeds.get(tname)

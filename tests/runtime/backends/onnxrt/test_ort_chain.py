@@ -10,7 +10,7 @@ from mesc.runtime.backends.onnxrt.chain import OrtChain, run_chain
 def test_run_chain_is_the_runtime(pkg_graph, images):
     pkg = Package.load(pkg_graph)
     env = run_chain(pkg, images[:2])
-    assert {o["name"] for s in pkg.segments for o in s["outputs"]} <= set(env)
+    assert {o.name for s in pkg.segments for o in s.outputs} <= set(env)
     with mesc.load(pkg_graph) as pipe:
         np.testing.assert_array_equal(env["exit1_labels"], np.stack([r.labels for r in pipe(images[:2], exit=1)]))
 

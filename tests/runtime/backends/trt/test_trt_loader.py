@@ -7,6 +7,7 @@ import pytest
 
 import mesc
 from mesc.package import sha256_file
+from mesc.package.schema import Segment
 from mesc.runtime import BackendError, DeviceError, EngineMismatchError
 from mesc.runtime.backends.trt.loader import (EnginesFromPlans, PlansFromPackage, check_engine, choose_target,
                                               choose_variant, dla_core_of, engine_entries, read_plan,
@@ -75,7 +76,8 @@ def test_tensorrt_on_cpu_is_refused(pkg_host):
 
 
 def _pkg(manifest, root=".", segments=("chunk0", "head0")):
-    return SimpleNamespace(manifest=manifest, root=root, segments=[{"name": n} for n in segments])
+    return SimpleNamespace(manifest=manifest, root=root,
+                           segments=[Segment(n, "chunk", f"onnx/{n}.onnx", (), ()) for n in segments])
 
 
 GTX = {"trt_version": "8.6.1", "compute_capability": "6.1", "device": "NVIDIA GeForce GTX 1080 Ti"}
@@ -118,8 +120,9 @@ def test_plans_for_the_cpu_are_refused_before_tensorrt_loads():
 def test_engine_io_is_checked_against_the_manifest():
     from mesc.runtime.backends.trt.loader import check_engine_io
 
-    seg = {"name": "head0", "inputs": [{"name": "feat", "dtype": "float32", "shape": ["batch", 8, 16, 32]}],
-           "outputs": [{"name": "exit0_labels", "dtype": "int32", "shape": ["batch", 32, 64]}]}
+    seg = Segment.from_dict({"name": "head0", "kind": "head", "file": "onnx/head0.onnx",
+                             "inputs": [{"name": "feat", "dtype": "float32", "shape": ["batch", 8, 16, 32]}],
+                             "outputs": [{"name": "exit0_labels", "dtype": "int32", "shape": ["batch", 32, 64]}]})
     # what compat.engine_io reads from an engine: TensorRT's dtype names, -1 for an open dimension
     io = [{"name": "feat", "mode": "input", "dtype": "float", "shape": [-1, 8, 16, 32]},
           {"name": "exit0_labels", "mode": "output", "dtype": "int32", "shape": [-1, 32, 64]}]

@@ -26,16 +26,16 @@ def _build_engines(pkg_dir, out_dir):
     (out_dir / "engines" / "host" / "fp32").mkdir(parents=True)
     for seg in pkg.segments:
         profile = Profile()
-        for t in seg["inputs"]:
-            shape = [d if isinstance(d, int) else None for d in t["shape"]]
+        for t in seg.inputs:
+            shape = [d if isinstance(d, int) else None for d in t.shape]
             if None in shape:
                 lo, hi = ([1 if d is None else d for d in shape], [8 if d is None else d for d in shape])
-                profile.add(t["name"], min=lo, opt=hi, max=hi)
-        rel = f"engines/host/fp32/{seg['name']}.plan"
-        SaveEngine(EngineFromNetwork(NetworkFromOnnxPath(str(pkg.path(seg["file"]))),
+                profile.add(t.name, min=lo, opt=hi, max=hi)
+        rel = f"engines/host/fp32/{seg.name}.plan"
+        SaveEngine(EngineFromNetwork(NetworkFromOnnxPath(str(pkg.path(seg.file))),
                                      CreateConfig(profiles=[profile])), str(out_dir / rel))()
         pkg.manifest["files"][rel] = sha256_file(out_dir / rel)
-        segs[seg["name"]] = {"file": rel}
+        segs[seg.name] = {"file": rel}
     pkg.manifest["engines"] = {"host": {"fp32": {
         "dir": "engines/host/fp32", "trt_version": trt.__version__, "device": devices.device_name(0),
         "compute_capability": cc, "precision": "fp32", "segments": segs}}}

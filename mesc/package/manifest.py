@@ -2,7 +2,7 @@
 
 Everything the runtime and the commands rely on is checked here, at load, so a hand-edited or
 damaged manifest fails with one message naming the field instead of crashing deep inside a
-run. Every path the manifest names is confined to the package (:mod:`mesc.paths`).
+run. Every path the manifest names is confined to the package (:mod:`mesc.package.paths`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from mesc.errors import PackageError
-from mesc.paths import check_rel_path
+from mesc.package.paths import check_rel_path
 
 SCHEMA_VERSION = 1
 MANIFEST = "mesc.json"

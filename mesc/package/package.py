@@ -1,8 +1,8 @@
 """The mesc package on disk: manifest (``mesc.json``), per-segment ONNX, engines.
 
 A package is the unit every command takes. This module loads it (validation in
-:mod:`mesc.manifest`, checksums) and updates it safely: every manifest write holds the package
-lock and merges into what is on disk (:mod:`mesc.manifest_merge`), so concurrent commands keep
+:mod:`mesc.package.manifest`, checksums) and updates it safely: every manifest write holds the package
+lock and merges into what is on disk (:mod:`mesc.package.merge`), so concurrent commands keep
 each other's writes, and is atomic. It is deliberately free of torch and onnx imports, so the
 runtime can use it.
 
@@ -48,17 +48,16 @@ import contextlib
 import copy
 import hashlib
 import json
-import os  # noqa: F401  (tests patch mesc.package.os.replace: the atomic write)
 from pathlib import Path
+from typing import Any, Mapping, Tuple
 
 from mesc.errors import MescError, PackageError
-from mesc.locking import package_lock
-from mesc.manifest import (  # noqa: F401  (names this module has always offered)
-    COMPILED_POLICY_KEYS, CONFIDENCE_KINDS, MANIFEST, POLICY_AT, POLICY_KEYS, SCHEMA_VERSION, SEGMENT_KINDS,
-    check_policy, manifest_paths, validate_manifest)
-from mesc.manifest_merge import check_dependencies, merge3, update_in_place
-from mesc.paths import confined
-from mesc.staging import staging_area, staging_dir, swapped_in, write_json_atomic  # noqa: F401
+from mesc.package.locking import package_lock
+from mesc.package.manifest import COMPILED_POLICY_KEYS, MANIFEST, check_policy, manifest_paths, validate_manifest
+from mesc.package.merge import check_dependencies, merge3, update_in_place
+from mesc.package.paths import confined
+from mesc.package.schema import EngineBuild, Exit, Input, LatencyRecord, Manifest, Precision, Segment
+from mesc.package.staging import staging_area, swapped_in, write_json_atomic
 
 
 def sha256_file(path) -> str:
@@ -90,7 +89,9 @@ class Package:
     """A validated mesc package directory.
 
     ``Package.load(path)`` checks the manifest and every file's checksum; the accessors give
-    the segments and exits in execution order. Policy settings can be changed and saved back
+    the typed, read-only view of it (:mod:`mesc.package.schema`): :attr:`input`, the
+    :attr:`segments` and :attr:`exits` in execution order, :attr:`latency`, :attr:`precisions`,
+    :attr:`engines`. :attr:`manifest` is the JSON itself, for the commands that write it. Policy settings can be changed and saved back
     with :meth:`save` (atomic manifest rewrite).
     """
 
@@ -99,6 +100,7 @@ class Package:
         self.manifest = manifest
         # the manifest as read: what this object changed since is what a save merges into disk
         self._base = copy.deepcopy(manifest)
+        self._rebuild_view()
 
     @classmethod
     def load(cls, path, verify_checksums: bool = True) -> "Package":
@@ -126,61 +128,94 @@ class Package:
                     f"{self.root}: file {rel} was altered (sha256 {actual[:12]}..., manifest says {digest[:12]}...)"
                 )
 
-    # accessors -------------------------------------------------------------------------
-    @property
-    def input(self) -> dict:
-        return self.manifest["input"]
+    # the typed view ------------------------------------------------------------------------
+    def _rebuild_view(self) -> None:
+        self.view = Manifest.from_dict(self.manifest)
+        self._exits_by_name = {ex.name: ex for ex in self.view.exits}
+        self._segments_by_name = {seg.name: seg for seg in self.view.segments}
+
+    def manifest_edited(self) -> None:
+        """Rebuild the typed view after changing :attr:`manifest` in memory without saving
+        (:meth:`save`, :meth:`set_policy` and :meth:`install_dir` rebuild it themselves)."""
+        self._rebuild_view()
 
     @property
-    def segments(self) -> list[dict]:
-        return self.manifest["segments"]
+    def input(self) -> Input:
+        return self.view.input
 
     @property
-    def exits(self) -> list[dict]:
-        return self.manifest["exits"]
+    def segments(self) -> Tuple[Segment, ...]:
+        return self.view.segments
 
-    def segment(self, name: str) -> dict:
-        for seg in self.segments:
-            if seg["name"] == name:
-                return seg
-        raise PackageError(f"{self.root}: no segment named '{name}'")
+    @property
+    def exits(self) -> Tuple[Exit, ...]:
+        return self.view.exits
 
-    def exit(self, key) -> dict:
+    @property
+    def latency(self) -> Mapping[str, LatencyRecord]:
+        return self.view.latency
+
+    @property
+    def precisions(self) -> Mapping[str, Precision]:
+        return self.view.precisions
+
+    @property
+    def engines(self) -> Mapping[str, Mapping[str, EngineBuild]]:
+        return self.view.engines
+
+    @property
+    def files(self) -> Mapping[str, str]:
+        return self.view.files
+
+    @property
+    def source(self) -> Mapping[str, Any]:
+        return self.view.source
+
+    def segment(self, name: str) -> Segment:
+        seg = self._segments_by_name.get(name)
+        if seg is None:
+            raise PackageError(f"{self.root}: no segment named '{name}'")
+        return seg
+
+    def exit(self, key) -> Exit:
         """An exit by name ('exit2') or by position among the package's exits (int)."""
+        if isinstance(key, Exit):
+            key = key.name
         if isinstance(key, int):
             if not 0 <= key < len(self.exits):
                 raise MescError(f"exit position {key} is out of range: the package has {len(self.exits)} exits")
             return self.exits[key]
-        for ex in self.exits:
-            if ex["name"] == key:
-                return ex
-        raise MescError(f"no exit named '{key}'; the package's exits are {[e['name'] for e in self.exits]}")
+        ex = self._exits_by_name.get(key)
+        if ex is None:
+            raise MescError(f"no exit named '{key}'; the package's exits are {[e.name for e in self.exits]}")
+        return ex
 
     def path(self, rel: str) -> Path:
         """``rel`` inside the package; a path leading outside it is refused."""
         return confined(self.root, rel, f"{self.root}")
 
-    def segments_until(self, exit_key) -> list[dict]:
+    def segments_until(self, exit_key) -> list:
         """Segments that must run, in order, to take the given exit: its head and the chunks
         whose outputs it depends on (directly or through other chunks)."""
-        head = self.segment(self.exit(exit_key)["segment"])
+        ex = self.exit(exit_key)
+        head = self.segment(ex.segment)
         order = self.segments[: self.segments.index(head)]
-        wanted = {t["name"] for t in head["inputs"]}
+        wanted = set(head.input_names)
         chosen = [head]
         for seg in reversed(order):
-            if seg["kind"] == "chunk" and any(o["name"] in wanted for o in seg["outputs"]):
+            if seg.kind == "chunk" and any(o in wanted for o in seg.output_names):
                 chosen.append(seg)
-                wanted |= {t["name"] for t in seg["inputs"]}
-        tail = self.exit(exit_key).get("tail")
-        return chosen[::-1] + ([self.segment(tail)] if tail else [])
+                wanted |= set(seg.input_names)
+        return chosen[::-1] + ([self.segment(ex.tail)] if ex.tail else [])
 
     # policy ------------------------------------------------------------------------------
     def policy(self, exit_key) -> dict:
-        return dict(self.exit(exit_key)["policy"])
+        """A copy of one exit's policy settings (a plain dict, for changing or writing)."""
+        return copy.deepcopy(dict(self.exit(exit_key).policy))
 
     def set_policy(self, exit_key, **settings) -> None:
         """Change one exit's policy settings in memory (validated); :meth:`save` writes them."""
-        ex = self.exit(exit_key)
+        ex = self.manifest["exits"][self.exit(exit_key).position]
         new = dict(ex["policy"], **settings)
         check_policy(new, f"exit '{ex['name']}' policy")
         changed = [k for k in COMPILED_POLICY_KEYS if new.get(k) != ex["policy"].get(k)]
@@ -192,6 +227,16 @@ class Package:
                    if "kind" in changed else "")
             )
         ex["policy"] = new
+        self._rebuild_view()
+
+    def set_enabled(self, exit_key, enabled: bool) -> None:
+        """Keep or drop an exit from input-dependent runs in memory (what ``mesc calibrate
+        --write`` records as ``"enabled"``); :meth:`save` writes it."""
+        ex = self.exit(exit_key)
+        if not enabled and ex.position == len(self.exits) - 1:
+            raise MescError(f"exit '{ex.name}' is the final exit and cannot be disabled")
+        self.manifest["exits"][ex.position]["enabled"] = bool(enabled)
+        self._rebuild_view()
 
     def save(self, depends_on=()) -> None:
         """Write this object's changes to the manifest (files and checksums are not touched).
@@ -218,6 +263,7 @@ class Package:
             write_json_atomic(self.root / MANIFEST, merged)
         update_in_place(self.manifest, merged)
         self._base = copy.deepcopy(merged)
+        self._rebuild_view()
 
     def copy_manifest(self) -> dict:
         return copy.deepcopy(self.manifest)

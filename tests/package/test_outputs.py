@@ -1,14 +1,15 @@
-"""mesc.outputs: one test per rule of where a command may write."""
+"""mesc.package.outputs: one test per rule of where a command may write."""
 
 import json
 import os
 
 import pytest
 
-from mesc import data, outputs
+from mesc import data
+from mesc.package import outputs
 from mesc.errors import MescError
-from mesc.outputs import check_dir_output, check_file_output, refuse_overlap
-from mesc.staging import atomic_file
+from mesc.package.outputs import check_dir_output, check_file_output, refuse_overlap
+from mesc.package.staging import atomic_file
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 

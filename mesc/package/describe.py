@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mesc.manifest import edge_band_of
+from mesc.package.manifest import edge_band_of
 
 
 def _size(n: float) -> str:
@@ -15,7 +15,7 @@ def _size(n: float) -> str:
 
 
 def _shape(spec) -> str:
-    return "x".join(str(d) for d in spec["shape"])
+    return "x".join(str(d) for d in spec.shape)
 
 
 def _table(rows) -> list[str]:
@@ -25,13 +25,13 @@ def _table(rows) -> list[str]:
 
 
 def format_segments(pkg) -> str:
-    total = sum(s.get("flops", 0) for s in pkg.segments) or 1
+    total = sum(s.flops or 0 for s in pkg.segments) or 1
     rows = [("segment", "kind", "exit", "live in", "GFLOPs", "share", "size")]
     for s in pkg.segments:
-        live = [t for t in s["inputs"] if not t["name"].endswith("_th_pix")]
-        rows.append((s["name"], s["kind"], s.get("exit") or "", str(len(live)),
-                     f"{s.get('flops', 0) / 1e9:.2f}", f"{100 * s.get('flops', 0) / total:.1f}%",
-                     _size(os.path.getsize(pkg.path(s["file"])))))
+        live = [t for t in s.inputs if not t.name.endswith("_th_pix")]
+        rows.append((s.name, s.kind, s.exit or "", str(len(live)),
+                     f"{(s.flops or 0) / 1e9:.2f}", f"{100 * (s.flops or 0) / total:.1f}%",
+                     _size(os.path.getsize(pkg.path(s.file)))))
     return "\n".join(_table(rows))
 
 
@@ -48,54 +48,48 @@ def format_config(cfg) -> str:
     return ", ".join(words)
 
 
-def _exit_rows(exits) -> list[tuple]:
-    """The exits table: with candidate heads, grouped by exit point (the point on its first
-    row), each candidate with its configuration and whether input-dependent runs use it."""
-    from mesc.manifest import exit_points
-
-    points = exit_points(exits)
-    grouped = any("point" in e for e in exits)
-    configs = any(e.get("config") for e in exits)
+def _exit_rows(exits, grouped: bool) -> list[tuple]:
+    """The exits table: with candidate heads (``grouped``), grouped by exit point (the point on
+    its first row), each candidate with its configuration and whether input-dependent runs use it."""
+    configs = any(e.config for e in exits)
     head = (("point",) if grouped else ()) + ("exit", "on") + (("config",) if configs else ()) + (
         "segment", "classes", "os", "confidence", "at", "edge", "band", "stride", "th_pix", "th_img")
     rows = [head]
-    for k, (e, p) in enumerate(zip(exits, points)):
-        pol = e["policy"]
+    for k, e in enumerate(exits):
+        pol = e.policy
         kind = pol.get("kind", "mess")  # another kind than MESS is named in place of MESS's confidence
         th_img = f"[{pol.get('lo')}, {pol.get('hi')}]" if kind == "fft" else f"{pol.get('th_img')}"
-        first = k == 0 or points[k - 1] != p
-        config = (format_config(e.get("config")),) if configs else ()
-        rows.append(((str(p) if first else "",) if grouped else ()) + (
-            e["name"], "yes" if e.get("enabled", True) else "no") + config + (
-            e["segment"], str(e["num_classes"]), str(e["output_stride"]),
-            (pol.get("confidence", "") if kind == "mess" else kind) + ("" if e.get("confidence") else " (host)"),
+        first = k == 0 or exits[k - 1].point != e.point
+        config = (format_config(e.config),) if configs else ()
+        rows.append(((str(e.point) if first else "",) if grouped else ()) + (
+            e.name, "yes" if e.enabled else "no") + config + (
+            e.segment, str(e.num_classes), str(e.output_stride),
+            (pol.get("confidence", "") if kind == "mess" else kind) + ("" if e.confidence else " (host)"),
             pol.get("at", "output"), str(pol.get("edge")), edge_band_of(pol), str(pol.get("stride")),
             f"{pol.get('th_pix')}" if kind == "mess" else "-", th_img))
     return rows
 
 
 def format_package(pkg) -> str:
-    m = pkg.manifest
-    src = m.get("source", {})
-    inp = m["input"]
+    m, src, inp = pkg.view, pkg.source, pkg.input
     lines = [
         f"package   {pkg.root}",
         f"model     {src.get('model')}  weights={src.get('weights')}  opset={src.get('opset')}  "
-        f"torch={src.get('torch')}  mesc={m.get('mesc_version')}",
-        f"input     {inp['name']} {_shape(inp)} {inp['dtype']}  dynamic_batch={inp.get('dynamic_batch')}  "
-        f"normalization={inp.get('normalization')}",
+        f"torch={src.get('torch')}  mesc={m.mesc_version}",
+        f"input     {inp.name} {_shape(inp)} {inp.dtype}  dynamic_batch={inp.dynamic_batch}  "
+        f"normalization={None if inp.normalization is None else dict(inp.normalization)}",
         "",
         format_segments(pkg),
         "",
         "live tensors per segment:",
     ]
     for s in pkg.segments:
-        ins = ", ".join(f"{t['name']}[{_shape(t)}]" for t in s["inputs"])
-        outs = ", ".join(f"{t['name']}[{_shape(t)}]" for t in s["outputs"])
-        lines.append(f"  {s['name']}: {ins} -> {outs}")
-    lines += ["", "exits:"] + ["  " + row for row in _table(_exit_rows(pkg.exits))]
-    if m.get("engines"):
-        lines += ["", "engines: " + ", ".join(sorted(m["engines"]))]
-    if m.get("latency"):
-        lines += ["", "recorded latency: " + ", ".join(sorted(m["latency"]))]
+        ins = ", ".join(f"{t.name}[{_shape(t)}]" for t in s.inputs)
+        outs = ", ".join(f"{t.name}[{_shape(t)}]" for t in s.outputs)
+        lines.append(f"  {s.name}: {ins} -> {outs}")
+    lines += ["", "exits:"] + ["  " + row for row in _table(_exit_rows(pkg.exits, m.has_points))]
+    if m.engines:
+        lines += ["", "engines: " + ", ".join(sorted(m.engines))]
+    if m.latency:
+        lines += ["", "recorded latency: " + ", ".join(sorted(m.latency))]
     return "\n".join(lines)

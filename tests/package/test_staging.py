@@ -9,12 +9,13 @@ import textwrap
 import pytest
 
 from mesc.errors import MescError
-from mesc.staging import staging_dir
+from mesc.package.staging import staging_dir
 
 STAGE_AND_WAIT = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from mesc.package import Package, staging_dir
+    from mesc.package import Package
+    from mesc.package.staging import staging_dir
     kind, target = sys.argv[1], Path(sys.argv[2])
     if kind == "dir":
         stage = staging_dir(target, force=True)
@@ -61,7 +62,7 @@ def test_sigterm_inside_a_package_leaves_no_staging(toy_package, tmp_path):
 
 
 def test_sigterm_handler_is_restored():
-    from mesc.signals import sigterm_as_interrupt
+    from mesc.package.signals import sigterm_as_interrupt
 
     before = signal.getsignal(signal.SIGTERM)
     with sigterm_as_interrupt():

@@ -11,7 +11,7 @@ expensive work:
 * the place an output goes must be a writable directory, so a read-only or immutable location
   is a :class:`MescError` up front rather than a ``PermissionError`` after minutes of work.
 
-Writing itself goes through :mod:`mesc.staging`, so an output appears whole or not at all.
+Writing itself goes through :mod:`mesc.package.staging`, so an output appears whole or not at all.
 """
 
 from __future__ import annotations

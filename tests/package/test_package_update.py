@@ -120,9 +120,9 @@ def test_two_processes_lose_nothing(pkg_dir):
 
 
 def test_a_held_lock_times_out_clearly(pkg_dir, monkeypatch):
-    from mesc.locking import package_lock
+    from mesc.package.locking import package_lock
 
-    monkeypatch.setattr("mesc.locking.LOCK_TIMEOUT_S", 0.1)
+    monkeypatch.setattr("mesc.package.locking.LOCK_TIMEOUT_S", 0.1)
     pkg = Package.load(pkg_dir)
     with package_lock(pkg_dir):
         with pytest.raises(PackageError, match="another mesc command has held the package's lock"):

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from mesc.errors import MescError
-from mesc.signals import sigterm_as_interrupt
+from mesc.package.signals import sigterm_as_interrupt
 
 
 def _umask() -> int:

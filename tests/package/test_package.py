@@ -10,7 +10,7 @@ from mesc.errors import MescError, PackageError
 from mesc.exporters.export import ExportOptions, export
 from mesc.package import Package
 
-TOY = str(Path(__file__).parent / "toys.py")
+TOY = str(Path(__file__).parents[1] / "toys.py")
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +122,9 @@ def test_policy_round_trip_is_validated_and_atomic(pkg_dir, tmp_path):
 
 def test_segments_until(pkg_dir):
     pkg = Package.load(pkg_dir)
-    assert [s["name"] for s in pkg.segments_until("exit0")] == ["chunk0", "head0"]
-    assert [s["name"] for s in pkg.segments_until("exit1")] == ["chunk0", "chunk1", "head1"]
-    assert [s["name"] for s in pkg.segments_until("exit2")] == ["chunk0", "chunk1", "head2"]
+    assert [s.name for s in pkg.segments_until("exit0")] == ["chunk0", "head0"]
+    assert [s.name for s in pkg.segments_until("exit1")] == ["chunk0", "chunk1", "head1"]
+    assert [s.name for s in pkg.segments_until("exit2")] == ["chunk0", "chunk1", "head2"]
 
 
 def test_written_files_get_the_usual_permissions(pkg_dir, tmp_path):
@@ -163,7 +163,7 @@ def test_paths_outside_the_package_are_refused_before_reading(pkg_dir, tmp_path,
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "chunk0.onnx").write_bytes((d / "onnx" / "chunk0.onnx").read_bytes())
     _edit(d, lambda m: _repoint(m, 0, rel))
-    monkeypatch.setattr("mesc.package.sha256_file", lambda p: pytest.fail(f"{p} was hashed"))
+    monkeypatch.setattr("mesc.package.package.sha256_file", lambda p: pytest.fail(f"{p} was hashed"))
     with pytest.raises(PackageError, match="must be relative and normalised|must be a non-empty string"):
         Package.load(d)
 
@@ -171,7 +171,7 @@ def test_paths_outside_the_package_are_refused_before_reading(pkg_dir, tmp_path,
 def test_a_checksum_entry_outside_is_not_hashed(pkg_dir, tmp_path, monkeypatch):
     d = _copy(pkg_dir, tmp_path)
     _edit(d, lambda m: m["files"].update({"../../../etc/passwd": "0" * 64}))
-    monkeypatch.setattr("mesc.package.sha256_file", lambda p: pytest.fail(f"{p} was hashed"))
+    monkeypatch.setattr("mesc.package.package.sha256_file", lambda p: pytest.fail(f"{p} was hashed"))
     with pytest.raises(PackageError, match=r"files: path '../../../etc/passwd' must be relative"):
         Package.load(d)
 
