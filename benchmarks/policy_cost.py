@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.benchmarks.harness import measure as time_calls, summarize
-from mesc.manifest import CONFIDENCE_KINDS, EDGE_BANDS
+from mesc.policy import CONFIDENCE_KINDS, EDGE_BANDS
 
 
 def build_head(classes: int, height: int, width: int, stride: int, channels: int = 128, opset: int = 17,

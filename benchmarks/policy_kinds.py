@@ -35,7 +35,7 @@ def measure(m: int, h: int, w: int, iters: int, threads: int) -> dict:
     from mesc.exporters.policy_graph import append_policy
     from mesc.exporters.policy_scores import append_score_policy
     from mesc.policy import fft_magnitude, mean_confidence, mess_confidence_fast
-    from mesc.policy_learned import FEATURES, DecisionNet, decision_features
+    from mesc.policy.learned import FEATURES, DecisionNet, decision_features
 
     x = _logits(m, h, w)
     rng = np.random.default_rng(1)

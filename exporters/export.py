@@ -8,7 +8,8 @@ import time
 from mesc import __version__
 from mesc.errors import ExportError
 from mesc.lazy import require
-from mesc.manifest import CONFIDENCE_KINDS, EDGE_BANDS, MANIFEST, SCHEMA_VERSION
+from mesc.manifest import MANIFEST, SCHEMA_VERSION
+from mesc.policy import CONFIDENCE_KINDS, EDGE_BANDS
 from mesc.package import Package, sha256_file
 from mesc.progress import iterate
 from mesc.staging import staging_dir, write_json_atomic

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from mesc.errors import MescError
-from mesc.manifest import POLICY_KINDS
+from mesc.policy import POLICY_KINDS
 
 ONNX_DIR = "onnx"
 
@@ -72,12 +72,12 @@ def compile_policy(pkg, kind: str, nets: dict | None = None, update=None, depend
     apply ``update`` (a function of the manifest dict) in the same locked, atomic commit.
 
     MESS is compiled with each exit's manifest settings (confidence, edge, stride); ``nets``
-    maps each exit name to its :class:`~mesc.policy_learned.DecisionNet` for ``"learned"``.
+    maps each exit name to its :class:`~mesc.policy.learned.DecisionNet` for ``"learned"``.
     """
     import onnx
 
     from mesc.exporters.onnx_io import io_specs
-    from mesc.manifest import edge_band_of
+    from mesc.policy import edge_band_of
     from mesc.exporters.policy_graph import append_policy
     from mesc.exporters.policy_scores import append_score_policy, strip_policy
 

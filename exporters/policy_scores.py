@@ -5,7 +5,7 @@ Each appends to the head's logits what the runtime reads from a head with an in-
 (float32, N: the image's score, compared on the host with the exit's thresholds). None reads a
 pixel threshold, so the head takes no ``<prefix>_th_pix`` input. Numpy references:
 :func:`mesc.policy.mean_confidence`, :func:`mesc.policy.fft_magnitude` and
-:mod:`mesc.policy_learned`.
+:mod:`mesc.policy.learned`.
 
 - ``mean_top1`` / ``mean_entropy``: the per-pixel confidence of the MESS graph (softmax written
   out), ReduceMean over the image.
@@ -17,7 +17,7 @@ pixel threshold, so the head takes no ``<prefix>_th_pix`` input. Numpy reference
   MESS; it costs ``2 H W (H + W)`` multiply-adds an image and ``2 (H^2 + W^2)`` float32
   constants, small at the exit's native resolution (``--policy-at native``), a few MB at
   512 x 1024. Needs static H and W (the matrices' size).
-- ``learned``: the decision features of :mod:`mesc.policy_learned` (cumulative histograms of
+- ``learned``: the decision features of :mod:`mesc.policy.learned` (cumulative histograms of
   the top-1 and entropy confidences as ReduceMean of GreaterOrEqual against constant edges,
   and their means), then MatMul/Add/Relu/MatMul/Add/Sigmoid with the network's weights.
 
@@ -61,7 +61,7 @@ def append_score_policy(model: onnx.ModelProto, logits: str, prefix: str, kind: 
                         labels: bool = True) -> onnx.ModelProto:
     """A copy of the head ``model`` with the ``kind`` policy (one of ``SCORE_KINDS``) appended
     to tensor ``logits`` (float32 N x M x H x W): outputs ``{prefix}_confidence`` (N) and, with
-    ``labels``, ``{prefix}_labels``. ``net`` (a :class:`mesc.policy_learned.DecisionNet`) is the
+    ``labels``, ``{prefix}_labels``. ``net`` (a :class:`mesc.policy.learned.DecisionNet`) is the
     learned policy's network."""
     if kind not in SCORE_KINDS:
         raise MescError(f"kind must be one of {SCORE_KINDS}, got {kind!r}")
@@ -72,7 +72,7 @@ def append_score_policy(model: onnx.ModelProto, logits: str, prefix: str, kind: 
     labels_name, conf_name = f"{prefix}_labels", f"{prefix}_confidence"
     _check_prefix_unused(model, prefix, (labels_name, conf_name, f"{prefix}_th_pix"))
     if kind == "learned":
-        from mesc.policy_learned import DecisionNet
+        from mesc.policy.learned import DecisionNet
 
         if not isinstance(net, DecisionNet):
             raise MescError(f"the learned policy of {prefix} needs its DecisionNet, got {type(net).__name__}")
@@ -119,7 +119,7 @@ def _fft_mean_magnitude(b: _Builder, top1: str, h: int, w: int, out: str) -> Non
 
 def _decision_features(b: _Builder, top1: str, ent: str) -> str:
     """N x FEATURES: the fractions of pixels at or above each edge, then the two means."""
-    from mesc.policy_learned import ENTROPY_EDGES, TOP1_EDGES
+    from mesc.policy.learned import ENTROPY_EDGES, TOP1_EDGES
 
     cols = []
     for conf, edges in ((top1, TOP1_EDGES), (ent, ENTROPY_EDGES)):

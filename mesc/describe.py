@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mesc.manifest import edge_band_of
+from mesc.policy import edge_band_of
 
 
 def _size(n: float) -> str:

@@ -54,8 +54,8 @@ from pathlib import Path
 from mesc.errors import MescError, PackageError
 from mesc.locking import package_lock
 from mesc.manifest import (  # noqa: F401  (names this module has always offered)
-    COMPILED_POLICY_KEYS, CONFIDENCE_KINDS, MANIFEST, POLICY_AT, POLICY_KEYS, SCHEMA_VERSION, SEGMENT_KINDS,
-    check_policy, manifest_paths, validate_manifest)
+    MANIFEST, SCHEMA_VERSION, SEGMENT_KINDS, manifest_paths, validate_manifest)
+from mesc.policy import COMPILED_POLICY_KEYS, CONFIDENCE_KINDS, POLICY_AT, POLICY_KEYS, check_policy  # noqa: F401
 from mesc.manifest_merge import check_dependencies, merge3, update_in_place
 from mesc.paths import confined
 from mesc.staging import staging_area, staging_dir, swapped_in, write_json_atomic  # noqa: F401

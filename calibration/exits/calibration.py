@@ -25,7 +25,7 @@ from mesc.calibration.exits.report import build_report, load_pyplot, plot_pareto
 from mesc.calibration.exits.risk import check_risk, check_risk_images, control_risk
 from mesc.calibration.exits.search import InfeasibleBound, Searcher, architectures, costs_from_package
 from mesc.errors import CalibrationError, MescError
-from mesc.manifest import POLICY_KINDS
+from mesc.policy import POLICY_KINDS
 from mesc.progress import iterate
 
 

@@ -20,7 +20,7 @@ here are exactly those the runtime returns. Per image and exit the memo keeps:
 * ``scores["mean_top1"]``, ``scores["mean_entropy"]``, ``scores["fft"]`` (N x E): the thesis'
   single-score policies, so that they are calibrated on the same images and terms.
 * ``features`` (N x E x F): the learned policy's decision features
-  (:mod:`mesc.policy_learned`), which :mod:`mesc.calibration.exits.decision` trains on.
+  (:mod:`mesc.policy.learned`), which :mod:`mesc.calibration.exits.decision` trains on.
 
 Where the heads run another policy kind than MESS, the in-graph score is compared with that
 kind's host score instead (the learned network's is not: its weights live in the graph).
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import CalibrationError, MescError
-from mesc.manifest import COMPILED_POLICY_KEYS, edge_band_of
+from mesc.policy import COMPILED_POLICY_KEYS, edge_band_of
 from mesc.metrics import IGNORE_INDEX, counts_from_confusion, miou
 from mesc.policy import (
     confidence_fft_magnitude,
@@ -51,7 +51,7 @@ from mesc.policy import (
     probability_confidence,
     softmax,
 )
-from mesc.policy_learned import FEATURES, features_from_confidence
+from mesc.policy.learned import FEATURES, features_from_confidence
 from mesc.progress import bar as progress_bar
 from mesc.scoring import confusion_at_mask
 

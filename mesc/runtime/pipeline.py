@@ -17,8 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from mesc.errors import MescError
-from mesc.manifest import KIND_THRESHOLDS
-from mesc.policy import exit_decision, policy_kind
+from mesc.policy import KIND_THRESHOLDS, exit_decision, policy_kind
 from mesc.runtime import host_policy
 from mesc.runtime.clock import HostClock, ms_since, now
 from mesc.runtime.errors import InputError

@@ -15,7 +15,7 @@ from mesc.errors import MescError
 from mesc.exporters.policy_graph import append_policy
 from mesc.exporters.policy_scores import SCORE_KINDS, append_score_policy, dft_matrices, strip_policy
 from mesc.policy import fft_magnitude, mean_confidence, pixel_confidence
-from mesc.policy_learned import ENTROPY_EDGES, FEATURES, TOP1_EDGES, DecisionNet, decision_features
+from mesc.policy.learned import ENTROPY_EDGES, FEATURES, TOP1_EDGES, DecisionNet, decision_features
 from test_policy_graph import ALLOWED_OPS, head
 
 # what the score policies add to the MESS graph's ops; TensorRT 8.5+ runs them all
