@@ -6,7 +6,7 @@
 Per output stride it times (median over --iters after --warmup runs):
 
 - ``head``          the exit head alone (features -> full-size logits);
-- ``head+policy``   the same head with :func:`mesc.exporters.policy_graph.append_policy`;
+- ``head+policy``   the same head with :func:`mesc.exporters.policy.mess.append_policy`;
 - ``policy``        the policy subgraph alone on N x M x H x W logits;
 - ``host_ref``      the host alternative: logits out of the head, then the numpy reference
                     (explicit median on the edge band; --host-iters runs, it is slow);
@@ -109,7 +109,7 @@ def _median_time(fn, warmup: int, iters: int) -> float:
 
 
 def measure(head_model, logits: str, stride: int, args) -> dict:
-    from mesc.exporters.policy_graph import append_policy
+    from mesc.exporters.policy.mess import append_policy
     from mesc.policy import edge_band, mess_confidence, mess_confidence_fast, predicted_labels
 
     rng = np.random.default_rng(0)

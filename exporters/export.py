@@ -267,14 +267,14 @@ def _write_segment(plan: _Plan, seg, opts: ExportOptions, tmp) -> dict:
                                 opts.verbose)
     exit_name = plan.exit_name(seg.exit)
     if seg.kind == "head" and opts.policy:
-        from mesc.exporters.policy_graph import append_policy
+        from mesc.exporters.policy.mess import append_policy
 
         p = plan.policy[seg.exit]
         model_proto = append_policy(model_proto, logits=plan.policy_src[seg.exit][1], prefix=exit_name,
                                     confidence=p["confidence"], edge=p["edge"], stride=p["stride"], band=p["band"],
                                     labels=plan.segment("tail", seg.exit) is None)
     elif seg.kind == "tail":
-        from mesc.exporters.policy_graph import append_labels
+        from mesc.exporters.policy.graph import append_labels
 
         model_proto = append_labels(model_proto, logits=f"{exit_name}_logits", prefix=exit_name)
     model_proto = check(model_proto, where)

@@ -152,7 +152,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
         load_pyplot()
     pkg = Package.load(package)
     if write:  # a package that cannot take the policy is refused before the images run
-        from mesc.exporters.policy_compile import check_compilable
+        from mesc.exporters.policy.compile import check_compilable
 
         check_compilable(pkg, policy)
     costs = costs_from_package(pkg, latency_key)

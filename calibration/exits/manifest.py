@@ -8,7 +8,7 @@ Writing stores the chosen policy and thresholds in the package manifest, atomica
   thresholds removed;
 * when the heads of a package with the in-graph policy run another kind (or the kind is
   ``learned``, whose weights are new), the heads are recompiled with it in the same locked
-  commit (:mod:`mesc.exporters.policy_compile`); a host-policy package only changes its
+  commit (:mod:`mesc.exporters.policy.compile`); a host-policy package only changes its
   manifest, the runtime computing the kind's score from the logits;
 * kept non-final exits get ``"enabled": true`` on the exit entry;
 * exits the configuration drops get ``"enabled": false`` on the exit entry (not in ``policy``:
@@ -82,7 +82,7 @@ def write_configuration(pkg, cfg, rep: dict | None = None, depends_on=(), nets: 
     latencies its costs came from,
     :meth:`~mesc.calibration.exits.search.Costs.manifest_dependencies`) changed on disk since
     ``pkg`` was read."""
-    from mesc.exporters.policy_compile import check_compilable, compile_policy, needs_compile
+    from mesc.exporters.policy.compile import check_compilable, compile_policy, needs_compile
 
     kind = cfg.policy
     settings = exit_settings(cfg, [ex["name"] for ex in pkg.exits])
