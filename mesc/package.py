@@ -26,7 +26,7 @@ Manifest layout (schema 1), all lists in execution order::
                  "num_classes": 19, "output_stride": 8,
                  "labels": "exit0_labels"|null, "confidence": "exit0_confidence"|null,
                  "th_pix_input": "exit0_th_pix"|null, "policy_logits": "exit0_logits",
-                 "policy": {"kind": "mess"|"mean_top1"|"mean_entropy"|"fft"|"learned" (absent: mess),
+                 "policy": {"kind": one of mesc.policy.POLICY_KINDS (absent: mess),
                             "confidence": "top1"|"entropy", "edge": true, "stride": 8,
                             "band": "paper"|"wide" (absent: "wide"), "at": "output"|"native",
                             "th_pix": 0.9, "th_img": 0.8 (mess), th_img (mean_*, learned),
