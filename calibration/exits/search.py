@@ -50,7 +50,7 @@ import numpy as np
 
 from mesc.errors import CalibrationError, MescError
 from mesc.metrics import miou
-from mesc.policy import get_kind
+from mesc.policy import POLICY_KINDS, get_kind
 
 _EPS = 1e-12
 
@@ -496,7 +496,7 @@ class Searcher:
         for j, e in enumerate(kept[:-1]):
             name = self.names[e]
             th = cfg.thresholds.get(name) or {}
-            if get_kind(cfg.policy).pixel_threshold:
+            if cfg.policy in POLICY_KINDS and get_kind(cfg.policy).pixel_threshold:  # (a report's kind may be gone)
                 if cfg.th_img.get(name) is None:
                     continue
                 if self.grid is None or not np.isclose(self.grid, cfg.th_pix[name]).any():

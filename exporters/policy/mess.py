@@ -35,8 +35,8 @@ How each step maps to those ops:
 
 from __future__ import annotations
 
-import onnx
 import numpy as np
+import onnx
 from onnx import TensorProto, helper
 
 from mesc.errors import MescError

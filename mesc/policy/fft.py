@@ -1,6 +1,6 @@
 """The FFT kind (the thesis' FFT strategy): the image leaves when the mean magnitude of the 2-D
 FFT of its top-1 probability map lies in the calibrated range ``[lo, hi]``. The in-graph twin
-(the DFT as MatMuls): :mod:`mesc.exporters.policy.scores`."""
+(the DFT as MatMuls): :mod:`mesc.exporters.policy.fft`."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ predicts "this exit is good enough for this image"; the image leaves when its sc
 The network: ``sigmoid(relu(f @ w1 + b1) @ w2 + b2)``, the features' standardisation folded
 into ``w1`` and ``b1``. Training is in :mod:`mesc.calibration.exits.decision`; the in-graph twin
 (the same features and layers as ONNX nodes in the exit head) in
-:mod:`mesc.exporters.policy.scores`. Numpy only, like all of :mod:`mesc.policy`.
+:mod:`mesc.exporters.policy.learned`. Numpy only, like all of :mod:`mesc.policy`.
 
 The network's weights exist only in the exit's graph, so the runtime cannot score this kind on
 the host (``host=False``) and calibration trains it from the memo's features (``trained``).

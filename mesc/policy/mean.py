@@ -1,10 +1,8 @@
 """The mean per-pixel confidence kinds, ``mean_top1`` and ``mean_entropy`` (the thesis'
 baselines): the image leaves when the mean of its top-1 (or entropy) confidence map reaches
-``th_img``. The in-graph twin: :mod:`mesc.exporters.policy.scores`."""
+``th_img``. The in-graph twin: :mod:`mesc.exporters.policy.mean`."""
 
 from __future__ import annotations
-
-import numpy as np
 
 from mesc.policy.base import ThresholdPolicy
 from mesc.policy.confidence import check_confidence_kind, mean_confidence
