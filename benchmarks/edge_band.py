@@ -30,7 +30,7 @@ from mesc.benchmarks.harness import environment
 def band_shares(package, data_dir, images: int) -> dict:
     """Per exit and band: mean, min and max share of pixels on the band over the images."""
     from mesc.calibration.exits.memo import load_calibration_set, package_classes
-    from mesc.package.manifest import EDGE_BANDS
+    from mesc.policy import EDGE_BANDS
     from mesc.package import Package
     from mesc.policy import edge_band_fast
     from mesc.runtime import load
@@ -54,7 +54,7 @@ def band_shares(package, data_dir, images: int) -> dict:
 
 def held_out_latency(packages, data_dir, rounds: int, threads: int | None) -> dict:
     from mesc.calibration.exits.memo import load_calibration_set, package_classes
-    from mesc.package.manifest import edge_band_of
+    from mesc.policy import edge_band_of
     from mesc.package import Package
     from mesc.runtime import load
 

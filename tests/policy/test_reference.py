@@ -14,7 +14,6 @@ from mesc.policy import (
     CONFIDENCE_KINDS,
     EDGE_BANDS,
     ExitPolicy,
-    OnnxDecisionPolicy,
     edge_band,
     edge_band_fast,
     fft_magnitude,
@@ -300,7 +299,7 @@ def test_fft_hand_cases():
 
 
 def test_registry_and_custom_policy():
-    assert {"mess", "mean_top1", "mean_entropy", "fft", "onnx"} <= set(list_policies())
+    assert {"mess", "mean_top1", "mean_entropy", "fft", "learned"} <= set(list_policies())
     with pytest.raises(MescError, match="unknown exit policy 'nope'"):
         get_policy("nope")
 
@@ -322,34 +321,14 @@ def test_registry_and_custom_policy():
             register_policy("test-always", Always)
         register_policy("test-always", Always, overwrite=True)
     finally:
-        from mesc import policy as _p
+        from mesc.policy import unregister_kind
 
-        _p._REGISTRY.pop("test-always", None)
+        unregister_kind("test-always")
+    assert "test-always" not in list_policies()
     with pytest.raises(MescError, match="unknown"):
         get_policy("mean_top1", th=0.5).decide(np.ones(1), th_img=0.3)
     with pytest.raises(MescError, match="needs threshold 'th'"):
         get_policy("mean_top1").decide(np.ones(1))
-
-
-def test_onnx_decision_policy_is_lazy_and_runs(tmp_path):
-    import onnx
-    from onnx import TensorProto, helper
-
-    pol = OnnxDecisionPolicy(tmp_path / "missing.onnx")  # nothing loaded yet
-    with pytest.raises(MescError, match="does not exist"):
-        pol.score(np.zeros((1, 2, 2, 2), np.float32))
-
-    # score = mean of the logits per image
-    g = helper.make_graph(
-        [helper.make_node("ReduceMean", ["x"], ["s"], axes=[1, 2, 3], keepdims=0)], "decider",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 2, 2])],
-        [helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N"])])
-    path = tmp_path / "decider.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
-    pol = get_policy("onnx", path=path, th=0.5)
-    logits = np.stack([np.zeros((2, 2, 2)), np.ones((2, 2, 2))]).astype(np.float32)
-    assert pol.score(logits).tolist() == [0.0, 1.0]
-    assert pol(logits).tolist() == [False, True]
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -1,7 +1,7 @@
 """Compile another exit policy kind into a package's exit heads (``mesc calibrate --write``).
 
 A head written by ``mesc export`` is the exit's own layers with the policy appended under the
-exit's name (:mod:`.policy_graph`, :mod:`.policy_scores`); the policy part is replaced here,
+exit's name (the kind's builder, :mod:`mesc.exporters.policy`); the policy part is replaced here,
 the layers stay byte for byte the same nodes and weights. The new ``onnx/`` folder is built
 beside the package's (unchanged files hard-linked), then swapped in together with the manifest
 (segment inputs and outputs, the exits' ``th_pix_input`` and policy, checksums) under the
@@ -19,14 +19,16 @@ import shutil
 from pathlib import Path
 
 from mesc.errors import MescError
-from mesc.package.manifest import POLICY_KINDS
+from mesc.exporters.policy.graph import strip_policy
+from mesc.exporters.policy.registry import append_kind, builder_for
+from mesc.policy import get_kind, policy_kind
 
 ONNX_DIR = "onnx"
 
 
 def compiled_kinds(pkg) -> list:
     """The policy kind each exit of ``pkg`` runs (in its graph or on the host)."""
-    return [ex.policy.get("kind", "mess") for ex in pkg.exits]
+    return [policy_kind(ex.policy) for ex in pkg.exits]
 
 
 def in_graph(pkg) -> bool:
@@ -36,14 +38,13 @@ def in_graph(pkg) -> bool:
 def check_compilable(pkg, kind: str) -> None:
     """Refuse, before any work, a package whose heads cannot take the ``kind`` policy (where
     taking it means recompiling them, :func:`needs_compile`)."""
-    if kind not in POLICY_KINDS:
-        raise MescError(f"policy kind must be one of {POLICY_KINDS}, got {kind!r}")
+    spec = get_kind(kind)
     if not in_graph(pkg):
-        if kind == "learned":
-            raise MescError(f"{pkg.root}: the learned policy runs in the exit heads' graphs, but this package "
+        if not spec.host:
+            raise MescError(f"{pkg.root}: the {kind} policy runs in the exit heads' graphs, but this package "
                             "runs its policy on the host (exported with --policy none); re-export it with the "
                             "in-graph policy (--policy top1 or entropy)")
-        return  # the host runs mess, mean_* and fft from the logits: nothing to compile
+        return  # the host runs every other kind from the logits: nothing to compile
     if not needs_compile(pkg, kind):
         return  # the heads run this kind already: only thresholds change
     built = sorted(pkg.precisions)
@@ -54,6 +55,7 @@ def check_compilable(pkg, kind: str) -> None:
                         f"running the {'/'.join(sorted(set(compiled_kinds(pkg))))} policy they were built with; "
                         f"write the {kind} policy into a package without them (a fresh 'mesc export'), then run "
                         "'mesc prepare' / 'mesc build' on it")
+    builder_for(kind)  # a kind without a builder runs on the host only
     for ex in pkg.exits:
         seg = pkg.segment(ex.segment)
         if not seg.file.startswith(ONNX_DIR + "/") or ex.confidence != f"{ex.name}_confidence":
@@ -63,29 +65,29 @@ def check_compilable(pkg, kind: str) -> None:
 
 def needs_compile(pkg, kind: str) -> bool:
     """Whether writing ``kind`` means rewriting the heads: an in-graph package whose heads run
-    another kind, or the learned kind (its weights change with every calibration)."""
-    return in_graph(pkg) and (kind == "learned" or any(k != kind for k in compiled_kinds(pkg)))
+    another kind, or a trained kind (the learned network: its weights change with every
+    calibration)."""
+    return in_graph(pkg) and (get_kind(kind).trained or any(k != kind for k in compiled_kinds(pkg)))
 
 
 def compile_policy(pkg, kind: str, nets: dict | None = None, update=None, depends_on=()) -> None:
     """Rewrite every exit head of the in-graph package ``pkg`` with the ``kind`` policy and
     apply ``update`` (a function of the manifest dict) in the same locked, atomic commit.
 
-    MESS is compiled with each exit's manifest settings (confidence, edge, stride); ``nets``
-    maps each exit name to its :class:`~mesc.policy_learned.DecisionNet` for ``"learned"``.
+    Each head gets the kind's builder with the exit's manifest settings (MESS: confidence, edge,
+    stride, band); ``nets`` maps each exit name to what calibration trained for a trained kind
+    (the learned kind's :class:`~mesc.policy.learned.DecisionNet`).
     """
     import onnx
 
     from mesc.exporters.onnx_io import io_specs
-    from mesc.package.manifest import edge_band_of
-    from mesc.exporters.policy_graph import append_policy
-    from mesc.exporters.policy_scores import append_score_policy, strip_policy
 
     check_compilable(pkg, kind)
-    if kind == "learned":
+    spec = get_kind(kind)
+    if spec.trained:
         missing = [ex.name for ex in pkg.exits if (nets or {}).get(ex.name) is None]
         if missing:
-            raise MescError(f"the learned policy needs a decision network for every exit; none for {missing}")
+            raise MescError(f"the {kind} policy needs a decision network for every exit; none for {missing}")
     heads, specs = {}, {}
     dims = policy_logits_dims(pkg)
     for ex in pkg.exits:
@@ -94,15 +96,8 @@ def compile_policy(pkg, kind: str, nets: dict | None = None, update=None, depend
         src = ex.policy_logits or ex.logits
         _set_static_dims(model, src, dims[ex.name])
         labels = ex.tail is None  # else the tail gives the labels
-        if kind == "mess":
-            p = ex.policy
-            # the band the exit was exported with (an old package's "wide" stays wide)
-            model = append_policy(model, src, ex.name, confidence=p.get("confidence", "top1"),
-                                  edge=p.get("edge", True), stride=p.get("stride", 8), labels=labels,
-                                  band=edge_band_of(p))
-        else:
-            model = append_score_policy(model, src, ex.name, kind, net=(nets or {}).get(ex.name),
-                                        labels=labels)
+        model = append_kind(model, src, ex.name, kind, ex.policy, net=(nets or {}).get(ex.name),
+                            labels=labels)
         heads[seg.file] = model
         specs[seg.name] = io_specs(model)
 
@@ -111,7 +106,7 @@ def compile_policy(pkg, kind: str, nets: dict | None = None, update=None, depend
             if seg["name"] in specs:
                 seg["inputs"], seg["outputs"] = specs[seg["name"]]
         for ex in m["exits"]:
-            ex["th_pix_input"] = f"{ex['name']}_th_pix" if kind == "mess" else None
+            ex["th_pix_input"] = f"{ex['name']}_th_pix" if spec.pixel_threshold else None
             ex["policy"].pop("kind", None)  # absent means MESS (readable by a mesc without kinds)
             if kind != "mess":
                 ex["policy"]["kind"] = kind

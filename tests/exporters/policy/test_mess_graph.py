@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from mesc.errors import MescError
-from mesc.exporters.policy_graph import append_policy
+from mesc.exporters.policy.mess import append_policy
 from mesc.policy import (CONFIDENCE_KINDS, EDGE_BANDS, mess_confidence, mess_exit, mess_pixel_indicator, pixel_confidence,
                          predicted_labels)
 from policy_cases import tied_logits
@@ -279,7 +279,7 @@ def test_hand_made_label_edges_give_each_band_its_count(pooling, dynamic):
 
 
 def test_no_torch_import():
-    probe = ("import sys, mesc.exporters.policy_graph; bad = [m for m in ('torch',) if m in sys.modules];"
+    probe = ("import sys, mesc.exporters.policy; bad = [m for m in ('torch',) if m in sys.modules];"
              "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr[-500:]

@@ -12,7 +12,10 @@ predicts "this exit is good enough for this image"; the image leaves when its sc
 The network: ``sigmoid(relu(f @ w1 + b1) @ w2 + b2)``, the features' standardisation folded
 into ``w1`` and ``b1``. Training is in :mod:`mesc.calibration.exits.decision`; the in-graph twin
 (the same features and layers as ONNX nodes in the exit head) in
-:mod:`mesc.exporters.policy_scores`. Numpy only, like :mod:`mesc.policy`.
+:mod:`mesc.exporters.policy.learned`. Numpy only, like all of :mod:`mesc.policy`.
+
+The network's weights exist only in the exit's graph, so the runtime cannot score this kind on
+the host (``host=False``) and calibration trains it from the memo's features (``trained``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mesc.errors import MescError
-from mesc.policy import ExitPolicy, check_logits, probability_confidence, softmax
+from mesc.policy.base import ThresholdPolicy
+from mesc.policy.confidence import check_logits, probability_confidence, softmax
+from mesc.policy.registry import PolicyKind, register_kind
 
 TOP1_EDGES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 ENTROPY_EDGES = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
@@ -85,12 +90,11 @@ class DecisionNet:
             raise MescError(f"not a decision network (expected w1, b1, w2, b2): {err}") from None
 
 
-class LearnedPolicy(ExitPolicy):
+class LearnedPolicy(ThresholdPolicy):
     """The learned decision network as an :class:`~mesc.policy.ExitPolicy`: exit when the
     network's score >= ``th``."""
 
     name = "learned"
-    threshold_names = ("th",)
 
     def __init__(self, net: DecisionNet, th: float | None = None):
         if not isinstance(net, DecisionNet):
@@ -101,9 +105,20 @@ class LearnedPolicy(ExitPolicy):
     def score(self, logits):
         return self.net.score(decision_features(logits))
 
-    def decide(self, scores, **thresholds):
-        return self._scores(scores) >= self._thresholds(thresholds)["th"]
+
+def _reference(logits, policy: dict, net=None) -> np.ndarray:
+    if not isinstance(net, DecisionNet):
+        raise MescError(f"the learned policy's score needs its DecisionNet, got {type(net).__name__}")
+    return net.score(decision_features(logits))
 
 
-__all__ = ["DecisionNet", "LearnedPolicy", "ENTROPY_EDGES", "FEATURES", "TOP1_EDGES", "decision_features",
+KIND = register_kind(PolicyKind(
+    "learned", host=False, trained=True,
+    # a float32 sigmoid saturating to 1.0 can still pass 1.0; every sigmoid is >= 0
+    never_exit={"th_img": 1.0}, always_exit={"th_img": 0.0},
+    reference=_reference, factory=LearnedPolicy,
+    summary="a small network on pooled confidence features (weights in the graph), >= th_img"))
+
+
+__all__ = ["KIND", "DecisionNet", "LearnedPolicy", "ENTROPY_EDGES", "FEATURES", "TOP1_EDGES", "decision_features",
            "features_from_confidence"]

@@ -12,11 +12,12 @@ import onnxruntime as ort
 import pytest
 
 from mesc.errors import MescError
-from mesc.exporters.policy_graph import append_policy
-from mesc.exporters.policy_scores import SCORE_KINDS, append_score_policy, dft_matrices, strip_policy
+from mesc.exporters.policy.mess import append_policy
+from mesc.exporters.policy import append_kind, dft_matrices, in_graph_kinds, strip_policy
+from mesc.policy import get_kind
 from mesc.policy import fft_magnitude, mean_confidence, pixel_confidence
-from mesc.policy_learned import ENTROPY_EDGES, FEATURES, TOP1_EDGES, DecisionNet, decision_features
-from test_policy_graph import ALLOWED_OPS, head
+from mesc.policy.learned import ENTROPY_EDGES, FEATURES, TOP1_EDGES, DecisionNet, decision_features
+from test_mess_graph import ALLOWED_OPS, head
 
 # what the score policies add to the MESS graph's ops; TensorRT 8.5+ runs them all
 SCORE_OPS = ALLOWED_OPS | {"MatMul", "Sqrt", "Relu", "Sigmoid"}
@@ -53,13 +54,17 @@ def run(model, x):
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x})))
 
 
+# every kind with a builder that reads no pixel threshold (all but MESS)
+SCORE_KINDS = [k for k in in_graph_kinds() if not get_kind(k).pixel_threshold]
+
+
 @pytest.mark.parametrize("kind", SCORE_KINDS)
 @pytest.mark.parametrize("m,h,w,n", [(5, 12, 20, 3), (2, 7, 1, 2), (19, 16, 9, 1)])
 def test_graph_agrees_with_the_numpy_reference(kind, m, h, w, n):
     rng = np.random.default_rng(m * h + w)
     x = clear_of_edges(rng, (n, m, h, w))
     decision = net(seed=h)
-    model = append_score_policy(head(m, h, w, n="N"), "logits", "exit0", kind, net=decision)
+    model = append_kind(head(m, h, w, n="N"), "logits", "exit0", kind, net=decision)
     assert {node.op_type for node in model.graph.node} <= SCORE_OPS
     out = run(model, x)
     assert out["exit0_confidence"].shape == (n,)
@@ -73,7 +78,7 @@ def test_fft_score_of_hand_computed_maps():
     one pixel at 1 over 1/M elsewhere (M classes) spreads its step over every coefficient."""
     m, h, w = 4, 4, 8
     const = np.zeros((1, m, h, w), np.float32)  # uniform softmax: top-1 = 1/4 everywhere
-    model = append_score_policy(head(m, h, w), "logits", "exit0", "fft")
+    model = append_kind(head(m, h, w), "logits", "exit0", "fft")
     assert run(model, const)["exit0_confidence"][0] == pytest.approx(0.25, abs=1e-7)
     spike = const.copy()
     spike[0, 0, 1, 2] = 40.0  # top-1 = 1 there (to float32), 1/4 elsewhere
@@ -94,19 +99,19 @@ def test_a_mess_policy_is_replaced_by_another_kind():
     stripped = strip_policy(mess, "exit0")
     assert [o.name for o in stripped.graph.output] == ["logits"] and [i.name for i in stripped.graph.input] == ["x"]
     assert not any(n.name.startswith("exit0_policy/") for n in stripped.graph.node) and not stripped.graph.initializer
-    out = run(append_score_policy(stripped, "logits", "exit0", "mean_entropy"), x)
+    out = run(append_kind(stripped, "logits", "exit0", "mean_entropy"), x)
     np.testing.assert_allclose(out["exit0_confidence"], mean_confidence(x, "entropy"), atol=1e-6)
     # and back: the score policy is stripped the same way
-    back = append_policy(strip_policy(append_score_policy(stripped, "logits", "exit0", "fft"), "exit0"),
+    back = append_policy(strip_policy(append_kind(stripped, "logits", "exit0", "fft"), "exit0"),
                          "logits", "exit0", "top1", True, 1)
     assert [i.name for i in back.graph.input] == ["x", "exit0_th_pix"]
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda: append_score_policy(head(3, "H", "W"), "logits", "e", "fft"), "fft policy needs static H and W"),
-    (lambda: append_score_policy(head(3, 4, 4), "logits", "e", "learned"), "needs its DecisionNet"),
-    (lambda: append_score_policy(head(3, 4, 4), "logits", "e", "median"), "kind must be one of"),
-    (lambda: append_score_policy(head("M", 4, 4), "logits", "e", "mean_entropy"), "static class count M >= 2"),
+    (lambda: append_kind(head(3, "H", "W"), "logits", "e", "fft"), "fft policy needs static H and W"),
+    (lambda: append_kind(head(3, 4, 4), "logits", "e", "learned"), "needs its DecisionNet"),
+    (lambda: append_kind(head(3, 4, 4), "logits", "e", "median"), "kind must be one of"),
+    (lambda: append_kind(head("M", 4, 4), "logits", "e", "mean_entropy"), "static class count M >= 2"),
     (lambda: strip_policy(head(3, 4, 4), "exit0"), "no policy appended under the prefix 'exit0'"),
     (lambda: DecisionNet(np.zeros((3, 2)), np.zeros(2), np.zeros(2), 0.0), f"finite w1 \\({FEATURES} x K\\)"),
 ])
