@@ -1,5 +1,5 @@
 """An exit's policy settings in the manifest (``exits[i].policy``): the keys, their checks and
-the exit fields an in-graph policy names. :mod:`mesc.manifest` calls :func:`check_exit_policy`
+the exit fields an in-graph policy names. :mod:`mesc.package.manifest` calls :func:`check_exit_policy`
 for every exit; what each kind adds (its settings and thresholds) comes from the kinds' table
 (:mod:`.registry`), so a new kind brings its own keys.
 """

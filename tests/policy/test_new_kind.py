@@ -75,9 +75,9 @@ def calibrate_margin(pkg_dir, data, write=True, **options):
 
 def predicted_exits(pkg, scores):
     """Per image: the first enabled early exit whose written policy lets it go, else the final."""
-    names = [ex["name"] for ex in pkg.exits]
-    return [names[next((e for e, ex in enumerate(pkg.exits[:-1]) if ex.get("enabled", True)
-                        and exit_decision([row[e]], ex["policy"])[0]), len(names) - 1)] for row in scores]
+    names = [ex.name for ex in pkg.exits]
+    return [names[next((e for e, ex in enumerate(pkg.exits[:-1]) if ex.enabled
+                        and exit_decision([row[e]], ex.policy)[0]), len(names) - 1)] for row in scores]
 
 
 def test_registering_the_kind_adds_it_to_every_list_and_removing_it_takes_it_out(margin):
@@ -135,8 +135,8 @@ def test_export_calibrate_run_and_inspect_an_in_graph_package(margin, in_graph_p
     pkg_dir = shutil.copytree(in_graph_pkg, tmp_path / "pkg")
     out = calibrate_margin(pkg_dir, data)  # the heads run MESS: the margin is compiled into them
     pkg = Package.load(pkg_dir)
-    assert {ex["policy"]["kind"] for ex in pkg.exits} == {KIND}
-    assert all(ex["th_pix_input"] is None and ex["confidence"] for ex in pkg.exits)
+    assert {ex.policy["kind"] for ex in pkg.exits} == {KIND}
+    assert all(ex.th_pix_input is None and ex.confidence for ex in pkg.exits)
     assert pkg.manifest["calibration"]["policy"] == KIND
     scores = out.memo.conf(KIND)[:, :, 0]
     expected = predicted_exits(pkg, scores)
@@ -163,7 +163,7 @@ def test_calibrate_run_and_inspect_a_host_policy_package(margin, host_pkg, data,
     files = json.loads((pkg_dir / "mesc.json").read_text())["files"]
     out = calibrate_margin(pkg_dir, data, max_drop=50)
     pkg = Package.load(pkg_dir)
-    assert pkg.manifest["files"] == files and {ex["policy"]["kind"] for ex in pkg.exits} == {KIND}
+    assert pkg.manifest["files"] == files and {ex.policy["kind"] for ex in pkg.exits} == {KIND}
     with mesc.load(pkg_dir) as pipe:
         results = pipe(images(data))
     assert [r.exit for r in results] == predicted_exits(pkg, out.memo.conf(KIND)[:, :, 0])
