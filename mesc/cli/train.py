@@ -85,7 +85,7 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
 
     Under torchrun (python -m mesc.training_dist) every process runs this with the same
     arguments; --batch is the global batch."""
-    from mesc.exporters.loader import load_model, model_file
+    from mesc.exporters.model_spec import load_model, model_file
     from mesc.training import TrainConfig, check_output, train
 
     for name, value in (("--epochs1", epochs1), ("--epochs2", epochs2)):
