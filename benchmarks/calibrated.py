@@ -44,7 +44,7 @@ def _configure(pipe, cfg) -> None:
 
 
 def _run(pipe, images, masks, num_classes, exit=None) -> dict:
-    from mesc.metrics import class_counts, miou
+    from mesc.evaluation.metrics import class_counts, miou
 
     inter = np.zeros(num_classes)
     union = np.zeros(num_classes)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from mesc import data as mdata
 from mesc.errors import MescError, TrainError
-from mesc.metrics import confusion_matrix, miou_from_confusion
+from mesc.evaluation.metrics import confusion_matrix, miou_from_confusion
 
 IGNORE = mdata.IGNORE
 # The exporter writes this normalisation into the manifest unless the model carries its own, so

@@ -7,8 +7,8 @@ here are exactly those the runtime returns. Per image and exit the memo keeps:
 
 * ``inter`` / ``union`` (N x E x C, int64): per-class pixel intersection and union against the
   mask (255 = ignore), scored at the mask's resolution as ``mesc eval`` scores
-  (:func:`mesc.scoring.confusion_at_mask`). Counts add over images, so the mIoU of any assignment of images to exits
-  follows from sums (see :mod:`mesc.calibration.exits.search`).
+  (:func:`mesc.evaluation.scoring.confusion_at_mask`). Counts add over images, so the mIoU of
+  any assignment of images to exits follows from sums (see :mod:`mesc.calibration.exits.search`).
 * ``scores["mess"]`` (N x E x G): the MESS image confidence ``c_img`` at every ``th_pix`` of the
   grid, with the exit's own policy settings from the manifest (confidence kind, edge band and
   its definition, stride). Computed on the host from the logits with the reference rule of :mod:`mesc.policy`
@@ -43,7 +43,7 @@ import numpy as np
 
 from mesc.errors import CalibrationError, MescError
 from mesc.manifest import COMPILED_POLICY_KEYS, edge_band_of
-from mesc.metrics import IGNORE_INDEX, counts_from_confusion, miou
+from mesc.evaluation.metrics import IGNORE_INDEX, counts_from_confusion, miou
 from mesc.policy import (
     confidence_fft_magnitude,
     edge_band_fast,
@@ -53,7 +53,7 @@ from mesc.policy import (
 )
 from mesc.policy_learned import FEATURES, features_from_confidence
 from mesc.progress import bar as progress_bar
-from mesc.scoring import confusion_at_mask
+from mesc.evaluation.scoring import confusion_at_mask
 
 MEMO_VERSION = 3  # 2: scored at the masks' resolution (masks no longer resized with --resize); 3: features
 # 20 th_pix values: coarse where top-1 confidences are rare, fine near 1 where they pile up.
@@ -184,7 +184,7 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
     """``[(name, image HxWx3 uint8, mask HxW uint8)]`` checked against the package.
 
     With ``resize`` the images are resized (bilinear) to the package input; the masks keep
-    their own resolution, where the exits' logits are scored (:mod:`mesc.scoring`).
+    their own resolution, where the exits' logits are scored (:mod:`mesc.evaluation.scoring`).
     Refuses (MescError): images without masks (named), mask ids that are not classes of the
     model (other than 255), images of another size than the package input unless ``resize``,
     and masks without a labelled pixel (:func:`check_labelled`).

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from mesc.metrics import confusion_matrix, counts_from_confusion, miou
+from mesc.evaluation.metrics import confusion_matrix, counts_from_confusion, miou
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def _row(cm):
 
 
 def test_eval_scores_at_the_mask_resolution(toy, tmp_path):
-    from mesc.calibration.exits.evaluation import evaluate_package, format_table
+    from mesc.evaluation.evaluate import evaluate_package, format_table
     from mesc.package import Package
     from mesc.runtime import load
 
@@ -117,7 +117,7 @@ def test_eval_cli_table_json_and_force(toy, tmp_path):
 
 
 def test_policy_choice_follows_the_runtime_rule():
-    from mesc.calibration.exits.evaluation import policy_choice
+    from mesc.evaluation.evaluate import policy_choice
 
     class Pkg:
         exits = [{"name": "a", "policy": {"th_img": 0.5}}, {"name": "b", "policy": {"th_img": 0.7}, "enabled": False},
@@ -130,7 +130,7 @@ def test_policy_choice_follows_the_runtime_rule():
 
 def test_class_names_come_from_the_published_layout(toy, tmp_path, monkeypatch):
     """A data set in a published layout names its classes itself (no classes.txt there)."""
-    from mesc.calibration.exits.evaluation import evaluate_package
+    from mesc.evaluation.evaluate import evaluate_package
     from mesc.data import read_folder
     from mesc.datasets import cityscapes
 

@@ -23,7 +23,7 @@ from mesc.calibration.exits.risk import (
 )
 from mesc.calibration.exits.search import Searcher
 from mesc.errors import CalibrationError
-from mesc.metrics import miou
+from mesc.evaluation.metrics import miou
 from risk_population import COSTS, GRID, population
 
 
