@@ -205,7 +205,7 @@ def main(argv=None) -> int:
     bounds = [float(b) for b in args.bounds.split(",")]
 
     from mesc.benchmarks.bench import BenchOptions, bench, record_latency
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     with tempfile.TemporaryDirectory(prefix="mesc-calibrated-") as tmp:
         tmp = Path(tmp)

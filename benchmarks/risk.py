@@ -35,7 +35,7 @@ def prepare(work: Path, scenes: int, say=print, model: str = "demo", weights=Non
     and their memo, in ``work`` (reused where already there)."""
     from mesc.benchmarks.bench import BenchOptions, bench, record_latency
     from mesc.calibration.exits.memo import evaluate
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     package, data = work / model, work / f"scenes-{scenes}"
     if not package.exists():

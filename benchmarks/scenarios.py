@@ -112,7 +112,7 @@ def run_scenario(s: Scenario, quick: bool = False, say=print) -> dict:
         tmp = Path(tmp)
         data = None
         if cfg["data"]:
-            from mesc.data import generate
+            from mesc.datasets.synthetic import generate
 
             data = tmp / "data"
             generate(data, cfg["data"], seed=12, size=s.shape[2:])

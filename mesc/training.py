@@ -30,11 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mesc import data as mdata
+from mesc.datasets import read_folder
+from mesc.datasets.images import load_pair
+from mesc.datasets.labels import IGNORE
+from mesc.datasets.synthetic import read_meta
 from mesc.errors import MescError, TrainError
 from mesc.evaluation.metrics import confusion_matrix, miou_from_confusion
 
-IGNORE = mdata.IGNORE
 # The exporter writes this normalisation into the manifest unless the model carries its own, so
 # training must feed the network exactly the same way.
 DEFAULT_NORMALIZATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -182,8 +184,8 @@ class SegData:
 
     def __init__(self, path, require_masks: bool = True, split: str | None = None):
         self.path = Path(path)
-        pairs = mdata.read_folder(path, require_masks=require_masks, split=split)
-        loaded = [mdata.load_pair(i, m) for i, m in pairs]
+        pairs = read_folder(path, require_masks=require_masks, split=split)
+        loaded = [load_pair(i, m) for i, m in pairs]
         shapes = {im.shape for im, _ in loaded}
         if len(shapes) != 1:
             raise MescError(f"data folder {path}: images differ in size ({sorted(shapes)[:4]}); "
@@ -191,7 +193,7 @@ class SegData:
         self.files = [i for i, _ in pairs]
         self.images = np.stack([im for im, _ in loaded])
         self.masks = np.stack([m for _, m in loaded]) if require_masks else None
-        meta = mdata.read_meta(path)
+        meta = read_meta(path)
         self.difficulty = ([e["difficulty"] for e in meta["images"]]
                            if len(meta.get("images", [])) == len(self.files) else None)
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mesc import data as mdata
+from mesc.datasets import read_folder
+from mesc.datasets.images import load_image, load_pair
+from mesc.datasets.labels import IGNORE
 from mesc.errors import TrainError
 
-IGNORE = mdata.IGNORE
 
 
 def random_crop(image, mask, crop, rng):
@@ -82,7 +83,7 @@ class SegStream(torch.utils.data.Dataset):
     :func:`augment`) is given. Set ``epoch`` and ``stage`` before each epoch."""
 
     def __init__(self, path, aug: dict | None = None, seed: int = 0, split: str | None = None):
-        self.pairs = mdata.read_folder(path, require_masks=True, split=split)
+        self.pairs = read_folder(path, require_masks=True, split=split)
         self.aug, self.seed = aug, seed
         self.stage, self.epoch = 1, 0
 
@@ -90,10 +91,10 @@ class SegStream(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def first_size(self) -> tuple[int, int]:
-        return mdata.load_image(self.pairs[0][0]).shape[:2]
+        return load_image(self.pairs[0][0]).shape[:2]
 
     def __getitem__(self, index):
-        image, mask = mdata.load_pair(*self.pairs[index])
+        image, mask = load_pair(*self.pairs[index])
         if self.aug is not None:
             rng = np.random.default_rng([self.seed, self.stage, self.epoch, index])
             image, mask = augment(image, mask, rng, **self.aug)

@@ -8,7 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from mesc import data, training
+from mesc import training
+from mesc.datasets import synthetic
 from mesc.cli import cli
 
 
@@ -71,7 +72,7 @@ def tiny_candidates():
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    return data.generate(tmp_path_factory.mktemp("t") / "train", 12, seed=1, size=(32, 64), difficulty=(0, 0.4))
+    return synthetic.generate(tmp_path_factory.mktemp("t") / "train", 12, seed=1, size=(32, 64), difficulty=(0, 0.4))
 
 
 def test_exit_dropout_schedule_round_robin():

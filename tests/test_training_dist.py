@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from mesc import data
+from mesc.datasets import synthetic
 from mesc.cli import cli
 
 # float32 sums reduced in a different order (two half-batch gradients averaged); the losses are
@@ -43,7 +43,7 @@ def tiny_nobn():
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one(tmp_path):
-    scenes = data.generate(tmp_path / "train", 8, seed=1, size=(32, 64))
+    scenes = synthetic.generate(tmp_path / "train", 8, seed=1, size=(32, 64))
     # both stages, and rescaling that pads some crops (ignored pixels) differently in the halves
     args = ["--model", f"{__file__}:tiny_nobn", "--data", str(scenes), "--epochs1", "2", "--epochs2", "1",
             "--batch", "4", "--crop", "32x48", "--scale", "0.5:1", "--lr", "1e-2", "--threads", "1"]

@@ -173,7 +173,7 @@ def _resize(image: np.ndarray, hw) -> np.ndarray:
 def calibration_pairs(data_dir, limit: int | None = None, split: str | None = None) -> list:
     """The (image, mask) paths of a labelled folder (of its ``split``, where given), the first
     ``limit`` of them; every image must have a mask."""
-    from mesc.data import read_folder
+    from mesc.datasets import read_folder
 
     pairs = read_folder(data_dir, require_masks=True, split=split)
     return pairs if limit is None else pairs[:limit]
@@ -197,7 +197,7 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
 def load_item(img_path, mask_path, size, num_classes: int, resize: bool = False):
     """One ``(name, image, mask)`` of a labelled set, checked as :func:`load_calibration_set`
     says (all but the labelled-pixel check, which needs the whole set)."""
-    from mesc.data import load_pair
+    from mesc.datasets.images import load_pair
 
     h, w = size
     image, mask = load_pair(img_path, mask_path)

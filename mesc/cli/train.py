@@ -103,7 +103,7 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
     if lr <= 0:
         raise MescError(f"--lr must be positive, got {lr}")
     if crop is not None:
-        from mesc.data import parse_size
+        from mesc.datasets.synthetic import parse_size
 
         crop = parse_size(crop, "--crop")
     from pathlib import Path

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from mesc.datasets import classes, detect, read_pairs
+from mesc.datasets.images import load_mask
 from mesc.datasets.labels import IGNORE
 
 
 def check(path, split: str | None = None) -> dict:
     """Reads every mask of ``split`` (None: all); sizes are checked against the images'."""
-    from mesc.data import load_mask
     from mesc.runtime.images import opened_image
 
     layout, root = detect(path)

@@ -14,13 +14,14 @@ from mesc.evaluation.metrics import confusion_matrix, counts_from_confusion, mio
 @pytest.fixture(scope="module")
 def toy(policy_package, tmp_path_factory):
     """The shared toy package (input 32 x 64, 6 classes) and 8 scenes at 64 x 128 (masks too)."""
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return policy_package, generate(tmp_path_factory.mktemp("eval_data") / "data", 8, seed=5, size=(64, 128))
 
 
 def _items(data):
-    from mesc.data import load_pair, read_folder
+    from mesc.datasets import read_folder
+    from mesc.datasets.images import load_pair
     from PIL import Image
 
     out = []
@@ -131,7 +132,7 @@ def test_policy_choice_follows_the_runtime_rule():
 def test_class_names_come_from_the_published_layout(toy, tmp_path, monkeypatch):
     """A data set in a published layout names its classes itself (no classes.txt there)."""
     from mesc.evaluation.evaluate import evaluate_package
-    from mesc.data import read_folder
+    from mesc.datasets import read_folder
     from mesc.datasets import cityscapes
 
     pkg, data = toy

@@ -54,7 +54,7 @@ def candidate_package(tmp_path_factory):
     pytest.importorskip("torch")
     from toys import candidate_net
 
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     train = generate(tmp_path_factory.mktemp("candidates_train") / "data", 24, seed=11, size=(32, 64))
     model = fit_briefly(candidate_net(), train)

@@ -22,7 +22,7 @@ NAMES = ["exit0c0", "exit0c1", "exit1", "exit2"]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("data") / "data", 12, seed=5, size=(32, 64))
 
