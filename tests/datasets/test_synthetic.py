@@ -5,12 +5,10 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
+from mesc.cli import cli
 from mesc.datasets import read_folder, synthetic
 from mesc.datasets.images import load_image, load_pair
-from mesc.cli import cli
-from mesc.errors import MescError
 
 SIZE = (32, 64)
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from mesc import training_data
 from mesc.datasets import synthetic
 from mesc.errors import TrainError
+from mesc.training import data as training_data
 
 
 def test_random_crop_windows_images_and_masks_alike():

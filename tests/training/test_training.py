@@ -150,7 +150,7 @@ def test_pfd_loss_hand_computed_2x2():
 def test_pfd_alpha_has_one_default_everywhere():
     import inspect
 
-    from mesc.cli.train import train_cmd
+    from mesc.training.command import train_cmd
 
     assert training.TrainConfig().alpha == training.DEFAULT_ALPHA
     assert inspect.signature(training.pfd_loss).parameters["alpha"].default == training.DEFAULT_ALPHA
@@ -422,7 +422,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(scenes, tmp_path):
     diff = max((a - b).abs().max().item() for a, b in zip(whole.state_dict().values(), resumed.state_dict().values())
                if a.is_floating_point())
     assert diff < 1e-5, diff
-    from mesc import training_log
+    from mesc.training import log as training_log
 
     assert [(r["stage"], r["epoch"]) for r in training_log.read(jsonl)] == [(1, 1), (1, 2), (2, 1)]
     # the training checkpoint is also a weights file for mesc export -w
