@@ -189,7 +189,7 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     ``init``: a stage-1 checkpoint whose backbone and final head are loaded before training,
     its early heads skipped (MESS stage 2 with new candidate heads: ``epochs1=0``); what was
     loaded, skipped and left missing is logged and returned as ``summary["init"]``
-    (:func:`mesc.models.registry.load_backbone_only`).
+    (:func:`mesc.models.checkpoints.load_backbone_only`).
     """
     cfg = config or TrainConfig()
     cfg.check()
@@ -205,7 +205,7 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     if state is not None:
         training_state.check_settings(resume, state, settings)
     elif init is not None:
-        from mesc.models.registry import load_backbone_only
+        from mesc.models.checkpoints import load_backbone_only
 
         init_report = load_backbone_only(getattr(model, "module", model), init)
         if log and rank == 0:
