@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from mesc.benchmarks.harness import environment
-from mesc.benchmarks.policy_cost import _median_time, _session, identity_head
+from mesc.benchmarks.policy_cost import identity_head
+from mesc.benchmarks.shared import cpu_session, median_ms
 
 KINDS = ("mess", "mean_top1", "mean_entropy", "fft", "learned")
 
@@ -52,11 +53,11 @@ def measure(m: int, h: int, w: int, iters: int, threads: int) -> dict:
         else:
             model = append_score_policy(base, "logits", "exit", kind, net=net)
             feeds = {"x": x}
-        sess = _session(model, threads)
+        sess = cpu_session(model, threads)
         fetch = ["exit_labels", "exit_confidence"]
         score = float(sess.run(["exit_confidence"], feeds)[0][0])
-        out[kind] = {"graph_ms": round(_median_time(lambda: sess.run(fetch, feeds), 2, iters), 3),
-                     "host_numpy_ms": round(_median_time(host[kind], 1, iters), 3),
+        out[kind] = {"graph_ms": round(median_ms(lambda: sess.run(fetch, feeds), 2, iters), 3),
+                     "host_numpy_ms": round(median_ms(host[kind], 1, iters), 3),
                      "score_graph": score, "score_numpy": float(host[kind]()[0]),
                      "onnx_bytes": len(model.SerializeToString())}
     return {"logits_shape": [1, m, h, w], "kinds": out}
