@@ -12,7 +12,8 @@ distillation) only the early heads, with backbone and final exit frozen
 (:mod:`~mesc.training.loop`), data streamed from disk (:mod:`~mesc.training.data`), the
 per-epoch checkpoint (:mod:`~mesc.training.state`) and log (:mod:`~mesc.training.log`), per-exit
 mIoU of a model (:mod:`~mesc.training.validation`), the ``mesc train`` command
-(:mod:`~mesc.training.command`) and its torchrun entry (:mod:`~mesc.training.dist`).
+(:mod:`~mesc.training.command`) and its torchrun entry (:mod:`~mesc.training.dist`; a
+process's rank in the group: :mod:`~mesc.training.process_group`).
 
 The names below are imported on first use, so ``mesc --help`` (which registers the command)
 does not import torch.

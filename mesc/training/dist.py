@@ -14,16 +14,6 @@ import os
 import sys
 
 
-def rank_and_world() -> tuple[int, int]:
-    """``(rank, world size)`` of a torchrun process group, ``(0, 1)`` without one."""
-    import torch
-
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def main(argv=None) -> None:
     import torch
     import torch.distributed as dist

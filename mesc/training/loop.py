@@ -23,9 +23,9 @@ from mesc.training import log as training_log
 from mesc.training import state as training_state
 from mesc.training.config import SCHEDULES, TrainConfig
 from mesc.training.data import SegData, normalization_of, to_input
-from mesc.training.dist import rank_and_world
 from mesc.training.exits import as_exit_list, early_exit_parameters, freeze_norm_stats
 from mesc.training.losses import exit_dropout_schedule, exit_losses, pfd_loss
+from mesc.training.process_group import rank_and_world
 from mesc.training.validation import difficulty_table, evaluate, format_miou_table
 
 

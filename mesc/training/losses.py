@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from mesc.datasets.labels import IGNORE
-from mesc.training.dist import rank_and_world
 from mesc.training.exits import as_exit_list
+from mesc.training.process_group import rank_and_world
 
 EXIT_DROPOUT = ("prose", "eq2")
 # eq2: the chance that an early exit takes part in a batch's loss
