@@ -7,6 +7,8 @@ the calibration images (:mod:`~mesc.calibration.precision.images`) and each segm
 (:mod:`~mesc.calibration.precision.nodes`), and checks them (:mod:`~mesc.calibration.precision.accuracy`).
 """
 
+from __future__ import annotations
+
 from mesc.calibration.precision.accuracy import compare_exits
 from mesc.calibration.precision.feeds import segment_inputs, th_pix_feeds
 from mesc.calibration.precision.fp16 import to_fp16
