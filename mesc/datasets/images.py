@@ -25,6 +25,14 @@ def load_image(path) -> np.ndarray:
     return read_image(path)
 
 
+def image_size(path) -> tuple[int, int]:
+    """An image file's (height, width), read from its header without decoding the pixels."""
+    from mesc.runtime.images import opened_image
+
+    with opened_image(path) as im:
+        return im.height, im.width
+
+
 def load_mask(path, shape=None) -> np.ndarray:
     """A label mask as HxW uint8 class ids (255 = ignore); ``shape`` (H, W) must match if given.
     ``path`` may be a :class:`~mesc.datasets.labels.Label` (a mask decoded from another format).
@@ -51,4 +59,4 @@ def load_pair(image_path, mask_path):
     return image, None if mask_path is None else load_mask(mask_path, image.shape[:2])
 
 
-__all__ = ["MASK_MODES", "load_image", "load_mask", "load_pair"]
+__all__ = ["MASK_MODES", "image_size", "load_image", "load_mask", "load_pair"]

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from mesc.datasets import read_folder
-from mesc.datasets.images import load_image, load_mask, load_pair
+from mesc.datasets.images import image_size, load_image, load_mask, load_pair
 from mesc.errors import MescError
 
 
@@ -75,3 +75,11 @@ def test_unreadable_masks_are_mesc_errors(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"junk")
     with pytest.raises(MescError, match="junk.png: cannot read the mask"):
         load_mask(tmp_path / "junk.png")
+
+
+def test_image_size_reads_the_header_and_names_an_unreadable_file(tmp_path):
+    Image.fromarray(np.zeros((8, 16, 3), np.uint8)).save(tmp_path / "a.png")
+    assert image_size(tmp_path / "a.png") == (8, 16)
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    with pytest.raises(MescError, match="b.png: cannot read the image"):
+        image_size(tmp_path / "b.png")
