@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mesc.benchmarks.harness import measure as time_calls, summarize
+from mesc.benchmarks.shared import cpu_session, median_ms
 from mesc.policy import CONFIDENCE_KINDS, EDGE_BANDS
 
 
@@ -75,16 +75,6 @@ def identity_head(classes: int, height: int, width: int, opset: int = 17):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def ort_session(model, threads: int):
-    """An ONNX Runtime CPU session of ``model`` on ``threads`` intra-op threads (0: its default)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def _feeds(sess, batch: int, rng, smooth: bool):
     from mesc.errors import MescError
 
@@ -104,12 +94,6 @@ def _feeds(sess, batch: int, rng, smooth: bool):
     return feeds
 
 
-def median_time(fn, warmup: int, iters: int) -> float:
-    """Median milliseconds of ``fn()`` over ``iters`` calls after ``warmup`` (the benchmark harness's clock)."""
-    # the harness reads a timed call's return value as its part timings: discard results
-    return summarize(time_calls(lambda: fn() and None, warmup, iters))["median"]
-
-
 def measure(head_model, logits: str, stride: int, args) -> dict:
     from mesc.exporters.policy.mess import append_policy
     from mesc.policy import edge_band, mess_confidence, mess_confidence_fast, predicted_labels
@@ -117,23 +101,23 @@ def measure(head_model, logits: str, stride: int, args) -> dict:
     rng = np.random.default_rng(0)
     th = np.array([args.th_pix], np.float32)
     edge, band = not args.no_edge, args.edge_band
-    head = ort_session(head_model, args.threads)
-    with_policy = ort_session(append_policy(head_model, logits, "exit", args.confidence, edge, stride, band=band),
+    head = cpu_session(head_model, args.threads)
+    with_policy = cpu_session(append_policy(head_model, logits, "exit", args.confidence, edge, stride, band=band),
                            args.threads)
     feeds = _feeds(head, args.batch, rng, smooth=args.head is None)
     out_names = [o.name for o in head.get_outputs()]
     x = head.run([logits], feeds)[0]
     n, m, h, w = x.shape
-    policy_only = ort_session(append_policy(identity_head(m, h, w), "logits", "exit", args.confidence, edge, stride,
+    policy_only = cpu_session(append_policy(identity_head(m, h, w), "logits", "exit", args.confidence, edge, stride,
                                          band=band), args.threads)
 
-    t_head = median_time(lambda: head.run(out_names, feeds), args.warmup, args.iters)
-    t_both = median_time(lambda: with_policy.run(None, {**feeds, "exit_th_pix": th}), args.warmup, args.iters)
-    t_pol = median_time(lambda: policy_only.run(["exit_confidence", "exit_labels"], {"x": x, "exit_th_pix": th}),
+    t_head = median_ms(lambda: head.run(out_names, feeds), args.warmup, args.iters)
+    t_both = median_ms(lambda: with_policy.run(None, {**feeds, "exit_th_pix": th}), args.warmup, args.iters)
+    t_pol = median_ms(lambda: policy_only.run(["exit_confidence", "exit_labels"], {"x": x, "exit_th_pix": th}),
                          args.warmup, args.iters)
-    t_fast = median_time(lambda: mess_confidence_fast(x, args.th_pix, args.confidence, edge, stride, band),
+    t_fast = median_ms(lambda: mess_confidence_fast(x, args.th_pix, args.confidence, edge, stride, band),
                           1, args.host_iters)
-    t_ref = (median_time(lambda: mess_confidence(x, args.th_pix, args.confidence, edge, stride, band), 0, args.host_iters)
+    t_ref = (median_ms(lambda: mess_confidence(x, args.th_pix, args.confidence, edge, stride, band), 0, args.host_iters)
              if args.host_iters > 0 else None)
 
     c_graph = with_policy.run(["exit_confidence"], {**feeds, "exit_th_pix": th})[0]

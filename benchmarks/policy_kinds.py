@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from mesc.benchmarks.harness import environment
-from mesc.benchmarks.policy_cost import median_time, ort_session, identity_head
+from mesc.benchmarks.policy_cost import identity_head
+from mesc.benchmarks.shared import cpu_session, median_ms
 
 # the settings every kind is measured with (MESS reads them; the other kinds ignore them)
 POLICY = {"confidence": "top1", "edge": True, "stride": 8, "band": "paper", "th_pix": 0.9}
@@ -46,15 +47,15 @@ def measure(m: int, h: int, w: int, iters: int, threads: int) -> dict:
         spec = get_kind(kind)
         model = append_kind(identity_head(m, h, w), "logits", "exit", kind, POLICY, net=net)
         feeds = {"x": x, **({"exit_th_pix": np.array([POLICY["th_pix"]], np.float32)} if spec.pixel_threshold else {})}
-        sess = ort_session(model, threads)
+        sess = cpu_session(model, threads)
         fetch = ["exit_labels", "exit_confidence"]
         score = float(sess.run(["exit_confidence"], feeds)[0][0])
 
         def host(spec=spec):
             return spec.score(x, POLICY, net=net)
 
-        out[kind] = {"graph_ms": round(median_time(lambda: sess.run(fetch, feeds), 2, iters), 3),
-                     "host_numpy_ms": round(median_time(host, 1, iters), 3),
+        out[kind] = {"graph_ms": round(median_ms(lambda: sess.run(fetch, feeds), 2, iters), 3),
+                     "host_numpy_ms": round(median_ms(host, 1, iters), 3),
                      "score_graph": score, "score_numpy": float(host()[0]),
                      "onnx_bytes": len(model.SerializeToString())}
     return {"logits_shape": [1, m, h, w], "kinds": out}

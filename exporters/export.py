@@ -145,7 +145,7 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     Nothing is written unless every segment exports, checks and (by default) reproduces the
     eager model's exits; an existing ``out`` is replaced only with ``force``.
     """
-    from mesc.exporters.loader import load_model, model_file
+    from mesc.exporters.model_spec import load_model, model_file
     from mesc.package.outputs import check_dir_output
 
     opts = options or ExportOptions()

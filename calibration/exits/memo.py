@@ -7,8 +7,8 @@ here are exactly those the runtime returns. Per image and exit the memo keeps:
 
 * ``inter`` / ``union`` (N x E x C, int64): per-class pixel intersection and union against the
   mask (255 = ignore), scored at the mask's resolution as ``mesc eval`` scores
-  (:func:`mesc.scoring.confusion_at_mask`). Counts add over images, so the mIoU of any assignment of images to exits
-  follows from sums (see :mod:`mesc.calibration.exits.search`).
+  (:func:`mesc.evaluation.scoring.confusion_at_mask`). Counts add over images, so the mIoU of
+  any assignment of images to exits follows from sums (see :mod:`mesc.calibration.exits.search`).
 * ``scores["mess"]`` (N x E x G): the MESS image confidence ``c_img`` at every ``th_pix`` of the
   grid, with the exit's own policy settings from the manifest (confidence kind, edge band and
   its definition, stride). Computed on the host from the logits with the reference rule of :mod:`mesc.policy`
@@ -44,12 +44,12 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import CalibrationError, MescError
-from mesc.metrics import IGNORE_INDEX, counts_from_confusion, miou
+from mesc.evaluation.metrics import IGNORE_INDEX, counts_from_confusion, miou
 from mesc.policy import COMPILED_POLICY_KEYS, Softmaxed, get_kind, kinds, mess_confidence_grid, policy_kind
 from mesc.policy.learned import FEATURES, features_from_confidence
 from mesc.policy.mess import mess_band
 from mesc.progress import bar as progress_bar
-from mesc.scoring import confusion_at_mask
+from mesc.evaluation.scoring import confusion_at_mask
 
 MEMO_VERSION = 3  # 2: scored at the masks' resolution (masks no longer resized with --resize); 3: features
 # 20 th_pix values: coarse where top-1 confidences are rare, fine near 1 where they pile up.
@@ -172,7 +172,7 @@ def _resize(image: np.ndarray, hw) -> np.ndarray:
 def calibration_pairs(data_dir, limit: int | None = None, split: str | None = None) -> list:
     """The (image, mask) paths of a labelled folder (of its ``split``, where given), the first
     ``limit`` of them; every image must have a mask."""
-    from mesc.data import read_folder
+    from mesc.datasets import read_folder
 
     pairs = read_folder(data_dir, require_masks=True, split=split)
     return pairs if limit is None else pairs[:limit]
@@ -183,7 +183,7 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
     """``[(name, image HxWx3 uint8, mask HxW uint8)]`` checked against the package.
 
     With ``resize`` the images are resized (bilinear) to the package input; the masks keep
-    their own resolution, where the exits' logits are scored (:mod:`mesc.scoring`).
+    their own resolution, where the exits' logits are scored (:mod:`mesc.evaluation.scoring`).
     Refuses (MescError): images without masks (named), mask ids that are not classes of the
     model (other than 255), images of another size than the package input unless ``resize``,
     and masks without a labelled pixel (:func:`check_labelled`).
@@ -196,7 +196,7 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
 def load_item(img_path, mask_path, size, num_classes: int, resize: bool = False):
     """One ``(name, image, mask)`` of a labelled set, checked as :func:`load_calibration_set`
     says (all but the labelled-pixel check, which needs the whole set)."""
-    from mesc.data import load_pair
+    from mesc.datasets.images import load_pair
 
     h, w = size
     image, mask = load_pair(img_path, mask_path)

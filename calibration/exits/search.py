@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mesc.errors import CalibrationError, MescError
-from mesc.metrics import miou
+from mesc.evaluation.metrics import miou
 from mesc.policy import POLICY_KINDS, get_kind
 
 _EPS = 1e-12

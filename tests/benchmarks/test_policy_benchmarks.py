@@ -43,7 +43,7 @@ def test_edge_band_benchmark_measures_the_bands_of_the_labels(tmp_path):
 
     import mesc
     from mesc.benchmarks import edge_band
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
     from mesc.exporters.export import ExportOptions, export
     from mesc.policy import edge_band as reference_band
     from toys import skipnet

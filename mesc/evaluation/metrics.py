@@ -6,8 +6,8 @@ benchmarks share. Numpy only, so the runtime side can use it without torch.
 Conventions:
 
 * a confusion matrix has the target class on the rows and the predicted class on the columns;
-  target pixels equal to ``ignore_index`` (255, the mask value :mod:`mesc.data` writes for
-  unlabelled pixels) are not counted;
+  target pixels equal to ``ignore_index`` (255, the mask value :mod:`mesc.datasets.synthetic`
+  writes for unlabelled pixels) are not counted;
 * per class, ``inter`` = pixels both call that class and ``union`` = pixels either does;
   counts add over pixels and images, so an mIoU over a set is taken from summed counts;
 * mIoU is the mean over the classes whose union is not empty: a class absent from both the

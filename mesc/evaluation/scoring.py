@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mesc.metrics import confusion_matrix
+from mesc.evaluation.metrics import confusion_matrix
 
 # output rows upsampled at a time: bounds the float32 buffer to classes x ROWS x width
 _ROWS = 64
@@ -84,7 +84,7 @@ def labels_at(logits: np.ndarray, size, labels: np.ndarray | None = None) -> np.
 
 def confusion_at_mask(logits: np.ndarray, mask: np.ndarray, num_classes: int,
                       labels: np.ndarray | None = None) -> np.ndarray:
-    """The confusion matrix (:func:`mesc.metrics.confusion_matrix`) of one exit's prediction
+    """The confusion matrix (:func:`mesc.evaluation.metrics.confusion_matrix`) of one exit's prediction
     against ``mask`` (255 ignored), scored at the mask's resolution."""
     return confusion_matrix(labels_at(logits, mask.shape, labels), mask, num_classes)
 

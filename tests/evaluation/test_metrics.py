@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mesc.metrics import class_counts, confusion_matrix, label_miou, miou, miou_from_confusion
+from mesc.evaluation.metrics import class_counts, confusion_matrix, label_miou, miou, miou_from_confusion
 
 
 def test_miou_hand_case():

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from mesc import data, training_data
+from mesc.datasets import synthetic
 from mesc.errors import TrainError
+from mesc.training import data as training_data
 
 
 def test_random_crop_windows_images_and_masks_alike():
@@ -34,7 +35,7 @@ def test_augment_scales_masks_nearest_and_pads_with_ignore():
 
 
 def test_samples_depend_on_seed_stage_epoch_index_only(tmp_path):
-    folder = data.generate(tmp_path / "d", 6, seed=3, size=(32, 64))
+    folder = synthetic.generate(tmp_path / "d", 6, seed=3, size=(32, 64))
     aug = {"crop": (16, 32), "scale": (0.5, 2.0), "flip": True, "jitter": 0.2}
     a, b = training_data.SegStream(folder, aug, seed=1), training_data.SegStream(folder, aug, seed=1)
     assert all(torch.equal(a[i][0], b[i][0]) for i in range(6))

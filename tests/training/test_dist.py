@@ -11,11 +11,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from mesc import data
 from mesc.cli import cli
+from mesc.datasets import synthetic
 
 # float32 sums reduced in a different order (two half-batch gradients averaged); the losses are
-# averaged over the whole batch's pixel counts (mesc.training.batch_count), so rescale padding and
+# averaged over the whole batch's pixel counts (mesc.training.losses.batch_count), so rescale padding and
 # PFD's positive pixels, whose counts differ between the halves, change nothing.
 TOLERANCE = 1e-6
 
@@ -43,7 +43,7 @@ def tiny_nobn():
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one(tmp_path):
-    scenes = data.generate(tmp_path / "train", 8, seed=1, size=(32, 64))
+    scenes = synthetic.generate(tmp_path / "train", 8, seed=1, size=(32, 64))
     # both stages, and rescaling that pads some crops (ignored pixels) differently in the halves
     args = ["--model", f"{__file__}:tiny_nobn", "--data", str(scenes), "--epochs1", "2", "--epochs2", "1",
             "--batch", "4", "--crop", "32x48", "--scale", "0.5:1", "--lr", "1e-2", "--threads", "1"]
@@ -53,7 +53,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     two = tmp_path / "two.pt"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "mesc.training_dist", *args, "-o", str(two)],
+                           "-m", "mesc.training.dist", *args, "-o", str(two)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     a, b = torch.load(single, weights_only=True), torch.load(two, weights_only=True)
@@ -62,3 +62,20 @@ def test_two_gloo_processes_match_one(tmp_path):
     print(f"DDP vs single process: max |weight difference| {diff:.2e}")
     assert diff < TOLERANCE, diff
     assert (tmp_path / "two.train.pt").is_file()  # rank 0's training checkpoint
+
+
+def test_training_never_imports_the_cli():
+    """The torchrun entry and everything it runs stand below the CLI: no module of mesc.training
+    imports mesc.cli, at the top or inside a function."""
+    import ast
+    from pathlib import Path
+
+    import mesc.training
+
+    found = []
+    for path in sorted(Path(mesc.training.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.name}: {n}" for n in names if n == "mesc.cli" or n.startswith("mesc.cli.")]
+    assert not found, found

@@ -1,4 +1,8 @@
-"""``mesc train``: MESS two-stage training."""
+"""``mesc train``: MESS two-stage training, from the command line or under torchrun.
+
+The command lives with training, not in :mod:`mesc.cli`, because the torchrun entry
+(:mod:`mesc.training.dist`) runs the same options in every process and must not import the CLI;
+``mesc`` registers it like its own commands."""
 
 from __future__ import annotations
 
@@ -83,10 +87,11 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
               workers, resume, checkpoint, log_file, output, force):
     """Train a multi-exit model with the MESS two-stage recipe and save its state_dict.
 
-    Under torchrun (python -m mesc.training_dist) every process runs this with the same
+    Under torchrun (python -m mesc.training.dist) every process runs this with the same
     arguments; --batch is the global batch."""
-    from mesc.exporters.loader import load_model, model_file
-    from mesc.training import TrainConfig, check_output, train
+    from mesc.exporters.model_spec import load_model, model_file
+    from mesc.training.config import TrainConfig
+    from mesc.training.loop import check_output, train
 
     for name, value in (("--epochs1", epochs1), ("--epochs2", epochs2)):
         if value < 0:
@@ -103,7 +108,7 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
     if lr <= 0:
         raise MescError(f"--lr must be positive, got {lr}")
     if crop is not None:
-        from mesc.data import parse_size
+        from mesc.datasets.synthetic import parse_size
 
         crop = parse_size(crop, "--crop")
     from pathlib import Path

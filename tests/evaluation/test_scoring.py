@@ -4,7 +4,7 @@ and the labels are its argmax."""
 import numpy as np
 import pytest
 
-from mesc.scoring import confusion_at_mask, labels_at, upsample_bilinear
+from mesc.evaluation.scoring import confusion_at_mask, labels_at, upsample_bilinear
 
 
 @pytest.mark.parametrize("size", [(8, 12), (16, 24), (5, 7), (3, 4)])

@@ -1,5 +1,7 @@
-"""Training data streamed from disk: a ``torch.utils.data.Dataset`` over ``read_folder`` pairs,
-the usual segmentation augmentation (random scale, crop, flip, colour jitter) and the loader.
+"""Training data: a ``torch.utils.data.Dataset`` streamed from disk over ``read_folder`` pairs,
+the usual segmentation augmentation (random scale, crop, flip, colour jitter) and the loader; a
+validation folder held in memory (:class:`SegData`); images turned into the network's input as
+the exported graph expects them (:func:`to_input`).
 
 Each sample's randomness comes from ``(seed, stage, epoch, index)`` alone, never from a shared
 generator: the same batch is drawn whatever the number of workers or processes, so a resumed or
@@ -8,13 +10,21 @@ distributed run sees exactly the images and augmentations of a plain one.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from mesc import data as mdata
-from mesc.errors import TrainError
+from mesc.datasets import read_folder
+from mesc.datasets.images import load_image, load_pair
+from mesc.datasets.labels import IGNORE
+from mesc.datasets.synthetic import read_meta
+from mesc.errors import MescError, TrainError
 
-IGNORE = mdata.IGNORE
+# The exporter writes this normalisation into the manifest unless the model carries its own, so
+# training must feed the network exactly the same way.
+DEFAULT_NORMALIZATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
 
 
 def random_crop(image, mask, crop, rng):
@@ -82,7 +92,7 @@ class SegStream(torch.utils.data.Dataset):
     :func:`augment`) is given. Set ``epoch`` and ``stage`` before each epoch."""
 
     def __init__(self, path, aug: dict | None = None, seed: int = 0, split: str | None = None):
-        self.pairs = mdata.read_folder(path, require_masks=True, split=split)
+        self.pairs = read_folder(path, require_masks=True, split=split)
         self.aug, self.seed = aug, seed
         self.stage, self.epoch = 1, 0
 
@@ -90,10 +100,10 @@ class SegStream(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def first_size(self) -> tuple[int, int]:
-        return mdata.load_image(self.pairs[0][0]).shape[:2]
+        return load_image(self.pairs[0][0]).shape[:2]
 
     def __getitem__(self, index):
-        image, mask = mdata.load_pair(*self.pairs[index])
+        image, mask = load_pair(*self.pairs[index])
         if self.aug is not None:
             rng = np.random.default_rng([self.seed, self.stage, self.epoch, index])
             image, mask = augment(image, mask, rng, **self.aug)
@@ -123,3 +133,40 @@ def make_loader(dataset, batch: int, workers: int = 0, shuffle: bool = True, see
                                          num_workers=workers, collate_fn=collate,
                                          pin_memory=torch.cuda.is_available(), drop_last=False)
     return loader, sampler
+
+
+class SegData:
+    """A data folder held in memory (synthetic sets are small): uint8 images and masks."""
+
+    def __init__(self, path, require_masks: bool = True, split: str | None = None):
+        self.path = Path(path)
+        pairs = read_folder(path, require_masks=require_masks, split=split)
+        loaded = [load_pair(i, m) for i, m in pairs]
+        shapes = {im.shape for im, _ in loaded}
+        if len(shapes) != 1:
+            raise MescError(f"data folder {path}: images differ in size ({sorted(shapes)[:4]}); "
+                            f"training needs one size")
+        self.files = [i for i, _ in pairs]
+        self.images = np.stack([im for im, _ in loaded])
+        self.masks = np.stack([m for _, m in loaded]) if require_masks else None
+        meta = read_meta(path)
+        self.difficulty = ([e["difficulty"] for e in meta["images"]]
+                           if len(meta.get("images", [])) == len(self.files) else None)
+
+    def __len__(self):
+        return len(self.images)
+
+
+def normalization_of(model) -> dict:
+    return getattr(model, "input_normalization", DEFAULT_NORMALIZATION)
+
+
+def to_input(images: np.ndarray, norm: dict) -> torch.Tensor:
+    """N x H x W x 3 uint8 (array or tensor) -> normalised N x 3 x H x W float32, as the exported
+    graph expects, on the tensor's device."""
+    if not isinstance(images, torch.Tensor):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    x = images.permute(0, 3, 1, 2).float() / norm["scale"]
+    mean = torch.tensor(norm["mean"], device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"], device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std

@@ -1,175 +1,20 @@
-"""MESS training: exit-dropout schedule and loss, positive filtering distillation, the two stages."""
+"""MESS training's two stages end to end: the loop, its checks before training, checkpoints and
+resume, and mesc train."""
 
 import math
 
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from click.testing import CliRunner
 
-from mesc import data, training
+from mesc import training
 from mesc.cli import cli
+from tiny_nets import TinyMultiExit, tiny_candidates, tiny_model
+import tiny_nets
 
-
-class TinyMultiExit(nn.Module):
-    """Three exits over a three-block conv backbone; heads upsample to the input size."""
-
-    def __init__(self, num_classes=6, width=8):
-        super().__init__()
-
-        def block(cin, cout):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
-
-        self.blocks = nn.ModuleList([block(3, width), block(width, width), block(width, width)])
-        self.exits = nn.ModuleList([nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width),
-                                                  nn.ReLU(), nn.Conv2d(width, num_classes, 1))
-                                    for _ in range(3)])
-
-    def forward(self, x):
-        outs, feat = [], x
-        for block, head in zip(self.blocks, self.exits):
-            feat = block(feat)
-            outs.append(F.interpolate(head(feat), size=x.shape[-2:], mode="bilinear", align_corners=False))
-        return outs
-
-
-def tiny_model():
-    torch.manual_seed(0)
-    return TinyMultiExit()
-
-
-class TinyCandidates(TinyMultiExit):
-    """TinyMultiExit's backbone and final head with two candidate heads at each early point."""
-
-    def __init__(self, num_classes=6, width=8):
-        super().__init__(num_classes, width)
-
-        def head(c):
-            return nn.Sequential(nn.Conv2d(width, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
-                                 nn.Conv2d(c, num_classes, 1))
-
-        self.exits[0] = nn.ModuleList([head(4), head(12)])
-        self.exits[1] = nn.ModuleList([head(4), head(12)])
-
-    def forward(self, x):
-        outs, feat = [], x
-
-        def up(t):
-            return F.interpolate(t, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-        for block, heads in zip(self.blocks, self.exits):
-            feat = block(feat)
-            outs.append([up(h(feat)) for h in heads] if isinstance(heads, nn.ModuleList) else up(heads(feat)))
-        return outs
-
-
-def tiny_candidates():
-    torch.manual_seed(5)
-    return TinyCandidates()
-
-
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    return data.generate(tmp_path_factory.mktemp("t") / "train", 12, seed=1, size=(32, 64), difficulty=(0, 0.4))
-
-
-def test_exit_dropout_schedule_round_robin():
-    assert [training.exit_dropout_schedule(j, 3) for j in range(4)] == [[0, 2], [1, 2], [0, 2], [1, 2]]
-    assert [training.exit_dropout_schedule(j, 4)[0] for j in range(6)] == [0, 1, 2, 0, 1, 2]
-    assert training.exit_dropout_schedule(7, 2) == [0, 1]
-    assert training.exit_dropout_schedule(5, 1) == [0]
-
-
-def test_exit_dropout_eq2_drops_each_early_exit_independently():
-    runs = [training.exit_dropout_schedule(j, 5, "eq2", seed=3) for j in range(400)]
-    assert all(r[-1] == 4 and r == sorted(set(r)) for r in runs)  # the final exit always, no repeats
-    kept = [sum(k in r for r in runs) / len(runs) for k in range(4)]
-    assert all(0.4 < share < 0.6 for share in kept), kept  # each early exit about half the batches
-    assert {len(r) for r in runs} == {1, 2, 3, 4, 5}  # any subset, not one exit in turn
-    # the draw depends on seed and step alone: every torchrun process and a resumed run agree
-    assert runs == [training.exit_dropout_schedule(j, 5, "eq2", seed=3) for j in range(400)]
-    assert runs != [training.exit_dropout_schedule(j, 5, "eq2", seed=4) for j in range(400)]
-    assert training.exit_dropout_schedule(9, 1, "eq2") == [0]
-    with pytest.raises(ValueError, match="exit dropout must be one of"):
-        training.exit_dropout_schedule(0, 3, "random")
-
-
-@pytest.mark.parametrize("batch_index, trained", [(0, {0, 2}), (1, {1, 2})])
-def test_exit_dropout_loss_leaves_the_other_heads_without_gradient(batch_index, trained):
-    model = tiny_model().train()
-    x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 6, (2, 16, 16))
-    training.exit_dropout_loss(model(x), y, batch_index).backward()
-    for k, head in enumerate(model.exits):
-        grads = [p.grad for p in head.parameters()]
-        if k in trained:
-            assert all(g is not None and g.abs().sum() > 0 for g in grads), k
-        else:
-            assert all(g is None for g in grads), k
-    assert all(p.grad is not None for p in model.blocks.parameters())  # the backbone always learns
-
-
-def test_exit_dropout_loss_value():
-    outs = [torch.zeros(1, 2, 1, 1), torch.tensor([[[[0.0]], [[math.log(3)]]]]), torch.zeros(1, 2, 1, 1)]
-    y = torch.tensor([[[1]]])
-    # batch 1 -> exits 1 and 2: CE = -log(3/4) + log 2
-    assert training.exit_dropout_loss(outs, y, 1).item() == pytest.approx(math.log(4 / 3) + math.log(2))
-
-
-def test_pfd_loss_hand_computed_2x2():
-    """MESS Eq. 3 per pixel: alpha * 1[final right] * CE + (1 - alpha) * KL(final || exit), averaged
-    over the labelled pixels."""
-    L3 = math.log(3)
-    # Two classes; logits as (class0, class1) per pixel of a 2x2 image.
-    #   a (0,0): target 1, final [0, ln3] -> p=(1/4, 3/4), predicts 1: correct; exit [ln3, 0] -> q=(3/4, 1/4)
-    #   b (0,1): target 0, final [0, ln3] -> predicts 1: WRONG, so no CE here; exit [0, 0] -> q=(1/2, 1/2)
-    #   c (1,0): target 0, final [ln3, 0] -> p=(3/4, 1/4), correct; exit [0, 0]
-    #   d (1,1): target 255 (ignore): counted nowhere
-    final = torch.tensor([[[0.0, 0.0], [L3, 0.0]], [[L3, L3], [0.0, L3]]]).unsqueeze(0)
-    exit_ = torch.tensor([[[L3, 0.0], [0.0, L3]], [[0.0, 0.0], [0.0, 0.0]]]).unsqueeze(0).requires_grad_()
-    target = torch.tensor([[[1, 0], [0, 255]]])
-    # CE on the positives a, c: -ln(1/4) - ln(1/2) = 1.386294 + 0.693147 = 2.079442 (b adds none)
-    # KL(p||q): a = 1/4 ln(1/3) + 3/4 ln 3 = 0.5 ln 3 = 0.549306
-    #           b = c = 1/4 ln(1/2) + 3/4 ln(3/2) = -0.173287 + 0.304099 = 0.130812; sum 0.810930
-    # both sums over the 3 labelled pixels
-    assert training.pfd_loss(exit_, final, target, alpha=1.0).item() == pytest.approx(2.079442 / 3, abs=1e-5)
-    assert training.pfd_loss(exit_, final, target, alpha=0.0).item() == pytest.approx(0.810930 / 3, abs=1e-5)
-    final.requires_grad_()
-    loss = training.pfd_loss(exit_, final, target, alpha=0.25)
-    assert loss.item() == pytest.approx((0.25 * 2.079442 + 0.75 * 0.810930) / 3, abs=1e-5)
-    loss.backward()
-    assert final.grad is None  # the final exit is the teacher
-    assert exit_.grad[0, :, 1, 1].abs().sum() == 0  # the ignored pixel
-    # b gets only the KL pull toward the final exit's (1/4, 3/4): d/dz0 = (1 - alpha) * (q0 - p0) / 3 pixels
-    assert exit_.grad[0, 0, 0, 1].item() == pytest.approx(0.75 * (0.5 - 0.25) / 3, abs=1e-6)
-    # a gets both: d/dz0 = [alpha * (q0 - 0) + (1 - alpha) * (q0 - p0)] / 3 = (0.25 * 0.75 + 0.75 * 0.5) / 3
-    assert exit_.grad[0, 0, 0, 0].item() == pytest.approx((0.25 * 0.75 + 0.75 * 0.5) / 3, abs=1e-6)
-
-
-def test_pfd_alpha_has_one_default_everywhere():
-    import inspect
-
-    from mesc.cli.train import train_cmd
-
-    assert training.TrainConfig().alpha == training.DEFAULT_ALPHA
-    assert inspect.signature(training.pfd_loss).parameters["alpha"].default == training.DEFAULT_ALPHA
-    assert next(p.default for p in train_cmd.params if p.name == "alpha") == training.DEFAULT_ALPHA
-
-
-def test_pfd_loss_no_positive_pixels_is_finite():
-    final = torch.tensor([[[[5.0]], [[0.0]]]])
-    loss = training.pfd_loss(torch.zeros(1, 2, 1, 1), final, torch.tensor([[[1]]]), alpha=1.0)
-    assert math.isfinite(loss.item())
-
-
-def test_early_exit_parameters_found_from_the_graph():
-    model = tiny_model()
-    shared, early = training.early_exit_parameters(model, torch.randn(2, 3, 16, 16))
-    early_ids = {id(p) for p in early}
-    expected = {id(p) for k in (0, 1) for p in model.exits[k].parameters()}
-    assert early_ids == expected
-    assert {id(p) for p in shared} == {id(p) for p in model.parameters()} - expected
-    assert model.training  # the probe restores the mode
+# the toy nets' file, as a --model spec (FILE:factory)
+NETS = tiny_nets.__file__
 
 
 def test_two_stage_training_lowers_the_loss_and_stage2_keeps_the_final_exit(scenes, tmp_path):
@@ -192,14 +37,6 @@ def test_two_stage_training_lowers_the_loss_and_stage2_keeps_the_final_exit(scen
     assert all(torch.equal(v, after[k]) for k, v in frozen_before.items())
     assert not torch.equal(early_before, model.exits[0][0].weight)
     assert all(p.requires_grad for p in model.parameters())
-
-
-def test_evaluate_miou_and_difficulty_table(scenes):
-    result = training.evaluate(tiny_model(), scenes)
-    assert len(result["miou"]) == 3 and all(0.0 <= m <= 1.0 for m in result["miou"])
-    assert result["pixel_acc"].shape == (3, 12) and len(result["difficulty"]) == 12
-    table = training.difficulty_table(result, bins=(0.0, 0.2, 0.4))
-    assert "exit2" in table and len(table.splitlines()) == 4
 
 
 def test_stage2_trains_every_candidate_on_a_stage1_backbone(scenes, tmp_path):
@@ -232,16 +69,6 @@ def test_stage2_trains_every_candidate_on_a_stage1_backbone(scenes, tmp_path):
     assert any(line.startswith("exit1c1 ") for line in "\n".join(logged).splitlines())
 
 
-def test_candidates_flatten_point_by_point_and_count_as_early_heads():
-    model = tiny_candidates().eval()
-    x = torch.randn(2, 3, 16, 16)
-    points = model(x)
-    outs = training.as_exit_list(points)
-    assert [o.data_ptr() for o in outs] == [t.data_ptr() for t in (*points[0], *points[1], points[2])]
-    shared, early = training.early_exit_parameters(model, x)
-    assert {id(p) for p in early} == {id(p) for k in (0, 1) for p in model.exits[k].parameters()}
-
-
 def test_init_refuses_a_checkpoint_of_another_shape(scenes, tmp_path):
     torch.save(TinyMultiExit(width=4).state_dict(), tmp_path / "narrow.pt")
     from mesc.errors import MescError
@@ -254,11 +81,11 @@ def test_init_refuses_a_checkpoint_of_another_shape(scenes, tmp_path):
 def test_train_cli_init_exit_dropout_and_alpha(scenes, tmp_path):
     stage1 = tmp_path / "stage1.pt"
     base = ["train", "--data", str(scenes), "--batch", "4", "--crop", "32x32"]
-    res = CliRunner().invoke(cli, base + ["--model", f"{__file__}:tiny_model", "--epochs1", "1", "--epochs2", "0",
+    res = CliRunner().invoke(cli, base + ["--model", f"{NETS}:tiny_model", "--epochs1", "1", "--epochs2", "0",
                                           "--exit-dropout", "eq2", "-o", str(stage1)])
     assert res.exit_code == 0, res.output
     out = tmp_path / "search.pt"
-    res = CliRunner().invoke(cli, base + ["--model", f"{__file__}:tiny_candidates", "--init", str(stage1),
+    res = CliRunner().invoke(cli, base + ["--model", f"{NETS}:tiny_candidates", "--init", str(stage1),
                                           "--epochs1", "0", "--epochs2", "1", "--val", str(scenes), "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert "backbone-only load of" in res.output and "skipped from the checkpoint" in res.output
@@ -268,18 +95,18 @@ def test_train_cli_init_exit_dropout_and_alpha(scenes, tmp_path):
                        (["--init", str(stage1), "--weights", str(stage1)], "give it or --init, not both"),
                        (["--init", str(tmp_path)], "is a directory"),
                        (["--init", str(tmp_path / "nope.pt")], "nope.pt: file not found")):
-        res = CliRunner().invoke(cli, base + ["--model", f"{__file__}:tiny_candidates", "--epochs1", "0",
+        res = CliRunner().invoke(cli, base + ["--model", f"{NETS}:tiny_candidates", "--epochs1", "0",
                                               "--epochs2", "1", "-o", str(tmp_path / "x.pt")] + extra)
         assert res.exit_code == 2 and msg in res.output and "Traceback" not in res.output, (extra, res.output)
     assert not (tmp_path / "x.pt").exists()
-    res = CliRunner().invoke(cli, base + ["--model", f"{__file__}:tiny_candidates", "--epochs1", "0", "--epochs2", "1",
+    res = CliRunner().invoke(cli, base + ["--model", f"{NETS}:tiny_candidates", "--epochs1", "0", "--epochs2", "1",
                                           "--init", str(stage1), "-o", str(stage1), "--force"])
     assert res.exit_code == 2 and "is the input --init" in res.output
 
 
 def test_train_cli(scenes, tmp_path):
     ckpt = tmp_path / "out.pt"
-    args = ["train", "--model", f"{__file__}:tiny_model", "--data", str(scenes), "--val", str(scenes),
+    args = ["train", "--model", f"{NETS}:tiny_model", "--data", str(scenes), "--val", str(scenes),
             "--epochs1", "1", "--epochs2", "1", "--batch", "4", "--crop", "32x32", "-o", str(ckpt)]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0, res.output
@@ -376,7 +203,7 @@ def test_a_nan_loss_stops_training_and_saves_nothing(scenes, tmp_path, epochs1, 
 
 
 def test_train_cli_output_rules(scenes, tmp_path):
-    args = ["train", "--model", f"{__file__}:tiny_model", "--data", str(scenes), "--epochs1", "1", "--epochs2", "0",
+    args = ["train", "--model", f"{NETS}:tiny_model", "--data", str(scenes), "--epochs1", "1", "--epochs2", "0",
             "--batch", "4"]
     before = {p: p.read_bytes() for p in scenes.rglob("*") if p.is_file()}
     res = CliRunner().invoke(cli, args + ["-o", str(scenes / "ckpt.pt")])
@@ -384,7 +211,7 @@ def test_train_cli_output_rules(scenes, tmp_path):
     res = CliRunner().invoke(cli, args + ["-o", str(scenes / "meta.json"), "--force"])
     assert res.exit_code == 2 and "is the input" not in res.output and "lies inside the input --data" in res.output
     assert {p: p.read_bytes() for p in scenes.rglob("*") if p.is_file()} == before
-    res = CliRunner().invoke(cli, args + ["-o", __file__, "--force"])
+    res = CliRunner().invoke(cli, args + ["-o", NETS, "--force"])
     assert res.exit_code == 2 and "is the input --model" in res.output
     existing = tmp_path / "old.pt"
     existing.write_bytes(b"old")
@@ -421,7 +248,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(scenes, tmp_path):
     diff = max((a - b).abs().max().item() for a, b in zip(whole.state_dict().values(), resumed.state_dict().values())
                if a.is_floating_point())
     assert diff < 1e-5, diff
-    from mesc import training_log
+    from mesc.training import log as training_log
 
     assert [(r["stage"], r["epoch"]) for r in training_log.read(jsonl)] == [(1, 1), (1, 2), (2, 1)]
     # the training checkpoint is also a weights file for mesc export -w

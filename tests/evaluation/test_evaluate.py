@@ -8,19 +8,20 @@ import shutil
 import numpy as np
 import pytest
 
-from mesc.metrics import confusion_matrix, counts_from_confusion, miou
+from mesc.evaluation.metrics import confusion_matrix, counts_from_confusion, miou
 
 
 @pytest.fixture(scope="module")
 def toy(policy_package, tmp_path_factory):
     """The shared toy package (input 32 x 64, 6 classes) and 8 scenes at 64 x 128 (masks too)."""
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return policy_package, generate(tmp_path_factory.mktemp("eval_data") / "data", 8, seed=5, size=(64, 128))
 
 
 def _items(data):
-    from mesc.data import load_pair, read_folder
+    from mesc.datasets import read_folder
+    from mesc.datasets.images import load_pair
     from PIL import Image
 
     out = []
@@ -45,7 +46,7 @@ def _row(cm):
 
 
 def test_eval_scores_at_the_mask_resolution(toy, tmp_path):
-    from mesc.calibration.exits.evaluation import evaluate_package, format_table
+    from mesc.evaluation.evaluate import evaluate_package, format_table
     from mesc.package import Package
     from mesc.runtime import load
 
@@ -117,7 +118,7 @@ def test_eval_cli_table_json_and_force(toy, tmp_path):
 
 
 def test_policy_choice_follows_the_runtime_rule():
-    from mesc.calibration.exits.evaluation import policy_choice
+    from mesc.evaluation.evaluate import policy_choice
 
     from mesc.package.schema import Exit
 
@@ -134,8 +135,8 @@ def test_policy_choice_follows_the_runtime_rule():
 
 def test_class_names_come_from_the_published_layout(toy, tmp_path, monkeypatch):
     """A data set in a published layout names its classes itself (no classes.txt there)."""
-    from mesc.calibration.exits.evaluation import evaluate_package
-    from mesc.data import read_folder
+    from mesc.evaluation.evaluate import evaluate_package
+    from mesc.datasets import read_folder
     from mesc.datasets import cityscapes
 
     pkg, data = toy

@@ -1,7 +1,10 @@
-"""Synthetic warehouse scenes for training and testing multi-exit segmenters, and the folder
-reader that `mesc train`, `mesc calibrate` and `mesc run` share.
+"""Synthetic warehouse scenes for training and testing multi-exit segmenters (``mesc
+synth-data``), written as a folder in mesc's own layout (``images/``, ``masks/``,
+``classes.txt``) plus ``meta.json`` with each image's difficulty.
 
-numpy and PIL only (no torch): the runtime reads images through this module too.
+numpy and PIL only (no torch): ``mesc selftest`` renders its scenes here on the device. The
+folders are read back like any other data set, through :mod:`mesc.datasets` and
+:mod:`mesc.datasets.images`.
 
 Each scene has a per-image difficulty d in [0, 1]. Easy scenes hold a few large objects in
 saturated, well separated class colours; hard ones hold many small, overlapping objects whose
@@ -19,8 +22,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from mesc.datasets.labels import IGNORE, Label, check_mask_shape
+from mesc.datasets.labels import IGNORE
 from mesc.errors import MescError
+from mesc.package.outputs import SYNTH_DATA_GENERATOR, check_dir_output
 
 CLASSES = ("floor", "person", "box", "robot", "lane", "clutter")
 # Saturated, far-apart colours: what an easy scene shows. Hard scenes blend toward GREY.
@@ -183,8 +187,9 @@ def parse_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-# meta.json's "generator": how --force knows a folder is synth data mesc wrote
-GENERATOR = "mesc.data.render_scene"
+# meta.json's "generator": how --force knows a folder is synth data mesc wrote (output safety
+# owns the marker, as it owns mesc run's)
+GENERATOR = SYNTH_DATA_GENERATOR
 
 
 def generate(out_dir, count: int, seed: int = 0, size=(128, 256), difficulty=(0.0, 1.0),
@@ -193,9 +198,8 @@ def generate(out_dir, count: int, seed: int = 0, size=(128, 256), difficulty=(0.
 
     Image ``i`` depends only on ``(seed, i)``, so a larger ``count`` extends a smaller set.
     """
-    from mesc.package.outputs import check_dir_output
-    from mesc.package.staging import staging_dir
     from mesc.progress import bar as progress_bar
+    from mesc.package.staging import staging_dir
 
     if count < 1:
         raise MescError(f"--count must be at least 1, got {count}")
@@ -220,70 +224,10 @@ def generate(out_dir, count: int, seed: int = 0, size=(128, 256), difficulty=(0.
     return Path(out_dir)
 
 
-# ---------------------------------------------------------------------------------------------
-# reader
-
-def read_folder(path, require_masks: bool = False, split: str | None = None) -> list:
-    """List ``(image, mask or None)`` pairs in a data folder, sorted by image path.
-
-    Layouts (:mod:`mesc.datasets`): mesc's own (``images/`` + optional ``masks/`` with the same
-    file stems), Cityscapes, Pascal VOC 2012, SBD, MS COCO (as the 21 VOC classes), or a plain
-    folder of images (no masks). ``split`` picks one split of a layout that has them.
-    """
-    from mesc.datasets import read_folder as read
-
-    return read(path, require_masks=require_masks, split=split)
-
-
-def load_image(path) -> np.ndarray:
-    """An image file as HxWx3 uint8 RGB (the runtime's reader: one set of error messages)."""
-    from mesc.runtime.images import read_image
-
-    return read_image(path)
-
-
-# Masks are class ids: these modes hold one id per pixel and are read by value, never colour-
-# converted (a palette mask's colours are only its display; "1" holds ids 0 and 1).
-MASK_MODES = ("L", "P", "1", "I", "I;16", "I;16B", "I;16L", "I;16N")
-
-
-def load_mask(path, shape=None) -> np.ndarray:
-    """A label mask as HxW uint8 class ids (255 = ignore); ``shape`` (H, W) must match if given.
-    ``path`` may be a :class:`~mesc.datasets.labels.Label` (a mask decoded from another format).
-
-    The one mask reader (training, evaluation, calibration): a palette or grey mask is read by
-    its index values, 16-bit masks by value (ids up to 255), never scaled or converted."""
-    from mesc.runtime.images import opened_image
-
-    if isinstance(path, Label):
-        return path.read(shape)
-    with opened_image(path, what="mask") as im:
-        if im.mode not in MASK_MODES:
-            raise MescError(f"mask {path} has mode {im.mode}; expected single-channel class ids "
-                            f"({', '.join(MASK_MODES)})")
-        mask = np.asarray(im)
-    if mask.size and (mask.min() < 0 or mask.max() > 255):
-        raise MescError(f"mask {path} holds ids {mask.min()}..{mask.max()}; class ids are 0..255")
-    return check_mask_shape(mask, shape, path).astype(np.uint8)
-
-
-def load_pair(image_path, mask_path):
-    """``(image, mask or None)`` with the sizes checked against each other."""
-    image = load_image(image_path)
-    return image, None if mask_path is None else load_mask(mask_path, image.shape[:2])
-
-
 def read_meta(path) -> dict:
     """The generator's ``meta.json`` for a synthetic folder ({} for other folders)."""
     meta = Path(path) / "meta.json"
     return json.loads(meta.read_text()) if meta.is_file() else {}
 
 
-def read_classes(path) -> list[str] | None:
-    """Class names from ``classes.txt`` in a data folder, or None."""
-    f = Path(path) / "classes.txt"
-    return [line.strip() for line in f.read_text().splitlines() if line.strip()] if f.is_file() else None
-
-
-__all__ = ["CLASSES", "IGNORE", "generate", "render_scene", "read_folder", "load_image", "load_mask",
-           "load_pair", "read_meta", "read_classes", "parse_size", "parse_range"]
+__all__ = ["CLASSES", "GENERATOR", "IGNORE", "generate", "render_scene", "read_meta", "parse_size", "parse_range"]

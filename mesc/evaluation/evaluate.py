@@ -1,8 +1,9 @@
 """``mesc eval``: accuracy per exit and per class as the field reports it.
 
-Every exit runs once over a labelled set (the memo's runner, :func:`~mesc.calibration.exits.memo.exit_results`)
-and is scored at the labels' original resolution (:mod:`mesc.scoring`: logits resized bilinearly
-to the mask, then argmax; masks are never resized). Reported:
+Every exit runs once over a labelled set (the memo's runner,
+:func:`~mesc.calibration.exits.memo.exit_results`) and is scored at the labels' original
+resolution (:mod:`mesc.evaluation.scoring`: logits resized bilinearly to the mask, then argmax;
+masks are never resized). Reported:
 
 * **budgeted**, per exit: every image leaves there;
 * **policy**: the package's input-dependent policy as the runtime applies it (its thresholds,
@@ -10,7 +11,7 @@ to the mask, then argmax; masks are never resized). Reported:
   ``th_img``, the final exit takes the rest).
 
 Per row: mIoU, pixel accuracy and the IoU of every class, from summed confusion matrices
-(:mod:`mesc.metrics`), so one image's share is its pixels.
+(:mod:`mesc.evaluation.metrics`), so one image's share is its pixels.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy as np
 
 from mesc.calibration.exits import memo as memo_mod
 from mesc.errors import MescError
-from mesc.metrics import counts_from_confusion, miou
+from mesc.evaluation.metrics import counts_from_confusion, miou
 from mesc.progress import bar as progress_bar
-from mesc.scoring import confusion_at_mask
+from mesc.evaluation.scoring import confusion_at_mask
 from mesc.timestamps import utc_now
 
 POLICY_ROW = "policy"

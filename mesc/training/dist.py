@@ -1,9 +1,10 @@
 """``mesc train`` under torchrun: one process per GPU (or CPU process with gloo).
 
-    torchrun --nproc-per-node N -m mesc.training_dist --model ... --data ... -o model.pt
+    torchrun --nproc-per-node N -m mesc.training.dist --model ... --data ... -o model.pt
 
-Takes ``mesc train``'s arguments; ``--batch`` is the global batch, split evenly over the
-processes. The process group comes from torchrun's environment (NCCL on CUDA, gloo on CPU);
+Takes ``mesc train``'s arguments (the same command, :mod:`mesc.training.command`: the entry
+stands below the CLI and never imports it); ``--batch`` is the global batch, split evenly over
+the processes. The process group comes from torchrun's environment (NCCL on CUDA, gloo on CPU);
 rank 0 alone writes the checkpoint, the training log and the output.
 """
 
@@ -24,9 +25,9 @@ def main(argv=None) -> None:
     dist.init_process_group("nccl" if on_gpu else "gloo")
     finished = False
     try:
-        from mesc.cli.train import train_cmd
+        from mesc.training.command import train_cmd
 
-        train_cmd.main(argv, prog_name="mesc.training_dist", standalone_mode=False)
+        train_cmd.main(argv, prog_name="mesc.training.dist", standalone_mode=False)
         # rank 0 writes the log, curves, checkpoint and output after the last collective step:
         # every rank waits for it here
         dist.barrier()
