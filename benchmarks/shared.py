@@ -29,7 +29,7 @@ def median_ms(fn, warmup: int, iters: int) -> float:
 
 def input_size(pkg) -> tuple[int, int]:
     """A package's input height and width."""
-    return tuple(int(v) for v in pkg.input["shape"][2:])
+    return tuple(int(v) for v in pkg.input.shape[2:])
 
 
 def run_and_score(pipe, images, masks, num_classes, exit=None) -> dict:
