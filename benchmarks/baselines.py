@@ -114,7 +114,7 @@ def monolithic_package(pkg, out, sources: dict | None = None, precision: str | N
 def source_model(pkg):
     """Rebuild the package's source model (``manifest["source"]``) for the eager baseline;
     MescError says why it cannot be."""
-    from mesc.exporters.loader import load_model
+    from mesc.exporters.model_spec import load_model
 
     src = pkg.source
     spec, weights = src.get("model"), src.get("weights")

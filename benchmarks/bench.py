@@ -134,7 +134,7 @@ def _max_engine_batch(runner) -> int | None:
 
 def load_images(data, pipe, resize: bool = False, say=print) -> list:
     """The readable images of ``data`` at the package's size; MescError when there are none."""
-    from mesc.data import read_folder
+    from mesc.datasets import read_folder
     from mesc.runtime.errors import InputError
     from mesc.runtime.images import read_image
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.benchmarks.harness import environment
+from mesc.benchmarks.shared import input_size, run_and_score
 
 CALIB_SEED, TEST_SEED = 11, 12
 
@@ -41,22 +42,6 @@ def _configure(pipe, cfg) -> None:
         pipe.set_enabled(name, th is not None)
         if th is not None:
             pipe.set_thresholds(name, **th)
-
-
-def _run(pipe, images, masks, num_classes, exit=None) -> dict:
-    from mesc.metrics import class_counts, miou
-
-    inter = np.zeros(num_classes)
-    union = np.zeros(num_classes)
-    lat, exits = [], []
-    for img, mask in zip(images, masks):
-        res = pipe([img], exit=exit)[0]
-        lat.append(res.timings["total_ms"])
-        exits.append(res.exit)
-        i, u = class_counts(res.labels, mask, num_classes)
-        inter += i
-        union += u
-    return {"latency_ms": lat, "exits": exits, "miou": float(miou(inter[None], union[None])[0])}
 
 
 def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | None = None,
@@ -93,21 +78,21 @@ def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | No
                 f"{cfg.unit} ({cfg.expected_cost / s_cal.reference().expected_cost:.2f}x), searched in {seconds:.2f} s")
 
     num_classes = max(ex.num_classes for ex in pkg.exits)
-    test = load_calibration_set(test_dir, _input_size(pkg), num_classes)
+    test = load_calibration_set(test_dir, input_size(pkg), num_classes)
     images, masks = [t[1] for t in test], [t[2] for t in test]
     final = pkg.exits[-1].name
     label = {k: f"<= {k[0]} pp" + (f" {k[1]}" if k[1] else "") for k in configs}
     runs: dict = {"final-only": []} | {label[k]: [] for k in configs}
     with load(package, backend="onnxruntime", device="cpu", threads=threads) as pipe:
-        _run(pipe, images[:8], masks[:8], num_classes, exit=final)  # warm-up: sessions, allocations
+        run_and_score(pipe, images[:8], masks[:8], num_classes, exit=final)  # warm-up: sessions, allocations
         for cfg in configs.values():
             _configure(pipe, cfg)
-            _run(pipe, images[:8], masks[:8], num_classes)
+            run_and_score(pipe, images[:8], masks[:8], num_classes)
         for r in range(rounds):
-            runs["final-only"].append(_run(pipe, images, masks, num_classes, exit=final))
+            runs["final-only"].append(run_and_score(pipe, images, masks, num_classes, exit=final))
             for k, cfg in configs.items():
                 _configure(pipe, cfg)
-                runs[label[k]].append(_run(pipe, images, masks, num_classes))
+                runs[label[k]].append(run_and_score(pipe, images, masks, num_classes))
             say(f"round {r + 1}/{rounds}: " + ", ".join(
                 f"{k} {np.mean(v[-1]['latency_ms']):.2f} ms" for k, v in runs.items()))
         env = environment(pipe.runner.device, threads=threads)
@@ -205,7 +190,7 @@ def main(argv=None) -> int:
     bounds = [float(b) for b in args.bounds.split(",")]
 
     from mesc.benchmarks.bench import BenchOptions, bench, record_latency
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     with tempfile.TemporaryDirectory(prefix="mesc-calibrated-") as tmp:
         tmp = Path(tmp)
@@ -217,7 +202,7 @@ def main(argv=None) -> int:
             export(args.model, package, weights=args.weights, options=ExportOptions(policy_at="native", verify=False))
         from mesc.package import Package
 
-        shape = _input_size(Package.load(package))
+        shape = input_size(Package.load(package))
         record_latency(package, bench(package, BenchOptions(warmup=3, iters=30, baselines=(), threads=args.threads),
                                       progress=False, say=lambda m: None))
         calib = generate(tmp / "calib", args.calib, seed=CALIB_SEED, size=shape)
@@ -230,10 +215,6 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0
-
-
-def _input_size(pkg) -> tuple[int, int]:
-    return tuple(int(v) for v in pkg.input.shape[2:])
 
 
 if __name__ == "__main__":

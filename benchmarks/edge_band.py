@@ -23,20 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mesc.benchmarks.calibrated import _input_size, _run
 from mesc.benchmarks.harness import environment
+from mesc.benchmarks.shared import input_size, run_and_score
 
 
 def band_shares(package, data_dir, images: int) -> dict:
     """Per exit and band: mean, min and max share of pixels on the band over the images."""
     from mesc.calibration.exits.memo import load_calibration_set, package_classes
-    from mesc.package.manifest import EDGE_BANDS
+    from mesc.policy import EDGE_BANDS
     from mesc.package import Package
     from mesc.policy import edge_band_fast
     from mesc.runtime import load
 
     pkg = Package.load(package)
-    data = load_calibration_set(data_dir, _input_size(pkg), package_classes(pkg), limit=images)
+    data = load_calibration_set(data_dir, input_size(pkg), package_classes(pkg), limit=images)
     shares = {ex.name: {b: [] for b in EDGE_BANDS} for ex in pkg.exits}
     with load(package, backend="onnxruntime", device="cpu") as pipe:
         for _, image, _ in data:
@@ -54,24 +54,24 @@ def band_shares(package, data_dir, images: int) -> dict:
 
 def held_out_latency(packages, data_dir, rounds: int, threads: int | None) -> dict:
     from mesc.calibration.exits.memo import load_calibration_set, package_classes
-    from mesc.package.manifest import edge_band_of
+    from mesc.policy import edge_band_of
     from mesc.package import Package
     from mesc.runtime import load
 
     pkgs = [Package.load(p) for p in packages]
     num_classes = package_classes(pkgs[0])
-    test = load_calibration_set(data_dir, _input_size(pkgs[0]), num_classes)
+    test = load_calibration_set(data_dir, input_size(pkgs[0]), num_classes)
     images, masks = [t[1] for t in test], [t[2] for t in test]
     pipes = [load(p, backend="onnxruntime", device="cpu", threads=threads) for p in packages]
     final = pkgs[0].exits[-1].name
     runs = {"final-only": []} | {str(p): [] for p in packages}
     try:
         for pipe in pipes:  # warm-up: sessions, allocations
-            _run(pipe, images[:8], masks[:8], num_classes)
+            run_and_score(pipe, images[:8], masks[:8], num_classes)
         for _ in range(rounds):
-            runs["final-only"].append(_run(pipes[0], images, masks, num_classes, exit=final))
+            runs["final-only"].append(run_and_score(pipes[0], images, masks, num_classes, exit=final))
             for p, pipe in zip(packages, pipes):
-                runs[str(p)].append(_run(pipe, images, masks, num_classes))
+                runs[str(p)].append(run_and_score(pipe, images, masks, num_classes))
         env = environment(pipes[0].runner.device, threads=threads)
     finally:
         for pipe in pipes:

@@ -6,7 +6,7 @@
 Per output stride it times (median over --iters after --warmup runs):
 
 - ``head``          the exit head alone (features -> full-size logits);
-- ``head+policy``   the same head with :func:`mesc.exporters.policy_graph.append_policy`;
+- ``head+policy``   the same head with :func:`mesc.exporters.policy.mess.append_policy`;
 - ``policy``        the policy subgraph alone on N x M x H x W logits;
 - ``host_ref``      the host alternative: logits out of the head, then the numpy reference
                     (explicit median on the edge band; --host-iters runs, it is slow);
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mesc.benchmarks.harness import measure as time_calls, summarize
-from mesc.package.manifest import CONFIDENCE_KINDS, EDGE_BANDS
+from mesc.benchmarks.shared import cpu_session, median_ms
+from mesc.policy import CONFIDENCE_KINDS, EDGE_BANDS
 
 
 def build_head(classes: int, height: int, width: int, stride: int, channels: int = 128, opset: int = 17,
@@ -75,15 +75,6 @@ def identity_head(classes: int, height: int, width: int, opset: int = 17):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def _session(model, threads: int):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def _feeds(sess, batch: int, rng, smooth: bool):
     from mesc.errors import MescError
 
@@ -103,35 +94,30 @@ def _feeds(sess, batch: int, rng, smooth: bool):
     return feeds
 
 
-def _median_time(fn, warmup: int, iters: int) -> float:
-    # the harness reads a timed call's return value as its part timings: discard results
-    return summarize(time_calls(lambda: fn() and None, warmup, iters))["median"]
-
-
 def measure(head_model, logits: str, stride: int, args) -> dict:
-    from mesc.exporters.policy_graph import append_policy
+    from mesc.exporters.policy.mess import append_policy
     from mesc.policy import edge_band, mess_confidence, mess_confidence_fast, predicted_labels
 
     rng = np.random.default_rng(0)
     th = np.array([args.th_pix], np.float32)
     edge, band = not args.no_edge, args.edge_band
-    head = _session(head_model, args.threads)
-    with_policy = _session(append_policy(head_model, logits, "exit", args.confidence, edge, stride, band=band),
+    head = cpu_session(head_model, args.threads)
+    with_policy = cpu_session(append_policy(head_model, logits, "exit", args.confidence, edge, stride, band=band),
                            args.threads)
     feeds = _feeds(head, args.batch, rng, smooth=args.head is None)
     out_names = [o.name for o in head.get_outputs()]
     x = head.run([logits], feeds)[0]
     n, m, h, w = x.shape
-    policy_only = _session(append_policy(identity_head(m, h, w), "logits", "exit", args.confidence, edge, stride,
+    policy_only = cpu_session(append_policy(identity_head(m, h, w), "logits", "exit", args.confidence, edge, stride,
                                          band=band), args.threads)
 
-    t_head = _median_time(lambda: head.run(out_names, feeds), args.warmup, args.iters)
-    t_both = _median_time(lambda: with_policy.run(None, {**feeds, "exit_th_pix": th}), args.warmup, args.iters)
-    t_pol = _median_time(lambda: policy_only.run(["exit_confidence", "exit_labels"], {"x": x, "exit_th_pix": th}),
+    t_head = median_ms(lambda: head.run(out_names, feeds), args.warmup, args.iters)
+    t_both = median_ms(lambda: with_policy.run(None, {**feeds, "exit_th_pix": th}), args.warmup, args.iters)
+    t_pol = median_ms(lambda: policy_only.run(["exit_confidence", "exit_labels"], {"x": x, "exit_th_pix": th}),
                          args.warmup, args.iters)
-    t_fast = _median_time(lambda: mess_confidence_fast(x, args.th_pix, args.confidence, edge, stride, band),
+    t_fast = median_ms(lambda: mess_confidence_fast(x, args.th_pix, args.confidence, edge, stride, band),
                           1, args.host_iters)
-    t_ref = (_median_time(lambda: mess_confidence(x, args.th_pix, args.confidence, edge, stride, band), 0, args.host_iters)
+    t_ref = (median_ms(lambda: mess_confidence(x, args.th_pix, args.confidence, edge, stride, band), 0, args.host_iters)
              if args.host_iters > 0 else None)
 
     c_graph = with_policy.run(["exit_confidence"], {**feeds, "exit_th_pix": th})[0]

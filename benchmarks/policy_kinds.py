@@ -3,9 +3,10 @@
     python -m mesc.benchmarks.policy_kinds [--shapes 6x128x256,6x16x32,19x512x1024] [--iters 10]
         [--threads 2] [--json OUT]
 
-Per logits shape M x H x W (batch 1) and kind (``mess`` at stride 8 with the edge band,
+Per logits shape M x H x W (batch 1) and every kind with an in-graph builder
+(:func:`mesc.exporters.policy.in_graph_kinds`: ``mess`` at stride 8 with the paper's edge band,
 ``mean_top1``, ``mean_entropy``, ``fft`` with the DFT as MatMuls, ``learned`` with a random
-8-unit network), the policy subgraph alone on the logits (labels and score, as the runtime
+8-unit network, and any kind registered since), the policy subgraph alone on the logits (labels and score, as the runtime
 fetches them) is timed, median after warm-up, beside the numpy reference on the host. The
 logits are smooth (noise at 1/8 resolution, repeated) like a segmentation's.
 """
@@ -20,9 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from mesc.benchmarks.harness import environment
-from mesc.benchmarks.policy_cost import _median_time, _session, identity_head
+from mesc.benchmarks.policy_cost import identity_head
+from mesc.benchmarks.shared import cpu_session, median_ms
 
-KINDS = ("mess", "mean_top1", "mean_entropy", "fft", "learned")
+# the settings every kind is measured with (MESS reads them; the other kinds ignore them)
+POLICY = {"confidence": "top1", "edge": True, "stride": 8, "band": "paper", "th_pix": 0.9}
 
 
 def _logits(m: int, h: int, w: int) -> np.ndarray:
@@ -32,32 +35,28 @@ def _logits(m: int, h: int, w: int) -> np.ndarray:
 
 
 def measure(m: int, h: int, w: int, iters: int, threads: int) -> dict:
-    from mesc.exporters.policy_graph import append_policy
-    from mesc.exporters.policy_scores import append_score_policy
-    from mesc.policy import fft_magnitude, mean_confidence, mess_confidence_fast
-    from mesc.policy_learned import FEATURES, DecisionNet, decision_features
+    from mesc.exporters.policy import append_kind, in_graph_kinds
+    from mesc.policy import get_kind
+    from mesc.policy.learned import FEATURES, DecisionNet
 
     x = _logits(m, h, w)
     rng = np.random.default_rng(1)
     net = DecisionNet(rng.normal(size=(FEATURES, 8)), rng.normal(size=8), rng.normal(size=8), 0.0)
-    host = {"mess": lambda: mess_confidence_fast(x, 0.9, "top1", True, 8),
-            "mean_top1": lambda: mean_confidence(x, "top1"), "mean_entropy": lambda: mean_confidence(x, "entropy"),
-            "fft": lambda: fft_magnitude(x), "learned": lambda: net.score(decision_features(x))}
     out = {}
-    for kind in KINDS:
-        base = identity_head(m, h, w)
-        if kind == "mess":
-            model = append_policy(base, "logits", "exit", "top1", True, 8)
-            feeds = {"x": x, "exit_th_pix": np.array([0.9], np.float32)}
-        else:
-            model = append_score_policy(base, "logits", "exit", kind, net=net)
-            feeds = {"x": x}
-        sess = _session(model, threads)
+    for kind in in_graph_kinds():
+        spec = get_kind(kind)
+        model = append_kind(identity_head(m, h, w), "logits", "exit", kind, POLICY, net=net)
+        feeds = {"x": x, **({"exit_th_pix": np.array([POLICY["th_pix"]], np.float32)} if spec.pixel_threshold else {})}
+        sess = cpu_session(model, threads)
         fetch = ["exit_labels", "exit_confidence"]
         score = float(sess.run(["exit_confidence"], feeds)[0][0])
-        out[kind] = {"graph_ms": round(_median_time(lambda: sess.run(fetch, feeds), 2, iters), 3),
-                     "host_numpy_ms": round(_median_time(host[kind], 1, iters), 3),
-                     "score_graph": score, "score_numpy": float(host[kind]()[0]),
+
+        def host(spec=spec):
+            return spec.score(x, POLICY, net=net)
+
+        out[kind] = {"graph_ms": round(median_ms(lambda: sess.run(fetch, feeds), 2, iters), 3),
+                     "host_numpy_ms": round(median_ms(host, 1, iters), 3),
+                     "score_graph": score, "score_numpy": float(host()[0]),
                      "onnx_bytes": len(model.SerializeToString())}
     return {"logits_shape": [1, m, h, w], "kinds": out}
 

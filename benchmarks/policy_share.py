@@ -68,7 +68,7 @@ def _head_times(pkg, threads: int, iters: int, fetch: str) -> dict:
             tfeeds = {t.name: env[t.name] for t in tail.inputs}
             out[ex.name]["tail_ms"] = _median_ms(lambda: tsess.run(None, tfeeds), iters)
         if fetch == "logits":
-            from mesc.package.manifest import edge_band_of
+            from mesc.policy import edge_band_of
             from mesc.policy import mess_confidence_fast
 
             p = ex.policy

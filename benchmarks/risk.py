@@ -35,7 +35,7 @@ def prepare(work: Path, scenes: int, say=print, model: str = "demo", weights=Non
     and their memo, in ``work`` (reused where already there)."""
     from mesc.benchmarks.bench import BenchOptions, bench, record_latency
     from mesc.calibration.exits.memo import evaluate
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     package, data = work / model, work / f"scenes-{scenes}"
     if not package.exists():
@@ -131,34 +131,6 @@ def format_case(case: dict) -> str:
             f"{r['max_drop_pp']:.2f} pp")
 
 
-def markdown(res: dict) -> list:
-    """RESULTS.md lines for a recorded ``risk_*.json``."""
-    m = res["environment"]
-    lines = [f"## {res['scenario']}", "",
-             f"`mesc calibrate --risk {res['delta']}` against plain calibration on the demo model, over "
-             f"{res['splits']} random calibration/test splits of {res['scenes']} synthetic scenes (one memo; the "
-             "latencies are the MESS expected cost on the recorded per-segment medians). `python -m "
-             "mesc.benchmarks.risk`.", "",
-             f"Machine: {m['cpu']} ({m['cpu_cores']} cores), ONNX Runtime {m['onnxruntime']}, numpy {m['numpy']}, "
-             f"Python {m['python']}; recorded {res['date']} in {res['wall_seconds']:.0f} s.", "",
-             "| calib / test | bound | exceeding: plain | risk | mean latency: final only | plain | risk | "
-             "given up | risk = final only | max test drop: plain | risk |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for c in res["cases"]:
-        if "summary" not in c:
-            lines.append(f"| {c['calib']} / {c['test']} | {c['max_drop_pp']} pp | refused: too few images | | | | | "
-                         "| | | |")
-            continue
-        s = c["summary"]
-        p, r = s["plain"], s["risk"]
-        lines.append(f"| {c['calib']} / {c['test']} | {c['max_drop_pp']} pp | {100 * p['exceed_fraction']:.0f} % | "
-                     f"{100 * r['exceed_fraction']:.0f} % | {s['final_only_ms']:.2f} ms | {p['mean_ms']:.2f} ms "
-                     f"({p['ratio']:.2f}x) | {r['mean_ms']:.2f} ms ({r['ratio']:.2f}x) | {s['given_up_ms']:+.2f} ms | "
-                     f"{100 * r['final_only_fraction']:.0f} % | {p['max_drop_pp']:.2f} pp | {r['max_drop_pp']:.2f} pp |")
-    lines.append("")
-    return lines
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mesc.benchmarks.risk", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,7 +165,7 @@ def main(argv=None) -> int:
                   scenes=args.scenes, splits=args.splits, delta=args.delta, environment=environment("cpu"),
                   cost_unit=costs.unit)
     if args.json:
-        from mesc.benchmarks.scenarios import rewrite_results_md
+        from mesc.benchmarks.results_md import rewrite_results_md
         from mesc.package.staging import write_json_atomic
 
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -9,13 +9,13 @@ recorded JSON. Scenarios whose backend is absent here (CUDA, TensorRT) say so an
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
 
 from mesc.benchmarks.bench import BenchOptions, bench
 from mesc.benchmarks.harness import environment
+from mesc.benchmarks.results_md import rewrite_results_md
 from mesc.benchmarks.serve_scenario import ServeScenario
 from mesc.timestamps import utc_now
 
@@ -112,7 +112,7 @@ def run_scenario(s: Scenario, quick: bool = False, say=print) -> dict:
         tmp = Path(tmp)
         data = None
         if cfg["data"]:
-            from mesc.data import generate
+            from mesc.datasets.synthetic import generate
 
             data = tmp / "data"
             generate(data, cfg["data"], seed=12, size=s.shape[2:])
@@ -140,71 +140,6 @@ def run_scenario(s: Scenario, quick: bool = False, say=print) -> dict:
             "settings": {"warmup": cfg["warmup"], "iters": cfg["iters"], "shape": list(s.shape)}, "runs": runs}
 
 
-# RESULTS.md ----------------------------------------------------------------------------------------
-
-def _f(v, fmt=".1f"):
-    return "-" if v is None else format(v, fmt)
-
-
-def markdown(recorded: list[dict]) -> str:
-    """RESULTS.md: per scenario the machine, a summary per model and per-exit figures."""
-    lines = ["# Recorded benchmark results", "",
-             "Written by `python -m mesc.benchmarks` (`make bench`) from the `bench_*.json`, `serve_load_*.json` "
-             "and `risk_*.json` files beside it; "
-             "latencies in ms (median over the timed rounds), `mesc bench` semantics (see "
-             "`benchmarks/bench.py`). Decision = host copy of the exit's confidence after its head.", ""]
-    for res in recorded:
-        if res.get("benchmark") == "risk":
-            from mesc.benchmarks.risk import markdown as risk_markdown
-
-            lines += risk_markdown(res)
-            continue
-        if res.get("benchmark") == "serve_load":
-            from mesc.benchmarks.serve_scenario import markdown as serve_markdown
-
-            lines += serve_markdown(res)
-            continue
-        m = res["machine"]
-        lines += [f"## {res['scenario']}", "", res["about"] + ".", "",
-                  f"Machine: {m['device']} ({m['cpu_cores']} cores, {m['threads']} threads), "
-                  + (f"CUDA driver {m.get('cuda_driver')}, TensorRT {m.get('tensorrt')}, " if "cuda_driver" in m else "")
-                  + f"ONNX Runtime {m['onnxruntime']}, torch {m['torch']}, Python {m['python']}, {m['os']}. "
-                  f"{res['settings']['warmup']} warm-up + {res['settings']['iters']} timed rounds; "
-                  f"recorded {res['date']} in {res['wall_seconds']:.0f} s.", "",
-                  "| model | input | final exit | monolithic | chain/mono | never-exit | eager | eager/mesc |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
-        for r in res["runs"]:
-            b = r["baselines"]
-            mono, never, eager = (b.get(k, {}).get("ms", {}).get("median") for k in ("monolithic", "never_exit", "eager"))
-            lines.append(f"| {r['model']} | {'x'.join(map(str, r['input_shape']))} {r['precision']} | "
-                         f"{_f(r['exits'][-1]['ms']['median'])} | {_f(mono)} | "
-                         f"{_f(b.get('monolithic', {}).get('chain_over_mono'), '.3f')} | {_f(never)} | {_f(eager)} | "
-                         f"{_f(b.get('eager', {}).get('eager_over_mesc'), '.2f')} |")
-        lines += ["", "Per exit (budgeted: reach and take exit k): median, p90, latency efficiency "
-                  "(latency share / FLOPs share of the final exit), decision cost and its share of the head.", "",
-                  "| model | exit | GFLOPs | median | p90 | sum of segments | efficiency | decision | % of head |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in res["runs"]:
-            for e in r["exits"]:
-                d = e["decision"]
-                lines.append(f"| {r['model']} | {e['name']} | {e['flops'] / 1e9:.2f} | {e['ms']['median']:.1f} | "
-                             f"{e['ms']['p90']:.1f} | {e['segment_sum_ms']:.1f} | {_f(e['efficiency'], '.2f')} | "
-                             f"{d['ms']['median']:.3f} | {100 * d['share_of_head']:.2f} |")
-        data = [r for r in res["runs"] if r.get("data")]
-        if data:
-            lines += ["", "Input-dependent over images (package's default thresholds), per image:", "",
-                      "| model | images | exit shares | mean | p99 | final-only mean | speed-up |",
-                      "|---|---:|---|---:|---:|---:|---:|"]
-            for r in data:
-                d = r["data"]
-                shares = ", ".join(f"{k} {100 * v:.0f}%" for k, v in d["exit_fraction"].items())
-                lines.append(f"| {r['model']} | {d['images']} | {shares} | {d['input_dependent_ms']['mean']:.2f} | "
-                             f"{d['input_dependent_ms']['p99']:.2f} | {d['final_only_ms']['mean']:.2f} | "
-                             f"{d['speedup_mean']:.2f}x |")
-        lines.append("")
-    return "\n".join(lines)
-
-
 def write_results(result: dict, out: Path) -> Path:
     from mesc.package.staging import write_json_atomic
 
@@ -213,10 +148,3 @@ def write_results(result: dict, out: Path) -> Path:
     write_json_atomic(path, result)
     rewrite_results_md(out)
     return path
-
-
-def rewrite_results_md(out: Path) -> None:
-    """RESULTS.md in ``out`` from every recorded JSON there."""
-    recorded = [json.loads(p.read_text()) for pattern in ("bench_*.json", "serve_load_*.json", "risk_*.json")
-                for p in sorted(out.glob(pattern))]
-    (out / "RESULTS.md").write_text(markdown(recorded))

@@ -72,7 +72,7 @@ def run_line(r: dict) -> str:
 def run(package: Path, requests: int, say=print) -> dict:
     import tempfile
 
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
     from mesc.runtime.images import read_image
     from mesc.serving.client import Client
     from mesc.serving.local import start_local

@@ -77,20 +77,3 @@ def prepare_package(pkg: Path, calib: Path, calib_images: int, say=print) -> Non
     for what, args in steps:
         say(what)
         subprocess.run([sys.executable, "-m", "mesc.cli", *map(str, args)], check=True, stdout=subprocess.DEVNULL)
-
-
-def markdown(res: dict) -> list[str]:
-    """RESULTS.md's section for one recorded serve-load run."""
-    m, load = res["machine"], res.get("load_average", {})
-    shared = (f" Load average {load['before']} before, {load['after']} after on {m['cpu_cores']} cores: the "
-              "machine was shared, so absolute figures are pessimistic." if load and
-              max(load.values()) > m["cpu_cores"] else "")
-    lines = [f"## {res['scenario']}", "", res["about"] + ".", "",
-             f"Machine: {m['device']} ({m['cpu_cores']} cores), ONNX Runtime {m['onnxruntime']} CPU, "
-             f"numpy {m['numpy']}, Python {m['python']}. Server: {res['server']}. Package: {res['package']}; "
-             f"recorded {res['recorded']} in {res['wall_seconds']:.0f} s.{shared}", "",
-             "| exits | clients | requests | img/s | p50 ms | p99 ms | mean served batch |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['throughput_ips']:.1f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['mean_batch']:.2f} |" for r in res["runs"]]
-    return lines + [""]

@@ -8,7 +8,8 @@ import time
 from mesc import __version__
 from mesc.errors import ExportError
 from mesc.lazy import require
-from mesc.package.manifest import CONFIDENCE_KINDS, EDGE_BANDS, MANIFEST, SCHEMA_VERSION
+from mesc.package.manifest import MANIFEST, SCHEMA_VERSION
+from mesc.policy import CONFIDENCE_KINDS, EDGE_BANDS
 from mesc.package import Package, sha256_file
 from mesc.progress import iterate
 from mesc.package.staging import staging_dir, write_json_atomic
@@ -144,7 +145,7 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     Nothing is written unless every segment exports, checks and (by default) reproduces the
     eager model's exits; an existing ``out`` is replaced only with ``force``.
     """
-    from mesc.exporters.loader import load_model, model_file
+    from mesc.exporters.model_spec import load_model, model_file
     from mesc.package.outputs import check_dir_output
 
     opts = options or ExportOptions()
@@ -266,14 +267,14 @@ def _write_segment(plan: _Plan, seg, opts: ExportOptions, tmp) -> dict:
                                 opts.verbose)
     exit_name = plan.exit_name(seg.exit)
     if seg.kind == "head" and opts.policy:
-        from mesc.exporters.policy_graph import append_policy
+        from mesc.exporters.policy.mess import append_policy
 
         p = plan.policy[seg.exit]
         model_proto = append_policy(model_proto, logits=plan.policy_src[seg.exit][1], prefix=exit_name,
                                     confidence=p["confidence"], edge=p["edge"], stride=p["stride"], band=p["band"],
                                     labels=plan.segment("tail", seg.exit) is None)
     elif seg.kind == "tail":
-        from mesc.exporters.policy_graph import append_labels
+        from mesc.exporters.policy.graph import append_labels
 
         model_proto = append_labels(model_proto, logits=f"{exit_name}_logits", prefix=exit_name)
     model_proto = check(model_proto, where)

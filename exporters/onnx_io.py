@@ -7,7 +7,7 @@ import io
 import warnings
 
 from mesc.errors import ExportError
-from mesc.exporters.policy_graph import MIN_OPSET
+from mesc.exporters.policy.graph import MIN_OPSET
 from mesc.exporters.torch_output import captured_output, detail
 from mesc.lazy import require
 

@@ -22,7 +22,7 @@ def input_dependent_figures(pipe, data, classes):
     import numpy as np
 
     from mesc.calibration.exits.memo import load_calibration_set
-    from mesc.metrics import class_counts, miou
+    from mesc.evaluation.metrics import class_counts, miou
 
     _, _, h, w = pipe.pkg.input.shape
     items = load_calibration_set(data, (h, w), classes)

@@ -33,7 +33,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mesc import data, models, training
+from mesc import models, training
+from mesc.datasets import synthetic
 
 CHECKPOINT = Path(models.__file__).with_name("demo.pt")
 # Per-exit mIoU of the shipped checkpoint on the split below, measured when it was trained.
@@ -44,7 +45,7 @@ TOLERANCE = 0.02  # evaluation is deterministic on CPU; this absorbs BLAS/librar
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory):
     # seed 77 appears in neither the training (1) nor the validation (2) split
-    return data.generate(tmp_path_factory.mktemp("demo") / "heldout", 24, seed=77, size=(128, 256))
+    return synthetic.generate(tmp_path_factory.mktemp("demo") / "heldout", 24, seed=77, size=(128, 256))
 
 
 def test_demo_checkpoint_is_small_float32_and_loads_strictly():

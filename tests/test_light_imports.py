@@ -13,7 +13,8 @@ HELP = ("", "export", "run", "bench", "calibrate", "eval", "build", "prepare", "
 @pytest.mark.parametrize("stmt", [
     "import mesc",
     "import mesc.package, mesc.package.describe, mesc.errors",
-    "import mesc.runtime, mesc.policy, mesc.data",
+    "import mesc.runtime, mesc.policy, mesc.datasets.synthetic, mesc.datasets.images, mesc.evaluation.metrics",
+    "import mesc.evaluation.scoring",
 ])
 def test_no_heavy_imports(stmt):
     res = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt, heavy=("torch", "tensorrt"))],

@@ -72,7 +72,7 @@ def test_the_rule_catches_what_it_is_for():
     bad = [
         "try:\n    pkg = export(model)\nexcept ImportError as err:\n    pytest.skip(str(err))\n",
         "try:\n    import tensorrt\n    build(pkg)\nexcept ImportError:\n    pytest.skip('no trt')\n",
-        "try:\n    import mesc.exporters.policy_graph\nexcept ImportError:\n    ok = False\n",
+        "try:\n    import mesc.exporters.policy.mess\nexcept ImportError:\n    ok = False\n",
         "try:\n    from mesc.calibration import int8\nexcept (ValueError, ModuleNotFoundError):\n    pass\n",
         "pytest.importorskip('onnxruntime')\n",
         "pytest.importorskip('mesc.exporters.trace')\n",

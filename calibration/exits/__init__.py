@@ -11,7 +11,7 @@ its module).
 
 from mesc.calibration.exits.calibration import Calibration, calibrate, parse_max_cost
 from mesc.calibration.exits.manifest import DISABLED_POLICY, exit_settings, write_configuration
-from mesc.calibration.exits.memo import DEFAULT_TH_PIX_GRID, POLICIES, Memo, evaluate, image_stats, load_calibration_set
+from mesc.calibration.exits.memo import DEFAULT_TH_PIX_GRID, Memo, evaluate, image_stats, load_calibration_set
 from mesc.calibration.exits.report import build_report, format_report, plot_pareto
 from mesc.calibration.exits.search import (
     Configuration,
@@ -25,7 +25,7 @@ from mesc.calibration.exits.search import (
 
 __all__ = ["Calibration", "calibrate", "parse_max_cost",
            "DISABLED_POLICY", "exit_settings", "write_configuration",
-           "DEFAULT_TH_PIX_GRID", "POLICIES", "Memo", "evaluate", "image_stats", "load_calibration_set",
+           "DEFAULT_TH_PIX_GRID", "Memo", "evaluate", "image_stats", "load_calibration_set",
            "build_report", "format_report", "plot_pareto",
            "Configuration", "Costs", "InfeasibleBound", "Searcher", "SearchResult", "costs_from_package",
            "pareto_front"]

@@ -25,7 +25,7 @@ from mesc.calibration.exits.report import build_report, load_pyplot, plot_pareto
 from mesc.calibration.exits.risk import check_risk, check_risk_images, control_risk
 from mesc.calibration.exits.search import InfeasibleBound, Searcher, architectures, costs_from_package
 from mesc.errors import CalibrationError, MescError
-from mesc.package.manifest import POLICY_KINDS
+from mesc.policy import POLICY_KINDS, get_kind
 from mesc.progress import iterate
 
 
@@ -139,8 +139,8 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
 
     check_options(max_drop, max_cost, limit, th_img_steps, min_images, warn_images, risk)
     policy = check_policy_name(policy)
-    if risk is not None and policy == "learned":
-        raise CalibrationError("--risk with --policy learned: the decision network is trained on the calibration "
+    if risk is not None and get_kind(policy).trained:
+        raise CalibrationError(f"--risk with --policy {policy}: the decision network is trained on the calibration "
                                "images, so they cannot also test its thresholds; choose another policy for --risk")
     inputs = [("PACKAGE", package if not isinstance(package, Package) else package.root), ("--data", data)]
     for option, path in (("--report", report), ("--plot", plot)):
@@ -152,7 +152,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
         load_pyplot()
     pkg = Package.load(package)
     if write:  # a package that cannot take the policy is refused before the images run
-        from mesc.exporters.policy_compile import check_compilable
+        from mesc.exporters.policy.compile import check_compilable
 
         check_compilable(pkg, policy)
     costs = costs_from_package(pkg, latency_key)
@@ -168,7 +168,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     nets = {}
 
     def scores(pol):
-        if pol != "learned":
+        if not get_kind(pol).trained:
             return memo.conf(pol)
         if not nets:
             margin = DEFAULT_MARGIN if max_drop is None else max_drop / 100.0
@@ -178,7 +178,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     def run(pol):
         conf = scores(pol)
         s = Searcher(memo.inter, memo.union, conf, costs, exit_names=memo.exits,
-                     th_pix_grid=memo.th_pix_grid if pol == "mess" else None, policy=pol,
+                     th_pix_grid=memo.th_pix_grid if get_kind(pol).pixel_threshold else None, policy=pol,
                      th_img_steps=th_img_steps)
         bound = parse_max_cost(max_cost, s.reference().expected_cost)
         bar = (lambda it: iterate(it, f"calibrate: search ({pol})", "subset")) if progress else None
@@ -197,7 +197,8 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     if risk is not None:
         plain = result.best
         risk_control = control_risk(memo.inter, memo.union, scores(policy), costs, max_drop, risk,
-                                    exit_names=memo.exits, th_pix_grid=memo.th_pix_grid if policy == "mess" else None,
+                                    exit_names=memo.exits,
+                                    th_pix_grid=memo.th_pix_grid if get_kind(policy).pixel_threshold else None,
                                     policy=policy, th_img_steps=th_img_steps, subsets=subsets)
         result = dataclasses.replace(result, best=risk_control.chosen)
     rep = build_report(pkg, data, memo, costs, result, policy, compare)
@@ -209,7 +210,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
             warnings.warn(f"the thresholds written make {rep['takes_all']} take every image that reaches it, so the "
                           "exits after it never run (see the report's note)", CalibrationWarning, stacklevel=2)
         write_configuration(pkg, result.best, rep, depends_on=costs.manifest_dependencies(),
-                            nets=nets if policy == "learned" else None)
+                            nets=nets if get_kind(policy).trained else None)
         rep["written"] = True
     if report is not None:
         from mesc.package.staging import write_json_atomic

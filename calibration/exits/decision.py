@@ -1,7 +1,7 @@
 """Training the learned exit policy (the thesis' auxiliary decision network) on the memo.
 
-Per early exit, a :class:`~mesc.policy_learned.DecisionNet` learns from the decision features
-the memo keeps (:mod:`mesc.policy_learned`) whether an image is *good enough* at that exit: its
+Per early exit, a :class:`~mesc.policy.learned.DecisionNet` learns from the decision features
+the memo keeps (:mod:`mesc.policy.learned`) whether an image is *good enough* at that exit: its
 own mIoU there (classes present in the image or the prediction, from the memo's per-image
 counts) is within ``margin`` of its mIoU at the final exit. The final exit's network is the
 constant "always good" (it takes every image that reaches it anyway).
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mesc.errors import CalibrationError
-from mesc.policy_learned import FEATURES, DecisionNet
+from mesc.policy.learned import FEATURES, DecisionNet
 
 DEFAULT_MARGIN = 0.01  # 1 pp of per-image mIoU, where calibrate has no --max-drop to take it from
 

@@ -7,8 +7,8 @@ here are exactly those the runtime returns. Per image and exit the memo keeps:
 
 * ``inter`` / ``union`` (N x E x C, int64): per-class pixel intersection and union against the
   mask (255 = ignore), scored at the mask's resolution as ``mesc eval`` scores
-  (:func:`mesc.scoring.confusion_at_mask`). Counts add over images, so the mIoU of any assignment of images to exits
-  follows from sums (see :mod:`mesc.calibration.exits.search`).
+  (:func:`mesc.evaluation.scoring.confusion_at_mask`). Counts add over images, so the mIoU of
+  any assignment of images to exits follows from sums (see :mod:`mesc.calibration.exits.search`).
 * ``scores["mess"]`` (N x E x G): the MESS image confidence ``c_img`` at every ``th_pix`` of the
   grid, with the exit's own policy settings from the manifest (confidence kind, edge band and
   its definition, stride). Computed on the host from the logits with the reference rule of :mod:`mesc.policy`
@@ -17,13 +17,15 @@ here are exactly those the runtime returns. Per image and exit the memo keeps:
   manifest's ``th_pix`` is compared with it; the largest difference is kept in
   ``meta["conf_check_max_abs"]`` (0 or one pixel's worth where a float32 confidence sits on
   the threshold).
-* ``scores["mean_top1"]``, ``scores["mean_entropy"]``, ``scores["fft"]`` (N x E): the thesis'
-  single-score policies, so that they are calibrated on the same images and terms.
+* ``scores[kind]`` (N x E) for every other kind with a memo score
+  (:attr:`mesc.policy.PolicyKind.memo_score`: ``mean_top1``, ``mean_entropy``, ``fft`` and any
+  kind registered since), so that they are calibrated on the same images and terms.
 * ``features`` (N x E x F): the learned policy's decision features
-  (:mod:`mesc.policy_learned`), which :mod:`mesc.calibration.exits.decision` trains on.
+  (:mod:`mesc.policy.learned`), which :mod:`mesc.calibration.exits.decision` trains on.
 
 Where the heads run another policy kind than MESS, the in-graph score is compared with that
-kind's host score instead (the learned network's is not: its weights live in the graph).
+kind's memo score instead (a kind without one is not: the learned network's weights live in
+the graph).
 
 Candidate heads (exits sharing an exit point) are exits here like any other: each runs once,
 disabled ones too, and gets its own column; which of them to keep is the search's business.
@@ -42,24 +44,22 @@ from pathlib import Path
 import numpy as np
 
 from mesc.errors import CalibrationError, MescError
-from mesc.package.manifest import COMPILED_POLICY_KEYS, edge_band_of
-from mesc.metrics import IGNORE_INDEX, counts_from_confusion, miou
-from mesc.policy import (
-    confidence_fft_magnitude,
-    edge_band_fast,
-    mess_confidence_grid,
-    probability_confidence,
-    softmax,
-)
-from mesc.policy_learned import FEATURES, features_from_confidence
+from mesc.evaluation.metrics import IGNORE_INDEX, counts_from_confusion, miou
+from mesc.policy import COMPILED_POLICY_KEYS, Softmaxed, get_kind, kinds, mess_confidence_grid, policy_kind
+from mesc.policy.learned import FEATURES, features_from_confidence
+from mesc.policy.mess import mess_band
 from mesc.progress import bar as progress_bar
-from mesc.scoring import confusion_at_mask
+from mesc.evaluation.scoring import confusion_at_mask
 
 MEMO_VERSION = 3  # 2: scored at the masks' resolution (masks no longer resized with --resize); 3: features
 # 20 th_pix values: coarse where top-1 confidences are rare, fine near 1 where they pile up.
 DEFAULT_TH_PIX_GRID = tuple(np.round(np.concatenate([np.linspace(0.5, 0.95, 14),
                                                      [0.96, 0.97, 0.98, 0.99, 0.995, 0.999]]), 4).tolist())
-POLICIES = ("mess", "mean_top1", "mean_entropy", "fft")
+
+
+def memo_kinds() -> list:
+    """The kinds the memo keeps one score per image and exit of (MESS keeps its grid)."""
+    return [k.name for k in kinds() if k.memo_score is not None]
 
 
 @dataclass
@@ -146,17 +146,16 @@ def check_cache(path, inputs=()) -> None:
 
 def image_stats(logits: np.ndarray, labels: np.ndarray, grid, policy: dict) -> dict:
     """Everything the memo keeps from one exit's logits (M x H x W), with one softmax and one
-    edge band: the MESS grid and the single scores, by the functions of :mod:`mesc.policy`."""
-    p = softmax(logits[None])
-    top1 = probability_confidence(p, "top1")
-    ent = probability_confidence(p, "entropy")
-    conf = top1 if policy.get("confidence", "top1") == "top1" else ent
-    edge, stride = policy.get("edge", True), policy.get("stride", 8)
-    band = edge_band_fast(labels[None], stride, edge_band_of(policy)) if edge else None
+    edge band: the MESS grid, every kind's memo score (:func:`memo_kinds`) and the learned
+    kind's features, by the functions of :mod:`mesc.policy`."""
+    s = Softmaxed(logits[None])
+    conf = s.confidence(policy.get("confidence", "top1"))
+    stride = policy.get("stride", 8)
+    band = mess_band(policy, labels[None])
     out = {"mess": mess_confidence_grid(conf, grid, band, stride)[:, 0],
-           "mean_top1": float(top1.mean()), "mean_entropy": float(ent.mean()),
-           "fft": float(confidence_fft_magnitude(top1)[0]), "features": features_from_confidence(top1, ent)[0]}
-    if policy.get("kind", "mess") == "mess" and policy.get("th_pix") is not None:
+           **{k: float(get_kind(k).memo_score(s)[0]) for k in memo_kinds()},
+           "features": features_from_confidence(s.top1, s.entropy)[0]}
+    if policy_kind(policy) == "mess" and policy.get("th_pix") is not None:
         out["at_th_pix"] = float(mess_confidence_grid(conf, [policy["th_pix"]], band, stride)[0, 0])
     return out
 
@@ -173,7 +172,7 @@ def _resize(image: np.ndarray, hw) -> np.ndarray:
 def calibration_pairs(data_dir, limit: int | None = None, split: str | None = None) -> list:
     """The (image, mask) paths of a labelled folder (of its ``split``, where given), the first
     ``limit`` of them; every image must have a mask."""
-    from mesc.data import read_folder
+    from mesc.datasets import read_folder
 
     pairs = read_folder(data_dir, require_masks=True, split=split)
     return pairs if limit is None else pairs[:limit]
@@ -184,7 +183,7 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
     """``[(name, image HxWx3 uint8, mask HxW uint8)]`` checked against the package.
 
     With ``resize`` the images are resized (bilinear) to the package input; the masks keep
-    their own resolution, where the exits' logits are scored (:mod:`mesc.scoring`).
+    their own resolution, where the exits' logits are scored (:mod:`mesc.evaluation.scoring`).
     Refuses (MescError): images without masks (named), mask ids that are not classes of the
     model (other than 255), images of another size than the package input unless ``resize``,
     and masks without a labelled pixel (:func:`check_labelled`).
@@ -197,7 +196,7 @@ def load_calibration_set(data_dir, size, num_classes: int, resize: bool = False,
 def load_item(img_path, mask_path, size, num_classes: int, resize: bool = False):
     """One ``(name, image, mask)`` of a labelled set, checked as :func:`load_calibration_set`
     says (all but the labelled-pixel check, which needs the whole set)."""
-    from mesc.data import load_pair
+    from mesc.datasets.images import load_pair
 
     h, w = size
     image, mask = load_pair(img_path, mask_path)
@@ -237,7 +236,8 @@ def check_labelled(data_dir, masks) -> None:
 def _cache_key(pkg, data_pairs_stat, grid, resize, runs_on: str = "onnxruntime/cpu") -> str:
     # runs_on: another backend or device computes (slightly) other logits, so its own cache
     h = hashlib.sha256()
-    h.update(json.dumps({"v": MEMO_VERSION, "files": dict(pkg.files), "runs_on": runs_on,
+    # kinds: a cache from before a kind was registered has no scores for it
+    h.update(json.dumps({"v": MEMO_VERSION, "files": dict(pkg.files), "runs_on": runs_on, "kinds": memo_kinds(),
                          "policy": [{k: e.policy.get(k) for k in COMPILED_POLICY_KEYS}
                                     for e in pkg.exits],
                          "grid": [float(g) for g in grid], "resize": bool(resize), "data": data_pairs_stat},
@@ -330,13 +330,13 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     e_count, n = len(exits), len(data)
     inter = np.zeros((n, e_count, num_classes), np.int64)
     union = np.zeros_like(inter)
-    scores = {"mess": np.zeros((n, e_count, len(grid))),
-              **{k: np.zeros((n, e_count)) for k in ("mean_top1", "mean_entropy", "fft")}}
+    scores = {"mess": np.zeros((n, e_count, len(grid))), **{k: np.zeros((n, e_count)) for k in memo_kinds()}}
     features = np.zeros((n, e_count, FEATURES))
     check = 0.0
     pol = [pkg.policy(e) for e in exits]
     # what the heads' in-graph score is checked against: MESS at th_pix, or the kind's own score
-    checked = [{"mess": "at_th_pix", "learned": None}.get(p.get("kind", "mess"), p.get("kind")) for p in pol]
+    checked = ["at_th_pix" if get_kind(policy_kind(p)).pixel_threshold else
+               policy_kind(p) if get_kind(policy_kind(p)).memo_score is not None else None for p in pol]
     bar = progress_bar(n, "calibrate: run exits", "img", show=progress)
     try:
         for i, e, r, mask in exit_results(pipe, batches(pipe, data, batch), bar):
@@ -367,4 +367,4 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
 
 __all__ = ["Memo", "evaluate", "calibration_pairs", "check_labelled", "load_calibration_set", "image_stats",
            "batches", "exit_results", "load_item", "open_pipeline", "package_classes",
-           "DEFAULT_TH_PIX_GRID", "POLICIES"]
+           "DEFAULT_TH_PIX_GRID", "memo_kinds"]

@@ -136,7 +136,7 @@ def format_report(rep: dict) -> str:
         th = best["thresholds"].get(name) or {}
         if name == best["exits"][-1]:
             tp, ti = "-", "(rest)"
-        elif rep["policy"] == "fft":  # a score range, not a threshold
+        elif "lo" in th:  # a range kind's (FFT's) score range, not a threshold
             tp, ti = "-", f"[{th.get('lo', 0):.4g}, {th.get('hi', 0):.4g}]"
         else:
             tp = "-" if best["th_pix"].get(name) is None else f"{best['th_pix'][name]:.4g}"

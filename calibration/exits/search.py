@@ -49,7 +49,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from mesc.errors import CalibrationError, MescError
-from mesc.metrics import miou
+from mesc.evaluation.metrics import miou
+from mesc.policy import POLICY_KINDS, get_kind
 
 _EPS = 1e-12
 
@@ -357,7 +358,8 @@ class Searcher:
         self.names = list(exit_names) if exit_names is not None else [f"exit{i}" for i in range(e)]
         self.grid = None if th_pix_grid is None else np.asarray(th_pix_grid, dtype=np.float64)
         self.policy = policy
-        self.kind = "range" if policy == "fft" else "ge"
+        self.kind = get_kind(policy).comparison  # "ge" or "range"
+        self.pixel_threshold = get_kind(policy).pixel_threshold
         self.options = [_Options(self.conf[:, i, :], th_img_steps, self.kind) for i in range(e - 1)]
         self.evaluated = 0
         self._pts: list = []
@@ -467,7 +469,7 @@ class Searcher:
                 thresholds[name] = {"lo": a, "hi": b}
             else:
                 th_img[name] = a if np.isfinite(a) else None
-                thresholds[name] = {"th_pix": th_pix[name], "th_img": th_img[name]} if self.policy == "mess" \
+                thresholds[name] = {"th_pix": th_pix[name], "th_img": th_img[name]} if self.pixel_threshold \
                     else {"th": th_img[name]}
         return Configuration(
             mode=mode, exits=[self.names[e] for e in kept], th_pix=th_pix, th_img=th_img,
@@ -493,7 +495,7 @@ class Searcher:
         for j, e in enumerate(kept[:-1]):
             name = self.names[e]
             th = cfg.thresholds.get(name) or {}
-            if cfg.policy == "mess":
+            if cfg.policy in POLICY_KINDS and get_kind(cfg.policy).pixel_threshold:  # (a report's kind may be gone)
                 if cfg.th_img.get(name) is None:
                     continue
                 if self.grid is None or not np.isclose(self.grid, cfg.th_pix[name]).any():

@@ -7,7 +7,8 @@ the calibration images (:mod:`~mesc.calibration.precision.images`) and each segm
 (:mod:`~mesc.calibration.precision.nodes`), and checks them (:mod:`~mesc.calibration.precision.accuracy`).
 """
 
-from mesc.calibration._moved import forwarding
+from __future__ import annotations
+
 from mesc.calibration.precision.accuracy import compare_exits
 from mesc.calibration.precision.feeds import segment_inputs, th_pix_feeds
 from mesc.calibration.precision.fp16 import to_fp16
@@ -15,9 +16,6 @@ from mesc.calibration.precision.images import load_calibration_batches
 from mesc.calibration.precision.int8 import check_qdq, quantize_segment
 from mesc.calibration.precision.nodes import exit_tails, named_nodes, policy_tail
 from mesc.calibration.precision.preparation import PREPARED, format_report, prepare
-
-# Before it became a package, mesc.calibration.precision held its own mIoU of two label maps.
-__getattr__, _ = forwarding(__name__, renamed={"miou": "mesc.metrics:label_miou"})
 
 __all__ = ["PREPARED", "prepare", "format_report", "compare_exits", "segment_inputs", "th_pix_feeds", "to_fp16",
            "load_calibration_batches", "check_qdq", "quantize_segment", "exit_tails", "named_nodes",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mesc.runtime.backends.onnxrt.chain import OrtChain
-from mesc.metrics import label_miou
+from mesc.evaluation.metrics import label_miou
 
 
 def compare_exits(pkg, files: dict, batches, fake_quant: bool = False) -> dict:

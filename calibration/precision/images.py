@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from mesc.data import read_folder
+from mesc.datasets import read_folder
+from mesc.datasets.images import load_image
 from mesc.errors import MescError
 from mesc.package.schema import Input
-from mesc.runtime.images import normalize, read_image
+from mesc.runtime.images import normalize
 
 
 def load_calibration_batches(folder, input_spec: Input, max_images: int | None = None):
@@ -25,7 +26,7 @@ def load_calibration_batches(folder, input_spec: Input, max_images: int | None =
         paths = paths[:max_images]
     arrays = []
     for p in paths:
-        rgb = read_image(p)
+        rgb = load_image(p)
         if rgb.shape[:2] != (h, w):
             raise MescError(f"calibration image {p} is {rgb.shape[1]}x{rgb.shape[0]} (WxH); the package "
                             f"expects {w}x{h}: resize or crop the calibration images to the export size")

@@ -1,7 +1,8 @@
 """The ``mesc`` command line: a thin layer over the library functions.
 
 Each command lives in its own module, parses options, calls the function a library user would
-call, and prints. Heavy modules are imported inside the commands so ``mesc --help`` stays light.
+call, and prints. ``mesc train`` is the one defined elsewhere (:mod:`mesc.training.command`): the
+torchrun entry runs the same command and stands below the CLI. Heavy modules are imported inside the commands so ``mesc --help`` stays light.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from mesc.cli.run import run_cmd
 from mesc.cli.selftest import selftest_cmd
 from mesc.cli.serve import serve_cmd
 from mesc.cli.synth_data import synth_data_cmd
-from mesc.cli.train import train_cmd
 from mesc.errors import MescError
 from mesc.package.signals import sigterm_as_interrupt
+from mesc.training.command import train_cmd
 
 
 class _Group(click.Group):

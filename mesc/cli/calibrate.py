@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mesc.cli.options import backend_options, parse_policy_name
+from mesc.policy import POLICY_KINDS
 
 
 @click.command("calibrate")
@@ -20,8 +21,9 @@ from mesc.cli.options import backend_options, parse_policy_name
               help="With --max-drop: choose so that, with probability >= 1 - DELTA over the calibration set, the "
                    "drop on new images stays within the bound (Learn then Test; needs a few hundred images).")
 @click.option("--policy", default="mess", show_default=True, callback=parse_policy_name,
-              help="Exit policy to calibrate: mess, mean_top1, mean_entropy, fft or learned (a decision network "
-                   "trained here); '-' for '_' works too. --write compiles it into the exit heads.")
+              help=f"Exit policy to calibrate, one of the kinds of mesc.policy: {', '.join(POLICY_KINDS)} (a trained "
+                   "kind, the learned decision network, is fitted here); '-' for '_' works too. --write compiles it "
+                   "into the exit heads.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a JSON report here.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write the cost vs mIoU Pareto plot (PNG) here (needs mesc[plot]).")

@@ -23,7 +23,7 @@ from mesc.cli.options import backend_options
 def eval_cmd(package, data, split, resize, batch, limit, json_path, force, backend, device):
     """Score every exit (budgeted) and the package's input-dependent policy on a labelled set:
     the logits are resized bilinearly to each mask, then argmax, as segmentation toolkits score."""
-    from mesc.calibration.exits.evaluation import evaluate_package, format_table
+    from mesc.evaluation.evaluate import evaluate_package, format_table
 
     ev = evaluate_package(package, data, split=split, resize=resize, backend=backend, device=device, batch=batch,
                           limit=limit, json=json_path, force=force, progress=True)

@@ -95,7 +95,7 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
                      progress=True)
         print_summary(pkg)
         return
-    from mesc.exporters.loader import model_file
+    from mesc.exporters.model_spec import model_file
     from mesc.package.outputs import check_dir_output
     from mesc.package import Package
     from mesc.package.staging import staging_dir

@@ -50,8 +50,8 @@ def parse_deadline_ms(ctx, param, value):
 
 
 def parse_policy_name(ctx, param, value):
-    """An exit policy kind (mesc.package.manifest.POLICY_KINDS), with '-' accepted for '_'."""
-    from mesc.package.manifest import POLICY_KINDS
+    """An exit policy kind (mesc.policy.POLICY_KINDS), with '-' accepted for '_'."""
+    from mesc.policy import POLICY_KINDS
 
     name = value.replace("-", "_")
     if name not in POLICY_KINDS:

@@ -15,8 +15,8 @@ import click
 @click.option("--force", is_flag=True, help="Replace an existing folder.")
 def synth_data_cmd(output, count, seed, size, difficulty, force):
     """Write synthetic warehouse scenes (images/, masks/, classes.txt, meta.json)."""
-    from mesc import data
+    from mesc.datasets import synthetic
 
-    out = data.generate(output, count, seed=seed, size=data.parse_size(size),
-                        difficulty=data.parse_range(difficulty), force=force, progress=True)
+    out = synthetic.generate(output, count, seed=seed, size=synthetic.parse_size(size),
+                             difficulty=synthetic.parse_range(difficulty), force=force, progress=True)
     click.echo(f"wrote {count} scenes to {out}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mesc.datasets import cityscapes, coco
+from mesc.datasets.files import read_classes
 from mesc.datasets.generic import Folders, Plain
 from mesc.datasets.labels import Label
 from mesc.datasets.voc import SBD, VOC
@@ -33,8 +34,6 @@ def detect(path):
 
 def classes(layout, root) -> list[str] | None:
     """The layout's class names, or a generic folder's ``classes.txt``."""
-    from mesc.data import read_classes
-
     fixed = getattr(layout, "CLASSES", None)
     return list(fixed) if fixed is not None else read_classes(root)
 

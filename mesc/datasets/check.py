@@ -6,14 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from mesc.datasets import classes, detect, read_pairs
+from mesc.datasets.images import image_size, load_mask
 from mesc.datasets.labels import IGNORE
 
 
 def check(path, split: str | None = None) -> dict:
     """Reads every mask of ``split`` (None: all); sizes are checked against the images'."""
-    from mesc.data import load_mask
-    from mesc.runtime.images import opened_image
-
     layout, root = detect(path)
     sizes = {s: len(layout.read(root, s)) for s in layout.splits(root)}
     _, _, pairs = read_pairs(path, split)
@@ -23,9 +21,7 @@ def check(path, split: str | None = None) -> dict:
         if mask is None:
             unlabelled.append(str(image))
             continue
-        with opened_image(image) as im:
-            shape = (im.height, im.width)
-        counts += np.bincount(load_mask(mask, shape).ravel(), minlength=256)
+        counts += np.bincount(load_mask(mask, image_size(image)).ravel(), minlength=256)
     names = classes(layout, root)
     total = int(counts.sum())
     share = (lambda n: round(n / total, 6)) if total else (lambda n: 0.0)

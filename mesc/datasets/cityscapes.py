@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.datasets.files import images_in
+from mesc.datasets.images import load_mask
 from mesc.datasets.labels import IGNORE, Label
 
 FORMAT = "cityscapes"
@@ -35,8 +36,6 @@ def splits(root: Path) -> list[str]:
 
 
 def _label_ids(path: Path) -> np.ndarray:
-    from mesc.data import load_mask
-
     return LUT[load_mask(path)]
 
 

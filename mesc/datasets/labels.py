@@ -2,7 +2,7 @@
 decoded to HxW uint8 class ids (255 = ignore) when read.
 
 A :class:`Label` stands where an id PNG's path stands in ``read_folder``'s pairs, so callers
-that stat, print or load a mask path (``mesc.data.load_mask``) handle both alike.
+that stat, print or load a mask path (``mesc.datasets.images.load_mask``) handle both alike.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from typing import Sequence
 from mesc.models.candidates import with_candidate_heads
 from mesc.models.heads import ExitConfig
 from mesc.models.mobilenetv2 import DEPTH, build_mobilenetv2
-from mesc.models.registry import finish, load_backbone_only, register
+from mesc.models.checkpoints import load_backbone_only
+from mesc.models.registry import finish, register
 
 DEMO_INPUT_SHAPE = (1, 3, 128, 256)
 DEMO_CLASSES = 6
@@ -65,7 +66,7 @@ def demo(num_classes: int = DEMO_CLASSES, num_exits: int = 3, exit_points=None,
                          "head loaded from mesc/models/demo.pt")
 def demo_search(num_classes: int = DEMO_CLASSES, grid=None, init=DEMO_WEIGHTS, checkpoint=None):
     """``init``: a demo (stage-1) checkpoint whose backbone and final head are loaded, its early
-    heads skipped (:func:`mesc.models.registry.load_backbone_only`; the report is kept as
+    heads skipped (:func:`mesc.models.checkpoints.load_backbone_only`; the report is kept as
     ``model.init_report``); None starts from scratch. ``checkpoint``: a trained demo-search
     checkpoint, loaded strictly instead."""
     model = demo(num_classes=num_classes, pretrained=False)

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from mesc.errors import ModelLoadError
 from mesc.models.mobilenetv2 import DEPTH as MBV2_DEPTH
-from mesc.models.registry import read_state_dict
+from mesc.models.checkpoints import keys_by_module, read_state_dict
 
 # A layout's answer for a key it knows but mesc has no place for.
 UNUSED = ""
@@ -142,21 +142,9 @@ class BackboneReport:
     def summary(self) -> str:
         return "\n".join([
             f"backbone weights ({self.layout}): {len(self.loaded)} tensors loaded",
-            f"  new, trained from scratch: {len(self.new)} tensors{_by_module(self.new)}",
-            f"  unused from the checkpoint: {len(self.unused)} tensors{_by_module(self.unused)}",
+            f"  new, trained from scratch: {len(self.new)} tensors{keys_by_module(self.new)}",
+            f"  unused from the checkpoint: {len(self.unused)} tensors{keys_by_module(self.unused)}",
         ])
-
-
-def _by_module(keys, depth: int = 2, limit: int = 8) -> str:
-    """``exits.0 (12), fc (2)``: the keys counted by the module they belong to, named by at most
-    ``depth`` parts."""
-    counts: dict[str, int] = {}
-    for key in keys:
-        name = ".".join(key.split(".")[:-1][:depth]) or key
-        counts[name] = counts.get(name, 0) + 1
-    parts = [f"{name} ({n})" for name, n in counts.items()]
-    more = f", +{len(parts) - limit} more" if len(parts) > limit else ""
-    return (": " + ", ".join(parts[:limit]) + more) if parts else ""
 
 
 def detect_layout(keys) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mesc.package.manifest import edge_band_of
+from mesc.policy import edge_band_of, kind_of
 
 
 def _size(n: float) -> str:
@@ -57,16 +57,16 @@ def _exit_rows(exits, grouped: bool) -> list[tuple]:
     rows = [head]
     for k, e in enumerate(exits):
         pol = e.policy
-        kind = pol.get("kind", "mess")  # another kind than MESS is named in place of MESS's confidence
-        th_img = f"[{pol.get('lo')}, {pol.get('hi')}]" if kind == "fft" else f"{pol.get('th_img')}"
+        kind = kind_of(pol)  # another kind than MESS is named in place of MESS's confidence
+        th_img = kind.threshold_text(pol)
         first = k == 0 or exits[k - 1].point != e.point
         config = (format_config(e.config),) if configs else ()
         rows.append(((str(e.point) if first else "",) if grouped else ()) + (
             e.name, "yes" if e.enabled else "no") + config + (
             e.segment, str(e.num_classes), str(e.output_stride),
-            (pol.get("confidence", "") if kind == "mess" else kind) + ("" if e.confidence else " (host)"),
+            (pol.get("confidence", "") if kind.pixel_threshold else kind.name) + ("" if e.confidence else " (host)"),
             pol.get("at", "output"), str(pol.get("edge")), edge_band_of(pol), str(pol.get("stride")),
-            f"{pol.get('th_pix')}" if kind == "mess" else "-", th_img))
+            f"{pol.get('th_pix')}" if kind.pixel_threshold else "-", th_img))
     return rows
 
 

@@ -11,32 +11,14 @@ import math
 
 from mesc.errors import PackageError
 from mesc.package.paths import check_rel_path
+from mesc.policy import IN_GRAPH_KEYS, check_exit_policy  # an exit's policy is the policy's to check
 
 SCHEMA_VERSION = 1
 MANIFEST = "mesc.json"
-POLICY_KEYS = {"kind", "confidence", "edge", "band", "stride", "at", "th_pix", "th_img", "lo", "hi"}
-# settings compiled into an exit's graph (th_pix is a graph input; th_img, lo and hi host tests)
-COMPILED_POLICY_KEYS = ("kind", "confidence", "edge", "band", "stride", "at")
-# which exit policy an exit runs ("kind"; absent: "mess", as in every package before kinds existed):
-# MESS, the mean per-pixel confidence, the FFT range and the learned decision network
-POLICY_KINDS = ("mess", "mean_top1", "mean_entropy", "fft", "learned")
-# the thresholds each kind reads: th_img and lo/hi are compared on the host with the exit's score
-KIND_THRESHOLDS = {"mess": ("th_pix", "th_img"), "mean_top1": ("th_img",), "mean_entropy": ("th_img",),
-                   "fft": ("lo", "hi"), "learned": ("th_img",)}
-POLICY_AT = ("output", "native")
-# the semantic edge band (mesc.policy.edge_band): "paper", the MESS paper's Eq. 8 (label edges
-# grown by os), or "wide", a label change within a (2*os+1)^2 window (about twice as wide), what
-# packages written before the key existed compiled: a policy without "band" means "wide"
-EDGE_BANDS = ("paper", "wide")
-LEGACY_EDGE_BAND = "wide"
 # chunk: backbone; head: an exit's own layers and policy; tail: what only the exit's prediction
 # needs (final upsampling, labels), run only for the images that leave there
 SEGMENT_KINDS = ("chunk", "head", "tail")
-# the per-pixel confidences of the MESS policy (mesc.policy computes them); defined here, numpy-free
-CONFIDENCE_KINDS = ("top1", "entropy")
 # the element types ONNX graphs exported by mesc exchange (ONNX Runtime's names)
-# an exit whose policy runs in its graph names these tensors
-IN_GRAPH_KEYS = ("labels", "confidence", "th_pix_input")
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
 
 
@@ -78,43 +60,6 @@ def _same_type(a, b) -> bool:
     may differ between the graphs of two segments)."""
     return a["dtype"] == b["dtype"] and len(a["shape"]) == len(b["shape"]) and all(
         x == y for x, y in zip(a["shape"], b["shape"]) if _is_int(x) and _is_int(y))
-
-
-def check_policy(policy: dict, where: str) -> None:
-    """Validate one exit's policy settings; raises :class:`PackageError` naming the bad key."""
-    _need(isinstance(policy, dict), where, "policy must be an object")
-    unknown = set(policy) - POLICY_KEYS
-    _need(not unknown, where, f"unknown policy keys {sorted(unknown)}; expected {sorted(POLICY_KEYS)}")
-    _need(policy.get("kind", "mess") in POLICY_KINDS, where,
-          f"kind must be one of {POLICY_KINDS}, got {policy.get('kind')!r}")
-    for key in ("lo", "hi"):
-        if key in policy:
-            _need(_is_number(policy[key]), where, f"{key} (the FFT policy's score range) must be a finite number, "
-                                                  f"got {policy[key]!r}")
-    if "lo" in policy and "hi" in policy:
-        _need(policy["lo"] <= policy["hi"], where, f"lo must not exceed hi, got lo={policy['lo']!r} hi={policy['hi']!r}")
-    if "confidence" in policy:
-        _need(policy["confidence"] in CONFIDENCE_KINDS, where,
-              f"confidence must be one of {CONFIDENCE_KINDS}, got {policy['confidence']!r}")
-    for key in ("th_pix", "th_img"):
-        if key in policy:
-            v = policy[key]
-            _need(_is_number(v) and 0.0 <= v <= 1.0, where, f"{key} must be a number in [0, 1], got {v!r}")
-    if "at" in policy:
-        _need(policy["at"] in POLICY_AT, where, f"at must be one of {POLICY_AT}, got {policy['at']!r}")
-    if "stride" in policy:
-        _need(_is_int(policy["stride"]) and policy["stride"] >= 1, where,
-              f"stride must be a positive int, got {policy['stride']!r}")
-    if "edge" in policy:
-        _need(isinstance(policy["edge"], bool), where, f"edge must be true or false, got {policy['edge']!r}")
-    if "band" in policy:
-        _need(policy["band"] in EDGE_BANDS, where, f"band must be one of {EDGE_BANDS}, got {policy['band']!r}")
-
-
-def edge_band_of(policy: dict) -> str:
-    """The edge band an exit's policy settings name; packages without the key are older than it
-    and compiled the wide band."""
-    return policy.get("band", LEGACY_EDGE_BAND)
 
 
 def _check_input(inp):
@@ -267,15 +212,10 @@ def _check_exits(m, segs):
         _need(fed <= {ex.get("th_pix_input")}, where,
               f"its head reads {sorted(fed)}, which no earlier segment gives and is not the exit's th_pix_input")
         # the runtime runs the policy either in every exit's graph or on the host for all
-        check_policy(ex["policy"], f"{where} policy")
-        _check_in_graph_keys(ex, where)
+        check_exit_policy(ex, where)
         if tail is not None:
             _need({t["name"] for t in tail["inputs"]} <= _outputs(head) | _outputs_before(m, segs, head), where,
                   f"tail '{tail['name']}' reads tensors its head does not give")
-        kind = ex["policy"].get("kind", "mess")
-        for key in KIND_THRESHOLDS[kind]:  # what every run reads
-            _need(key in ex["policy"], f"{where} policy", f"missing '{key}'" + ("" if kind == "mess" else
-                                                                                f" (the {kind} policy's threshold)"))
         _need(isinstance(ex.get("enabled", True), bool), where, f"enabled must be true or false, got {ex.get('enabled')!r}")
         _need(ex.get("config") is None or isinstance(ex["config"], dict), where,
               f"config must be an object (the head's ExitConfig), got {type(ex.get('config')).__name__}")
@@ -293,26 +233,6 @@ def _check_exits(m, segs):
     for n, seg in segs.items():
         _need(seg.get("exit") is None or seg["exit"] in names, f"segment '{n}'",
               f"exit '{seg.get('exit')}' is not in 'exits'")
-
-
-def _check_in_graph_keys(ex, where) -> None:
-    """labels and confidence are both named (policy in the graph) or both null; an in-graph MESS
-    policy takes th_pix as a graph input, the other kinds read no pixel threshold."""
-    kind = ex["policy"].get("kind", "mess")
-    in_graph = ex.get("labels") is not None and ex.get("confidence") is not None
-    _need(in_graph or (ex.get("labels") is None and ex.get("confidence") is None), where,
-          f"{', '.join(IN_GRAPH_KEYS)} must all be set (policy in the graph) or all null")
-    if not in_graph:
-        _need(ex.get("th_pix_input") is None, where,
-              f"{', '.join(IN_GRAPH_KEYS)} must all be set (policy in the graph) or all null")
-        _need(kind != "learned", where, "the learned policy runs in the exit's graph, but the exit has none "
-                                        "(labels and confidence are null)")
-    elif kind == "mess":
-        _need(ex.get("th_pix_input") is not None, where,
-              f"{', '.join(IN_GRAPH_KEYS)} must all be set (policy in the graph) or all null")
-    else:
-        _need(ex.get("th_pix_input") is None, where,
-              f"th_pix_input must be null: the {kind} policy in the graph reads no pixel threshold")
 
 
 def _outputs_before(m, segs, head):

@@ -25,6 +25,9 @@ from mesc.errors import MescError
 
 # results.json of a `mesc run` output carries this, so a later --force knows the folder is ours
 RUN_MARKER = {"written_by": "mesc run"}
+# meta.json's "generator" in a folder mesc synth-data wrote (mesc.datasets.synthetic writes it;
+# the value names the generator's first home and stays, so older folders are still recognised)
+SYNTH_DATA_GENERATOR = "mesc.data.render_scene"
 
 # how many foreign names a refusal lists before "..."
 _SHOWN = 5
@@ -129,13 +132,11 @@ def _package_problem(path: Path) -> str | None:
 
 
 def _synth_data_problem(path: Path) -> str | None:
-    from mesc.data import GENERATOR
-
     try:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError):
         meta = None
-    if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
+    if not isinstance(meta, dict) or meta.get("generator") != SYNTH_DATA_GENERATOR:
         return "it is not a folder written by 'mesc synth-data' (no meta.json of mesc's generator)"
     return None
 

@@ -26,7 +26,7 @@ Manifest layout (schema 1), all lists in execution order::
                  "num_classes": 19, "output_stride": 8,
                  "labels": "exit0_labels"|null, "confidence": "exit0_confidence"|null,
                  "th_pix_input": "exit0_th_pix"|null, "policy_logits": "exit0_logits",
-                 "policy": {"kind": "mess"|"mean_top1"|"mean_entropy"|"fft"|"learned" (absent: mess),
+                 "policy": {"kind": one of mesc.policy.POLICY_KINDS (absent: mess),
                             "confidence": "top1"|"entropy", "edge": true, "stride": 8,
                             "band": "paper"|"wide" (absent: "wide"), "at": "output"|"native",
                             "th_pix": 0.9, "th_img": 0.8 (mess), th_img (mean_*, learned),
@@ -53,11 +53,12 @@ from typing import Any, Mapping, Tuple
 
 from mesc.errors import MescError, PackageError
 from mesc.package.locking import package_lock
-from mesc.package.manifest import COMPILED_POLICY_KEYS, MANIFEST, check_policy, manifest_paths, validate_manifest
+from mesc.package.manifest import MANIFEST, manifest_paths, validate_manifest
 from mesc.package.merge import check_dependencies, merge3, update_in_place
 from mesc.package.paths import confined
 from mesc.package.schema import EngineBuild, Exit, Input, LatencyRecord, Manifest, Precision, Segment
 from mesc.package.staging import staging_area, swapped_in, write_json_atomic
+from mesc.policy import COMPILED_POLICY_KEYS, check_policy
 
 
 def sha256_file(path) -> str:

@@ -17,9 +17,8 @@ from typing import Iterator
 import numpy as np
 
 from mesc.errors import MescError
-from mesc.package.manifest import KIND_THRESHOLDS
 from mesc.package.schema import Exit, Segment
-from mesc.policy import exit_decision, policy_kind
+from mesc.policy import KIND_THRESHOLDS, exit_decision, policy_kind
 from mesc.runtime import host_policy
 from mesc.runtime.clock import HostClock, ms_since, now
 from mesc.runtime.errors import InputError

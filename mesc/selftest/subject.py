@@ -25,7 +25,7 @@ def export_demo(workdir: Path, say):
 
 def scenes(shape, count: int, seed: int) -> list[np.ndarray]:
     """The demo's synthetic scenes from easy to hard, at the package's H x W."""
-    from mesc.data import render_scene
+    from mesc.datasets.synthetic import render_scene
 
     rng = np.random.default_rng(seed)
     return [render_scene(rng, size=(int(shape[2]), int(shape[3])), d=float(d))[0]

@@ -38,7 +38,7 @@ def test_calibrated_run_matches_the_memo_on_the_test_split(tmp_path):
 
 def test_candidate_packages_run_the_searched_and_the_fixed_heads(tmp_path):
     from mesc.benchmarks import calibrated
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
     from mesc.exporters.export import ExportOptions, export
 
     import toys

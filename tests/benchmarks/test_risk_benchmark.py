@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from risk_population import COSTS, GRID, population
 
-from mesc.benchmarks.risk import SCENE_SEED, markdown, measure
+from mesc.benchmarks.results_md import risk_section
+from mesc.benchmarks.risk import SCENE_SEED, measure
 from mesc.calibration.exits.memo import Memo
 from mesc.calibration.exits.risk import control_risk
 from mesc.calibration.exits.search import Searcher
@@ -37,5 +38,5 @@ def test_figures_are_recomputed_per_split_and_counted(memo):
     assert s["given_up_ms"] == pytest.approx(s["risk"]["mean_ms"] - s["plain"]["mean_ms"])
     res.update(scenario="risk-test", date="now", wall_seconds=1.0, scenes=700, splits=2, delta=0.2,
                environment={"cpu": "cpu", "cpu_cores": 2, "onnxruntime": "x", "numpy": "y", "python": "z"})
-    rows = [line for line in markdown(res) if line.startswith("| 40 / 660") or line.startswith("| 450 / 250")]
+    rows = [line for line in risk_section(res) if line.startswith("| 40 / 660") or line.startswith("| 450 / 250")]
     assert len(rows) == 2 and "refused" in rows[0]

@@ -4,7 +4,8 @@ how its recorded result lands in RESULTS.md (the real run needs .venv-serve: mak
 import json
 
 from mesc.benchmarks import scenarios
-from mesc.benchmarks.serve_scenario import SERVE_PYTHON_ENV, markdown
+from mesc.benchmarks.results_md import serve_section
+from mesc.benchmarks.serve_scenario import SERVE_PYTHON_ENV
 
 
 def _result(load):
@@ -33,4 +34,4 @@ def test_recorded_as_serve_load_json_with_its_table(tmp_path):
 
 
 def test_a_busy_machine_is_said():
-    assert "the machine was shared" in "\n".join(markdown(_result({"before": 5.1, "after": 4.0})))
+    assert "the machine was shared" in "\n".join(serve_section(_result({"before": 5.1, "after": 4.0})))

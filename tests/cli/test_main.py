@@ -31,7 +31,7 @@ def _wait_for_staging(parent, name, proc, timeout=60):
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_mid_synth_data_cleans_up_and_keeps_the_old_folder(tmp_path, sig, status):
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     out = generate(tmp_path / "data", count=1, size=(32, 64))  # --force replaces only a synth-data folder
     before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
@@ -51,12 +51,12 @@ def test_a_signal_mid_synth_data_cleans_up_and_keeps_the_old_folder(tmp_path, si
 
 
 def _failing_synth_data(monkeypatch, err):
-    from mesc import data
+    from mesc.datasets import synthetic
 
     def generate(*args, **kw):
         raise err
 
-    monkeypatch.setattr(data, "generate", generate)
+    monkeypatch.setattr(synthetic, "generate", generate)
 
 
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS, errno.ENOSPC])
@@ -93,13 +93,13 @@ def test_an_environment_error_without_a_path_says_why():
 
 
 def test_warnings_are_one_line_without_their_source(monkeypatch, tmp_path):
-    from mesc import data
+    from mesc.datasets import synthetic
 
     def generate(out, *args, **kw):
         warnings.warn("this is\nworth knowing", UserWarning)
         return out
 
-    monkeypatch.setattr(data, "generate", generate)
+    monkeypatch.setattr(synthetic, "generate", generate)
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         res = CliRunner().invoke(cli, ["synth-data", "-o", str(tmp_path / "out")])
@@ -109,7 +109,7 @@ def test_warnings_are_one_line_without_their_source(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def three_scenes(tmp_path_factory):
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("scenes") / "data", 3, size=(32, 64))
 

@@ -6,19 +6,20 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mesc import data
+from mesc.datasets import read_folder
+from mesc.datasets.images import load_pair
 from mesc.errors import MescError
 import layout_fixtures as fixtures
 
 
 def masks(pairs):
-    return [data.load_pair(i, m)[1] for i, m in pairs]
+    return [load_pair(i, m)[1] for i, m in pairs]
 
 
 def test_cityscapes_splits_and_label_ids(tmp_path):
     ids = fixtures.cityscapes(tmp_path)
-    assert len(data.read_folder(tmp_path)) == 4  # no split: all merged, as before
-    train = data.read_folder(tmp_path, require_masks=True, split="train")
+    assert len(read_folder(tmp_path)) == 4  # no split: all merged, as before
+    train = read_folder(tmp_path, require_masks=True, split="train")
     assert [p.name for p, _ in train] == ["aachen_000000_000019_leftImg8bit.png", "bonn_000001_000019_leftImg8bit.png"]
     aachen, bonn = masks(train)
     assert aachen[0].tolist() == [0, 1, 255, 255, 11, 13]
@@ -26,32 +27,32 @@ def test_cityscapes_splits_and_label_ids(tmp_path):
     assert (bonn == 3).all()  # labelTrainIds used as is, over the labelIds beside it
     assert ids.shape == aachen.shape
     with pytest.raises(MescError, match="1 of 1 images have no mask.*lindau"):
-        data.read_folder(tmp_path, require_masks=True, split="val")
+        read_folder(tmp_path, require_masks=True, split="val")
     with pytest.raises(MescError, match=r"no split 'trainval' \(splits: test, train, val\)"):
-        data.read_folder(tmp_path, split="trainval")
+        read_folder(tmp_path, split="trainval")
 
 
 def test_voc_palette_masks_and_lists(tmp_path):
     fixtures.voc(tmp_path)
-    assert [p.name for p, _ in data.read_folder(tmp_path, split="train")] == ["a.jpg"]
-    assert len(data.read_folder(tmp_path, split="trainval")) == 3
-    val = data.read_folder(tmp_path, split="val")
+    assert [p.name for p, _ in read_folder(tmp_path, split="train")] == ["a.jpg"]
+    assert len(read_folder(tmp_path, split="trainval")) == 3
+    val = read_folder(tmp_path, split="val")
     assert [(p.name, m is None) for p, m in val] == [("b.jpg", False), ("c.jpg", True)]
-    (mask,) = masks(data.read_folder(tmp_path, split="train", require_masks=True))
+    (mask,) = masks(read_folder(tmp_path, split="train", require_masks=True))
     assert mask.tolist() == fixtures.VOC_MASK.tolist()  # palette indices, 255 border kept as ignore
 
 
 def test_sbd_mat_masks(tmp_path):
     fixtures.sbd(tmp_path)
-    pairs = data.read_folder(tmp_path, require_masks=True, split="val")
+    pairs = read_folder(tmp_path, require_masks=True, split="val")
     assert [p.name for p, _ in pairs] == ["2008_000003.jpg"]
     assert masks(pairs)[0].tolist() == fixtures.SBD_MASK.tolist()
-    assert len(data.read_folder(tmp_path)) == 2
+    assert len(read_folder(tmp_path)) == 2
 
 
 def test_coco_as_voc_classes(tmp_path):
     car = fixtures.coco(tmp_path)
-    pairs = data.read_folder(tmp_path, require_masks=True, split="val")
+    pairs = read_folder(tmp_path, require_masks=True, split="val")
     assert [p.name for p, _ in pairs] == ["000000000001.jpg", "000000000002.jpg"]
     one, two = masks(pairs)
     want = np.zeros((8, 10), np.uint8)
@@ -68,7 +69,7 @@ def test_coco_crowd_is_ignored(tmp_path):
     doc["annotations"].append({"id": 4, "image_id": 2, "category_id": 1, "iscrowd": 1, "area": 4.0,
                                "segmentation": [[0, 0, 2, 0, 2, 2, 0, 2]], "bbox": [0, 0, 2, 2]})
     path.write_text(json.dumps(doc))
-    two = masks(data.read_folder(tmp_path, split="val"))[1]
+    two = masks(read_folder(tmp_path, split="val"))[1]
     assert (two[:2, :2] == 255).all() and (two[2:] == 0).all()
 
 
@@ -76,15 +77,15 @@ def test_mask_size_is_checked_per_image(tmp_path):
     fixtures.cityscapes(tmp_path)
     big = tmp_path / "leftImg8bit" / "train" / "aachen" / "aachen_000000_000019_leftImg8bit.png"
     fixtures.rgb(big, 5, 6)
-    img, mask = data.read_folder(tmp_path, split="train")[0]
+    img, mask = read_folder(tmp_path, split="train")[0]
     with pytest.raises(MescError, match=r"aachen_000000_000019_gtFine_labelIds.png is 6x4 \(WxH\) but its image is 6x5"):
-        data.load_pair(img, mask)
+        load_pair(img, mask)
 
 
 def test_generic_folder_split_subfolder(tmp_path):
     for split in ("train", "val"):
         fixtures.rgb(tmp_path / split / "images" / "x.png")
-    assert data.read_folder(tmp_path, split="val")[0][0] == tmp_path / "val" / "images" / "x.png"
+    assert read_folder(tmp_path, split="val")[0][0] == tmp_path / "val" / "images" / "x.png"
 
 
 def test_data_check_cli(tmp_path):

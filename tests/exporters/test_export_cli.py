@@ -135,7 +135,7 @@ def test_checkpoint_round_trip(tmp_path):
     ("import sys\ndef net():\n    sys.exit('no')\n", r"factory '.*quits.py:net' failed: it called sys.exit\('no'\)"),
 ])
 def test_a_model_file_that_exits_is_a_model_load_error(tmp_path, body, why):
-    from mesc.exporters.loader import load_model
+    from mesc.exporters.model_spec import load_model
 
     user = tmp_path / "quits.py"
     user.write_text(body)
@@ -147,7 +147,7 @@ def test_a_model_file_that_exits_is_a_model_load_error(tmp_path, body, why):
 
 
 def test_ctrl_c_while_importing_a_model_file_stays_ctrl_c(tmp_path):
-    from mesc.exporters.loader import load_model
+    from mesc.exporters.model_spec import load_model
 
     user = tmp_path / "slow.py"
     user.write_text("raise KeyboardInterrupt\n")

@@ -11,7 +11,7 @@ from mesc.models.candidates import DEFAULT_CANDIDATE_GRID, exit_names, with_cand
 from mesc.models.demo import DEMO_EARLY_EXIT, DEMO_INPUT_SHAPE
 from mesc.models.heads import CandidateExits, ExitConfig, extra_block_dilations
 from mesc.models.placement import conv_dilation
-from mesc.models.registry import load_backbone_only
+from mesc.models.checkpoints import load_backbone_only
 
 
 def spatial_dilations(module):

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 import mesc.models as models
-from mesc import data
+from mesc.datasets import synthetic
 from mesc.cli import cli
 from mesc.errors import ModelLoadError
 from mesc.exporters.verify import REL_TOL, run_chain
@@ -133,7 +133,7 @@ def test_mesc_export_reproduces_every_exit(tmp_path, flags, kept):
 
 
 def test_mesc_train_smoke(tmp_path):
-    scenes = data.generate(tmp_path / "train", 6, seed=1, size=(64, 64), difficulty=(0, 0.4))
+    scenes = synthetic.generate(tmp_path / "train", 6, seed=1, size=(64, 64), difficulty=(0, 0.4))
     ckpt = tmp_path / "mit.pt"
     res = run("train", "--model", "mit-b0", "--data", scenes, "--epochs1", 1, "--epochs2", 1, "--batch", 3,
               "--threads", 1, "-o", ckpt)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
-from mesc import data, models
+from mesc import models
+from mesc.datasets import synthetic
 from mesc.cli import cli
 from mesc.errors import ModelLoadError
 from mesc.models.pretrained import load_backbone_weights
@@ -218,7 +219,7 @@ def test_a_width_multiplier_cannot_take_full_width_weights():
 
 
 def test_train_cli_starts_from_backbone_weights_and_prints_the_report(tmp_path):
-    scenes = data.generate(tmp_path / "train", 2, seed=1, size=(32, 64), difficulty=(0, 0.4))
+    scenes = synthetic.generate(tmp_path / "train", 2, seed=1, size=(32, 64), difficulty=(0, 0.4))
     weights = tmp_path / "mobilenet_v2.pth"
     torch.save(state_dict_from(torchvision_mobilenetv2_keys()), weights)
     args = ["train", "--model", "mbv2-fcn", "--data", str(scenes), "--epochs1", "1", "--epochs2", "0",

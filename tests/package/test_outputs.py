@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from mesc import data
+from mesc.datasets import synthetic
 from mesc.package import outputs
 from mesc.errors import MescError
 from mesc.package.outputs import check_dir_output, check_file_output, refuse_overlap
@@ -79,7 +79,7 @@ def test_existing_outputs_need_force(user_dir):
 
 def test_a_package_and_a_synth_data_folder_are_recognised(toy_package, tmp_path):
     assert check_dir_output(toy_package, "package", force=True) == toy_package
-    synth = data.generate(tmp_path / "synth", 1, size=(16, 16))
+    synth = synthetic.generate(tmp_path / "synth", 1, size=(16, 16))
     check_dir_output(synth, "synth-data", force=True)
     with pytest.raises(MescError, match="not a folder written by 'mesc synth-data'"):
         check_dir_output(toy_package, "synth-data", force=True)

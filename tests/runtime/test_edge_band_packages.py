@@ -28,7 +28,7 @@ def _export(out, policy="top1"):
 def _export_as_before_the_key(out, monkeypatch, policy="top1"):
     """A package as mesc wrote it before the key existed: graphs with the wide band, no "band"
     in the manifest (which is not checksummed)."""
-    from mesc.exporters import policy_graph
+    from mesc.exporters.policy import mess as policy_graph
 
     append = policy_graph.append_policy
     monkeypatch.setattr(policy_graph, "append_policy", lambda *a, **kw: append(*a, **{**kw, "band": "wide"}))

@@ -8,7 +8,7 @@ import torch
 
 import mesc
 from mesc.errors import MescError
-from mesc.package.manifest import edge_band_of
+from mesc.policy import edge_band_of
 from mesc.policy import mess_confidence
 from mesc.runtime import InputError
 

@@ -1,20 +1,6 @@
 import pytest
 
 
-@pytest.fixture(scope="session")
-def policy_package(tmp_path_factory):
-    """A toy package (6 classes, in-graph top-1 policy, dynamic batch) the calibration tests
-    share; copy it before writing to it."""
-    pytest.importorskip("torch")
-    from toys import skipnet
-
-    from mesc.exporters.export import ExportOptions, export
-
-    pkg = export(skipnet(num_classes=6), tmp_path_factory.mktemp("calib") / "pkg",
-                 options=ExportOptions(policy="top1", dynamic_batch=True, strides=[2, 2, 2], verify=False))
-    return pkg.root
-
-
 def export_candidates(model, dest):
     """``model`` (the candidate-head contract: an exit point's entry may be a list of candidate
     logits) exported by ``mesc export`` as a package with candidates (``exit{p}c{j}`` at a point
@@ -68,7 +54,7 @@ def candidate_package(tmp_path_factory):
     pytest.importorskip("torch")
     from toys import candidate_net
 
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     train = generate(tmp_path_factory.mktemp("candidates_train") / "data", 24, seed=11, size=(32, 64))
     model = fit_briefly(candidate_net(), train)

@@ -22,7 +22,7 @@ NAMES = ["exit0c0", "exit0c1", "exit1", "exit2"]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("data") / "data", 12, seed=5, size=(32, 64))
 
@@ -44,7 +44,7 @@ LATENCY = {"chunk0": 1.0, "head0c0": 0.8, "head0c1": 0.2, "chunk1": 1.0, "head1"
 
 def test_the_memo_evaluates_every_candidate_as_an_exit(candidate_package, data):
     from mesc.calibration.exits.memo import evaluate, load_calibration_set
-    from mesc.metrics import class_counts
+    from mesc.evaluation.metrics import class_counts
     from mesc.runtime import load
 
     memo = evaluate(candidate_package, data)

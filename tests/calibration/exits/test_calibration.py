@@ -17,7 +17,7 @@ from mesc.errors import CalibrationError, PackageError
 
 @pytest.fixture(scope="module")
 def toy(policy_package, tmp_path_factory):
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return policy_package, generate(tmp_path_factory.mktemp("data") / "data", 8, seed=3, size=(32, 64))
 

@@ -9,7 +9,7 @@ from mesc.calibration.exits.decision import (TrainOptions, good_enough, image_mi
 from mesc.calibration.exits.memo import Memo
 from mesc.errors import CalibrationError
 from mesc.policy import get_policy
-from mesc.policy_learned import FEATURES, TOP1_EDGES, DecisionNet, decision_features
+from mesc.policy.learned import FEATURES, TOP1_EDGES, DecisionNet, decision_features
 from policy_cases import tied_logits
 
 

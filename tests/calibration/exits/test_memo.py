@@ -15,7 +15,7 @@ GRID = [0.2, 0.25, 0.3, 0.35, 0.4, 0.5]
 
 @pytest.fixture(scope="module")
 def toy(policy_package, tmp_path_factory):
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return policy_package, generate(tmp_path_factory.mktemp("calib_data") / "data", 16, seed=3, size=(32, 64))
 
@@ -155,7 +155,7 @@ def test_demo_calibration_holds_on_a_separate_split(tmp_path_factory):
     from mesc import models
     from mesc.calibration.exits.memo import evaluate
     from mesc.calibration.exits.search import Searcher, costs_from_package
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
     from mesc.exporters.export import ExportOptions, export
 
     if not Path(models.__file__).with_name("demo.pt").is_file():

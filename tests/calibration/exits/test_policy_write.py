@@ -22,7 +22,7 @@ from mesc.policy import exit_decision, policy_scores
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("data") / "data", 10, seed=5, size=(32, 64))
 

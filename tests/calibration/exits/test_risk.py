@@ -23,7 +23,7 @@ from mesc.calibration.exits.risk import (
 )
 from mesc.calibration.exits.search import Searcher
 from mesc.errors import CalibrationError
-from mesc.metrics import miou
+from mesc.evaluation.metrics import miou
 from risk_population import COSTS, GRID, population
 
 
@@ -158,7 +158,7 @@ def test_nothing_passing_leaves_the_final_exit_alone():
 
 @pytest.fixture(scope="module")
 def toy_set(policy_package, tmp_path_factory):
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return policy_package, generate(tmp_path_factory.mktemp("data") / "data", 80, seed=4, size=(32, 64))
 
