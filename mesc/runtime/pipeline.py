@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import numbers
+import threading
 import warnings
 from typing import Iterator
 
@@ -166,6 +167,12 @@ class Pipeline:
         self._th_handles: dict = {}
         self._warned_static = False
         self._closed = False
+        # One call at a time: the runner's device buffers are fixed per segment and batch size
+        # (and CUDA graphs replay them), so a second thread's call waits for the first to end.
+        # ``mesc serve --instances`` runs one pipeline per instance; an anytime() generator holds
+        # the pipeline from its first to its last exit (or until it is closed).
+        self._lock = threading.Lock()
+        self._owner = None
         # anytime calls with a deadline, and how many returned after it
         self.deadline_stats = {"calls": 0, "missed": 0}
 
@@ -174,6 +181,19 @@ class Pipeline:
         """Release the runner's sessions or engines; the pipeline cannot run afterwards."""
         self._closed = True
         self.runner.deactivate()
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        me = threading.get_ident()
+        if self._owner == me:
+            raise MescError("this thread is already running a call on this pipeline (an unfinished "
+                            "anytime() generator?): finish or close it first, or load a second pipeline")
+        with self._lock:
+            self._owner = me
+            try:
+                yield
+            finally:
+                self._owner = None
 
     def _check_open(self) -> None:
         # the runner's sessions are gone: running would fail deep inside the backend
@@ -225,8 +245,10 @@ class Pipeline:
                                  f"{'in [0, 1]' if bounded else '(finite)'}, got {v!r}")
             settings[key] = float(v)
         self.pkg.set_policy(exit, **settings)
-        self._th_handles.pop(name, None)
         self._plans.clear()  # their steps hold the exits as they were
+        if "th_pix" in settings and name in self._th_handles:
+            # the typed view was rebuilt by set_policy: read the new value from it
+            self._th_handles[name] = self._upload_th_pix(self.pkg.exit(name))
 
     def set_enabled(self, exit, enabled: bool) -> None:
         """Keep or drop an exit from input-dependent runs (what ``mesc calibrate --write``
@@ -237,8 +259,13 @@ class Pipeline:
     def _th_handle(self, ex):
         h = self._th_handles.get(ex.name)
         if h is None:
-            h = self._th_handles[ex.name] = self.runner.upload(np.array([ex.policy["th_pix"]], np.float32))
+            h = self._th_handles[ex.name] = self._upload_th_pix(ex)
         return h
+
+    def _upload_th_pix(self, ex):
+        # a slot of its own per exit: a new value overwrites the old one in place, so segments
+        # (and CUDA graphs) keep reading the same device address
+        return self.runner.upload(np.array([ex.policy["th_pix"]], np.float32), slot=f"th_pix:{ex.name}")
 
     # inputs ----------------------------------------------------------------------------------
     def prepare(self, images) -> tuple[np.ndarray, bool]:
@@ -317,10 +344,15 @@ class Pipeline:
         x, _ = self.prepare(x)
         rows = np.arange(len(x))
         parts = _Parts(clock)
-        for _ in self._walk(self._group_input(x, rows), self.plan(None, all_exits=True), False, len(x),
-                            parts=parts):
-            pass
-        device_ms = self.runner.segment_times()
+        with self._exclusive():
+            self.runner.timing = True
+            try:
+                for _ in self._walk(self._group_input(x, rows), self.plan(None, all_exits=True), False, len(x),
+                                    parts=parts):
+                    pass
+            finally:
+                self.runner.timing = False
+            device_ms = self.runner.segment_times()
         if device_ms:
             parts.ms.update({k: v for k, v in device_ms.items() if k in parts.ms})
         return parts.ms
@@ -340,6 +372,8 @@ class Pipeline:
         return [np.arange(s, min(s + b, n)) for s in range(0, n, b)]
 
     def _group_input(self, x, rows):
+        if len(rows) == len(x) and (self.static_batch is None or len(rows) == self.static_batch):
+            return x  # every row stays: no copy
         if self.static_batch is None or len(rows) == self.static_batch:
             return x[rows]
         pad = np.zeros((self.static_batch - len(rows), *x.shape[1:]), x.dtype)
@@ -374,10 +408,15 @@ class Pipeline:
                 seg_ms[step.segment.name] = ms_since(ts)
                 continue
             # The exit decision: confidences (or, without the in-graph policy, logits) to host.
-            host_logits = None
+            # Where no decision is made here (the plan's last exit, budgeted or anytime calls),
+            # the confidences' copy is queued and read with the labels: no wait of its own.
+            host_logits = conf_read = conf = None
+            decide = by_policy and i != last_head
             with parts.host(f"decision:{ex.name}"):
                 if self.in_graph:
-                    conf = run.download(env[ex.confidence]).reshape(-1).astype(np.float64)
+                    conf_read = run.fetch(env[ex.confidence])
+                    if decide or parts is not _UNTIMED:
+                        conf, conf_read = self._confidences(conf_read), None
                 else:
                     host_logits = run.download(env[ex.logits])
                     if need_conf:
@@ -385,7 +424,7 @@ class Pipeline:
                     else:  # budgeted without an in-graph policy: the labels are all that is asked
                         host_labels, conf = host_policy.labels_only(host_logits), None
             seg_ms[step.segment.name] = ms_since(ts)
-            if by_policy and i != last_head:
+            if decide:
                 leave = undecided & exit_decision(conf, ex.policy)
             else:
                 leave = undecided.copy()
@@ -401,6 +440,8 @@ class Pipeline:
             src = ex.policy_logits or ex.logits
             policy_logits = (self._download_rows(env[src], rows, len(pos))
                              if want_logits and src != ex.logits else None)
+            if conf_read is not None:
+                conf = self._confidences(conf_read)
             confs = {} if conf is None else {int(pos[r]): float(conf[r]) for r in np.flatnonzero(undecided)}
             yield _ExitEvent(ex, pos[rows], labels, logits, policy_logits, confs, dict(seg_ms),
                              ms_since(t0))
@@ -417,6 +458,10 @@ class Pipeline:
                 keep = np.flatnonzero(undecided)
                 env = {n: run.take(h, keep) for n, h in env.items()}
                 pos, undecided = pos[keep], undecided[keep]
+
+    @staticmethod
+    def _confidences(read) -> np.ndarray:
+        return read.get().reshape(-1).astype(np.float64)
 
     def _run_tail(self, step: Step, env: dict, rows, batch: int, seg_ms: dict, parts: _Parts):
         """The exit's tail for the rows that leave: labels (and logits when fetched) on the host.
@@ -455,12 +500,13 @@ class Pipeline:
         x, single = self.prepare(images)
         plan = self.plan(exit, logits)
         results = [None] * len(x)
-        for group in self._groups(len(x)):
-            seen: dict = {}
-            walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
-                              need_conf=exit is None, want_logits=logits)
-            for ev in walk:
-                self._collect(ev, group, seen, results, final=True)
+        with self._exclusive():
+            for group in self._groups(len(x)):
+                seen: dict = {}
+                walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
+                                  need_conf=exit is None, want_logits=logits)
+                for ev in walk:
+                    self._collect(ev, group, seen, results, final=True)
         return results[0] if single else results
 
     def anytime(self, images, deadline: float | None = None, logits: bool = False, all_exits: bool = False,
@@ -519,6 +565,10 @@ class Pipeline:
         return out
 
     def _anytime(self, x, single, deadline, logits, all_exits, latency=None):
+        with self._exclusive():
+            yield from self._anytime_steps(x, single, deadline, logits, all_exits, latency)
+
+    def _anytime_steps(self, x, single, deadline, logits, all_exits, latency):
         plan = self.plan(None, logits, all_exits)
         groups = self._groups(len(x))
         t0 = now()
@@ -562,6 +612,10 @@ class Pipeline:
         an export and for debugging, not for speed."""
         self._check_open()
         x, _ = self.prepare(images)
+        with self._exclusive():
+            return self._tensors(x)
+
+    def _tensors(self, x) -> dict:
         env = {self.input_name: self.runner.upload(x)}
         for seg in self.pkg.segments:
             ex = next((e for e in self.pkg.exits if e.segment == seg.name), None)

@@ -38,6 +38,10 @@ class Runner(abc.ABC):
     """activate() / run segments / deactivate(); also a context manager."""
 
     backend = "?"
+    # device-side timing of each segment (CUDA events) wanted for the next runs; off, it costs nothing
+    timing = False
+    # how segments are launched: "off" (one run at a time), "cuda-graphs" (captured and replayed)
+    graph_mode = "off"
 
     def __init__(self, device):
         self.device = device
@@ -72,8 +76,10 @@ class Runner(abc.ABC):
         """Release sessions, contexts and device memory."""
 
     @abc.abstractmethod
-    def upload(self, array: np.ndarray):
-        """Host array -> handle on the runner's device."""
+    def upload(self, array: np.ndarray, slot: str = "input"):
+        """Host array -> handle on the runner's device. Runners with fixed buffers keep one per
+        (``slot``, shape, dtype) and overwrite it in place: a handle is valid until the next
+        upload to its slot."""
 
     @abc.abstractmethod
     def run(self, segment: dict, feeds: dict, outputs: list[str]) -> dict:
@@ -83,6 +89,14 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def download(self, handle) -> np.ndarray:
         """Handle -> host array (the only device-to-host copy the pipeline makes)."""
+
+    def fetch(self, handle):
+        """A read of ``handle`` to the host, queued: ``.get()`` waits for it and returns the
+        array. Runners on a CUDA stream queue the copy and wait once for every read queued before
+        (:class:`~mesc.runtime.backends.device_reads.StreamReads`); by default it reads at once."""
+        from mesc.runtime.backends.device_reads import Ready
+
+        return Ready(self.download(handle))
 
     @abc.abstractmethod
     def take(self, handle, rows: np.ndarray):

@@ -45,7 +45,7 @@ class OrtRunner(Runner):
         self._gathers = {}
 
     # tensors -------------------------------------------------------------------------------
-    def upload(self, array):
+    def upload(self, array, slot="input"):
         return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self._dev_type, self._dev_id)
 
     def download(self, handle):
