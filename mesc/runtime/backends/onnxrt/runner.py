@@ -10,7 +10,7 @@ what it asks for. Two ways to move tensors, named by :attr:`OrtRunner.io_path`:
 * ``"stream"`` (CUDA with onnxruntime >= 1.17): every session queues on one CUDA stream
   (``user_compute_stream``, the runner's own or the caller's) and ``Run`` returns without a sync
   (run option ``disable_synchronize_execution_providers``); each segment has one IOBinding per
-  input shapes, its outputs bound once to OrtValues allocated once (``bind_ortvalue_output``);
+  input shapes, whose first run's outputs stay bound to it (``bind_ortvalue_output``);
   uploads go through pinned memory into an OrtValue fixed per shape, reads are queued into
   pinned memory and waited for once (:class:`~mesc.runtime.backends.device_reads.StreamReads`),
   and the row gather is device-to-device copies on the stream. With onnxruntime >= 1.18 and
@@ -47,7 +47,8 @@ IO_PATHS = ("direct", "stream")
 
 class _Binding:
     """One segment at one set of input shapes (and fetched outputs): its IOBinding, the output
-    OrtValues bound to it once, the inputs bound now, and the CUDA graph id of its runs."""
+    OrtValues bound to it (allocated by its first run), the inputs bound now, and the run
+    options (with the CUDA graph id) of its runs."""
 
     __slots__ = ("io", "outputs", "inputs", "run_options")
 
@@ -164,7 +165,7 @@ class OrtRunner(StreamReads, Runner):
         key = (name, shapes, tuple(outputs))
         b = self.bindings.get(key)
         if b is None:
-            b = self.bindings[key] = self._bind(segment, sess, shapes, outputs)
+            b = self.bindings[key] = self._bind(segment, sess, outputs)
         for n, value in feeds.items():
             if b.inputs.get(n) is not value:
                 if n in b.inputs and self.cuda_graphs:
@@ -173,25 +174,19 @@ class OrtRunner(StreamReads, Runner):
                 b.io.bind_ortvalue_input(n, value)
                 b.inputs[n] = value  # held: the binding reads its memory
         sess.run_with_iobinding(b.io, b.run_options)
-        if b.outputs is None:  # outputs of shapes the manifest leaves open: allocated by onnxruntime
-            return dict(zip(outputs, b.io.get_outputs()))
+        if b.outputs is None:
+            # the first run allocated the outputs (their shapes follow from the inputs'): they are
+            # the binding's from now on
+            b.outputs = dict(zip(outputs, b.io.get_outputs()))
+            for n, v in b.outputs.items():
+                b.io.bind_ortvalue_output(n, v)
         return {n: b.outputs[n] for n in outputs}
 
-    def _bind(self, segment, sess, shapes, outputs) -> _Binding:
+    def _bind(self, segment, sess, outputs) -> _Binding:
         io = sess.io_binding()
-        batch = shapes[0][1][0] if shapes and shapes[0][1] else None
-        specs = {t.name: t for t in segment.outputs}
-        dims = {n: [batch if i == 0 else d for i, d in enumerate(specs[n].shape)] if n in specs else None
-                for n in outputs}
-        if all(d is not None and all(isinstance(v, int) for v in d) for d in dims.values()):
-            values = {n: self._new_value(dims[n], _manifest_dtype(specs[n])) for n in outputs}
-            for n, v in values.items():
-                io.bind_ortvalue_output(n, v)
-        else:
-            values = None
-            for n in outputs:
-                io.bind_output(n, self._dev_type, self._dev_id)
-        return _Binding(io, values, self._run_options(segment.name))
+        for n in outputs:
+            io.bind_output(n, self._dev_type, self._dev_id)
+        return _Binding(io, None, self._run_options(segment.name))
 
     def _run_options(self, segment: str):
         ro = self._ort.RunOptions()
@@ -230,10 +225,6 @@ class OrtRunner(StreamReads, Runner):
         io.bind_output("y", self._dev_type, self._dev_id)
         sess.run_with_iobinding(io)
         return io.get_outputs()[0]
-
-
-def _manifest_dtype(tensor: dict):
-    return np.dtype(tensor.dtype)
 
 
 def _gather_model(ort_type: str) -> bytes:
