@@ -62,6 +62,7 @@ class BenchOptions:
     baselines: tuple = BASELINES
     threads: int | None = None
     seed: int = 0
+    cuda_graphs: bool = True
 
 
 def latency_key(backend: str, device: str, target: str | None = None, variant: str | None = None) -> str:
@@ -191,7 +192,8 @@ class BenchContext:
         from mesc.runtime import make_runner
 
         extra = {"threads": self.threads} if self.opts.backend == "onnxruntime" else {}
-        return make_runner(pkg, self.opts.backend, self.dev, self.target, self.variant, **extra)
+        return make_runner(pkg, self.opts.backend, self.dev, self.target, self.variant,
+                           cuda_graphs=self.opts.cuda_graphs, **extra)
 
 
 def bench(package, opts: BenchOptions | None = None, progress: bool = True, say=print) -> dict:

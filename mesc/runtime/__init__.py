@@ -26,10 +26,16 @@ def tensorrt_installed() -> bool:
 
 
 def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = None, precision: str | None = None,
-                **options):
+                cuda_graphs: bool = True, stream: int | None = None, **options):
     """The runner for ``backend`` on ``device``; ``auto`` takes TensorRT on a CUDA device when the
-    package has engines and TensorRT is installed, else ONNX Runtime."""
+    package has engines and TensorRT is installed, else ONNX Runtime. ``cuda_graphs`` and
+    ``stream`` go to the runner, ``options`` to its loader."""
     dev = parse_device(device)
+    if not isinstance(cuda_graphs, bool):
+        raise BackendError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
+    if stream is not None and (isinstance(stream, bool) or not isinstance(stream, int) or not dev.is_cuda):
+        raise BackendError(f"stream must be a CUDA stream handle (an int, e.g. torch.cuda.current_stream()"
+                           f".cuda_stream) on a CUDA device, got {stream!r} on {dev}")
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "auto":
@@ -39,13 +45,13 @@ def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = N
         from mesc.runtime.backends.trt import EnginesFromPlans, PlansFromPackage, TrtRunner
 
         plans = PlansFromPackage(pkg, dev, target=target, precision=precision)
-        return TrtRunner(EnginesFromPlans(plans, segments=pkg.segments, **options), dev)
+        return TrtRunner(EnginesFromPlans(plans, segments=pkg.segments, **options), dev, cuda_graphs, stream)
     from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
 
     if target is not None:
         raise BackendError("--target: targets select TensorRT engines; the onnxruntime backend runs the ONNX segments "
                            "(--precision picks the graphs 'mesc prepare' wrote)")
-    return OrtRunner(SessionsFromPackage(pkg, dev, precision=precision, **options), dev)
+    return OrtRunner(SessionsFromPackage(pkg, dev, precision=precision, **options), dev, cuda_graphs, stream)
 
 
 def load(path, backend: str = "auto", device="cpu", target: str | None = None, precision: str | None = None,
@@ -56,6 +62,11 @@ def load(path, backend: str = "auto", device="cpu", target: str | None = None, p
     this GPU); on onnxruntime ``precision`` ("fp16", "int8") runs the graphs ``mesc prepare``
     wrote. ``options`` go to the runner: for onnxruntime ``threads`` (intra-op threads per
     segment), ``spin``, ``tensorrt_ep`` (ORT's TensorRT execution provider), ``trt_cache``.
+
+    On a CUDA device, ``cuda_graphs=False`` runs every segment uncaptured (for comparison, and
+    for drivers where capture fails), and ``stream`` (a ``cudaStream_t`` as an int, e.g.
+    ``torch.cuda.current_stream().cuda_stream``) makes mesc queue all its work on the caller's
+    stream instead of its own (the TensorRT backend; onnxruntime >= 1.17).
     """
     from mesc.package import Package
 

@@ -106,6 +106,13 @@ class Runner(abc.ABC):
     def shape(self, handle) -> tuple:
         """The handle's shape, without touching its data."""
 
+    def path(self) -> dict:
+        """How this runner moves tensors and launches segments, for reports (``mesc selftest``,
+        ``mesc bench``): ``io`` ("direct": a sync per run; "stream": one stream, fixed buffers,
+        queued reads), ``cuda_graphs`` (the graph mode) and the segments that fell back."""
+        return {"backend": self.backend, "io": getattr(self, "io_path", "direct"), "cuda_graphs": self.graph_mode,
+                "graph_fallbacks": dict(getattr(self, "graph_fallbacks", None) or {})}
+
     def segment_times(self) -> dict[str, float] | None:
         """Device-side milliseconds per segment of the last call, where the backend measures
         them (None: the pipeline's wall-clock times stand)."""

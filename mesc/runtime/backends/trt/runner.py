@@ -73,6 +73,7 @@ class _Binding:
 
 class TrtRunner(StreamReads, Runner):
     backend = "tensorrt"
+    io_path = "stream"
 
     def __init__(self, engines, device, cuda_graphs: bool = True, stream: int | None = None):
         """``engines``: an :class:`~mesc.runtime.backends.trt.loader.Engines`, or the loader that
