@@ -22,6 +22,7 @@ from mesc.package.schema import Exit, Segment
 from mesc.policy import KIND_THRESHOLDS, exit_decision, policy_kind
 from mesc.runtime import host_policy
 from mesc.runtime.clock import HostClock, ms_since, now
+from mesc.runtime.device_input import DeviceArray, is_external, take_external
 from mesc.runtime.errors import InputError
 from mesc.runtime.images import normalize
 
@@ -269,15 +270,26 @@ class Pipeline:
 
     # inputs ----------------------------------------------------------------------------------
     def prepare(self, images) -> tuple[np.ndarray, bool]:
-        """(N x C x H x W float32 batch, whether a single image was given)."""
+        """(N x C x H x W float32 batch, whether a single image was given). A tensor handed over
+        by ``__dlpack__`` or ``__cuda_array_interface__`` is read where it lies: CPU memory as a
+        numpy view (no copy), CUDA memory as a :class:`~mesc.runtime.device_input.DeviceArray`
+        the runner copies on the device (see :mod:`mesc.runtime.device_input`)."""
         c, h, w = self.chw
+        if is_external(images):
+            stream = getattr(self.runner, "stream", None) if self.runner.is_active else None
+            images = take_external(images, None if stream is None else stream.ptr)
+            if isinstance(images, DeviceArray):
+                return self._check_device_batch(images), False
         if isinstance(images, (list, tuple)):
             if not images:
                 raise InputError("no images given")
             parts = []
             for i, im in enumerate(images):
                 try:
-                    parts.append(self.prepare(im)[0])
+                    part = self.prepare(im)[0]
+                    if isinstance(part, DeviceArray):
+                        raise InputError("a CUDA tensor is passed alone, as one N x C x H x W float32 batch")
+                    parts.append(part)
                 except InputError as err:
                     raise InputError(f"images[{i}]: {err}") from None
             return np.concatenate(parts), False
@@ -298,13 +310,28 @@ class Pipeline:
             self._check_size(x.shape[1], x.shape[2], x.shape[3], "N x C x H x W", x.shape)
             if x.shape[0] == 0:
                 raise InputError("the batch is empty (N = 0)")
-            bad = ~np.isfinite(x).reshape(len(x), -1).all(1)
+            # min and max carry any NaN or inf of an image, with no array the size of the batch
+            flat = x.reshape(len(x), -1)
+            bad = ~(np.isfinite(flat.min(1)) & np.isfinite(flat.max(1)))
             if bad.any():
                 raise InputError(f"the float32 batch holds NaN or infinite values (image(s) "
                                  f"{np.flatnonzero(bad).tolist()[:10]} of {len(x)}); inputs must be finite")
             return np.ascontiguousarray(x), False
         raise InputError(f"expected one uint8 image H x W x C ({h} x {w} x {c}) or a float32 batch "
                          f"N x C x H x W (N x {c} x {h} x {w}); got {x.dtype} with shape {tuple(x.shape)}")
+
+    def _check_device_batch(self, d: DeviceArray) -> DeviceArray:
+        if d.dtype != np.float32 or d.ndim != 4:
+            d.release()
+            raise InputError(f"a CUDA tensor must be a float32 N x C x H x W batch (already normalised), got "
+                             f"{d.dtype} with shape {d.shape}")
+        self._check_size(d.shape[1], d.shape[2], d.shape[3], "N x C x H x W", d.shape)
+        if d.shape[0] == 0 or (self.static_batch and d.shape[0] % self.static_batch):
+            d.release()
+            raise InputError(f"a CUDA batch of {d.shape[0]} images cannot run on this package"
+                             + (f" (static batch of {self.static_batch}: pass a multiple of it)"
+                                if self.static_batch else ""))
+        return d
 
     def _check_size(self, c_got, h_got, w_got, layout, shape):
         c, h, w = self.chw
@@ -374,6 +401,8 @@ class Pipeline:
     def _group_input(self, x, rows):
         if len(rows) == len(x) and (self.static_batch is None or len(rows) == self.static_batch):
             return x  # every row stays: no copy
+        if isinstance(x, DeviceArray):  # static-batch groups of a device batch: views, never padded
+            return x.rows(int(rows[0]), int(rows[-1]) + 1)
         if self.static_batch is None or len(rows) == self.static_batch:
             return x[rows]
         pad = np.zeros((self.static_batch - len(rows), *x.shape[1:]), x.dtype)
@@ -389,7 +418,7 @@ class Pipeline:
         each decision and each tail apart (see :meth:`time_segments`)."""
         parts = parts or _UNTIMED
         run, t0 = self.runner, now()
-        env = {self.input_name: run.upload(x)}
+        env = {self.input_name: self._upload(x)}
         pos = np.arange(x.shape[0])  # input batch position of each row of the live tensors
         undecided = pos < real  # rows still waiting for their exit (padding never waits)
         last_head = max(i for i, s in enumerate(plan) if s.exit is not None)
@@ -459,6 +488,9 @@ class Pipeline:
                 env = {n: run.take(h, keep) for n, h in env.items()}
                 pos, undecided = pos[keep], undecided[keep]
 
+    def _upload(self, x):
+        return self.runner.upload_device(x) if isinstance(x, DeviceArray) else self.runner.upload(x)
+
     @staticmethod
     def _confidences(read) -> np.ndarray:
         return read.get().reshape(-1).astype(np.float64)
@@ -500,13 +532,17 @@ class Pipeline:
         x, single = self.prepare(images)
         plan = self.plan(exit, logits)
         results = [None] * len(x)
-        with self._exclusive():
-            for group in self._groups(len(x)):
-                seen: dict = {}
-                walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
-                                  need_conf=exit is None, want_logits=logits)
-                for ev in walk:
-                    self._collect(ev, group, seen, results, final=True)
+        try:
+            with self._exclusive():
+                for group in self._groups(len(x)):
+                    seen: dict = {}
+                    walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
+                                      need_conf=exit is None, want_logits=logits)
+                    for ev in walk:
+                        self._collect(ev, group, seen, results, final=True)
+        finally:
+            if isinstance(x, DeviceArray):  # queued copies out of it ended at the call's last wait
+                x.release()
         return results[0] if single else results
 
     def anytime(self, images, deadline: float | None = None, logits: bool = False, all_exits: bool = False,
@@ -565,8 +601,12 @@ class Pipeline:
         return out
 
     def _anytime(self, x, single, deadline, logits, all_exits, latency=None):
-        with self._exclusive():
-            yield from self._anytime_steps(x, single, deadline, logits, all_exits, latency)
+        try:
+            with self._exclusive():
+                yield from self._anytime_steps(x, single, deadline, logits, all_exits, latency)
+        finally:
+            if isinstance(x, DeviceArray):
+                x.release()
 
     def _anytime_steps(self, x, single, deadline, logits, all_exits, latency):
         plan = self.plan(None, logits, all_exits)
@@ -612,11 +652,15 @@ class Pipeline:
         an export and for debugging, not for speed."""
         self._check_open()
         x, _ = self.prepare(images)
-        with self._exclusive():
-            return self._tensors(x)
+        try:
+            with self._exclusive():
+                return self._tensors(x)
+        finally:
+            if isinstance(x, DeviceArray):
+                x.release()
 
     def _tensors(self, x) -> dict:
-        env = {self.input_name: self.runner.upload(x)}
+        env = {self.input_name: self._upload(x)}
         for seg in self.pkg.segments:
             ex = next((e for e in self.pkg.exits if e.segment == seg.name), None)
             feeds = {t.name: env[t.name] for t in seg.inputs

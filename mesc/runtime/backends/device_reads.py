@@ -1,10 +1,12 @@
-"""Device-to-host reads for runners whose tensors live on one CUDA stream.
+"""Device-to-host reads, and device input, for runners whose tensors live on one CUDA stream.
 
 A read is queued (:meth:`StreamReads.fetch`: ``cudaMemcpyAsync`` into pinned memory, which a
 pageable copy would first stage and wait for) and waited for when its value is wanted
 (:meth:`Pending.get`); one stream synchronise serves every read queued before it, so the
 pipeline can queue an exit's confidences and its labels and wait once. The pinned buffers are
 fixed per (source address, size): after the first call of a shape a read allocates nothing.
+Input already in device memory (:class:`~mesc.runtime.device_input.DeviceArray`) is copied device
+to device into a buffer fixed per shape, after the producer's stream (:meth:`StreamReads.upload_device`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class StreamReads:
     ``_device_view(handle) -> (address, shape, dtype)`` and calls ``_open_reads``/``_close_reads``."""
 
     def _open_reads(self, stream) -> None:
+        self._device_inputs: dict = {}
+        self._input_event = None
         self._pinned: dict = {}
         self._queued = 0  # copies queued on the stream so far
         self._waited = 0  # of which the host has seen the end
@@ -51,7 +55,25 @@ class StreamReads:
     def _close_reads(self) -> None:
         for buf in self._pinned.values():
             buf.free()
-        self._pinned = {}
+        if self._input_event is not None:
+            self._input_event.free()
+        self._pinned, self._device_inputs, self._input_event = {}, {}, None
+
+    def upload_device(self, array, slot: str = "input"):
+        """A :class:`~mesc.runtime.device_input.DeviceArray` copied device to device into the
+        buffer fixed for (``slot``, shape, dtype), queued after the work pending on the stream its
+        producer names (the device waits on an event; the host does not)."""
+        if array.stream is not None and int(array.stream) != self.stream.ptr:
+            if self._input_event is None:
+                self._input_event = cuda.Event()
+            self._input_event.record(int(array.stream))
+            self.stream.wait(self._input_event)
+        key = (slot, array.shape, array.dtype.str)
+        handle = self._device_inputs.get(key)
+        if handle is None:
+            handle = self._device_inputs[key] = self._new_device_input(array.shape, array.dtype)
+        self.stream_copy(self._device_view(handle)[0], array.ptr, array.nbytes, cuda.DEVICE_TO_DEVICE)
+        return handle
 
     def stream_copy(self, dst: int, src: int, nbytes: int, kind: int) -> None:
         cuda.memcpy(dst, src, nbytes, kind, self.stream.ptr)

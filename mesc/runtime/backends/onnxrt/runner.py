@@ -131,6 +131,14 @@ class OrtRunner(StreamReads, Runner):
         return self._ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.dtype(dtype).type, self._dev_type,
                                                                self._dev_id)
 
+    def _new_device_input(self, shape, dtype):
+        return self._new_value(shape, dtype)
+
+    def upload_device(self, array, slot="input"):
+        if self.io_path == "direct":
+            raise BackendError("device input needs the stream path (onnxruntime >= 1.17 on CUDA)")
+        return StreamReads.upload_device(self, array, slot)
+
     def _device_view(self, handle):
         return handle.data_ptr(), tuple(handle.shape()), _NP_TYPES[handle.data_type()]
 

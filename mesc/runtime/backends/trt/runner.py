@@ -140,7 +140,7 @@ class TrtRunner(StreamReads, Runner):
         for pinned, t in self.staging.values():
             pinned.free()
             t.buffer.free()
-        for t in self.gathered.values():
+        for t in [*self.gathered.values(), *self._device_inputs.values()]:
             t.buffer.free()
         self._close_reads()
         self.bindings, self.staging, self.gathered, self.context_state = {}, {}, {}, {}
@@ -164,6 +164,9 @@ class TrtRunner(StreamReads, Runner):
 
     def shape(self, handle):
         return handle.shape
+
+    def _new_device_input(self, shape, dtype):
+        return DeviceTensor(shape, dtype)
 
     def _device_view(self, handle):
         return handle.ptr, handle.shape, handle.dtype
