@@ -620,7 +620,8 @@ class Pipeline:
         try:
             for k in range(n_exits):
                 results = [None] * len(x)
-                for g, walk, s in zip(groups, walks, seen):
+                for lane, (g, walk, s) in enumerate(zip(groups, walks, seen)):
+                    self.runner.lane = lane
                     self._collect(next(walk), g, s, results, final=False)
                 final = k == n_exits - 1
                 if deadline is not None and not final:
@@ -646,6 +647,7 @@ class Pipeline:
         finally:
             for walk in walks:
                 walk.close()
+            self.runner.lane = 0
 
     def tensors(self, images) -> dict:
         """Every segment's every output on the host, by name (with the input): for verifying

@@ -42,6 +42,9 @@ class Runner(abc.ABC):
     timing = False
     # how segments are launched: "off" (one run at a time), "cuda-graphs" (captured and replayed)
     graph_mode = "off"
+    # which set of fixed buffers runs use: walks in flight together (anytime() over the groups of
+    # a static batch) each need their own, or one group's segment overwrites another's activations
+    lane = 0
 
     def __init__(self, device):
         self.device = device

@@ -68,7 +68,7 @@ class StreamReads:
                 self._input_event = cuda.Event()
             self._input_event.record(int(array.stream))
             self.stream.wait(self._input_event)
-        key = (slot, array.shape, array.dtype.str)
+        key = (slot, array.shape, array.dtype.str, self.lane)
         handle = self._device_inputs.get(key)
         if handle is None:
             handle = self._device_inputs[key] = self._new_device_input(array.shape, array.dtype)

@@ -116,7 +116,7 @@ class OrtRunner(StreamReads, Runner):
         if self.io_path == "direct":
             return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self._dev_type, self._dev_id)
         host = np.asarray(array)
-        key = (slot, host.shape, host.dtype.str)
+        key = (slot, host.shape, host.dtype.str, self.lane)
         staged = self.staging.get(key)
         if staged is None:
             value = self._new_value(host.shape, host.dtype)
@@ -170,7 +170,7 @@ class OrtRunner(StreamReads, Runner):
     def _run_bound(self, segment, sess, feeds, outputs):
         name = segment.name
         shapes = tuple((n, tuple(v.shape())) for n, v in sorted(feeds.items()))
-        key = (name, shapes, tuple(outputs))
+        key = (name, shapes, tuple(outputs), self.lane)
         b = self.bindings.get(key)
         if b is None:
             b = self.bindings[key] = self._bind(segment, sess, outputs)

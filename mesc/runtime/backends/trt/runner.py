@@ -62,13 +62,13 @@ class DeviceTensor:
 class _Binding:
     """One segment at one set of input shapes: its output tensors, and its graph once captured."""
 
-    __slots__ = ("outputs", "graph", "runs", "inputs")
+    __slots__ = ("outputs", "graph", "runs", "addresses")
 
     def __init__(self, outputs: dict):
         self.outputs = outputs
         self.graph = None
-        self.runs = 0  # uncaptured runs since the context last changed for it
-        self.inputs: dict = {}  # input name -> address the graph was captured with
+        self.runs = 0  # uncaptured runs at these addresses since the context last changed shapes
+        self.addresses: dict = {}  # tensor name -> address of the runs counted (and of the graph)
 
 
 class TrtRunner(StreamReads, Runner):
@@ -151,7 +151,7 @@ class TrtRunner(StreamReads, Runner):
         """``array`` into the device buffer fixed for (``slot``, its shape, dtype), through pinned
         memory: a later upload to the same slot overwrites it in place (same address)."""
         host = np.asarray(array)
-        key = (slot, host.shape, host.dtype.str)
+        key = (slot, host.shape, host.dtype.str, self.lane)
         staged = self.staging.get(key)
         if staged is None:
             t = DeviceTensor(host.shape, host.dtype)
@@ -197,9 +197,11 @@ class TrtRunner(StreamReads, Runner):
         b = self._bind(name, ctx, io, shapes)
         addresses = {t: feeds[t].ptr for t in io["inputs"]}
         addresses.update({t: v.ptr for t, v in b.outputs.items()})
-        if self._set_addresses(name, ctx, addresses) and b.graph is not None:
-            b.graph.free()  # captured with other addresses
-            b.graph, b.runs = None, 0
+        self._set_addresses(name, ctx, addresses)
+        if b.addresses != addresses:
+            if b.graph is not None:  # captured with other addresses
+                b.graph.free()
+            b.graph, b.runs, b.addresses = None, 0, addresses
         if self.timing:
             self.events.record(name, False, self.stream.ptr)
         self._execute(name, ctx, b)
@@ -217,29 +219,27 @@ class TrtRunner(StreamReads, Runner):
                     raise BackendError(f"segment '{name}': the engine does not accept shape {shape} for "
                                        f"'{tname}' (outside its optimisation profile?)")
             # graphs of this segment were captured under the shapes the context held before
-            for (seg, _), other in self.bindings.items():
+            for (seg, _, _), other in self.bindings.items():
                 if seg == name and other.graph is not None:
                     other.graph.free()
                     other.graph = None
                 if seg == name:
                     other.runs = 0
             self.context_state[name] = state = (shapes, state[1] if state else {})
-        b = self.bindings.get((name, shapes))
+        b = self.bindings.get((name, shapes, self.lane))
         if b is None:
-            b = self.bindings[(name, shapes)] = _Binding(
+            b = self.bindings[(name, shapes, self.lane)] = _Binding(
                 {t: DeviceTensor(tuple(ctx.get_tensor_shape(t)), io["dtype"][t]) for t in io["outputs"]})
         return b
 
-    def _set_addresses(self, name, ctx, addresses: dict) -> bool:
-        """Set the tensor addresses the context does not hold already; whether any changed."""
+    def _set_addresses(self, name, ctx, addresses: dict) -> None:
+        """Set the tensor addresses the context does not hold already (a captured graph keeps
+        the addresses it was captured with, whatever the context holds later)."""
         held = self.context_state[name][1]
-        changed = False
         for tname, ptr in addresses.items():
             if held.get(tname) != ptr:
                 ctx.set_tensor_address(tname, ptr)
                 held[tname] = ptr
-                changed = True
-        return changed
 
     def _execute(self, name, ctx, b: _Binding) -> None:
         stream = self.stream.ptr

@@ -158,3 +158,13 @@ def test_cpu_keeps_the_direct_path_and_a_bad_path_is_refused(pkg_graph):
     assert OrtRunner(SessionsFromPackage(pkg, CPU), CPU).io_path == "direct"
     with pytest.raises(mesc.runtime.BackendError, match="io must be one of"):
         OrtRunner(SessionsFromPackage(pkg, CPU), CPU, io="fast")
+
+
+def test_anytime_walks_of_a_static_batch_keep_their_own_buffers(pkg_static, images, rt):
+    """anytime() advances the groups of a static batch in lockstep: each walk needs buffers of its
+    own, or the second group's chunk overwrites what the first group's next segment reads."""
+    with mesc.load(pkg_static) as ref, _stream_pipe(pkg_static) as test:
+        assert ref.static_batch == 1
+        for a, b in zip(ref.anytime(images[:3]), test.anytime(images[:3])):
+            _same(a, b)
+        _same(ref(images[:3]), test(images[:3]))

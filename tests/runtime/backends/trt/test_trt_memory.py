@@ -189,3 +189,11 @@ def test_new_shapes_drop_a_segments_graph_and_new_addresses_recapture(pkg_graph,
     assert runner.bindings[key].graph is None
     _same(ref(images[:2]), test(images[:2]))
 
+
+
+def test_anytime_walks_of_a_static_batch_keep_their_own_buffers(pkg_static, images, rt):
+    ref, test = _pipes(pkg_static)
+    for _ in range(3):  # uncaptured, captured, replayed: each lane its own buffers and graphs
+        for a, b in zip(ref.anytime(images[:3]), test.anytime(images[:3])):
+            _same(a, b)
+    assert {k[2] for k in test.runner.bindings} == {0, 1, 2}
