@@ -78,7 +78,7 @@ class FakeTensorRT:
 
 
 def fake_trt_runner(pkg, graphs=True, fail_capture=(), stream=None):
-    """A :class:`TrtRunner` whose contexts are :class:`FakeContext`\\ s of ``pkg``'s segments; the
+    """A :class:`TrtRunner` whose contexts are fake contexts (:class:`FakeContext`) of ``pkg``'s segments; the
     CUDA runtime must already be a :class:`RecordingRuntime`. ``.counts`` counts context calls."""
     import onnxruntime as ort
 

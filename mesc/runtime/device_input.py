@@ -50,6 +50,12 @@ class _DLManagedTensor(ctypes.Structure):
     _fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", _DELETER)]
 
 
+# PyCapsule calls with argtypes of their own (ctypes.pythonapi's are shared by the whole process)
+_GET_POINTER = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))
+_SET_NAME = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_SetName", ctypes.pythonapi))
+
+
 class DeviceArray:
     """A C-contiguous tensor in CUDA memory the caller owns: ``ptr``, ``shape``, ``dtype``, the
     ``stream`` its producer wrote it on (None: ordered already), and what keeps it alive."""
@@ -116,12 +122,8 @@ def from_dlpack_capsule(capsule, owner=None) -> DeviceArray:
     """The tensor a (legacy, unversioned) DLPack capsule holds, as a :class:`DeviceArray` (CPU
     capsules are read the same way, which is how this is tested without a GPU). The capsule is
     marked used; its deleter runs on :meth:`DeviceArray.release`."""
-    get = ctypes.pythonapi.PyCapsule_GetPointer
-    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    rename = ctypes.pythonapi.PyCapsule_SetName
-    rename.restype, rename.argtypes = ctypes.c_int, [ctypes.py_object, ctypes.c_char_p]
     try:
-        addr = get(capsule, b"dltensor")
+        addr = _GET_POINTER(capsule, b"dltensor")
     except ValueError:
         raise InputError("the DLPack capsule was used already, or is a versioned one mesc does not read") from None
     managed = _DLManagedTensor.from_address(addr)
@@ -135,7 +137,7 @@ def from_dlpack_capsule(capsule, owner=None) -> DeviceArray:
             raise InputError(f"the tensor is not contiguous (strides {strides} for shape {shape}); "
                              f"pass a contiguous one (e.g. t.contiguous())")
     ptr = (t.data or 0) + t.byte_offset
-    rename(capsule, b"used_dltensor")
+    _SET_NAME(capsule, b"used_dltensor")
 
     def release():
         if managed.deleter:

@@ -174,6 +174,7 @@ class Pipeline:
         # the pipeline from its first to its last exit (or until it is closed).
         self._lock = threading.Lock()
         self._owner = None
+        self._device_out = False  # this call's results stay on the device (set under the lock)
         # anytime calls with a deadline, and how many returned after it
         self.deadline_stats = {"calls": 0, "missed": 0}
 
@@ -508,14 +509,17 @@ class Pipeline:
         with parts.device(step.tail.name):
             outs = run.run(step.tail, feeds, step.tail_fetch)
         if subset:
-            got = [run.download(outs[n]) for n in step.tail_fetch]
+            got = [run.copy_out(outs[n]) if self._device_out else run.download(outs[n]) for n in step.tail_fetch]
         else:
             got = [self._download_rows(outs[n], rows, batch) for n in step.tail_fetch]
         seg_ms[step.tail.name] = ms_since(ts)
         return got[0], (got[1] if len(got) > 1 else None)
 
     def _download_rows(self, handle, rows, batch):
-        """Only the rows that leave cross to the host; all of them in one copy when all leave."""
+        """Only the rows that leave cross to the host; all of them in one copy when all leave.
+        With ``device_output`` they stay on the device, in memory of their own."""
+        if self._device_out:
+            return self.runner.copy_out(handle, None if len(rows) == batch else rows)
         if len(rows) == 0:
             shape = self.runner.shape(handle)
             return np.zeros((0, *shape[1:]), np.int32)
@@ -524,22 +528,34 @@ class Pipeline:
         return self.runner.download(self.runner.take(handle, rows))
 
     # modes -------------------------------------------------------------------------------------
-    def __call__(self, images, exit=None, logits: bool = False):
+    def __call__(self, images, exit=None, logits: bool = False, device_output: bool = False):
         """Predict. Input-dependent (default): each image leaves at the first exit whose policy
         is confident enough. Budgeted (``exit=k``, name or position): run only what exit k needs.
-        Returns one :class:`Result` for a single H x W x C image, else a list (batch order)."""
+        Returns one :class:`Result` for a single H x W x C image, else a list (batch order).
+
+        ``device_output=True`` (a runner on a CUDA stream, a package with the in-graph policy)
+        leaves each result's labels (and logits) on the device, in memory of their own, as
+        :class:`~mesc.runtime.device_output.DeviceResult` objects that DLPack consumers take without a
+        copy (``torch.from_dlpack(r.labels)``)."""
         self._check_open()
+        if device_output and not self.in_graph:
+            raise InputError("device_output needs a package with the in-graph policy (its labels are made on the "
+                             "device); this one decides on the host")
         x, single = self.prepare(images)
         plan = self.plan(exit, logits)
         results = [None] * len(x)
         try:
             with self._exclusive():
-                for group in self._groups(len(x)):
-                    seen: dict = {}
-                    walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
-                                      need_conf=exit is None, want_logits=logits)
-                    for ev in walk:
-                        self._collect(ev, group, seen, results, final=True)
+                self._device_out = bool(device_output)
+                try:
+                    for group in self._groups(len(x)):
+                        seen: dict = {}
+                        walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
+                                          need_conf=exit is None, want_logits=logits)
+                        for ev in walk:
+                            self._collect(ev, group, seen, results, final=True)
+                finally:
+                    self._device_out = False
         finally:
             if isinstance(x, DeviceArray):  # queued copies out of it ended at the call's last wait
                 x.release()

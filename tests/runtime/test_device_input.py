@@ -149,3 +149,33 @@ def test_cuda_input_needs_a_stream_runner(pkg_graph, images):
 
     with mesc.load(pkg_graph) as pipe, pytest.raises(InputError, match="needs a runner on a CUDA stream"):
         pipe(_Cuda(images[:1]))
+
+
+def test_device_output_hands_labels_and_logits_over_by_dlpack(pkg_graph, images, rt):
+    """Results left on the "device" (the stand-in's host memory, so numpy can take them): equal
+    to the host results, in memory of their own that the next call does not overwrite, read by
+    DLPack without a copy."""
+    from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
+    from mesc.runtime.device_output import DeviceResult
+    from mesc.runtime.devices import Device
+
+    pkg, cpu = Package.load(pkg_graph), Device("cpu")
+    with mesc.load(pkg_graph) as ref:
+        expected = ref(images, logits=True)
+        with pytest.raises(InputError, match="needs a runner on a CUDA stream"):
+            ref(images[:1], device_output=True)
+    with Pipeline(pkg, OrtRunner(SessionsFromPackage(pkg, cpu), cpu, io="stream")) as pipe:
+        got = pipe(images, logits=True, device_output=True)
+        pipe(images[::-1], logits=True)  # reuses every fixed buffer
+        for e, g in zip(expected, got):
+            assert isinstance(g.labels, DeviceResult) and g.exit == e.exit
+            labels = np.from_dlpack(g.labels)
+            assert labels.ctypes.data == g.labels.ptr  # no copy
+            np.testing.assert_array_equal(labels, e.labels)
+            np.testing.assert_array_equal(g.labels.numpy(), e.labels)
+            np.testing.assert_allclose(torch.from_dlpack(g.logits).numpy(), e.logits, atol=1e-6, rtol=0)
+
+
+def test_device_output_needs_the_in_graph_policy(pkg_host, images):
+    with mesc.load(pkg_host) as pipe, pytest.raises(InputError, match="in-graph policy"):
+        pipe(images[:1], device_output=True)

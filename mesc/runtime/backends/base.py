@@ -93,6 +93,14 @@ class Runner(abc.ABC):
     def download(self, handle) -> np.ndarray:
         """Handle -> host array (the only device-to-host copy the pipeline makes)."""
 
+    def copy_out(self, handle, rows=None):
+        """Rows of ``handle`` left on the device in memory of their own (see
+        :mod:`mesc.runtime.device_output`); only runners on a CUDA stream have it."""
+        from mesc.runtime.errors import InputError
+
+        raise InputError(f"device_output needs a runner on a CUDA stream (TensorRT, or onnxruntime >= 1.17 with "
+                         f"CUDA); this one runs {self.backend} on {self.device}")
+
     def fetch(self, handle):
         """A read of ``handle`` to the host, queued: ``.get()`` waits for it and returns the
         array. Runners on a CUDA stream queue the copy and wait once for every read queued before

@@ -89,6 +89,22 @@ class StreamReads:
         self.stream_copy(buf.ptr, ptr, nbytes, cuda.DEVICE_TO_HOST)
         return Pending(self, self._queued, buf.view(shape, dtype))
 
+    def copy_out(self, handle, rows=None):
+        """Rows ``rows`` (all where None) of ``handle`` copied on the device into memory of their
+        own: a :class:`~mesc.runtime.device_output.DeviceResult` the next call does not overwrite."""
+        from mesc.runtime.device_output import DeviceResult, OwnedBuffer
+
+        ptr, shape, dtype = self._device_view(handle)
+        dtype = np.dtype(dtype)
+        row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        rows = np.arange(shape[0]) if rows is None else np.asarray(rows, np.int64)
+        owned = OwnedBuffer(len(rows) * row)
+        cuda.copy_rows(owned.buffer.ptr, ptr, rows, row, self.stream.ptr)
+        self._queued += 1
+        device_type = 2 if self.device.is_cuda else 1  # DLPack: kDLCUDA, kDLCPU (tests' stand-in memory)
+        return DeviceResult(owned, owned.buffer.ptr, (len(rows), *shape[1:]), dtype, device_type,
+                            self.device.index if self.device.is_cuda else 0, self.stream)
+
     def wait_for(self, seq: int) -> None:
         """Wait (once) until the stream has done the ``seq``-th queued copy."""
         if self._waited < seq:

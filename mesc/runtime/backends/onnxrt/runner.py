@@ -134,6 +134,11 @@ class OrtRunner(StreamReads, Runner):
     def _new_device_input(self, shape, dtype):
         return self._new_value(shape, dtype)
 
+    def copy_out(self, handle, rows=None):
+        if self.io_path == "direct":
+            return Runner.copy_out(self, handle, rows)
+        return StreamReads.copy_out(self, handle, rows)
+
     def upload_device(self, array, slot="input"):
         if self.io_path == "direct":
             raise BackendError("device input needs the stream path (onnxruntime >= 1.17 on CUDA)")
