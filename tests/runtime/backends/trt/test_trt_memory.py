@@ -197,3 +197,21 @@ def test_anytime_walks_of_a_static_batch_keep_their_own_buffers(pkg_static, imag
         for a, b in zip(ref.anytime(images[:3]), test.anytime(images[:3])):
             _same(a, b)
     assert {k[2] for k in test.runner.bindings} == {0, 1, 2}
+
+
+def test_a_new_th_pix_is_written_in_place(pkg_graph, images, rt):
+    """Thresholds change values, not buffers: each head (and its CUDA graph) keeps its addresses.
+    Budgeted calls keep the full batch, so no shape changes."""
+    ref, test = _pipes(pkg_graph)
+    last = len(test.exit_names) - 1
+    for _ in range(3):
+        test(images, exit=last)
+        test(images, exit=0)
+    before = {k: h.ptr for k, h in test._th_handles.items()}
+    rt.reset()
+    for p in (ref, test):
+        p.set_thresholds(0, th_pix=0.8)
+    _same(ref(images, exit=last), test(images, exit=last))
+    _same(ref(images, exit=0), test(images, exit=0))
+    assert {k: h.ptr for k, h in test._th_handles.items()} == before
+    assert rt.count["malloc"] == rt.count["capture"] == 0 and rt.count["launch"] > 0
