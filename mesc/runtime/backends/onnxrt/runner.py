@@ -75,7 +75,7 @@ class OrtRunner(StreamReads, Runner):
         features = cuda_features()
         if io is None:
             io = "stream" if device.is_cuda and features["stream"] and not getattr(sessions, "tensorrt_ep", False) \
-                else "direct"
+                and _cuda_runtime_found() else "direct"
         if io not in IO_PATHS:
             raise BackendError(f"io must be one of {', '.join(IO_PATHS)}, got {io!r}")
         self.io_path = io
@@ -238,6 +238,18 @@ class OrtRunner(StreamReads, Runner):
         io.bind_output("y", self._dev_type, self._dev_id)
         sess.run_with_iobinding(io)
         return io.get_outputs()[0]
+
+
+def _cuda_runtime_found() -> bool:
+    # the stream path copies through mesc's CUDA access path; without a CUDA runtime there (no
+    # cuda-python, no libcudart found) onnxruntime's synchronous path still works
+    from mesc.runtime.errors import DeviceError
+
+    try:
+        cuda.runtime()
+    except DeviceError:
+        return False
+    return True
 
 
 def _gather_model(ort_type: str) -> bytes:
