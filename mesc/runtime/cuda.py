@@ -144,6 +144,9 @@ class _BindingsRuntime:
     def graph_exec_destroy(self, graph_exec) -> None:
         self._call("cudaGraphExecDestroy", graph_exec)
 
+    def clear_error(self) -> None:
+        self.rt.cudaGetLastError()
+
 
 class _CtypesRuntime:
     """libcudart through ctypes: every call returns a cudaError_t (0: success)."""
@@ -260,6 +263,9 @@ class _CtypesRuntime:
 
     def graph_exec_destroy(self, graph_exec) -> None:
         self._call("cudaGraphExecDestroy", graph_exec)
+
+    def clear_error(self) -> None:
+        self.lib.cudaGetLastError()
 
 
 # Finding the runtime ------------------------------------------------------------------------------
@@ -436,6 +442,9 @@ class Graph:
             graph = rt.end_capture(stream_ptr)
             self.exec = rt.graph_instantiate(graph)
         except DeviceError as err:
+            clear = getattr(rt, "clear_error", None)
+            if clear is not None:
+                clear()
             raise GraphCaptureError(str(err)) from err
         finally:
             if graph is not None:
@@ -451,13 +460,17 @@ class Graph:
 
 
 def _end_quietly(rt, stream_ptr: int) -> None:
-    # leave the stream out of capture mode whatever happened inside it
+    # leave the stream out of capture mode whatever happened inside it, and clear the error an
+    # invalidated capture leaves behind, so that the uncaptured run that follows starts clean
     try:
         graph = rt.end_capture(stream_ptr)
         if graph is not None:
             rt.graph_destroy(graph)
     except DeviceError:
         pass
+    clear = getattr(rt, "clear_error", None)
+    if clear is not None:
+        clear()
 
 
 def memcpy(dst: int, src: int, nbytes: int, kind: int, stream_ptr: int | None = None) -> None:
