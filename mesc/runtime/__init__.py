@@ -36,6 +36,10 @@ def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = N
     if stream is not None and (isinstance(stream, bool) or not isinstance(stream, int) or not dev.is_cuda):
         raise BackendError(f"stream must be a CUDA stream handle (an int, e.g. torch.cuda.current_stream()"
                            f".cuda_stream) on a CUDA device, got {stream!r} on {dev}")
+    if stream == 0:
+        # the legacy default stream cannot be captured into a CUDA graph, and onnxruntime takes 0
+        # as "no stream": mesc keeps a stream of its own, ordered after the caller's by events
+        stream = None
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "auto":
@@ -66,7 +70,8 @@ def load(path, backend: str = "auto", device="cpu", target: str | None = None, p
     On a CUDA device, ``cuda_graphs=False`` runs every segment uncaptured (for comparison, and
     for drivers where capture fails), and ``stream`` (a ``cudaStream_t`` as an int, e.g.
     ``torch.cuda.current_stream().cuda_stream``) makes mesc queue all its work on the caller's
-    stream instead of its own (the TensorRT backend; onnxruntime >= 1.17).
+    stream instead of its own (the TensorRT backend; onnxruntime >= 1.17); the default stream (0)
+    is not shared: mesc then orders its own stream after the caller's input by events.
     """
     from mesc.package import Package
 
