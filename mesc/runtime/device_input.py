@@ -21,40 +21,8 @@ import ctypes
 
 import numpy as np
 
+from mesc.runtime import dlpack
 from mesc.runtime.errors import InputError
-
-# DLDeviceType
-_DL_CPU, _DL_CUDA, _DL_CUDA_HOST = 1, 2, 3
-# DLDataTypeCode
-_DL_INT, _DL_UINT, _DL_FLOAT = 0, 1, 2
-
-
-class _DLDevice(ctypes.Structure):
-    _fields_ = [("device_type", ctypes.c_int), ("device_id", ctypes.c_int)]
-
-
-class _DLDataType(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
-
-
-class _DLTensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int),
-                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
-                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
-
-
-_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-
-class _DLManagedTensor(ctypes.Structure):
-    _fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", _DELETER)]
-
-
-# PyCapsule calls with argtypes of their own (ctypes.pythonapi's are shared by the whole process)
-_GET_POINTER = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
-    ("PyCapsule_GetPointer", ctypes.pythonapi))
-_SET_NAME = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_SetName", ctypes.pythonapi))
-
 
 class DeviceArray:
     """A C-contiguous tensor in CUDA memory the caller owns: ``ptr``, ``shape``, ``dtype``, the
@@ -101,13 +69,13 @@ def take_external(obj, stream_ptr):
     copy; ``stream_ptr`` is the stream mesc will read it on (None where it has none)."""
     if hasattr(obj, "__cuda_array_interface__"):
         return _from_cuda_array_interface(obj)
-    device = obj.__dlpack_device__() if hasattr(obj, "__dlpack_device__") else (_DL_CPU, 0)
-    if int(device[0]) in (_DL_CPU, _DL_CUDA_HOST):
+    device = obj.__dlpack_device__() if hasattr(obj, "__dlpack_device__") else (dlpack.CPU, 0)
+    if int(device[0]) in (dlpack.CPU, dlpack.CUDA_HOST):
         try:
             return np.from_dlpack(obj)
         except (TypeError, RuntimeError, BufferError, AttributeError) as err:
             raise InputError(f"cannot read the {type(obj).__name__} through DLPack: {err}") from None
-    if int(device[0]) != _DL_CUDA:
+    if int(device[0]) != dlpack.CUDA:
         raise InputError(f"the {type(obj).__name__} is on DLPack device type {device[0]}; mesc reads CPU and "
                          f"CUDA memory")
     if stream_ptr is None:
@@ -123,10 +91,10 @@ def from_dlpack_capsule(capsule, owner=None) -> DeviceArray:
     capsules are read the same way, which is how this is tested without a GPU). The capsule is
     marked used; its deleter runs on :meth:`DeviceArray.release`."""
     try:
-        addr = _GET_POINTER(capsule, b"dltensor")
+        addr = dlpack.capsule_pointer(capsule, b"dltensor")
     except ValueError:
         raise InputError("the DLPack capsule was used already, or is a versioned one mesc does not read") from None
-    managed = _DLManagedTensor.from_address(addr)
+    managed = dlpack.DLManagedTensor.from_address(addr)
     t = managed.dl_tensor
     shape = tuple(t.shape[i] for i in range(t.ndim))
     dtype = _dl_dtype(t.dtype)
@@ -137,13 +105,13 @@ def from_dlpack_capsule(capsule, owner=None) -> DeviceArray:
             raise InputError(f"the tensor is not contiguous (strides {strides} for shape {shape}); "
                              f"pass a contiguous one (e.g. t.contiguous())")
     ptr = (t.data or 0) + t.byte_offset
-    _SET_NAME(capsule, b"used_dltensor")
+    dlpack.capsule_rename(capsule, b"used_dltensor")
 
     def release():
         if managed.deleter:
             managed.deleter(addr)
 
-    if t.device.device_type not in (_DL_CUDA, _DL_CPU):
+    if t.device.device_type not in (dlpack.CUDA, dlpack.CPU):
         release()
         raise InputError(f"DLPack device type {t.device.device_type} is not CUDA memory")
     return DeviceArray(ptr, shape, dtype, None, t.device.device_id, owner, release)
@@ -152,7 +120,7 @@ def from_dlpack_capsule(capsule, owner=None) -> DeviceArray:
 def _dl_dtype(dt) -> np.dtype:
     if dt.lanes != 1:
         raise InputError(f"vector element types (lanes {dt.lanes}) are not supported")
-    kind = {_DL_FLOAT: "f", _DL_INT: "i", _DL_UINT: "u"}.get(dt.code)
+    kind = {dlpack.FLOAT: "f", dlpack.INT: "i", dlpack.UINT: "u"}.get(dt.code)
     if kind is None:
         raise InputError(f"DLPack element type code {dt.code} is not supported")
     return np.dtype(f"{kind}{dt.bits // 8}")

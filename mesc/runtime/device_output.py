@@ -15,8 +15,7 @@ import ctypes
 
 import numpy as np
 
-from mesc.runtime import cuda
-from mesc.runtime.device_input import _DL_CPU, _DL_CUDA, _DELETER, _DLManagedTensor
+from mesc.runtime import cuda, dlpack
 
 _CODES = {"f": 2, "i": 0, "u": 1, "b": 1}
 # capsules handed out and not yet deleted by their consumer: address -> what keeps them valid
@@ -67,7 +66,7 @@ class DeviceResult:
                             self.device_id, self.stream)
 
     def __repr__(self):
-        where = "cuda" if self.device_type == _DL_CUDA else "cpu"
+        where = "cuda" if self.device_type == dlpack.CUDA else "cpu"
         return f"<mesc DeviceResult {self.dtype} {self.shape} on {where}:{self.device_id}>"
 
     def numpy(self) -> np.ndarray:
@@ -80,7 +79,7 @@ class DeviceResult:
     # protocols -------------------------------------------------------------------------------
     @property
     def __cuda_array_interface__(self):
-        if self.device_type != _DL_CUDA:
+        if self.device_type != dlpack.CUDA:
             raise AttributeError("__cuda_array_interface__: the result is in CPU memory")
         return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ptr, False), "strides": None,
                 "version": 3, "stream": self.stream.ptr or 1}
@@ -89,7 +88,7 @@ class DeviceResult:
         return (self.device_type, self.device_id)
 
     def __dlpack__(self, stream=None, **_):
-        if self.device_type == _DL_CUDA and stream is not None and stream != -1 and int(stream) != self.stream.ptr:
+        if self.device_type == dlpack.CUDA and stream is not None and stream != -1 and int(stream) != self.stream.ptr:
             ev = cuda.Event()  # the consumer's stream waits for the copy into this result
             ev.record(self.stream.ptr)
             cuda.runtime().stream_wait_event(int(stream), ev.handle)
@@ -102,7 +101,7 @@ class DeviceResult:
 def _capsule(res: DeviceResult):
     """A legacy ``dltensor`` PyCapsule over ``res``'s memory; its deleter lets go of ``res``."""
     shape = (ctypes.c_int64 * max(len(res.shape), 1))(*res.shape)
-    managed = _DLManagedTensor()
+    managed = dlpack.DLManagedTensor()
     t = managed.dl_tensor
     t.data, t.byte_offset = res.ptr, 0
     t.device.device_type, t.device.device_id = res.device_type, res.device_id
@@ -113,25 +112,16 @@ def _capsule(res: DeviceResult):
     def deleter(_ptr):
         _LIVE.pop(addr, None)
 
-    managed.deleter = _DELETER(deleter)
+    managed.deleter = dlpack.Deleter(deleter)
     _LIVE[addr] = (res, managed, shape, managed.deleter)
-    return _CAPSULE_NEW(addr, b"dltensor", _CAPSULE_DESTRUCTOR)
-
-
-# PyCapsule calls of their own (ctypes.pythonapi's functions share one argtypes per process),
-# taking the capsule as a bare pointer: its destructor runs while the capsule is being freed
-_CAPSULE_VALID = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p)(("PyCapsule_IsValid", ctypes.pythonapi))
-_CAPSULE_POINTER = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p)(
-    ("PyCapsule_GetPointer", ctypes.pythonapi))
-_CAPSULE_NEW = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p)(
-    ("PyCapsule_New", ctypes.pythonapi))
+    return dlpack.capsule_new(addr, b"dltensor", _CAPSULE_DESTRUCTOR)
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 def _destroy_capsule(capsule) -> None:
     # a capsule dropped unused still owns the tensor: let it go (a consumed one was renamed)
-    if _CAPSULE_VALID(capsule, b"dltensor"):
-        _LIVE.pop(_CAPSULE_POINTER(capsule, b"dltensor"), None)
+    if dlpack.raw_capsule_valid(capsule, b"dltensor"):
+        _LIVE.pop(dlpack.raw_capsule_pointer(capsule, b"dltensor"), None)
 
 
 _CAPSULE_DESTRUCTOR = ctypes.cast(_destroy_capsule, ctypes.c_void_p)
