@@ -322,16 +322,18 @@ class Pipeline:
                          f"N x C x H x W (N x {c} x {h} x {w}); got {x.dtype} with shape {tuple(x.shape)}")
 
     def _check_device_batch(self, d: DeviceArray) -> DeviceArray:
-        if d.dtype != np.float32 or d.ndim != 4:
-            d.release()
-            raise InputError(f"a CUDA tensor must be a float32 N x C x H x W batch (already normalised), got "
-                             f"{d.dtype} with shape {d.shape}")
-        self._check_size(d.shape[1], d.shape[2], d.shape[3], "N x C x H x W", d.shape)
-        if d.shape[0] == 0 or (self.static_batch and d.shape[0] % self.static_batch):
-            d.release()
-            raise InputError(f"a CUDA batch of {d.shape[0]} images cannot run on this package"
-                             + (f" (static batch of {self.static_batch}: pass a multiple of it)"
-                                if self.static_batch else ""))
+        try:
+            if d.dtype != np.float32 or d.ndim != 4:
+                raise InputError(f"a CUDA tensor must be a float32 N x C x H x W batch (already normalised), "
+                                 f"got {d.dtype} with shape {d.shape}")
+            self._check_size(d.shape[1], d.shape[2], d.shape[3], "N x C x H x W", d.shape)
+            if d.shape[0] == 0 or (self.static_batch and d.shape[0] % self.static_batch):
+                raise InputError(f"a CUDA batch of {d.shape[0]} images cannot run on this package"
+                                 + (f" (static batch of {self.static_batch}: pass a multiple of it)"
+                                    if self.static_batch else ""))
+        except InputError:
+            d.release()  # refused: the producer gets its memory back now
+            raise
         return d
 
     def _check_size(self, c_got, h_got, w_got, layout, shape):

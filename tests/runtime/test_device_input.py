@@ -179,3 +179,32 @@ def test_device_output_hands_labels_and_logits_over_by_dlpack(pkg_graph, images,
 def test_device_output_needs_the_in_graph_policy(pkg_host, images):
     with mesc.load(pkg_host) as pipe, pytest.raises(InputError, match="in-graph policy"):
         pipe(images[:1], device_output=True)
+
+
+def test_a_refused_cuda_batch_is_handed_back(pkg_graph, images, rt):
+    """A CUDA batch of the wrong size is refused in one line, and its DLPack deleter runs."""
+    pkg = Package.load(pkg_graph)
+    pipe = Pipeline(pkg, fake_trt_runner(pkg))
+    released = []
+
+    class _Cuda(_DLPackOnly):
+        def __dlpack_device__(self):
+            return (2, 0)
+
+    import mesc.runtime.device_input as di
+
+    real = di.from_dlpack_capsule
+
+    def spy(capsule, owner=None):
+        d = real(capsule, owner)
+        inner = d._release
+        d._release = lambda: (released.append(True), inner())
+        return d
+
+    di.from_dlpack_capsule = spy
+    try:
+        with pytest.raises(InputError, match="takes 32 x 64"):
+            pipe(_Cuda(np.zeros((1, 3, 16, 64), np.float32)))
+    finally:
+        di.from_dlpack_capsule = real
+    assert released == [True]
