@@ -81,10 +81,10 @@ def _select_exits(exits, traced) -> list[int]:
 
 
 def _check_thresholds(opts):
+    from mesc.ranges import check_real
+
     for key in ("th_pix", "th_img"):
-        v = getattr(opts, key)
-        if v is not None and not 0.0 <= v <= 1.0:
-            raise ExportError(f"--{key.replace('_', '-')} must be in [0, 1], got {v}")
+        check_real(f"--{key.replace('_', '-')}", getattr(opts, key), 0.0, 1.0, optional=True, error=ExportError)
     if opts.policy is not None and opts.policy not in CONFIDENCE_KINDS:
         raise ExportError(f"policy must be one of {CONFIDENCE_KINDS} or None, got {opts.policy!r}")
     if opts.policy_at not in ("output", "native"):
@@ -148,8 +148,11 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     from mesc.exporters.model_spec import load_model, model_file
     from mesc.package.outputs import check_dir_output
 
+    from mesc.ranges import check_int
+
     opts = options or ExportOptions()
     _check_thresholds(opts)
+    check_int("--num-classes", num_classes, 1, optional=True, error=ExportError)
     if out is None:
         raise ExportError("no output directory given (-o DIR)")
     chosen = None

@@ -20,6 +20,7 @@ from mesc.cli.data import data_cmd
 from mesc.cli.eval import eval_cmd
 from mesc.cli.export import export_cmd
 from mesc.cli.inspect import inspect_cmd
+from mesc.cli.options import RangeError
 from mesc.cli.prepare import prepare_cmd
 from mesc.cli.reporting import arg_values, interrupt_status, os_error_message, warnings_as_lines
 from mesc.cli.run import run_cmd
@@ -47,6 +48,13 @@ class _Group(click.Group):
                 return super().invoke(ctx)
             except MescError as err:
                 click.echo(f"mesc: error: {err}", err=True)
+                ctx.exit(2)
+            except RangeError as err:  # a value out of its declared range: the library's own words
+                click.echo(f"mesc: error: {err.format_message()}", err=True)
+                ctx.exit(2)
+            except click.UsageError as err:  # not a number, not a choice, a missing option: one line too
+                where = err.ctx.command_path if err.ctx is not None else "mesc"
+                click.echo(f"mesc: error: {err.format_message()} (see '{where} -h')", err=True)
                 ctx.exit(2)
             except KeyboardInterrupt as err:
                 click.echo("mesc: interrupted", err=True)

@@ -95,8 +95,10 @@ def evaluate_package(package, data, split: str | None = None, resize: bool = Fal
     from mesc import datasets
     from mesc.package import Package
 
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise MescError(f"--limit must be an integer of at least 1, got {limit!r}")
+    from mesc.ranges import check_int
+
+    check_int("--limit", limit, 1, optional=True)
+    check_int("--batch", batch, 1)
     root = package.root if isinstance(package, Package) else package
     if json is not None:
         check_json_output(json, force, root, data)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from mesc.cli.options import Real, Whole
+
 from mesc.errors import MescError
 
 
@@ -52,27 +54,28 @@ def _parse_scale(text: str) -> tuple[float, float]:
 @click.option("--val", "val_dir", type=click.Path(), default=None, help="Labelled folder for per-exit mIoU.")
 @click.option("--split", default=None, help="Split of --data to train on (e.g. train); default: all.")
 @click.option("--val-split", default=None, help="Split of --val to score (e.g. val); default: all.")
-@click.option("--epochs1", type=int, default=10, show_default=True, help="Stage 1 (exit dropout) epochs.")
-@click.option("--epochs2", type=int, default=5, show_default=True, help="Stage 2 (PFD, early heads) epochs.")
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--alpha", type=float, default=0.5, show_default=True,
+@click.option("--epochs1", type=Whole(min=0), default=10, show_default=True, help="Stage 1 (exit dropout) epochs.")
+@click.option("--epochs2", type=Whole(min=0), default=5, show_default=True, help="Stage 2 (PFD, early heads) epochs.")
+@click.option("--batch", type=Whole(min=2), default=8, show_default=True,
+              help="Images per step, at least 2 (BatchNorm); under torchrun the global batch.")
+@click.option("--lr", type=Real(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--alpha", type=Real(0, 1), default=0.5, show_default=True,
               help="MESS Eq. 3: per pixel alpha * (CE where the final exit is right) + (1 - alpha) * KL(final || "
                    "exit), in [0, 1].")
 @click.option("--exit-dropout", type=click.Choice(["prose", "eq2"]), default="prose", show_default=True,
               help="Stage 1's schedule: prose = the final exit and one early exit in turn per batch; eq2 = the "
                    "final exit and each early exit with probability 1/2 per batch.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=Whole(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--crop", default=None, help="Train on random HxW crops (e.g. 64x128); default whole images.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--threads", type=Whole(min=1), default=None, help="torch CPU threads.")
 @click.option("--scale", default="0.5:2", show_default=True, help="Random rescale range LOW:HIGH (1:1: none).")
-@click.option("--jitter", type=float, default=0.2, show_default=True,
+@click.option("--jitter", type=Real(0, 1, max_open=True), default=0.2, show_default=True,
               help="Colour jitter: brightness, contrast, saturation scaled within 1 +- this.")
 @click.option("--schedule", type=click.Choice(["poly", "cosine"]), default="poly", show_default=True,
               help="Learning-rate decay over each stage (poly: power 0.9).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-amp", is_flag=True, help="Train in float32 on CUDA too (mixed precision is the default there).")
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--workers", type=Whole(min=0), default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Training checkpoint (written every epoch) to continue from, with the same settings.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
@@ -93,20 +96,11 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
     from mesc.training.config import TrainConfig
     from mesc.training.loop import check_output, train
 
-    for name, value in (("--epochs1", epochs1), ("--epochs2", epochs2)):
-        if value < 0:
-            raise MescError(f"{name} must be >= 0, got {value}")
     for name, value in (("--backbone-weights", backbone_weights), ("--init", init)):
         if weights is not None and value is not None:
             raise MescError(f"--weights already sets every weight of the model: give it or {name}, not both")
     if init is not None and backbone_weights is not None:
         raise MescError("--init already sets the backbone: give it or --backbone-weights, not both")
-    if not 0 <= alpha <= 1:
-        raise MescError(f"--alpha must be in [0, 1] (MESS Eq. 3 weighs CE by alpha and KL by 1 - alpha), got {alpha}")
-    if batch < 2:
-        raise MescError(f"--batch must be at least 2 (BatchNorm), got {batch}")
-    if lr <= 0:
-        raise MescError(f"--lr must be positive, got {lr}")
     if crop is not None:
         from mesc.datasets.synthetic import parse_size
 
