@@ -48,6 +48,9 @@ class ExportOptions:
     strict: bool = False  # torch.export's strict mode (TorchDynamo) instead of running forward as Python
     # a `mesc calibrate --report` file: keep only its chosen exits, with its thresholds (the lean export)
     from_report: str | None = None
+    # what the package will run at (the CLI's --precision): a --from-report report must have been
+    # computed at the same precision
+    precision: str = "fp32"
 
 
 # The paper's band only: the wide one (what packages without a "band" key compiled) was kept
@@ -169,6 +172,10 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     t0 = time.perf_counter()
     net, source = load_model(model, weights=weights, num_classes=num_classes)
     shape = _check_input_shape(opts.input_shape or getattr(net, "default_input_shape", DEFAULT_INPUT_SHAPE))
+    if chosen is not None:  # before the capture: a report of another package is refused in seconds
+        from mesc.exporters.lean import check_identity, export_identity
+
+        check_identity(chosen, export_identity(source, weights, shape, opts))
     gen = torch.Generator().manual_seed(opts.seed)
     example = torch.randn(shape, generator=gen)
     traced = trace_model(net, example, capture=opts.capture, strict=opts.strict, dynamic_batch=opts.dynamic_batch,

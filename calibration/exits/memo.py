@@ -358,7 +358,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
         pipe.close()
     meta = {"package": str(pkg.root), "data": str(data_dir), "split": split, "resize": bool(resize),
             "conf_check_max_abs": check, "pixels": int(h * w), "key": key, "cached": False,
-            "backend": pipe.runner.backend, "device": str(pipe.runner.device)}
+            "backend": pipe.runner.backend, "device": str(pipe.runner.device), "precision": pipe.runner.precision}
     memo = Memo(exits, num_classes, grid, inter, union, scores, [name for name, _, _ in data], meta, features)
     if cache is not None:
         memo.save(cache)

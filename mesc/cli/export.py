@@ -89,7 +89,7 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
         policy_at=policy_at,
         strides=strides,
         th_pix=th_pix, th_img=th_img, from_report=from_report, verify=not no_verify, verbose=verbose,
-        capture=capture, strict=strict,
+        capture=capture, strict=strict, precision=precision or "fp32",
     )
     if not deploy:
         pkg = export(model, output, weights=weights, num_classes=num_classes, options=opts, force=force,

@@ -95,13 +95,17 @@ def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = N
         from mesc.runtime.backends.trt import EnginesFromPlans, PlansFromPackage, TrtRunner
 
         plans = PlansFromPackage(pkg, dev, target=target, precision=precision)
-        return TrtRunner(EnginesFromPlans(plans, segments=pkg.segments, **options), dev)
+        runner = TrtRunner(EnginesFromPlans(plans, segments=pkg.segments, **options), dev)
+        runner.precision = plans.variant
+        return runner
     from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
 
     if target is not None:
         raise BackendError("--target: targets select TensorRT engines; the onnxruntime backend runs the ONNX segments "
                            "(--precision picks the graphs 'mesc prepare' wrote)")
-    return OrtRunner(SessionsFromPackage(pkg, dev, precision=precision, **options), dev)
+    runner = OrtRunner(SessionsFromPackage(pkg, dev, precision=precision, **options), dev)
+    runner.precision = precision or "fp32"
+    return runner
 
 
 def load(path, backend: str = "auto", device="cpu", target: str | None = None, precision: str | None = None,
