@@ -150,7 +150,8 @@ def test_a_missing_report_and_conflicting_options_are_refused(tmp_path):
 
 def test_the_cli_refuses_a_bad_report_with_one_line_and_status_2(tmp_path):
     rep = _report(tmp_path / "cal.json", exits=["exit0c0", "exit0c1", "exit2"],
-                  th={"exit0c0": TH["exit0c2"], "exit0c1": TH["exit0c2"]}, identity=_identity(model="toys.py:candidate_skipnet"))
+                  th={"exit0c0": TH["exit0c2"], "exit0c1": TH["exit0c2"]},
+                  identity=_identity(model="toys.py:candidate_skipnet"))
     res = CliRunner().invoke(cli, ["export", "--model", f"{TOY}:candidate_skipnet", "--input-shape", "1x3x32x64",
                                    "--from-report", str(rep), "-o", str(tmp_path / "lean")])
     assert res.exit_code == 2
