@@ -50,7 +50,7 @@ def _named(paths):
     return [(label, p) for label, p in paths if isinstance(p, (str, os.PathLike)) and str(p) != ""]
 
 
-def refuse_overlap(outputs, inputs) -> None:
+def refuse_overlap(outputs, inputs, error=MescError) -> None:
     """Refuse when an output equals, contains or lies inside an input.
 
     ``outputs`` and ``inputs`` are ``(label, path)`` pairs, the label naming the option or
@@ -68,7 +68,7 @@ def refuse_overlap(outputs, inputs) -> None:
                 how = "lies inside"
             else:
                 continue
-            raise MescError(f"the output {out_label} {out} {how} the input {in_label} {inp}; "
+            raise error(f"the output {out_label} {out} {how} the input {in_label} {inp}; "
                             f"write the output somewhere else (mesc never writes over what it reads)")
 
 
@@ -108,9 +108,32 @@ def check_file_output(path, option: str, force: bool = False, inputs=(), error=M
         raise error(f"{option} {path} is a directory; give a file name")
     if os.path.lexists(path) and not force:
         raise error(f"{option} {path} already exists; pass --force to overwrite it")
-    refuse_overlap([(option, path)], inputs)
+    refuse_overlap([(option, path)], inputs, error)
     check_writable_place(path, option, error)
     return path
+
+
+def check_file_outputs(outputs, force: bool = False, inputs=(), continued=None, error=MescError) -> None:
+    """Every file output of one command (``(label, path)`` pairs; ``None`` paths skipped),
+    checked before any work: each as :func:`check_file_output`, and no two the same file (a
+    log and its curves, a checkpoint and the output).
+
+    ``continued``: ``{output label: input label or None}`` for outputs that continue a file of
+    the command's own from an earlier run, as the caller has established: such an output may
+    replace its file without ``force``, and may be the input named (a resumed training run's
+    checkpoint is the ``--resume`` file it read once at the start)."""
+    continued = continued or {}
+    named = _named(outputs)
+    for label, path in named:
+        if label in continued:
+            own = continued[label]
+            check_file_output(path, label, True, inputs=[i for i in inputs if i[0] != own], error=error)
+        else:
+            check_file_output(path, label, force, inputs=inputs, error=error)
+    for i, (label, path) in enumerate(named):
+        for other, other_path in named[:i]:
+            if resolved(path) == resolved(other_path):
+                raise error(f"{label} {path} is also the {other} {other_path}; give each output its own file")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,5 +269,6 @@ def check_dir_output(path, kind: str, force: bool = False, option: str = "-o", i
     return path
 
 
-__all__ = ["RUN_MARKER", "KINDS", "check_dir_output", "check_file_output", "check_writable_place", "foreign_files",
+__all__ = ["RUN_MARKER", "KINDS", "check_dir_output", "check_file_output", "check_file_outputs", "check_writable_place",
+           "foreign_files",
            "package_files", "refuse_inside_generated", "refuse_overlap", "resolved", "run_output_files"]

@@ -84,7 +84,9 @@ def _parse_scale(text: str) -> tuple[float, float]:
               help="Per-epoch JSON-lines log; its curves go beside it as .png [default: OUTPUT with suffix "
                    ".train.jsonl].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
-@click.option("--force", is_flag=True, help="Overwrite an existing checkpoint file.")
+@click.option("--force", is_flag=True,
+              help="Replace existing output files (the checkpoint, --checkpoint, --log and its curves); never "
+                   "anything the run reads.")
 def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir, val_dir, split, val_split, epochs1,
               epochs2, batch, lr, alpha, exit_dropout, seed, crop, threads, scale, jitter, schedule, device, no_amp,
               workers, resume, checkpoint, log_file, output, force):
@@ -94,7 +96,7 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
     arguments; --batch is the global batch."""
     from mesc.exporters.model_spec import load_model, model_file
     from mesc.training.config import TrainConfig
-    from mesc.training.loop import check_output, train
+    from mesc.training.loop import check_outputs, train
 
     for name, value in (("--backbone-weights", backbone_weights), ("--init", init)):
         if weights is not None and value is not None:
@@ -111,9 +113,13 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
     stem = Path(output).with_suffix("")
     checkpoint = checkpoint or f"{stem}.train.pt"
     log_file = log_file or f"{stem}.train.jsonl"
-    check_output(output, force, inputs=[("--data", data_dir), ("--val", val_dir), ("--weights", weights),
-                                        ("--backbone-weights", backbone_weights), ("--init", init),
-                                        ("--model", model_file(model))])
+    plot = str(Path(log_file).with_suffix(".png"))
+    # what the model is made from; train() adds the data folders, --init, --backbone-weights, --resume
+    model_inputs = [("--weights", weights), ("--model", model_file(model))]
+    # every output checked before the model is even loaded (train() checks again)
+    check_outputs(output, checkpoint, log_file, plot, force,
+                  [("--data", data_dir), ("--val", val_dir), ("--init", init),
+                   ("--backbone-weights", backbone_weights), *model_inputs], resume)
     net, _ = load_model(model, weights=weights, **_from_scratch(model))
     if getattr(net, "init_report", None) is not None and init is None and weights is None:
         click.echo(net.init_report.summary())  # a factory that starts from a shipped backbone (demo-search)
@@ -122,8 +128,7 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
                       crop=crop, threads=threads, scale=scale, jitter=jitter, schedule=schedule, device=device,
                       amp=not no_amp, workers=workers)
     summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo, force=force,
-                    checkpoint=checkpoint, resume=resume, log_file=log_file,
-                    plot=str(Path(log_file).with_suffix(".png")),
+                    checkpoint=checkpoint, resume=resume, log_file=log_file, plot=plot, inputs=model_inputs,
                     backbone_weights=backbone_weights, backbone_layout=backbone_layout, split=split,
                     val_split=val_split, init=init)
     if "checkpoint" in summary:
