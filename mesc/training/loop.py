@@ -263,8 +263,10 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = _device(cfg, world)
-    if state is not None:
-        getattr(model, "module", model).load_state_dict(state["model"])
+    if state is not None:  # another model's checkpoint: one line naming the first keys, as -w gets
+        from mesc.models.checkpoints import load_state
+
+        load_state(getattr(model, "module", model), state.get("model"), f"--resume {resume}")
     model.to(device)
     if world > 1 and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

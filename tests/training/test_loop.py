@@ -424,3 +424,32 @@ def test_a_resume_file_is_an_input_unless_the_checkpoint_continues_it(scenes, tm
         training.train(tiny_model(), scenes, out=ckpt, config=_quick(), progress=False, log=None, resume=ckpt,
                        force=True)
     assert ckpt.read_bytes() == kept
+
+
+def test_resuming_another_models_checkpoint_is_one_line(scenes, tmp_path):
+    from mesc.errors import ModelLoadError
+
+    ckpt = tmp_path / "run.train.pt"
+    training.train(tiny_model(), scenes, config=_quick(), progress=False, log=None, checkpoint=ckpt)
+    other = TinyMultiExit(width=4)  # the same names, other shapes; or other names altogether
+    for model in (other, nn.Sequential(nn.Conv2d(3, 6, 1))):
+        with pytest.raises(ModelLoadError) as err:
+            training.train(model, scenes, config=_quick(), progress=False, log=None, resume=ckpt,
+                           checkpoint=ckpt)
+        text = str(err.value)
+        assert text.startswith(f"--resume {ckpt} does not match the model: ") and "\n" not in text
+        assert len(text) < 600, len(text)
+
+
+def test_a_weights_file_whose_keys_are_not_strings_is_refused_by_name(tmp_path):
+    from mesc import models
+    from mesc.errors import ModelLoadError
+
+    bad = tmp_path / "bad.pt"
+    torch.save({0: torch.zeros(1), "exits.0.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ModelLoadError, match=r"bad.pt: a state_dict's keys are parameter names \(strings\); 1 are "
+                                             r"not, e.g. 0 \(int\)"):
+        models.load_checkpoint(tiny_model(), bad)
+    res = CliRunner().invoke(cli, ["export", "-m", f"{NETS}:tiny_model", "-w", str(bad), "-o",
+                                   str(tmp_path / "pkg")])
+    assert res.exit_code == 2 and "keys are parameter names" in res.output and "Traceback" not in res.output
