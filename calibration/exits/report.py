@@ -47,7 +47,7 @@ def package_identity(manifest: dict, precision) -> dict:
     """What a calibration of the package ``manifest`` describes is computed on (every field of
     :data:`IDENTITY_FIELDS`); ``precision``: what its exits ran at (``fp32`` ONNX, or the
     TensorRT engines' precision). Per-exit settings are listed as the set the exits use."""
-    from mesc.manifest import edge_band_of
+    from mesc.package.manifest import edge_band_of
 
     source = manifest.get("source") or {}
     exits = manifest.get("exits") or []

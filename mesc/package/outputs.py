@@ -174,7 +174,7 @@ def _foreign_problem(path: Path, ours: set) -> str | None:
 def package_files(manifest: dict) -> set:
     """What mesc wrote in a package: the manifest and every path it names (segments, prepared
     graphs, engine builds with their folders)."""
-    from mesc.manifest import MANIFEST, manifest_paths
+    from mesc.package.manifest import MANIFEST, manifest_paths
 
     return {MANIFEST, *(Path(rel).as_posix() for _, rel in manifest_paths(manifest))}
 

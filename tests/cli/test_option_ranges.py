@@ -76,11 +76,11 @@ def test_an_out_of_range_count_is_one_line_at_the_cli(tmp_path, args, option):
      r"--max-images must be a whole number >= 1, got -1"),
     ("mesc.engines.build:build", {"target": "host", "precision": "fp32", "max_batch": 0},
      r"--max-batch must be a whole number >= 1 \(or None\), got 0"),
-    ("mesc.calibration.exits.evaluation:evaluate_package", {"data": "D", "batch": 0},
+    ("mesc.evaluation.evaluate:evaluate_package", {"data": "D", "batch": 0},
      r"--batch must be a whole number >= 1, got 0"),
-    ("mesc.calibration.exits.evaluation:evaluate_package", {"data": "D", "batch": -3},
+    ("mesc.evaluation.evaluate:evaluate_package", {"data": "D", "batch": -3},
      r"--batch must be a whole number >= 1, got -3"),
-    ("mesc.data:generate", {"count": 2, "seed": -1}, r"--seed must be a whole number from 0 to 4294967295, got -1"),
+    ("mesc.datasets.synthetic:generate", {"count": 2, "seed": -1}, r"--seed must be a whole number from 0 to 4294967295, got -1"),
 ])
 def test_the_library_function_checks_the_same_range_before_any_work(tmp_path, where, kw, named):
     import importlib

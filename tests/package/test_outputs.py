@@ -102,7 +102,7 @@ def test_force_refuses_a_valid_package_or_synth_data_folder_holding_the_users_fi
                                             rf"not write: {rel}"):
             check_dir_output(pkg, "package", force=True)
         target.unlink()
-    synth = data.generate(tmp_path / "synth", 2, size=(16, 16))
+    synth = synthetic.generate(tmp_path / "synth", 2, size=(16, 16))
     (synth / "masks" / "00001.txt").write_text("my annotation notes")
     (synth / "report.json").write_text("{}")
     with pytest.raises(MescError, match=r"holds 2 file\(s\) mesc did not write: masks/00001.txt, report.json"):
@@ -115,7 +115,7 @@ def test_export_and_synth_data_force_keep_the_users_files(toy_package, tmp_path)
 
     from mesc.cli import cli
 
-    synth = data.generate(tmp_path / "synth", 1, size=(16, 16))
+    synth = synthetic.generate(tmp_path / "synth", 1, size=(16, 16))
     (synth / "notes.txt").write_text("keep me")
     res = CliRunner().invoke(cli, ["synth-data", "-o", str(synth), "--count", "1", "--size", "16x16", "--force"])
     assert res.exit_code == 2 and "notes.txt" in res.output, res.output
