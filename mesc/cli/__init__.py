@@ -20,7 +20,6 @@ from mesc.cli.data import data_cmd
 from mesc.cli.eval import eval_cmd
 from mesc.cli.export import export_cmd
 from mesc.cli.inspect import inspect_cmd
-from mesc.cli.options import RangeError
 from mesc.cli.prepare import prepare_cmd
 from mesc.cli.reporting import arg_values, interrupt_status, os_error_message, warnings_as_lines
 from mesc.cli.run import run_cmd
@@ -29,6 +28,7 @@ from mesc.cli.serve import serve_cmd
 from mesc.cli.synth_data import synth_data_cmd
 from mesc.errors import MescError
 from mesc.package.signals import sigterm_as_interrupt
+from mesc.ranges import RangeError
 from mesc.training.command import train_cmd
 
 

@@ -4,77 +4,9 @@ from __future__ import annotations
 
 import click
 
-
-class RangeError(click.BadParameter):
-    """An option value out of its declared range, in the library's own words (the message
-    already names the option)."""
-
-    def format_message(self) -> str:
-        return self.message
-
-
-def _option_name(param) -> str:
-    return max(param.opts, key=len) if param is not None and param.opts else "value"
-
-
-def _library_check(where: str, value, param, ctx) -> None:
-    """Run the library's own check of the value, ``"module:function"`` (imported only when the
-    option is given, so ``mesc --help`` stays light), where its message says more."""
-    import importlib
-
-    from mesc.errors import MescError
-
-    module, name = where.split(":")
-    try:
-        getattr(importlib.import_module(module), name)(value)
-    except MescError as err:
-        raise RangeError(str(err), ctx=ctx, param=param) from None
-
-
-class Whole(click.IntRange):
-    """A whole number in its range: click's IntRange (so ``--help`` shows the range), refused in
-    the words the library function uses for the same value (:func:`mesc.ranges.check_int`, or
-    ``check``, the library's own check as ``"module:function"``)."""
-
-    def __init__(self, min=None, max=None, check: str | None = None):  # noqa: A002  (click's names)
-        super().__init__(min, max)
-        self.check = check
-
-    def convert(self, value, param, ctx):
-        from mesc.errors import MescError
-        from mesc.ranges import check_int
-
-        number = click.INT.convert(value, param, ctx)  # not a number: click's own message
-        if self.check is not None:  # the library's check is the authority on its range
-            _library_check(self.check, number, param, ctx)
-            return number
-        try:
-            return check_int(_option_name(param), number, self.min, self.max)
-        except MescError as err:
-            raise RangeError(str(err), ctx=ctx, param=param) from None
-
-
-class Real(click.FloatRange):
-    """A finite number in its range (a plain FloatRange lets nan and inf through), refused in
-    the library's words (:func:`mesc.ranges.check_real`, or ``check`` as for :class:`Whole`)."""
-
-    def __init__(self, min=None, max=None, min_open: bool = False, max_open: bool = False,  # noqa: A002
-                 check: str | None = None):
-        super().__init__(min, max, min_open, max_open)
-        self.check = check
-
-    def convert(self, value, param, ctx):
-        from mesc.errors import MescError
-        from mesc.ranges import check_real
-
-        number = click.FLOAT.convert(value, param, ctx)
-        if self.check is not None:
-            _library_check(self.check, number, param, ctx)
-            return number
-        try:
-            return check_real(_option_name(param), number, self.min, self.max, self.min_open, self.max_open)
-        except MescError as err:
-            raise RangeError(str(err), ctx=ctx, param=param) from None
+# the numeric option types live with the range checks they share with the library (the
+# training command, outside mesc.cli, declares its options with them too)
+from mesc.ranges import Real, RangeError, Whole  # noqa: F401  (re-exported for the commands)
 
 
 def parse_shape(ctx, param, value):

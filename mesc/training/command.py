@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import Real, Whole
 
 from mesc.errors import MescError
+from mesc.ranges import Real, Whole
 
 
 def _from_scratch(model: str) -> dict:
