@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import click
 
-
 from mesc.errors import MescError
 from mesc.ranges import Real, Whole
 
