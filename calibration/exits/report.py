@@ -47,7 +47,7 @@ def package_identity(manifest: dict, precision) -> dict:
     """What a calibration of the package ``manifest`` describes is computed on (every field of
     :data:`IDENTITY_FIELDS`); ``precision``: what its exits ran at (``fp32`` ONNX, or the
     TensorRT engines' precision). Per-exit settings are listed as the set the exits use."""
-    from mesc.package.manifest import edge_band_of
+    from mesc.policy import edge_band_of, policy_kind
 
     source = manifest.get("source") or {}
     exits = manifest.get("exits") or []
@@ -57,7 +57,7 @@ def package_identity(manifest: dict, precision) -> dict:
         "weights_sha256": source.get("weights_sha256"),
         "input_shape": list(manifest["input"]["shape"][1:]),
         "exits": [ex["name"] for ex in exits],
-        "policy": sorted({p.get("kind", "mess") for p in policies}),
+        "policy": sorted({policy_kind(p) for p in policies}),
         "confidence": sorted({p["confidence"] for p in policies if p.get("confidence")}),
         "band": sorted({edge_band_of(p) if p.get("edge", True) else "none" for p in policies}),
         "precision": precision_of(precision),
