@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import engine_build_options
+from mesc.cli.options import Real, Whole, engine_build_options
 
 
 @click.command("serve")
@@ -14,16 +14,16 @@ from mesc.cli.options import engine_build_options
 @engine_build_options
 @click.option("--name", default=None, help="Triton model name (default: the package folder's name).")
 @click.option("--address", default="0.0.0.0", show_default=True, help="Address the endpoints listen on.")
-@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, show_default=True)
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, show_default=True)
-@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--http-port", type=Whole(1, 65535), default=8000, show_default=True)
+@click.option("--grpc-port", type=Whole(1, 65535), default=8001, show_default=True)
+@click.option("--metrics-port", type=Whole(1, 65535), default=8002, show_default=True)
+@click.option("--max-batch", type=Whole(min=1), default=16, show_default=True,
               help="Most images Triton batches into one run, and most images one request may hold.")
-@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=1000, show_default=True,
+@click.option("--max-queue-delay-us", type=Whole(min=0), default=1000, show_default=True,
               help="How long the dynamic batcher may hold a request to fill a batch.")
-@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--instances", type=Whole(min=1), default=1, show_default=True,
               help="Model instances, each with its own pipeline (several per GPU overlap their work).")
-@click.option("--max-request-mb", type=click.FloatRange(min=0, min_open=True), default=16.0, show_default=True,
+@click.option("--max-request-mb", type=Real(min=0, min_open=True), default=16.0, show_default=True,
               help="Largest encoded image (PNG/JPEG bytes) accepted, in MiB.")
 def serve_cmd(package, backend, device, target, precision, name, address, http_port, grpc_port, metrics_port,
               max_batch, max_queue_delay_us, instances, max_request_mb):

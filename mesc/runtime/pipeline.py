@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import numbers
+import threading
 import warnings
 from typing import Iterator
 
@@ -166,19 +167,44 @@ class Pipeline:
         self._th_handles: dict = {}
         self._warned_static = False
         self._closed = False
+        # calls using the runner now (close() waits for them), guarded by one condition
+        self._busy = 0
+        self._state = threading.Condition()
         # anytime calls with a deadline, and how many returned after it
         self.deadline_stats = {"calls": 0, "missed": 0}
 
     # lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the runner's sessions or engines; the pipeline cannot run afterwards."""
-        self._closed = True
+        """Release the runner's sessions or engines; the pipeline cannot run afterwards.
+
+        Calls running in other threads when ``close()`` is called finish first: ``close()``
+        waits for them (an ``anytime`` generator counts while it computes an exit, not while it
+        waits between two ``next``). Any call after, and an ``anytime`` generator resumed after,
+        raises :class:`MescError` "the pipeline is closed"."""
+        with self._state:
+            self._closed = True
+            while self._busy:
+                self._state.wait()
         self.runner.deactivate()
 
     def _check_open(self) -> None:
         # the runner's sessions are gone: running would fail deep inside the backend
         if self._closed:
             raise MescError("the pipeline is closed; load the package again (mesc.load) to run it")
+
+    @contextlib.contextmanager
+    def _running(self):
+        """Use the runner inside this block: refused once closed, and close() waits for it."""
+        with self._state:
+            self._check_open()
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._busy -= 1
+                if not self._busy:
+                    self._state.notify_all()
 
     def __enter__(self):
         return self
@@ -317,10 +343,11 @@ class Pipeline:
         x, _ = self.prepare(x)
         rows = np.arange(len(x))
         parts = _Parts(clock)
-        for _ in self._walk(self._group_input(x, rows), self.plan(None, all_exits=True), False, len(x),
-                            parts=parts):
-            pass
-        device_ms = self.runner.segment_times()
+        with self._running():
+            for _ in self._walk(self._group_input(x, rows), self.plan(None, all_exits=True), False, len(x),
+                                parts=parts):
+                pass
+            device_ms = self.runner.segment_times()
         if device_ms:
             parts.ms.update({k: v for k, v in device_ms.items() if k in parts.ms})
         return parts.ms
@@ -455,12 +482,13 @@ class Pipeline:
         x, single = self.prepare(images)
         plan = self.plan(exit, logits)
         results = [None] * len(x)
-        for group in self._groups(len(x)):
-            seen: dict = {}
-            walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
-                              need_conf=exit is None, want_logits=logits)
-            for ev in walk:
-                self._collect(ev, group, seen, results, final=True)
+        with self._running():
+            for group in self._groups(len(x)):
+                seen: dict = {}
+                walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
+                                  need_conf=exit is None, want_logits=logits)
+                for ev in walk:
+                    self._collect(ev, group, seen, results, final=True)
         return results[0] if single else results
 
     def anytime(self, images, deadline: float | None = None, logits: bool = False, all_exits: bool = False,
@@ -530,8 +558,11 @@ class Pipeline:
         try:
             for k in range(n_exits):
                 results = [None] * len(x)
-                for g, walk, s in zip(groups, walks, seen):
-                    self._collect(next(walk), g, s, results, final=False)
+                # between two next() the generator holds nothing: close() may run, and a
+                # generator resumed after it is refused here as any call after close is
+                with self._running():
+                    for g, walk, s in zip(groups, walks, seen):
+                        self._collect(next(walk), g, s, results, final=False)
                 final = k == n_exits - 1
                 if deadline is not None and not final:
                     spent = now() - t0
@@ -562,15 +593,16 @@ class Pipeline:
         an export and for debugging, not for speed."""
         self._check_open()
         x, _ = self.prepare(images)
-        env = {self.input_name: self.runner.upload(x)}
-        for seg in self.pkg.segments:
-            ex = next((e for e in self.pkg.exits if e.segment == seg.name), None)
-            feeds = {t.name: env[t.name] for t in seg.inputs
-                     if ex is None or t.name != ex.th_pix_input}
-            if ex is not None and ex.th_pix_input in {t.name for t in seg.inputs}:
-                feeds[ex.th_pix_input] = self._th_handle(ex)
-            env.update(self.runner.run(seg, feeds, [o.name for o in seg.outputs]))
-        return {n: self.runner.download(h) for n, h in env.items()}
+        with self._running():
+            env = {self.input_name: self.runner.upload(x)}
+            for seg in self.pkg.segments:
+                ex = next((e for e in self.pkg.exits if e.segment == seg.name), None)
+                feeds = {t.name: env[t.name] for t in seg.inputs
+                         if ex is None or t.name != ex.th_pix_input}
+                if ex is not None and ex.th_pix_input in {t.name for t in seg.inputs}:
+                    feeds[ex.th_pix_input] = self._th_handle(ex)
+                env.update(self.runner.run(seg, feeds, [o.name for o in seg.outputs]))
+            return {n: self.runner.download(h) for n, h in env.items()}
 
     def _collect(self, ev: _ExitEvent, group, seen: dict, results: list, final: bool):
         for p, c in ev.confidences.items():

@@ -38,6 +38,9 @@ class Runner(abc.ABC):
     """activate() / run segments / deactivate(); also a context manager."""
 
     backend = "?"
+    # what the segments run at: "fp32" ONNX, the prepared graphs' or the engines' precision
+    # (make_runner sets it; calibration reports record it)
+    precision = "fp32"
 
     def __init__(self, device):
         self.device = device
