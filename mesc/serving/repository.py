@@ -179,9 +179,10 @@ One Python-backend model runs the mesc package in `1/package/` with mesc's runti
   or one per exit, comma-separated). A bad request gets its own error; the others run.
 
 The Python that Triton's Python backend embeds must import mesc and its runtime: install them
-into it before starting the server (`pip install <mesc wheel or source>`, plus `onnxruntime-gpu`
-or `onnxruntime` for ONNX graphs; the TensorRT Python bindings for engines, which must be built
-with `mesc build` for the GPU and TensorRT version that serve them). Check with
+into it before starting the server. `pip install <mesc wheel or source>` brings ONNX Runtime for
+the CPU; for ONNX Runtime on the GPU add the `[gpu]` extra and then `pip uninstall -y onnxruntime`
+(both install the same module, the last one wins); for TensorRT engines the `[trt]` extra, with
+engines built by `mesc build` for the GPU and TensorRT version that serve them. Check with
 `python3 -c "import mesc.serving.python_backend"` in the same environment.
 
 ## Triton container (x86-64 or arm64 server)
@@ -190,22 +191,21 @@ with `mesc build` for the GPU and TensorRT version that serve them). Check with
 docker run --rm --gpus all -p8000:8000 -p8001:8001 -p8002:8002 \\
     -v $PWD/{repo}:/models -v /path/to/mesc:/src/mesc:ro \\
     nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\
-    bash -c "pip install /src/mesc onnxruntime-gpu && tritonserver --model-repository=/models"
+    bash -c "pip install '/src/mesc[gpu]' && pip uninstall -y onnxruntime && tritonserver --model-repository=/models"
 ```
 
 The container's `python3` is the one its Python backend runs; for a reusable image put the
-`pip install` in a Dockerfile `FROM` that image. A CPU-only host: drop `--gpus all`, install
-`onnxruntime`, and write the repository with `--device cpu`.
+`pip install` in a Dockerfile `FROM` that image. A CPU-only host: drop `--gpus all` and the
+`[gpu]` steps, and write the repository with `--device cpu`.
 
 ## Triton on Jetson
 
 - JetPack 6: the `nvcr.io/nvidia/tritonserver:<yy.mm>-py3-igpu` container, run as above with
-  `--runtime nvidia` instead of `--gpus all`; its Python is 3.10.
+  `--runtime nvidia` instead of `--gpus all`.
 - JetPack 5: the Triton release tarball for JetPack (the release notes' "Jetson JetPack Support"),
   unpacked to e.g. `/opt/tritonserver`; its Python backend runs the system Python 3.8:
   `/opt/tritonserver/bin/tritonserver --model-repository=$PWD/{repo} --backend-directory=/opt/tritonserver/backends`.
-  The modules this model imports keep to Python 3.8, but mesc's install metadata still asks for
-  3.10 until its device-side install on 3.8 is released; until then, JetPack 6.
+  The modules this model imports keep to Python 3.8 for this.
 
 Install mesc and its runtime into that Python (TensorRT comes with JetPack: `python3 -c "import
 tensorrt"`), build the engines on the Jetson (`mesc build PKG --target host`, then write the
@@ -257,7 +257,8 @@ def write_repository(package, repository, options: RepositoryOptions | None = No
         marker = {"written_by": WRITTEN_BY, "mesc_version": __version__, "model": name,
                   "package": str(Path(package).resolve())}
         (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    echo(f"mesc serve: wrote model '{name}' to {model_dir} ({'static batch %d, max_batch_size 0' % shape.static_batch if shape.static_batch else 'max batch %d, dynamic batching' % shape.max_batch}, "
-         f"{opts.instances} instance(s) on {opts.device}); start it with tritonserver --model-repository={repo} "
-         f"(see {model_dir / 'README.md'})")
+    batching = (f"static batch {shape.static_batch}: max_batch_size 0" if shape.static_batch
+                else f"max_batch_size {shape.max_batch}, dynamic batching")
+    echo(f"mesc serve: wrote model '{name}' to {model_dir} ({batching}; {opts.instances} instance(s) on "
+         f"{opts.device}). Start it with tritonserver --model-repository={repo}; see {model_dir / 'README.md'}")
     return model_dir

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -82,7 +83,8 @@ def _png(image):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_answers_match_the_pipeline_in_process(server, packages, scenes, model, protocol):
     local, _ = server
-    with mesc.load(packages[model]) as pipe:
+    with mesc.load(packages[model]) as pipe, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the static-batch package's note
         want = pipe(scenes)
         want_budgeted = pipe(scenes[:2], exit="exit1")
         exits = pipe.exit_names
