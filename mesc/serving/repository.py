@@ -238,6 +238,7 @@ def write_repository(package, repository, options: RepositoryOptions | None = No
     opts = options or RepositoryOptions()
     if opts.instances < 1:
         raise MescError("--instances must be at least 1")
+    gpu_of(opts.device)  # a device Triton cannot place is refused before any work
     name = model_name(package, opts.name)
     repo = Path(repository)
     model_dir = repo / name
