@@ -27,7 +27,7 @@ _SERVER_ONLY = ("address", "http_port", "grpc_port", "metrics_port")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, show_default=True)
 @click.option("--max-batch", type=click.IntRange(min=1), default=None,
               help="Most images Triton batches into one run, and most images one request may hold "
-                   "[default: 16, or the TensorRT engines' largest batch when smaller].")
+                   "[default: 16; in a model repository, the TensorRT engines' largest batch where smaller].")
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=1000, show_default=True,
               help="How long the dynamic batcher may hold a request to fill a batch.")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,

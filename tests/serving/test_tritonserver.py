@@ -122,6 +122,15 @@ def test_malformed_requests_get_errors_and_the_server_keeps_answering(server, sc
         assert len(client.infer(scenes[:3])) == 3
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_the_readmes_check_command_works(server, model):
+    local, _ = server
+    res = subprocess.run([sys.executable, "-m", "mesc.cli", "client", local.urls["grpc"], "--model", model],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "(grey test image): exit exit" in res.stdout
+
+
 def test_sigterm_stops_it_leaving_no_process(server):
     local, _ = server
     local.proc.send_signal(signal.SIGTERM)  # to tritonserver alone: its stubs must go with it
