@@ -41,6 +41,14 @@ def instance_device(kind: str, device_id) -> str:
     return f"cuda:{int(device_id)}" if str(kind).upper() in ("GPU", "KIND_GPU") else "cpu"
 
 
+def _parameters(request) -> dict:
+    """A request's parameters (a JSON string from the backend); none where the Python backend
+    predates ``parameters()`` (triton-inference-server/python_backend pull request 213, merged in
+    March 2023: older Triton releases for JetPack lack it), so plain requests still run there."""
+    get = getattr(request, "parameters", None)
+    return json.loads(get() or "{}") if get is not None else {}
+
+
 class TritonPythonModel:
     """One Triton model instance: one pipeline of the package in ``<version>/package``."""
 
@@ -72,7 +80,7 @@ class TritonPythonModel:
                 tensor = pb_utils.get_input_tensor_by_name(req, name)
                 if tensor is not None:
                     data[name] = tensor.as_numpy()
-            wrapped.append(_Request(data, json.loads(req.parameters() or "{}")))
+            wrapped.append(_Request(data, _parameters(req)))
         responses = []
         for out in self.served.answer_each(wrapped):
             if isinstance(out, RequestError):

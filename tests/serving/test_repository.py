@@ -232,3 +232,10 @@ def test_the_modules_triton_imports_keep_to_python_3_8(module):
     assert isinstance(first, ast.ImportFrom) and first.module == "__future__", f"{path}: no postponed annotations"
     generated = write_repository.__globals__["MODEL_PY"]
     ast.parse(generated, feature_version=(3, 8))
+
+
+def test_requests_from_a_python_backend_without_parameters_still_run():
+    from mesc.serving.python_backend import _parameters
+
+    assert _parameters(_TritonRequest({"exit": "exit1"})) == {"exit": "exit1"}
+    assert _parameters(types.SimpleNamespace(inputs={})) == {}  # before python_backend's parameters()
