@@ -15,7 +15,7 @@ import pytest
 import mesc
 from mesc.errors import MescError
 from mesc.package.schema import EngineBuild
-from mesc.serving.repository import RepositoryOptions, config_pbtxt, engine_batch_ceiling, model_shape, \
+from mesc.serving.repository import MODEL_PY, RepositoryOptions, config_pbtxt, engine_batch_ceiling, model_shape, \
     write_repository
 from mesc.serving.requests import CONFIDENCES, ENCODED, EXIT, EXIT_NAME, IMAGES, LABELS
 
@@ -230,8 +230,10 @@ def test_the_modules_triton_imports_keep_to_python_3_8(module):
     tree = ast.parse(source, feature_version=(3, 8))
     first = next(n for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)))
     assert isinstance(first, ast.ImportFrom) and first.module == "__future__", f"{path}: no postponed annotations"
-    generated = write_repository.__globals__["MODEL_PY"]
-    ast.parse(generated, feature_version=(3, 8))
+
+
+def test_the_generated_model_py_keeps_to_python_3_8():
+    ast.parse(MODEL_PY, feature_version=(3, 8))
 
 
 def test_requests_from_a_python_backend_without_parameters_still_run():
