@@ -26,6 +26,9 @@ from mesc.errors import MescError
 
 # results.json of a `mesc run` output carries this, so a later --force knows the folder is ours
 RUN_MARKER = {"written_by": "mesc run"}
+# mesc-model.json of a Triton model folder `mesc serve --model-repository` wrote, and what else it holds
+TRITON_MODEL_MARKER = ("mesc-model.json", {"written_by": "mesc serve --model-repository"})
+TRITON_MODEL_FILES = {"mesc-model.json", "config.pbtxt", "README.md", "1"}
 # meta.json's "generator" in a folder mesc synth-data wrote (mesc.datasets.synthetic writes it;
 # the value names the generator's first home and stays, so older folders are still recognised)
 SYNTH_DATA_GENERATOR = "mesc.data.render_scene"
@@ -231,10 +234,25 @@ def _run_output_problem(path: Path) -> str | None:
     return None
 
 
+def _triton_model_problem(path: Path) -> str | None:
+    name, marker = TRITON_MODEL_MARKER
+    try:
+        meta = json.loads((path / name).read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in marker.items()):
+        return f"it is not a Triton model folder mesc wrote (no {name} of '{marker['written_by']}')"
+    foreign = {p.name for p in path.iterdir()} - TRITON_MODEL_FILES
+    if foreign:
+        return f"it holds {_listing(foreign)}"
+    return None
+
+
 KINDS = {
     "package": ("a mesc package", _package_problem),
     "synth-data": ("a synth-data folder", _synth_data_problem),
     "run": ("a previous 'mesc run' output or an empty folder", _run_output_problem),
+    "triton-model": ("a Triton model folder mesc wrote", _triton_model_problem),
 }
 
 
@@ -243,7 +261,7 @@ def check_dir_output(path, kind: str, force: bool = False, option: str = "-o", i
 
     A missing ``path`` is fine if it can be created. An existing one needs ``force`` (for
     ``"run"`` an empty folder does not), and is then accepted only if it is empty or ``kind`` of output:
-    ``"package"``, ``"synth-data"`` or ``"run"`` (see :data:`KINDS`). The current directory, or
+    ``"package"``, ``"synth-data"``, ``"run"`` or ``"triton-model"`` (see :data:`KINDS`). The current directory, or
     one above it, is never an output: replacing it would pull the ground from under the shell.
     """
     what, problem = KINDS[kind]
@@ -269,6 +287,6 @@ def check_dir_output(path, kind: str, force: bool = False, option: str = "-o", i
     return path
 
 
-__all__ = ["RUN_MARKER", "KINDS", "check_dir_output", "check_file_output", "check_file_outputs", "check_writable_place",
-           "foreign_files",
-           "package_files", "refuse_inside_generated", "refuse_overlap", "resolved", "run_output_files"]
+__all__ = ["RUN_MARKER", "TRITON_MODEL_FILES", "TRITON_MODEL_MARKER", "KINDS", "check_dir_output", "check_file_output",
+           "check_file_outputs", "check_writable_place", "foreign_files", "package_files", "refuse_inside_generated",
+           "refuse_overlap", "resolved", "run_output_files"]

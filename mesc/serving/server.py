@@ -2,7 +2,9 @@
 
 PyTriton (``pip install 'mesc[serve]'``) ships the Triton server binary and runs our Python
 callable as the model, with Triton's HTTP/gRPC front ends, dynamic batcher, instances and
-Prometheus metrics. Its wheels are Linux x86-64 only: serving is for servers, not Jetsons.
+Prometheus metrics. Its wheels are for Linux x86-64 and aarch64 with glibc 2.35 or later (JetPack 6,
+not JetPack 5); ``--model-repository`` (:mod:`mesc.serving.repository`) writes a model for a stock
+``tritonserver`` instead, which needs no PyTriton.
 """
 
 from __future__ import annotations
@@ -100,10 +102,12 @@ def check_options(opts: ServeOptions) -> None:
 
 
 def check_platform() -> None:
-    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
-        raise MescError(f"mesc serve runs on Linux x86-64 servers only (PyTriton ships no other wheels); "
-                        f"this is {sys.platform} {platform.machine()}. On a Jetson, run the package with mesc run "
-                        f"or mesc.load")
+    # nvidia-pytriton 0.7 publishes manylinux wheels for x86-64 and aarch64 (glibc 2.35: JetPack 6
+    # yes, JetPack 5 no); where pip found none, require() below names the missing package
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64", "aarch64", "arm64"):
+        raise MescError(f"mesc serve runs on Linux x86-64 or aarch64 only (PyTriton ships no other wheels); "
+                        f"this is {sys.platform} {platform.machine()}. Write a Triton model repository with "
+                        f"--model-repository instead, or run the package with mesc run or mesc.load")
 
 
 def describe(name: str, pkg, pipe, opts: ServeOptions) -> list[str]:
