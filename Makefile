@@ -36,9 +36,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-serve
 
-# the real Triton server on loopback ports; the demo package is exported by the main venv
+# the real Triton server on loopback ports (mesc serve through PyTriton, and the bundled tritonserver
+# over a --model-repository); the demo package is exported by the main venv
 test-serve: $(STAMP) $(SERVE_STAMP)
-	MESC_EXPORT_PYTHON=$(abspath $(BIN)/python) $(SERVE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/serving/test_served.py
+	MESC_EXPORT_PYTHON=$(abspath $(BIN)/python) $(SERVE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/serving/test_served.py tests/serving/test_tritonserver.py
 
 bench: $(STAMP)
 	$(BIN)/python -m mesc.benchmarks

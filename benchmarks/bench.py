@@ -76,6 +76,16 @@ def latency_key(backend: str, device: str, target: str | None = None, variant: s
 
 # Checks that need nothing loaded -------------------------------------------------------------
 
+def _check_counts(opts: BenchOptions) -> None:
+    """The counts, before the package is read (the CLI declares the same ranges)."""
+    from mesc.ranges import check_int
+
+    check_int("--batch", opts.batch, 1)
+    check_int("--warmup", opts.warmup, 0)
+    check_int("--iters", opts.iters, 1)
+    check_int("--threads", opts.threads, 1, optional=True)
+
+
 def _check_request(pkg, opts: BenchOptions):
     from mesc.runtime.devices import parse_device
 
@@ -85,10 +95,6 @@ def _check_request(pkg, opts: BenchOptions):
     bad = set(opts.baselines) - set(BASELINES)
     if bad:
         raise MescError(f"unknown baseline(s) {sorted(bad)}; expected {', '.join(BASELINES)} or none")
-    if opts.warmup < 0 or opts.iters < 1:
-        raise MescError(f"--warmup must be >= 0 and --iters >= 1, got {opts.warmup} and {opts.iters}")
-    if opts.batch < 1:
-        raise MescError(f"--batch must be at least 1, got {opts.batch}")
     n = pkg.input.shape[0]
     if isinstance(n, int) and not pkg.input.dynamic_batch and opts.batch > n:
         raise MescError(f"--batch {opts.batch} is larger than the package's static batch of {n}; "
@@ -202,6 +208,7 @@ def bench(package, opts: BenchOptions | None = None, progress: bool = True, say=
     from mesc.runtime import Pipeline
 
     opts = opts or BenchOptions()
+    _check_counts(opts)
     pkg = Package.load(package)
     dev, target, variant = _check_request(pkg, opts)
     ctx = BenchContext(pkg, None, opts, dev, target, variant, opts.threads or os.cpu_count(), progress, say)

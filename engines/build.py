@@ -104,6 +104,12 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
           method: str = "minmax", max_images: int = 64, progress=None, max_batch: int | None = None,
           tf32: bool = True) -> dict:
     """Build every segment's engine; returns the manifest entry written for them."""
+    from mesc.ranges import check_int
+
+    check_int("--max-images", max_images, 1)
+    check_int("--dla-core", dla_core, 0, optional=True)
+    check_int("--workspace", workspace_mb, 1, optional=True)
+    check_int("--max-batch", max_batch, 1, optional=True)
     say = progress or (lambda msg: None)
     pkg = Package.load(package)
     tgt = get_target(target)

@@ -48,6 +48,9 @@ class ExportOptions:
     strict: bool = False  # torch.export's strict mode (TorchDynamo) instead of running forward as Python
     # a `mesc calibrate --report` file: keep only its chosen exits, with its thresholds (the lean export)
     from_report: str | None = None
+    # what the package will run at (the CLI's --precision): a --from-report report must have been
+    # computed at the same precision
+    precision: str = "fp32"
 
 
 # The paper's band only: the wide one (what packages without a "band" key compiled) was kept
@@ -81,10 +84,10 @@ def _select_exits(exits, traced) -> list[int]:
 
 
 def _check_thresholds(opts):
+    from mesc.ranges import check_real
+
     for key in ("th_pix", "th_img"):
-        v = getattr(opts, key)
-        if v is not None and not 0.0 <= v <= 1.0:
-            raise ExportError(f"--{key.replace('_', '-')} must be in [0, 1], got {v}")
+        check_real(f"--{key.replace('_', '-')}", getattr(opts, key), 0.0, 1.0, optional=True, error=ExportError)
     if opts.policy is not None and opts.policy not in CONFIDENCE_KINDS:
         raise ExportError(f"policy must be one of {CONFIDENCE_KINDS} or None, got {opts.policy!r}")
     if opts.policy_at not in ("output", "native"):
@@ -148,8 +151,11 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     from mesc.exporters.model_spec import load_model, model_file
     from mesc.package.outputs import check_dir_output
 
+    from mesc.ranges import check_int
+
     opts = options or ExportOptions()
     _check_thresholds(opts)
+    check_int("--num-classes", num_classes, 1, optional=True, error=ExportError)
     if out is None:
         raise ExportError("no output directory given (-o DIR)")
     chosen = None
@@ -166,6 +172,10 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     t0 = time.perf_counter()
     net, source = load_model(model, weights=weights, num_classes=num_classes)
     shape = _check_input_shape(opts.input_shape or getattr(net, "default_input_shape", DEFAULT_INPUT_SHAPE))
+    if chosen is not None:  # before the capture: a report of another package is refused in seconds
+        from mesc.exporters.lean import check_identity, export_identity
+
+        check_identity(chosen, export_identity(source, weights, shape, opts))
     gen = torch.Generator().manual_seed(opts.seed)
     example = torch.randn(shape, generator=gen)
     traced = trace_model(net, example, capture=opts.capture, strict=opts.strict, dynamic_batch=opts.dynamic_batch,

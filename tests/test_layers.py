@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # An entry holds that module and everything under it; "mesc" alone is the top-level package's
 # __init__ (the public facade: mesc.load, mesc.open_package), not everything in mesc/.
 LAYERS = (
-    ("base", ("mesc.errors", "mesc.lazy", "mesc.progress", "mesc.timestamps", "mesc.targets")),
+    ("base", ("mesc.errors", "mesc.lazy", "mesc.progress", "mesc.timestamps", "mesc.targets", "mesc.ranges")),
     ("policy and metrics", ("mesc.policy", "mesc.evaluation.metrics", "mesc.evaluation.scoring")),
     ("package format", ("mesc.package",)),
     ("datasets and runtime", ("mesc.datasets", "mesc.runtime")),

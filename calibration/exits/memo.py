@@ -214,6 +214,11 @@ def load_item(img_path, mask_path, size, num_classes: int, resize: bool = False)
     return str(img_path), image, mask
 
 
+def unlabelled_masks(masks) -> list:
+    """The names of the masks (``[(name, mask)]``) without a labelled pixel (all ignore)."""
+    return [name for name, mask in masks if not (np.asarray(mask) != IGNORE_INDEX).any()]
+
+
 def check_labelled(data_dir, masks) -> None:
     """Refuse a calibration set where some masks (``[(name, mask)]``) have no labelled pixel.
 
@@ -221,7 +226,7 @@ def check_labelled(data_dir, masks) -> None:
     send it out at the first exit and the expected cost would be optimistic; and a mask that is
     all 255 is more often a wrong mask folder than a real image with nothing to label.
     """
-    empty = [name for name, mask in masks if not (mask != IGNORE_INDEX).any()]
+    empty = unlabelled_masks(masks)
     if not empty:
         return
     if len(empty) == len(masks):
@@ -358,13 +363,14 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
         pipe.close()
     meta = {"package": str(pkg.root), "data": str(data_dir), "split": split, "resize": bool(resize),
             "conf_check_max_abs": check, "pixels": int(h * w), "key": key, "cached": False,
-            "backend": pipe.runner.backend, "device": str(pipe.runner.device)}
+            "backend": pipe.runner.backend, "device": str(pipe.runner.device), "precision": pipe.runner.precision}
     memo = Memo(exits, num_classes, grid, inter, union, scores, [name for name, _, _ in data], meta, features)
     if cache is not None:
         memo.save(cache)
     return memo
 
 
-__all__ = ["Memo", "evaluate", "calibration_pairs", "check_labelled", "load_calibration_set", "image_stats",
+__all__ = ["Memo", "evaluate", "calibration_pairs", "check_labelled", "unlabelled_masks", "load_calibration_set",
+           "image_stats",
            "batches", "exit_results", "load_item", "open_pipeline", "package_classes",
            "DEFAULT_TH_PIX_GRID", "memo_kinds"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mesc.timestamps import utc_now
@@ -14,6 +16,52 @@ def load_pyplot():
     mpl = require("matplotlib", extra="plot", purpose="--plot")
     mpl.use("Agg")
     return require("matplotlib.pyplot", extra="plot", purpose="--plot")
+
+
+# ---------------------------------------------------------------------------------------------
+# what a report was computed on
+
+# The package facts a calibration depends on: thresholds found for one model, input size, set
+# of exits, policy, confidence, edge band or precision mean nothing for another, so
+# `mesc export --from-report` compares every one of them (exporters/lean.py).
+IDENTITY_FIELDS = ("model", "weights_sha256", "input_shape", "exits", "policy", "confidence", "band", "precision")
+
+
+def model_identity(spec):
+    """A model spec as reports compare it: a ``path/to/file.py:factory`` by its file name and
+    factory (the same file in another folder is the same model); any other spec as written."""
+    if not isinstance(spec, str):
+        return spec
+    where, sep, attr = spec.rpartition(":")
+    if sep and where.endswith(".py"):
+        return f"{Path(where).name}:{attr}"
+    return spec
+
+
+def precision_of(variant) -> str | None:
+    """The precision of an engine variant (``int8-dla0`` -> ``int8``)."""
+    return variant.split("-")[0] if isinstance(variant, str) else None
+
+
+def package_identity(manifest: dict, precision) -> dict:
+    """What a calibration of the package ``manifest`` describes is computed on (every field of
+    :data:`IDENTITY_FIELDS`); ``precision``: what its exits ran at (``fp32`` ONNX, or the
+    TensorRT engines' precision). Per-exit settings are listed as the set the exits use."""
+    from mesc.policy import edge_band_of, policy_kind
+
+    source = manifest.get("source") or {}
+    exits = manifest.get("exits") or []
+    policies = [ex.get("policy") or {} for ex in exits]
+    return {
+        "model": model_identity(source.get("model")),
+        "weights_sha256": source.get("weights_sha256"),
+        "input_shape": list(manifest["input"]["shape"][1:]),
+        "exits": [ex["name"] for ex in exits],
+        "policy": sorted({policy_kind(p) for p in policies}),
+        "confidence": sorted({p["confidence"] for p in policies if p.get("confidence")}),
+        "band": sorted({edge_band_of(p) if p.get("edge", True) else "none" for p in policies}),
+        "precision": precision_of(precision),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,6 +113,8 @@ def build_report(pkg, data, memo, costs, result, policy, compare=None) -> dict:
     rep = {
         "created": utc_now(),
         "package": str(pkg.root),
+        # checked by `mesc export --from-report` against the model it exports
+        "package_identity": package_identity(pkg.manifest, memo.meta.get("precision")),
         "data": str(data),
         "split": memo.meta.get("split"),
         **{k: memo.meta.get(k) for k in ("backend", "device")},
@@ -289,4 +339,5 @@ def _front_heads(ax, result, exit_names, legend_heads: int) -> None:
         ax.scatter(pts[rest, 0], 100 * pts[rest, 1], s=18, zorder=3, color="0.3", label="front: other heads")
 
 
-__all__ = ["build_report", "exit_taking_all", "format_report", "plot_pareto", "point_heads", "load_pyplot"]
+__all__ = ["IDENTITY_FIELDS", "build_report", "exit_taking_all", "format_report", "model_identity",
+           "package_identity", "plot_pareto", "point_heads", "precision_of", "load_pyplot"]

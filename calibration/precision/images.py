@@ -18,11 +18,15 @@ def load_calibration_batches(folder, input_spec: Input, max_images: int | None =
     distribution than the one the engine sees. A fixed batch size N groups the images by N,
     the last group filled up by repeating its last image. Returns ``(batches, paths)``.
     """
+    from mesc.ranges import check_int
+
+    # checked here too, the one reader prepare and build share: -1 would be a slice dropping the last image
+    check_int("--max-images", max_images, 1, optional=True)
     shape = input_spec.shape
     h, w = int(shape[2]), int(shape[3])
     n = shape[0] if isinstance(shape[0], int) else 1
     paths = [img for img, _ in read_folder(folder)]
-    if max_images:
+    if max_images is not None:
         paths = paths[:max_images]
     arrays = []
     for p in paths:

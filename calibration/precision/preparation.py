@@ -29,6 +29,9 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
     ``calib_data`` (a folder of images at the package's input size) is required for INT8 and
     gives the accuracy check for both; FP16 without images is prepared unchecked.
     """
+    from mesc.ranges import check_int
+
+    check_int("--max-images", max_images, 1)
     onnx = require("onnx")
     say = progress or (lambda msg: None)
     pkg = Package.load(package)

@@ -28,6 +28,7 @@ from mesc.cli.serve import serve_cmd
 from mesc.cli.synth_data import synth_data_cmd
 from mesc.errors import MescError
 from mesc.package.signals import sigterm_as_interrupt
+from mesc.ranges import RangeError
 from mesc.training.command import train_cmd
 
 
@@ -47,6 +48,13 @@ class _Group(click.Group):
                 return super().invoke(ctx)
             except MescError as err:
                 click.echo(f"mesc: error: {err}", err=True)
+                ctx.exit(2)
+            except RangeError as err:  # a value out of its declared range: the library's own words
+                click.echo(f"mesc: error: {err.format_message()}", err=True)
+                ctx.exit(2)
+            except click.UsageError as err:  # not a number, not a choice, a missing option: one line too
+                where = err.ctx.command_path if err.ctx is not None else "mesc"
+                click.echo(f"mesc: error: {err.format_message()} (see '{where} -h')", err=True)
                 ctx.exit(2)
             except KeyboardInterrupt as err:
                 click.echo("mesc: interrupted", err=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import cuda_graphs_option, engine_build_options, parse_name_list
+from mesc.cli.options import Whole, cuda_graphs_option, engine_build_options, parse_name_list
 
 
 @click.command("bench")
@@ -13,10 +13,10 @@ from mesc.cli.options import cuda_graphs_option, engine_build_options, parse_nam
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @engine_build_options
 @cuda_graphs_option
-@click.option("--batch", type=int, default=1, show_default=True, help="Images per run.")
-@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed rounds first.")
-@click.option("--iters", type=int, default=20, show_default=True, help="Timed rounds.")
-@click.option("--threads", type=int, default=None, help="CPU threads per session (default: all cores).")
+@click.option("--batch", type=Whole(min=1), default=1, show_default=True, help="Images per run.")
+@click.option("--warmup", type=Whole(min=0), default=3, show_default=True, help="Untimed rounds first.")
+@click.option("--iters", type=Whole(min=1), default=20, show_default=True, help="Timed rounds.")
+@click.option("--threads", type=Whole(min=1), default=None, help="CPU threads per session (default: all cores).")
 @click.option("--data", type=click.Path(), default=None,
               help="Image folder: input-dependent end to end against final-only, image by image.")
 @click.option("--resize", is_flag=True, help="With --data: resize images of another size (else skipped).")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mesc.cli.options import Whole
+
 
 def _list_targets(ctx, param, value):
     if not value:
@@ -23,19 +25,20 @@ def _list_targets(ctx, param, value):
 @click.option("--precision", "-p", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
 @click.option("--calib-data", type=click.Path(), default=None,
               help="Calibration images, for int8 when no prepared graph exists or for DLA on TensorRT 8.x.")
-@click.option("--dla-core", type=int, default=None, help="Build for this DLA core (Jetson), GPU fallback on.")
-@click.option("--workspace", "workspace_mb", type=int, default=None, help="Builder workspace in MB (default: per target).")
+@click.option("--dla-core", type=Whole(min=0), default=None, help="Build for this DLA core (Jetson), GPU fallback on.")
+@click.option("--workspace", "workspace_mb", type=Whole(min=1), default=None,
+              help="Builder workspace in MB (default: per target).")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
               help="Persistent timing cache file (default: engines/<target>.trt<version>.sm<cc>.timing.cache "
                    "in the package).")
-@click.option("--max-batch", type=int, default=None,
+@click.option("--max-batch", type=Whole(min=1), default=None,
               help="Largest batch the engines of a dynamic-batch package take (default: per target, 8); "
                    "on DLA the one batch they take (default 1).")
 @click.option("--no-tf32", "tf32", is_flag=True, flag_value=False, default=True,
               help="Build FP32 engines without TF32 (Ampere and later use it by default).")
 @click.option("--allow-slow", is_flag=True, help="Build FP16 on GPUs without fast FP16 (Pascal) anyway.")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
-@click.option("--max-images", type=int, default=64, show_default=True)
+@click.option("--max-images", type=Whole(min=1), default=64, show_default=True)
 @click.option("--list-targets", is_flag=True, is_eager=True, expose_value=False, callback=_list_targets,
               help="List the known targets and exit.")
 def build_cmd(package, target, precision, calib_data, dla_core, workspace_mb, timing_cache, max_batch, tf32,

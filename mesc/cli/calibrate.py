@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import backend_options, parse_policy_name
+from mesc.cli.options import Real, Whole, backend_options, parse_policy_name
 from mesc.policy import POLICY_KINDS
 
 
@@ -12,12 +12,13 @@ from mesc.policy import POLICY_KINDS
 @click.argument("package", type=click.Path())
 @click.option("--data", "-d", required=True, type=click.Path(),
               help="Labelled calibration folder (images/ + masks/, or a Cityscapes, VOC, SBD or COCO tree).")
-@click.option("--max-drop", type=float, default=None,
+@click.option("--max-drop", type=Real(min=0), default=None,
               help="Minimise expected cost with mIoU >= final-exit mIoU - PP (percentage points).")
 @click.option("--max-cost", default=None,
               help="Maximise mIoU with expected cost <= COST (ms when latencies are recorded, else MFLOPs), "
                    "or N% of the final-exit cost.")
-@click.option("--risk", type=float, default=None, metavar="DELTA",
+@click.option("--risk", type=Real(0, 1, min_open=True, max_open=True, check="mesc.calibration.exits.risk:check_risk"),
+              default=None, metavar="DELTA",
               help="With --max-drop: choose so that, with probability >= 1 - DELTA over the calibration set, the "
                    "drop on new images stays within the bound (Learn then Test; needs a few hundred images).")
 @click.option("--policy", default="mess", show_default=True, callback=parse_policy_name,
@@ -28,20 +29,23 @@ from mesc.policy import POLICY_KINDS
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write the cost vs mIoU Pareto plot (PNG) here (needs mesc[plot]).")
 @click.option("--write", is_flag=True, help="Store the chosen thresholds in the package manifest.")
-@click.option("--resize", is_flag=True, help="Resize images (bilinear) to the package input; masks keep their resolution.")
+@click.option("--resize", is_flag=True,
+              help="Resize images (bilinear) to the package input; masks keep their resolution.")
 @click.option("--cache", type=click.Path(dir_okay=False), default=None,
               help="Memo cache (.npz): reused when package, data and grid are unchanged.")
 @click.option("--latency-key", default=None, help="Which recorded latency to use (default: the first).")
 @click.option("--all-exits", is_flag=True,
               help="Keep a head at every exit point (search thresholds only; where a point has candidate "
                    "heads, still choose one).")
-@click.option("--th-img-steps", type=int, default=50, show_default=True, help="th_img values per exit and th_pix.")
+@click.option("--th-img-steps", type=Whole(min=2), default=50, show_default=True,
+              help="th_img values per exit and th_pix.")
 @click.option("--compare-policies", is_flag=True, help="Also calibrate the other policies, for the report.")
-@click.option("--limit", type=int, default=None, help="Use only the first N images.")
+@click.option("--limit", type=Whole(min=1), default=None, help="Use only the first N images.")
 @click.option("--split", default=None, help="Split of a data set with splits (e.g. val); default: all.")
 # defaults None: the library's own (the CLI does not import it before a command runs)
-@click.option("--min-images", type=int, default=None, help="Refuse a calibration set of fewer images (default: 5).")
-@click.option("--warn-images", type=int, default=None,
+@click.option("--min-images", type=Whole(min=1), default=None,
+              help="Refuse a calibration set of fewer images (default: 5).")
+@click.option("--warn-images", type=Whole(min=0), default=None,
               help="Warn that thresholds overfit a calibration set of fewer images (default: 50).")
 @click.option("--force", is_flag=True, help="Overwrite existing --report and --plot files.")
 @backend_options

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from mesc.cli.options import Real
+
 
 @click.command("client")
 @click.argument("url")
@@ -13,7 +15,7 @@ import click
 @click.option("--exit", "exit_key", default=None, help="Request parameter exit: budgeted mode at this exit.")
 @click.option("--th-img", default=None, help="Request parameter th_img: one value or one per exit.")
 @click.option("--th-pix", default=None, help="Request parameter th_pix: one value or one per exit.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+@click.option("--timeout", "timeout_s", type=Real(min=0, min_open=True), default=60.0, show_default=True,
               help="Seconds to wait for the model to be ready and to answer.")
 def client_cmd(url, images, model, exit_key, th_img, th_pix, timeout_s):
     """Send IMAGES (PNG/JPEG files, as encoded bytes) to the model at URL (http://host:port or

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import backend_options
+from mesc.cli.options import Whole, backend_options
 
 
 @click.command("eval")
@@ -14,8 +14,8 @@ from mesc.cli.options import backend_options
 @click.option("--split", default=None, help="Which split of the data folder (e.g. val), where its layout has splits.")
 @click.option("--resize", is_flag=True, help="Resize images (bilinear) to the package input; masks keep their "
                                              "resolution, where the logits are scored.")
-@click.option("--batch", type=int, default=8, show_default=True, help="Images per run.")
-@click.option("--limit", type=int, default=None, help="Use only the first N images.")
+@click.option("--batch", type=Whole(min=1), default=8, show_default=True, help="Images per run.")
+@click.option("--limit", type=Whole(min=1), default=None, help="Use only the first N images.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the rows and per-class IoU as JSON here.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json file.")

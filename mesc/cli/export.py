@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mesc.cli.options import parse_int_list, parse_shape
+from mesc.cli.options import Real, Whole, parse_int_list, parse_shape
 from mesc.exporters.export import EXPORT_EDGE_BANDS
 
 
@@ -18,14 +18,14 @@ from mesc.exporters.export import EXPORT_EDGE_BANDS
                    "Default: the embedded demo model.")
 @click.option("--weights", "-w", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint (state_dict) to load into the model.")
-@click.option("--num-classes", type=int, default=None, help="Classes, for factories that take num_classes.")
+@click.option("--num-classes", type=Whole(min=1), default=None, help="Classes, for factories that take num_classes.")
 @click.option("--input-shape", callback=parse_shape, default=None,
               help="Fixed input shape NxCxHxW (default: the model's own, else 1x3x512x1024).")
 @click.option("--exits", callback=parse_int_list, default=None,
               help="Exits to keep, 0-based positions in the model's output sequence, candidate heads counted one "
                    "by one (default: all).")
 @click.option("--dynamic-batch", is_flag=True, help="Make the batch dimension dynamic in every segment.")
-@click.option("--opset", type=int, default=17, show_default=True,
+@click.option("--opset", type=Whole(13, 20, check="mesc.exporters.onnx_io:check_opset"), default=17, show_default=True,
               help="ONNX opset, 13 to 20: 17 for TensorRT 8.5/8.6, 18 to 20 for TensorRT 10 and later.")
 @click.option("--capture", type=click.Choice(["export", "fx"]), default="export", show_default=True,
               help="Graph capture: torch.export (takes shape unpacking, views, dicts of states) or torch.fx "
@@ -44,8 +44,8 @@ from mesc.exporters.export import EXPORT_EDGE_BANDS
                    "head's native resolution before upsampling (os^2 fewer pixels: much cheaper on CPU).")
 @click.option("--stride", "strides", callback=parse_int_list, default=None,
               help="Output stride per kept exit for the policy (default: measured from the graph).")
-@click.option("--th-pix", type=float, default=None, help="Default per-pixel confidence threshold.")
-@click.option("--th-img", type=float, default=None, help="Default image-level exit threshold.")
+@click.option("--th-pix", type=Real(0, 1), default=None, help="Default per-pixel confidence threshold.")
+@click.option("--th-img", type=Real(0, 1), default=None, help="Default image-level exit threshold.")
 @click.option("--from-report", type=click.Path(dir_okay=False), default=None,
               help="A 'mesc calibrate --report' file: export the lean instance, only its chosen exits (at most one "
                    "candidate head per exit point, names kept) with its thresholds.")
@@ -57,7 +57,8 @@ from mesc.exporters.export import EXPORT_EDGE_BANDS
               help="Precision for --target: fp16/int8 graphs are prepared and checked against FP32 (default: fp32).")
 @click.option("--calib-data", type=click.Path(), default=None,
               help="Calibration images at the export size (needed for int8; checks fp16's accuracy).")
-@click.option("--max-images", type=int, default=64, show_default=True, help="Calibration images to use at most.")
+@click.option("--max-images", type=Whole(min=1), default=64, show_default=True,
+              help="Calibration images to use at most.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Package directory to write.")
 @click.option("--force", is_flag=True, help="Overwrite an existing package directory.")
 @click.option("--verbose", "-v", is_flag=True, help="Show what torch prints while exporting.")
@@ -88,7 +89,7 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
         policy_at=policy_at,
         strides=strides,
         th_pix=th_pix, th_img=th_img, from_report=from_report, verify=not no_verify, verbose=verbose,
-        capture=capture, strict=strict,
+        capture=capture, strict=strict, precision=precision or "fp32",
     )
     if not deploy:
         pkg = export(model, output, weights=weights, num_classes=num_classes, options=opts, force=force,

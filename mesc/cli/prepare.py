@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import parse_name_list
+from mesc.cli.options import Whole, parse_name_list
 
 
 @click.command("prepare")
@@ -15,7 +15,8 @@ from mesc.cli.options import parse_name_list
               help="Folder of calibration images at the export size (needed for int8; checks accuracy for both).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="INT8 activation range calibration.")
-@click.option("--max-images", type=int, default=64, show_default=True, help="Calibration images to use at most.")
+@click.option("--max-images", type=Whole(min=1), default=64, show_default=True,
+              help="Calibration images to use at most.")
 def prepare_cmd(package, precisions, calib_data, method, max_images):
     """Write FP16 and explicit-INT8 (Q/DQ) ONNX graphs into a package and check them against FP32."""
     from mesc.calibration.precision import format_report, prepare

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import cuda_graphs_option, engine_build_options, parse_deadline_ms, parse_thresholds
+from mesc.cli.options import Real, Whole, cuda_graphs_option, engine_build_options, parse_thresholds
 from mesc.errors import MescError
 
 
@@ -23,9 +23,9 @@ from mesc.errors import MescError
               help="Image-level exit threshold: one for all exits or one per exit, comma-separated.")
 @click.option("--th-pix", callback=parse_thresholds, default=None,
               help="Pixel confidence threshold: one for all exits or one per exit.")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--batch", type=Whole(min=1), default=1, show_default=True,
               help="Images per call (needs a package exported with --dynamic-batch to pay off).")
-@click.option("--deadline", type=float, callback=parse_deadline_ms, default=None, metavar="MS",
+@click.option("--deadline", type=Real(min=0, min_open=True), default=None, metavar="MS",
               help="Anytime mode: per call, start no segment that the latencies recorded by mesc bench --record "
                    "say cannot reach its exit within MS milliseconds; keep the last prediction in time.")
 @click.option("--resize", is_flag=True, help="Resize images of another size to the package input (else refused).")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mesc.cli.options import Whole
+
 
 @click.command("selftest")
 @click.argument("package", type=click.Path(), required=False)
@@ -12,8 +14,9 @@ import click
 @click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime"]), default=None,
               help="Backend under test (default: TensorRT on a CUDA device where installed, else ONNX Runtime).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 where a CUDA device answers).")
-@click.option("--images", type=int, default=16, show_default=True, help="Images to compare on.")
-@click.option("--runs", type=int, default=5, show_default=True, help="Timed runs per segment (the median is shown).")
+@click.option("--images", type=Whole(min=1), default=16, show_default=True, help="Images to compare on.")
+@click.option("--runs", type=Whole(min=1), default=5, show_default=True,
+              help="Timed runs per segment (the median is shown).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Write the whole report here (attach it to bug reports).")
 @click.option("--force", is_flag=True, help="Overwrite an existing --json report.")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import click
 
+from mesc.cli.options import Whole
+
 
 @click.command("synth-data")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder to write.")
-@click.option("--count", "-n", type=int, default=200, show_default=True, help="Number of scenes.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Scene i depends only on (seed, i).")
+@click.option("--count", "-n", type=Whole(min=1), default=200, show_default=True, help="Number of scenes.")
+@click.option("--seed", type=Whole(0, 2**32 - 1), default=0, show_default=True,
+              help="Scene i depends only on (seed, i).")
 @click.option("--size", default="128x256", show_default=True, help="Image size HxW.")
 @click.option("--difficulty", default="0:1", show_default=True,
               help="Range LO:HI in [0, 1] the per-image difficulty is drawn from.")

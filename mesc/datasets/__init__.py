@@ -56,6 +56,11 @@ def read_folder(path, require_masks: bool = False, split: str | None = None) -> 
     if not pairs:
         raise MescError(f"data folder {root} holds no images (expected images/*.png, "
                         f"leftImg8bit/**/*_leftImg8bit.png, a VOC, SBD or COCO tree, or image files)")
+    gone = [str(img) for img, _ in pairs if not Path(img).is_file()]
+    if gone:  # a split list or an annotation file names images that are not there
+        more = f" and {len(gone) - 10} more" if len(gone) > 10 else ""
+        raise MescError(f"data folder {root}: {len(gone)} of {len(pairs)} images its split lists are missing: "
+                        f"{', '.join(gone[:10])}{more} (mesc data check lists them)")
     if require_masks:
         missing = [str(img) for img, mask in pairs if mask is None]
         if missing:

@@ -35,8 +35,16 @@ def splits(root: Path) -> list[str]:
     return sorted(p.name for p in (root / "leftImg8bit").iterdir() if p.is_dir())
 
 
+# every labelId cityscapesScripts defines (0..33; the licence plate's -1 is stored as 255)
+KNOWN_LABEL_IDS = set(range(34)) | {IGNORE}
+
+
 def _label_ids(path: Path) -> np.ndarray:
     return LUT[load_mask(path)]
+
+
+def _unknown_label_ids(path: Path) -> list:
+    return sorted(int(i) for i in np.unique(load_mask(path)) if int(i) not in KNOWN_LABEL_IDS)
 
 
 def _mask(root: Path, img: Path):
@@ -46,7 +54,8 @@ def _mask(root: Path, img: Path):
     if train_ids.is_file():
         return train_ids
     label_ids = Path(f"{stem}_gtFine_labelIds.png")
-    return Label(label_ids, lambda: _label_ids(label_ids)) if label_ids.is_file() else None
+    return (Label(label_ids, lambda: _label_ids(label_ids), unknown=lambda: _unknown_label_ids(label_ids))
+            if label_ids.is_file() else None)
 
 
 def read(root: Path, split: str | None):

@@ -29,10 +29,14 @@ class Label:
     """An annotation decoded on demand: ``file`` is what is stat'ed (cache keys, messages),
     ``key`` names it when one file holds many masks (a COCO JSON)."""
 
-    def __init__(self, file, decode: Callable[[], np.ndarray], key: str | None = None):
+    def __init__(self, file, decode: Callable[[], np.ndarray], key: str | None = None,
+                 unknown: Callable[[], list] | None = None):
         self.file = Path(file)
         self._decode = decode
         self.key = key
+        # the raw ids in the file that the layout's table does not know (decoding maps them to
+        # ignore): for `mesc data check` to flag, where the layout has such a table
+        self.unknown = unknown
 
     @property
     def name(self) -> str:

@@ -201,8 +201,10 @@ def generate(out_dir, count: int, seed: int = 0, size=(128, 256), difficulty=(0.
     from mesc.progress import bar as progress_bar
     from mesc.package.staging import staging_dir
 
-    if count < 1:
-        raise MescError(f"--count must be at least 1, got {count}")
+    from mesc.ranges import check_int
+
+    check_int("--count", count, 1)
+    check_int("--seed", seed, 0, 2**32 - 1)
     check_dir_output(out_dir, "synth-data", force)
     lo, hi = difficulty
     meta = {"generator": GENERATOR, "seed": seed, "size": list(size),

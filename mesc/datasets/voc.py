@@ -10,6 +10,7 @@ import numpy as np
 
 from mesc.datasets.files import read_list
 from mesc.datasets.labels import Label
+from mesc.errors import MescError
 
 CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
            "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -60,11 +61,27 @@ class VOC:
 
 
 def read_sbd_mat(path) -> np.ndarray:
-    """An SBD class map: ``GTcls.Segmentation`` of a ``cls/*.mat`` file."""
+    """An SBD class map: ``GTcls.Segmentation`` of a ``cls/*.mat`` file; a corrupt or incomplete
+    file is a :class:`MescError` naming it and what is missing."""
     from mesc.lazy import require
 
     sio = require("scipy.io", extra="data", purpose="reading SBD .mat masks")
-    return sio.loadmat(str(path), squeeze_me=True, struct_as_record=False)["GTcls"].Segmentation
+    try:
+        mat = sio.loadmat(str(path), squeeze_me=True, struct_as_record=False)
+    except FileNotFoundError:
+        raise MescError(f"SBD mask {path}: file not found") from None
+    except Exception as err:  # noqa: BLE001  (scipy raises many types for a truncated or foreign file)
+        raise MescError(f"SBD mask {path}: not a readable MATLAB file ({type(err).__name__}: {err})") from None
+    gt = mat.get("GTcls")
+    seg = getattr(gt, "Segmentation", None)
+    if gt is None or seg is None:
+        what = "no 'GTcls' struct" if gt is None else "'GTcls' has no 'Segmentation' field"
+        raise MescError(f"SBD mask {path}: {what} (an SBD cls/*.mat file holds GTcls.Segmentation)")
+    seg = np.asarray(seg)
+    if seg.ndim != 2 or not np.issubdtype(seg.dtype, np.integer) or seg.size == 0 or seg.min() < 0 or seg.max() > 255:
+        raise MescError(f"SBD mask {path}: GTcls.Segmentation must be a 2-D map of class ids 0..255, got "
+                        f"{seg.dtype} {seg.shape}")
+    return seg
 
 
 class SBD:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from mesc.calibration.exits import memo as memo_mod
 from mesc.errors import MescError
-from mesc.evaluation.metrics import counts_from_confusion, miou
+from mesc.evaluation.metrics import IGNORE_INDEX, counts_from_confusion, miou
 from mesc.progress import bar as progress_bar
 from mesc.evaluation.scoring import confusion_at_mask
 from mesc.timestamps import utc_now
@@ -85,6 +86,19 @@ def check_json_output(path, force: bool, package, data) -> None:
     check_file_output(path, "--json", force, inputs=[("PACKAGE", package), ("--data", data)])
 
 
+def _labelled(items, data) -> list:
+    """Refuse a batch holding a mask without a labelled pixel, before it runs: as calibrate does,
+    since such an image has nothing to score and would leave every figure silently unchanged
+    (a mask that is all 255 is more often a wrong mask folder than an image with nothing in it)."""
+    empty = memo_mod.unlabelled_masks([(name, mask) for name, _, mask in items])
+    if empty:
+        shown = ", ".join(Path(str(n)).name for n in empty[:5]) + (", ..." if len(empty) > 5 else "")
+        raise MescError(f"{len(empty)} mask(s) in {data} have no labelled pixel (every pixel is "
+                        f"{IGNORE_INDEX}, ignored): {shown}; there is nothing to score on such an image: "
+                        f"fix its mask or remove it")
+    return items
+
+
 def evaluate_package(package, data, split: str | None = None, resize: bool = False, backend: str = "onnxruntime",
                      device="cpu", batch: int = 8, limit: int | None = None, json=None, force: bool = False,
                      progress: bool = False, threads: int | None = None) -> Evaluation:
@@ -95,8 +109,10 @@ def evaluate_package(package, data, split: str | None = None, resize: bool = Fal
     from mesc import datasets
     from mesc.package import Package
 
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise MescError(f"--limit must be an integer of at least 1, got {limit!r}")
+    from mesc.ranges import check_int
+
+    check_int("--limit", limit, 1, optional=True)
+    check_int("--batch", batch, 1)
     root = package.root if isinstance(package, Package) else package
     if json is not None:
         check_json_output(json, force, root, data)
@@ -115,7 +131,7 @@ def evaluate_package(package, data, split: str | None = None, resize: bool = Fal
     pending: dict = {}   # image row -> its confusion at every exit so far (a batch at most)
     scoring = 0.0
     t0 = time.perf_counter()
-    parts = ([memo_mod.load_item(img, mask, (h, w), num_classes, resize) for img, mask in part]
+    parts = (_labelled([memo_mod.load_item(img, mask, (h, w), num_classes, resize) for img, mask in part], data)
              for part in memo_mod.batches(pipe, pairs, batch))
     bar = progress_bar(len(pairs), "eval: run exits", "img", show=progress)
     try:

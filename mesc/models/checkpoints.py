@@ -15,15 +15,19 @@ import torch.nn as nn
 from mesc.errors import ModelLoadError
 
 
-def _unwrap_state_dict(obj, path):
+def _unwrap_state_dict(obj, where: str):
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping):
                 obj = obj[key]
                 break
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"checkpoint {path}: expected a state_dict (name -> tensor), or a dict "
+        raise ModelLoadError(f"{where}: expected a state_dict (name -> tensor), or a dict "
                              f"holding one under 'state_dict' or 'model'; got {type(obj).__name__}")
+    odd = [k for k in obj if not isinstance(k, str)]
+    if odd:  # torch names every parameter; other keys would fail deep inside load_state_dict
+        raise ModelLoadError(f"{where}: a state_dict's keys are parameter names (strings); "
+                             f"{len(odd)} are not, e.g. {odd[0]!r} ({type(odd[0]).__name__})")
     state = dict(obj)
     # Checkpoints saved from nn.DataParallel / DistributedDataParallel prefix every key.
     if state and all(k.startswith("module.") for k in state):
@@ -42,7 +46,7 @@ def read_state_dict(path) -> dict:
     """The state dict a checkpoint file (or an object loaded from one) holds, unwrapped and
     without ``module.`` prefixes; a ModelLoadError naming the file when it holds none."""
     if isinstance(path, Mapping):
-        return _unwrap_state_dict(path, "(in memory)")
+        return _unwrap_state_dict(path, "checkpoint (in memory)")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelLoadError(f"checkpoint {path}: file not found")
@@ -52,14 +56,21 @@ def read_state_dict(path) -> dict:
     except Exception as e:  # torch raises many types for corrupt / non-weights files
         raise ModelLoadError(f"checkpoint {path}: cannot be read as a torch state_dict "
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    return _unwrap_state_dict(obj, path)
+    return _unwrap_state_dict(obj, f"checkpoint {path}")
 
 
 def load_checkpoint(model: nn.Module, path) -> nn.Module:
     """Load a checkpoint into ``model`` strictly; every failure is a ModelLoadError naming the
     file and the first offending keys."""
     path = os.fspath(path)
-    state = read_state_dict(path)
+    return load_state(model, read_state_dict(path), f"checkpoint {path}")
+
+
+def load_state(model: nn.Module, state, where: str) -> nn.Module:
+    """Load the state dict ``state`` into ``model`` strictly; a mismatch is one ModelLoadError
+    that starts with ``where`` (``"checkpoint PATH"``, ``"--resume PATH"``) and names the first
+    offending keys, not torch's list of every key."""
+    state = _unwrap_state_dict(state, where)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -73,7 +84,7 @@ def load_checkpoint(model: nn.Module, path) -> nn.Module:
             parts.append(f"{len(unexpected)} unexpected keys: {first_keys(unexpected)}")
         if misshaped:
             parts.append(f"{len(misshaped)} keys with other shapes: {first_keys(misshaped, 3)}")
-        raise ModelLoadError(f"checkpoint {path} does not match the model: " + "; ".join(parts))
+        raise ModelLoadError(f"{where} does not match the model: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
     return model
 

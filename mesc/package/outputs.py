@@ -5,9 +5,10 @@ expensive work:
 
 * an output never equals, contains or lies inside an input it reads (:func:`refuse_overlap`);
 * an existing file is replaced only with ``force`` (:func:`check_file_output`);
-* an existing directory is replaced, or written into, only with ``force`` and only when mesc
-  recognises it as its own kind of output (:func:`check_dir_output`): a folder of anything
-  else is refused even with ``force``, and so is the current directory or one above it;
+* an existing directory is replaced, or written into, only with ``force`` and only when every
+  file in it is one mesc wrote, as its own kind of output says (:func:`check_dir_output`): a
+  folder holding anything else (a valid package with the user's notes beside it included) is
+  refused even with ``force``, naming those files, and so is the current directory or one above it;
 * the place an output goes must be a writable directory, so a read-only or immutable location
   is a :class:`MescError` up front rather than a ``PermissionError`` after minutes of work.
 
@@ -25,6 +26,9 @@ from mesc.errors import MescError
 
 # results.json of a `mesc run` output carries this, so a later --force knows the folder is ours
 RUN_MARKER = {"written_by": "mesc run"}
+# mesc-model.json of a Triton model folder `mesc serve --model-repository` wrote, and what else it holds
+TRITON_MODEL_MARKER = ("mesc-model.json", {"written_by": "mesc serve --model-repository"})
+TRITON_MODEL_FILES = {"mesc-model.json", "config.pbtxt", "README.md", "1"}
 # meta.json's "generator" in a folder mesc synth-data wrote (mesc.datasets.synthetic writes it;
 # the value names the generator's first home and stays, so older folders are still recognised)
 SYNTH_DATA_GENERATOR = "mesc.data.render_scene"
@@ -49,7 +53,7 @@ def _named(paths):
     return [(label, p) for label, p in paths if isinstance(p, (str, os.PathLike)) and str(p) != ""]
 
 
-def refuse_overlap(outputs, inputs) -> None:
+def refuse_overlap(outputs, inputs, error=MescError) -> None:
     """Refuse when an output equals, contains or lies inside an input.
 
     ``outputs`` and ``inputs`` are ``(label, path)`` pairs, the label naming the option or
@@ -67,7 +71,7 @@ def refuse_overlap(outputs, inputs) -> None:
                 how = "lies inside"
             else:
                 continue
-            raise MescError(f"the output {out_label} {out} {how} the input {in_label} {inp}; "
+            raise error(f"the output {out_label} {out} {how} the input {in_label} {inp}; "
                             f"write the output somewhere else (mesc never writes over what it reads)")
 
 
@@ -107,9 +111,32 @@ def check_file_output(path, option: str, force: bool = False, inputs=(), error=M
         raise error(f"{option} {path} is a directory; give a file name")
     if os.path.lexists(path) and not force:
         raise error(f"{option} {path} already exists; pass --force to overwrite it")
-    refuse_overlap([(option, path)], inputs)
+    refuse_overlap([(option, path)], inputs, error)
     check_writable_place(path, option, error)
     return path
+
+
+def check_file_outputs(outputs, force: bool = False, inputs=(), continued=None, error=MescError) -> None:
+    """Every file output of one command (``(label, path)`` pairs; ``None`` paths skipped),
+    checked before any work: each as :func:`check_file_output`, and no two the same file (a
+    log and its curves, a checkpoint and the output).
+
+    ``continued``: ``{output label: input label or None}`` for outputs that continue a file of
+    the command's own from an earlier run, as the caller has established: such an output may
+    replace its file without ``force``, and may be the input named (a resumed training run's
+    checkpoint is the ``--resume`` file it read once at the start)."""
+    continued = continued or {}
+    named = _named(outputs)
+    for label, path in named:
+        if label in continued:
+            own = continued[label]
+            check_file_output(path, label, True, inputs=[i for i in inputs if i[0] != own], error=error)
+        else:
+            check_file_output(path, label, force, inputs=inputs, error=error)
+    for i, (label, path) in enumerate(named):
+        for other, other_path in named[:i]:
+            if resolved(path) == resolved(other_path):
+                raise error(f"{label} {path} is also the {other} {other_path}; give each output its own file")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,14 +148,50 @@ def _listing(names) -> str:
     return f"{len(names)} file(s) mesc did not write: {', '.join(names[:_SHOWN])}{more}"
 
 
+def _owned(rel: str, ours: set) -> bool:
+    """``rel`` (a POSIX path inside the folder) is one of ``ours`` or lies in a folder of ours."""
+    parts = rel.split("/")
+    return any("/".join(parts[:k]) in ours for k in range(1, len(parts) + 1))
+
+
+def foreign_files(path: Path, ours: set) -> list:
+    """Every file (and symlink, and empty folder) under ``path`` that is not one of ``ours``
+    (POSIX paths relative to ``path``; a folder in ``ours`` owns everything inside it)."""
+    found = []
+    for top, dirs, files in os.walk(path):
+        rel_top = Path(top).relative_to(path).as_posix()
+        prefix = "" if rel_top == "." else rel_top + "/"
+        for name in [d for d in dirs if os.path.islink(os.path.join(top, d))] + files:
+            if not _owned(prefix + name, ours):
+                found.append(prefix + name)
+        if not dirs and not files and prefix and not _owned(prefix[:-1], ours):
+            found.append(prefix[:-1] + "/")
+    return found
+
+
+def _foreign_problem(path: Path, ours: set) -> str | None:
+    foreign = foreign_files(path, ours)
+    return f"it holds {_listing(foreign)}" if foreign else None
+
+
+def package_files(manifest: dict) -> set:
+    """What mesc wrote in a package: the manifest and every path it names (segments, prepared
+    graphs, engine builds with their folders)."""
+    from mesc.package.manifest import MANIFEST, manifest_paths
+
+    return {MANIFEST, *(Path(rel).as_posix() for _, rel in manifest_paths(manifest))}
+
+
 def _package_problem(path: Path) -> str | None:
     from mesc.package import Package
 
     try:
-        Package.load(path, verify_checksums=False)
+        pkg = Package.load(path, verify_checksums=False)
     except MescError as err:
-        return f"it is not a mesc package ({err})"
-    return None
+        return f"it is not a mesc package ({err}); it holds {_listing(p.name for p in path.iterdir())}"
+    # `mesc build` keeps its timing caches beside the builds (engines/<target>.trt<version>.sm<cc>.timing.cache)
+    caches = {f"engines/{p.name}" for p in (path / "engines").glob("*.timing.cache")}
+    return _foreign_problem(path, package_files(pkg.manifest) | caches)
 
 
 def _synth_data_problem(path: Path) -> str | None:
@@ -137,8 +200,13 @@ def _synth_data_problem(path: Path) -> str | None:
     except (OSError, ValueError):
         meta = None
     if not isinstance(meta, dict) or meta.get("generator") != SYNTH_DATA_GENERATOR:
-        return "it is not a folder written by 'mesc synth-data' (no meta.json of mesc's generator)"
-    return None
+        return (f"it is not a folder written by 'mesc synth-data' (no meta.json of mesc's generator); it holds "
+                f"{_listing(p.name for p in path.iterdir())}")
+    images = meta.get("images")
+    names = [r.get("file") for r in images if isinstance(r, dict)] if isinstance(images, list) else []
+    ours = {"meta.json", "classes.txt"}
+    ours |= {f"{folder}/{n}" for n in names if isinstance(n, str) for folder in ("images", "masks")}
+    return _foreign_problem(path, ours)
 
 
 def run_output_files(path: Path) -> set | None:
@@ -166,10 +234,25 @@ def _run_output_problem(path: Path) -> str | None:
     return None
 
 
+def _triton_model_problem(path: Path) -> str | None:
+    name, marker = TRITON_MODEL_MARKER
+    try:
+        meta = json.loads((path / name).read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in marker.items()):
+        return f"it is not a Triton model folder mesc wrote (no {name} of '{marker['written_by']}')"
+    foreign = {p.name for p in path.iterdir()} - TRITON_MODEL_FILES
+    if foreign:
+        return f"it holds {_listing(foreign)}"
+    return None
+
+
 KINDS = {
     "package": ("a mesc package", _package_problem),
     "synth-data": ("a synth-data folder", _synth_data_problem),
     "run": ("a previous 'mesc run' output or an empty folder", _run_output_problem),
+    "triton-model": ("a Triton model folder mesc wrote", _triton_model_problem),
 }
 
 
@@ -178,7 +261,7 @@ def check_dir_output(path, kind: str, force: bool = False, option: str = "-o", i
 
     A missing ``path`` is fine if it can be created. An existing one needs ``force`` (for
     ``"run"`` an empty folder does not), and is then accepted only if it is empty or ``kind`` of output:
-    ``"package"``, ``"synth-data"`` or ``"run"`` (see :data:`KINDS`). The current directory, or
+    ``"package"``, ``"synth-data"``, ``"run"`` or ``"triton-model"`` (see :data:`KINDS`). The current directory, or
     one above it, is never an output: replacing it would pull the ground from under the shell.
     """
     what, problem = KINDS[kind]
@@ -197,8 +280,6 @@ def check_dir_output(path, kind: str, force: bool = False, option: str = "-o", i
             raise MescError(f"output directory {path} {verb}")
         # an empty folder holds nothing to lose, whatever kind of output replaces it
         why = None if empty else problem(path)
-        if why and kind != "run":
-            why += f"; it holds {_listing(p.name for p in path.iterdir())}"
         if why:
             raise MescError(f"{option} {path}: --force replaces only {what}, and {why}; "
                             f"choose another output folder")
@@ -206,5 +287,6 @@ def check_dir_output(path, kind: str, force: bool = False, option: str = "-o", i
     return path
 
 
-__all__ = ["RUN_MARKER", "KINDS", "check_dir_output", "check_file_output", "check_writable_place",
-           "refuse_inside_generated", "refuse_overlap", "resolved", "run_output_files"]
+__all__ = ["RUN_MARKER", "TRITON_MODEL_FILES", "TRITON_MODEL_MARKER", "KINDS", "check_dir_output", "check_file_output",
+           "check_file_outputs", "check_writable_place", "foreign_files", "package_files", "refuse_inside_generated",
+           "refuse_overlap", "resolved", "run_output_files"]

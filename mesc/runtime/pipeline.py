@@ -168,6 +168,9 @@ class Pipeline:
         self._th_handles: dict = {}
         self._warned_static = False
         self._closed = False
+        # calls using the runner now (close() waits for them), guarded by one condition
+        self._busy = 0
+        self._state = threading.Condition()
         # One call at a time: the runner's device buffers are fixed per segment and batch size
         # (and CUDA graphs replay them), so a second thread's call waits for the first to end.
         # ``mesc serve --instances`` runs one pipeline per instance; an anytime() generator holds
@@ -180,8 +183,16 @@ class Pipeline:
 
     # lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Release the runner's sessions or engines; the pipeline cannot run afterwards."""
-        self._closed = True
+        """Release the runner's sessions or engines; the pipeline cannot run afterwards.
+
+        Calls running in other threads when ``close()`` is called finish first: ``close()``
+        waits for them (an ``anytime`` generator counts while it computes an exit, not while it
+        waits between two ``next``). Any call after, and an ``anytime`` generator resumed after,
+        raises :class:`MescError` "the pipeline is closed"."""
+        with self._state:
+            self._closed = True
+            while self._busy:
+                self._state.wait()
         self.runner.deactivate()
 
     @contextlib.contextmanager
@@ -201,6 +212,20 @@ class Pipeline:
         # the runner's sessions are gone: running would fail deep inside the backend
         if self._closed:
             raise MescError("the pipeline is closed; load the package again (mesc.load) to run it")
+
+    @contextlib.contextmanager
+    def _running(self):
+        """Use the runner inside this block: refused once closed, and close() waits for it."""
+        with self._state:
+            self._check_open()
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._state:
+                self._busy -= 1
+                if not self._busy:
+                    self._state.notify_all()
 
     def __enter__(self):
         return self
@@ -374,7 +399,7 @@ class Pipeline:
         x, _ = self.prepare(x)
         rows = np.arange(len(x))
         parts = _Parts(clock)
-        with self._exclusive():
+        with self._exclusive(), self._running():
             self.runner.timing = True
             try:
                 for _ in self._walk(self._group_input(x, rows), self.plan(None, all_exits=True), False, len(x),
@@ -547,7 +572,7 @@ class Pipeline:
         plan = self.plan(exit, logits)
         results = [None] * len(x)
         try:
-            with self._exclusive():
+            with self._exclusive(), self._running():
                 self._device_out = bool(device_output)
                 try:
                     for group in self._groups(len(x)):
@@ -638,9 +663,12 @@ class Pipeline:
         try:
             for k in range(n_exits):
                 results = [None] * len(x)
-                for lane, (g, walk, s) in enumerate(zip(groups, walks, seen)):
-                    self.runner.lane = lane
-                    self._collect(next(walk), g, s, results, final=False)
+                # between two next() the generator holds nothing: close() may run, and a
+                # generator resumed after it is refused here as any call after close is
+                with self._running():
+                    for lane, (g, walk, s) in enumerate(zip(groups, walks, seen)):
+                        self.runner.lane = lane
+                        self._collect(next(walk), g, s, results, final=False)
                 final = k == n_exits - 1
                 if deadline is not None and not final:
                     spent = now() - t0
@@ -673,7 +701,7 @@ class Pipeline:
         self._check_open()
         x, _ = self.prepare(images)
         try:
-            with self._exclusive():
+            with self._exclusive(), self._running():
                 return self._tensors(x)
         finally:
             if isinstance(x, DeviceArray):

@@ -68,8 +68,10 @@ def selftest(package=None, target: str = "host", precision: str = "fp32", backen
     say = progress or (lambda msg: None)
     backend, device = resolve(backend, device)
     _check_request(target, precision, backend)
-    if images < 1:
-        raise MescError(f"--images {images}: at least one image")
+    from mesc.ranges import check_int
+
+    check_int("--images", images, 1)
+    check_int("--runs", runs, 1)
     if json_path:
         from mesc.package.outputs import check_file_output
 

@@ -46,6 +46,29 @@ def server_message(err: Exception) -> str:
     return lines[-1].split("RequestError: ", 1)[1] if lines else text.strip().splitlines()[-1] if text.strip() else repr(err)
 
 
+def request_array(images) -> np.ndarray:
+    """``images`` as the ``images`` input takes them, or a :class:`MescError` naming what is
+    wrong: the server checks the shape, but tritonclient refuses another dtype with its own
+    exception, before any request is sent."""
+    data = np.asarray(images)
+    if data.dtype != np.uint8 or data.ndim != 4:
+        raise MescError(f"images: expected a uint8 N x H x W x C array, got {data.dtype} {tuple(data.shape)}"
+                        + ("; convert with images.astype(np.uint8) from 0..255 values" if data.ndim == 4 else ""))
+    return np.ascontiguousarray(data)
+
+
+def request_files(encoded) -> np.ndarray:
+    """``encoded`` (PNG/JPEG files as bytes) as the N x 1 ``encoded`` input."""
+    if isinstance(encoded, (bytes, bytearray, str)) or not hasattr(encoded, "__iter__"):
+        raise MescError(f"encoded: expected a list of PNG/JPEG files as bytes, got {type(encoded).__name__}")
+    blobs = list(encoded)
+    bad = next((i for i, b in enumerate(blobs) if not isinstance(b, (bytes, bytearray, memoryview))), None)
+    if bad is not None or not blobs:
+        what = "an empty list" if not blobs else f"item {bad} is {type(blobs[bad]).__name__}"
+        raise MescError(f"encoded: expected a list of PNG/JPEG files as bytes; {what}")
+    return np.array([[bytes(b)] for b in blobs], dtype=object)
+
+
 class ServerError(MescError):
     """The server refused a request or could not answer it; the message is the server's."""
 
@@ -90,10 +113,10 @@ class Client:
         if (images is None) == (encoded is None):
             raise MescError("give images (uint8 N x H x W x C) or encoded (a list of PNG/JPEG bytes)")
         if images is not None:
-            data = np.ascontiguousarray(images)
+            data = request_array(images)
             inp = self._tc.InferInput(IMAGES, list(data.shape), "UINT8")
         else:
-            data = np.array([[bytes(b)] for b in encoded], dtype=object)
+            data = request_files(encoded)
             inp = self._tc.InferInput(ENCODED, list(data.shape), "BYTES")
         inp.set_data_from_numpy(data)
         params = {k: v for k, v in (("exit", exit), ("th_img", th_img), ("th_pix", th_pix)) if v is not None}

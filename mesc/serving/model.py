@@ -18,12 +18,14 @@ from mesc.serving.requests import (CONFIDENCES, EXIT, EXIT_NAME, LABELS, MAX_ENC
 
 
 class ServedPipeline:
-    def __init__(self, pipe, max_encoded_bytes: int = MAX_ENCODED_BYTES):
+    def __init__(self, pipe, max_encoded_bytes: int = MAX_ENCODED_BYTES, max_images: int | None = None):
         self.pipe = pipe
         self.exits = pipe.exit_names
         c, h, w = pipe.chw
         self.hwc = (h, w, c)
         self.max_encoded_bytes = max_encoded_bytes
+        # images per request; None where Triton bounds them (a model with max_batch_size > 0)
+        self.max_images = max_images
         self.defaults = {name: pipe.thresholds(name) for name in self.exits}
 
     def __call__(self, requests) -> list[dict]:
@@ -34,18 +36,40 @@ class ServedPipeline:
         line 80), and an exception from it becomes a single TritonModelException for every
         request Triton batched together (``pytriton/proxy/inference.py`` line 397,
         ``pytriton/proxy/model.py`` lines 213-216 and 491-492)."""
-        parsed, bad = [], []
-        for i, req in enumerate(requests):
-            try:
-                parsed.append((request_images(req.data, self.hwc, self.max_encoded_bytes),
-                               parse_overrides(req.parameters, self.exits)))
-            except RequestError as err:
-                bad.append(f"request {i}: {err}" if len(requests) > 1 else str(err))
+        parsed = self._parse(requests)
+        bad = [f"request {i}: {p}" if len(requests) > 1 else str(p)
+               for i, p in enumerate(parsed) if isinstance(p, RequestError)]
         if bad:
             raise RequestError("; ".join(bad))
-        responses = [None] * len(requests)
-        for ov in dict.fromkeys(o for _, o in parsed):
-            members = [i for i, (_, o) in enumerate(parsed) if o == ov]
+        return self._answer(parsed)
+
+    def answer_each(self, requests) -> list:
+        """Per request, its outputs (a dict of arrays) or the :class:`RequestError` refusing
+        it; the good requests run whatever the bad ones held. Triton's Python backend answers
+        each request on its own (:mod:`mesc.serving.python_backend`)."""
+        return self._answer(self._parse(requests))
+
+    def _parse(self, requests) -> list:
+        """Per request, (images, overrides) or the RequestError that refuses it."""
+        parsed = []
+        for req in requests:
+            try:
+                images = request_images(req.data, self.hwc, self.max_encoded_bytes)
+                if self.max_images is not None and len(images) > self.max_images:
+                    raise RequestError(f"{len(images)} images in one request, more than the {self.max_images} "
+                                       f"this model takes; split the request")
+                parsed.append((images, parse_overrides(req.parameters, self.exits)))
+            except RequestError as err:
+                parsed.append(err)
+        return parsed
+
+    def _answer(self, parsed) -> list:
+        """Run the parsed requests, one pipeline call per distinct overrides; a refusal stays
+        in its request's place."""
+        responses = list(parsed)
+        good = [i for i, p in enumerate(parsed) if not isinstance(p, RequestError)]
+        for ov in dict.fromkeys(parsed[i][1] for i in good):
+            members = [i for i in good if parsed[i][1] == ov]
             results = self._run(np.concatenate([parsed[i][0] for i in members]), ov)
             start = 0
             for i in members:

@@ -2,15 +2,19 @@
 
 PyTriton (``pip install 'mesc[serve]'``) ships the Triton server binary and runs our Python
 callable as the model, with Triton's HTTP/gRPC front ends, dynamic batcher, instances and
-Prometheus metrics. Its wheels are Linux x86-64 only: serving is for servers, not Jetsons.
+Prometheus metrics. Its wheels are for Linux x86-64 and aarch64 with glibc 2.35 or later (JetPack 6,
+not JetPack 5); ``--model-repository`` (:mod:`mesc.serving.repository`) writes a model for a stock
+``tritonserver`` instead, which needs no PyTriton.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import platform
 import re
+import socket
 import sys
 import time
 from pathlib import Path
@@ -47,11 +51,63 @@ def model_name(package, name: str | None = None) -> str:
     return name
 
 
+# the endpoints' option names, in the order they are checked
+_PORTS = (("--http-port", "http_port"), ("--grpc-port", "grpc_port"), ("--metrics-port", "metrics_port"))
+
+
+def _port_in_use(address: str, port: int) -> str | None:
+    """Why ``port`` cannot be listened on at ``address`` (None when it can): bound here and
+    closed at once. SO_REUSEADDR as servers set it, so a port left in TIME_WAIT by a previous
+    server passes and only a live listener (any program, another ``mesc serve`` too) is refused."""
+    host = address or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        return f"the address {host!r} does not resolve ({err.strerror or err})"
+    family, kind, proto, _, where = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(where)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return "already in use (another server, perhaps another mesc serve, listens there)"
+            return err.strerror or str(err)
+    return None
+
+
+def check_options(opts: ServeOptions) -> None:
+    """Refuse, in one line and before any package is loaded or Triton started, the options
+    Triton would otherwise fail on minutes later: counts out of range, one port given to two
+    endpoints, a port something already listens on."""
+    for option, value, low in (("--instances", opts.instances, 1), ("--max-batch", opts.max_batch, 1),
+                               ("--max-queue-delay-us", opts.max_queue_delay_us, 0),
+                               ("max_encoded_bytes (--max-request-mb)", opts.max_encoded_bytes, 1),
+                               ("exit_timeout_s", opts.exit_timeout_s, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise MescError(f"{option} must be a whole number >= {low}, got {value!r}")
+    seen: dict = {}
+    for option, field in _PORTS:
+        port = getattr(opts, field)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise MescError(f"{option} must be a port number from 1 to 65535, got {port!r}")
+        if port in seen:
+            raise MescError(f"{option} {port} is also the {seen[port]}; give each endpoint its own port")
+        seen[port] = option
+    for option, field in _PORTS:
+        port = getattr(opts, field)
+        why = _port_in_use(opts.address, port)
+        if why:
+            raise MescError(f"{option} {port} on {opts.address or '0.0.0.0'}: {why}; pass a free port")
+
+
 def check_platform() -> None:
-    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
-        raise MescError(f"mesc serve runs on Linux x86-64 servers only (PyTriton ships no other wheels); "
-                        f"this is {sys.platform} {platform.machine()}. On a Jetson, run the package with mesc run "
-                        f"or mesc.load")
+    # nvidia-pytriton 0.7 publishes manylinux wheels for x86-64 and aarch64 (glibc 2.35: JetPack 6
+    # yes, JetPack 5 no); where pip found none, require() below names the missing package
+    if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64", "aarch64", "arm64"):
+        raise MescError(f"mesc serve runs on Linux x86-64 or aarch64 only (PyTriton ships no other wheels); "
+                        f"this is {sys.platform} {platform.machine()}. Write a Triton model repository with "
+                        f"--model-repository instead, or run the package with mesc run or mesc.load")
 
 
 def describe(name: str, pkg, pipe, opts: ServeOptions) -> list[str]:
@@ -77,15 +133,15 @@ def describe(name: str, pkg, pipe, opts: ServeOptions) -> list[str]:
 
 def serve(package, options: ServeOptions | None = None, echo=print) -> None:
     """Serve ``package`` until Ctrl-C or SIGTERM (raised as KeyboardInterrupt: see
-    :func:`mesc.package.signals.sigterm_as_interrupt`), then stop Triton and its processes. Every
-    instance's pipeline is loaded before a port opens, so a bad package or device fails first."""
+    :func:`mesc.package.signals.sigterm_as_interrupt`), then stop Triton and its processes. The
+    options and ports are checked first (:func:`check_options`), then every instance's pipeline is
+    loaded before a port opens, so a bad package or device fails before Triton starts."""
     from mesc.lazy import require
     from mesc.runtime import load
     from mesc.serving.libpython import preload_env
 
     opts = options or ServeOptions()
-    if opts.instances < 1 or opts.max_batch < 1:
-        raise MescError("--instances and --max-batch must be at least 1")
+    check_options(opts)
     check_platform()
     name = model_name(package, opts.name)
     env = preload_env()  # fails here, with the reason, where no shared libpython exists

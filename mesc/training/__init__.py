@@ -28,7 +28,7 @@ from mesc.errors import TrainError
 # public name -> the module that defines it
 _HOME = {
     "TrainConfig": "config", "SCHEDULES": "config",
-    "train": "loop", "check_output": "loop", "save_checkpoint": "loop",
+    "train": "loop", "check_output": "loop", "check_outputs": "loop", "save_checkpoint": "loop",
     "exit_points": "exits", "as_exit_list": "exits", "early_exit_parameters": "exits",
     "freeze_norm_stats": "exits",
     "EXIT_DROPOUT": "losses", "EQ2_KEEP": "losses", "DEFAULT_ALPHA": "losses", "exit_dropout_schedule": "losses",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from mesc.errors import MescError
+from mesc.ranges import Real, Whole
 
 
 def _from_scratch(model: str) -> dict:
@@ -52,27 +53,28 @@ def _parse_scale(text: str) -> tuple[float, float]:
 @click.option("--val", "val_dir", type=click.Path(), default=None, help="Labelled folder for per-exit mIoU.")
 @click.option("--split", default=None, help="Split of --data to train on (e.g. train); default: all.")
 @click.option("--val-split", default=None, help="Split of --val to score (e.g. val); default: all.")
-@click.option("--epochs1", type=int, default=10, show_default=True, help="Stage 1 (exit dropout) epochs.")
-@click.option("--epochs2", type=int, default=5, show_default=True, help="Stage 2 (PFD, early heads) epochs.")
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--alpha", type=float, default=0.5, show_default=True,
+@click.option("--epochs1", type=Whole(min=0), default=10, show_default=True, help="Stage 1 (exit dropout) epochs.")
+@click.option("--epochs2", type=Whole(min=0), default=5, show_default=True, help="Stage 2 (PFD, early heads) epochs.")
+@click.option("--batch", type=Whole(min=2), default=8, show_default=True,
+              help="Images per step, at least 2 (BatchNorm); under torchrun the global batch.")
+@click.option("--lr", type=Real(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--alpha", type=Real(0, 1), default=0.5, show_default=True,
               help="MESS Eq. 3: per pixel alpha * (CE where the final exit is right) + (1 - alpha) * KL(final || "
                    "exit), in [0, 1].")
 @click.option("--exit-dropout", type=click.Choice(["prose", "eq2"]), default="prose", show_default=True,
               help="Stage 1's schedule: prose = the final exit and one early exit in turn per batch; eq2 = the "
                    "final exit and each early exit with probability 1/2 per batch.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=Whole(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--crop", default=None, help="Train on random HxW crops (e.g. 64x128); default whole images.")
-@click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--threads", type=Whole(min=1), default=None, help="torch CPU threads.")
 @click.option("--scale", default="0.5:2", show_default=True, help="Random rescale range LOW:HIGH (1:1: none).")
-@click.option("--jitter", type=float, default=0.2, show_default=True,
+@click.option("--jitter", type=Real(0, 1, max_open=True), default=0.2, show_default=True,
               help="Colour jitter: brightness, contrast, saturation scaled within 1 +- this.")
 @click.option("--schedule", type=click.Choice(["poly", "cosine"]), default="poly", show_default=True,
               help="Learning-rate decay over each stage (poly: power 0.9).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--no-amp", is_flag=True, help="Train in float32 on CUDA too (mixed precision is the default there).")
-@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--workers", type=Whole(min=0), default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--resume", type=click.Path(dir_okay=False), default=None,
               help="Training checkpoint (written every epoch) to continue from, with the same settings.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
@@ -81,7 +83,9 @@ def _parse_scale(text: str) -> tuple[float, float]:
               help="Per-epoch JSON-lines log; its curves go beside it as .png [default: OUTPUT with suffix "
                    ".train.jsonl].")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
-@click.option("--force", is_flag=True, help="Overwrite an existing checkpoint file.")
+@click.option("--force", is_flag=True,
+              help="Replace existing output files (the checkpoint, --checkpoint, --log and its curves); never "
+                   "anything the run reads.")
 def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir, val_dir, split, val_split, epochs1,
               epochs2, batch, lr, alpha, exit_dropout, seed, crop, threads, scale, jitter, schedule, device, no_amp,
               workers, resume, checkpoint, log_file, output, force):
@@ -91,22 +95,13 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
     arguments; --batch is the global batch."""
     from mesc.exporters.model_spec import load_model, model_file
     from mesc.training.config import TrainConfig
-    from mesc.training.loop import check_output, train
+    from mesc.training.loop import check_outputs, train
 
-    for name, value in (("--epochs1", epochs1), ("--epochs2", epochs2)):
-        if value < 0:
-            raise MescError(f"{name} must be >= 0, got {value}")
     for name, value in (("--backbone-weights", backbone_weights), ("--init", init)):
         if weights is not None and value is not None:
             raise MescError(f"--weights already sets every weight of the model: give it or {name}, not both")
     if init is not None and backbone_weights is not None:
         raise MescError("--init already sets the backbone: give it or --backbone-weights, not both")
-    if not 0 <= alpha <= 1:
-        raise MescError(f"--alpha must be in [0, 1] (MESS Eq. 3 weighs CE by alpha and KL by 1 - alpha), got {alpha}")
-    if batch < 2:
-        raise MescError(f"--batch must be at least 2 (BatchNorm), got {batch}")
-    if lr <= 0:
-        raise MescError(f"--lr must be positive, got {lr}")
     if crop is not None:
         from mesc.datasets.synthetic import parse_size
 
@@ -117,9 +112,13 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
     stem = Path(output).with_suffix("")
     checkpoint = checkpoint or f"{stem}.train.pt"
     log_file = log_file or f"{stem}.train.jsonl"
-    check_output(output, force, inputs=[("--data", data_dir), ("--val", val_dir), ("--weights", weights),
-                                        ("--backbone-weights", backbone_weights), ("--init", init),
-                                        ("--model", model_file(model))])
+    plot = str(Path(log_file).with_suffix(".png"))
+    # what the model is made from; train() adds the data folders, --init, --backbone-weights, --resume
+    model_inputs = [("--weights", weights), ("--model", model_file(model))]
+    # every output checked before the model is even loaded (train() checks again)
+    check_outputs(output, checkpoint, log_file, plot, force,
+                  [("--data", data_dir), ("--val", val_dir), ("--init", init),
+                   ("--backbone-weights", backbone_weights), *model_inputs], resume)
     net, _ = load_model(model, weights=weights, **_from_scratch(model))
     if getattr(net, "init_report", None) is not None and init is None and weights is None:
         click.echo(net.init_report.summary())  # a factory that starts from a shipped backbone (demo-search)
@@ -128,8 +127,7 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
                       crop=crop, threads=threads, scale=scale, jitter=jitter, schedule=schedule, device=device,
                       amp=not no_amp, workers=workers)
     summary = train(net, data_dir, out=output, config=cfg, val_dir=val_dir, log=click.echo, force=force,
-                    checkpoint=checkpoint, resume=resume, log_file=log_file,
-                    plot=str(Path(log_file).with_suffix(".png")),
+                    checkpoint=checkpoint, resume=resume, log_file=log_file, plot=plot, inputs=model_inputs,
                     backbone_weights=backbone_weights, backbone_layout=backbone_layout, split=split,
                     val_split=val_split, init=init)
     if "checkpoint" in summary:

@@ -6,8 +6,16 @@ import json
 from pathlib import Path
 
 
-def append(path, record: dict) -> None:
-    # appended line by line, so a resumed run continues the same log
+def append(path, record: dict, fresh: bool = False) -> None:
+    """Add ``record`` to the log: appended line by line, so a resumed run continues the same
+    log; ``fresh`` (a new run's first epoch) replaces the file whole instead, so an old log the
+    run was allowed to replace stays until the run has something to put in its place."""
+    if fresh:
+        from mesc.package.staging import atomic_file
+
+        with atomic_file(path) as tmp:
+            Path(tmp).write_text(json.dumps(record) + "\n")
+        return
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 

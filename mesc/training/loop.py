@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from mesc.datasets.labels import IGNORE
 from mesc.errors import TrainError
-from mesc.package.outputs import check_file_output
+from mesc.package.outputs import check_file_output, check_file_outputs, resolved
 from mesc.progress import bar as progress_bar
 from mesc.package.staging import atomic_file
 from mesc.training import data as training_data
@@ -34,6 +33,37 @@ def check_output(out, force: bool = False, inputs=()) -> None:
     overlaps an input, or lies where nothing can be written: hours of training must not end in
     a failed save."""
     check_file_output(out, "output", force, inputs=inputs, error=TrainError)
+
+
+def _is_training_log(path) -> bool:
+    try:
+        records = training_log.read(path)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return bool(records) and all(isinstance(r, dict) and {"stage", "epoch", "loss"} <= r.keys() for r in records)
+
+
+def check_outputs(out=None, checkpoint=None, log_file=None, plot=None, force: bool = False, inputs=(),
+                  resume=None) -> None:
+    """Every file a training run writes, by the rules every command follows
+    (:mod:`mesc.package.outputs`), before any training: none is, contains or lies inside what the
+    run reads (``inputs``: ``(label, path)`` pairs such as the data folders, the model file,
+    ``--weights``, ``--backbone-weights``, ``--init``, ``--resume``), none replaces an existing
+    file without ``force``, and no two are the same file; ``force`` never makes an input an output.
+
+    A resumed run continues its own files: ``checkpoint`` may be the ``resume`` file (read once
+    at the start, then replaced atomically after every epoch), and an existing ``log_file`` that
+    is a mesc training log is continued (and its curves ``plot`` redrawn) without ``force``."""
+    inputs = [(label, path) for label, path in inputs if path is not None]
+    continued = {}
+    if resume is not None:
+        inputs.append(("--resume", resume))
+        if checkpoint is not None and resolved(checkpoint) == resolved(resume):
+            continued["--checkpoint"] = "--resume"  # the one input a run may replace: read once, at the start
+        if log_file is not None and _is_training_log(log_file):
+            continued["--log"] = continued["--log's curves"] = None
+    check_file_outputs([("-o", out), ("--checkpoint", checkpoint), ("--log", log_file), ("--log's curves", plot)],
+                       force, inputs, continued, error=TrainError)
 
 
 def _device(cfg: TrainConfig, world: int) -> torch.device:
@@ -65,6 +95,7 @@ class _Run:
     progress: bool
     records: list
     resume: dict | None
+    fresh_log: bool = False  # the next record replaces log_file (a fresh run), else it is appended
 
     @property
     def amp(self) -> bool:
@@ -146,7 +177,8 @@ def _run_stage(run: _Run, model, stage: int, params, loss_fn, epochs, lr, train_
                 training_state.save(run.checkpoint, model, opt, sched, scaler if run.amp else None, stage,
                                     epoch + 1, run.settings, run.records)
             if run.log_file is not None:
-                training_log.append(run.log_file, record)
+                training_log.append(run.log_file, record, fresh=run.fresh_log)
+                run.fresh_log = False
                 if run.plot is not None:
                     training_log.plot(run.records, run.plot, log=run.log)
             if run.log:
@@ -171,7 +203,7 @@ def _check_labels(target, num_classes: int, desc: str, epoch: int, epochs: int) 
 def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=None,
           progress: bool = True, log=print, force: bool = False, checkpoint=None, resume=None,
           log_file=None, plot=None, backbone_weights=None, backbone_layout: str = "auto",
-          split: str | None = None, val_split: str | None = None, init=None) -> dict:
+          split: str | None = None, val_split: str | None = None, init=None, inputs=()) -> dict:
     """Train ``model`` in place with the two MESS stages; save its state_dict to ``out``.
 
     The settings, the data and ``out`` (an existing file only with ``force``) are checked
@@ -190,10 +222,17 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
     its early heads skipped (MESS stage 2 with new candidate heads: ``epochs1=0``); what was
     loaded, skipped and left missing is logged and returned as ``summary["init"]``
     (:func:`mesc.models.checkpoints.load_backbone_only`).
+    ``inputs``: ``(label, path)`` pairs the caller read to make ``model`` (its file, its weights):
+    with the data folders, ``init``, ``backbone_weights`` and ``resume`` no output may be one of
+    them (:func:`check_outputs`).
     """
     cfg = config or TrainConfig()
     cfg.check()
+    read = [("--data", data_dir), ("--val", val_dir), ("--init", init), ("--backbone-weights", backbone_weights),
+            *inputs]
     rank, world = rank_and_world()
+    if rank == 0:  # before the resume file or any weights are read: the run's own files first
+        check_outputs(out, checkpoint, log_file, plot, force, read, resume)
     if cfg.batch % world:
         raise TrainError(f"batch {cfg.batch} does not split evenly over {world} processes")
     state = training_state.load(resume) if resume is not None else None
@@ -218,19 +257,16 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
         if log and rank == 0:
             log(report.summary())
     dataset = training_data.SegStream(data_dir, aug=cfg.augmentation(), seed=cfg.seed, split=split)
-    if out is not None:
-        check_output(out, force, inputs=[("data", data_dir), ("val", val_dir), ("init", init)])
-    for extra in (checkpoint, log_file, plot):
-        if extra is not None and rank == 0:
-            check_output(extra, True, inputs=[("data", data_dir), ("val", val_dir), ("init", init)])
     if cfg.crop:
         training_data.check_crop(cfg.crop, *dataset.first_size())
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = _device(cfg, world)
-    if state is not None:
-        getattr(model, "module", model).load_state_dict(state["model"])
+    if state is not None:  # another model's checkpoint: one line naming the first keys, as -w gets
+        from mesc.models.checkpoints import load_state
+
+        load_state(getattr(model, "module", model), state.get("model"), f"--resume {resume}")
     model.to(device)
     if world > 1 and device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -239,10 +275,11 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
                                                 world=world)
     val = SegData(val_dir, split=val_split) if val_dir is not None else None
     records = [r for r in state["history"]] if state is not None else []
-    if log_file is not None and state is None and rank == 0:
-        Path(log_file).unlink(missing_ok=True)  # a fresh run starts a fresh log
+    # a fresh run starts a fresh log: its first epoch replaces an existing one (allowed by --force),
+    # which is kept until then
+    fresh_log = log_file is not None and state is None
     run = _Run(cfg, settings, dataset, loader, sampler, device, rank, world, val, checkpoint, log_file, plot, log,
-               progress, records, state)
+               progress, records, state, fresh_log)
 
     t0 = time.perf_counter()
     probe = to_input(torch.stack([dataset[i][0] for i in range(min(2, len(dataset)))]).to(device), norm)

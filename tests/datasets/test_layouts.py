@@ -1,6 +1,7 @@
 """The published layouts read as (image, mask) pairs with the exact class ids."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -115,3 +116,115 @@ def test_data_check_voc_table(tmp_path):
     assert rep["format"] == "voc" and rep["splits"] == {"train": 1, "trainval": 3, "val": 2}
     assert rep["without_labels"] == [str(tmp_path / "VOCdevkit" / "VOC2012" / "JPEGImages" / "c.jpg")]
     assert rep["histogram"][0] == {"id": 0, "name": "background", "share": 1.0}
+
+
+# -- corrupt annotations: one line naming the file (and the entry or field), whoever reads them -----
+
+def _coco_broken(root, how):
+    fixtures.coco(root)
+    path = root / "annotations" / "instances_val2017.json"
+    if how == "truncated":
+        path.write_text(path.read_text()[:-40])
+        return path
+    doc = json.loads(path.read_text())
+    if how == "no height":
+        del doc["images"][1]["height"]
+    elif how == "images not a list":
+        doc["images"] = {"1": doc["images"][0]}
+    elif how == "segmentation neither":
+        doc["annotations"][0]["segmentation"] = 5
+    elif how == "rle counts":
+        doc["annotations"][1]["segmentation"]["counts"] = {"x": 1}
+    elif how == "polygon of strings":
+        doc["annotations"][0]["segmentation"] = [["a", "b", "c", "d", "e", "f"]]
+    path.write_text(json.dumps(doc))
+    return path
+
+
+COCO_CASES = [
+    ("truncated", r"instances_val2017.json: not a valid JSON file"),
+    ("no height", r"instances_val2017.json: images\[1\] \(id 2\) has no 'height'"),
+    ("images not a list", r"instances_val2017.json: 'images' must be a list, got dict"),
+    ("segmentation neither", r"annotations\[0\] \(id 1\): 'segmentation' is neither polygons .* nor RLE"),
+    ("rle counts", r"annotations\[1\] \(id 2\): 'segmentation': RLE 'counts' must be a string or a list"),
+    ("polygon of strings", r"instances_val2017.json: annotation 1 of image 1: its segmentation cannot be drawn"),
+]
+
+
+@pytest.mark.parametrize("how, named", COCO_CASES)
+def test_a_corrupt_coco_file_is_one_error_naming_the_file_and_entry(tmp_path, how, named):
+    from mesc.datasets import coco
+
+    coco._coco.cache_clear()
+    _coco_broken(tmp_path, how)
+    with pytest.raises(MescError, match=named):
+        masks(read_folder(tmp_path, split="val"))
+
+
+@pytest.mark.parametrize("how, named", COCO_CASES[:4])
+def test_data_check_train_eval_and_calibrate_give_the_same_line(tmp_path, toy_package, how, named):
+    from mesc.cli import cli
+    from mesc.datasets import coco
+
+    _coco_broken(tmp_path / "coco", how)
+    for args in (["data", "check", str(tmp_path / "coco")],
+                 ["eval", str(toy_package), "--data", str(tmp_path / "coco"), "--resize"],
+                 ["calibrate", str(toy_package), "--data", str(tmp_path / "coco"), "--max-drop", "1", "--resize"],
+                 ["train", "--model", "demo", "--data", str(tmp_path / "coco"), "-o", str(tmp_path / "m.pt")]):
+        coco._coco.cache_clear()
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert res.output.startswith("mesc: error: ") and len(res.output.strip().splitlines()) == 1, res.output
+        assert re.search(named, res.output), (args, res.output)
+
+
+@pytest.mark.parametrize("how, named", [
+    ("truncated", r"SBD mask .*2008_000003.mat: not a readable MATLAB file"),
+    ("no GTcls", r"SBD mask .*2008_000003.mat: no 'GTcls' struct"),
+    ("no Segmentation", r"SBD mask .*2008_000003.mat: 'GTcls' has no 'Segmentation' field"),
+])
+def test_a_corrupt_sbd_mat_is_one_error_naming_the_file(tmp_path, how, named):
+    from scipy.io import savemat
+
+    from mesc.cli import cli
+
+    base = fixtures.sbd(tmp_path)
+    mat = base / "cls" / "2008_000003.mat"
+    if how == "truncated":
+        mat.write_bytes(mat.read_bytes()[:100])
+    elif how == "no GTcls":
+        savemat(mat, {"other": np.zeros((2, 2))})
+    else:
+        savemat(mat, {"GTcls": {"Boundaries": np.zeros((1,), object)}})
+    with pytest.raises(MescError, match=named):
+        masks(read_folder(tmp_path, split="val"))
+    res = CliRunner().invoke(cli, ["data", "check", str(tmp_path)])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_data_check_flags_label_ids_the_layouts_table_does_not_know(tmp_path):
+    from PIL import Image
+
+    from mesc.datasets.check import check, format_check
+
+    fixtures.cityscapes(tmp_path)
+    label_ids = tmp_path / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelIds.png"
+    ids = np.array(Image.open(label_ids))
+    ids[0, 0] = 200
+    Image.fromarray(ids).save(label_ids)
+    rep = check(tmp_path, "train")
+    assert rep["unknown_label_ids"] == {"200": str(label_ids)}
+    assert "label ids the cityscapes table does not know (read as ignore): 200" in format_check(rep)
+
+
+def test_images_a_split_lists_that_do_not_exist_are_missing_not_unlabelled(tmp_path):
+    from mesc.datasets.check import check, format_check
+
+    base = fixtures.voc(tmp_path)
+    (base / "JPEGImages" / "b.jpg").unlink()  # listed by val.txt, with its mask, but not on disk
+    rep = check(tmp_path, "val")
+    assert rep["missing"] == [str(base / "JPEGImages" / "b.jpg")]
+    assert rep["without_labels"] == [str(base / "JPEGImages" / "c.jpg")] and rep["labelled"] == 0
+    assert "1 images listed but missing: " in format_check(rep)
+    with pytest.raises(MescError, match=r"1 of 2 images its split lists are missing: .*b.jpg"):
+        read_folder(tmp_path, split="val")

@@ -149,3 +149,19 @@ def test_class_names_come_from_the_published_layout(toy, tmp_path, monkeypatch):
     monkeypatch.setattr(cityscapes, "CLASSES", tuple(names))  # the real 19 would not fit this 6-class toy
     ev = evaluate_package(pkg, root, split="val", resize=True)
     assert ev.classes == names and ev.images == 2
+
+
+def test_eval_refuses_masks_without_a_labelled_pixel_as_calibrate_does(toy, tmp_path):
+    """A mask that is all 255 has nothing to score: refused before it runs, naming it, not averaged in silently."""
+    from PIL import Image
+
+    from mesc.evaluation.evaluate import evaluate_package
+    from mesc.errors import MescError
+
+    pkg, data = toy
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    masks = sorted((copy / "masks").glob("*.png"))
+    Image.fromarray(np.full((64, 128), 255, np.uint8)).save(masks[1])
+    with pytest.raises(MescError, match=rf"1 mask\(s\) in {copy} have no labelled pixel .*: {masks[1].name}"):
+        evaluate_package(pkg, copy, resize=True, batch=8)

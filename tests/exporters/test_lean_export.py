@@ -1,6 +1,7 @@
 """The lean export: only a calibration report's chosen heads, with its thresholds."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,16 @@ CHOSEN = ["exit0c2", "exit2"]
 TH = {"exit0c2": {"th_pix": 0.55, "th_img": 0.4}}
 
 
-def _report(path, exits=CHOSEN, th=TH, **chosen):
+def _identity(**changed):
+    """The package identity a calibration of the full candidate_skipnet package records."""
+    model = candidate_skipnet()
+    ident = {"model": f"{type(model).__module__}.{type(model).__qualname__}", "weights_sha256": None,
+             "input_shape": list(SHAPE[1:]), "exits": ["exit0c0", "exit0c1", "exit0c2", "exit1c0", "exit1c1", "exit2"],
+             "policy": ["mess"], "confidence": ["top1"], "band": ["paper"], "precision": "fp32"}
+    return {**ident, **changed}
+
+
+def _report(path, exits=CHOSEN, th=TH, identity=None, **chosen):
     """A report as `mesc calibrate --report` writes it (the fields the lean export reads)."""
     cfg = Configuration(mode="input-dependent", exits=list(exits),
                         th_pix={**{k: v["th_pix"] for k, v in th.items()}, exits[-1]: None},
@@ -29,7 +39,8 @@ def _report(path, exits=CHOSEN, th=TH, **chosen):
                         expected_cost=1.0, miou=0.5, exit_fraction={k: 0.5 for k in exits}).to_dict()
     final = Configuration(mode="budgeted", exits=["exit2"], th_pix={"exit2": None}, th_img={"exit2": 0.0},
                           expected_cost=2.0, miou=0.5, exit_fraction={"exit2": 1.0}).to_dict()
-    rep = {"package": "out/cands", "policy": "mess", "chosen": {**cfg, **chosen}, "final_only": final,
+    rep = {"package": "out/cands", "package_identity": identity or _identity(), "policy": "mess",
+           "chosen": {**cfg, **chosen}, "final_only": final,
            "cost": {"unit": "MFLOPs", "exits": ["exit0c0", "exit0c1", "exit0c2", "exit1c0", "exit1c1", "exit2"]}}
     path.write_text(json.dumps(rep))
     return path
@@ -84,7 +95,8 @@ def test_lean_export_from_the_command_line(tmp_path):
     # an exit the report keeps with th_img None lets no image go ("never"): calibrate --write disables it, so
     # the lean package leaves it out
     rep = _report(tmp_path / "cal.json", exits=["exit0c1", "exit1c0", "exit2"],
-                  th={"exit0c1": {"th_pix": 0.6, "th_img": 0.7}, "exit1c0": {"th_pix": 0.5, "th_img": None}})
+                  th={"exit0c1": {"th_pix": 0.6, "th_img": 0.7}, "exit1c0": {"th_pix": 0.5, "th_img": None}},
+                  identity=_identity(model="toys.py:candidate_skipnet"))
     res = CliRunner().invoke(cli, ["export", "--model", f"{TOY}:candidate_skipnet", "--input-shape", "1x3x32x64",
                                    "--from-report", str(rep), "-o", str(out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -138,7 +150,8 @@ def test_a_missing_report_and_conflicting_options_are_refused(tmp_path):
 
 def test_the_cli_refuses_a_bad_report_with_one_line_and_status_2(tmp_path):
     rep = _report(tmp_path / "cal.json", exits=["exit0c0", "exit0c1", "exit2"],
-                  th={"exit0c0": TH["exit0c2"], "exit0c1": TH["exit0c2"]})
+                  th={"exit0c0": TH["exit0c2"], "exit0c1": TH["exit0c2"]},
+                  identity=_identity(model="toys.py:candidate_skipnet"))
     res = CliRunner().invoke(cli, ["export", "--model", f"{TOY}:candidate_skipnet", "--input-shape", "1x3x32x64",
                                    "--from-report", str(rep), "-o", str(tmp_path / "lean")])
     assert res.exit_code == 2
@@ -150,3 +163,32 @@ def test_an_output_inside_the_report_is_refused(tmp_path):
     rep = _report(tmp_path / "cal.json")
     with pytest.raises(MescError, match="cal.json"):
         export(candidate_skipnet(), rep / "lean", options=_options(from_report=str(rep)))
+
+
+# what the report was computed on ------------------------------------------------------------------
+
+@pytest.mark.parametrize("changed, kw, field", [
+    ({"confidence": ["entropy"]}, {}, "confidence"),  # thresholds for entropy heads into top-1 heads
+    ({}, {"policy": "entropy"}, "confidence"),
+    ({"model": "demo"}, {}, "model"),  # another model with the same exit names
+    ({"weights_sha256": "0" * 64}, {}, "weights_sha256"),
+    ({"input_shape": [3, 64, 128]}, {}, "input_shape"),
+    ({"band": ["wide"]}, {}, "band"),
+    ({}, {"edge": False}, "band"),
+    ({"policy": ["mean_top1"]}, {}, "policy"),
+    ({"precision": "int8"}, {}, "precision"),
+    ({"exits": ["exit0", "exit1", "exit2"]}, {}, "exits"),  # a package of another model
+])
+def test_a_report_of_another_package_is_refused_naming_the_field_and_both_values(tmp_path, changed, kw, field):
+    rep = _report(tmp_path / "cal.json", identity=_identity(**changed))
+    recorded = _identity(**changed)[field]
+    _refused(tmp_path, rf"computed on a package whose {field} (is|are) {re.escape(repr(recorded))}, and this "
+                       rf"(export's|model's) {field} (is|are) ", rep, **kw)
+
+
+def test_a_report_without_the_package_identity_is_refused(tmp_path):
+    rep = _report(tmp_path / "cal.json")
+    data = json.loads(rep.read_text())
+    del data["package_identity"]
+    rep.write_text(json.dumps(data))
+    _refused(tmp_path, r"does not record the package it was computed on", rep)

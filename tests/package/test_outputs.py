@@ -87,6 +87,49 @@ def test_a_package_and_a_synth_data_folder_are_recognised(toy_package, tmp_path)
         check_dir_output(synth, "package", force=True)
 
 
+def test_force_refuses_a_valid_package_or_synth_data_folder_holding_the_users_files(toy_package, tmp_path):
+    """One rule for every kind: --force replaces a folder only when mesc wrote every file in it."""
+    import shutil
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(toy_package, pkg)
+    check_dir_output(pkg, "package", force=True)  # only mesc's files: replaceable
+    for rel in ("notes.txt", "onnx/mine.onnx", "reports/cal.json"):
+        target = pkg / rel
+        target.parent.mkdir(exist_ok=True)
+        target.write_text("the user's")
+        with pytest.raises(MescError, match=rf"--force replaces only a mesc package, and it holds 1 file\(s\) mesc did "
+                                            rf"not write: {rel}"):
+            check_dir_output(pkg, "package", force=True)
+        target.unlink()
+    synth = synthetic.generate(tmp_path / "synth", 2, size=(16, 16))
+    (synth / "masks" / "00001.txt").write_text("my annotation notes")
+    (synth / "report.json").write_text("{}")
+    with pytest.raises(MescError, match=r"holds 2 file\(s\) mesc did not write: masks/00001.txt, report.json"):
+        check_dir_output(synth, "synth-data", force=True)
+
+
+def test_export_and_synth_data_force_keep_the_users_files(toy_package, tmp_path):
+    """The commands, end to end: the refusal comes before any work and nothing is lost."""
+    from click.testing import CliRunner
+
+    from mesc.cli import cli
+
+    synth = synthetic.generate(tmp_path / "synth", 1, size=(16, 16))
+    (synth / "notes.txt").write_text("keep me")
+    res = CliRunner().invoke(cli, ["synth-data", "-o", str(synth), "--count", "1", "--size", "16x16", "--force"])
+    assert res.exit_code == 2 and "notes.txt" in res.output, res.output
+    assert (synth / "notes.txt").read_text() == "keep me"
+    import shutil
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(toy_package, pkg)
+    (pkg / "calibration-report.json").write_text("{}")
+    res = CliRunner().invoke(cli, ["export", "-o", str(pkg), "--force"])
+    assert res.exit_code == 2 and "calibration-report.json" in res.output, res.output
+    assert (pkg / "calibration-report.json").exists()
+
+
 def test_a_run_output_is_an_empty_folder_or_exactly_what_a_previous_run_listed(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

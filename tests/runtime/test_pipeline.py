@@ -345,3 +345,70 @@ def test_time_segments_times_every_segment_of_the_runtimes_own_walk(pkg, images)
         pipe.runner.segment_times = lambda: {head0: 7.5, "not-a-segment": 1.0}
         ms = pipe.time_segments(images[:2])
         assert ms[head0] == 7.5 and "not-a-segment" not in ms  # the device's figures win
+
+
+def test_close_under_load_ends_calls_in_flight_cleanly(pkg_host, images):
+    """close() while other threads are inside pipe(x): it waits for the calls in flight, and
+    every call either returns its results or says the pipeline is closed, nothing else."""
+    import threading
+
+    pipe = mesc.load(pkg_host)
+    errors, done, started = [], [], threading.Barrier(5)
+
+    def hammer():
+        started.wait()
+        try:
+            while True:
+                res = pipe(images)
+                assert len(res) == len(images)
+                done.append(1)
+        except MescError as err:
+            if "the pipeline is closed" not in str(err):
+                errors.append(err)
+        except Exception as err:  # noqa: BLE001  (what the test guards against: KeyError and the like)
+            errors.append(err)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    while len(done) < 4:  # calls are running
+        pass
+    pipe.close()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+
+
+def test_an_anytime_generator_resumed_after_close_says_so(pkg_host, images):
+    pipe = mesc.load(pkg_host)
+    walk = pipe.anytime(images)
+    next(walk)
+    pipe.close()
+    with pytest.raises(MescError, match="the pipeline is closed"):
+        next(walk)
+
+
+@pytest.mark.parametrize("args, kw, named", [
+    ((None,), {}, r"mesc.load: path must be a package folder .*got None"),
+    ((3,), {}, r"mesc.load: path must be a package folder .*got 3"),
+    (("PKG",), {"treads": 2}, r"mesc.load: unknown argument 'treads'; did you mean 'threads'\?"),
+    (("PKG",), {"backend": "onnxruntime", "dla_core": 0}, r"unknown argument 'dla_core'"),
+    (("PKG",), {"threads": "2"}, r"mesc.load: threads must be a whole number >= 1 .*got '2'"),
+    (("PKG",), {"threads": 0}, r"mesc.load: threads must be a whole number >= 1"),
+    (("PKG",), {"spin": 1}, r"mesc.load: spin must be True or False, got 1"),
+    (("PKG",), {"backend": 2}, r"mesc.load: backend must be one of auto, onnxruntime, tensorrt, got 2"),
+    (("PKG",), {"device": 0}, r"mesc.load: device must be 'cpu', 'cuda' or 'cuda:N', got 0"),
+    (("PKG",), {"precision": 16}, r"mesc.load: precision must be a name \(str\) or None, got 16"),
+])
+def test_load_names_a_bad_argument_before_reading_the_package(tmp_path, monkeypatch, args, kw, named):
+    from mesc.package import Package
+
+    def never(*a, **k):
+        raise AssertionError("the package was read before the arguments were checked")
+
+    monkeypatch.setattr(Package, "load", never)
+    args = tuple(tmp_path / "pkg" if a == "PKG" else a for a in args)
+    with pytest.raises(MescError, match=named):
+        mesc.load(*args, **kw)

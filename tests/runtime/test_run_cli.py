@@ -81,8 +81,8 @@ def test_wrong_size_is_refused_unless_resize(pkg_host, tmp_path):
     (["--th-img", "2"], "thresholds must be in [0, 1]"),
     (["--target", "xavier"], "select TensorRT engines"),
     (["--deadline", "0"], "--deadline"),
-    (["--deadline", "nan"], "a deadline is a finite number of milliseconds above 0"),
-    (["--deadline", "inf"], "a deadline is a finite number of milliseconds above 0"),
+    (["--deadline", "nan"], "--deadline must be a finite number > 0, got nan"),
+    (["--deadline", "inf"], "--deadline must be a finite number > 0, got inf"),
     (["--deadline", "50", "--exit", "1"], "--deadline runs anytime mode"),
 ])
 def test_bad_options_are_one_line_errors(pkg_host, pngs, tmp_path, args, msg):

@@ -1,16 +1,13 @@
 """The real server: `mesc serve` (PyTriton's bundled Triton) on free loopback ports, asked over
 HTTP and gRPC with tritonclient, answers as `mesc.load(...)` does in process; bad requests get
 errors naming the input while it keeps serving; SIGTERM leaves no process behind.
-
-nvidia-pytriton pins numpy<2, so `make test` runs this file in its own .venv-serve, with the demo
-package exported by the main venv's Python (MESC_EXPORT_PYTHON, torch is not in .venv-serve)."""
+`make test` runs this file in .venv-serve (see conftest.py)."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,36 +18,11 @@ pytest.importorskip("tritonclient", reason="tritonclient is not installed here: 
 
 import mesc  # noqa: E402
 from mesc.serving.client import Client, ServerError  # noqa: E402
-from mesc.serving.local import ServerDidNotStart, start_local  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _export_python():
-    py = os.environ.get("MESC_EXPORT_PYTHON") or str(ROOT / ".venv" / "bin" / "python")
-    if not Path(py).exists():
-        pytest.skip(f"no Python with torch to export the demo package ({py}); make test sets MESC_EXPORT_PYTHON")
-    return py
-
-
-def _session_processes(sid):
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(stat.parent.name))
-    return found
-
+from mesc.serving.local import ServerDidNotStart, session_processes, start_local  # noqa: E402
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    out = tmp_path_factory.mktemp("serve") / "demo"
-    subprocess.run([_export_python(), "-m", "mesc.cli", "export", "-o", str(out), "--policy-at", "native",
-                    "--dynamic-batch"], check=True, capture_output=True, timeout=300)
-    return out
+def package(demo_dynamic):
+    return demo_dynamic
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +104,8 @@ def test_sigterm_stops_cleanly_leaving_no_process(server):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
     deadline = time.monotonic() + 20
-    while _session_processes(proc.pid) and time.monotonic() < deadline:
+    while session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _session_processes(proc.pid) == []
+    assert session_processes(proc.pid) == []
     log.seek(0)
     assert "mesc serve: stopping" in log.read()

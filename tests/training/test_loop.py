@@ -2,6 +2,9 @@
 resume, and mesc train."""
 
 import math
+import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -335,3 +338,118 @@ def test_candidate_stage2_on_cuda_with_amp(scenes, tmp_path):
     assert all(not torch.equal(trained[f"exits.{p}.{j}.0.weight"], untrained[f"exits.{p}.{j}.0.weight"])
                for p in (0, 1) for j in (0, 1))
     assert summary["val_exits"] == ["exit0c0", "exit0c1", "exit1c0", "exit1c1", "exit2"]
+
+
+# -- every file a run writes goes through the output rules every command follows ------------------
+
+def _train_args(scenes, model_file=NETS, *extra):
+    return ["train", "--model", f"{model_file}:tiny_model", "--data", str(scenes), "--epochs1", "1", "--epochs2", "0",
+            "--batch", "4", *map(str, extra)]
+
+
+def test_train_never_writes_over_what_it_reads_even_with_force(scenes, tmp_path):
+    model_file = tmp_path / "my_model.py"  # a copy: on the old code this test destroyed its model file
+    shutil.copy(NETS, model_file)
+    weights = tmp_path / "start.pt"
+    torch.save(tiny_model().state_dict(), weights)
+    source, kept = model_file.read_bytes(), weights.read_bytes()
+    for extra, named in (
+            (["--log", model_file], "--log .* is the input --model"),  # the model's own source file
+            (["--log", tmp_path / "log.jsonl", "-w", weights, "--checkpoint", weights],
+             "--checkpoint .* is the input --weights"),  # the weights the run started from
+            (["--checkpoint", scenes / "ckpt.pt"], "--checkpoint .* lies inside the input --data")):
+        res = CliRunner().invoke(cli, _train_args(scenes, model_file, "-o", tmp_path / "out.pt", "--force", *extra))
+        assert res.exit_code == 2 and re.search(named, res.output), res.output
+        assert len(res.output.strip().splitlines()) == 1
+    assert model_file.read_bytes() == source and weights.read_bytes() == kept
+    assert not (tmp_path / "my_model.png").exists()
+
+
+def test_the_curves_png_is_checked_like_any_output(scenes, tmp_path):
+    weights = tmp_path / "run.png"  # a weights file that happens to share the log's stem
+    torch.save(tiny_model().state_dict(), weights)
+    kept = weights.read_bytes()
+    res = CliRunner().invoke(cli, _train_args(scenes, NETS, "-w", weights, "--log", tmp_path / "run.jsonl", "-o",
+                                              tmp_path / "out.pt", "--force"))
+    assert res.exit_code == 2 and "--log's curves" in res.output and "is the input --weights" in res.output
+    assert weights.read_bytes() == kept
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"my figure")
+    res = CliRunner().invoke(cli, _train_args(scenes, NETS, "--log", tmp_path / "mine.jsonl", "-o",
+                                              tmp_path / "o.pt"))
+    assert res.exit_code == 2 and "mine.png already exists; pass --force" in res.output
+    assert mine.read_bytes() == b"my figure"
+
+
+def test_an_existing_log_is_kept_unless_force_and_until_the_first_epoch(scenes, tmp_path):
+    log = tmp_path / "notes.jsonl"
+    log.write_text("my own notes\n")
+    with pytest.raises(training.TrainError, match="notes.jsonl already exists; pass --force"):
+        training.train(tiny_model(), scenes, out=tmp_path / "o.pt", config=_quick(), progress=False, log=None,
+                       log_file=log)
+    assert log.read_text() == "my own notes\n"
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_start(msg):
+        raise Stop
+
+    with pytest.raises(Stop):  # a run stopped before its first epoch leaves the old log as it was
+        training.train(tiny_model(), scenes, out=tmp_path / "o.pt", config=_quick(), progress=False,
+                       log=stop_at_start, log_file=log, force=True)
+    assert log.read_text() == "my own notes\n"
+    training.train(tiny_model(), scenes, out=tmp_path / "o.pt", config=_quick(), progress=False, log=None,
+                   log_file=log, force=True)
+    from mesc.training import log as training_log
+
+    assert [(r["stage"], r["epoch"]) for r in training_log.read(log)] == [(1, 1)]
+
+
+def test_two_outputs_of_one_run_are_never_the_same_file(scenes, tmp_path):
+    out = tmp_path / "o.pt"
+    with pytest.raises(training.TrainError, match=r"--checkpoint .*o.pt is also the -o .*o.pt"):
+        training.train(tiny_model(), scenes, out=out, checkpoint=out, config=_quick(), progress=False, log=None)
+    with pytest.raises(training.TrainError, match=r"--log's curves .*o.png is also the -o"):
+        training.train(tiny_model(), scenes, out=tmp_path / "o.png", log_file=tmp_path / "o.jsonl",
+                       plot=tmp_path / "o.png", config=_quick(), progress=False, log=None)
+    assert not out.exists()
+
+
+def test_a_resume_file_is_an_input_unless_the_checkpoint_continues_it(scenes, tmp_path):
+    ckpt = tmp_path / "run.train.pt"
+    training.train(tiny_model(), scenes, config=_quick(), progress=False, log=None, checkpoint=ckpt)
+    kept = ckpt.read_bytes()
+    with pytest.raises(training.TrainError, match=r"the output -o .*run.train.pt is the input --resume"):
+        training.train(tiny_model(), scenes, out=ckpt, config=_quick(), progress=False, log=None, resume=ckpt,
+                       force=True)
+    assert ckpt.read_bytes() == kept
+
+
+def test_resuming_another_models_checkpoint_is_one_line(scenes, tmp_path):
+    from mesc.errors import ModelLoadError
+
+    ckpt = tmp_path / "run.train.pt"
+    training.train(tiny_model(), scenes, config=_quick(), progress=False, log=None, checkpoint=ckpt)
+    other = TinyMultiExit(width=4)  # the same names, other shapes; or other names altogether
+    for model in (other, nn.Sequential(nn.Conv2d(3, 6, 1))):
+        with pytest.raises(ModelLoadError) as err:
+            training.train(model, scenes, config=_quick(), progress=False, log=None, resume=ckpt,
+                           checkpoint=ckpt)
+        text = str(err.value)
+        assert text.startswith(f"--resume {ckpt} does not match the model: ") and "\n" not in text
+        assert len(text) < 600, len(text)
+
+
+def test_a_weights_file_whose_keys_are_not_strings_is_refused_by_name(tmp_path):
+    from mesc import models
+    from mesc.errors import ModelLoadError
+
+    bad = tmp_path / "bad.pt"
+    torch.save({0: torch.zeros(1), "exits.0.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ModelLoadError, match=r"bad.pt: a state_dict's keys are parameter names \(strings\); 1 are "
+                                             r"not, e.g. 0 \(int\)"):
+        models.load_checkpoint(tiny_model(), bad)
+    res = CliRunner().invoke(cli, ["export", "-m", f"{NETS}:tiny_model", "-w", str(bad), "-o",
+                                   str(tmp_path / "pkg")])
+    assert res.exit_code == 2 and "keys are parameter names" in res.output and "Traceback" not in res.output

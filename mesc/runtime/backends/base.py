@@ -38,6 +38,9 @@ class Runner(abc.ABC):
     """activate() / run segments / deactivate(); also a context manager."""
 
     backend = "?"
+    # what the segments run at: "fp32" ONNX, the prepared graphs' or the engines' precision
+    # (make_runner sets it; calibration reports record it)
+    precision = "fp32"
     # device-side timing of each segment (CUDA events) wanted for the next runs; off, it costs nothing
     timing = False
     # how segments are launched: "off" (one run at a time), "cuda-graphs" (captured and replayed)

@@ -113,6 +113,14 @@ def test_the_report_lists_every_architecture_and_the_front_heads(candidate_packa
                     report=tmp_path / "cal.json")
     rep = json.loads((tmp_path / "cal.json").read_text())
     assert rep["candidates"] is True and rep["cost"]["point"] == [0, 0, 1, 2]
+    # what it was computed on, for `mesc export --from-report` to check
+    from mesc.calibration.exits.report import package_identity
+    from mesc.package import Package
+
+    manifest = Package.load(candidate_package).manifest
+    assert rep["package_identity"] == package_identity(manifest, "fp32")
+    assert rep["package_identity"]["exits"] == NAMES and rep["package_identity"]["precision"] == "fp32"
+    assert rep["package_identity"]["confidence"] == sorted({e["policy"]["confidence"] for e in manifest["exits"]})
     archs = {tuple(a["exits"]): a for a in rep["architectures"]}
     assert set(archs) == {("exit2",), ("exit0c0", "exit2"), ("exit0c1", "exit2"), ("exit1", "exit2"),
                           ("exit0c0", "exit1", "exit2"), ("exit0c1", "exit1", "exit2")}
