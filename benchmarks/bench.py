@@ -62,6 +62,7 @@ class BenchOptions:
     baselines: tuple = BASELINES
     threads: int | None = None
     seed: int = 0
+    cuda_graphs: bool = True
 
 
 def latency_key(backend: str, device: str, target: str | None = None, variant: str | None = None) -> str:
@@ -197,7 +198,8 @@ class BenchContext:
         from mesc.runtime import make_runner
 
         extra = {"threads": self.threads} if self.opts.backend == "onnxruntime" else {}
-        return make_runner(pkg, self.opts.backend, self.dev, self.target, self.variant, **extra)
+        return make_runner(pkg, self.opts.backend, self.dev, self.target, self.variant,
+                           cuda_graphs=self.opts.cuda_graphs, **extra)
 
 
 def bench(package, opts: BenchOptions | None = None, progress: bool = True, say=print) -> dict:
@@ -396,6 +398,7 @@ def _assemble(ctx: BenchContext, rounds, skipped, data) -> dict:
     record = {s.name: round(float(np.median(head_cost.get(s.name, seg_parts[s.name]))), 4)
               for s in pkg.segments}
     precision = ctx.variant.split("-")[0] if ctx.variant else "fp32"
+    overhead = _overhead(pkg, pipe, exits, base)
     return {
         "package": str(pkg.root), "model": pkg.source.get("model"), "date": utc_now(),
         "input_shape": [opts.batch, *pipe.chw], "backend": opts.backend, "device": str(ctx.dev),
@@ -405,8 +408,24 @@ def _assemble(ctx: BenchContext, rounds, skipped, data) -> dict:
         "settings": {"warmup": opts.warmup, "iters": opts.iters, "batch": opts.batch, "threads": ctx.threads,
                      "baselines": list(opts.baselines), "data": opts.data},
         "environment": harness.environment(ctx.dev, ctx.threads, precision),
-        "segments": segments, "exits": exits, "baselines": base, "data": data,
+        "segments": segments, "exits": exits, "baselines": base, "data": data, "overhead": overhead,
         "latency_key": latency_key(opts.backend, str(ctx.dev), ctx.target, ctx.variant), "latency_ms": record,
+    }
+
+
+def _overhead(pkg, pipe, exits: list, base: dict) -> dict:
+    """What chaining costs beyond the work (issue 25's figures): per extra segment of the final
+    exit's path ``(final - monolithic) / (segments - 1)``; per exit the time outside its segments
+    (the exit's median minus the sum of its segments' medians: uploads, reads, decisions, Python)
+    and the confidence read; and how segments were launched."""
+    last = exits[-1]
+    mono = base.get("monolithic", {}).get("ms", {}).get("median")
+    n = len(last["segments"])
+    return {
+        "path": pipe.runner.path(),
+        "per_segment_ms": (last["ms"]["median"] - mono) / (n - 1) if mono is not None and n > 1 else None,
+        "outside_segments_ms": {e["name"]: e["ms"]["median"] - e["segment_sum_ms"] for e in exits},
+        "confidence_read_ms": {e["name"]: e["decision"]["ms"]["median"] for e in exits},
     }
 
 
@@ -464,6 +483,16 @@ def format_result(r: dict) -> str:
         if "eager_over_final" in v:
             extra = f"  eager forward / mesc final exit = {v['eager_over_final']:.2f}"
         lines.append(f"{name:11s} median {v['ms']['median']:.2f}  p90 {v['ms']['p90']:.2f}{extra}")
+    o = r.get("overhead")
+    if o:
+        path = o["path"]
+        per_seg = "-" if o["per_segment_ms"] is None else f"{o['per_segment_ms'] * 1e3:.0f} us"
+        outside = ", ".join(f"{k} {v:.3f}" for k, v in o["outside_segments_ms"].items())
+        reads = ", ".join(f"{k} {v:.3f}" for k, v in o["confidence_read_ms"].items())
+        lines.append(f"overhead    per extra segment {per_seg} ((final - monolithic) / (segments - 1)); "
+                     f"outside segments {outside}; confidence read {reads} ms")
+        lines.append(f"path        {path['io']} I/O, CUDA graphs {path['cuda_graphs']}"
+                     + "".join(f"; {k} uncaptured: {v}" for k, v in path["graph_fallbacks"].items()))
     d = r.get("data")
     if d:
         hist = ", ".join(f"{k} {100 * f:.0f}%" for k, f in d["exit_fraction"].items())

@@ -66,6 +66,10 @@ def test_fp32_cli_passes_and_writes_the_report(fp16_package, tmp_path):
     assert [c["name"] for c in data["checks"]][-1].startswith("exit decisions")
     assert all({"name", "value", "op", "bar", "passed"} <= set(c) for c in data["checks"])
     assert data["images"] == {"count": 4, "source": "random smooth images", "batch": 1}
+    # the path the backend took is named (a CPU runs ONNX Runtime's synchronous path, no graphs)
+    assert data["runtime_path"] == {"backend": "onnxruntime", "io": "direct", "cuda_graphs": "off",
+                                    "graph_fallbacks": {}}
+    assert "runtime path: onnxruntime, direct I/O, CUDA graphs off" in res.output
 
 
 def test_fp16_graphs_against_fp32(fp16_package):

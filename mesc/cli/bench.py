@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import Whole, engine_build_options, parse_name_list
+from mesc.cli.options import Whole, cuda_graphs_option, engine_build_options, parse_name_list
 
 
 @click.command("bench")
@@ -12,6 +12,7 @@ from mesc.cli.options import Whole, engine_build_options, parse_name_list
 @click.option("--backend", default="onnxruntime", show_default=True, help="onnxruntime or tensorrt.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @engine_build_options
+@cuda_graphs_option
 @click.option("--batch", type=Whole(min=1), default=1, show_default=True, help="Images per run.")
 @click.option("--warmup", type=Whole(min=0), default=3, show_default=True, help="Untimed rounds first.")
 @click.option("--iters", type=Whole(min=1), default=20, show_default=True, help="Timed rounds.")
@@ -27,7 +28,7 @@ from mesc.cli.options import Whole, engine_build_options, parse_name_list
 @click.option("--record", is_flag=True,
               help="Store the per-segment medians in the manifest (what 'mesc calibrate' costs exits with).")
 @click.option("--force", is_flag=True, help="Overwrite existing --json and --plot files.")
-def bench_cmd(package, backend, device, target, precision, batch, warmup, iters, threads, data, resize, baselines,
+def bench_cmd(package, backend, device, target, precision, cuda_graphs, batch, warmup, iters, threads, data, resize, baselines,
               json_out, plot, record, force):
     """Latency per segment and per exit of PACKAGE, against a monolithic graph and eager PyTorch."""
     from mesc.benchmarks.bench import BenchOptions, bench, check_outputs, format_result, plot as plot_result, \
@@ -36,7 +37,8 @@ def bench_cmd(package, backend, device, target, precision, batch, warmup, iters,
     check_outputs(package, data, json_out, plot, force)  # before minutes of timing
     chosen = tuple(b for b in baselines if b != "none")
     opts = BenchOptions(backend=backend, device=device, target=target, precision=precision, batch=batch,
-                        warmup=warmup, iters=iters, data=data, resize=resize, baselines=chosen, threads=threads)
+                        warmup=warmup, iters=iters, data=data, resize=resize, baselines=chosen, threads=threads,
+                        cuda_graphs=cuda_graphs)
     if plot:
         from mesc.lazy import require
 

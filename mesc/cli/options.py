@@ -73,3 +73,12 @@ def backend_options(command):
     command = click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")(command)
     return click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt", "auto"]), default="onnxruntime",
                         show_default=True, help="Which runtime backend runs the exits.")(command)
+
+
+def cuda_graphs_option(command):
+    """--cuda-graphs on|off for a command that runs a package on a device."""
+    return click.option("--cuda-graphs", "cuda_graphs", type=click.Choice(["on", "off"]), default="on",
+                        show_default=True, callback=lambda ctx, param, v: v == "on",
+                        help="On a CUDA device, capture each segment per batch size into a CUDA graph and "
+                             "replay it; off runs every segment uncaptured (for comparison, or a driver "
+                             "where capture fails).")(command)

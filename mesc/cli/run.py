@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import Real, Whole, engine_build_options, parse_thresholds
+from mesc.cli.options import Real, Whole, cuda_graphs_option, engine_build_options, parse_thresholds
 from mesc.errors import MescError
 
 
@@ -16,6 +16,7 @@ from mesc.errors import MescError
 @click.option("--backend", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @engine_build_options
+@cuda_graphs_option
 @click.option("--exit", "exit_key", default=None,
               help="Budgeted mode: always take this exit (name or 0-based position); runs only what it needs.")
 @click.option("--th-img", callback=parse_thresholds, default=None,
@@ -30,8 +31,8 @@ from mesc.errors import MescError
 @click.option("--resize", is_flag=True, help="Resize images of another size to the package input (else refused).")
 @click.option("--force", is_flag=True, help="Replace a previous run's output folder (a folder holding other files "
                                           "is refused).")
-def run_cmd(package, images, output, backend, device, target, precision, exit_key, th_img, th_pix, batch, deadline,
-            resize, force):
+def run_cmd(package, images, output, backend, device, target, precision, cuda_graphs, exit_key, th_img, th_pix, batch,
+            deadline, resize, force):
     """Segment IMAGES (files or folders) with early exit; write palette PNGs and a results table.
 
     Images that cannot be read are reported and skipped; the exit status is then 1.
@@ -41,7 +42,7 @@ def run_cmd(package, images, output, backend, device, target, precision, exit_ke
     from mesc.runtime.thresholds import per_exit
 
     check_output(output, images, package, force)  # refuse before loading anything
-    pipe = load(package, backend=backend, device=device, target=target, precision=precision)
+    pipe = load(package, backend=backend, device=device, target=target, precision=precision, cuda_graphs=cuda_graphs)
     with pipe:
         for key, vals in (("th_img", th_img), ("th_pix", th_pix)):
             if vals is None:

@@ -83,11 +83,21 @@ def tensorrt_installed() -> bool:
 
 
 def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = None, precision: str | None = None,
-                **options):
+                cuda_graphs: bool = True, stream: int | None = None, **options):
     """The runner for ``backend`` on ``device``; ``auto`` takes TensorRT on a CUDA device when the
-    package has engines and TensorRT is installed, else ONNX Runtime."""
+    package has engines and TensorRT is installed, else ONNX Runtime. ``cuda_graphs`` and
+    ``stream`` go to the runner, ``options`` to its loader."""
     check_runner_options(backend, options, "make_runner")
     dev = parse_device(device)
+    if not isinstance(cuda_graphs, bool):
+        raise BackendError(f"cuda_graphs must be True or False, got {cuda_graphs!r}")
+    if stream is not None and (isinstance(stream, bool) or not isinstance(stream, int) or not dev.is_cuda):
+        raise BackendError(f"stream must be a CUDA stream handle (an int, e.g. torch.cuda.current_stream()"
+                           f".cuda_stream) on a CUDA device, got {stream!r} on {dev}")
+    if stream == 0:
+        # the legacy default stream cannot be captured into a CUDA graph, and onnxruntime takes 0
+        # as "no stream": mesc keeps a stream of its own, ordered after the caller's by events
+        stream = None
     if backend == "auto":
         backend = "tensorrt" if dev.is_cuda and pkg.engines and tensorrt_installed() \
             else "onnxruntime"
@@ -95,7 +105,7 @@ def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = N
         from mesc.runtime.backends.trt import EnginesFromPlans, PlansFromPackage, TrtRunner
 
         plans = PlansFromPackage(pkg, dev, target=target, precision=precision)
-        runner = TrtRunner(EnginesFromPlans(plans, segments=pkg.segments, **options), dev)
+        runner = TrtRunner(EnginesFromPlans(plans, segments=pkg.segments, **options), dev, cuda_graphs, stream)
         runner.precision = plans.variant
         return runner
     from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
@@ -103,25 +113,31 @@ def make_runner(pkg, backend: str = "auto", device="cpu", target: str | None = N
     if target is not None:
         raise BackendError("--target: targets select TensorRT engines; the onnxruntime backend runs the ONNX segments "
                            "(--precision picks the graphs 'mesc prepare' wrote)")
-    runner = OrtRunner(SessionsFromPackage(pkg, dev, precision=precision, **options), dev)
+    runner = OrtRunner(SessionsFromPackage(pkg, dev, precision=precision, **options), dev, cuda_graphs, stream)
     runner.precision = precision or "fp32"
     return runner
 
 
 def load(path, backend: str = "auto", device="cpu", target: str | None = None, precision: str | None = None,
-         **options) -> Pipeline:
+         cuda_graphs: bool = True, stream: int | None = None, **options) -> Pipeline:
     """Load the package at ``path`` (manifest and checksums verified) as a ready pipeline.
 
     ``target`` and ``precision`` pick the TensorRT build (defaults: the only one, or the one for
     this GPU); on onnxruntime ``precision`` ("fp16", "int8") runs the graphs ``mesc prepare``
     wrote. ``options`` go to the runner: for onnxruntime ``threads`` (intra-op threads per
     segment), ``spin``, ``tensorrt_ep`` (ORT's TensorRT execution provider), ``trt_cache``.
+
+    On a CUDA device, ``cuda_graphs=False`` runs every segment uncaptured (for comparison, and
+    for drivers where capture fails), and ``stream`` (a ``cudaStream_t`` as an int, e.g.
+    ``torch.cuda.current_stream().cuda_stream``) makes mesc queue all its work on the caller's
+    stream instead of its own (the TensorRT backend; onnxruntime >= 1.17); the default stream (0)
+    is not shared: mesc then orders its own stream after the caller's input by events.
     """
     from mesc.package import Package
 
     check_load_arguments(path, backend, device, target, precision, options)
     pkg = Package.load(path)
-    return Pipeline(pkg, make_runner(pkg, backend, device, target, precision, **options))
+    return Pipeline(pkg, make_runner(pkg, backend, device, target, precision, cuda_graphs, stream, **options))
 
 
 __all__ = ["load", "make_runner", "tensorrt_installed", "check_load_arguments", "check_runner_options", "Pipeline",

@@ -30,6 +30,9 @@ from mesc.runtime.errors import DeviceError
 
 # cudaMemcpyKind (stable across CUDA 10..13)
 HOST_TO_DEVICE, DEVICE_TO_HOST, DEVICE_TO_DEVICE = 1, 2, 3
+# cudaStreamCaptureMode: thread-local, as trtexec --useCudaGraph captures (a CUDA call another
+# thread makes meanwhile is not pulled into, nor refused by, this thread's capture)
+CAPTURE_THREAD_LOCAL = 1
 
 
 def _failed(call: str, err) -> DeviceError:
@@ -117,6 +120,32 @@ class _BindingsRuntime:
 
     def memcpy_async(self, dst: int, src: int, nbytes: int, kind: int, stream: int) -> None:
         self._call("cudaMemcpyAsync", dst, src, nbytes, self.rt.cudaMemcpyKind(kind), stream)
+
+    def stream_wait_event(self, stream: int, event) -> None:
+        self._call("cudaStreamWaitEvent", stream, event, 0)
+
+    # graphs: captured from a stream, instantiated, launched on it
+    def begin_capture(self, stream: int) -> None:
+        self._call("cudaStreamBeginCapture", stream, self.rt.cudaStreamCaptureMode(CAPTURE_THREAD_LOCAL))
+
+    def end_capture(self, stream: int):
+        return self._call("cudaStreamEndCapture", stream)
+
+    def graph_instantiate(self, graph):
+        # the *WithFlags form has one signature from CUDA 11.4 to 13 (cudaGraphInstantiate changed in 12)
+        return self._call("cudaGraphInstantiateWithFlags", graph, 0)
+
+    def graph_launch(self, graph_exec, stream: int) -> None:
+        self._call("cudaGraphLaunch", graph_exec, stream)
+
+    def graph_destroy(self, graph) -> None:
+        self._call("cudaGraphDestroy", graph)
+
+    def graph_exec_destroy(self, graph_exec) -> None:
+        self._call("cudaGraphExecDestroy", graph_exec)
+
+    def clear_error(self) -> None:
+        self.rt.cudaGetLastError()
 
 
 class _CtypesRuntime:
@@ -208,6 +237,36 @@ class _CtypesRuntime:
         self._call("cudaMemcpyAsync", ctypes.c_void_p(dst), ctypes.c_void_p(src), ctypes.c_size_t(nbytes), kind,
                    ctypes.c_void_p(stream))
 
+    def stream_wait_event(self, stream: int, event) -> None:
+        self._call("cudaStreamWaitEvent", ctypes.c_void_p(stream), event, ctypes.c_uint(0))
+
+    def begin_capture(self, stream: int) -> None:
+        self._call("cudaStreamBeginCapture", ctypes.c_void_p(stream), ctypes.c_int(CAPTURE_THREAD_LOCAL))
+
+    def end_capture(self, stream: int):
+        graph = ctypes.c_void_p()  # cudaStreamEndCapture(stream, cudaGraph_t*): the handle comes second
+        self._call("cudaStreamEndCapture", ctypes.c_void_p(stream), ctypes.byref(graph))
+        return graph
+
+    def graph_instantiate(self, graph):
+        # cudaGraphInstantiateWithFlags(exec*, graph, unsigned long long): one signature from
+        # CUDA 11.4 to 13, where cudaGraphInstantiate's changed in 12
+        exec_ = ctypes.c_void_p()
+        self._call("cudaGraphInstantiateWithFlags", ctypes.byref(exec_), graph, ctypes.c_ulonglong(0))
+        return exec_
+
+    def graph_launch(self, graph_exec, stream: int) -> None:
+        self._call("cudaGraphLaunch", graph_exec, ctypes.c_void_p(stream))
+
+    def graph_destroy(self, graph) -> None:
+        self._call("cudaGraphDestroy", graph)
+
+    def graph_exec_destroy(self, graph_exec) -> None:
+        self._call("cudaGraphExecDestroy", graph_exec)
+
+    def clear_error(self) -> None:
+        self.lib.cudaGetLastError()
+
 
 # Finding the runtime ------------------------------------------------------------------------------
 
@@ -273,18 +332,25 @@ class Stream:
     """A CUDA stream; ``ptr`` is its ``cudaStream_t`` as an int (what TensorRT's
     ``execute_async_v3`` takes)."""
 
-    def __init__(self):
+    def __init__(self, ptr: int | None = None):
+        """A new stream, or (``ptr``) a caller's stream, used but never destroyed here."""
         self._rt = runtime()
-        self.ptr = self._rt.stream_create()
+        self.owned = ptr is None
+        self.ptr = self._rt.stream_create() if ptr is None else int(ptr)
         self._live = True
 
     def synchronize(self) -> None:
         self._rt.stream_synchronize(self.ptr)
 
+    def wait(self, event: "Event") -> None:
+        """Work queued here after this call waits for ``event`` (on the device, not the host)."""
+        self._rt.stream_wait_event(self.ptr, event.handle)
+
     def free(self) -> None:
         if self._live:
             self._live = False
-            self._rt.stream_destroy(self.ptr)
+            if self.owned:
+                self._rt.stream_destroy(self.ptr)
 
 
 class Event:
@@ -353,6 +419,60 @@ class PinnedBuffer:
             self._rt.free_host(ptr)
 
 
+class GraphCaptureError(DeviceError):
+    """The work could not be captured into a CUDA graph (it then runs uncaptured)."""
+
+
+class Graph:
+    """The work ``enqueue()`` queues on a stream, captured once into an executable CUDA graph
+    (begin capture, enqueue, end capture, instantiate: what trtexec's ``--useCudaGraph`` does)
+    and replayed by :meth:`launch` with the same device addresses."""
+
+    def __init__(self, stream_ptr: int, enqueue):
+        self._rt = runtime()
+        self.exec = None
+        rt, graph = self._rt, None
+        rt.begin_capture(stream_ptr)
+        try:
+            enqueue()
+        except Exception as err:
+            _end_quietly(rt, stream_ptr)
+            raise GraphCaptureError(f"the work failed while captured: {err}") from err
+        try:
+            graph = rt.end_capture(stream_ptr)
+            self.exec = rt.graph_instantiate(graph)
+        except DeviceError as err:
+            clear = getattr(rt, "clear_error", None)
+            if clear is not None:
+                clear()
+            raise GraphCaptureError(str(err)) from err
+        finally:
+            if graph is not None:
+                rt.graph_destroy(graph)
+
+    def launch(self, stream_ptr: int) -> None:
+        self._rt.graph_launch(self.exec, stream_ptr)
+
+    def free(self) -> None:
+        if self.exec is not None:
+            exec_, self.exec = self.exec, None
+            self._rt.graph_exec_destroy(exec_)
+
+
+def _end_quietly(rt, stream_ptr: int) -> None:
+    # leave the stream out of capture mode whatever happened inside it, and clear the error an
+    # invalidated capture leaves behind, so that the uncaptured run that follows starts clean
+    try:
+        graph = rt.end_capture(stream_ptr)
+        if graph is not None:
+            rt.graph_destroy(graph)
+    except DeviceError:
+        pass
+    clear = getattr(rt, "clear_error", None)
+    if clear is not None:
+        clear()
+
+
 def memcpy(dst: int, src: int, nbytes: int, kind: int, stream_ptr: int | None = None) -> None:
     """Copy ``nbytes`` from ``src`` to ``dst`` (ints: device pointers, or host addresses such as
     ``array.ctypes.data``); ``kind`` is :data:`HOST_TO_DEVICE`, :data:`DEVICE_TO_HOST` or
@@ -364,3 +484,17 @@ def memcpy(dst: int, src: int, nbytes: int, kind: int, stream_ptr: int | None = 
         runtime().memcpy(dst, src, nbytes, kind)
     else:
         runtime().memcpy_async(dst, src, nbytes, kind, stream_ptr)
+
+
+def copy_rows(dst: int, src: int, rows, row_bytes: int, stream_ptr: int) -> int:
+    """Gather batch rows ``rows`` (sorted indices) of the tensor at device address ``src``, rows
+    ``row_bytes`` apart, into consecutive rows at ``dst``, queued on ``stream_ptr``: one
+    device-to-device copy per run of consecutive rows. Returns the number of copies."""
+    copies, start, n = 0, 0, len(rows)
+    for end in range(1, n + 1):
+        if end == n or int(rows[end]) != int(rows[end - 1]) + 1:
+            memcpy(dst + start * row_bytes, src + int(rows[start]) * row_bytes, (end - start) * row_bytes,
+                   DEVICE_TO_DEVICE, stream_ptr)
+            copies += 1
+            start = end
+    return copies

@@ -22,6 +22,7 @@ from mesc.package.schema import Exit, Segment
 from mesc.policy import KIND_THRESHOLDS, exit_decision, policy_kind
 from mesc.runtime import host_policy
 from mesc.runtime.clock import HostClock, ms_since, now
+from mesc.runtime.device_input import DeviceArray, is_external, take_external
 from mesc.runtime.errors import InputError
 from mesc.runtime.images import normalize
 
@@ -170,6 +171,13 @@ class Pipeline:
         # calls using the runner now (close() waits for them), guarded by one condition
         self._busy = 0
         self._state = threading.Condition()
+        # One call at a time: the runner's device buffers are fixed per segment and batch size
+        # (and CUDA graphs replay them), so a second thread's call waits for the first to end.
+        # ``mesc serve --instances`` runs one pipeline per instance; an anytime() generator holds
+        # the pipeline from its first to its last exit (or until it is closed).
+        self._lock = threading.Lock()
+        self._owner = None
+        self._device_out = False  # this call's results stay on the device (set under the lock)
         # anytime calls with a deadline, and how many returned after it
         self.deadline_stats = {"calls": 0, "missed": 0}
 
@@ -186,6 +194,19 @@ class Pipeline:
             while self._busy:
                 self._state.wait()
         self.runner.deactivate()
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        me = threading.get_ident()
+        if self._owner == me:
+            raise MescError("this thread is already running a call on this pipeline (an unfinished "
+                            "anytime() generator?): finish or close it first, or load a second pipeline")
+        with self._lock:
+            self._owner = me
+            try:
+                yield
+            finally:
+                self._owner = None
 
     def _check_open(self) -> None:
         # the runner's sessions are gone: running would fail deep inside the backend
@@ -251,8 +272,10 @@ class Pipeline:
                                  f"{'in [0, 1]' if bounded else '(finite)'}, got {v!r}")
             settings[key] = float(v)
         self.pkg.set_policy(exit, **settings)
-        self._th_handles.pop(name, None)
         self._plans.clear()  # their steps hold the exits as they were
+        if "th_pix" in settings and name in self._th_handles:
+            # the typed view was rebuilt by set_policy: read the new value from it
+            self._th_handles[name] = self._upload_th_pix(self.pkg.exit(name))
 
     def set_enabled(self, exit, enabled: bool) -> None:
         """Keep or drop an exit from input-dependent runs (what ``mesc calibrate --write``
@@ -263,20 +286,36 @@ class Pipeline:
     def _th_handle(self, ex):
         h = self._th_handles.get(ex.name)
         if h is None:
-            h = self._th_handles[ex.name] = self.runner.upload(np.array([ex.policy["th_pix"]], np.float32))
+            h = self._th_handles[ex.name] = self._upload_th_pix(ex)
         return h
+
+    def _upload_th_pix(self, ex):
+        # a slot of its own per exit: a new value overwrites the old one in place, so segments
+        # (and CUDA graphs) keep reading the same device address
+        return self.runner.upload(np.array([ex.policy["th_pix"]], np.float32), slot=f"th_pix:{ex.name}")
 
     # inputs ----------------------------------------------------------------------------------
     def prepare(self, images) -> tuple[np.ndarray, bool]:
-        """(N x C x H x W float32 batch, whether a single image was given)."""
+        """(N x C x H x W float32 batch, whether a single image was given). A tensor handed over
+        by ``__dlpack__`` or ``__cuda_array_interface__`` is read where it lies: CPU memory as a
+        numpy view (no copy), CUDA memory as a :class:`~mesc.runtime.device_input.DeviceArray`
+        the runner copies on the device (see :mod:`mesc.runtime.device_input`)."""
         c, h, w = self.chw
+        if is_external(images):
+            stream = getattr(self.runner, "stream", None) if self.runner.is_active else None
+            images = take_external(images, None if stream is None else stream.ptr)
+            if isinstance(images, DeviceArray):
+                return self._check_device_batch(images), False
         if isinstance(images, (list, tuple)):
             if not images:
                 raise InputError("no images given")
             parts = []
             for i, im in enumerate(images):
                 try:
-                    parts.append(self.prepare(im)[0])
+                    part = self.prepare(im)[0]
+                    if isinstance(part, DeviceArray):
+                        raise InputError("a CUDA tensor is passed alone, as one N x C x H x W float32 batch")
+                    parts.append(part)
                 except InputError as err:
                     raise InputError(f"images[{i}]: {err}") from None
             return np.concatenate(parts), False
@@ -297,13 +336,30 @@ class Pipeline:
             self._check_size(x.shape[1], x.shape[2], x.shape[3], "N x C x H x W", x.shape)
             if x.shape[0] == 0:
                 raise InputError("the batch is empty (N = 0)")
-            bad = ~np.isfinite(x).reshape(len(x), -1).all(1)
+            # min and max carry any NaN or inf of an image, with no array the size of the batch
+            flat = x.reshape(len(x), -1)
+            bad = ~(np.isfinite(flat.min(1)) & np.isfinite(flat.max(1)))
             if bad.any():
                 raise InputError(f"the float32 batch holds NaN or infinite values (image(s) "
                                  f"{np.flatnonzero(bad).tolist()[:10]} of {len(x)}); inputs must be finite")
             return np.ascontiguousarray(x), False
         raise InputError(f"expected one uint8 image H x W x C ({h} x {w} x {c}) or a float32 batch "
                          f"N x C x H x W (N x {c} x {h} x {w}); got {x.dtype} with shape {tuple(x.shape)}")
+
+    def _check_device_batch(self, d: DeviceArray) -> DeviceArray:
+        try:
+            if d.dtype != np.float32 or d.ndim != 4:
+                raise InputError(f"a CUDA tensor must be a float32 N x C x H x W batch (already normalised), "
+                                 f"got {d.dtype} with shape {d.shape}")
+            self._check_size(d.shape[1], d.shape[2], d.shape[3], "N x C x H x W", d.shape)
+            if d.shape[0] == 0 or (self.static_batch and d.shape[0] % self.static_batch):
+                raise InputError(f"a CUDA batch of {d.shape[0]} images cannot run on this package"
+                                 + (f" (static batch of {self.static_batch}: pass a multiple of it)"
+                                    if self.static_batch else ""))
+        except InputError:
+            d.release()  # refused: the producer gets its memory back now
+            raise
+        return d
 
     def _check_size(self, c_got, h_got, w_got, layout, shape):
         c, h, w = self.chw
@@ -343,10 +399,14 @@ class Pipeline:
         x, _ = self.prepare(x)
         rows = np.arange(len(x))
         parts = _Parts(clock)
-        with self._running():
-            for _ in self._walk(self._group_input(x, rows), self.plan(None, all_exits=True), False, len(x),
-                                parts=parts):
-                pass
+        with self._exclusive(), self._running():
+            self.runner.timing = True
+            try:
+                for _ in self._walk(self._group_input(x, rows), self.plan(None, all_exits=True), False, len(x),
+                                    parts=parts):
+                    pass
+            finally:
+                self.runner.timing = False
             device_ms = self.runner.segment_times()
         if device_ms:
             parts.ms.update({k: v for k, v in device_ms.items() if k in parts.ms})
@@ -367,6 +427,10 @@ class Pipeline:
         return [np.arange(s, min(s + b, n)) for s in range(0, n, b)]
 
     def _group_input(self, x, rows):
+        if len(rows) == len(x) and (self.static_batch is None or len(rows) == self.static_batch):
+            return x  # every row stays: no copy
+        if isinstance(x, DeviceArray):  # static-batch groups of a device batch: views, never padded
+            return x.rows(int(rows[0]), int(rows[-1]) + 1)
         if self.static_batch is None or len(rows) == self.static_batch:
             return x[rows]
         pad = np.zeros((self.static_batch - len(rows), *x.shape[1:]), x.dtype)
@@ -382,7 +446,7 @@ class Pipeline:
         each decision and each tail apart (see :meth:`time_segments`)."""
         parts = parts or _UNTIMED
         run, t0 = self.runner, now()
-        env = {self.input_name: run.upload(x)}
+        env = {self.input_name: self._upload(x)}
         pos = np.arange(x.shape[0])  # input batch position of each row of the live tensors
         undecided = pos < real  # rows still waiting for their exit (padding never waits)
         last_head = max(i for i, s in enumerate(plan) if s.exit is not None)
@@ -401,10 +465,15 @@ class Pipeline:
                 seg_ms[step.segment.name] = ms_since(ts)
                 continue
             # The exit decision: confidences (or, without the in-graph policy, logits) to host.
-            host_logits = None
+            # Where no decision is made here (the plan's last exit, budgeted or anytime calls),
+            # the confidences' copy is queued and read with the labels: no wait of its own.
+            host_logits = conf_read = conf = None
+            decide = by_policy and i != last_head
             with parts.host(f"decision:{ex.name}"):
                 if self.in_graph:
-                    conf = run.download(env[ex.confidence]).reshape(-1).astype(np.float64)
+                    conf_read = run.fetch(env[ex.confidence])
+                    if decide or parts is not _UNTIMED:
+                        conf, conf_read = self._confidences(conf_read), None
                 else:
                     host_logits = run.download(env[ex.logits])
                     if need_conf:
@@ -412,7 +481,7 @@ class Pipeline:
                     else:  # budgeted without an in-graph policy: the labels are all that is asked
                         host_labels, conf = host_policy.labels_only(host_logits), None
             seg_ms[step.segment.name] = ms_since(ts)
-            if by_policy and i != last_head:
+            if decide:
                 leave = undecided & exit_decision(conf, ex.policy)
             else:
                 leave = undecided.copy()
@@ -428,6 +497,8 @@ class Pipeline:
             src = ex.policy_logits or ex.logits
             policy_logits = (self._download_rows(env[src], rows, len(pos))
                              if want_logits and src != ex.logits else None)
+            if conf_read is not None:
+                conf = self._confidences(conf_read)
             confs = {} if conf is None else {int(pos[r]): float(conf[r]) for r in np.flatnonzero(undecided)}
             yield _ExitEvent(ex, pos[rows], labels, logits, policy_logits, confs, dict(seg_ms),
                              ms_since(t0))
@@ -445,6 +516,13 @@ class Pipeline:
                 env = {n: run.take(h, keep) for n, h in env.items()}
                 pos, undecided = pos[keep], undecided[keep]
 
+    def _upload(self, x):
+        return self.runner.upload_device(x) if isinstance(x, DeviceArray) else self.runner.upload(x)
+
+    @staticmethod
+    def _confidences(read) -> np.ndarray:
+        return read.get().reshape(-1).astype(np.float64)
+
     def _run_tail(self, step: Step, env: dict, rows, batch: int, seg_ms: dict, parts: _Parts):
         """The exit's tail for the rows that leave: labels (and logits when fetched) on the host.
         With a dynamic batch only those rows run; a static batch runs whole and is cut after."""
@@ -458,14 +536,17 @@ class Pipeline:
         with parts.device(step.tail.name):
             outs = run.run(step.tail, feeds, step.tail_fetch)
         if subset:
-            got = [run.download(outs[n]) for n in step.tail_fetch]
+            got = [run.copy_out(outs[n]) if self._device_out else run.download(outs[n]) for n in step.tail_fetch]
         else:
             got = [self._download_rows(outs[n], rows, batch) for n in step.tail_fetch]
         seg_ms[step.tail.name] = ms_since(ts)
         return got[0], (got[1] if len(got) > 1 else None)
 
     def _download_rows(self, handle, rows, batch):
-        """Only the rows that leave cross to the host; all of them in one copy when all leave."""
+        """Only the rows that leave cross to the host; all of them in one copy when all leave.
+        With ``device_output`` they stay on the device, in memory of their own."""
+        if self._device_out:
+            return self.runner.copy_out(handle, None if len(rows) == batch else rows)
         if len(rows) == 0:
             shape = self.runner.shape(handle)
             return np.zeros((0, *shape[1:]), np.int32)
@@ -474,21 +555,37 @@ class Pipeline:
         return self.runner.download(self.runner.take(handle, rows))
 
     # modes -------------------------------------------------------------------------------------
-    def __call__(self, images, exit=None, logits: bool = False):
+    def __call__(self, images, exit=None, logits: bool = False, device_output: bool = False):
         """Predict. Input-dependent (default): each image leaves at the first exit whose policy
         is confident enough. Budgeted (``exit=k``, name or position): run only what exit k needs.
-        Returns one :class:`Result` for a single H x W x C image, else a list (batch order)."""
+        Returns one :class:`Result` for a single H x W x C image, else a list (batch order).
+
+        ``device_output=True`` (a runner on a CUDA stream, a package with the in-graph policy)
+        leaves each result's labels (and logits) on the device, in memory of their own, as
+        :class:`~mesc.runtime.device_output.DeviceResult` objects that DLPack consumers take without a
+        copy (``torch.from_dlpack(r.labels)``)."""
         self._check_open()
+        if device_output and not self.in_graph:
+            raise InputError("device_output needs a package with the in-graph policy (its labels are made on the "
+                             "device); this one decides on the host")
         x, single = self.prepare(images)
         plan = self.plan(exit, logits)
         results = [None] * len(x)
-        with self._running():
-            for group in self._groups(len(x)):
-                seen: dict = {}
-                walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
-                                  need_conf=exit is None, want_logits=logits)
-                for ev in walk:
-                    self._collect(ev, group, seen, results, final=True)
+        try:
+            with self._exclusive(), self._running():
+                self._device_out = bool(device_output)
+                try:
+                    for group in self._groups(len(x)):
+                        seen: dict = {}
+                        walk = self._walk(self._group_input(x, group), plan, exit is None, len(group),
+                                          need_conf=exit is None, want_logits=logits)
+                        for ev in walk:
+                            self._collect(ev, group, seen, results, final=True)
+                finally:
+                    self._device_out = False
+        finally:
+            if isinstance(x, DeviceArray):  # queued copies out of it ended at the call's last wait
+                x.release()
         return results[0] if single else results
 
     def anytime(self, images, deadline: float | None = None, logits: bool = False, all_exits: bool = False,
@@ -547,6 +644,14 @@ class Pipeline:
         return out
 
     def _anytime(self, x, single, deadline, logits, all_exits, latency=None):
+        try:
+            with self._exclusive():
+                yield from self._anytime_steps(x, single, deadline, logits, all_exits, latency)
+        finally:
+            if isinstance(x, DeviceArray):
+                x.release()
+
+    def _anytime_steps(self, x, single, deadline, logits, all_exits, latency):
         plan = self.plan(None, logits, all_exits)
         groups = self._groups(len(x))
         t0 = now()
@@ -561,7 +666,8 @@ class Pipeline:
                 # between two next() the generator holds nothing: close() may run, and a
                 # generator resumed after it is refused here as any call after close is
                 with self._running():
-                    for g, walk, s in zip(groups, walks, seen):
+                    for lane, (g, walk, s) in enumerate(zip(groups, walks, seen)):
+                        self.runner.lane = lane
                         self._collect(next(walk), g, s, results, final=False)
                 final = k == n_exits - 1
                 if deadline is not None and not final:
@@ -587,22 +693,30 @@ class Pipeline:
         finally:
             for walk in walks:
                 walk.close()
+            self.runner.lane = 0
 
     def tensors(self, images) -> dict:
         """Every segment's every output on the host, by name (with the input): for verifying
         an export and for debugging, not for speed."""
         self._check_open()
         x, _ = self.prepare(images)
-        with self._running():
-            env = {self.input_name: self.runner.upload(x)}
-            for seg in self.pkg.segments:
-                ex = next((e for e in self.pkg.exits if e.segment == seg.name), None)
-                feeds = {t.name: env[t.name] for t in seg.inputs
-                         if ex is None or t.name != ex.th_pix_input}
-                if ex is not None and ex.th_pix_input in {t.name for t in seg.inputs}:
-                    feeds[ex.th_pix_input] = self._th_handle(ex)
-                env.update(self.runner.run(seg, feeds, [o.name for o in seg.outputs]))
-            return {n: self.runner.download(h) for n, h in env.items()}
+        try:
+            with self._exclusive(), self._running():
+                return self._tensors(x)
+        finally:
+            if isinstance(x, DeviceArray):
+                x.release()
+
+    def _tensors(self, x) -> dict:
+        env = {self.input_name: self._upload(x)}
+        for seg in self.pkg.segments:
+            ex = next((e for e in self.pkg.exits if e.segment == seg.name), None)
+            feeds = {t.name: env[t.name] for t in seg.inputs
+                     if ex is None or t.name != ex.th_pix_input}
+            if ex is not None and ex.th_pix_input in {t.name for t in seg.inputs}:
+                feeds[ex.th_pix_input] = self._th_handle(ex)
+            env.update(self.runner.run(seg, feeds, [o.name for o in seg.outputs]))
+        return {n: self.runner.download(h) for n, h in env.items()}
 
     def _collect(self, ev: _ExitEvent, group, seen: dict, results: list, final: bool):
         for p, c in ev.confidences.items():

@@ -144,6 +144,7 @@ def _run(report: dict, package, work: Path, say, runs: int) -> None:
         bars = BARS[r["precision"]]
         decisions = compare_decisions(pkg, ref_results[:len(imgs)], test_results[:len(imgs)], bars.confidence_err)
         times = _median_times(test, batches[0], runs)
+        report["runtime_path"] = test.runner.path()
     seg_errors = stats.segment_report()
     report.update(
         images={"count": len(imgs), "source": source, "batch": size},

@@ -41,6 +41,11 @@ def format_report(report: dict) -> str:
     if report.get("build"):
         b = report["build"]
         lines.append(f"built {len(b['segments'])} engines in {b['dir']} (TensorRT {b['trt_version']})")
+    path = report.get("runtime_path")
+    if path:
+        fell = "; ".join(f"{k}: {v}" for k, v in path["graph_fallbacks"].items())
+        lines.append(f"runtime path: {path['backend']}, {path['io']} I/O, CUDA graphs {path['cuda_graphs']}"
+                     + (f" (uncaptured: {fell})" if fell else ""))
     img = report["images"]
     lines.append(f"segments (median of {report['timing_runs']} runs on {img['batch']} image(s); "
                  f"max |error| / scale of their outputs)")

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from mesc.benchmarks import harness
-from mesc.benchmarks.bench import BenchOptions, bench, latency_key, record_latency, tensor_bytes
+from mesc.benchmarks.bench import BenchOptions, bench, format_result, latency_key, record_latency, tensor_bytes
 from mesc.errors import MescError
 from mesc.package import MANIFEST, Package
 from mesc.package.schema import Tensor
@@ -135,6 +135,16 @@ def test_per_exit_figures_are_consistent_with_per_segment_ones(pkg_root, result)
     assert fwd["ms"]["n"] == FAST["iters"]
     assert fwd["eager_over_final"] == pytest.approx(fwd["ms"]["median"] / final["ms"]["median"])
     assert set(result["latency_ms"]) == set(seg)
+    # issue 25's overhead figures, from the same medians
+    o = result["overhead"]
+    n = len(final["segments"])
+    assert o["per_segment_ms"] == pytest.approx((final["ms"]["median"] - b["monolithic"]["ms"]["median"]) / (n - 1))
+    for e in result["exits"]:
+        assert o["outside_segments_ms"][e["name"]] == pytest.approx(e["ms"]["median"] - e["segment_sum_ms"])
+        assert o["confidence_read_ms"][e["name"]] == e["decision"]["ms"]["median"]
+    assert o["path"] == {"backend": "onnxruntime", "io": "direct", "cuda_graphs": "off", "graph_fallbacks": {}}
+    assert "overhead    per extra segment" in format_result(result) and "direct I/O, CUDA graphs off" in \
+        format_result(result)
     env = result["environment"]
     assert env["precision"] == "fp32" and env["threads"] >= 1 and env["device"]
 

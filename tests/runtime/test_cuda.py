@@ -182,3 +182,61 @@ def test_cuda_python_is_loaded_on_the_first_cuda_call_only(tmp_path):
     assert subprocess.run([sys.executable, "-c", light], env=env).returncode == 0
     first_call = "from mesc.runtime import cuda; cuda.runtime()"
     assert subprocess.run([sys.executable, "-c", first_call], env=env).returncode == 3
+
+
+class _GraphLib(_CtypesLib):
+    """The graph calls of libcudart, as ctypes makes them; capture of a failing enqueue ends anyway."""
+
+    def cudaStreamBeginCapture(self, stream, mode):
+        self.calls.append(("begin", stream.value, mode.value))
+        return 0
+
+    def cudaStreamEndCapture(self, stream, ref):  # the graph comes back in the second argument
+        ref._obj.value = self.HIGH + 1
+        self.calls.append(("end", stream.value))
+        return 0
+
+    def cudaGraphInstantiateWithFlags(self, ref, graph, flags):
+        ref._obj.value = self.HIGH + 2
+        self.calls.append(("instantiate", graph.value, flags.value))
+        return 0
+
+    def cudaGraphLaunch(self, exec_, stream):
+        self.calls.append(("launch", exec_.value, stream.value))
+        return 0
+
+    def cudaGraphDestroy(self, graph):
+        self.calls.append(("destroy graph", graph.value))
+        return 0
+
+    def cudaGraphExecDestroy(self, exec_):
+        self.calls.append(("destroy exec", exec_.value))
+        return 0
+
+    def cudaGetLastError(self):
+        self.calls.append(("clear",))
+        return 0
+
+
+def test_graph_capture_through_ctypes_as_trtexec_does(monkeypatch):
+    """Begin (thread-local mode), enqueue, end, instantiate, drop the graph, keep the executable;
+    a failed enqueue still ends the capture and clears the error, and says why."""
+    lib = _GraphLib()
+    monkeypatch.setattr(cuda, "_RUNTIME", cuda._CtypesRuntime(lib, "libcudart.so.12"))
+    queued = []
+    g = cuda.Graph(lib.HIGH, lambda: queued.append("enqueue"))
+    assert queued == ["enqueue"]
+    assert lib.calls == [("begin", lib.HIGH, cuda.CAPTURE_THREAD_LOCAL), ("end", lib.HIGH),
+                         ("instantiate", lib.HIGH + 1, 0), ("destroy graph", lib.HIGH + 1)]
+    g.launch(lib.HIGH)
+    g.free()
+    g.free()  # once only
+    assert lib.calls[-2:] == [("launch", lib.HIGH + 2, lib.HIGH), ("destroy exec", lib.HIGH + 2)]
+    lib.calls.clear()
+
+    def fails():
+        raise RuntimeError("enqueueV3 refused")
+
+    with pytest.raises(cuda.GraphCaptureError, match="enqueueV3 refused"):
+        cuda.Graph(lib.HIGH, fails)
+    assert [c[0] for c in lib.calls] == ["begin", "end", "destroy graph", "clear"]

@@ -179,6 +179,10 @@ class _Recorder:
         self.downloads.append((self.names.get(id(handle), "?"), arr.shape[0]))
         return arr
 
+    def fetch(self, handle):  # a queued read crosses too
+        self.downloads.append((self.names.get(id(handle), "?"), self.inner.shape(handle)[0]))
+        return self.inner.fetch(handle)
+
 
 def test_only_confidences_and_leaving_labels_cross_to_host(pkg_graph, model, images):
     """The copy decisions the CUDA path shares: per exit the confidences of the images still in

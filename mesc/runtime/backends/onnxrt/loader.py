@@ -7,14 +7,16 @@ providers; the runner only runs what it is handed.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
-from mesc.errors import PackageError
+from mesc.errors import MescError, PackageError
 from mesc.runtime.backends.base import Loader
 from mesc.runtime.backends.io_check import io_mismatch
 from mesc.runtime.backends.onnxrt.precisions import prepared_graphs
-from mesc.runtime.backends.onnxrt.providers import (check_providers, helper_providers, ort, providers_for,
-                                                     tensorrt_cache_dir)
+from mesc.runtime.backends.onnxrt.providers import (TENSORRT, check_providers, helper_providers, ort,
+                                                     provider_name, providers_for, tensorrt_cache_dir,
+                                                     with_cuda_options)
 from mesc.runtime.devices import Device
 from mesc.runtime.errors import BackendError, DeviceError
 
@@ -94,6 +96,8 @@ class Sessions:
     by_segment: dict
     providers: list
     device: Device
+    # segment -> why its session runs without CUDA graphs where they were asked for
+    graph_fallbacks: dict = None
 
     def helper(self, model, what: str):
         """A single-threaded session of a small graph of the runner's own on the same device."""
@@ -122,11 +126,33 @@ class SessionsFromPackage(Loader):
         # Checked here, not on the call: a missing CUDA provider fails at mesc.load.
         cache = (trt_cache or tensorrt_cache_dir(pkg, precision)) if tensorrt_ep else None
         self.providers = providers_for(device, tensorrt_ep, precision, cache)
+        # set by the runner's stream path before the call: the CUDA stream every session queues
+        # on, and whether to capture CUDA graphs
+        self.compute_stream, self.cuda_graphs = None, False
+
+    @property
+    def tensorrt_ep(self) -> bool:
+        return any(provider_name(p) == TENSORRT for p in self.providers)
 
     def call_impl(self) -> Sessions:
         so = session_options(self.threads, self.spin, self.optimize)
-        sessions = {}
+        providers = self.providers
+        if self.compute_stream is not None:
+            providers = with_cuda_options(providers, self.compute_stream, False)
+        graphed = with_cuda_options(providers, self.compute_stream, True) if self.cuda_graphs else None
+        sessions, fallbacks = {}, {}
         for name, path in self.graphs.items():
-            sessions[name] = open_session(path, so, self.providers, self.device, name)
+            sess = None
+            if graphed is not None:
+                # onnxruntime refuses a CUDA graph where a node is not on the CUDA EP (or the graph
+                # has control flow): that segment then runs uncaptured
+                try:
+                    sess = open_session(path, so, graphed, self.device, name)
+                except MescError as err:
+                    fallbacks[name] = str(err).splitlines()[0]
+                    warnings.warn(f"segment '{name}' runs without a CUDA graph: {fallbacks[name]}", stacklevel=3)
+            if sess is None:
+                sess = open_session(path, so, providers, self.device, name)
+            sessions[name] = sess
             check_session_io(sessions[name], self.entries[name], path, self.root)
-        return Sessions(sessions, self.providers, self.device)
+        return Sessions(sessions, providers, self.device, fallbacks)

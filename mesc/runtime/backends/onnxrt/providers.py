@@ -31,8 +31,34 @@ TENSORRT_EP_KEYS = {
 }
 
 
+# The CUDA EP features the runner's stream path uses, by the onnxruntime release that has them
+# from Python: ``user_compute_stream`` as a CUDA EP option (microsoft/onnxruntime#19229, 1.17;
+# ``has_user_compute_stream`` is then set by onnxruntime itself), several CUDA graphs per session
+# picked by the ``gpu_graph_id`` run option (#19636, 1.18). The ``disable_synchronize_execution_providers``
+# run option (#14088) is in every release mesc supports. Older releases keep the synchronous path.
+CUDA_STREAM_SINCE = (1, 17)
+CUDA_GRAPH_IDS_SINCE = (1, 18)
+
+
 def ort():
     return require("onnxruntime", extra="core", purpose="the ONNX Runtime backend")
+
+
+def cuda_features(version=None) -> dict:
+    """Which of the stream path's features onnxruntime ``version`` (default: installed) has."""
+    have = parse_version(version) if version is not None else ort_version()
+    return {"stream": have[:2] >= CUDA_STREAM_SINCE, "graphs": have[:2] >= CUDA_GRAPH_IDS_SINCE}
+
+
+def with_cuda_options(providers: list, stream_ptr: int | None, cuda_graph: bool) -> list:
+    """``providers`` with the CUDA EP told to queue on ``stream_ptr`` and (``cuda_graph``) to
+    capture CUDA graphs."""
+    extra = {}
+    if stream_ptr is not None:
+        extra["user_compute_stream"] = str(int(stream_ptr))
+    if cuda_graph:
+        extra["enable_cuda_graph"] = "1"
+    return [(CUDA, {**p[1], **extra}) if provider_name(p) == CUDA else p for p in providers]
 
 
 def ort_version() -> tuple[int, ...]:

@@ -65,3 +65,15 @@ def test_trt_refuses_a_plan_for_another_gpu(pkg_graph, tmp_path):
     pkg.save()
     with pytest.raises(EngineMismatchError, match="compute capability 1.0"):
         mesc.load(pkg.root, backend="tensorrt", device="cuda:0")
+
+
+@pytest.mark.trt
+def test_trt_cuda_graphs_on_and_off_agree(pkg_graph, images, tmp_path):
+    pkg = _build_engines(pkg_graph, tmp_path / "pkg")
+    with mesc.load(pkg, backend="onnxruntime") as ref, \
+            mesc.load(pkg, backend="tensorrt", device="cuda:0") as graphs, \
+            mesc.load(pkg, backend="tensorrt", device="cuda:0", cuda_graphs=False) as plain:
+        for _ in range(3):  # uncaptured, captured, replayed
+            assert_same_decisions(ref, graphs, images)
+            assert_same_decisions(ref, plain, images)
+        assert graphs.runner.path()["cuda_graphs"] == "cuda-graphs" and not graphs.runner.graph_fallbacks
