@@ -22,6 +22,7 @@ EXTRAS = {
     "hypothesis": "dev",
     "pytriton": "serve",
     "tritonclient": "serve",
+    "av": "video",
 }
 
 
