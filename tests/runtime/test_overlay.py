@@ -128,3 +128,12 @@ def test_run_overlay_on_images(named_pkg, tmp_path):
     res = CliRunner().invoke(cli, ["run", str(named_pkg), str(src), "-o", str(out), "--force"])
     assert res.exit_code == 0, res.output
     assert not (out / "a.overlay.png").exists()
+
+
+def test_inspect_shows_the_classes(named_pkg, pkg_host):
+    from mesc.package import Package
+    from mesc.package.describe import format_package
+
+    assert "classes   0 floor #804080, 1 person #f423e8, 2 box #464646, 3 robot #66669c" in \
+        format_package(Package.load(named_pkg))
+    assert "classes   unnamed" in format_package(Package.load(pkg_host))
