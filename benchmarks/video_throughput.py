@@ -3,14 +3,15 @@ against decode-then-infer on the calling thread, at the package's size and at a 
 resized to it.
 
     python -m mesc.benchmarks.video_throughput PKG [--seconds 30] [--fps 30]
-        [--sizes 128x256,512x1024] [--json OUT]
+        [--sizes 128x256,512x1024] [--rounds 2] [--json OUT]
 
 The video is synthetic (:func:`mesc.datasets.synthetic.video_frames`: a new warehouse scene each
 second, panning) and written with the same library that reads it (PyAV, H.264 where the wheel
 has libx264). Each configuration runs the whole file through :func:`run_video` (results.csv
 written, no overlay); ``decode_only_fps`` is PyAV decoding (and resizing) alone, the ceiling
 decode puts on the pipeline. The machine's load average is recorded with every figure: on a
-shared machine the figures move with the other work.
+shared machine the figures move with the other work, so the two modes alternate (on, off in
+even rounds; off, on in odd ones) and ``summary`` gives each mode's median over ``rounds``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def decode_only(path, size, resize: bool) -> float:
 
 
 def measure(pkg, seconds: float = 30.0, fps: float = 30.0, sizes=((128, 256), (512, 1024)), seed: int = 0,
-            work=None) -> dict:
+            work=None, rounds: int = 2) -> dict:
+    import statistics
+
     import av
 
     import mesc
@@ -59,12 +62,13 @@ def measure(pkg, seconds: float = 30.0, fps: float = 30.0, sizes=((128, 256), (5
             encode_s = time.perf_counter() - t0
             resize = tuple(size) != (ph, pw)
             dec = decode_only(path, (ph, pw), resize)
-            for threaded in (True, False):
+            order = [(r, t) for r in range(rounds) for t in ((True, False) if r % 2 == 0 else (False, True))]
+            for rnd, threaded in order:
                 load0 = os.getloadavg()
                 s = run_video(pipe, path, work / f"out_{size[0]}x{size[1]}_{int(threaded)}", resize=resize,
                               threaded=threaded, force=True, echo=lambda m: None, status_every=3600)
                 runs.append({
-                    "video": f"{size[0]}x{size[1]}", "package_input": f"{ph}x{pw}", "resize": resize,
+                    "round": rnd, "video": f"{size[0]}x{size[1]}", "package_input": f"{ph}x{pw}", "resize": resize,
                     "decode_thread": threaded, "frames": s.frames, "seconds": round(s.seconds, 2),
                     "frames_per_s": round(s.fps, 1), "mean_latency_ms": round(s.mean_latency_ms, 2),
                     "exit_shares": {k: round(v, 3) for k, v in s.shares.items()},
@@ -74,11 +78,21 @@ def measure(pkg, seconds: float = 30.0, fps: float = 30.0, sizes=((128, 256), (5
                 })
                 print(json.dumps(runs[-1]), flush=True)
         backend, device = pipe.runner.backend, str(pipe.runner.device)
+    summary = []
+    for size in sizes:
+        for threaded in (True, False):
+            rs = [r for r in runs if r["video"] == f"{size[0]}x{size[1]}" and r["decode_thread"] == threaded]
+            summary.append({"video": rs[0]["video"], "resize": rs[0]["resize"], "decode_thread": threaded,
+                            "median_frames_per_s": round(statistics.median(r["frames_per_s"] for r in rs), 1),
+                            "frames_per_s": [r["frames_per_s"] for r in rs],
+                            "median_latency_ms": round(statistics.median(r["mean_latency_ms"] for r in rs), 2),
+                            "exit_shares": rs[0]["exit_shares"], "decode_only_fps": rs[0]["decode_only_fps"],
+                            "loadavg_1min": [r["loadavg_before"][0] for r in rs]})
     return {
         "benchmark": "video_throughput", "package": str(pkg), "video_seconds": seconds, "fps": fps,
         "backend": backend, "device": device, "cpus": os.cpu_count(), "python": platform.python_version(),
         "pyav": av.__version__, "machine": platform.machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "runs": runs,
+        "summary": summary, "runs": runs,
     }
 
 
@@ -88,9 +102,11 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--sizes", default="128x256,512x1024")
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    res = measure(args.package, args.seconds, args.fps, [_size(s) for s in args.sizes.split(",")])
+    res = measure(args.package, args.seconds, args.fps, [_size(s) for s in args.sizes.split(",")],
+                  rounds=args.rounds)
     text = json.dumps(res, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")
