@@ -297,3 +297,51 @@ def test_source_size_check_happens_on_decode(video):
     with pytest.raises(InputError, match="frame 0 is 64x32"):
         next(src.frames())
     src.close()
+
+
+# An MPEG-TS live stream pushed over TCP on loopback in real time (60 frames/s), from another
+# process: PyAV's listening open holds the GIL, so a thread here would stall the reader.
+TCP_SERVER = """
+import sys, time, numpy as np, av
+port, n = int(sys.argv[1]), int(sys.argv[2])
+out = av.open(f"tcp://127.0.0.1:{port}?listen=1", "w", format="mpegts")
+st = out.add_stream("libx264", rate=60)
+st.width, st.height, st.pix_fmt, st.options = 64, 32, "yuv420p", {"tune": "zerolatency"}
+for k in range(n):
+    frame = av.VideoFrame.from_ndarray(np.full((32, 64, 3), (k * 4) % 256, np.uint8), format="rgb24")
+    for p in st.encode(frame):
+        out.mux(p)
+    time.sleep(1 / 60)
+for p in st.encode():
+    out.mux(p)
+out.close()
+"""
+
+
+def test_live_tcp_stream_on_loopback(pkg_host, tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    sent = 60
+    server = subprocess.Popen([sys.executable, "-c", TCP_SERVER, str(port), str(sent)])
+    try:
+        time.sleep(1.0)  # the server listening
+        out = tmp_path / "out"
+        code, text = _run(pkg_host, f"tcp://127.0.0.1:{port}", "-o", out, "--retries", "0", "--overlay")
+    finally:
+        server.wait(timeout=60)
+    assert code == 0, text
+    assert "stream lost (the stream ended); gave up after 0 retries, stopping" in text
+    s = json.loads((out / "results.json").read_text())["summary"]
+    idx = [int(r["frame"]) for r in _rows(out)]
+    # each frame sent was segmented or dropped for a newer one; the newest always wins
+    assert len(idx) == s["frames"] and s["frames"] + s["dropped"] == sent
+    assert idx == sorted(set(idx)) and idx[-1] == sent - 1
+    with av.open(str(out / "overlay.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == s["frames"]
