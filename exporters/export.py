@@ -214,7 +214,7 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
 def _class_names(path) -> list | None:
     if path is None:
         return None
-    from mesc.datasets.files import read_class_names
+    from mesc.datasets import read_class_names
 
     try:
         return read_class_names(path)

@@ -23,25 +23,3 @@ def read_classes(path) -> list[str] | None:
     f = Path(path) / "classes.txt"
     return [line.strip() for line in f.read_text().splitlines() if line.strip()] if f.is_file() else None
 
-
-def read_class_names(path) -> list[str]:
-    """Class names for ``mesc export --class-names``: a classes file (one name per line, blank
-    lines skipped), or a data folder: its ``classes.txt`` (synth-data, generic folders) or its
-    layout's fixed names (Cityscapes, VOC, ...). Raises ``ValueError`` where there are none."""
-    p = Path(path)
-    if p.is_dir():
-        from mesc.datasets import classes, detect
-
-        layout, root = detect(p)
-        names = classes(layout, root)
-        if not names:
-            raise ValueError(f"{p}: a folder without classes.txt or a layout with fixed class names")
-        return list(names)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{p}: cannot read the classes file ({err})") from None
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise ValueError(f"{p}: the classes file names no class")
-    return names
