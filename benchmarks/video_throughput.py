@@ -91,7 +91,8 @@ def measure(pkg, seconds: float = 30.0, fps: float = 30.0, sizes=((128, 256), (5
     return {
         "benchmark": "video_throughput", "package": str(pkg), "video_seconds": seconds, "fps": fps,
         "backend": backend, "device": device, "cpus": os.cpu_count(), "python": platform.python_version(),
-        "pyav": av.__version__, "machine": platform.machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pyav": av.__version__, "machine": platform.machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "summary": summary, "runs": runs,
     }
 
