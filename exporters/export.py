@@ -51,7 +51,7 @@ class ExportOptions:
     # what the package will run at (the CLI's --precision): a --from-report report must have been
     # computed at the same precision
     precision: str = "fp32"
-    # a classes file or data folder (mesc.datasets.files.read_class_names): stored in the
+    # a classes file or data folder (mesc.datasets.read_class_names): stored in the
     # manifest's "classes" with a fixed palette, so every tool shows the same names and colours
     class_names: str | None = None
 
