@@ -31,13 +31,13 @@ from mesc.errors import MescError
 @click.option("--overlay", is_flag=True,
               help="Also write overlays: per image <name>.overlay.png, for video overlay.mp4 (H.264 where PyAV can "
                    "encode it, else MPEG-4 Part 2), class colours over the input with a legend.")
-@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Video: stop after this many frames.")
-@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--max-frames", type=Whole(min=1), default=None, help="Video: stop after this many frames.")
+@click.option("--every", type=Whole(min=1), default=1, show_default=True,
               help="Video: segment every K-th frame (the others are decoded and skipped).")
-@click.option("--status-every", type=click.FloatRange(min=0.1, max=3600), default=5.0, show_default=True,
+@click.option("--status-every", type=Real(min=0.1, max=3600), default=5.0, show_default=True,
               metavar="SECONDS", help="Video: with output not to a terminal, one status line per this many "
                                       "seconds (a terminal gets one line updated in place).")
-@click.option("--retries", type=click.IntRange(min=0, max=100), default=3, show_default=True,
+@click.option("--retries", type=Whole(min=0, max=100), default=3, show_default=True,
               help="Live sources: how many times a dropped stream is reopened before the run stops.")
 @click.option("--decode-thread/--no-decode-thread", default=True, show_default=True,
               help="Video: decode on a thread of its own, overlapping inference (off: decode, then infer).")

@@ -176,8 +176,15 @@ def run_video(pipe, source, out, exit=None, resize: bool = False, every: int = 1
     another size without ``resize`` is an :class:`InputError` before anything is written; a live
     source that drops is reopened ``retries`` times, then the run ends with what it has."""
     from mesc.package.staging import staging_dir
+    from mesc.ranges import check_int, check_real
     from mesc.runtime.overlay import class_table, overlay as draw_overlay
 
+    # the ranges the command's options declare, checked here too for library callers
+    every = check_int("--every", every, 1)
+    max_frames = check_int("--max-frames", max_frames, 1, optional=True)
+    retries = check_int("--retries", retries, 0, 100)
+    status_every = check_real("--status-every", status_every, 0.1, 3600)
+    retry_wait = check_real("retry_wait", retry_wait, 0)
     out = check_video_output(out, source, pipe.pkg.root, force)
     _, h, w = pipe.chw
     src = VideoSource(source, size=(h, w), resize=resize, every=every, retries=retries, retry_wait=retry_wait,

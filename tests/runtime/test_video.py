@@ -74,6 +74,19 @@ def test_video_file_one_row_per_frame_and_overlay(pkg_host, video, tmp_path):
     assert len(_rows(out)) == 2 and not (out / "overlay.mp4").exists()
 
 
+@pytest.mark.parametrize("kw, named", [({"every": 0}, "--every must be a whole number >= 1, got 0"),
+                                        ({"max_frames": -2}, r"--max-frames must be a whole number >= 1 \(or None\)"),
+                                        ({"retries": -1}, "--retries must be a whole number from 0 to 100"),
+                                        ({"status_every": float("nan")}, "--status-every must be in")])
+def test_run_video_checks_its_ranges_before_reading(pkg_host, tmp_path, kw, named):
+    import mesc
+    from mesc.errors import MescError
+
+    with mesc.load(pkg_host) as pipe, pytest.raises(MescError, match=named):
+        run_video(pipe, tmp_path / "never-read.mp4", tmp_path / "o", **kw)
+    assert not (tmp_path / "o").exists()
+
+
 def test_every_and_max_frames(pkg_host, video, tmp_path):
     out = tmp_path / "out"
     code, text = _run(pkg_host, video, "-o", out, "--every", "3", "--max-frames", "3")
