@@ -106,6 +106,8 @@ def run_cmd(package, images, output, backend, device, target, precision, exit_ke
                                 status_every=status_every, retries=retries, echo=say)
             click.echo(summary.format())
             click.echo(f"wrote {output}/results.csv and results.json")
+            if summary.error:
+                click.get_current_context().exit(1)
             return
         summary = run_files(pipe, images, output, exit=exit_key, resize=resize, batch=batch, force=force,
                             echo=say, deadline_ms=deadline, overlay=overlay)

@@ -38,6 +38,7 @@ class StreamSummary:
     reconnects: int = 0
     overlay: Optional[str] = None  # file name of the overlay video, and its codec
     overlay_codec: Optional[str] = None
+    error: Optional[str] = None  # what stopped the run after some frames (e.g. a frame of another size)
 
     @property
     def fps(self) -> float:
@@ -71,13 +72,15 @@ class StreamSummary:
             lines.append(f"mean latency {self.mean_latency_ms:.2f} ms per frame")
         if self.overlay:
             lines.append(f"overlay video {self.overlay} ({self.overlay_codec})")
+        if self.error:
+            lines.append(f"stopped early: {self.error}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
         return {"frames": self.frames, "dropped": self.dropped, "seconds": round(self.seconds, 3),
                 "frames_per_s": round(self.fps, 3), "exits": {n: self.counts.get(n, 0) for n in self.exit_names},
                 "mean_latency_ms": self.mean_latency_ms, "interrupted": self.interrupted,
-                "reconnects": self.reconnects}
+                "reconnects": self.reconnects, "error": self.error}
 
 
 class StatusLine:
@@ -211,8 +214,15 @@ def run_video(pipe, source, out, exit=None, resize: bool = False, every: int = 1
                                                   res.timings["total_ms"]))
 
                 status = StatusLine(status_every, stream=status_stream)
-                run_frames(pipe, src.frames(), on_result, exit=exit, max_frames=max_frames, threaded=threaded,
-                           latest=src.live, status=status, summary=summary, on_stop=src.stop)
+                try:
+                    run_frames(pipe, src.frames(), on_result, exit=exit, max_frames=max_frames, threaded=threaded,
+                               latest=src.live, status=status, summary=summary, on_stop=src.stop)
+                except InputError as err:
+                    if summary.frames == 0:  # nothing to keep: the run fails whole
+                        raise
+                    # e.g. a camera that changed resolution an hour in: keep what was segmented
+                    summary.error = str(err)
+                    echo(f"stopped: {err}")
             if writer is not None:
                 writer.close()
             summary.reconnects = src.reconnects

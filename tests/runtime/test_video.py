@@ -358,3 +358,23 @@ def test_live_tcp_stream_on_loopback(pkg_host, tmp_path):
     assert idx == sorted(set(idx)) and idx[-1] == sent - 1
     with av.open(str(out / "overlay.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == s["frames"]
+
+
+def test_a_stream_that_changes_size_keeps_the_frames_before(pkg_host, tmp_path):
+    import mesc
+
+    class Resizing(_FakeContainer):
+        def decode(self, stream):
+            for k in range(6):
+                yield _FakeFrame(k, *((32, 64) if k < 4 else (48, 80)))
+
+    said = []
+    with mesc.load(pkg_host) as pipe:
+        s = run_video(pipe, "rtsp://camera.invalid/s", tmp_path / "o", threaded=True, echo=said.append,
+                      opener=lambda src: Resizing(0))
+    # live: the latest-frame policy may drop some of the four good frames, never the newest
+    assert s.frames + s.dropped == 4 and "frame 4 is 80x48 (WxH) but the package takes 64x32" in s.error
+    assert said == [f"stopped: {s.error}"]
+    idx = [int(r["frame"]) for r in _rows(tmp_path / "o")]
+    assert len(idx) == s.frames and idx[-1] == 3
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["summary"]["error"] == s.error
