@@ -51,6 +51,9 @@ class ExportOptions:
     # what the package will run at (the CLI's --precision): a --from-report report must have been
     # computed at the same precision
     precision: str = "fp32"
+    # a classes file or data folder (mesc.datasets.read_class_names): stored in the
+    # manifest's "classes" with a fixed palette, so every tool shows the same names and colours
+    class_names: str | None = None
 
 
 # The paper's band only: the wide one (what packages without a "band" key compiled) was kept
@@ -165,7 +168,8 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
         chosen = read_report(opts.from_report)
     check_dir_output(out, "package", force,
                      inputs=[("--weights", weights), ("--model", model_file(model)),
-                             ("--from-report", opts.from_report)])
+                             ("--from-report", opts.from_report), ("--class-names", opts.class_names)])
+    names = _class_names(opts.class_names)
     torch = require("torch", purpose="mesc export")
     from mesc.exporters.trace import trace_model
 
@@ -193,6 +197,8 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
         if chosen is not None:
             source = dict(source, from_report=chosen.path)
         manifest = _manifest(plan, opts, net, source, weights, shape, seg_entries, files, configs)
+        if names is not None:
+            manifest["classes"] = _classes_entry(names, manifest["exits"], opts.class_names)
         write_json_atomic(tmp / MANIFEST, manifest)
         pkg = Package.load(tmp)
         if opts.verify:
@@ -203,6 +209,28 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
         manifest["export_seconds"] = round(time.perf_counter() - t0, 2)
         write_json_atomic(tmp / MANIFEST, manifest)
     return Package.load(out)
+
+
+def _class_names(path) -> list | None:
+    if path is None:
+        return None
+    from mesc.datasets import read_class_names
+
+    try:
+        return read_class_names(path)
+    except ValueError as err:
+        raise ExportError(f"--class-names {err}") from None
+
+
+def _classes_entry(names: list, exits: list, path) -> list:
+    """The manifest's ``classes``: each name with its fixed colour (mesc's palette by class id)."""
+    from mesc.runtime.images import palette
+
+    n = max(ex["num_classes"] for ex in exits)
+    if len(names) != n:
+        raise ExportError(f"--class-names {path} names {len(names)} classes but the model's exits have {n}")
+    flat = palette(n)
+    return [{"name": name, "color": flat[3 * i:3 * i + 3]} for i, name in enumerate(names)]
 
 
 def _plan(traced, opts: ExportOptions, chosen=None) -> _Plan:

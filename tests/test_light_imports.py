@@ -1,4 +1,5 @@
-"""`import mesc`, `mesc --help` and the runtime never import torch or tensorrt."""
+"""`import mesc`, `mesc --help` and the runtime never import torch or tensorrt (nor PyAV, the
+video extra, until a video is read)."""
 
 import subprocess
 import sys
@@ -15,9 +16,10 @@ HELP = ("", "export", "run", "bench", "calibrate", "eval", "build", "prepare", "
     "import mesc.package, mesc.package.describe, mesc.errors",
     "import mesc.runtime, mesc.policy, mesc.datasets.synthetic, mesc.datasets.images, mesc.evaluation.metrics",
     "import mesc.evaluation.scoring",
+    "import mesc.runtime.video, mesc.runtime.video_run, mesc.runtime.overlay, mesc.runtime.files",
 ])
 def test_no_heavy_imports(stmt):
-    res = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt, heavy=("torch", "tensorrt"))],
+    res = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt, heavy=("torch", "tensorrt", "av"))],
                          capture_output=True, text=True)
     assert res.returncode == 0, f"{stmt!r} imported {res.stdout.strip()} {res.stderr[-500:]}"
 
@@ -26,7 +28,7 @@ def test_no_heavy_imports(stmt):
 def test_help_imports_no_backend(command):
     """`mesc --help` and every command's --help: no torch, no TensorRT, and no ONNX Runtime either."""
     stmt = f"from mesc.cli import cli; cli.main([{command!r}, '--help'] if {command!r} else ['--help'], standalone_mode=False)"
-    res = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt, heavy=("torch", "tensorrt", "onnxruntime"))],
+    res = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt, heavy=("torch", "tensorrt", "onnxruntime", "av"))],
                          capture_output=True, text=True)
     assert res.returncode == 0, f"mesc {command} --help imported {res.stdout.strip()} {res.stderr[-500:]}"
 
@@ -44,3 +46,12 @@ def test_missing_extra_names_the_extra():
 
     with pytest.raises(MissingDependencyError, match=r"pip install 'mesc\[trt\]'"):
         require("tensorrt_definitely_not_here", extra="trt")
+
+
+def test_video_without_the_extra_names_it(tmp_path):
+    """Without PyAV, a video input is one line naming the extra (av hidden from the import system)."""
+    stmt = ("import sys; sys.modules['av'] = None; from mesc.runtime.video import VideoSource; "
+            "VideoSource(sys.argv[1])")
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    res = subprocess.run([sys.executable, "-c", stmt, str(tmp_path / "clip.mp4")], capture_output=True, text=True)
+    assert res.returncode != 0 and "pip install 'mesc[video]'" in res.stderr

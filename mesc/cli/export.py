@@ -49,6 +49,9 @@ from mesc.exporters.export import EXPORT_EDGE_BANDS
 @click.option("--from-report", type=click.Path(dir_okay=False), default=None,
               help="A 'mesc calibrate --report' file: export the lean instance, only its chosen exits (at most one "
                    "candidate head per exit point, names kept) with its thresholds.")
+@click.option("--class-names", type=click.Path(exists=True), default=None,
+              help="Class names, one per line (a classes.txt, or a data folder holding one or of a known layout): "
+                   "stored in the package with fixed colours for overlays.")
 @click.option("--no-verify", is_flag=True, help="Skip running the segments against the PyTorch model.")
 @click.option("--target", "-t", default=None,
               help="Deployment target (see 'mesc build --list-targets'): prepare the package for it and build "
@@ -66,8 +69,8 @@ from mesc.exporters.export import EXPORT_EDGE_BANDS
               callback=lambda ctx, p, v: _list_models(ctx) if v else None,
               help="List the registered reference models and exit.")
 def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, opset, capture, strict, policy_kind,
-               no_edge, edge_band, policy_at, strides, th_pix, th_img, from_report, no_verify, target, precision,
-               calib_data, max_images, output, force, verbose):
+               no_edge, edge_band, policy_at, strides, th_pix, th_img, from_report, class_names, no_verify, target,
+               precision, calib_data, max_images, output, force, verbose):
     """Split a multi-exit PyTorch model into a package of per-segment ONNX graphs.
 
     \b
@@ -89,7 +92,7 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
         policy_at=policy_at,
         strides=strides,
         th_pix=th_pix, th_img=th_img, from_report=from_report, verify=not no_verify, verbose=verbose,
-        capture=capture, strict=strict, precision=precision or "fp32",
+        capture=capture, strict=strict, precision=precision or "fp32", class_names=class_names,
     )
     if not deploy:
         pkg = export(model, output, weights=weights, num_classes=num_classes, options=opts, force=force,
@@ -103,7 +106,8 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
 
     # export() checks the staging directory it is given; the real output is checked here
     check_dir_output(output, "package", force, inputs=[("--weights", weights), ("--model", model_file(model)),
-                                                       ("--calib-data", calib_data), ("--from-report", from_report)])
+                                                       ("--calib-data", calib_data), ("--from-report", from_report),
+                                                       ("--class-names", class_names)])
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     # export and prepare in one staging directory: a failure in either leaves no package
     with staging_dir(output, force=force) as stage:

@@ -38,6 +38,27 @@ def classes(layout, root) -> list[str] | None:
     return list(fixed) if fixed is not None else read_classes(root)
 
 
+def read_class_names(path) -> list[str]:
+    """Class names for ``mesc export --class-names``: a classes file (one name per line, blank
+    lines skipped), or a data folder: its ``classes.txt`` (synth-data, generic folders) or its
+    layout's fixed names (Cityscapes, VOC, ...). Raises ``ValueError`` where there are none."""
+    p = Path(path)
+    if p.is_dir():
+        layout, root = detect(p)
+        names = classes(layout, root)
+        if not names:
+            raise ValueError(f"{p}: a folder without classes.txt or a layout with fixed class names")
+        return list(names)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{p}: cannot read the classes file ({err})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise ValueError(f"{p}: the classes file names no class")
+    return names
+
+
 def read_pairs(path, split: str | None = None):
     """``(layout, root, pairs)`` of one split (None: every split the layout holds)."""
     layout, root = detect(path)
@@ -72,4 +93,4 @@ def read_folder(path, require_masks: bool = False, split: str | None = None) -> 
     return pairs
 
 
-__all__ = ["LAYOUTS", "Label", "classes", "detect", "read_folder", "read_pairs"]
+__all__ = ["LAYOUTS", "Label", "classes", "read_class_names", "detect", "read_folder", "read_pairs"]

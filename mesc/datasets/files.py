@@ -22,3 +22,4 @@ def read_classes(path) -> list[str] | None:
     """Class names from ``classes.txt`` in a data folder, or None."""
     f = Path(path) / "classes.txt"
     return [line.strip() for line in f.read_text().splitlines() if line.strip()] if f.is_file() else None
+

@@ -233,3 +233,17 @@ def read_meta(path) -> dict:
 
 
 __all__ = ["CLASSES", "GENERATOR", "IGNORE", "generate", "render_scene", "read_meta", "parse_size", "parse_range"]
+
+
+def video_frames(count: int, size=(128, 256), seed: int = 0, scene_frames: int = 30, difficulty=(0.0, 1.0)):
+    """``count`` frames (H x W x 3 uint8) of a synthetic warehouse video: a new scene every
+    ``scene_frames`` frames, at a difficulty drawn from ``difficulty``, panning two pixels a
+    frame, so that consecutive frames are alike (as a codec expects) and the exits taken vary
+    from scene to scene. Tests and benchmarks encode it with :func:`mesc.runtime.video.write_video`."""
+    rng = np.random.default_rng(seed)
+    lo, hi = difficulty
+    image = None
+    for k in range(count):
+        if k % scene_frames == 0:
+            image, _ = render_scene(rng, size, float(rng.uniform(lo, hi)))
+        yield np.roll(image, 2 * (k % scene_frames), axis=1)

@@ -78,6 +78,8 @@ def format_package(pkg) -> str:
         f"torch={src.get('torch')}  mesc={m.mesc_version}",
         f"input     {inp.name} {_shape(inp)} {inp.dtype}  dynamic_batch={inp.dynamic_batch}  "
         f"normalization={None if inp.normalization is None else dict(inp.normalization)}",
+        "classes   " + (", ".join(f"{i} {c.name} #{bytes(c.color).hex()}" for i, c in enumerate(m.classes))
+                        if m.classes else "unnamed (mesc export --class-names stores names and colours)"),
         "",
         format_segments(pkg),
         "",

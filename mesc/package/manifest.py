@@ -311,6 +311,25 @@ def engine_paths(m):
                         yield f"{where} segments[{seg!r}] {key}", meta[key]
 
 
+def _check_classes(m) -> None:
+    """Optional ``classes``: one ``{"name", "color": [r, g, b]}`` per class id of the exits."""
+    classes = m.get("classes")
+    if classes is None:
+        return
+    n = max(ex["num_classes"] for ex in m["exits"])
+    _need(isinstance(classes, list) and len(classes) == n, "classes",
+          f"expected a list of {n} entries (one per class of the exits), got "
+          f"{len(classes) if isinstance(classes, list) else type(classes).__name__}")
+    for i, c in enumerate(classes):
+        where = f"classes[{i}]"
+        _need(isinstance(c, dict), where, "expected an object")
+        _need(isinstance(c.get("name"), str) and c["name"].strip() != "", where,
+              f"name must be a non-empty string, got {c.get('name')!r}")
+        col = c.get("color")
+        _need(isinstance(col, list) and len(col) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in col), where,
+              f"color must be [r, g, b] with ints 0..255, got {col!r}")
+
+
 def validate_manifest(m) -> None:
     """Check the manifest's structure; every message names the entry at fault."""
     _need(isinstance(m, dict), MANIFEST, "expected a JSON object")
@@ -325,6 +344,7 @@ def validate_manifest(m) -> None:
     _check_exits(m, segs)
     _check_latency(m, segs)
     _check_precisions(m, segs)
+    _check_classes(m)
     for where, rel in engine_paths(m):
         check_rel_path(rel, where)
 

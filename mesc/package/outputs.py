@@ -219,8 +219,12 @@ def run_output_files(path: Path) -> set | None:
     if not isinstance(res, dict) or any(res.get(k) != v for k, v in RUN_MARKER.items()):
         return None
     images = res.get("images")
-    listed = [r.get("output") for r in images if isinstance(r, dict)] if isinstance(images, list) else []
-    return {"results.json", "results.csv", *(n for n in listed if isinstance(n, str))}
+    listed = [r.get(k) for r in images if isinstance(r, dict) for k in ("output", "overlay")] \
+        if isinstance(images, list) else []
+    # a video run's files (the overlay video) are listed under "outputs"
+    outputs = res.get("outputs")
+    listed += list(outputs) if isinstance(outputs, list) else []
+    return {"results.json", "results.csv", *(n for n in listed if isinstance(n, str) and "/" not in n)}
 
 
 def _run_output_problem(path: Path) -> str | None:

@@ -36,7 +36,9 @@ Manifest layout (schema 1), all lists in execution order::
                                      "accuracy": {"<exit>": {"agreement", "miou"}}, ...}},
       "engines": {"<target>": {"<precision>[-dla<N>]": {"dir", "plan", "trt_version", "device",
                                                          "segments": {"<segment>": {...}}}}},
-      "latency": {"<backend/device>": {"<segment>": ms, ...}}
+      "latency": {"<backend/device>": {"<segment>": ms, ...}},
+      "classes": [{"name": "road", "color": [128, 64, 128]}, ...]   (optional: one per class id,
+                 from mesc export --class-names; overlays and label PNGs show these)
     }
 
 A shape entry is an int, or a string for a dynamic dimension (``"batch"``).

@@ -157,6 +157,19 @@ class Exit:
 
 
 @dataclass(frozen=True)
+class ClassInfo:
+    """A class's display name and its fixed RGB colour (``mesc export --class-names``): what
+    overlays and label PNGs show, the same in every tool."""
+
+    name: str
+    color: Tuple[int, int, int]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassInfo":
+        return cls(name=d["name"], color=tuple(d["color"]))
+
+
+@dataclass(frozen=True)
 class LatencyRecord:
     """Measured per-segment latencies under one key (``backend/device[/...]``, what ``mesc bench
     --record`` writes and ``mesc calibrate --latency-key`` reads), in ms."""
@@ -222,6 +235,8 @@ class Manifest:
     created: Optional[str] = None
     # exported with candidate heads: the exits name their exit points (packages without have none)
     has_points: bool = False
+    # class names and colours by class id; None for packages exported without --class-names
+    classes: Optional[Tuple[ClassInfo, ...]] = None
 
     @classmethod
     def from_dict(cls, m: dict) -> "Manifest":
@@ -237,4 +252,5 @@ class Manifest:
             latency=_map((k, LatencyRecord.from_dict(k, v)) for k, v in (m.get("latency") or {}).items()),
             precisions=_map((k, Precision.from_dict(k, v)) for k, v in (m.get("precisions") or {}).items()),
             engines=_map(engines), mesc_version=m.get("mesc_version"), created=m.get("created"),
-            has_points=any("point" in e for e in m["exits"]))
+            has_points=any("point" in e for e in m["exits"]),
+            classes=tuple(ClassInfo.from_dict(c) for c in m["classes"]) if m.get("classes") else None)

@@ -15,6 +15,7 @@ from mesc.package.outputs import RUN_MARKER
 from mesc.progress import bar as progress_bar
 from mesc.runtime.errors import InputError
 from mesc.runtime.images import collect_images, read_image, write_label_png
+from mesc.runtime.overlay import class_table, write_overlay_png
 from mesc.package.staging import write_json_atomic
 
 
@@ -58,8 +59,12 @@ def check_output(out, inputs, package, force: bool) -> Path:
 
 
 def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1, force: bool = False,
-              progress: bool = True, echo=print, deadline_ms: float | None = None) -> RunSummary:
+              progress: bool = True, echo=print, deadline_ms: float | None = None,
+              overlay: bool = False) -> RunSummary:
     """Segment every image among ``inputs`` (files or folders) into the folder ``out``.
+
+    ``overlay``: also write ``<stem>.overlay.png``, the image with its class colours blended over
+    it and a legend (classes, exit, latency; :mod:`mesc.runtime.overlay`).
 
     ``out`` must be new, empty, or (with ``force``) a previous run's output; it appears, or is
     replaced, only when every image has been tried, so an interrupted run leaves the old one.
@@ -72,6 +77,8 @@ def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1
     out = check_output(out, inputs, pipe.pkg.root, force)
     c, h, w = pipe.chw
     num_classes = max(ex.num_classes for ex in pipe.pkg.exits)
+    names, colours = class_table(pipe.pkg)
+    stored_colours = colours if pipe.pkg.view.classes else None
     rows, failed, used = [], [], set()
     bar = progress_bar(len(files), "run: segment", "images", progress)
 
@@ -84,10 +91,15 @@ def run_files(pipe, inputs, out, exit=None, resize: bool = False, batch: int = 1
                 results = pipe(batch_in, exit=exit)
             else:  # anytime: the last prediction the deadline allows
                 results = list(pipe.anytime(batch_in, deadline=deadline_ms / 1e3))[-1]
-            for (path, _), res in zip(items, results):
+            for (path, img), res in zip(items, results):
                 name = _unique_name(path.stem, used)
-                write_label_png(tmp / name, res.labels, num_classes)
-                rows.append({"file": str(path), "output": name, **res.as_row()})
+                write_label_png(tmp / name, res.labels, num_classes, stored_colours)
+                row = {"file": str(path), "output": name}
+                if overlay:
+                    row["overlay"] = _unique_name(f"{path.stem}.overlay", used)
+                    write_overlay_png(tmp / row["overlay"], img, res.labels, names, colours, res.exit,
+                                      res.timings["total_ms"])
+                rows.append({**row, **res.as_row()})
             bar.update(len(items))
 
         pending = []

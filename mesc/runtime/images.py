@@ -157,14 +157,19 @@ def normalize(image: np.ndarray, normalization: dict | None) -> np.ndarray:
     return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
 
 
-def write_label_png(path, labels: np.ndarray, num_classes: int) -> None:
-    """A label map as a palette ("P" mode) PNG; class ids above 255 cannot be stored."""
+def write_label_png(path, labels: np.ndarray, num_classes: int, colours=None) -> None:
+    """A label map as a palette ("P" mode) PNG; class ids above 255 cannot be stored.
+    ``colours``: the package's class colours (RGB per class id), ahead of the default palette."""
     from PIL import Image
 
     if labels.size and int(labels.max()) > 255:
         raise InputError(f"{path}: label ids above 255 do not fit a palette PNG")
     lab = np.ascontiguousarray(labels, dtype=np.uint8)
     im = Image.frombytes("P", (lab.shape[1], lab.shape[0]), lab.tobytes())
-    im.putpalette(palette(num_classes))
+    flat = palette(num_classes)
+    if colours:
+        head = [int(v) for rgb in colours[:256] for v in rgb]
+        flat = head + flat[len(head):]
+    im.putpalette(flat)
     im.save(path, format="PNG")
 

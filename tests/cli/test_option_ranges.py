@@ -57,6 +57,10 @@ def test_every_numeric_option_of_every_command_declares_its_range():
     (["train", "-m", "demo", "--data", "D", "-o", "O", "--workers", "-1"], "--workers"),
     (["calibrate", "PKG", "--data", "D", "--risk", "1.5"], "--risk"),
     (["run", "PKG", "IMG", "-o", "OUT", "--deadline", "-5"], "--deadline"),
+    (["run", "PKG", "IMG", "-o", "OUT", "--every", "0"], "--every"),
+    (["run", "PKG", "IMG", "-o", "OUT", "--max-frames", "-1"], "--max-frames"),
+    (["run", "PKG", "IMG", "-o", "OUT", "--retries", "101"], "--retries"),
+    (["run", "PKG", "IMG", "-o", "OUT", "--status-every", "0"], "--status-every"),
 ])
 def test_an_out_of_range_count_is_one_line_at_the_cli(tmp_path, args, option):
     args = [str(tmp_path / a) if a in ("PKG", "D", "OUT", "O", "IMG") else a for a in args]
