@@ -119,6 +119,21 @@ def check_image_count(n: int, data, min_images: int = MIN_IMAGES, warn_images: i
                       CalibrationWarning, stacklevel=3)
 
 
+def build_memo(package, data, cache, shard=None, resize: bool = False, th_pix_grid=None, limit=None,
+               split: str | None = None, backend: str = "onnxruntime", device="cpu", progress: bool = False):
+    """The memo pass alone (``mesc calibrate --memo-only``): every exit over the calibration set,
+    or over shard ``(I, N)`` of it, written to ``cache`` (a shard beside it: see
+    :mod:`~mesc.calibration.exits.memo_shards`). Torch-free, as the runtime is; no search."""
+    if cache is None:
+        raise CalibrationError("--memo-only writes the memo to --cache: give --cache FILE.npz")
+    if limit is not None:
+        _need_int(limit, 1, "--limit")
+    inputs = [("PACKAGE", package), ("--data", data)]
+    memo_mod.check_cache(cache, inputs=inputs)
+    return memo_mod.evaluate(package, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
+                             limit=limit, split=split, backend=backend, device=device, shard=shard)
+
+
 def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess", report=None, plot=None,
               write: bool = False, resize: bool = False, cache=None, latency_key=None, all_exits: bool = False,
               th_pix_grid=None, th_img_steps: int = 50, limit=None, compare_policies: bool = False,
@@ -227,5 +242,5 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     return Calibration(result, memo, costs, rep, compare, nets if nets else None, risk_control)
 
 
-__all__ = ["Calibration", "CalibrationWarning", "MIN_IMAGES", "WARN_IMAGES", "calibrate", "check_image_count",
+__all__ = ["Calibration", "CalibrationWarning", "MIN_IMAGES", "WARN_IMAGES", "build_memo", "calibrate", "check_image_count",
            "check_options", "parse_max_cost"]
