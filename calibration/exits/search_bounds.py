@@ -89,11 +89,72 @@ class MemoBounds:
         ok = curve >= self.bound - SLACK
         return np.where(ok.any(-1), ok.argmax(-1), self.n + 1)
 
+    # the Lagrangian bound --------------------------------------------------------------------
+    def linear(self, exits):
+        """A linear over-estimate of the mIoU of every assignment of the images to ``exits``:
+        ``const + sum_n value[n, a(n)]`` (value: N x len(exits)).
+
+        Per class, I/U = I * w with w = 1/U, over the box the exits allow (I in [Ilo, Ihi], U in
+        [Ulo, Uhi]: sums of per-image minima and maxima): w lies under its chord over [Ulo, Uhi]
+        (1/U is convex), and the bilinear I * w under both McCormick planes, whose w-coefficient
+        (Ihi or Ilo) is not negative; a convex combination of the two planes, weighted by where the
+        final exit's I lies in the box, is one linear over-estimate in (I, U). Summed over classes
+        it is a sum over images of each image's exit's (I, U) terms."""
+        ex = list(exits)
+        i_all, u_all = self.inter[ex], self.union[ex]            # (k, N, C)
+        ilo, ihi = i_all.min(0).sum(0), i_all.max(0).sum(0)    # (C,)
+        ulo, uhi = u_all.min(0).sum(0), u_all.max(0).sum(0)
+        whi, wlo = 1.0 / ulo, 1.0 / uhi
+        span = uhi - ulo
+        slope = np.where(span > 0, (wlo - whi) / np.where(span > 0, span, 1.0), 0.0)  # chord: whi + slope (U - ulo)
+        i_ref = self.inter[ex[-1]].sum(0)
+        width = ihi - ilo
+        theta = np.where(width > 0, (i_ref - ilo) / np.where(width > 0, width, 1.0), 1.0)
+        theta = np.clip(theta, 0.0, 1.0)
+        # plane 1: Ihi * chord(U) + wlo * I - Ihi * wlo;  plane 2: Ilo * chord(U) + whi * I - Ilo * whi
+        b_i = theta * wlo + (1 - theta) * whi
+        b_u = (theta * ihi + (1 - theta) * ilo) * slope
+        const = (theta * (ihi * (whi - slope * ulo) - ihi * wlo) + (1 - theta) * (ilo * (whi - slope * ulo) - ilo * whi))
+        value = (i_all * b_i + u_all * b_u).sum(-1).T / self.classes   # (N, k)
+        return float(const.sum() / self.classes), value
+
+    def lagrange(self, exits, cost_to) -> float:
+        """Weak duality over assignments of images to ``exits`` (each image paying ``cost_to`` of
+        its exit, an N-average): ``max-drop``: a lower bound on the expected cost of those whose
+        :meth:`linear` over-estimate meets the target; ``max-cost``: an upper bound on that
+        over-estimate within the cost bound. Any multiplier gives a valid bound; the best of a
+        grid of them is taken."""
+        if not self.classes:
+            return -np.inf if self.objective == "max-drop" else np.inf
+        const, value = self.linear(exits)
+        cost = np.asarray(cost_to, dtype=np.float64)[None, None, :] / self.n     # (1, 1, k)
+        scale = max(float(np.max(cost_to)), 1e-12) / max(float(np.abs(value).max()) * self.n, 1e-300)
+        lam = scale * np.geomspace(1e-3, 1e4, 48)[:, None, None]                  # (L, 1, 1)
+        if self.objective == "max-drop":
+            inner = (cost - lam * value[None]).min(-1).sum(-1)                     # (L,)
+            return float(max(0.0, (lam[:, 0, 0] * (self.bound - const) + inner).max()))
+        inner = (value[None] - lam * cost).max(-1).sum(-1)
+        bound = self.bound * (1 + SLACK) + SLACK
+        return float((const + lam[:, 0, 0] * bound + inner).min())
+
+    def arch_lagrange(self, kept) -> float:
+        seg, _ = self.segments(kept)
+        cost_to = np.cumsum(seg) + self.costs.tail[list(kept)]
+        return self.lagrange(kept, cost_to)
+
     # architectures -----------------------------------------------------------------------
     def segments(self, kept):
         return self.costs.subset_segment_costs(kept), float(self.costs.tail[list(kept)].min())
 
     def leaf(self, kept, levels: str = "all"):
+        """The tighter of :meth:`class_leaf` and the Lagrangian bound (:meth:`arch_lagrange`)."""
+        a = self.class_leaf(kept, levels)
+        if levels != "all":
+            return a
+        b = self.arch_lagrange(kept)
+        return max(a, b) if self.objective == "max-drop" else min(a, b)
+
+    def class_leaf(self, kept, levels: str = "all"):
         """Bound on every configuration of the architecture ``kept``: ``max-drop``: the least
         expected cost meeting the target (inf: none meets it); ``max-cost``: the best mIoU within
         the cost bound (-inf: none is within it). ``levels="final"``: only the final exit's
@@ -158,6 +219,9 @@ class MemoBounds:
         for i, h in enumerate(candidates):
             if h is None and not pre:
                 out[i] = self.leaf([last])
+            else:
+                lag = self.arch_lagrange(pre + ([] if h is None else [h]) + [last])
+                out[i] = max(out[i], lag) if self.objective == "max-drop" else min(out[i], lag)
         return out
 
     def _from_final_curve(self, kept, curve) -> float:
@@ -184,6 +248,21 @@ class MemoBounds:
         c = self.costs
         if not before:
             return self.leaf([last])
+        return max(self._subtree_classes(pre, before, last), self._subtree_lagrange(pre, before, last))
+
+    def _subtree_lagrange(self, pre, before, last) -> float:
+        """:meth:`lagrange` with every exit of the subtree open to every image, each paying at
+        least the chunks up to its point, the kept prefix's heads before it, its own head and tail."""
+        c = self.costs
+        exits = sorted(set(before)) + [last]
+        cost_to = []
+        for e in exits:
+            heads = sum(float(c.head[p]) for p in pre if self.point[p] < self.point[e])
+            cost_to.append(c._chunks(-1, self.point[e]) + heads + c.head[e] + c.tail[e])
+        return self.lagrange(exits, cost_to)
+
+    def _subtree_classes(self, pre, before, last) -> float:
+        c = self.costs
         curve = self.curves(*self.oracle(before), *self.oracle([last]))
         m = self.least_going_on(curve)
         if m > self.n:
@@ -195,8 +274,8 @@ class MemoBounds:
             first = c._chunks(-1, p1) + c.head[pre[0]]
             rest = c._chunks(p1, final_point) + c.head[last] + float(c.head[pre[1:]].sum())
             return float(first + m / self.n * rest + tail)
-        q = int(self.point[list(open_exits)].min()) if open_exits else int(final_point)
-        least_head = float(c.head[list(open_exits) + [last]].min())
+        q = int(self.point[before].min())  # no prefix: the first kept exit is an open one or the final
+        least_head = float(c.head[before + [last]].min())
         return float(c._chunks(-1, q) + least_head + m / self.n * c._chunks(q, final_point) + tail)
 
 
