@@ -234,6 +234,8 @@ class Searcher:
         self.visited = 0
         self._pts: list = []
         self._pts_sub: list = []
+        self._n_pts = 0
+        self.points_thinned = False
 
     # evaluation ----------------------------------------------------------------------------
     def evaluate(self, kept, passes: np.ndarray, subset_id: int = -1, record: bool = True):
@@ -264,10 +266,23 @@ class Searcher:
             self._record(cost, mi, subset_id)
         return cost, mi, counts
 
+    # the evaluated configurations kept for the Pareto plot: 12 bytes each, so past this many the
+    # cloud is thinned (the front of everything seen always kept): at most ~12 MB however large the space
+    max_points = 1_000_000
+
     def _record(self, cost, mi, subset_id):
         self.evaluated += len(cost)
         self._pts.append(np.stack([cost, mi], 1).astype(np.float32))
         self._pts_sub.append(np.full(len(cost), subset_id, dtype=np.int32))
+        self._n_pts += len(cost)
+        if self._n_pts > self.max_points:
+            pts, sub = np.concatenate(self._pts), np.concatenate(self._pts_sub)
+            front = pareto_front(pts)
+            rest = np.setdiff1d(np.arange(len(pts)), front)
+            rest = rest[::max(1, 2 * len(rest) // self.max_points)]
+            keep = np.sort(np.concatenate([front, rest]))
+            self._pts, self._pts_sub, self._n_pts = [pts[keep]], [sub[keep]], len(keep)
+            self.points_thinned = True
 
     def _coordinate(self, kept, choice, j: int):
         """With the other exits fixed at ``choice``, an image either leaves at one of the exits
@@ -436,6 +451,7 @@ class Searcher:
         if (max_drop is None) == (max_cost is None):
             raise MescError("give exactly one bound: --max-drop PP or --max-cost COST")
         t0 = time.perf_counter()
+        self._pts, self._pts_sub, self._n_pts = [], [], 0  # this search's points only
         ref = self.reference()
         if max_drop is not None:
             if not max_drop >= 0:
@@ -446,7 +462,6 @@ class Searcher:
                 raise MescError(f"--max-cost must be positive, got {max_cost}")
             objective, bound = "max-cost", float(max_cost)
         budgeted = self.budgeted()
-        recorded = len(self._pts_sub)  # points recorded before this search keep their ids
         space = Space(self.costs.point, subsets)
         run = ArchitectureSearch(self, space, objective, bound, ref.miou, exhaustive_limit, prune, progress)
         self.last_run = run  # what a search cut off by its caller (an exception from progress) had done
@@ -457,7 +472,7 @@ class Searcher:
         new_id = np.zeros(len(order), dtype=np.int32)
         new_id[order] = np.arange(len(order), dtype=np.int32)
         searched = [tuple(f[0]) for f in found]
-        for i in range(recorded, len(self._pts_sub)):  # search-order ids -> positions in ``searched``
+        for i in range(len(self._pts_sub)):  # search-order ids -> positions in ``searched``
             ids = self._pts_sub[i].copy()
             ids[ids >= 0] = new_id[ids[ids >= 0]]
             self._pts_sub[i] = ids

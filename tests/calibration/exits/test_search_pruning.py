@@ -4,6 +4,8 @@ below (above) what its architectures reach, and each pruning rule, broken on pur
 
 import itertools
 
+import numpy as np
+
 import pytest
 
 from mesc.benchmarks.search_cost import paper_points, synthetic_memo
@@ -211,3 +213,15 @@ def test_a_cost_cap_below_the_incumbent_is_caught(monkeypatch):
         return None if c is None else c * 0.95
     monkeypatch.setattr(search_space.Incumbent, "cap", broken)
     assert _caught(CASES, BOUNDS)
+
+
+def test_the_plot_cloud_is_bounded_and_keeps_the_front():
+    """Past ``max_points`` the evaluated configurations kept for the plot are thinned, the
+    Pareto front of all of them kept whole: the memory stays bounded however large the space."""
+    whole = _case(4, 3, 0)
+    thin = _case(4, 3, 0)
+    thin.max_points = 200
+    a, b = whole.search(max_drop=3.0), thin.search(max_drop=3.0)
+    assert a.best == b.best and len(a.points) > 1000 and len(b.points) <= 2 * 200 + len(b.pareto())
+    assert thin.points_thinned and not whole.points_thinned
+    np.testing.assert_array_equal(a.points[a.pareto()], b.points[b.pareto()])
