@@ -197,3 +197,16 @@ def test_a_bound_only_a_candidate_meets(pkg_dir, data):
     assert rep["fixed_heads_meet_bound"] is False and rep["fixed_heads_best"]["expected_cost"] > 1.5
     assert not any(a["meets_bound"] for a in rep["architectures"] if a["fixed_heads"])
     assert "(misses the bound); the head search:" in format_report(rep)
+
+
+def test_the_cli_warns_when_the_choice_overfits(pkg_dir, data, capfd):
+    """Six architectures on twelve images: the text says so and the CLI warns, pointing to --risk."""
+    from mesc.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["calibrate", str(pkg_dir), "--data", str(data), "--max-drop", "100", "--th-img-steps", "8",
+              "--warn-images", "0"])
+    out, err = capfd.readouterr()
+    assert stop.value.code == 0, err
+    assert "mesc: warning: chosen among 6 architectures on 12 calibration images" in err and "--risk DELTA" in err
+    assert "selection        chosen among 6 architectures (choices of heads) on 12 calibration images" in out

@@ -225,3 +225,21 @@ def test_the_plot_cloud_is_bounded_and_keeps_the_front():
     assert a.best == b.best and len(a.points) > 1000 and len(b.points) <= 2 * 200 + len(b.pareto())
     assert thin.points_thinned and not whole.points_thinned
     np.testing.assert_array_equal(a.points[a.pareto()], b.points[b.pareto()])
+
+
+def test_the_report_weighs_the_architectures_against_the_images():
+    """Item 5 of issue 26: the architectures chosen among against the calibration images, and a
+    warning pointing to --risk where that is many (plain --max-drop only)."""
+    from mesc.calibration.exits.report import HIGH_RISK_ARCHITECTURES_PER_IMAGE, selection
+
+    s = _case(3, 5, 0, images=40)
+    r = s.search(max_drop=5.0)
+    assert r.best.exits != r.reference.exits
+    sel = selection(r, 40, None)
+    assert sel["architectures"] == 36 and sel["images"] == 40 and sel["architectures_per_image"] == 0.9
+    assert sel["overshoot_risk"] == "high" and "--risk DELTA" in sel["warning"] and "36 architectures on 40" in sel["warning"]
+    many = int(36 / HIGH_RISK_ARCHITECTURES_PER_IMAGE) + 1
+    assert selection(r, many, None)["overshoot_risk"] == "even" and selection(r, many, None)["warning"] is None
+    assert selection(r, 40, 0.1)["warning"] is None  # --risk: its own guarantee
+    cost = s.search(max_cost=0.9 * s.reference().expected_cost)
+    assert selection(cost, 40, None)["warning"] is None
