@@ -15,7 +15,8 @@ architectures in the space, how many were searched (a threshold search run) and 
 the configurations visited (cost computed) and evaluated (mIoU too), the seconds, the memory the
 memo and the search's per-exit options take, and the choice beside the fixed heads (candidate 0
 everywhere). A size whose search does not end within ``--budget`` seconds is cut off and
-recorded as such, with the share of its space decided (searched or pruned) by then.
+recorded as such (a SIGALRM, so the bounding phase is cut off too), with the share of its
+space decided (searched or pruned) by then.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import threading
+import signal
 import time
 
 import numpy as np
@@ -85,17 +86,21 @@ def measure(point, images: int, max_drop: float, budget: float | None = None, th
     seen = {"searched": 0}
     t0 = time.perf_counter()
 
-    def progress(order):  # counts the architectures taken up; cuts off past the budget
+    def progress(order):  # counts the architectures taken up
         for i in order:
-            if budget is not None and time.perf_counter() - t0 > budget:
-                raise _Cutoff
             seen["searched"] += 1
             yield i
+
+    def cut_off(signum, frame):  # past the budget, wherever the search is (bounding included)
+        raise _Cutoff
 
     load = os.getloadavg()[0]
     row = {"point": list(point) if len(point) <= 8 else None,
            "points": int(len(set(point))), "candidates": int(max(np.bincount(point[:-1]))) if len(point) > 1 else 0,
            "images": images, "load_before": round(load, 2)}
+    previous = signal.signal(signal.SIGALRM, cut_off) if budget is not None else None
+    if budget is not None:
+        signal.setitimer(signal.ITIMER_REAL, budget)
     try:
         r = s.search(max_drop=max_drop, progress=progress, prune=prune)
     except _Cutoff:
@@ -106,8 +111,13 @@ def measure(point, images: int, max_drop: float, budget: float | None = None, th
                    architectures=st["architectures"], searched=st["searched"], pruned=st["pruned"],
                    decided_share=round(decided / st["architectures"], 6),
                    pruned_share_of_decided=round(sum(st["pruned"].values()) / max(decided, 1), 6),
-                   bounding_seconds=st["bounding_seconds"], load_after=round(os.getloadavg()[0], 2))
+                   bounding_seconds=st["bounding_seconds"], bounded=st["bounded"], cut_in=st["phase"],
+                   load_after=round(os.getloadavg()[0], 2))
         return row
+    finally:
+        if budget is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
     seconds = time.perf_counter() - t0
     fixed = r.fixed_heads_best
     pruned = r.space["pruned"]

@@ -146,6 +146,8 @@ class ArchitectureSearch:
         self.done: set = set()
         self.pruned = {"dominated": 0, "subtree": 0, "bound": 0}
         self.bounding_seconds = 0.0  # phase 1: the bounds of every architecture not pruned in a subtree
+        self.bounded = 0             # architectures whose own bound phase 1 computed
+        self.phase = "fixed heads"
         if prune:
             self.bounds = MemoBounds(searcher.inter, searcher.union, searcher.costs, objective, bound)
             self.dominators = dominators(searcher.inter, searcher.union, searcher.costs, searcher.options)
@@ -186,6 +188,7 @@ class ArchitectureSearch:
         return best, fixed
 
     def _stage(self, inc: Incumbent, fixed_only: bool) -> None:
+        self.phase = "fixed heads" if fixed_only else "bounding"
         if not self.prune:
             todo = [k for k in self.space.ordered() if self.space.is_fixed(k) == fixed_only]
             for kept in (todo if self.progress is None else self.progress(todo)):
@@ -195,6 +198,8 @@ class ArchitectureSearch:
         archs, values = self._candidates(inc, fixed_only)
         self.bounding_seconds += time.perf_counter() - t0
         order = sorted(range(len(archs)), key=lambda i: (inc.order_key(values[i]), self.space.rank(archs[i])))
+        if not fixed_only:
+            self.phase = "searching"
         it = order if self.progress is None else self.progress(order)
         for pos, i in enumerate(it):
             kept = archs[i]
@@ -226,6 +231,7 @@ class ArchitectureSearch:
         def keep(kept, value):
             if not fixed_only and space.is_fixed(kept):
                 return  # searched (or pruned) with the fixed heads
+            self.bounded += 1
             if inc.beaten_by(value):
                 archs.append(kept)
                 values.append(value)
@@ -254,7 +260,8 @@ class ArchitectureSearch:
 
     def stats(self) -> dict:
         return {"architectures": self.space.size, "searched": len(self.found), "pruned": dict(self.pruned),
-                "pruning": self.prune, "bounding_seconds": round(self.bounding_seconds, 3)}
+                "pruning": self.prune, "bounding_seconds": round(self.bounding_seconds, 3),
+                "bounded": self.bounded, "phase": self.phase}
 
 
 __all__ = ["Space", "Incumbent", "ArchitectureSearch"]
