@@ -339,7 +339,7 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
             except MescError:
                 pass
         if shard is None:
-            merged = memo_shards.merge(cache, shard_fields(static or batch))
+            merged = memo_shards.merge(cache, shard_fields(static or batch), Memo.load)
             if merged is not None:
                 merged.meta.update(key=key, cached=False, package=str(pkg.root), data=str(data_dir))
                 merged.save(cache)

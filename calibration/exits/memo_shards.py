@@ -99,11 +99,10 @@ def _differing(want: dict, got: dict) -> list:
     return [k for k in FIELD_NAMES if json.dumps(want.get(k), sort_keys=True) != json.dumps(got.get(k), sort_keys=True)]
 
 
-def merge(cache, want: dict):
-    """The memo merged from the shards beside ``cache``, or None where there are none.
-    ``want``: the fields of the run merging them; refused (MescError) on any difference."""
-    from mesc.calibration.exits.memo import Memo
-
+def merge(cache, want: dict, load):
+    """The memo merged from the shards beside ``cache`` (each read by ``load``, the memo
+    class' own), or None where there are none. ``want``: the fields of the run merging them;
+    refused (MescError) on any difference."""
     found = shard_files(cache)
     if not found:
         return None
@@ -119,7 +118,7 @@ def merge(cache, want: dict):
     parts = []
     for i in range(n):
         path = found[(i, n)]
-        memo = Memo.load(path)
+        memo = load(path)
         got = memo.meta.get("fields") or {}
         bad = _differing(want, got)
         if bad:
@@ -140,7 +139,7 @@ def merge(cache, want: dict):
     meta.pop("shard", None)
     meta["conf_check_max_abs"] = max(p.meta.get("conf_check_max_abs") or 0.0 for p in parts)
     meta["merged_shards"] = n
-    return Memo(first.exits, first.num_classes, first.th_pix_grid, cat([p.inter for p in parts]),
+    return type(first)(first.exits, first.num_classes, first.th_pix_grid, cat([p.inter for p in parts]),
                 cat([p.union for p in parts]), scores, sum((p.images for p in parts), []), meta, features)
 
 

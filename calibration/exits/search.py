@@ -38,7 +38,6 @@ Every evaluated point (expected cost, mIoU) is kept for the Pareto plot.
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 
@@ -52,7 +51,7 @@ from mesc.calibration.exits.search_results import (
     meets_bound,
     pareto_front,
 )
-from mesc.calibration.exits.search_space import ArchitectureSearch, Space
+from mesc.calibration.exits.search_space import ArchitectureSearch, Space, architectures
 from mesc.errors import MescError
 from mesc.evaluation.metrics import miou
 from mesc.policy import POLICY_KINDS, get_kind
@@ -187,21 +186,6 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
     if not any(chunk) and not any(head):
         raise MescError("the package records neither latencies nor FLOPs; run 'mesc bench --record'")
     return Costs(chunk, head, unit="MFLOPs", source="flops", tail=tail, point=point)
-
-
-def architectures(point, every_point: bool = False) -> list[tuple]:
-    """The kept-exit subsets the search considers, as exit-index tuples: at most one exit per
-    exit point (``point[e]``, non-decreasing) and always the final exit; with ``every_point``
-    exactly one exit at every point. Ordered by size, then lexicographically: without candidates
-    that is ``itertools.combinations``' order, so ties resolve as before candidates existed."""
-    point = [int(p) for p in point]
-    last = len(point) - 1
-    groups: dict[int, list] = {}
-    for e, p in enumerate(point[:-1]):
-        groups.setdefault(p, []).append(e)
-    options = [g if every_point else [None, *g] for g in groups.values()]
-    subsets = {tuple(e for e in pick if e is not None) + (last,) for pick in itertools.product(*options)}
-    return sorted(subsets, key=lambda s: (len(s), s))
 
 
 class Searcher:

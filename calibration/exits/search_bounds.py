@@ -245,7 +245,6 @@ class MemoBounds:
         points still open) before the final exit ``last``; inf when none can meet the target."""
         pre = list(prefix)
         before = pre + list(open_exits)
-        c = self.costs
         if not before:
             return self.leaf([last])
         return max(self._subtree_classes(pre, before, last), self._subtree_lagrange(pre, before, last))

@@ -24,6 +24,7 @@ that the search stops as soon as the next bound cannot beat the incumbent.
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -32,6 +33,21 @@ from mesc.calibration.exits.search_bounds import SLACK, MemoBounds, dominators
 from mesc.calibration.exits.search_results import better
 from mesc.calibration.exits.search_thresholds import is_exhaustive, search_architecture
 from mesc.errors import MescError
+
+
+def architectures(point, every_point: bool = False) -> list[tuple]:
+    """The kept-exit subsets the search considers, as exit-index tuples: at most one exit per
+    exit point (``point[e]``, non-decreasing) and always the final exit; with ``every_point``
+    exactly one exit at every point. Ordered by size, then lexicographically: without candidates
+    that is ``itertools.combinations``' order, so ties resolve as before candidates existed."""
+    point = [int(p) for p in point]
+    last = len(point) - 1
+    groups: dict[int, list] = {}
+    for e, p in enumerate(point[:-1]):
+        groups.setdefault(p, []).append(e)
+    options = [g if every_point else [None, *g] for g in groups.values()]
+    subsets = {tuple(e for e in pick if e is not None) + (last,) for pick in itertools.product(*options)}
+    return sorted(subsets, key=lambda s: (len(s), s))
 
 
 class Space:
@@ -85,8 +101,6 @@ class Space:
         """Every architecture in rank order (for the brute force; small spaces only)."""
         if self.listed is not None:
             return sorted(self.index, key=self.index.get)
-        from mesc.calibration.exits.search import architectures
-
         return architectures(self.point)
 
 
@@ -264,4 +278,4 @@ class ArchitectureSearch:
                 "bounded": self.bounded, "phase": self.phase}
 
 
-__all__ = ["Space", "Incumbent", "ArchitectureSearch"]
+__all__ = ["Space", "Incumbent", "ArchitectureSearch", "architectures"]

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -88,12 +87,12 @@ def test_a_shard_of_another_package_is_refused(toy, tmp_path):
     from mesc.package import Package
 
     from mesc.calibration.exits.memo import MEMO_VERSION, calibration_pairs
-    from mesc.package.manifest import COMPILED_POLICY_KEYS
+    from mesc.policy import COMPILED_POLICY_KEYS
 
     fields = memo_shards.fields(Package.load(other, verify_checksums=False), calibration_pairs(data), data, GRID,
                                 False, "onnxruntime/cpu", 4, MEMO_VERSION, COMPILED_POLICY_KEYS)
     with pytest.raises(MescError, match=r"made with another package \(its files' checksums\)"):
-        memo_shards.merge(cache, fields)
+        memo_shards.merge(cache, fields, Memo.load)
 
 
 def test_missing_and_mixed_shards_are_refused(toy, tmp_path):
