@@ -84,7 +84,7 @@ def measure(point, images: int, max_drop: float, budget: float | None = None, th
     options_seconds = time.perf_counter() - t_opts
     option_rows = sum(len(o) for o in s.options)
     seen = {"searched": 0}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()  # wall and this process' CPU (the machine is shared)
 
     def progress(order):  # counts the architectures taken up
         for i in order:
@@ -107,7 +107,8 @@ def measure(point, images: int, max_drop: float, budget: float | None = None, th
         seconds = time.perf_counter() - t0
         st = s.last_run.stats()
         decided = st["searched"] + sum(st["pruned"].values())
-        row.update(completed=False, seconds=round(seconds, 1), evaluated=int(s.evaluated), visited=int(s.visited),
+        row.update(completed=False, seconds=round(seconds, 1), cpu_seconds=round(time.process_time() - c0, 1),
+                   evaluated=int(s.evaluated), visited=int(s.visited),
                    architectures=st["architectures"], searched=st["searched"], pruned=st["pruned"],
                    decided_share=round(decided / st["architectures"], 6),
                    pruned_share_of_decided=round(sum(st["pruned"].values()) / max(decided, 1), 6),
@@ -124,6 +125,7 @@ def measure(point, images: int, max_drop: float, budget: float | None = None, th
     row.update(completed=True, architectures=r.space["architectures"], searched=r.space["searched"],
                pruned=pruned, pruned_share=round(sum(pruned.values()) / r.space["architectures"], 6),
                exhaustive=int(sum(r.exhaustive.values())), seconds=round(seconds, 2),
+               cpu_seconds=round(time.process_time() - c0, 2),
                bounding_seconds=r.space["bounding_seconds"],
                options_seconds=round(options_seconds, 2), visited=int(r.space["visited"]),
                evaluated=int(r.evaluated), load_after=round(os.getloadavg()[0], 2),
