@@ -19,7 +19,7 @@ GRID = [0.3, 0.5]
 
 @pytest.fixture(scope="module")
 def toy(policy_package, tmp_path_factory):
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return policy_package, generate(tmp_path_factory.mktemp("shard_data") / "data", 11, seed=5, size=(32, 64))
 
