@@ -119,12 +119,27 @@ def check_image_count(n: int, data, min_images: int = MIN_IMAGES, warn_images: i
                       CalibrationWarning, stacklevel=3)
 
 
+def build_memo(package, data, cache, shard=None, resize: bool = False, th_pix_grid=None, limit=None,
+               split: str | None = None, backend: str = "onnxruntime", device="cpu", progress: bool = False):
+    """The memo pass alone (``mesc calibrate --memo-only``): every exit over the calibration set,
+    or over shard ``(I, N)`` of it, written to ``cache`` (a shard beside it: see
+    :mod:`~mesc.calibration.exits.memo_shards`). Torch-free, as the runtime is; no search."""
+    if cache is None:
+        raise CalibrationError("--memo-only writes the memo to --cache: give --cache FILE.npz")
+    if limit is not None:
+        _need_int(limit, 1, "--limit")
+    inputs = [("PACKAGE", package), ("--data", data)]
+    memo_mod.check_cache(cache, inputs=inputs)
+    return memo_mod.evaluate(package, data, th_pix_grid=th_pix_grid, resize=resize, cache=cache, progress=progress,
+                             limit=limit, split=split, backend=backend, device=device, shard=shard)
+
+
 def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess", report=None, plot=None,
               write: bool = False, resize: bool = False, cache=None, latency_key=None, all_exits: bool = False,
               th_pix_grid=None, th_img_steps: int = 50, limit=None, compare_policies: bool = False,
               progress: bool = False, min_images: int = MIN_IMAGES, warn_images: int = WARN_IMAGES,
               force: bool = False, split: str | None = None, backend: str = "onnxruntime",
-              device="cpu", risk: float | None = None) -> Calibration:
+              device="cpu", risk: float | None = None, prune: bool = True) -> Calibration:
     """Every option is checked before an image is read (:func:`check_options`); a set of fewer
     than ``min_images`` images, or with a mask that has no labelled pixel, is refused
     (:class:`~mesc.errors.CalibrationError`), one of fewer than ``warn_images`` gets a
@@ -133,7 +148,9 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     locked manifest update). ``backend`` and ``device`` (those of :func:`mesc.load`) run the
     exits over the set. ``risk`` (DELTA, with ``max_drop``) chooses with the Learn-then-Test
     guarantee of :mod:`mesc.calibration.exits.risk`; too few images for it are refused before
-    any exit runs, and the report's ``"risk"`` entry records the test and the plain choice."""
+    any exit runs, and the report's ``"risk"`` entry records the test and the plain choice.
+    ``prune=False`` searches every architecture in full (:mod:`~mesc.calibration.exits.search_space`:
+    the same choice, slower; the report then gives every architecture's best)."""
     from mesc.package.outputs import check_file_output
     from mesc.package import Package
 
@@ -182,7 +199,7 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
                      th_img_steps=th_img_steps)
         bound = parse_max_cost(max_cost, s.reference().expected_cost)
         bar = (lambda it: iterate(it, f"calibrate: search ({pol})", "subset")) if progress else None
-        return s.search(max_drop=max_drop, max_cost=bound, subsets=subsets, progress=bar)
+        return s.search(max_drop=max_drop, max_cost=bound, subsets=subsets, progress=bar, prune=prune)
 
     result = run(policy)   # InfeasibleBound propagates with the best achievable in its message
     compare = {}
@@ -201,7 +218,9 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
                                     th_pix_grid=memo.th_pix_grid if get_kind(policy).pixel_threshold else None,
                                     policy=policy, th_img_steps=th_img_steps, subsets=subsets)
         result = dataclasses.replace(result, best=risk_control.chosen)
-    rep = build_report(pkg, data, memo, costs, result, policy, compare)
+    rep = build_report(pkg, data, memo, costs, result, policy, compare, risk=risk)
+    if rep["selection"]["warning"]:
+        warnings.warn(rep["selection"]["warning"], CalibrationWarning, stacklevel=2)
     if risk_control is not None:
         rep["risk"] = dict(risk_control.to_dict(), plain=plain.to_dict(),
                            cost_given_up=risk_control.chosen.expected_cost - plain.expected_cost)
@@ -223,5 +242,5 @@ def calibrate(package, data, max_drop=None, max_cost=None, policy: str = "mess",
     return Calibration(result, memo, costs, rep, compare, nets if nets else None, risk_control)
 
 
-__all__ = ["Calibration", "CalibrationWarning", "MIN_IMAGES", "WARN_IMAGES", "calibrate", "check_image_count",
+__all__ = ["Calibration", "CalibrationWarning", "MIN_IMAGES", "WARN_IMAGES", "build_memo", "calibrate", "check_image_count",
            "check_options", "parse_max_cost"]

@@ -299,28 +299,43 @@ def exit_results(pipe, parts, bar):
 
 def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: int = 8, cache=None,
              progress: bool = False, limit: int | None = None, threads: int | None = None,
-             split: str | None = None, backend: str = "onnxruntime", device="cpu") -> Memo:
+             split: str | None = None, backend: str = "onnxruntime", device="cpu", shard=None) -> Memo:
     """Run every exit of ``package`` (a directory or a loaded Package) over ``data_dir`` (its
     ``split``, where given) once, on ``backend`` and ``device`` (those of :func:`mesc.load`).
 
     ``cache``: an ``.npz`` path; reused when its key matches (package files and policy, data
-    files, grid, resize, backend and device), else (re)written. ``batch`` images run per call (a static-batch
-    package runs its own batch).
+    files, grid, resize, backend and device), else merged from the shards beside it where there
+    are (:mod:`~mesc.calibration.exits.memo_shards`), else (re)written. ``shard`` ``(I, N)``
+    (with ``cache``): only shard I's images, written to the shard's file beside the cache.
+    ``batch`` images run per call (a static-batch package runs its own batch).
     """
+    from mesc.calibration.exits import memo_shards
     from mesc.package import Package
 
     pkg = package if isinstance(package, Package) else Package.load(package)
     grid = np.asarray(DEFAULT_TH_PIX_GRID if th_pix_grid is None else th_pix_grid, dtype=np.float64)
     if grid.ndim != 1 or not len(grid) or not ((grid >= 0) & (grid <= 1)).all():
         raise MescError(f"th_pix grid must be values in [0, 1], got {grid.tolist()}")
+    if shard is not None and cache is None:
+        raise MescError("--shard writes a shard beside the --cache file: give --cache")
     num_classes = package_classes(pkg)
     _, c, h, w = pkg.input.shape
+    inputs = [("PACKAGE", pkg.root), ("--data", data_dir)]
+    runs_on = f"{backend}/{device}"
+    pairs = calibration_pairs(data_dir, limit, split)
+    static = pkg.input.static_batch  # the batch the images run in where the graphs take only theirs
+
+    def shard_fields(run_batch):
+        return memo_shards.fields(pkg, pairs, data_dir, grid, resize, runs_on, run_batch, MEMO_VERSION,
+                                  COMPILED_POLICY_KEYS)
 
     key = None
     if cache is not None:
-        check_cache(cache, inputs=[("PACKAGE", pkg.root), ("--data", data_dir)])
-        key = _cache_key(pkg, _data_stat(data_dir, limit, split), grid, resize, f"{backend}/{device}")
-        if Path(cache).is_file():
+        check_cache(cache, inputs=inputs)
+        key = _cache_key(pkg, _data_stat(data_dir, limit, split), grid, resize, runs_on)
+        if shard is not None:
+            check_cache(memo_shards.shard_path(cache, *shard), inputs=inputs)
+        elif Path(cache).is_file():
             try:
                 memo = Memo.load(cache)
                 if memo.meta.get("key") == key:
@@ -328,9 +343,23 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
                     return memo
             except MescError:
                 pass
+        if shard is None:
+            merged = memo_shards.merge(cache, shard_fields(static or batch), Memo.load)
+            if merged is not None:
+                merged.meta.update(key=key, cached=False, package=str(pkg.root), data=str(data_dir))
+                merged.save(cache)
+                return merged
 
-    data = load_calibration_set(data_dir, (h, w), num_classes, resize=resize, limit=limit, split=split)
     pipe = open_pipeline(pkg, backend, device, threads)
+    run_batch = pipe.static_batch or batch
+    if shard is not None:
+        pairs = [pairs[i] for i in memo_shards.rows(len(pairs), shard, run_batch)]
+    try:
+        data = [load_item(img, mask, (h, w), num_classes, resize) for img, mask in pairs]
+        check_labelled(data_dir, [(name, mask) for name, _, mask in data])
+    except BaseException:
+        pipe.close()
+        raise
     exits = pipe.exit_names
     e_count, n = len(exits), len(data)
     inter = np.zeros((n, e_count, num_classes), np.int64)
@@ -364,8 +393,14 @@ def evaluate(package, data_dir, th_pix_grid=None, resize: bool = False, batch: i
     meta = {"package": str(pkg.root), "data": str(data_dir), "split": split, "resize": bool(resize),
             "conf_check_max_abs": check, "pixels": int(h * w), "key": key, "cached": False,
             "backend": pipe.runner.backend, "device": str(pipe.runner.device), "precision": pipe.runner.precision}
+    if cache is not None:  # shards made anywhere are checked against each other by these
+        meta["fields"] = memo_shards.fields(pkg, calibration_pairs(data_dir, limit, split), data_dir, grid, resize,
+                                            runs_on, run_batch, MEMO_VERSION, COMPILED_POLICY_KEYS)
     memo = Memo(exits, num_classes, grid, inter, union, scores, [name for name, _, _ in data], meta, features)
-    if cache is not None:
+    if shard is not None:
+        memo.meta["shard"] = list(shard)
+        memo.save(memo_shards.shard_path(cache, *shard))
+    elif cache is not None:
         memo.save(cache)
     return memo
 

@@ -23,36 +23,38 @@ whichever head is kept, so ``chunks(s_{j-1}, s_j]`` sums the chunks of the point
 exit per point that holds the final exit (:func:`architectures`); without candidates every exit
 is its own point and the architectures are today's kept-exit subsets, in the same order.
 
-The search, per architecture (kept-exit subset):
-
-1. Each non-final exit's options are the pairs (grid index ``g``, ``th_img``); ``th_img`` runs
-   over up to ``th_img_steps`` thresholds placed *between* distinct observed ``c_img`` values at
-   evenly spaced pass fractions, so every threshold is as far as possible from a calibration
-   value. Options with the same pass set are merged (they are the same decision on this set).
-2. If the product of the kept exits' option counts is at most ``exhaustive_limit``, every
-   combination is evaluated (exact optimum over the grid).
-3. Otherwise: coordinate descent, each step evaluating *all* options of one exit with the
-   others fixed, to a fixed point; run as a homotopy over the bound (a quarter, half, ...,
-   all of the allowed drop or cost reduction) so that the first exits do not take all the slack,
-   from two exit orders. The result is coordinate-wise optimal: no change of one exit's
-   (th_pix, th_img) improves it. Exact evaluation, heuristic optimisation.
+The search, per architecture (kept-exit subset), is :mod:`~mesc.calibration.exits.search_thresholds`:
+each non-final exit's options are the pairs (grid index ``g``, ``th_img``) of
+:mod:`~mesc.calibration.exits.search_options` (``th_img`` over up to ``th_img_steps`` thresholds
+placed *between* distinct observed ``c_img`` values at evenly spaced pass fractions; options with
+the same pass set merged), every combination evaluated where their product is at most
+``exhaustive_limit``, else a coordinate descent. Over architectures,
+:mod:`~mesc.calibration.exits.search_space` searches them all, skipping by the bounds of
+:mod:`~mesc.calibration.exits.search_bounds` only what cannot beat the best found: the same
+optimum as the brute force (``prune=False``), at the paper's space sizes.
 
 Every evaluated point (expected cost, mIoU) is kept for the Pareto plot.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from mesc.errors import CalibrationError, MescError
+from mesc.calibration.exits.search_options import ExitOptions
+from mesc.calibration.exits.search_results import (
+    Configuration,
+    InfeasibleBound,
+    SearchResult,
+    meets_bound,
+    pareto_front,
+)
+from mesc.calibration.exits.search_space import ArchitectureSearch, Space, architectures
+from mesc.errors import MescError
 from mesc.evaluation.metrics import miou
 from mesc.policy import POLICY_KINDS, get_kind
-
-_EPS = 1e-12
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,155 +188,6 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
     return Costs(chunk, head, unit="MFLOPs", source="flops", tail=tail, point=point)
 
 
-def architectures(point, every_point: bool = False) -> list[tuple]:
-    """The kept-exit subsets the search considers, as exit-index tuples: at most one exit per
-    exit point (``point[e]``, non-decreasing) and always the final exit; with ``every_point``
-    exactly one exit at every point. Ordered by size, then lexicographically: without candidates
-    that is ``itertools.combinations``' order, so ties resolve as before candidates existed."""
-    point = [int(p) for p in point]
-    last = len(point) - 1
-    groups: dict[int, list] = {}
-    for e, p in enumerate(point[:-1]):
-        groups.setdefault(p, []).append(e)
-    options = [g if every_point else [None, *g] for g in groups.values()]
-    subsets = {tuple(e for e in pick if e is not None) + (last,) for pick in itertools.product(*options)}
-    return sorted(subsets, key=lambda s: (len(s), s))
-
-
-# ---------------------------------------------------------------------------------------------
-# results
-
-@dataclass
-class Configuration:
-    """One exit configuration and its calibration-set figures."""
-
-    mode: str                      # "input-dependent", "budgeted" or "anytime"
-    exits: list                    # names of the kept exits, shallow to deep
-    th_pix: dict                   # kept exit -> th_pix (None for single-score policies / final)
-    th_img: dict                   # kept exit -> th_img (final exit: 0.0, always taken)
-    expected_cost: float
-    miou: float
-    exit_fraction: dict            # kept exit -> fraction of images that leave there
-    unit: str = "MFLOPs"
-    policy: str = "mess"
-    thresholds: dict = field(default_factory=dict)  # kept exit -> the policy's own threshold names
-
-    def to_dict(self) -> dict:
-        return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in asdict(self).items()}
-
-
-@dataclass
-class SearchResult:
-    best: Configuration
-    reference: Configuration       # final exit only
-    budgeted: list                 # one Configuration per exit (always that exit)
-    anytime: list                  # per exit: cost of running all exits up to it, its mIoU
-    points: np.ndarray             # (P, 2): expected cost, mIoU of every evaluated configuration
-    # (P,) subset id: index into ``subsets``; -2 - e for exit e alone (budgeted); -1 unknown
-    point_subsets: np.ndarray
-    subsets: list                  # kept-exit index tuples
-    objective: str                 # "max-drop" or "max-cost"
-    bound: float
-    exhaustive: dict = field(default_factory=dict)  # subset -> True if searched exhaustively
-    budgeted_best: Configuration | None = None  # the best single exit under the bound (None: none meets it)
-    anytime_best: dict | None = None  # max-cost: the deepest exit an anytime run reaches within the bound
-    seconds: float = 0.0
-    evaluated: int = 0
-    # per subset, in ``subsets`` order: {"best": its best Configuration (meeting the bound where it
-    # can), "feasible", "exhaustive", "seconds", "fixed_heads" (only first heads)}: what each
-    # choice of heads gives on its own
-    by_subset: list = field(default_factory=list)
-    # the best configuration using only the first head of every point (candidate 0: what an
-    # uncalibrated package runs); the search's gain over fixed heads. Without candidates: ``best``.
-    fixed_heads_best: Configuration | None = None
-
-    def pareto(self) -> np.ndarray:
-        """Indices into ``points`` of the Pareto front (lower cost, higher mIoU), by cost."""
-        return pareto_front(self.points)
-
-    def meets_bound(self, cfg: Configuration) -> bool:
-        return meets_bound(cfg, self.objective, self.bound)
-
-
-def meets_bound(cfg: Configuration, objective: str, bound: float) -> bool:
-    """Whether ``cfg`` meets the bound (mIoU at least ``bound``, or cost at most ``bound``),
-    with the search's tolerance for float sums."""
-    if objective == "max-drop":
-        return bool(cfg.miou >= bound - 1e-9)
-    return bool(cfg.expected_cost <= bound * (1 + 1e-9))
-
-
-def pareto_front(points: np.ndarray) -> np.ndarray:
-    if len(points) == 0:
-        return np.zeros(0, dtype=int)
-    order = np.lexsort((-points[:, 1], points[:, 0]))
-    best = -np.inf
-    keep = []
-    for i in order:
-        if points[i, 1] > best + _EPS:
-            keep.append(i)
-            best = points[i, 1]
-    return np.asarray(keep, dtype=int)
-
-
-# ---------------------------------------------------------------------------------------------
-# the search
-
-def _cuts(v: np.ndarray, steps: int) -> np.ndarray:
-    """Up to ``steps`` thresholds t for the decision ``v >= t``, passing evenly spaced numbers
-    of images; each lies midway between two distinct observed values (the lowest passes all)."""
-    n = len(v)
-    vals, cnt = np.unique(v, return_counts=True)
-    u, passes = vals[::-1], np.cumsum(cnt[::-1])  # a cut just below u[k] passes passes[k]
-    targets = np.linspace(0, n, steps + 1)[1:]
-    ks = np.unique(np.clip(np.searchsorted(passes, targets, side="left"), 0, len(u) - 1))
-    low = min(0.0, float(u[-1])) if u[-1] >= 0 else float(u[-1])
-    return np.array([low if k == len(u) - 1 else 0.5 * (u[k] + u[k + 1]) for k in ks])
-
-
-class _Options:
-    """The distinct exit decisions of one exit: pass sets and the thresholds giving each.
-
-    ``kind="ge"``: leave when ``score[g] >= t`` (MESS: ``g`` indexes th_pix, ``t`` is th_img;
-    single-score policies: ``G = 1``). ``kind="range"``: leave when ``lo <= score <= hi`` (the
-    thesis' FFT policy). Option 0 is "never leave here".
-    """
-
-    def __init__(self, conf_e: np.ndarray, steps: int, kind: str = "ge"):
-        n, g_count = conf_e.shape
-        g_idx, ths, rows = [-1], [(np.nan, np.nan)], [np.zeros(n, dtype=bool)]
-        for g in range(g_count):
-            v = conf_e[:, g].astype(np.float64)
-            if kind == "ge":
-                for t in _cuts(v, steps):
-                    g_idx.append(g)
-                    ths.append((t, np.nan))
-                    rows.append(v >= t)
-            elif kind == "range":
-                los = _cuts(v, steps)
-                his = -_cuts(-v, steps)
-                # the cut passing every image lies on the largest score: one the graph computes a
-                # float32 rounding higher would fall out of the range, so it passes every score
-                his[his >= v.max()] = np.finfo(np.float32).max
-                for lo in los:
-                    for hi in his[his > lo]:
-                        g_idx.append(g)
-                        ths.append((lo, hi))
-                        rows.append((v >= lo) & (v <= hi))
-            else:
-                raise ValueError(kind)
-        rows = np.stack(rows)
-        _, first = np.unique(rows, axis=0, return_index=True)
-        first = np.sort(first)
-        self.rows = rows[first]
-        self.rows_f = self.rows.astype(np.float64)
-        self.g = np.asarray(g_idx)[first]
-        self.th = np.asarray(ths, dtype=np.float64)[first]
-
-    def __len__(self):
-        return len(self.rows)
-
-
 class Searcher:
     """Vectorised evaluation and search over one calibration memo."""
 
@@ -360,10 +213,13 @@ class Searcher:
         self.policy = policy
         self.kind = get_kind(policy).comparison  # "ge" or "range"
         self.pixel_threshold = get_kind(policy).pixel_threshold
-        self.options = [_Options(self.conf[:, i, :], th_img_steps, self.kind) for i in range(e - 1)]
+        self.options = [ExitOptions(self.conf[:, i, :], th_img_steps, self.kind) for i in range(e - 1)]
         self.evaluated = 0
+        self.visited = 0
         self._pts: list = []
         self._pts_sub: list = []
+        self._n_pts = 0
+        self.points_thinned = False
 
     # evaluation ----------------------------------------------------------------------------
     def evaluate(self, kept, passes: np.ndarray, subset_id: int = -1, record: bool = True):
@@ -390,25 +246,36 @@ class Searcher:
         cost = self.costs.expected(kept, remaining, counts, self.n)
         mi = miou(inter, union)
         if record:
+            self.visited += n_configs
             self._record(cost, mi, subset_id)
         return cost, mi, counts
+
+    # the evaluated configurations kept for the Pareto plot: 12 bytes each, so past this many the
+    # cloud is thinned (the front of everything seen always kept): at most ~12 MB however large the space
+    max_points = 1_000_000
 
     def _record(self, cost, mi, subset_id):
         self.evaluated += len(cost)
         self._pts.append(np.stack([cost, mi], 1).astype(np.float32))
         self._pts_sub.append(np.full(len(cost), subset_id, dtype=np.int32))
+        self._n_pts += len(cost)
+        if self._n_pts > self.max_points:
+            pts, sub = np.concatenate(self._pts), np.concatenate(self._pts_sub)
+            front = pareto_front(pts)
+            rest = np.setdiff1d(np.arange(len(pts)), front)
+            rest = rest[::max(1, 2 * len(rest) // self.max_points)]
+            keep = np.sort(np.concatenate([front, rest]))
+            self._pts, self._pts_sub, self._n_pts = [pts[keep]], [sub[keep]], len(keep)
+            self.points_thinned = True
 
-    def evaluate_coordinate(self, kept, choice, j: int, subset_id: int = -1):
-        """All options of kept exit ``j`` (non-final) with the others fixed at ``choice``.
-
-        With the others fixed, an image either leaves at one of the exits before ``j`` (fixed), or
-        at ``j`` if it passes there, or else at a fixed later exit ``t(n)``; so every option's
-        summed counts are a constant plus one matrix product of its pass rows with the per-image
-        difference (exit ``j`` minus exit ``t(n)``). Returns (cost (O,), mIoU (O,), counts (O, k)).
-        """
+    def _coordinate(self, kept, choice, j: int):
+        """With the other exits fixed at ``choice``, an image either leaves at one of the exits
+        before ``j`` (fixed), or at ``j`` if it passes there, or else at a fixed later exit ``t(n)``;
+        so every option of ``j``'s summed counts are a constant plus one matrix product of its
+        pass rows with the per-image difference (exit ``j`` minus exit ``t(n)``). Returns the
+        constants (inter, union, counts) and the per-image differences (N, C), (N, C), (N, k)."""
         kept = list(kept)
         n_kept, n = len(kept), self.n
-        n_classes = self.inter.shape[2]
         images = np.arange(n)
         rows = {slot: self.options[kept[slot]].rows[choice[slot]] for slot in range(n_kept - 1) if slot != j}
         before = np.full(n, -1)
@@ -420,26 +287,52 @@ class Searcher:
         reach_j = before < 0
         fallback = np.where(reach_j, after, before)  # where each image leaves if nothing passes at j
         fallback_exit = np.asarray(kept)[fallback]
-        base_inter = self.inter[images, fallback_exit].sum(0)
-        base_union = self.union[images, fallback_exit].sum(0)
-        base_counts = np.bincount(fallback, minlength=n_kept).astype(np.float64)
-        # per image: what leaving at j instead of its later exit changes (inter | union | counts)
-        delta = np.zeros((n, 2 * n_classes + n_kept))
+        base = (self.inter[images, fallback_exit].sum(0), self.union[images, fallback_exit].sum(0),
+                np.bincount(fallback, minlength=n_kept).astype(np.float64))
         exit_j, exit_after = kept[j], np.asarray(kept)[after]
-        delta[:, :n_classes] = self.inter[:, exit_j] - self.inter[images, exit_after]
-        delta[:, n_classes:2 * n_classes] = self.union[:, exit_j] - self.union[images, exit_after]
-        delta[images, 2 * n_classes + j] += 1.0
-        delta[images, 2 * n_classes + after] -= 1.0
-        delta[~reach_j] = 0.0
-        change = self.options[exit_j].rows_f @ delta
-        inter = base_inter + change[:, :n_classes]
-        union = base_union + change[:, n_classes:2 * n_classes]
-        counts = base_counts + change[:, 2 * n_classes:]
-        remaining = n - np.concatenate([np.zeros((len(change), 1)), np.cumsum(counts, 1)[:, :-1]], 1)
-        cost = self.costs.expected(kept, remaining, counts, n)
+        d_inter = self.inter[:, exit_j] - self.inter[images, exit_after]
+        d_union = self.union[:, exit_j] - self.union[images, exit_after]
+        d_counts = np.zeros((n, n_kept))
+        d_counts[images, j] += 1.0
+        d_counts[images, after] -= 1.0
+        for d in (d_inter, d_union, d_counts):
+            d[~reach_j] = 0.0
+        return base, (d_inter, d_union, d_counts)
+
+    def _coordinate_cost(self, kept, counts):
+        remaining = self.n - np.concatenate([np.zeros((len(counts), 1)), np.cumsum(counts, 1)[:, :-1]], 1)
+        return self.costs.expected(list(kept), remaining, counts, self.n)
+
+    def evaluate_coordinate(self, kept, choice, j: int, subset_id: int = -1):
+        """All options of kept exit ``j`` (non-final) with the others fixed at ``choice``
+        (:meth:`_coordinate`). Returns (cost (O,), mIoU (O,), counts (O, k))."""
+        base, delta = self._coordinate(kept, choice, j)
+        change = self.options[kept[j]].sums(np.concatenate(delta, 1))
+        c = base[0].shape[0]
+        inter, union = base[0] + change[:, :c], base[1] + change[:, c:2 * c]
+        counts = base[2] + change[:, 2 * c:]
+        cost = self._coordinate_cost(kept, counts)
         mi = miou(inter, union)
+        self.visited += len(cost)
         self._record(cost, mi, subset_id)
         return cost, mi, counts
+
+    def evaluate_coordinate_capped(self, kept, choice, j: int, cap: float, subset_id: int = -1):
+        """As :meth:`evaluate_coordinate`, the cost first (from the exit counts alone) and the
+        mIoU only of the options costing at most ``cap``. Returns (their indices, cost, mIoU)."""
+        base, (d_inter, d_union, d_counts) = self._coordinate(kept, choice, j)
+        opt = self.options[kept[j]]
+        counts = base[2] + opt.sums(d_counts)
+        cost = self._coordinate_cost(kept, counts)
+        self.visited += len(cost)
+        idx = np.flatnonzero(cost <= cap)
+        if not len(idx):
+            return idx, cost[idx], np.zeros(0)
+        change = opt.sums(np.concatenate([d_inter, d_union], 1), idx)
+        c = base[0].shape[0]
+        mi = miou(base[0] + change[:, :c], base[1] + change[:, c:])
+        self._record(cost[idx], mi, subset_id)
+        return idx, cost[idx], mi
 
     def _passes(self, kept, choice) -> np.ndarray:
         """(K, k-1, N) from option indices ``choice`` (K, k-1)."""
@@ -531,128 +424,18 @@ class Searcher:
                  "miou": float(miou(self.inter[:, e].sum(0), self.union[:, e].sum(0)))}
                 for e in range(self.e)]
 
-    # optimisation -------------------------------------------------------------------------
-    @staticmethod
-    def _keys(cost, mi, objective, bound):
-        """Sort keys: (violation, primary, secondary); smaller is better."""
-        if objective == "max-drop":
-            viol = np.maximum(bound - mi, 0.0)
-            viol = np.where(viol > _EPS, viol, 0.0)
-            return viol, cost, -mi
-        viol = np.maximum(cost - bound, 0.0)
-        viol = np.where(viol > _EPS * max(1.0, abs(bound)), viol, 0.0)
-        return viol, -mi, cost
-
-    @classmethod
-    def _argbest(cls, cost, mi, objective, bound) -> int:
-        a, b, c = cls._keys(cost, mi, objective, bound)
-        return int(np.lexsort((c, b, a))[0])
-
-    @classmethod
-    def _better(cls, x, y, objective, bound) -> bool:
-        """Is (cost, mIoU) ``x`` strictly better than ``y``?"""
-        kx = [float(np.ravel(v)[0]) for v in cls._keys(np.array([x[0]], float), np.array([x[1]], float), objective, bound)]
-        ky = [float(np.ravel(v)[0]) for v in cls._keys(np.array([y[0]], float), np.array([y[1]], float), objective, bound)]
-        for a, b in zip(kx, ky):
-            if a < b - 1e-12:
-                return True
-            if a > b + 1e-12:
-                return False
-        return False
-
-    def _exhaustive(self, kept, sid, objective, bound):
-        """Every combination: the outer exits enumerated, the last non-final one vectorised."""
-        sizes = [len(self.options[e]) for e in kept[:-1]]
-        if not sizes:
-            cost, mi, _ = self.evaluate(kept, self._passes(kept, np.zeros((1, 0), dtype=int)), sid)
-            return float(cost[0]), float(mi[0]), np.zeros(0, dtype=int)
-        best = None
-        j = len(sizes) - 1
-        for outer in itertools.product(*[range(s) for s in sizes[:-1]]):
-            choice = np.array(list(outer) + [0], dtype=int)
-            cost, mi, _ = self.evaluate_coordinate(kept, choice, j, sid)
-            i = self._argbest(cost, mi, objective, bound)
-            choice[j] = i
-            cand = (float(cost[i]), float(mi[i]), choice)
-            if best is None or self._better(cand[:2], best[:2], objective, bound):
-                best = cand
-        return best
-
-    def _descent(self, kept, sid, objective, bound, start, order, max_sweeps=20):
-        choice = np.array(start, dtype=int)
-        cost, mi, _ = self.evaluate(kept, self._passes(kept, choice[None]), sid)
-        cur = (float(cost[0]), float(mi[0]))
-        for _ in range(max_sweeps):
-            improved = False
-            for j in order:
-                cost, mi, _ = self.evaluate_coordinate(kept, choice, j, sid)
-                i = self._argbest(cost, mi, objective, bound)
-                if self._better((cost[i], mi[i]), cur, objective, bound):
-                    choice = choice.copy()
-                    choice[j] = i
-                    cur, improved = (float(cost[i]), float(mi[i])), True
-            if not improved:
-                break
-        return cur[0], cur[1], choice
-
-    def _pair_refine(self, kept, sid, objective, bound, start, cur, candidates=24, rounds=3):
-        """Two-exit moves: exit ``j`` to one of its efficient options (the Pareto front of its
-        one-exit sweep), then the best option of exit ``l`` given that. Escapes the coordinate-wise
-        optima where one exit must give up slack for another to use it."""
-        choice = np.array(start, dtype=int)
-        k1 = len(kept) - 1
-        for _ in range(rounds):
-            improved = False
-            for j in range(k1):
-                cost, mi, _ = self.evaluate_coordinate(kept, choice, j, sid)
-                front = pareto_front(np.stack([cost, mi], 1))
-                if len(front) > candidates:
-                    front = front[np.linspace(0, len(front) - 1, candidates).round().astype(int)]
-                for l in range(k1):
-                    if l == j:
-                        continue
-                    for oj in front:
-                        trial = choice.copy()
-                        trial[j] = oj
-                        c2, m2, _ = self.evaluate_coordinate(kept, trial, l, sid)
-                        i = self._argbest(c2, m2, objective, bound)
-                        if self._better((c2[i], m2[i]), cur, objective, bound):
-                            trial[l] = i
-                            choice, cur, improved = trial, (float(c2[i]), float(m2[i])), True
-            if not improved:
-                break
-        return cur[0], cur[1], choice
-
-    def _local(self, kept, sid, objective, bound, ref, stages=4):
-        k1 = len(kept) - 1
-        full_cost = float(self.costs.subset_segment_costs(kept).sum() + self.costs.tail[kept[-1]])
-        results = []
-        for order in (list(range(k1)), list(range(k1))[::-1]):
-            choice = np.zeros(k1, dtype=int)
-            for s in range(1, stages + 1):
-                if objective == "max-drop":
-                    b = ref - (ref - bound) * s / stages
-                else:
-                    b = full_cost - (full_cost - bound) * s / stages
-                cost, mi, choice = self._descent(kept, sid, objective, b, choice, order)
-            cost, mi, choice = self._descent(kept, sid, objective, bound, choice, order)
-            results.append((cost, mi, choice))
-        out = results[0]
-        for r in results[1:]:
-            if self._better(r[:2], out[:2], objective, bound):
-                out = r
-        if k1 > 1:
-            cost, mi, choice = self._pair_refine(kept, sid, objective, bound, out[2], out[:2])
-            out = self._descent(kept, sid, objective, bound, choice, list(range(k1)))
-        return out
-
+    # the search ---------------------------------------------------------------------------
     def search(self, max_drop: float | None = None, max_cost: float | None = None,
-               exhaustive_limit: int = 200_000, subsets=None, progress=None) -> SearchResult:
+               exhaustive_limit: int = 200_000, subsets=None, progress=None, prune: bool = True) -> SearchResult:
         """Minimise expected cost subject to mIoU >= final-only mIoU - ``max_drop`` (percentage
-        points), or maximise mIoU subject to expected cost <= ``max_cost`` (cost units)."""
+        points), or maximise mIoU subject to expected cost <= ``max_cost`` (cost units), over
+        ``subsets`` (default: every architecture of the exit points). ``prune=False`` searches
+        every architecture in full (the brute force the pruned search equals; every architecture
+        then has its best in ``by_subset``)."""
         if (max_drop is None) == (max_cost is None):
             raise MescError("give exactly one bound: --max-drop PP or --max-cost COST")
         t0 = time.perf_counter()
+        self._pts, self._pts_sub, self._n_pts = [], [], 0  # this search's points only
         ref = self.reference()
         if max_drop is not None:
             if not max_drop >= 0:
@@ -663,53 +446,37 @@ class Searcher:
                 raise MescError(f"--max-cost must be positive, got {max_cost}")
             objective, bound = "max-cost", float(max_cost)
         budgeted = self.budgeted()
-        last = self.e - 1
-        if subsets is None:
-            subsets = architectures(self.costs.point)
-        subsets = [tuple(int(x) for x in s) for s in subsets]
-        for s in subsets:
-            if not s or s[-1] != last or list(s) != sorted(set(s)) or not all(0 <= x <= last for x in s):
-                raise MescError(f"exit subset {s} must be increasing and end with the final exit {last}")
-            at = [int(self.costs.point[x]) for x in s]
-            if len(set(at)) != len(at):
-                raise MescError(f"exit subset {s} keeps two heads at one exit point (points {at}); "
-                                f"keep at most one candidate per point")
-        best, best_kept, exhaustive, found = None, None, {}, []
-        it = subsets if progress is None else progress(subsets)
-        for sid, kept in enumerate(it):
-            kept = list(kept)
-            t_subset = time.perf_counter()
-            size = int(np.prod([len(self.options[e]) for e in kept[:-1]], dtype=np.float64))
-            if size <= exhaustive_limit:
-                res = self._exhaustive(kept, sid, objective, bound)
-                exhaustive[tuple(kept)] = True
-            else:
-                res = self._local(kept, sid, objective, bound, ref.miou)
-                exhaustive[tuple(kept)] = False
-            found.append((kept, res, time.perf_counter() - t_subset))
-            if best is None or self._better(res[:2], best[:2], objective, bound):
-                best, best_kept = res, kept
-        conf = self.configuration(best_kept, best[2], subset_id=subsets.index(tuple(best_kept)))
+        space = Space(self.costs.point, subsets)
+        run = ArchitectureSearch(self, space, objective, bound, ref.miou, exhaustive_limit, prune, progress)
+        self.last_run = run  # what a search cut off by its caller (an exception from progress) had done
+        best, fixed = run.run()
+        # the architectures searched, in the brute force's order; the recorded points follow
+        order = sorted(range(len(run.found)), key=lambda i: space.rank(run.found[i][0]))
+        found = [run.found[i] for i in order]
+        new_id = np.zeros(len(order), dtype=np.int32)
+        new_id[order] = np.arange(len(order), dtype=np.int32)
+        searched = [tuple(f[0]) for f in found]
+        for i in range(len(self._pts_sub)):  # search-order ids -> positions in ``searched``
+            ids = self._pts_sub[i].copy()
+            ids[ids >= 0] = new_id[ids[ids >= 0]]
+            self._pts_sub[i] = ids
+        old = next(i for i, f in enumerate(run.found) if f[0] == best.kept)
+        conf = self.configuration(best.kept, best.res[2], subset_id=int(new_id[old]))
         meets = lambda c: meets_bound(c, objective, bound)  # noqa: E731
         feasible = meets(conf)
         first = self.costs.first_heads()
-        by_subset = []
-        for kept, res, seconds in found:
-            c = self.configuration(kept, res[2], record=False)
-            by_subset.append({"best": c, "feasible": meets(c), "exhaustive": exhaustive[tuple(kept)],
-                              "seconds": seconds, "fixed_heads": bool(first[kept].all())})
-        fixed = [b["best"] for b in by_subset if b["fixed_heads"]]
-        fixed_best = None
-        for c in fixed:
-            if fixed_best is None or self._better((c.expected_cost, c.miou),
-                                                  (fixed_best.expected_cost, fixed_best.miou), objective, bound):
-                fixed_best = c
+        by_subset, exhaustive = [], {}
+        for kept, res, seconds, exh, capped in found:
+            c = None if res is None else self.configuration(kept, res[2], record=False)
+            exhaustive[tuple(kept)] = exh
+            by_subset.append({"best": c, "feasible": c is not None and meets(c), "exhaustive": exh,
+                              "seconds": seconds, "fixed_heads": bool(first[kept].all()), "capped": capped})
+        fixed_best = None if fixed.res is None else self.configuration(fixed.kept, fixed.res[2], record=False)
+        ok = [c for c in budgeted if meets(c)]
         if objective == "max-drop":
-            ok = [c for c in budgeted if meets(c)]
             budgeted_best = min(ok, key=lambda c: c.expected_cost) if ok else None
             anytime_best = None
         else:
-            ok = [c for c in budgeted if meets(c)]
             budgeted_best = max(ok, key=lambda c: c.miou) if ok else None
             reach = [(int(self.costs.point[e]), a["miou"], e) for e, a in enumerate(self.anytime())
                      if a["cost"] <= bound * (1 + 1e-9)]
@@ -718,11 +485,12 @@ class Searcher:
         pts = np.concatenate(self._pts) if self._pts else np.zeros((0, 2), np.float32)
         sub = np.concatenate(self._pts_sub) if self._pts_sub else np.zeros(0, np.int32)
         result = SearchResult(best=conf, reference=ref, budgeted=budgeted, anytime=self.anytime(),
-                              points=pts, point_subsets=sub, subsets=[list(s) for s in subsets],
+                              points=pts, point_subsets=sub, subsets=[list(s) for s in searched],
                               objective=objective, bound=bound, exhaustive=exhaustive,
                               budgeted_best=budgeted_best, anytime_best=anytime_best,
                               seconds=time.perf_counter() - t0, evaluated=self.evaluated,
-                              by_subset=by_subset, fixed_heads_best=fixed_best)
+                              by_subset=by_subset, fixed_heads_best=fixed_best,
+                              space=dict(run.stats(), visited=self.visited))
         if not feasible:
             cheapest = min(budgeted, key=lambda c: c.expected_cost)
             cheapest_cost = float(pts[:, 0].min()) if len(pts) else cheapest.expected_cost
@@ -735,22 +503,14 @@ class Searcher:
         return result
 
 
-class InfeasibleBound(CalibrationError):
-    """No configuration meets the bound; ``result`` holds the best effort."""
-
-    def __init__(self, message, result=None):
-        super().__init__(message)
-        self.result = result
-
-
 def search(inter, union, conf, costs: Costs, max_drop=None, max_cost=None, exit_names=None,
            th_pix_grid=None, policy="mess", th_img_steps=50, exhaustive_limit=200_000,
-           subsets=None, progress=None) -> SearchResult:
+           subsets=None, progress=None, prune: bool = True) -> SearchResult:
     """Convenience wrapper: build a :class:`Searcher` and run :meth:`Searcher.search`."""
     s = Searcher(inter, union, conf, costs, exit_names=exit_names, th_pix_grid=th_pix_grid, policy=policy,
                  th_img_steps=th_img_steps)
     return s.search(max_drop=max_drop, max_cost=max_cost, exhaustive_limit=exhaustive_limit,
-                    subsets=subsets, progress=progress)
+                    subsets=subsets, progress=progress, prune=prune)
 
 
 __all__ = ["Costs", "Configuration", "SearchResult", "Searcher", "InfeasibleBound", "architectures", "meets_bound",

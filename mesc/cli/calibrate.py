@@ -8,6 +8,19 @@ from mesc.cli.options import Real, Whole, backend_options, parse_policy_name
 from mesc.policy import POLICY_KINDS
 
 
+def parse_shard_option(ctx, param, value):
+    """``--shard I/N`` as (I, N); a malformed one is a usage error naming the option."""
+    if value is None:
+        return None
+    from mesc.calibration.exits.memo_shards import parse_shard
+    from mesc.errors import MescError
+
+    try:
+        return parse_shard(value)
+    except MescError as err:
+        raise click.BadParameter(str(err)) from None
+
+
 @click.command("calibrate")
 @click.argument("package", type=click.Path())
 @click.option("--data", "-d", required=True, type=click.Path(),
@@ -32,7 +45,8 @@ from mesc.policy import POLICY_KINDS
 @click.option("--resize", is_flag=True,
               help="Resize images (bilinear) to the package input; masks keep their resolution.")
 @click.option("--cache", type=click.Path(dir_okay=False), default=None,
-              help="Memo cache (.npz): reused when package, data and grid are unchanged.")
+              help="Memo cache (.npz): reused when package, data and grid are unchanged; else merged from the "
+                   "shards beside it (--memo-only --shard I/N), else rebuilt.")
 @click.option("--latency-key", default=None, help="Which recorded latency to use (default: the first).")
 @click.option("--all-exits", is_flag=True,
               help="Keep a head at every exit point (search thresholds only; where a point has candidate "
@@ -48,18 +62,43 @@ from mesc.policy import POLICY_KINDS
 @click.option("--warn-images", type=Whole(min=0), default=None,
               help="Warn that thresholds overfit a calibration set of fewer images (default: 50).")
 @click.option("--force", is_flag=True, help="Overwrite existing --report and --plot files.")
+@click.option("--no-prune", "no_prune", is_flag=True,
+              help="Search every architecture in full (the same choice, slower; the report then gives each one's best).")
+@click.option("--memo-only", is_flag=True,
+              help="Run the exits over the set into --cache (or one --shard of it) and stop: no search.")
+@click.option("--shard", default=None, metavar="I/N", callback=parse_shard_option,
+              help="With --memo-only: only shard I of N (0 <= I < N), written beside --cache; a later calibrate "
+                   "with that --cache merges the N shards.")
 @backend_options
 def calibrate_cmd(package, data, max_drop, max_cost, risk, policy, report, plot, write, resize, cache, latency_key,
-                  all_exits, th_img_steps, compare_policies, limit, split, min_images, warn_images, force, backend,
-                  device):
+                  all_exits, th_img_steps, compare_policies, limit, split, min_images, warn_images, force, no_prune,
+                  memo_only, shard, backend, device):
     """Choose exits and thresholds on a labelled set: least expected cost within an mIoU drop,
     or best mIoU within a cost. Where an exit point offers candidate heads, choose at most one."""
+    if shard is not None and not memo_only:
+        raise click.UsageError("--shard goes with --memo-only (a shard is part of the memo; calibrate merges them)")
+    if memo_only:
+        given = [o for o, v in (("--max-drop", max_drop), ("--max-cost", max_cost), ("--risk", risk),
+                                ("--report", report), ("--plot", plot), ("--write", write),
+                                ("--compare-policies", compare_policies), ("--no-prune", no_prune)) if v]
+        if given:
+            raise click.UsageError(f"--memo-only builds the memo and stops: {', '.join(given)} would do nothing")
+        from mesc.calibration.exits.calibration import build_memo
+        from mesc.calibration.exits.memo_shards import shard_path
+
+        memo = build_memo(package, data, cache, shard=shard, resize=resize, limit=limit, split=split,
+                          backend=backend, device=device, progress=True)
+        where = cache if shard is None else shard_path(cache, *shard)
+        click.echo(f"memo             {memo.n} images x {len(memo.exits)} exits"
+                   + (f" (shard {shard[0]}/{shard[1]})" if shard else "")
+                   + (" (reused)" if memo.meta.get("cached") else "") + f" in {where}")
+        return
     from mesc.calibration.exits import calibrate, format_report
 
     out = calibrate(package, data, max_drop=max_drop, max_cost=max_cost, policy=policy, report=report, plot=plot,
                     write=write, resize=resize, cache=cache, latency_key=latency_key, all_exits=all_exits,
                     th_img_steps=th_img_steps, compare_policies=compare_policies, limit=limit, split=split,
-                    progress=True, force=force, backend=backend, device=device, risk=risk,
+                    progress=True, force=force, backend=backend, device=device, risk=risk, prune=not no_prune,
                     **{k: v for k, v in (("min_images", min_images), ("warn_images", warn_images)) if v is not None})
     click.echo(format_report(out.report))
     if report:

@@ -117,7 +117,7 @@ def three_scenes(tmp_path_factory):
 @pytest.mark.parametrize("command,message", [
     ("export -m toys.py:skipnet -o {existing}", "already exists"),
     ("synth-data -o {existing}", "already exists"),
-    ("calibrate {pkg} --data {data} --max-drop 1 --limit 0", "--limit must be"),
+    ("calibrate {pkg} --data {data} --max-cost 0", "--max-cost must be a positive number"),
     ("calibrate {pkg} --data {data} --max-drop 1", "needs at least 5 labelled images"),
     ("bench {pkg} --json {existing}/keep.txt/bench.json", "is not a directory"),
     ("run {pkg} {data} -o {existing}", "not empty"),

@@ -109,8 +109,9 @@ def test_a_cost_bound_mixes_exits_as_predicted(pkg_dir, data):
 
 
 def test_the_report_lists_every_architecture_and_the_front_heads(candidate_package, data, tmp_path):
+    # prune=False: every architecture searched in full, so each has its own best to list
     out = calibrate(candidate_package, data, max_drop=1.0, warn_images=0, th_img_steps=8,
-                    report=tmp_path / "cal.json")
+                    report=tmp_path / "cal.json", prune=False)
     rep = json.loads((tmp_path / "cal.json").read_text())
     assert rep["candidates"] is True and rep["cost"]["point"] == [0, 0, 1, 2]
     # what it was computed on, for `mesc export --from-report` to check
@@ -148,10 +149,16 @@ def test_the_cli_names_the_disabled_heads(pkg_dir, data, tmp_path):
 
 
 def test_all_exits_keeps_a_head_at_every_point(candidate_package, data):
-    out = calibrate(candidate_package, data, max_drop=1.0, all_exits=True, warn_images=0, th_img_steps=8)
-    assert sorted(tuple(a["exits"]) for a in out.report["architectures"]) == \
+    full = calibrate(candidate_package, data, max_drop=1.0, all_exits=True, warn_images=0, th_img_steps=8,
+                     prune=False)
+    assert sorted(tuple(a["exits"]) for a in full.report["architectures"]) == \
         [("exit0c0", "exit1", "exit2"), ("exit0c1", "exit1", "exit2")]
-    assert out.report["chosen"]["exits"][1:] == ["exit1", "exit2"]
+    assert full.report["chosen"]["exits"][1:] == ["exit1", "exit2"]
+    # pruned: the same two architectures make the space, the same choice
+    out = calibrate(candidate_package, data, max_drop=1.0, all_exits=True, warn_images=0, th_img_steps=8)
+    assert out.report["search"]["architectures"] == 2 and out.report["chosen"] == full.report["chosen"]
+    assert {tuple(a["exits"]) for a in out.report["architectures"]} <= \
+        {("exit0c0", "exit1", "exit2"), ("exit0c1", "exit1", "exit2")}
 
 
 def test_plot_colours_the_front_by_heads(candidate_package, data, tmp_path):
@@ -198,3 +205,16 @@ def test_a_bound_only_a_candidate_meets(pkg_dir, data):
     assert rep["fixed_heads_meet_bound"] is False and rep["fixed_heads_best"]["expected_cost"] > 1.5
     assert not any(a["meets_bound"] for a in rep["architectures"] if a["fixed_heads"])
     assert "(misses the bound); the head search:" in format_report(rep)
+
+
+def test_the_cli_warns_when_the_choice_overfits(pkg_dir, data, capfd):
+    """Six architectures on twelve images: the text says so and the CLI warns, pointing to --risk."""
+    from mesc.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["calibrate", str(pkg_dir), "--data", str(data), "--max-drop", "100", "--th-img-steps", "8",
+              "--warn-images", "0"])
+    out, err = capfd.readouterr()
+    assert stop.value.code == 0, err
+    assert "mesc: warning: chosen among 6 architectures on 12 calibration images" in err and "--risk DELTA" in err
+    assert "selection        chosen among 6 architectures (choices of heads) on 12 calibration images" in out

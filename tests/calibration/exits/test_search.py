@@ -268,7 +268,12 @@ def test_candidate_search_matches_brute_force(seed, point, bound):
         with pytest.raises(InfeasibleBound):
             s.search(**kw)
         return
-    res = s.search(**kw)
+    pruned = s.search(**kw)
+    assert pruned.best.expected_cost == pytest.approx(want["best"][1], abs=1e-9)
+    assert pruned.best.miou == pytest.approx(want["best"][2], abs=1e-12)
+    # without pruning every architecture is searched in full: each one's best is the brute force's
+    res = s.search(**kw, prune=False)
+    assert pruned.best == res.best and pruned.fixed_heads_best == res.fixed_heads_best
     assert sorted(map(tuple, res.subsets)) == sorted(want["subsets"])
     assert res.best.expected_cost == pytest.approx(want["best"][1], abs=1e-9)
     assert res.best.miou == pytest.approx(want["best"][2], abs=1e-12)
@@ -356,7 +361,12 @@ def test_the_search_picks_the_better_candidate_and_says_what_it_gained():
     assert res.best.expected_cost == pytest.approx(1.5 + 0.5 * 3.5)
     fixed = res.fixed_heads_best
     assert fixed.exits == ["exit1"] and fixed.expected_cost == pytest.approx(4.5)
-    kept = {tuple(b["best"].exits): b for b in res.by_subset}
+    # pruned: exit0c0 never beats the final exit on an image, so with it every image must reach
+    # the final exit: at least 1.5 + 3.5 = 5 > 4.5 (the final alone), skipped before any threshold
+    assert res.subsets == [[2], [1, 2]] and res.space["pruned"]["bound"] == 1
+    full = s.search(max_drop=0.0, prune=False)
+    assert full.best == res.best and full.fixed_heads_best == fixed
+    kept = {tuple(b["best"].exits): b for b in full.by_subset}
     assert set(kept) == {("exit1",), ("exit0c0", "exit1"), ("exit0c1", "exit1")}
     assert kept[("exit0c0", "exit1")]["fixed_heads"] and not kept[("exit0c1", "exit1")]["fixed_heads"]
     # exit0c0 meets the bound only by never letting an image go: its chunk and head for nothing
