@@ -1,9 +1,12 @@
 """The shipped demo checkpoint (mesc/models/demo.pt) still loads and still segments.
 
 The full recipe, from scratch (the corrected MESS recipe: Eq. 3 with alpha = 0.5, rapid dilation
-from the exit point's dilation; on a GPU a few minutes, on the 2-core development machine about
-45 min; the second run trains the early exits alone, on whole images, from the first run's
-weights):
+from the exit point's dilation; the second run trains the early exits alone, on whole images, from
+the first run's weights). On a GPU it takes a few minutes. On the 2-core development machine shared
+with eight other jobs (issue 26's run, load average 11-14), the first command's stage-1 epochs took
+13-29 min each (0.7-1.6 images/s, about 4-6 CPU-minutes an epoch), so its 34 + 10 epochs and the
+second command's 15 take several sessions there; each epoch writes ``<output>.train.pt`` and the
+same command with ``--resume <output>.train.pt`` continues from it:
 
     mesc synth-data -o /tmp/mesc_demo/train --count 1200 --seed 1 --size 128x256 --difficulty 0:1
     mesc synth-data -o /tmp/mesc_demo/val   --count 120 --seed 2 --size 128x256 --difficulty 0:1
@@ -14,7 +17,12 @@ weights):
         --val /tmp/mesc_demo/val --epochs1 0 --epochs2 15 --batch 16 --lr 1e-3 --alpha 0.5 --seed 1 \\
         --scale 1:1 --jitter 0 --schedule cosine --threads 2 -o mesc/models/demo.pt
 
-(``--device cuda:0`` on a GPU.) What the shipped checkpoint is: the stage-1 backbone and final
+(``--device cuda:0`` on a GPU.) Eq. 2 as the paper writes it against the prose round-robin (the
+default): the first command with ``--exit-dropout eq2 --epochs2 0``, same seeds, compared on the
+per-exit validation mIoU it logs every epoch (``<output>.train.jsonl``); the default follows the
+better one once both have run their 34 epochs.
+
+What the shipped checkpoint is: the stage-1 backbone and final
 head of the previous demo.pt (trained with the first command above, which the corrections leave
 unchanged but for exit1's head dilations), and its early heads retrained by the corrected stage 2
 from that checkpoint's heads on whole images (the GPU loan was paused before the full recipe could run there):

@@ -343,7 +343,7 @@ def train(model, data_dir, out=None, config: TrainConfig | None = None, val_dir=
 
 def _stage1_loss(outs, y, step, cfg: TrainConfig):
     terms = exit_losses(outs, y)
-    scheduled = exit_dropout_schedule(step, len(outs), cfg.exit_dropout, cfg.seed)
+    scheduled = exit_dropout_schedule(step, len(outs), cfg.exit_dropout)
     return sum(terms[k] for k in scheduled), [t.detach() for t in terms]
 
 

@@ -2,9 +2,10 @@
 
 Stage 1 (exit-aware pre-training, MESS Eq. 2, "exit dropout"): on each batch only some exits
 contribute to the loss, so the backbone is shaped for the final exit and, in turn, for each early
-one. ``exit_dropout="prose"`` (default): the final exit and ONE early exit, ``j mod (E-1)`` on
-batch j; ``"eq2"``: the final exit and every early exit kept independently with probability
-``EQ2_KEEP`` (drawn from the seed and the step, so every process and a resumed run draw alike).
+one. ``exit_dropout="prose"`` (default): the final exit and ONE early exit in turn, round-robin;
+``"eq2"``: the equation as the paper writes it, early exit i (numbered from 1) on the batches j
+(counted from 1 within stage 1) with ``j mod i == 0``, the final exit always. Both depend on the
+batch index alone, which ``--resume`` restores, so every process and a resumed run agree.
 
 Stage 2 (MESS Eq. 3): every early head is trained with positive filtering distillation against
 the final exit, per pixel ``alpha * 1[argmax final == y] * CE(exit, y) + (1 - alpha) *
@@ -21,14 +22,13 @@ from mesc.training.exits import as_exit_list
 from mesc.training.process_group import rank_and_world
 
 EXIT_DROPOUT = ("prose", "eq2")
-# eq2: the chance that an early exit takes part in a batch's loss
-EQ2_KEEP = 0.5
 
 
-def exit_dropout_schedule(batch_index: int, num_exits: int, mode: str = "prose", seed: int = 0) -> list[int]:
-    """Exits that get the loss on batch ``batch_index``, final exit last. ``prose``: one early
-    exit round-robin, plus the final. ``eq2``: each early exit with probability ``EQ2_KEEP``
-    (a draw that depends only on ``seed`` and ``batch_index``), plus the final."""
+def exit_dropout_schedule(batch_index: int, num_exits: int, mode: str = "prose") -> list[int]:
+    """Exits (flattened indices) that get the loss on stage 1's batch ``batch_index`` (counted
+    from 0), final exit last. ``prose``: one early exit round-robin, plus the final. ``eq2``: MESS
+    Eq. 2, ``1(j mod i = 0)`` with ``j = batch_index + 1`` and early exit ``i`` = index + 1, so
+    exit 1 on every batch, exit 2 on every second one..., plus the final."""
     if num_exits < 1:
         raise ValueError("a model needs at least one exit")
     if mode not in EXIT_DROPOUT:
@@ -37,9 +37,8 @@ def exit_dropout_schedule(batch_index: int, num_exits: int, mode: str = "prose",
         return [0]
     if mode == "prose":
         return [batch_index % (num_exits - 1), num_exits - 1]
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + batch_index)
-    keep = torch.rand(num_exits - 1, generator=gen) < EQ2_KEEP
-    return [k for k in range(num_exits - 1) if keep[k]] + [num_exits - 1]
+    j = batch_index + 1
+    return [k for k in range(num_exits - 1) if j % (k + 1) == 0] + [num_exits - 1]
 
 
 def batch_count(mask):
@@ -65,11 +64,10 @@ def exit_losses(outputs, target, ignore_index: int = IGNORE) -> list:
             for o in as_exit_list(outputs)]
 
 
-def exit_dropout_loss(outputs, target, batch_index: int, ignore_index: int = IGNORE, mode: str = "prose",
-                      seed: int = 0):
+def exit_dropout_loss(outputs, target, batch_index: int, ignore_index: int = IGNORE, mode: str = "prose"):
     """MESS Eq. 2: sum of the per-pixel mean cross-entropies of the scheduled exits only."""
     outputs = as_exit_list(outputs)
-    return sum(exit_losses([outputs[k] for k in exit_dropout_schedule(batch_index, len(outputs), mode, seed)],
+    return sum(exit_losses([outputs[k] for k in exit_dropout_schedule(batch_index, len(outputs), mode)],
                            target, ignore_index))
 
 

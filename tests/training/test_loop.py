@@ -262,6 +262,43 @@ def test_a_resumed_run_equals_an_uninterrupted_one(scenes, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), resumed.state_dict().values()))
 
 
+def test_a_resumed_eq2_run_restores_the_batch_index(scenes, tmp_path, monkeypatch):
+    """j counts stage 1's batches from 1 across epochs; --resume continues it, it does not restart
+    at 1 (12 scenes, batch 4: 3 batches an epoch, so epoch 2 starts at j = 4, an even j)."""
+    schedule = training.exit_dropout_schedule
+    seen = []
+
+    def recording(batch_index, num_exits, mode="prose"):
+        seen.append((batch_index + 1, schedule(batch_index, num_exits, mode)))
+        return seen[-1][1]
+
+    # the loop calls the schedule by the name it imported
+    monkeypatch.setattr("mesc.training.loop.exit_dropout_schedule", recording)
+    torch.set_num_threads(1)
+    cfg = dict(epochs1=2, epochs2=0, batch=4, lr=1e-2, seed=0, crop=(32, 48), exit_dropout="eq2")
+    training.train(tiny_model(), scenes, config=training.TrainConfig(**cfg), progress=False, log=None)
+    odd, even = [0, 2], [0, 1, 2]
+    assert seen == [(1, odd), (2, even), (3, odd), (4, even), (5, odd), (6, even)]
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_epoch(msg):
+        if "epoch 1/2" in msg:
+            raise Interrupted
+
+    seen.clear()
+    ckpt = tmp_path / "train.pt"
+    with pytest.raises(Interrupted):
+        training.train(tiny_model(), scenes, config=training.TrainConfig(**cfg), progress=False,
+                       log=stop_after_first_epoch, checkpoint=ckpt)
+    assert [j for j, _ in seen] == [1, 2, 3]
+    seen.clear()
+    training.train(tiny_model(), scenes, config=training.TrainConfig(**cfg), progress=False, log=None,
+                   checkpoint=ckpt, resume=ckpt)
+    assert seen == [(4, even), (5, odd), (6, even)]
+
+
 def test_resume_refuses_a_plain_state_dict(scenes, tmp_path):
     torch.save(tiny_model().state_dict(), tmp_path / "w.pt")
     with pytest.raises(training.TrainError, match="not a mesc training checkpoint"):

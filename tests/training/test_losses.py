@@ -17,18 +17,35 @@ def test_exit_dropout_schedule_round_robin():
     assert training.exit_dropout_schedule(5, 1) == [0]
 
 
-def test_exit_dropout_eq2_drops_each_early_exit_independently():
-    runs = [training.exit_dropout_schedule(j, 5, "eq2", seed=3) for j in range(400)]
-    assert all(r[-1] == 4 and r == sorted(set(r)) for r in runs)  # the final exit always, no repeats
-    kept = [sum(k in r for r in runs) / len(runs) for k in range(4)]
-    assert all(0.4 < share < 0.6 for share in kept), kept  # each early exit about half the batches
-    assert {len(r) for r in runs} == {1, 2, 3, 4, 5}  # any subset, not one exit in turn
-    # the draw depends on seed and step alone: every torchrun process and a resumed run agree
-    assert runs == [training.exit_dropout_schedule(j, 5, "eq2", seed=3) for j in range(400)]
-    assert runs != [training.exit_dropout_schedule(j, 5, "eq2", seed=4) for j in range(400)]
+def test_exit_dropout_eq2_is_the_papers_indicator():
+    """MESS Eq. 2: early exit i (from 1) on batch j (from 1) iff j mod i == 0; the final always.
+    Indices here are the flattened exits (0-based) and the 0-based step, so j = step + 1."""
+    # 2 early exits: exit 1 every batch, exit 2 on even j
+    assert [training.exit_dropout_schedule(s, 3, "eq2") for s in range(6)] == [
+        [0, 2], [0, 1, 2], [0, 2], [0, 1, 2], [0, 2], [0, 1, 2]]
+    # 3 early exits, j = 1..12: exit 3 on j = 3, 6, 9, 12
+    assert [training.exit_dropout_schedule(s, 4, "eq2") for s in range(12)] == [
+        [0, 3], [0, 1, 3], [0, 2, 3], [0, 1, 3], [0, 3], [0, 1, 2, 3],
+        [0, 3], [0, 1, 3], [0, 2, 3], [0, 1, 3], [0, 3], [0, 1, 2, 3]]
+    # 4 early exits: j = 12 is a multiple of 1, 2, 3 and 4; j = 7 of 1 alone
+    assert training.exit_dropout_schedule(11, 5, "eq2") == [0, 1, 2, 3, 4]
+    assert training.exit_dropout_schedule(6, 5, "eq2") == [0, 4]
+    assert training.exit_dropout_schedule(9, 2, "eq2") == [0, 1]
     assert training.exit_dropout_schedule(9, 1, "eq2") == [0]
     with pytest.raises(ValueError, match="exit dropout must be one of"):
         training.exit_dropout_schedule(0, 3, "random")
+
+
+def test_exit_dropout_eq2_loss_is_the_hand_sum():
+    L3 = math.log(3)
+    # one labelled pixel, class 1; exits' CE: -log(1/2), -log(3/4), -log(1/4)
+    outs = [torch.zeros(1, 2, 1, 1), torch.tensor([[[[0.0]], [[L3]]]]), torch.tensor([[[[L3]], [[0.0]]]])]
+    y = torch.tensor([[[1]]])
+    ce = [math.log(2), math.log(4 / 3), math.log(4)]
+    # j = 1: exit 1 and the final; j = 2: every exit
+    assert training.exit_dropout_loss(outs, y, 0, mode="eq2").item() == pytest.approx(ce[0] + ce[2])
+    assert training.exit_dropout_loss(outs, y, 1, mode="eq2").item() == pytest.approx(sum(ce))
+    assert training.exit_dropout_loss(outs, y, 2, mode="eq2").item() == pytest.approx(ce[0] + ce[2])
 
 
 @pytest.mark.parametrize("batch_index, trained", [(0, {0, 2}), (1, {1, 2})])
