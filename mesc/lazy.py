@@ -5,6 +5,8 @@ them call :func:`require` at the point of use; a missing package becomes an erro
 the extra to install instead of a bare ``ModuleNotFoundError``.
 """
 
+from __future__ import annotations
+
 import importlib
 
 from mesc.errors import MissingDependencyError
