@@ -6,8 +6,22 @@ STAMP  := $(VENV)/.mesc-installed
 # mesc serve's tests: nvidia-pytriton pins numpy<2, so they get their own venv (no torch in it)
 SERVE_VENV  := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.mesc-installed
+# The device side on Python 3.8 (JetPack 5, Jetson AGX Xavier) with the oldest versions setup.cfg
+# declares (.ci/floors.py); .ci/python38 finds a 3.8 that runs, or the stage says so and skips.
+PY38_VENV  := .venv38
+PY38_STAMP := $(PY38_VENV)/.mesc-installed
+PY38        = $(shell .ci/python38 2>/dev/null)
+# tests that need no torch (packages they use are exported by the main venv: MESC_EXPORT_PYTHON)
+PY38_TESTS := tests/test_device_python.py tests/test_package.py tests/test_package_update.py \
+              tests/test_manifest_fuzz.py tests/test_policy_kinds_manifest.py tests/test_policy.py \
+              tests/test_outputs.py tests/test_staging.py tests/test_progress.py tests/test_timestamps.py \
+              tests/test_metrics.py tests/test_scoring.py tests/test_data.py tests/test_light_imports.py \
+              tests/cli tests/runtime tests/datasets tests/engines/test_targets.py \
+              tests/engines/test_build_staging.py tests/calibration/exits tests/benchmarks/test_bench.py \
+              tests/benchmarks/test_policy_benchmarks.py tests/exporters/test_policy_graph.py \
+              tests/exporters/test_policy_scores.py tests/serving/test_model.py tests/serving/test_requests.py
 
-.PHONY: demo test test-serve bench clean
+.PHONY: demo test test-serve test-py38 bench clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,14 +49,28 @@ $(SERVE_STAMP): setup.cfg setup.py pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-serve
+	$(MAKE) test-py38
 
 # the real Triton server on loopback ports (mesc serve through PyTriton, and the bundled tritonserver
 # over a --model-repository); the demo package is exported by the main venv
 test-serve: $(STAMP) $(SERVE_STAMP)
 	MESC_EXPORT_PYTHON=$(abspath $(BIN)/python) $(SERVE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/serving/test_served.py tests/serving/test_tritonserver.py
 
+$(PY38_STAMP): setup.cfg setup.py pyproject.toml .ci/floors.py
+	rm -rf $(PY38_VENV)
+	$(PY38) -m venv $(PY38_VENV)
+	$(PY38_VENV)/bin/pip install -q --upgrade pip
+	$(PY38) .ci/floors.py prepare > $(PY38_VENV)/floors.txt
+	$(PY38_VENV)/bin/pip install -q -c $(PY38_VENV)/floors.txt -e '.[prepare]' 'pytest>=7' 'hypothesis>=6.80' vermin
+	touch $@
+
+test-py38: $(STAMP)
+	@if [ -z "$(PY38)" ]; then .ci/python38 || echo "skipping the Python 3.8 stage"; \
+	else $(MAKE) --no-print-directory $(PY38_STAMP) && \
+	MESC_EXPORT_PYTHON=$(abspath $(BIN)/python) $(PY38_VENV)/bin/python -m pytest -q -p no:cacheprovider $(PY38_TESTS); fi
+
 bench: $(STAMP)
 	$(BIN)/python -m mesc.benchmarks
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) out build *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) $(PY38_VENV) out build *.egg-info

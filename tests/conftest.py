@@ -7,6 +7,11 @@ import pytest
 # toys.py (the toy nets) is one module every test folder imports
 sys.path.insert(0, str(Path(__file__).parent))
 
+import click_compat  # noqa: E402
+
+# before any test module imports CliRunner: the Python 3.8 stage has click 8.1
+click_compat.install()
+
 # Keep the 2-core CI machine responsive when several torch/ORT tests run.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
@@ -31,25 +36,16 @@ def pytest_collection_modifyitems(config, items):
 def toy_package(tmp_path_factory):
     """A small exported package (the skip-connection toy net, no in-graph policy); copy it
     before changing it."""
-    from toys import skipnet
+    from exported import export_toy
 
-    from mesc.exporters.export import ExportOptions, export
-
-    out = tmp_path_factory.mktemp("toy_package") / "toy"
-    export(skipnet(), out,
-           options=ExportOptions(policy=None, verify=False))
-    return out
+    return export_toy("skipnet", tmp_path_factory.mktemp("toy_package") / "toy", policy=None, verify=False)
 
 
 @pytest.fixture(scope="session")
 def policy_package(tmp_path_factory):
     """A toy package (6 classes, in-graph top-1 policy, dynamic batch) calibration and
     ``mesc eval``'s tests share; copy it before writing to it."""
-    pytest.importorskip("torch")
-    from toys import skipnet
+    from exported import export_toy
 
-    from mesc.exporters.export import ExportOptions, export
-
-    pkg = export(skipnet(num_classes=6), tmp_path_factory.mktemp("calib") / "pkg",
-                 options=ExportOptions(policy="top1", dynamic_batch=True, strides=[2, 2, 2], verify=False))
-    return pkg.root
+    return export_toy("skipnet", tmp_path_factory.mktemp("calib") / "pkg", 6, policy="top1", dynamic_batch=True,
+                      strides=[2, 2, 2], verify=False)

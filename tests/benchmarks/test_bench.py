@@ -5,7 +5,6 @@ No test asserts a speed."""
 
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from mesc.errors import MescError
 from mesc.package import MANIFEST, Package
 from mesc.package.schema import Tensor
 
-TOY = Path(__file__).parents[1] / "toys.py"
 FAST = dict(warmup=1, iters=3)
 
 
@@ -94,11 +92,11 @@ def test_environment_names_the_machine():
 
 @pytest.fixture(scope="module")
 def pkg_root(tmp_path_factory):
-    from mesc.exporters.export import ExportOptions, export
+    from exported import export_toy
 
     # by file path, so the eager baseline can rebuild the source model from the manifest
-    out = tmp_path_factory.mktemp("bench") / "skipnet"
-    return export(f"{TOY}:skipnet", out, options=ExportOptions(input_shape=(1, 3, 32, 64), verify=False)).root
+    return export_toy("skipnet", tmp_path_factory.mktemp("bench") / "skipnet", by_path=True,
+                      input_shape=(1, 3, 32, 64), verify=False)
 
 
 @pytest.fixture(scope="module")
