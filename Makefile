@@ -16,12 +16,22 @@ PY38_TESTS := tests/test_device_python.py tests/test_package.py tests/test_packa
               tests/test_manifest_fuzz.py tests/test_policy_kinds_manifest.py tests/test_policy.py \
               tests/test_outputs.py tests/test_staging.py tests/test_progress.py tests/test_timestamps.py \
               tests/test_metrics.py tests/test_scoring.py tests/test_data.py tests/test_light_imports.py \
-              tests/cli tests/runtime tests/datasets tests/engines/test_targets.py \
-              tests/engines/test_build_staging.py tests/calibration/exits tests/benchmarks/test_bench.py \
+              tests/cli tests/runtime tests/datasets tests/engines \
+              tests/calibration/exits tests/benchmarks/test_bench.py \
               tests/benchmarks/test_policy_benchmarks.py tests/exporters/test_policy_graph.py \
               tests/exporters/test_policy_scores.py tests/serving/test_model.py tests/serving/test_requests.py
 
-.PHONY: demo test test-serve test-py38 bench clean
+# TensorRT 8.5 (JetPack 5's line) checked against the real module: PyPI's tensorrt 8.5.3.1 for
+# CPython 3.8 on x86-64 with its CUDA 11 wheels (~1.5 GB, kept in TRT85_WHEELS between runs) imports
+# without a GPU; polygraphy at mesc's floor, numpy the newest for 3.8 (TensorRT 8.5's trt.nptype
+# fails there). A separate target for its download; CI runs it after make test.
+TRT85_VENV   := .venv38-trt
+TRT85_STAMP  := $(TRT85_VENV)/.mesc-installed
+TRT85_WHEELS ?= $(HOME)/.cache/mesc/wheels-trt85
+TRT85_PINS   := tensorrt==8.5.3.1 nvidia-cuda-runtime-cu11 nvidia-cublas-cu11 nvidia-cudnn-cu11==8.5.0.96
+TRT85_TESTS  := tests/runtime/backends/trt tests/engines
+
+.PHONY: demo test test-serve test-py38 test-trt85 bench clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -69,8 +79,23 @@ test-py38: $(STAMP)
 	else $(MAKE) --no-print-directory $(PY38_STAMP) && \
 	MESC_EXPORT_PYTHON=$(abspath $(BIN)/python) $(PY38_VENV)/bin/python -m pytest -q -p no:cacheprovider $(PY38_TESTS); fi
 
+$(TRT85_STAMP): setup.cfg setup.py pyproject.toml .ci/floors.py
+	rm -rf $(TRT85_VENV)
+	$(PY38) -m venv $(TRT85_VENV)
+	$(TRT85_VENV)/bin/pip install -q --upgrade pip
+	$(TRT85_VENV)/bin/pip download -q -d $(TRT85_WHEELS) $(TRT85_PINS)
+	$(TRT85_VENV)/bin/pip install -q --no-index --find-links $(TRT85_WHEELS) $(TRT85_PINS)
+	$(PY38) .ci/floors.py trt | grep '^polygraphy==' > $(TRT85_VENV)/floors.txt
+	$(TRT85_VENV)/bin/pip install -q -c $(TRT85_VENV)/floors.txt -e . polygraphy 'pytest>=7' 'hypothesis>=6.80'
+	touch $@
+
+test-trt85: $(STAMP)
+	@if [ -z "$(PY38)" ]; then .ci/python38 || echo "skipping the TensorRT 8.5 stage (it needs Python 3.8)"; \
+	else $(MAKE) --no-print-directory $(TRT85_STAMP) && \
+	MESC_EXPORT_PYTHON=$(abspath $(BIN)/python) $(TRT85_VENV)/bin/python -m pytest -q -p no:cacheprovider -rs $(TRT85_TESTS); fi
+
 bench: $(STAMP)
 	$(BIN)/python -m mesc.benchmarks
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) $(PY38_VENV) out build *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) $(PY38_VENV) $(TRT85_VENV) out build *.egg-info

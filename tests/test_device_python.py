@@ -11,42 +11,23 @@ Python 3.7 and older are turned away with one line naming the minimum.
 from __future__ import annotations
 
 import ast
-import configparser
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from source_tree import ROOT, module_files, syntax_trees
 
-ROOT = Path(__file__).resolve().parents[1]
 # the one module that must parse on the Pythons it turns away (no __future__ import there)
 VERSION_GUARD = "mesc"
 # method names only Python 3.9+ has on str/bytes/Path, whatever the receiver (vermin needs the type)
 NEW_METHODS = {"removeprefix": "3.9", "removesuffix": "3.9", "is_relative_to": "3.9", "with_stem": "3.9", "bit_count": "3.10"}
 
 
-def _modules() -> dict[str, Path]:
-    """Dotted name -> file of every module setup.cfg's package_dir maps."""
-    cfg = configparser.ConfigParser()
-    cfg.read(ROOT / "setup.cfg")
-    out = {}
-    for line in cfg["options"]["package_dir"].strip().splitlines():
-        name, folder = (part.strip() for part in line.split("="))
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            parts = path.relative_to(ROOT / folder).with_suffix("").parts
-            if "__pycache__" in parts:
-                continue
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            out[".".join((name, *parts))] = path
-    return out
-
-
-MODULES = _modules()
-TREES = {name: ast.parse(path.read_text(), str(path)) for name, path in MODULES.items()}
+MODULES = module_files()
+TREES = syntax_trees()
 
 
 def _top_level_imports(name: str, tree) -> set[str]:
