@@ -17,7 +17,7 @@ PY38_TESTS := tests/test_device_python.py tests/test_package.py tests/test_packa
               tests/test_outputs.py tests/test_staging.py tests/test_progress.py tests/test_timestamps.py \
               tests/test_metrics.py tests/test_scoring.py tests/test_data.py tests/test_light_imports.py \
               tests/cli tests/runtime tests/datasets tests/engines \
-              tests/calibration/exits tests/benchmarks/test_bench.py \
+              tests/calibration tests/test_selftest.py tests/benchmarks/test_bench.py \
               tests/benchmarks/test_policy_benchmarks.py tests/exporters/test_policy_graph.py \
               tests/exporters/test_policy_scores.py tests/serving/test_model.py tests/serving/test_requests.py
 
@@ -70,8 +70,8 @@ $(PY38_STAMP): setup.cfg setup.py pyproject.toml .ci/floors.py
 	rm -rf $(PY38_VENV)
 	$(PY38) -m venv $(PY38_VENV)
 	$(PY38_VENV)/bin/pip install -q --upgrade pip
-	$(PY38) .ci/floors.py prepare > $(PY38_VENV)/floors.txt
-	$(PY38_VENV)/bin/pip install -q -c $(PY38_VENV)/floors.txt -e '.[prepare]' 'pytest>=7' 'hypothesis>=6.80' vermin
+	$(PY38) .ci/floors.py prepare data > $(PY38_VENV)/floors.txt
+	$(PY38_VENV)/bin/pip install -q -c $(PY38_VENV)/floors.txt -e '.[prepare,data]' 'pytest>=7' 'hypothesis>=6.80' vermin
 	touch $@
 
 test-py38: $(STAMP)

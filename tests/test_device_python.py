@@ -181,3 +181,15 @@ def test_the_version_guards_parse_on_old_pythons(path):
     tree = ast.parse(source)
     assert not any(isinstance(n, ast.JoinedStr) for n in ast.walk(tree)), f"{path}: no f-strings (3.6+)"
     assert not any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in ast.walk(tree))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None,
+                    reason="torch is installed here: the Python 3.8 stage of make test runs this without it")
+@pytest.mark.parametrize("args", [["export", "-o", "{tmp}/pkg"], ["train", "-m", "demo", "--data", "{tmp}", "-o", "{tmp}/m.pt"]])
+def test_the_torch_commands_say_in_one_line_what_they_need(tmp_path, args):
+    res = subprocess.run([sys.executable, "-m", "mesc.cli", *(a.format(tmp=tmp_path) for a in args)],
+                         capture_output=True, text=True, cwd=str(tmp_path))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    (line,) = res.stderr.strip().splitlines()
+    assert "pip install 'mesc[export]'" in line and "Python 3.10" in line, line
+    assert not (tmp_path / "pkg").exists()

@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+from exported import export_toy
 from onnx import helper, numpy_helper
+from toy_data import SHAPE, calibration_images
 
 from mesc.calibration.precision.int8 import WEIGHTED_INPUT, check_qdq, quantize_segment, static_options
 from mesc.calibration.precision.nodes import exit_tails, tail_tensors
 from mesc.errors import MescError
-
-import toys
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -103,7 +103,7 @@ def test_a_head_conv_keeps_its_logits_fp32():
 
 @pytest.fixture(scope="module")
 def calib_images(tmp_path_factory):
-    return toys.calibration_images(tmp_path_factory.mktemp("int8-calib"), 6)
+    return calibration_images(tmp_path_factory.mktemp("int8-calib"), 6)
 
 
 @pytest.mark.parametrize("policy_at", ["output", "native"])
@@ -111,13 +111,12 @@ def test_prepared_int8_policy_reads_no_quantized_tensor(policy_at, tmp_path, cal
     """On a toy package with the in-graph policy: after ``mesc prepare``, no Q/DQ node reads or
     writes an exit's logits (native ones too) or any tensor its policy tail reads."""
     from mesc.calibration.precision import prepare
-    from mesc.exporters.export import ExportOptions, export
     from mesc.package import Package
 
-    pkg = export(toys.three_exits(), tmp_path / "pkg",
-                 options=ExportOptions(input_shape=toys.SHAPE, strides=[2, 4, 4], policy="top1", policy_at=policy_at))
-    prepare(pkg.root, ("int8",), calib_data=calib_images, max_images=6)
-    pkg = Package.load(pkg.root)
+    root = export_toy("three_exits", tmp_path / "pkg", input_shape=SHAPE, strides=[2, 4, 4], policy="top1",
+                      policy_at=policy_at)
+    prepare(root, ("int8",), calib_data=calib_images, max_images=6)
+    pkg = Package.load(root)
     int8 = pkg.manifest["precisions"]["int8"]["segments"]
     checked = 0
     for seg in pkg.segments:
