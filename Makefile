@@ -12,14 +12,13 @@ PY38_VENV  := .venv38
 PY38_STAMP := $(PY38_VENV)/.mesc-installed
 PY38        = $(shell .ci/python38 2>/dev/null)
 # tests that need no torch (packages they use are exported by the main venv: MESC_EXPORT_PYTHON)
-PY38_TESTS := tests/test_device_python.py tests/test_package.py tests/test_package_update.py \
-              tests/test_manifest_fuzz.py tests/test_policy_kinds_manifest.py tests/test_policy.py \
-              tests/test_outputs.py tests/test_staging.py tests/test_progress.py tests/test_timestamps.py \
-              tests/test_metrics.py tests/test_scoring.py tests/test_data.py tests/test_light_imports.py \
-              tests/cli tests/runtime tests/datasets tests/engines \
-              tests/calibration tests/test_selftest.py tests/benchmarks/test_bench.py \
-              tests/benchmarks/test_policy_benchmarks.py tests/exporters/test_policy_graph.py \
-              tests/exporters/test_policy_scores.py tests/serving/test_model.py tests/serving/test_requests.py
+PY38_TESTS := tests/test_device_python.py tests/package tests/test_policy_kinds_manifest.py tests/test_policy.py \
+              tests/test_progress.py tests/test_timestamps.py tests/test_metrics.py tests/test_scoring.py \
+              tests/test_data.py tests/test_light_imports.py tests/test_selftest.py \
+              tests/cli tests/runtime tests/datasets tests/engines tests/calibration \
+              tests/benchmarks/test_bench.py tests/benchmarks/test_policy_benchmarks.py \
+              tests/exporters/test_policy_graph.py tests/exporters/test_policy_scores.py \
+              tests/serving/test_model.py tests/serving/test_requests.py
 
 # TensorRT 8.5 (JetPack 5's line) checked against the real module: PyPI's tensorrt 8.5.3.1 for
 # CPython 3.8 on x86-64 with its CUDA 11 wheels (~1.5 GB, kept in TRT85_WHEELS between runs) imports
