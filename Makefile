@@ -12,12 +12,10 @@ PY38_VENV  := .venv38
 PY38_STAMP := $(PY38_VENV)/.mesc-installed
 PY38        = $(shell .ci/python38 2>/dev/null)
 # tests that need no torch (packages they use are exported by the main venv: MESC_EXPORT_PYTHON)
-PY38_TESTS := tests/test_device_python.py tests/package tests/test_policy_kinds_manifest.py tests/test_policy.py \
-              tests/test_progress.py tests/test_timestamps.py tests/test_metrics.py tests/test_scoring.py \
-              tests/test_data.py tests/test_light_imports.py tests/test_selftest.py \
-              tests/cli tests/runtime tests/datasets tests/engines tests/calibration \
-              tests/benchmarks/test_bench.py tests/benchmarks/test_policy_benchmarks.py \
-              tests/exporters/test_policy_graph.py tests/exporters/test_policy_scores.py \
+PY38_TESTS := tests/test_device_python.py tests/package tests/policy tests/evaluation tests/datasets \
+              tests/test_progress.py tests/test_timestamps.py tests/test_light_imports.py tests/test_selftest.py \
+              tests/cli tests/runtime tests/engines tests/calibration \
+              tests/benchmarks/test_bench.py tests/benchmarks/test_policy_benchmarks.py tests/exporters/policy \
               tests/serving/test_model.py tests/serving/test_requests.py
 
 # TensorRT 8.5 (JetPack 5's line) checked against the real module: PyPI's tensorrt 8.5.3.1 for
