@@ -26,7 +26,7 @@ def device_pkg(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    from mesc.data import generate
+    from mesc.datasets.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("scenes") / "data", 12, seed=3, size=tuple(SHAPE[2:]))
 
