@@ -16,7 +16,7 @@ PY38_TESTS := tests/test_device_python.py tests/package tests/policy tests/evalu
               tests/test_progress.py tests/test_timestamps.py tests/test_light_imports.py tests/test_selftest.py \
               tests/cli tests/runtime tests/engines tests/calibration \
               tests/benchmarks/test_bench.py tests/benchmarks/test_policy_benchmarks.py tests/exporters/policy \
-              tests/serving/test_model.py tests/serving/test_requests.py
+              tests/serving/test_model.py tests/serving/test_requests.py tests/serving/test_repository.py
 
 # TensorRT 8.5 (JetPack 5's line) checked against the real module: PyPI's tensorrt 8.5.3.1 for
 # CPython 3.8 on x86-64 with its CUDA 11 wheels (~1.5 GB, kept in TRT85_WHEELS between runs) imports
