@@ -6,8 +6,29 @@ STAMP  := $(VENV)/.mesc-installed
 # mesc serve's tests: nvidia-pytriton pins numpy<2, so they get their own venv (no torch in it)
 SERVE_VENV  := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.mesc-installed
+# The device side on Python 3.8 (JetPack 5, Jetson AGX Xavier) with the oldest versions setup.cfg
+# declares (.ci/floors.py); .ci/python38 finds a 3.8 that runs, or the stage says so and skips.
+PY38_VENV  := .venv38
+PY38_STAMP := $(PY38_VENV)/.mesc-installed
+PY38        = $(shell .ci/python38 2>/dev/null)
+# tests that need no torch (packages they use are exported by the main venv: MESC_EXPORT_PYTHON)
+PY38_TESTS := tests/test_device_python.py tests/package tests/policy tests/evaluation tests/datasets \
+              tests/test_progress.py tests/test_timestamps.py tests/test_light_imports.py tests/test_selftest.py \
+              tests/cli tests/runtime tests/engines tests/calibration \
+              tests/benchmarks/test_bench.py tests/benchmarks/test_policy_benchmarks.py tests/exporters/policy \
+              tests/serving/test_model.py tests/serving/test_requests.py tests/serving/test_repository.py
 
-.PHONY: demo test test-serve bench clean
+# TensorRT 8.5 (JetPack 5's line) checked against the real module: PyPI's tensorrt 8.5.3.1 for
+# CPython 3.8 on x86-64 with its CUDA 11 wheels (~1.5 GB, kept in TRT85_WHEELS between runs) imports
+# without a GPU; polygraphy at mesc's floor, numpy the newest for 3.8 (TensorRT 8.5's trt.nptype
+# fails there). A separate target for its download; CI runs it after make test.
+TRT85_VENV   := .venv38-trt
+TRT85_STAMP  := $(TRT85_VENV)/.mesc-installed
+TRT85_WHEELS ?= $(HOME)/.cache/mesc/wheels-trt85
+TRT85_PINS   := tensorrt==8.5.3.1 nvidia-cuda-runtime-cu11 nvidia-cublas-cu11 nvidia-cudnn-cu11==8.5.0.96
+TRT85_TESTS  := tests/runtime/backends/trt tests/engines
+
+.PHONY: demo test test-serve test-py38 test-trt85 bench clean
 
 $(STAMP): setup.cfg setup.py pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,14 +60,43 @@ $(SERVE_STAMP): setup.cfg setup.py pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-serve
+	$(MAKE) test-py38
 
 # the real Triton server on loopback ports (mesc serve through PyTriton, and the bundled tritonserver
 # over a --model-repository); the demo package is exported by the main venv
 test-serve: $(STAMP) $(SERVE_STAMP)
 	MESC_EXPORT_PYTHON=$(abspath $(BIN)/python) $(SERVE_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/serving/test_served.py tests/serving/test_tritonserver.py
 
+$(PY38_STAMP): setup.cfg setup.py pyproject.toml .ci/floors.py
+	rm -rf $(PY38_VENV)
+	$(PY38) -m venv $(PY38_VENV)
+	$(PY38_VENV)/bin/pip install -q --upgrade pip
+	$(PY38) .ci/floors.py prepare data > $(PY38_VENV)/floors.txt
+	$(PY38_VENV)/bin/pip install -q -c $(PY38_VENV)/floors.txt -e '.[prepare,data]' 'pytest>=7' 'hypothesis>=6.80' vermin
+	touch $@
+
+test-py38: $(STAMP)
+	@if [ -z "$(PY38)" ]; then .ci/python38 || echo "skipping the Python 3.8 stage"; \
+	else $(MAKE) --no-print-directory $(PY38_STAMP) && \
+	MESC_EXPORT_PYTHON=$(abspath $(BIN)/python) $(PY38_VENV)/bin/python -m pytest -q -p no:cacheprovider $(PY38_TESTS); fi
+
+$(TRT85_STAMP): setup.cfg setup.py pyproject.toml .ci/floors.py
+	rm -rf $(TRT85_VENV)
+	$(PY38) -m venv $(TRT85_VENV)
+	$(TRT85_VENV)/bin/pip install -q --upgrade pip
+	$(TRT85_VENV)/bin/pip download -q -d $(TRT85_WHEELS) $(TRT85_PINS)
+	$(TRT85_VENV)/bin/pip install -q --no-index --find-links $(TRT85_WHEELS) $(TRT85_PINS)
+	$(PY38) .ci/floors.py trt | grep '^polygraphy==' > $(TRT85_VENV)/floors.txt
+	$(TRT85_VENV)/bin/pip install -q -c $(TRT85_VENV)/floors.txt -e . polygraphy 'pytest>=7' 'hypothesis>=6.80'
+	touch $@
+
+test-trt85: $(STAMP)
+	@if [ -z "$(PY38)" ]; then .ci/python38 || echo "skipping the TensorRT 8.5 stage (it needs Python 3.8)"; \
+	else $(MAKE) --no-print-directory $(TRT85_STAMP) && \
+	MESC_EXPORT_PYTHON=$(abspath $(BIN)/python) $(TRT85_VENV)/bin/python -m pytest -q -p no:cacheprovider -rs $(TRT85_TESTS); fi
+
 bench: $(STAMP)
 	$(BIN)/python -m mesc.benchmarks
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) out build *.egg-info
+	rm -rf $(VENV) $(SERVE_VENV) $(PY38_VENV) $(TRT85_VENV) out build *.egg-info

@@ -1,1 +1,3 @@
 """Benchmark scenarios (mesc bench and the recorded project results)."""
+
+from __future__ import annotations

@@ -36,6 +36,34 @@ def final_exit_onnx(net, shape, path):
 
 # The package's own segments composed into one graph ----------------------------------------
 
+def _prefixed(graph, prefix: str):
+    """A copy of ``graph`` with ``prefix`` on its nodes' and tensors' names, its inputs and outputs
+    left as they are (they wire the segments). Not onnx's ``compose.add_prefix``: up to onnx 1.15
+    it renames inputs and outputs too, whatever ``rename_inputs``/``rename_outputs`` say."""
+    keep = {t.name for t in graph.input} | {t.name for t in graph.output}
+
+    def new(name: str) -> str:
+        return name if not name or name in keep else prefix + name
+
+    def rename(g):
+        for node in g.node:
+            node.name = prefix + node.name if node.name else node.name
+            node.input[:] = [new(n) for n in node.input]
+            node.output[:] = [new(n) for n in node.output]
+            for attr in node.attribute:  # If/Loop bodies read the outer names: the same renaming
+                for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                    for t in (*sub.input, *sub.output):
+                        t.name = new(t.name)
+                    rename(sub)
+        for t in (*g.initializer, *g.value_info):
+            t.name = new(t.name)
+        return g
+
+    out = type(graph)()
+    out.CopyFrom(graph)
+    return rename(out)
+
+
 def compose_segments(paths: list, outputs: list[str]):
     """One ONNX model running the given segment graphs in order, wired by tensor name.
 
@@ -44,12 +72,12 @@ def compose_segments(paths: list, outputs: list[str]):
     them. Graph inputs are the crossing tensors no earlier segment produces.
     """
     onnx = require("onnx", extra="core")
-    from onnx import compose, helper
+    from onnx import helper
 
     models = [onnx.load(str(p)) for p in paths]
     nodes, inits, inputs, outs, produced, opsets = [], [], [], {}, set(), {}
     for i, m in enumerate(models):
-        g = compose.add_prefix(m, f"s{i}/", rename_inputs=False, rename_outputs=False).graph
+        g = _prefixed(m.graph, f"s{i}/")
         inputs += [t for t in g.input if t.name not in produced and t.name not in {x.name for x in inputs}]
         nodes += g.node
         inits += g.initializer

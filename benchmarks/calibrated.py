@@ -82,7 +82,7 @@ def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | No
     images, masks = [t[1] for t in test], [t[2] for t in test]
     final = pkg.exits[-1].name
     label = {k: f"<= {k[0]} pp" + (f" {k[1]}" if k[1] else "") for k in configs}
-    runs: dict = {"final-only": []} | {label[k]: [] for k in configs}
+    runs: dict = {"final-only": [], **{label[k]: [] for k in configs}}
     with load(package, backend="onnxruntime", device="cpu", threads=threads) as pipe:
         run_and_score(pipe, images[:8], masks[:8], num_classes, exit=final)  # warm-up: sessions, allocations
         for cfg in configs.values():

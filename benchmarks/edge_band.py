@@ -64,7 +64,7 @@ def held_out_latency(packages, data_dir, rounds: int, threads: int | None) -> di
     images, masks = [t[1] for t in test], [t[2] for t in test]
     pipes = [load(p, backend="onnxruntime", device="cpu", threads=threads) for p in packages]
     final = pkgs[0].exits[-1].name
-    runs = {"final-only": []} | {str(p): [] for p in packages}
+    runs = {"final-only": [], **{str(p): [] for p in packages}}
     try:
         for pipe in pipes:  # warm-up: sessions, allocations
             run_and_score(pipe, images[:8], masks[:8], num_classes)

@@ -196,7 +196,7 @@ def timing_cache_record(pkg, timing_cache: Path) -> str:
     (TensorRT rewrites it on every build) and manifest validation does not confine it
     (:func:`mesc.package.manifest.engine_paths` leaves it out)."""
     resolved, root = timing_cache.resolve(), pkg.root.resolve()
-    if resolved.is_relative_to(root):
+    if resolved == root or root in resolved.parents:  # Path.is_relative_to is 3.9+
         return resolved.relative_to(root).as_posix()
     return str(resolved)
 

@@ -1,5 +1,7 @@
 """FLOPs of a module at given inputs, with torch's own counter (so shares match the model)."""
 
+from __future__ import annotations
+
 from mesc.lazy import require
 
 

@@ -1,5 +1,7 @@
 """The summary table printed after ``mesc export``."""
 
+from __future__ import annotations
+
 import click
 
 

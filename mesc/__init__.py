@@ -2,7 +2,17 @@
 
 The top-level package is light on purpose: it imports neither torch nor tensorrt. Heavy
 parts (export, engine building) are imported where they are used.
+
+This file alone has no ``from __future__ import annotations`` (a SyntaxError before 3.7) and no
+f-strings: it must parse on the Pythons it turns away, which get one line naming the minimum
+instead of a SyntaxError from deeper down (JetPack 4 has Python 3.6).
 """
+
+import sys
+
+if sys.version_info < (3, 8):
+    raise ImportError("mesc needs Python 3.8 or newer; this is Python %d.%d (on a Jetson: JetPack 5 or later)"
+                      % tuple(sys.version_info[:2]))
 
 __version__ = "0.1.0"
 

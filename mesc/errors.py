@@ -5,6 +5,8 @@ message without a traceback and exits with status 2. Anything else is a bug and 
 traceback.
 """
 
+from __future__ import annotations
+
 
 class MescError(Exception):
     """A user-facing error: the message says what is wrong and what was expected."""

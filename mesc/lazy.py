@@ -26,6 +26,11 @@ EXTRAS = {
     "tritonclient": "serve",
     "av": "video",
 }
+# what else the error says, per module: torch is for the workstation side only
+NOTES = {
+    "torch": "export and training are tested on Python 3.10 and later; a device (Python 3.8 and up) "
+             "needs only the exported package",
+}
 
 
 def require(module: str, extra: str | None = None, purpose: str | None = None):
@@ -37,6 +42,7 @@ def require(module: str, extra: str | None = None, purpose: str | None = None):
         extra = extra or EXTRAS.get(top, top)
         what = f" for {purpose}" if purpose else ""
         hint = "pip install mesc" if extra == "core" else f"pip install 'mesc[{extra}]'"
+        note = f" ({NOTES[top]})" if top in NOTES else ""
         raise MissingDependencyError(
-            f"{top} is needed{what} but is not installed ({err}); install it with: {hint}"
+            f"{top} is needed{what} but is not installed ({err}); install it with: {hint}{note}"
         ) from err

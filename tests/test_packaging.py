@@ -44,6 +44,9 @@ def test_wheel_installs_every_subpackage(tmp_path):
                     "-q", "-w", str(wheels), str(src)], check=True, capture_output=True, text=True)
     (wheel,) = wheels.glob("mesc-*.whl")
     assert "mesc/models/demo.pt" in zipfile.ZipFile(wheel).namelist()
+    # pure Python: one wheel for x86-64 and a Jetson's aarch64 alike (README: On a Jetson)
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    assert not [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith((".so", ".pyd", ".dylib", ".c", ".pyx"))]
 
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site),

@@ -11,9 +11,7 @@ the runtime tests spread images over exits.
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-SHAPE = (1, 3, 32, 64)
-CLASSES = 4
+from toy_data import CLASSES, SHAPE, calibration_images  # noqa: F401  (tests import them from here too)
 
 
 def _up(t, x):
@@ -202,20 +200,6 @@ def data_dependent():
 
 def chained_exits():
     return ChainedExits()
-
-
-def calibration_images(folder, count, seed=0):
-    """``count`` 64x32 PNGs in ``folder``: smooth colour fields with edges, closer to scenes
-    than white noise (what INT8 calibration and the precision checks read)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        base = rng.uniform(0, 255, (4, 8, 3))
-        img = np.kron(base, np.ones((8, 8, 1))) + rng.normal(0, 8, (32, 64, 3))
-        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(f"{folder}/{i:02d}.png")
-    return folder
 
 
 class TokenNet(nn.Module):

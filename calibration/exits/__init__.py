@@ -9,6 +9,8 @@ one-call wrapper stays :func:`mesc.calibration.exits.search.search` (exported he
 its module).
 """
 
+from __future__ import annotations
+
 from mesc.calibration.exits.calibration import Calibration, calibrate, parse_max_cost
 from mesc.calibration.exits.manifest import DISABLED_POLICY, exit_settings, write_configuration
 from mesc.calibration.exits.memo import DEFAULT_TH_PIX_GRID, Memo, evaluate, image_stats, load_calibration_set

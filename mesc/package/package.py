@@ -294,7 +294,8 @@ class Package:
                 files[prefix + p.relative_to(staged).as_posix()] = sha256_file(p)
         with package_lock(self.root):
             ours = self.copy_manifest()
-            ours["files"] = {k: v for k, v in ours["files"].items() if not k.startswith(prefix)} | files
+            ours["files"] = {k: v for k, v in ours["files"].items() if not k.startswith(prefix)}
+            ours["files"].update(files)
             if update is not None:
                 update(ours)
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,11 @@ class _BindingsRuntime:
         err, n = self.rt.cudaGetDeviceCount()
         return int(n) if self._ok(err) else None
 
+    def device_count_error(self) -> str | None:
+        """"CUDA error 35 (cudaErrorInsufficientDriver)" where cudaGetDeviceCount fails, else None."""
+        err, _ = self.rt.cudaGetDeviceCount()
+        return None if self._ok(err) else f"CUDA error {int(err)} ({getattr(err, 'name', 'unnamed')})"
+
     def attribute(self, attr: int, index: int) -> int | None:
         err, value = self.rt.cudaDeviceGetAttribute(self.rt.cudaDeviceAttr(attr), index)
         return int(value) if self._ok(err) else None
@@ -163,6 +168,20 @@ class _CtypesRuntime:
     def device_count(self) -> int | None:
         n = ctypes.c_int(0)
         return n.value if self.lib.cudaGetDeviceCount(ctypes.byref(n)) == 0 else None
+
+    def device_count_error(self) -> str | None:
+        """"CUDA error 35 (cudaErrorInsufficientDriver: CUDA driver version is insufficient for
+        CUDA runtime version)" where cudaGetDeviceCount fails, else None."""
+        err = self.lib.cudaGetDeviceCount(ctypes.byref(ctypes.c_int(0)))
+        if err == 0:
+            return None
+        words = []
+        for fn in ("cudaGetErrorName", "cudaGetErrorString"):
+            f = getattr(self.lib, fn, None)
+            if f is not None:
+                f.restype = ctypes.c_char_p
+                words.append((f(err) or b"").decode(errors="replace"))
+        return f"CUDA error {err}" + (f" ({': '.join(w for w in words if w)})" if any(words) else "")
 
     def attribute(self, attr: int, index: int) -> int | None:
         value = ctypes.c_int(0)

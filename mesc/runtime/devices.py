@@ -63,11 +63,27 @@ def visible_cuda_devices() -> int:
         return 0
 
 
+def cuda_failure() -> str | None:
+    """Why no CUDA device answers, in the CUDA runtime's words ("cudaGetDeviceCount failed with
+    CUDA error 35 (cudaErrorInsufficientDriver: CUDA driver version is insufficient ...)": no
+    driver, or one too old), or None where one does. TensorRT's own "CUDA initialization
+    failure with error: 35" is the same error."""
+    try:
+        rt = cuda.runtime()
+    except DeviceError as err:
+        return str(err)
+    error = rt.device_count_error()
+    if error is None:
+        return None if rt.device_count() else f"the CUDA runtime ({rt.source}) reports no CUDA device"
+    return f"cudaGetDeviceCount failed with {error} in {rt.source}"
+
+
 def check_cuda_device(dev: Device) -> None:
     """Refuse a CUDA index that does not exist."""
     n = cuda_device_count()
     if dev.index >= n:
-        have = "no CUDA device" if n == 0 else f"{n} CUDA device(s): " + ", ".join(f"cuda:{i}" for i in range(n))
+        have = (f"no CUDA device: {cuda_failure()}" if n == 0 else
+                f"{n} CUDA device(s): " + ", ".join(f"cuda:{i}" for i in range(n)))
         raise DeviceError(f"device {dev} does not exist; this machine has {have}")
 
 
@@ -76,8 +92,9 @@ def compute_capability(index: int) -> str:
     rt = cuda.runtime()
     major, minor = rt.attribute(_ATTR_CC_MAJOR, index), rt.attribute(_ATTR_CC_MINOR, index)
     if major is None or minor is None:
-        raise DeviceError(f"the CUDA runtime ({rt.source}) cannot read the compute capability of cuda:{index}; "
-                          f"is the device there and the driver loaded?")
+        why = cuda_failure()
+        raise DeviceError(f"cannot read the compute capability of cuda:{index}: "
+                          + (why or f"the CUDA runtime ({rt.source}) does not answer; is the driver loaded?"))
     return f"{major}.{minor}"
 
 

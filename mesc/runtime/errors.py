@@ -1,6 +1,8 @@
 """User-facing runtime errors; all derive from :class:`mesc.errors.MescError`, so the CLI prints
 them as one line without a traceback."""
 
+from __future__ import annotations
+
 from mesc.errors import MescError, MissingDependencyError  # noqa: F401  (re-exported)
 
 

@@ -36,9 +36,11 @@ def resolve(backend: str | None, device: str | None) -> tuple[str, str]:
     """Defaults: cuda:0 where a CUDA device answers, else the CPU; TensorRT on a CUDA device
     where it is installed, else ONNX Runtime."""
     from mesc.runtime import tensorrt_installed
-    from mesc.runtime.devices import parse_device, visible_cuda_devices
+    from mesc.runtime.devices import cuda_failure, parse_device, visible_cuda_devices
 
     if device is None:
+        if backend == "tensorrt" and visible_cuda_devices() == 0:
+            raise MescError(f"--backend tensorrt needs a CUDA device, and none answers here: {cuda_failure()}")
         device = "cuda:0" if visible_cuda_devices() > 0 else "cpu"
     dev = parse_device(device)
     if backend is None:

@@ -6,3 +6,5 @@ served model's inputs, parameters and their checks, ``client`` the tritonclient 
 a server on loopback ports (tests, load benchmark).
 Nothing here is imported by ``import mesc``; PyTriton and tritonclient come with
 ``pip install 'mesc[serve]'`` (Linux x86-64, or aarch64 with glibc 2.35+)."""
+
+from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from mesc.errors import MescError
+from mesc.lazy import require
 from mesc.ranges import Real, Whole
 
 
@@ -93,6 +94,7 @@ def train_cmd(model, weights, init, backbone_weights, backbone_layout, data_dir,
 
     Under torchrun (python -m mesc.training.dist) every process runs this with the same
     arguments; --batch is the global batch."""
+    require("torch", purpose="mesc train")  # one line naming the extra, not training's ImportError
     from mesc.exporters.model_spec import load_model, model_file
     from mesc.training.config import TrainConfig
     from mesc.training.loop import check_outputs, train

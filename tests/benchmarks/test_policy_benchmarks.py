@@ -8,6 +8,7 @@ from mesc.benchmarks import policy_cost, policy_share
 
 
 def test_policy_share_reports_every_exit(tmp_path):
+    pytest.importorskip("torch")  # it exports the demo model
     out = tmp_path / "share.json"
     policy_share.main(["--models", "demo", "--shape", "1x3x64x128", "--iters", "2", "--threads", "1",
                        "--json", str(out)])
@@ -41,29 +42,30 @@ def test_edge_band_benchmark_measures_the_bands_of_the_labels(tmp_path):
     import numpy as np
     from PIL import Image
 
+    from exported import export_toy
+
     import mesc
     from mesc.benchmarks import edge_band
     from mesc.datasets.synthetic import generate
-    from mesc.exporters.export import ExportOptions, export
+    from mesc.package import Package
     from mesc.policy import edge_band as reference_band
-    from toys import skipnet
 
-    pkg = export(skipnet(num_classes=6).eval(), tmp_path / "pkg",
-                 options=ExportOptions(input_shape=(1, 3, 64, 128), strides=[2, 4, 4], verify=False))
+    root = export_toy("skipnet", tmp_path / "pkg", 6, input_shape=(1, 3, 64, 128), strides=[2, 4, 4], verify=False)
+    pkg = Package.load(root)
     data = generate(tmp_path / "scenes", 3, seed=1, size=(64, 128))
     out = tmp_path / "bands.json"
-    edge_band.main([str(pkg.root), "--data", str(data), "--share-images", "2", "--rounds", "1", "--threads", "1",
+    edge_band.main([str(root), "--data", str(data), "--share-images", "2", "--rounds", "1", "--threads", "1",
                     "--json", str(out)])
     result = json.loads(out.read_text())
     images = [np.asarray(Image.open(p)) for p in sorted((data / "images").iterdir())[:2]]
-    with mesc.load(pkg.root) as pipe:
+    with mesc.load(root) as pipe:
         steps = [list(pipe.anytime([im], all_exits=True)) for im in images]
     for e, ex in enumerate(pkg.exits):
         got = result["share"]["exits"][ex.name]
         for band in ("paper", "wide"):
             shares = [reference_band(s[e][0].labels[None], ex.policy["stride"], band).mean() for s in steps]
             assert got[band]["mean"] == np.mean(shares) and got[band]["max"] == max(shares)
-    lat = result["latency"]["packages"][str(pkg.root)]
+    lat = result["latency"]["packages"][str(root)]
     assert lat["band"] == ["paper"] * 3 and sum(lat["exit_shares"].values()) == 1
     assert result["latency"]["images"] == 3
 

@@ -3,10 +3,10 @@
 import pytest
 from click.testing import CliRunner
 
+from exported import export_toy
+
 from mesc.cli import cli
 from mesc.errors import MissingDependencyError
-
-import toys
 
 
 def _has_trt():
@@ -19,11 +19,7 @@ def _has_trt():
 
 @pytest.fixture(scope="module")
 def pkg(tmp_path_factory):
-    from mesc.exporters.export import ExportOptions, export
-
-    out = tmp_path_factory.mktemp("b") / "skipnet"
-    export(toys.skipnet(), out, options=ExportOptions(policy=None, verify=False))
-    return out
+    return export_toy("skipnet", tmp_path_factory.mktemp("b") / "skipnet", policy=None, verify=False)
 
 
 @pytest.mark.parametrize("args,match", [

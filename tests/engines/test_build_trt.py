@@ -6,20 +6,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mesc.package import Package
+from exported import export_toy
 
-import toys
+from mesc.package import Package
 
 pytestmark = pytest.mark.trt
 
 
 @pytest.fixture(scope="module")
 def pkg(tmp_path_factory):
-    from mesc.exporters.export import ExportOptions, export
-
-    out = tmp_path_factory.mktemp("trt") / "skipnet"
-    export(toys.skipnet(), out, options=ExportOptions(policy="top1"))
-    return out
+    return export_toy("skipnet", tmp_path_factory.mktemp("trt") / "skipnet", policy="top1")
 
 
 @pytest.mark.parametrize("precision,atol", [("fp32", 1e-3), ("fp16", 2e-2)])
@@ -66,11 +62,9 @@ def test_int8_explicit_build(pkg, tmp_path):
 def test_dynamic_batch_engines_take_every_batch_up_to_max_batch(tmp_path):
     """Through mesc's own builder: a dynamic-batch package gets a 1..max_batch profile."""
     import mesc
-    from mesc.exporters.export import ExportOptions, export
     from mesc.engines.build import build
 
-    out = tmp_path / "dyn"
-    export(toys.skipnet(), out, options=ExportOptions(policy="top1", dynamic_batch=True))
+    out = export_toy("skipnet", tmp_path / "dyn", policy="top1", dynamic_batch=True)
     entry = build(out, "host", "fp32", max_batch=4)
     assert entry["batch"] == {"min": 1, "opt": 4, "max": 4}
     assert entry["timing_cache"].startswith("engines/host.trt")

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
+from exported import export_toy
 
 from mesc.cli import cli
 from mesc.engines.profiles import batch_range, segment_shapes
@@ -13,7 +14,6 @@ from mesc.targets import Target, get_target
 from mesc.errors import MescError
 from mesc.package.schema import Input, Segment, Tensor
 
-import toys
 
 DYNAMIC = Input("image", ("batch", 3, 32, 64), "float32", dynamic_batch=True)
 STATIC = Input("image", (2, 3, 32, 64), "float32", dynamic_batch=False)
@@ -93,11 +93,7 @@ def test_polygraphy_floor_per_tensorrt_line():
 
 @pytest.fixture(scope="module")
 def static_pkg(tmp_path_factory):
-    from mesc.exporters.export import ExportOptions, export
-
-    out = tmp_path_factory.mktemp("p") / "skipnet"
-    export(toys.skipnet(), out, options=ExportOptions(policy=None, verify=False))
-    return out
+    return export_toy("skipnet", tmp_path_factory.mktemp("p") / "skipnet", policy=None, verify=False)
 
 
 def test_max_batch_on_a_static_package_is_refused_before_tensorrt_loads(static_pkg):

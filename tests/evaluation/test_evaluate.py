@@ -46,6 +46,7 @@ def _row(cm):
 
 
 def test_eval_scores_at_the_mask_resolution(toy, tmp_path):
+    pytest.importorskip("torch")  # the reference resize is torch's bilinear interpolation
     from mesc.evaluation.evaluate import evaluate_package, format_table
     from mesc.package import Package
     from mesc.runtime import load

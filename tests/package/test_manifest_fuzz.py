@@ -25,16 +25,14 @@ ODD_VALUES = [None, True, 0, -1, 7, 1e9, -0.5, float("nan"), float("inf"), "", "
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
-    from toys import SHAPE, three_exits
-
-    from mesc.exporters.export import ExportOptions, export
+    from exported import export_toy
+    from toy_data import SHAPE
 
     root = tmp_path_factory.mktemp("fuzz")
     out = {}
     for name, kw in {"graph": dict(policy="top1", policy_at="native", dynamic_batch=True),
                      "host": dict(policy=None)}.items():
-        out[name] = export(three_exits(), root / name, options=ExportOptions(
-            input_shape=SHAPE, strides=[2, 4, 4], verify=False, **kw)).root
+        out[name] = export_toy("three_exits", root / name, input_shape=SHAPE, strides=[2, 4, 4], verify=False, **kw)
     return out
 
 

@@ -6,18 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from mesc.errors import MescError, PackageError
-from mesc.exporters.export import ExportOptions, export
-from mesc.package import Package
+from exported import export_toy
 
-TOY = str(Path(__file__).parents[1] / "toys.py")
+from mesc.errors import MescError, PackageError
+from mesc.package import Package
 
 
 @pytest.fixture(scope="module")
 def pkg_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pkgs") / "toy"
-    export(f"{TOY}:skipnet", out, options=ExportOptions(policy=None, verify=False))
-    return out
+    return export_toy("skipnet", tmp_path_factory.mktemp("pkgs") / "toy", by_path=True, policy=None, verify=False)
 
 
 def _copy(pkg_dir, tmp_path):

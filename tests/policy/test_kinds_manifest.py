@@ -13,12 +13,9 @@ from mesc.package import Package
 
 @pytest.fixture(scope="module")
 def in_graph_pkg(tmp_path_factory):
-    from toys import skipnet
+    from exported import export_toy
 
-    from mesc.exporters.export import ExportOptions, export
-
-    return export(skipnet(), tmp_path_factory.mktemp("kinds") / "pkg",
-                  options=ExportOptions(policy="top1", verify=False)).root
+    return export_toy("skipnet", tmp_path_factory.mktemp("kinds") / "pkg", policy="top1", verify=False)
 
 
 def edited(src, tmp_path, edit):

@@ -3,34 +3,36 @@ in-graph policy, static batch."""
 
 import numpy as np
 import pytest
-from toys import SHAPE, three_exits
+from exported import export_toy
+from toy_data import SHAPE
 
 
 def _export(out, **kw):
-    from mesc.exporters.export import ExportOptions, export
-
     # small strides keep the edge band narrower than the 32x64 image
-    return export(three_exits(), out, options=ExportOptions(input_shape=SHAPE, strides=[2, 4, 4], **kw))
+    return export_toy("three_exits", out, input_shape=SHAPE, strides=[2, 4, 4], **kw)
 
 
 @pytest.fixture(scope="session")
 def model():
+    pytest.importorskip("torch")
+    from toys import three_exits
+
     return three_exits()
 
 
 @pytest.fixture(scope="session")
 def pkg_host(tmp_path_factory):
-    return _export(tmp_path_factory.mktemp("pkgs") / "host", dynamic_batch=True, policy=None).root
+    return _export(tmp_path_factory.mktemp("pkgs") / "host", dynamic_batch=True, policy=None)
 
 
 @pytest.fixture(scope="session")
 def pkg_graph(tmp_path_factory):
-    return _export(tmp_path_factory.mktemp("pkgs") / "graph", dynamic_batch=True, policy="top1").root
+    return _export(tmp_path_factory.mktemp("pkgs") / "graph", dynamic_batch=True, policy="top1")
 
 
 @pytest.fixture(scope="session")
 def pkg_static(tmp_path_factory):
-    return _export(tmp_path_factory.mktemp("pkgs") / "static", dynamic_batch=False, policy=None).root
+    return _export(tmp_path_factory.mktemp("pkgs") / "static", dynamic_batch=False, policy=None)
 
 
 @pytest.fixture(params=["host", "graph"])

@@ -2,6 +2,7 @@
 answered by stand-ins: the cuda-python adapter, and the error where no runtime is found."""
 
 import enum
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -38,6 +39,7 @@ def test_missing_cuda_runtime_is_a_clear_device_error(monkeypatch, no_runtime_ye
 
 class _Err(enum.IntEnum):
     cudaSuccess = 0
+    cudaErrorInsufficientDriver = 35
     cudaErrorInvalidDevice = 101
 
 
@@ -75,6 +77,26 @@ def test_queries_through_cuda_python(monkeypatch, no_runtime_yet):
         devices.compute_capability(3)
     # without polygraphy too: reports name the driver's and the runtime's CUDA versions
     assert devices.cuda_versions() == {"cuda_driver": "13.0", "cuda_runtime": "12.6"}
+
+
+def test_no_driver_is_named_by_the_runtimes_own_error(monkeypatch, no_runtime_yet):
+    """A machine with the CUDA runtime and no driver (what PyPI's TensorRT 8.5 wheels give on a
+    machine without a GPU): every refusal names cudaGetDeviceCount's error, not a guess."""
+    fake = _fake_bindings()
+    fake.cudaGetDeviceCount = lambda: (_Err.cudaErrorInsufficientDriver, 0)
+    fake.cudaDeviceGetAttribute = lambda attr, index: (_Err.cudaErrorInsufficientDriver, 0)
+    monkeypatch.setattr(cuda.importlib, "import_module", lambda name: fake)
+    why = "cudaGetDeviceCount failed with CUDA error 35 (cudaErrorInsufficientDriver) in cuda.bindings.runtime"
+    assert devices.cuda_failure() == why
+    with pytest.raises(DeviceError, match=re.escape("cuda:0 does not exist; this machine has no CUDA device: " + why)):
+        devices.check_cuda_device(Device("cuda", 0))
+    with pytest.raises(DeviceError, match=re.escape("cannot read the compute capability of cuda:0: " + why)):
+        devices.compute_capability(0)
+
+
+def test_a_device_that_answers_is_no_failure(monkeypatch, no_runtime_yet):
+    monkeypatch.setattr(cuda.importlib, "import_module", lambda name: _fake_bindings())
+    assert devices.cuda_failure() is None
 
 
 def test_cuda_versions_empty_without_a_runtime(monkeypatch, no_runtime_yet):

@@ -4,7 +4,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 import mesc
 from mesc.errors import MescError
@@ -16,6 +15,8 @@ TH_PIX = 0.5
 
 
 def _eager(model, x):
+    import torch
+
     with torch.no_grad():
         return [o.numpy() for o in model(torch.from_numpy(x))]
 

@@ -42,20 +42,16 @@ def demo_static(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def served_pkg(tmp_path_factory):
-    pytest.importorskip("torch")
-    from toys import SHAPE, three_exits
+    from exported import export_toy
+    from toy_data import SHAPE
 
-    from mesc.exporters.export import ExportOptions, export
-
-    out = tmp_path_factory.mktemp("served") / "toy"
-    return export(three_exits(), out, options=ExportOptions(input_shape=SHAPE, strides=[2, 4, 4], dynamic_batch=True,
-                                                            policy="top1", verify=False)).root
+    return export_toy("three_exits", tmp_path_factory.mktemp("served") / "toy", input_shape=SHAPE,
+                      strides=[2, 4, 4], dynamic_batch=True, policy="top1", verify=False)
 
 
 @pytest.fixture(scope="session")
 def uint8_images():
-    pytest.importorskip("torch")
-    from toys import SHAPE
+    from toy_data import SHAPE
 
     rng = np.random.default_rng(5)
     return rng.integers(0, 256, (6, SHAPE[2], SHAPE[3], SHAPE[1]), dtype=np.uint8)

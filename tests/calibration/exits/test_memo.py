@@ -186,7 +186,7 @@ def test_image_stats_match_the_policy_reference(kind, band):
     logits = (rng.normal(0, 1, (4, 6, 6)).repeat(4, 1).repeat(4, 2) * 3 + rng.normal(0, 0.3, (4, 24, 24)))
     logits = logits.astype(np.float32)
     grid = [0.3, 0.5, 0.7, 0.9]
-    settings = {"confidence": kind, "edge": True, "stride": 2, "th_pix": 0.6} | ({"band": band} if band else {})
+    settings = {"confidence": kind, "edge": True, "stride": 2, "th_pix": 0.6, **({"band": band} if band else {})}
     st = image_stats(logits, policy.predicted_labels(logits[None])[0], grid, settings)
     ref_band = band or "wide"
     want = [policy.mess_confidence(logits[None], t, kind, True, 2, ref_band)[0] for t in grid]  # explicit medians

@@ -99,12 +99,9 @@ def test_a_mess_write_leaves_the_heads_alone(pkg_dir, data):
 
 
 def test_a_host_policy_package_runs_the_kind_from_the_logits(data, tmp_path):
-    from toys import skipnet
+    from exported import export_toy
 
-    from mesc.exporters.export import ExportOptions, export
-
-    pkg_dir = export(skipnet(num_classes=6), tmp_path / "host",
-                     options=ExportOptions(policy=None, dynamic_batch=True, verify=False)).root
+    pkg_dir = export_toy("skipnet", tmp_path / "host", 6, policy=None, dynamic_batch=True, verify=False)
     files = json.loads((pkg_dir / "mesc.json").read_text())["files"]
     out = write(pkg_dir, data, "mean_top1", max_drop=50)
     pkg = Package.load(pkg_dir)
@@ -182,12 +179,10 @@ def test_the_host_reference_scores_every_kind_but_the_learned_one():
 def test_a_native_resolution_package_with_tails_takes_every_kind(data, tmp_path):
     """With --policy-at native the policy reads the head's native logits and the labels come
     from the tail: the recompiled heads keep both; the learned kind can be written again."""
-    from toys import skipnet
+    from exported import export_toy
 
-    from mesc.exporters.export import ExportOptions, export
-
-    pkg_dir = export(skipnet(num_classes=6), tmp_path / "native",
-                     options=ExportOptions(policy="top1", policy_at="native", dynamic_batch=True, verify=False)).root
+    pkg_dir = export_toy("skipnet", tmp_path / "native", 6, policy="top1", policy_at="native", dynamic_batch=True,
+                         verify=False)
     for kind in ("learned", "learned", "mean_top1"):
         out = write(pkg_dir, data, kind)
         pkg = Package.load(pkg_dir)

@@ -6,8 +6,10 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from exported import export_toy
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
+from toy_data import calibration_images
 
 from mesc.calibration.precision.fp16 import to_fp16
 from mesc.calibration.precision.int8 import check_qdq
@@ -15,7 +17,6 @@ from mesc.calibration.precision.nodes import policy_tail
 from mesc.errors import MescError
 from mesc.package import Package
 
-import toys
 from runtime_checks import needs_ort_cuda
 
 # Stated bars (16 images, random-weight toy model; measured 0.9996+/0.989+ agreement):
@@ -25,16 +26,14 @@ INT8_MIN_AGREEMENT, INT8_REL_LOGIT_ERR = 0.97, 0.05
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    return toys.calibration_images(tmp_path_factory.mktemp("calib"), 16)
+    return calibration_images(tmp_path_factory.mktemp("calib"), 16)
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, images):
     from mesc.cli import cli
-    from mesc.exporters.export import ExportOptions, export
 
-    out = tmp_path_factory.mktemp("pkg") / "skipnet"
-    export(toys.skipnet(), out, options=ExportOptions(policy="top1"))
+    out = export_toy("skipnet", tmp_path_factory.mktemp("pkg") / "skipnet", policy="top1")
     res = CliRunner().invoke(cli, ["prepare", str(out), "--precision", "fp16,int8", "--calib-data", str(images)])
     assert res.exit_code == 0, res.output
     return Package.load(out)  # checksums of every prepared file verified here

@@ -6,27 +6,25 @@ the output resolution (tests/calibration/precision/test_precision.py)."""
 import numpy as np
 import onnx
 import pytest
+from exported import export_toy
 from onnx import TensorProto
 from PIL import Image
 
 from mesc.calibration.precision.nodes import policy_tail
 from mesc.package import Package
 
-import toys
-
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     from mesc.calibration.precision import prepare
-    from mesc.exporters.export import ExportOptions, export
 
     images = tmp_path_factory.mktemp("calib")
     rng = np.random.default_rng(0)
     for i in range(4):
         img = np.kron(rng.uniform(0, 255, (4, 8, 3)), np.ones((8, 8, 1))) + rng.normal(0, 8, (32, 64, 3))
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(images / f"{i}.png")
-    out = tmp_path_factory.mktemp("pkg") / "native"
-    export(toys.skipnet(), out, options=ExportOptions(policy="top1", policy_at="native", verify=False))
+    out = export_toy("skipnet", tmp_path_factory.mktemp("pkg") / "native", policy="top1", policy_at="native",
+                     verify=False)
     prepare(out, ("fp16", "int8"), calib_data=images)
     return Package.load(out)
 

@@ -166,6 +166,10 @@ def test_single_row_and_column_images(pooling):
 
 @pytest.mark.parametrize("opset", [13, 15, 17, 18, 19, 20])
 def test_opsets(opset):
+    import onnxruntime
+
+    if opset == 20 and tuple(int(x) for x in onnxruntime.__version__.split(".")[:2]) < (1, 17):
+        pytest.skip(f"onnxruntime {onnxruntime.__version__} runs opsets up to 19 (opset 20 came with 1.17)")
     x = coarse_logits(np.random.default_rng(3), (1, 3, 10, 12), 0.2, "entropy")
     _, c_img, _ = run(session(3, 10, 12, False, "entropy", True, 2, opset=opset), x, 0.2)
     assert counts(c_img, 10, 12) == ref_counts(x, 0.2, "entropy", True, 2)

@@ -102,7 +102,7 @@ def tensorrt_cache_dir(pkg, precision: str | None) -> Path:
     return base / "mesc" / "ort-tensorrt" / f"{Path(pkg.root).name}-{key}" / (precision or "fp32")
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)  # functools.cache is 3.9+
 def preload_cuda_libraries() -> None:
     """Load the CUDA/cuDNN libraries of the pip wheels before the first CUDA session.
 

@@ -115,6 +115,11 @@ def build_engine(onnx_path, plan, engine_path, calib_feeds=None, calib_cache=Non
     return {"io": engine_io(engine), "layers": layer_information(engine)}
 
 
+def dtype_name(trt_dtype) -> str:
+    """'float', 'half', 'bool', ...: a TensorRT ``DataType`` by its name ("DataType.FLOAT")."""
+    return str(trt_dtype).split(".")[-1].lower()
+
+
 def engine_io(engine) -> list[dict]:
     """I/O names, shapes and dtypes as the engine has them (ArgMax is INT32 on 8.5, INT64 on 10)."""
     trt = tensorrt()
@@ -125,7 +130,7 @@ def engine_io(engine) -> list[dict]:
             "name": name,
             "mode": "input" if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else "output",
             "shape": list(engine.get_tensor_shape(name)),
-            "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1].lower(),
+            "dtype": dtype_name(engine.get_tensor_dtype(name)),
         })
     return out
 

@@ -22,6 +22,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mesc.package import sha256_file
 from mesc.package.schema import Segment
 from mesc.runtime import devices
@@ -178,6 +180,17 @@ def read_plan(pkg, target: str, name: str, meta: dict) -> bytes:
 # TensorRT's DataType names (as compat.engine_io spells them), as numpy names them
 _TRT_DTYPES = {"float": "float32", "half": "float16", "bf16": "bfloat16", "int8": "int8", "uint8": "uint8",
                "int32": "int32", "int64": "int64", "bool": "bool"}
+
+
+def numpy_dtype(trt_dtype) -> np.dtype:
+    """numpy's dtype for a TensorRT ``DataType``. mesc maps them itself: TensorRT 8.5's
+    ``trt.nptype`` names ``np.bool``, which numpy 1.24 removed, so it fails on every engine
+    with a bool tensor there."""
+    name = _TRT_DTYPES.get(compat.dtype_name(trt_dtype))
+    if name is None or name == "bfloat16":  # numpy has no bfloat16
+        raise BackendError(f"the engine has a {compat.dtype_name(trt_dtype)} tensor, which numpy cannot hold; "
+                           f"export the segment with float32, float16 or integer I/O")
+    return np.dtype(name)
 
 
 def check_engine_io(segment: Segment, io: list[dict]) -> None:

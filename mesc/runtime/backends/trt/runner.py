@@ -39,7 +39,7 @@ from mesc.runtime import cuda, devices
 from mesc.runtime.backends.base import Runner, invoke_if_callable
 from mesc.runtime.backends.device_reads import StreamReads
 from mesc.runtime.backends.trt import compat
-from mesc.runtime.backends.trt.loader import PURPOSE
+from mesc.runtime.backends.trt.loader import PURPOSE, numpy_dtype
 from mesc.runtime.clock import SegmentEvents
 from mesc.runtime.errors import BackendError, DeviceError
 
@@ -108,7 +108,7 @@ class TrtRunner(StreamReads, Runner):
             self.io[name] = {
                 "inputs": [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT],
                 "outputs": [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT],
-                "dtype": {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names},
+                "dtype": {n: numpy_dtype(engine.get_tensor_dtype(n)) for n in names},
             }
         self._open_memory(cuda.Stream(self._stream_ptr))
 

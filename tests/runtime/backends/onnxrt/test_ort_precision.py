@@ -14,7 +14,7 @@ from mesc.runtime import BackendError
 from mesc.runtime.backends.onnxrt import SessionsFromPackage
 from mesc.runtime.devices import Device
 
-import toys
+from toy_data import calibration_images
 
 # measured on the toy, on images like the calibration set: fp16 1.0, int8 0.990-0.996 of the labels
 # agree with FP32
@@ -23,7 +23,7 @@ MIN_AGREEMENT = {"fp16": 0.995, "int8": 0.97}
 
 @pytest.fixture(scope="module")
 def calib(tmp_path_factory):
-    return toys.calibration_images(tmp_path_factory.mktemp("ort-precision-calib"), 8, seed=4)
+    return calibration_images(tmp_path_factory.mktemp("ort-precision-calib"), 8, seed=4)
 
 
 @pytest.fixture(scope="module")

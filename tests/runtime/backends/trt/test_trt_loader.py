@@ -153,3 +153,24 @@ def test_dla_core_of_a_build():
     assert EnginesFromPlans(SimpleNamespace(dla_core=1)).dla_core == 1
     assert EnginesFromPlans(SimpleNamespace(dla_core=1), dla_core=0).dla_core == 0
     assert EnginesFromPlans({"chunk0": b""}).dla_core is None
+
+
+def test_tensorrt_dtypes_map_to_numpy_without_trt_nptype():
+    """By the DataType's name (what str() of TensorRT's enum gives): TensorRT 8.5's trt.nptype
+    names np.bool, gone since numpy 1.24. make test-trt85 checks every member of the real enum."""
+    import numpy as np
+
+    from mesc.runtime.backends.trt.loader import numpy_dtype
+
+    class DataType:  # str() as pybind11 enums give it
+        def __init__(self, name):
+            self.name = name
+
+        def __str__(self):
+            return f"DataType.{self.name}"
+
+    for name, want in [("FLOAT", np.float32), ("HALF", np.float16), ("INT8", np.int8), ("INT32", np.int32),
+                       ("BOOL", np.bool_), ("UINT8", np.uint8), ("INT64", np.int64)]:
+        assert numpy_dtype(DataType(name)) == np.dtype(want)
+    with pytest.raises(BackendError, match="bf16 tensor, which numpy cannot hold"):
+        numpy_dtype(DataType("BF16"))
