@@ -163,9 +163,12 @@ def test_a_corrupt_coco_file_is_one_error_naming_the_file_and_entry(tmp_path, ho
 
 @pytest.mark.parametrize("how, named", COCO_CASES[:4])
 def test_data_check_train_eval_and_calibrate_give_the_same_line(tmp_path, toy_package, how, named):
+    import importlib.util
+
     from mesc.cli import cli
     from mesc.datasets import coco
 
+    has_torch = importlib.util.find_spec("torch") is not None
     _coco_broken(tmp_path / "coco", how)
     for args in (["data", "check", str(tmp_path / "coco")],
                  ["eval", str(toy_package), "--data", str(tmp_path / "coco"), "--resize"],
@@ -175,7 +178,10 @@ def test_data_check_train_eval_and_calibrate_give_the_same_line(tmp_path, toy_pa
         res = CliRunner().invoke(cli, args)
         assert res.exit_code == 2, (args, res.output)
         assert res.output.startswith("mesc: error: ") and len(res.output.strip().splitlines()) == 1, res.output
-        assert re.search(named, res.output), (args, res.output)
+        if args[0] == "train" and not has_torch:  # the Python 3.8 stage: training's missing torch comes first
+            assert "pip install 'mesc[export]'" in res.output, res.output
+        else:
+            assert re.search(named, res.output), (args, res.output)
 
 
 @pytest.mark.parametrize("how, named", [
