@@ -6,7 +6,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).parent
 # optional extras (trt, export, plot, prepare, serve, hf); everything else is core or mesc itself
-OPTIONAL = {"tensorrt", "polygraphy", "cuda", "torch", "matplotlib", "onnxconverter_common", "pytriton", "tritonclient",
+OPTIONAL = {"av", "tensorrt", "polygraphy", "cuda", "torch", "matplotlib", "onnxconverter_common", "pytriton", "tritonclient",
             "transformers"}
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "MissingDependencyError"}
 
