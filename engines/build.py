@@ -46,6 +46,25 @@ def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:
                     f"first, or pass --calib-data to 'mesc build'")
 
 
+def pooling_notes(pkg, plan: BuildPlan) -> list:
+    """What to run where the graphs an engine is built from compute the MESS windows in another
+    form than the one cheapest on the target (the engine is correct either way)."""
+    from mesc.exporters.policy.pooling import package_poolings
+    from mesc.policy import pooling_of
+
+    want = package_poolings(pkg, "auto", plan.target)
+    entry = pkg.precisions.get(plan.source) if plan.source != "fp32" else None
+    have = dict(entry.policy_pooling) if entry is not None else {}
+    have = {ex: have.get(ex, pooling_of(pkg.exit(ex).policy)) for ex in want}
+    off = sorted(ex for ex in want if have[ex] != want[ex])
+    if not off:
+        return []
+    how = (f"'mesc export --target {plan.target}'" if entry is None else
+           f"'mesc prepare {pkg.root} --precision {plan.source} --target {plan.target}'")
+    return [f"exits {', '.join(off)} compute the policy's windows with '{have[off[0]]}'; '{want[off[0]]}' gives "
+            f"the same results with fewer kernels on {plan.target}: {how} compiles it"]
+
+
 def _layer_device(layer: dict) -> str:
     # '{ForeignNode[...]}' names both DLA subgraphs and GPU Myelin subgraphs ("LayerType":
     # "Myelin"): only the layer type says DLA.
@@ -95,7 +114,8 @@ def _prepare_if_needed(pkg, plan, calib_data, method, max_images, say):
     from mesc.calibration.precision import prepare
 
     say(f"preparing {plan.source} graphs")
-    prepare(pkg.root, (plan.source,), calib_data=calib_data, method=method, max_images=max_images, progress=say)
+    prepare(pkg.root, (plan.source,), calib_data=calib_data, method=method, max_images=max_images, progress=say,
+            target=plan.target)
     return Package.load(pkg.root)
 
 
@@ -129,6 +149,8 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
         raise MescError("INT8 on DLA with TensorRT 8.x is calibrated implicitly: pass --calib-data IMAGES")
     pkg = _prepare_if_needed(pkg, plan, calib_data, method, max_images, say)
     sources = source_graphs(pkg, plan)
+    for note in pooling_notes(pkg, plan):
+        say(f"note: {note}")
     onnx = require("onnx")
     for rel in sources.values():
         check_onnx_ops(onnx.load(str(pkg.path(rel)), load_external_data=False), version, rel)
