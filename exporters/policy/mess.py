@@ -18,7 +18,8 @@ How each step maps to those ops:
   reflect-padded map. Box sums are separable, so the 33 x 33 window at os=8 is a 33-window along
   H then along W. Each 1-D window is built by doubling with Slice + Add (pooling="shift": about
   2*log2(k) cheap elementwise passes; counts stay exact integers in float32), or as
-  AveragePool (k,1) then (1,k) (pooling="pool");
+  AveragePool (k,1) then (1,k) (pooling="pool": exact up to stride 50, see :mod:`.pooling`,
+  which also picks the form per deployment target);
 - border rule (repeated reflection, :mod:`mesc.policy.mess`): a chain of reflect Pads, each at most
   size-1 wide (what Pad allows), which composes to numpy's repeated reflection. With static H/W
   (mesc exports at a fixed size) the chain is static; an axis of size 1 skips its padding, since
