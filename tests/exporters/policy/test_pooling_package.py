@@ -152,12 +152,54 @@ def test_a_precision_entry_naming_a_bad_pooling_is_refused(shift_pkg, tmp_path):
         Package.load(root)
 
 
-def test_a_build_from_other_windows_says_what_to_run(shift_pkg, pool_pkg):
+def test_an_fp32_build_for_a_target_builds_from_pool_heads_beside_the_engines(shift_pkg, tmp_path, monkeypatch):
+    """mesc's side of ``mesc build`` (``compat.build_engine``, the one call into TensorRT,
+    records the graph it is given): the engines of a shift package come from pool heads
+    written in the engines' own directory, the package's onnx/ untouched."""
+    from mesc.engines.build import build_engines, pooling_notes
+    from mesc.engines.targets import plan_build
+    from mesc.exporters.policy.pooling import HeadRepooler, package_poolings
+    from mesc.runtime.backends.trt import compat
+
+    root = tmp_path / "pkg"
+    shutil.copytree(shift_pkg.root, root)
+    pkg = Package.load(root)
+    before = {p.name: p.read_bytes() for p in (root / "onnx").iterdir()}
+    given = {}
+
+    def build_engine(onnx_path, plan, engine_path, *args, **kwargs):
+        given[engine_path.stem] = pool_ops(onnx_path)
+        engine_path.write_bytes(b"plan")
+        return {"io": [], "layers": {}}
+
+    monkeypatch.setattr(compat, "build_engine", build_engine)
+    plan = plan_build("orin", "fp32", "10.3")
+    want = package_poolings(pkg, "auto", "orin")
+    assert pooling_notes(pkg, plan, want) == []  # FP32 heads are recompiled, nothing to tell
+    entry = build_engines(pkg, plan, {"trt_version": "10.3.0", "device": "test", "compute_capability": "8.7"},
+                          {s.name: s.file for s in pkg.segments}, heads=HeadRepooler(pkg, want))
+    for ex in pkg.exits:
+        assert given[ex.segment] == POOL_OPS
+        assert entry["segments"][ex.segment]["source_onnx"] == f"engines/orin-fp32/{ex.segment}.onnx"
+    assert not any(given[s.name] for s in pkg.segments if s.kind == "chunk")
+    assert entry["policy_pooling"] == {ex.name: "pool" for ex in pkg.exits}
+    assert {p.name: p.read_bytes() for p in (root / "onnx").iterdir()} == before
+    built = Package.load(root)  # the engine graphs are checksummed package files
+    assert all(f"engines/orin-fp32/{ex.segment}.onnx" in built.manifest["files"] for ex in built.exits)
+
+
+def test_a_build_from_prepared_graphs_in_the_other_form_says_what_to_run(shift_pkg, tmp_path):
+    from mesc.calibration.precision import prepare
     from mesc.engines.build import pooling_notes
     from mesc.engines.targets import plan_build
+    from mesc.exporters.policy.pooling import package_poolings
 
-    plan = plan_build("orin", "fp32", "10.3")
-    notes = pooling_notes(shift_pkg, plan)
-    assert len(notes) == 1 and "compute the policy's windows with 'shift'" in notes[0]
-    assert "'mesc export --target orin'" in notes[0]
-    assert pooling_notes(pool_pkg, plan) == []
+    root = tmp_path / "pkg"
+    shutil.copytree(shift_pkg.root, root)
+    prepare(root, ("fp16",))
+    pkg = Package.load(root)
+    plan = plan_build("orin", "fp16", "10.3")
+    notes = pooling_notes(pkg, plan, package_poolings(pkg, "auto", "orin"))
+    assert len(notes) == 1 and "prepared fp16 graphs compute the policy's windows with 'shift', not 'pool'" in notes[0]
+    assert f"'mesc prepare {root} --precision fp16 --target orin'" in notes[0]
+    assert pooling_notes(pkg, plan, package_poolings(pkg, "shift", "orin")) == []
