@@ -142,7 +142,6 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
     from mesc.ranges import check_int
 
     check_pooling_choice(policy_pooling)
-
     check_int("--max-images", max_images, 1)
     check_int("--dla-core", dla_core, 0, optional=True)
     check_int("--workspace", workspace_mb, 1, optional=True)
@@ -206,7 +205,7 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
             name, src = seg.name, sources[seg.name]
             src_path = pkg.path(src)
             if heads is not None and heads.changes(seg):
-                say(f"{name}: the policy's windows in the {plan.target} form")
+                say(f"{name}: the policy's windows recompiled for {plan.target} (beside the engines)")
                 onnx = require("onnx")
                 src, src_path = f"{rel_dir}/{name}.onnx", tmp / f"{name}.onnx"
                 onnx.save(heads(onnx.load(str(pkg.path(sources[name]))), seg), str(src_path))

@@ -1,11 +1,11 @@
 """Which window formulation an exit head's MESS policy is compiled with, per deployment target.
 
 The two formulations of :mod:`.mess` give the same labels and decisions; they differ in cost.
-``"shift"`` (Slice + Add/Max doubling, 111-147 nodes a head) is the fast one on ONNX Runtime's
+``"shift"`` (Slice + Add/Max doubling, 111-159 nodes a head) is the fast one on ONNX Runtime's
 CPU, whose pooling walks a (k,1) window column by column; ``"pool"`` (MaxPool/AveragePool,
 29-30 nodes) is the cheap one on a GPU, where every node is a kernel launch of several us
-(benchmarks/policy_pooling.py measures both on the CPU). A package exported or prepared for a
-TensorRT target compiles ``pool`` where it is exact; without a target, ``shift``.
+(benchmarks/policy_pooling.py measures both on the CPU). A package exported, prepared or built
+for a TensorRT target compiles ``pool`` where it is exact; without a target, ``shift``.
 
 Exactness of ``pool``: the band's max is exact in any order, so only the median's count can
 differ. ``shift`` adds 0/1 values, exact integers in float32. ``pool`` takes the mean of the
@@ -14,8 +14,9 @@ backend multiplies by 1/k), the k of them summed (absolute error <= (k-1)·u·k 
 any order) and divided by k again. The fraction is then off by at most about (k+3)·u, and
 it must not cross 0.5, from which the true count/k^2 is at least 1/(2k^2) away (k^2 is odd).
 So ``pool`` is exact while k^2·(k+3) < 2^23: the median window k = 4·os+1 up to 201, stride 50.
-Beyond it the chooser keeps ``shift`` (no reference model has such a stride; the test at
-stride 64 shows the fallback).
+Beyond it the chooser keeps ``shift`` (no reference model has such a stride). The bound is a
+worst case: on ONNX Runtime's CPU the two forms also agreed at stride 64 on windows one pixel
+from half, but a GPU backend may sum in another order, and only the bound holds for all.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ def package_poolings(pkg, choice: str = "auto", target: str | None = None) -> di
 
 class HeadRepooler:
     """Recompiles the heads of ``pkg`` whose windows differ from ``chosen`` (exit name ->
-    formulation, :func:`package_poolings`): for graphs written beside the package's own (the
-    prepared precisions), which keep theirs. The logits' sizes the recompile needs are read
+    formulation, :func:`package_poolings`): for graphs written beside the package's own (prepared
+    precisions, the FP32 graphs an engine build reads), which keep theirs. The logits' sizes the recompile needs are read
     (one run of the package) only where a head changes."""
 
     def __init__(self, pkg, chosen: dict):
