@@ -5,6 +5,12 @@ Engines go to ``engines/<target>-<precision>[-dla<N>]/`` (``<segment>.plan`` plu
 manifest's ``engines[<target>][<precision>[-dla<N>]]``. Everything is built in a temporary
 directory inside the package and moved in at the end, so a failed build leaves nothing.
 
+The exit heads' MESS windows are built in the target's form (:mod:`mesc.exporters.policy.pooling`):
+where the FP32 heads the engines come from compute them otherwise, the recompiled heads are
+written beside the engines (``<segment>.onnx``, the engines' ``source_onnx``; the package's own
+``onnx/`` stays as it is) and the form is recorded per exit under the build's ``policy_pooling``.
+Prepared FP16/INT8 graphs are built as they are (``mesc prepare --target`` compiles their form).
+
 A dynamic-batch package gets engines for batches 1..``max_batch`` (:mod:`mesc.engines.profiles`).
 The timing cache is kept per target, TensorRT version and compute capability: TensorRT refuses
 a cache from another version or another GPU.
@@ -44,6 +50,31 @@ def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:
         return {seg.name: seg.file for seg in pkg.segments}
     raise MescError(f"{pkg.root}: no prepared {plan.source} graphs; run '{prepare_command(pkg, plan.source)}' "
                     f"first, or pass --calib-data to 'mesc build'")
+
+
+def prepared_windows(pkg, source: str) -> dict:
+    """exit name -> the MESS windows the ``source`` graphs ("fp32" or a prepared precision)
+    compute, for the exits whose heads have windows."""
+    from mesc.exporters.policy.pooling import package_poolings
+
+    entry = pkg.precisions.get(source) if source != "fp32" else None
+    recorded = dict(entry.policy_pooling) if entry is not None else {}
+    return {ex: recorded.get(ex, form) for ex, form in package_poolings(pkg).items()}
+
+
+def pooling_notes(pkg, plan: BuildPlan, want: dict) -> list:
+    """What to run where the prepared graphs an engine is built from compute the MESS windows in
+    another form than ``want`` (exit name -> form; the engine is correct either way). FP32
+    heads are recompiled here instead (:func:`build_engines`)."""
+    if plan.source == "fp32":
+        return []
+    have = prepared_windows(pkg, plan.source)
+    off = sorted(ex for ex in want if have.get(ex) != want[ex])
+    if not off:
+        return []
+    return [f"exits {', '.join(off)} of the prepared {plan.source} graphs compute the policy's windows with "
+            f"'{have[off[0]]}', not '{want[off[0]]}' (the same results; 'pool' is fewer kernels on a GPU): "
+            f"'mesc prepare {pkg.root} --precision {plan.source} --target {plan.target}' compiles it"]
 
 
 def _layer_device(layer: dict) -> str:
@@ -95,17 +126,22 @@ def _prepare_if_needed(pkg, plan, calib_data, method, max_images, say):
     from mesc.calibration.precision import prepare
 
     say(f"preparing {plan.source} graphs")
-    prepare(pkg.root, (plan.source,), calib_data=calib_data, method=method, max_images=max_images, progress=say)
+    prepare(pkg.root, (plan.source,), calib_data=calib_data, method=method, max_images=max_images, progress=say,
+            target=plan.target)
     return Package.load(pkg.root)
 
 
 def build(package, target: str, precision: str, calib_data=None, dla_core: int | None = None,
           workspace_mb: int | None = None, timing_cache=None, allow_slow: bool = False,
           method: str = "minmax", max_images: int = 64, progress=None, max_batch: int | None = None,
-          tf32: bool = True) -> dict:
-    """Build every segment's engine; returns the manifest entry written for them."""
+          tf32: bool = True, policy_pooling: str = "auto") -> dict:
+    """Build every segment's engine; returns the manifest entry written for them.
+    ``policy_pooling`` ("auto", "shift", "pool"): the heads' MESS windows; "auto" is the
+    target's form where exact."""
+    from mesc.exporters.policy.pooling import HeadRepooler, check_pooling_choice, package_poolings
     from mesc.ranges import check_int
 
+    check_pooling_choice(policy_pooling)
     check_int("--max-images", max_images, 1)
     check_int("--dla-core", dla_core, 0, optional=True)
     check_int("--workspace", workspace_mb, 1, optional=True)
@@ -129,6 +165,10 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
         raise MescError("INT8 on DLA with TensorRT 8.x is calibrated implicitly: pass --calib-data IMAGES")
     pkg = _prepare_if_needed(pkg, plan, calib_data, method, max_images, say)
     sources = source_graphs(pkg, plan)
+    want = package_poolings(pkg, policy_pooling, plan.target)
+    for note in pooling_notes(pkg, plan, want):
+        say(f"note: {note}")
+    heads = HeadRepooler(pkg, want) if plan.source == "fp32" else None
     onnx = require("onnx")
     for rel in sources.values():
         check_onnx_ops(onnx.load(str(pkg.path(rel)), load_external_data=False), version, rel)
@@ -139,16 +179,18 @@ def build(package, target: str, precision: str, calib_data=None, dla_core: int |
 
         images, _ = load_calibration_batches(calib_data, pkg.input, max_images=max_images)
         feeds = segment_inputs(pkg, images)
-    return build_engines(pkg, plan, facts, sources, feeds, timing_cache, say, batch)
+    return build_engines(pkg, plan, facts, sources, feeds, timing_cache, say, batch, heads=heads)
 
 
 def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, timing_cache=None,
-                  say=None, batch: tuple | None = None) -> dict:
+                  say=None, batch: tuple | None = None, heads=None) -> dict:
     """Build the engines ``plan`` asks for from ``sources`` (segment -> package-relative ONNX) in
     a staging directory of the package and install them; returns their manifest entry.
     ``facts`` are :func:`mesc.runtime.backends.trt.compat.engine_facts` of this machine;
     ``batch`` the (min, opt, max) batch of a dynamic-batch package's profile
-    (:func:`mesc.engines.profiles.batch_range`)."""
+    (:func:`mesc.engines.profiles.batch_range`); ``heads`` a
+    :class:`~mesc.exporters.policy.pooling.HeadRepooler` whose recompiled heads the engines are
+    built from instead (written beside them)."""
     from mesc.runtime.backends.trt import compat
 
     say = say or (lambda msg: None)
@@ -161,15 +203,21 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
         segments = {}
         for seg in pkg.segments:
             name, src = seg.name, sources[seg.name]
+            src_path = pkg.path(src)
+            if heads is not None and heads.changes(seg):
+                say(f"{name}: the policy's windows recompiled for {plan.target} (beside the engines)")
+                onnx = require("onnx")
+                src, src_path = f"{rel_dir}/{name}.onnx", tmp / f"{name}.onnx"
+                onnx.save(heads(onnx.load(str(pkg.path(sources[name]))), seg), str(src_path))
             say(f"build {name} ({plan.variant}, TensorRT {version})")
             t0 = time.perf_counter()
             cache = tmp / f"{name}.calib.cache" if plan.implicit_int8 else None
-            built = compat.build_engine(pkg.path(src), plan, tmp / f"{name}.plan", feeds.get(name), cache,
+            built = compat.build_engine(src_path, plan, tmp / f"{name}.plan", feeds.get(name), cache,
                                         str(timing_cache), shapes=segment_shapes(seg, batch))
             meta = {
                 "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": plan.precision,
                 "plan": plan.as_dict(),
-                **facts, "source_onnx": src, "source_sha256": sha256_file(pkg.path(src)),
+                **facts, "source_onnx": src, "source_sha256": sha256_file(src_path),
                 "io": built["io"], "build_seconds": round(time.perf_counter() - t0, 2),
                 "placement": {k: v for k, v in summarize_layers(built["layers"]).items() if k != "layers"},
             }
@@ -183,6 +231,8 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
             "batch": dict(zip(("min", "opt", "max"), batch)) if batch else None,
             "built": utc_now(),
             "segments": segments,
+            # exit -> the MESS windows the engines compute (shift/pool)
+            "policy_pooling": dict(heads.chosen) if heads is not None else prepared_windows(pkg, plan.source),
         }
         pkg.install_dir(tmp, rel_dir, update=lambda m: m.setdefault("engines", {}).setdefault(
             plan.target, {}).__setitem__(plan.variant, entry))

@@ -37,6 +37,10 @@ class ExportOptions:
     # windows in those pixels (os^2 times fewer pixels: the cheap choice on CPUs and small GPUs)
     policy_at: str = "output"
     strides: list | None = None  # policy output stride per kept exit; None = measured
+    # the MESS windows' formulation (mesc.exporters.policy.pooling): "auto" compiles the one
+    # cheapest on ``target`` where it is exact ("pool" for a TensorRT target, "shift" without one)
+    policy_pooling: str = "auto"
+    target: str | None = None  # the deployment target the heads are compiled for (mesc.targets)
     th_pix: float | None = None
     th_img: float | None = None
     verify: bool = True
@@ -105,6 +109,12 @@ def _check_thresholds(opts):
         raise ExportError("--strict is torch.export's strict mode; it goes with --capture export")
     if opts.policy_at == "native" and not opts.policy:
         raise ExportError("--policy-at native needs the in-graph policy (--policy top1 or entropy)")
+    from mesc.exporters.policy.pooling import check_pooling_choice
+    from mesc.targets import get_target
+
+    check_pooling_choice(opts.policy_pooling)
+    if opts.target is not None:
+        get_target(opts.target)
     if opts.from_report is not None:
         given = [o for o, v in (("--exits", opts.exits), ("--th-pix", opts.th_pix), ("--th-img", opts.th_img))
                  if v is not None]
@@ -279,6 +289,8 @@ def _check_policy_reads_its_head(plan: _Plan) -> None:
 def _policy_settings(traced, selected: list[int], opts: ExportOptions, thresholds: dict) -> list[dict]:
     """Each kept exit's policy; ``thresholds`` (exit name -> th_pix, th_img: a report's
     choice) override the options' thresholds."""
+    from mesc.exporters.policy.pooling import choose_pooling, with_pooling
+
     settings = []
     for i, k in enumerate(selected):
         # windows are counted in the pixels the policy reads: output pixels, or native ones
@@ -289,6 +301,10 @@ def _policy_settings(traced, selected: list[int], opts: ExportOptions, threshold
                          "th_pix": opts.th_pix if opts.th_pix is not None else DEFAULT_TH_PIX,
                          "th_img": opts.th_img if opts.th_img is not None else DEFAULT_TH_IMG,
                          **thresholds.get(traced.exit_names[k], {})})
+        if opts.policy:
+            where = f"exit '{traced.exit_names[k]}'"
+            settings[-1] = with_pooling(settings[-1], choose_pooling(settings[-1], opts.policy_pooling, opts.target,
+                                                                     where))
     return settings
 
 
@@ -306,11 +322,12 @@ def _write_segment(plan: _Plan, seg, opts: ExportOptions, tmp) -> dict:
     exit_name = plan.exit_name(seg.exit)
     if seg.kind == "head" and opts.policy:
         from mesc.exporters.policy.mess import append_policy
+        from mesc.policy import pooling_of
 
         p = plan.policy[seg.exit]
         model_proto = append_policy(model_proto, logits=plan.policy_src[seg.exit][1], prefix=exit_name,
                                     confidence=p["confidence"], edge=p["edge"], stride=p["stride"], band=p["band"],
-                                    labels=plan.segment("tail", seg.exit) is None)
+                                    pooling=pooling_of(p), labels=plan.segment("tail", seg.exit) is None)
     elif seg.kind == "tail":
         from mesc.exporters.policy.graph import append_labels
 

@@ -52,6 +52,9 @@ class Target:
     fast_fp16: bool = True
     workspace_mb: int = 2048
     max_batch: int = DEFAULT_MAX_BATCH  # batch range of engines built from a dynamic-batch package
+    # the in-graph MESS policy's window formulation where it is exact (mesc.exporters.policy.pooling):
+    # on a GPU each node is a kernel launch, so the 29-30 node "pool" form beats the 111-147 node "shift"
+    policy_pooling: str = "pool"
     notes: str = ""
 
     def trt_ok(self, version) -> bool:
@@ -73,6 +76,8 @@ def register_target(target: Target, replace: bool = False) -> Target:
         raise MescError(f"target name {target.name!r} must be lower-case letters, digits, '_' or '.'")
     if target.name in _TARGETS and not replace:
         raise MescError(f"target '{target.name}' is already registered; pass replace=True to redefine it")
+    if target.policy_pooling not in ("shift", "pool"):
+        raise MescError(f"target '{target.name}': policy_pooling must be 'shift' or 'pool', got {target.policy_pooling!r}")
     bad = set(target.precisions) - set(PRECISIONS)
     if bad:
         raise MescError(f"target '{target.name}': unknown precisions {sorted(bad)}; expected a subset of {PRECISIONS}")

@@ -4,6 +4,11 @@ TensorRT >= 10 builds strongly typed, so a lower precision must already be in th
 module writes ``onnx_fp16/`` and ``onnx_int8/`` beside ``onnx/``, records them under the
 manifest's ``precisions`` with their accuracy against the FP32 package on the calibration
 images (ONNX Runtime CPU), and never leaves a half-written directory.
+
+Prepared for a TensorRT target (``target``), the heads' MESS windows are recompiled in the
+target's cheaper formulation where it is exact (:mod:`mesc.exporters.policy.pooling`; the
+package's own ``onnx/`` graphs keep theirs), recorded per exit under the precision's
+``policy_pooling``.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ PREPARED = ("fp16", "int8")
 
 
 def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax", max_images: int = 64,
-            progress=None) -> dict:
+            progress=None, target: str | None = None, policy_pooling: str = "auto") -> dict:
     """Write the prepared graphs for ``precisions`` into ``package``; returns their manifest entries.
 
     ``calib_data`` (a folder of images at the package's input size) is required for INT8 and
     gives the accuracy check for both; FP16 without images is prepared unchecked.
+    ``policy_pooling`` ("auto", "shift", "pool") is the heads' window formulation; "auto" is
+    the ``target``'s where exact, and the package's own without a target.
     """
     from mesc.ranges import check_int
 
@@ -40,6 +47,10 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
         raise MescError(f"--precision {','.join(bad) or '(none)'}: prepared precisions are {', '.join(PREPARED)}")
     if "int8" in precisions and not calib_data:
         raise MescError("INT8 needs calibration images: pass --calib-data FOLDER (images at the export size)")
+    from mesc.exporters.policy.pooling import HeadRepooler, package_poolings
+
+    chosen = package_poolings(pkg, policy_pooling, target)
+    repool = HeadRepooler(pkg, chosen)
     refuse_inside_generated(pkg.root, [f"onnx_{p}" for p in precisions], [("--calib-data", calib_data)])
     batches, paths = ([], [])
     if calib_data:
@@ -54,7 +65,7 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
             for seg in pkg.segments:
                 say(f"{prec}: {seg.name}")
                 where = f"segment {seg.name} ({prec})"
-                model = onnx.load(str(pkg.path(seg.file)))
+                model = repool(onnx.load(str(pkg.path(seg.file))), seg)
                 named_nodes(model, seg.name)
                 tail = exit_tails(pkg, model, seg)
                 if prec == "fp16":
@@ -79,6 +90,8 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
                 "calibration_seconds": round(calib_s, 2),
                 "accuracy": accuracy,  # against the FP32 package's labels, ONNX Runtime CPU
             }
+            if chosen:
+                entry["policy_pooling"] = chosen  # exit -> the MESS windows its prepared head computes
             if counts:
                 entry["qdq"] = counts
             pkg.install_dir(tmp, rel_dir,

@@ -6,7 +6,8 @@ graph, registered by kind (:mod:`.registry`), next to the numpy kinds of :mod:`m
   :func:`append_score` (the skeleton of a kind that scores an image without a pixel
   threshold), :func:`append_labels` and :func:`strip_policy`;
 - :mod:`.mess`, :mod:`.mean`, :mod:`.fft`, :mod:`.learned`: the built-in kinds' builders;
-- :mod:`.compile`: rewriting a package's heads with another kind (``mesc calibrate --write``).
+- :mod:`.compile`: rewriting a package's heads with another kind (``mesc calibrate --write``);
+- :mod:`.pooling`: which of MESS's two window forms (``shift``/``pool``) a head gets per target.
 
 Ops: those TensorRT 8.5+ and ONNX Runtime run (see :mod:`.mess`), plus MatMul, Sqrt, Relu,
 Sigmoid, Concat, Squeeze for the score kinds.

@@ -92,12 +92,8 @@ def compile_policy(pkg, kind: str, nets: dict | None = None, update=None, depend
     dims = policy_logits_dims(pkg)
     for ex in pkg.exits:
         seg = pkg.segment(ex.segment)
-        model = strip_policy(onnx.load(str(pkg.path(seg.file))), ex.name)
-        src = ex.policy_logits or ex.logits
-        _set_static_dims(model, src, dims[ex.name])
-        labels = ex.tail is None  # else the tail gives the labels
-        model = append_kind(model, src, ex.name, kind, ex.policy, net=(nets or {}).get(ex.name),
-                            labels=labels)
+        model = recompile_head(onnx.load(str(pkg.path(seg.file))), ex, kind, ex.policy, dims[ex.name],
+                               net=(nets or {}).get(ex.name))
         heads[seg.file] = model
         specs[seg.name] = io_specs(model)
 
@@ -126,6 +122,17 @@ def compile_policy(pkg, kind: str, nets: dict | None = None, update=None, depend
         for rel, model in heads.items():
             onnx.save(model, str(tmp / Path(rel).relative_to(ONNX_DIR)))
         pkg.install_dir(tmp, ONNX_DIR, update=apply, depends_on=depends_on)
+
+
+def recompile_head(model, ex, kind: str, policy, mhw, net=None):
+    """A copy of exit ``ex``'s head graph ``model`` with its policy replaced by ``kind`` with
+    the manifest settings ``policy``; ``mhw`` is the (M, H, W) its policy reads
+    (:func:`policy_logits_dims`). The exit's layers stay the same nodes and weights."""
+    model = strip_policy(model, ex.name)
+    src = ex.policy_logits or ex.logits
+    _set_static_dims(model, src, mhw)
+    labels = ex.tail is None  # else the tail gives the labels
+    return append_kind(model, src, ex.name, kind, dict(policy), net=net, labels=labels)
 
 
 def policy_logits_dims(pkg) -> dict:
@@ -166,4 +173,5 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-__all__ = ["check_compilable", "compile_policy", "compiled_kinds", "in_graph", "needs_compile"]
+__all__ = ["check_compilable", "compile_policy", "compiled_kinds", "in_graph", "needs_compile", "policy_logits_dims",
+           "recompile_head"]

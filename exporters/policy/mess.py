@@ -18,7 +18,8 @@ How each step maps to those ops:
   reflect-padded map. Box sums are separable, so the 33 x 33 window at os=8 is a 33-window along
   H then along W. Each 1-D window is built by doubling with Slice + Add (pooling="shift": about
   2*log2(k) cheap elementwise passes; counts stay exact integers in float32), or as
-  AveragePool (k,1) then (1,k) (pooling="pool");
+  AveragePool (k,1) then (1,k) (pooling="pool": exact up to stride 50, see :mod:`.pooling`,
+  which also picks the form per deployment target);
 - border rule (repeated reflection, :mod:`mesc.policy.mess`): a chain of reflect Pads, each at most
   size-1 wide (what Pad allows), which composes to numpy's repeated reflection. With static H/W
   (mesc exports at a fixed size) the chain is static; an axis of size 1 skips its padding, since
@@ -44,9 +45,7 @@ from mesc.exporters.policy.builder import GraphBuilder
 from mesc.exporters.policy.graph import (argmax_labels, check_graph, check_head, check_prefix_unused, logits_dims,
                                          pixel_confidence, with_nodes)
 from mesc.exporters.policy.registry import register_builder
-from mesc.policy import band_radius, check_confidence_kind, check_stride, edge_band_of
-
-POOLINGS = ("shift", "pool")
+from mesc.policy import POOLINGS, band_radius, check_confidence_kind, check_stride, edge_band_of, pooling_of
 
 
 def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: str = "top1",
@@ -60,9 +59,11 @@ def append_policy(model: onnx.ModelProto, logits: str, prefix: str, confidence: 
     ``confidence="entropy"``). Opset >= 13.
 
     ``pooling`` picks how the windowed max (edge band) and count (median) are computed, both
-    separable and exact: ``"shift"`` (default) with Slice + Max/Add doubling, ``"pool"`` with
-    MaxPool/AveragePool of (k,1) then (1,k). They give identical results; "shift" is ~10x faster
-    on ONNX Runtime CPU, "pool" is fewer, larger kernels that may suit some GPU backends better.
+    separable: ``"shift"`` (default) with Slice + Max/Add doubling, ``"pool"`` with
+    MaxPool/AveragePool of (k,1) then (1,k). They give identical results up to stride 50 (the
+    AveragePool's float error bound, :func:`~mesc.exporters.policy.pooling.pool_is_exact`);
+    "shift" is faster on ONNX Runtime CPU, "pool" is about a quarter of the nodes (kernel
+    launches on a GPU). :func:`~mesc.exporters.policy.pooling.choose_pooling` picks per target.
 
     ``band`` is the semantic edge band, ``"paper"`` (MESS Eq. 8) or ``"wide"`` (see
     :mod:`mesc.policy.band`).
@@ -128,10 +129,11 @@ def _median_on_edge_band(b: GraphBuilder, ind: str, labels4: str, stride: int, b
 
 def build(model, logits: str, prefix: str, policy: dict, labels: bool = True, net=None) -> onnx.ModelProto:
     """The ``mess`` kind's builder: :func:`append_policy` with the exit's manifest settings (the
-    band it was exported with: an old package's "wide" stays wide)."""
+    band and the pooling it was exported with: an old package's "wide" stays wide, and a
+    package without "pooling" compiled "shift")."""
     return append_policy(model, logits, prefix, confidence=policy.get("confidence", "top1"),
                          edge=policy.get("edge", True), stride=policy.get("stride", 8), labels=labels,
-                         band=edge_band_of(policy))
+                         band=edge_band_of(policy), pooling=pooling_of(policy))
 
 
 register_builder("mess", build)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mesc.cli.options import Whole
+from mesc.cli.options import Whole, policy_pooling_option
 
 
 def _list_targets(ctx, param, value):
@@ -39,17 +39,19 @@ def _list_targets(ctx, param, value):
 @click.option("--allow-slow", is_flag=True, help="Build FP16 on GPUs without fast FP16 (Pascal) anyway.")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True)
 @click.option("--max-images", type=Whole(min=1), default=64, show_default=True)
+@policy_pooling_option("the target's form where exact (FP32 heads in another form are recompiled beside the "
+                       "engines; prepared graphs keep theirs: 'mesc prepare --target')")
 @click.option("--list-targets", is_flag=True, is_eager=True, expose_value=False, callback=_list_targets,
               help="List the known targets and exit.")
 def build_cmd(package, target, precision, calib_data, dla_core, workspace_mb, timing_cache, max_batch, tf32,
-              allow_slow, method, max_images):
+              allow_slow, method, max_images, policy_pooling):
     """Build one TensorRT engine per segment for a target (run on the target device)."""
     from mesc.engines.build import build
 
     entry = build(package, target, precision, calib_data=calib_data, dla_core=dla_core, workspace_mb=workspace_mb,
                   timing_cache=timing_cache, allow_slow=allow_slow, method=method, max_images=max_images,
                   max_batch=max_batch, tf32=tf32,
-                  progress=lambda m: click.echo(m, err=True))
+                  progress=lambda m: click.echo(m, err=True), policy_pooling=policy_pooling)
     click.echo(f"{len(entry['segments'])} engines in {entry['dir']} (TensorRT {entry['trt_version']}, "
                f"{entry['device']}, sm_{str(entry['compute_capability']).replace('.', '')})")
     for name, seg in entry["segments"].items():

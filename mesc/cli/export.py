@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from mesc.cli.options import Real, Whole, parse_int_list, parse_shape
+from mesc.cli.options import Real, Whole, parse_int_list, parse_shape, policy_pooling_option
 from mesc.exporters.export import EXPORT_EDGE_BANDS
 
 
@@ -42,6 +42,7 @@ from mesc.exporters.export import EXPORT_EDGE_BANDS
 @click.option("--policy-at", type=click.Choice(["output", "native"]), default="output", show_default=True,
               help="Where the policy reads each exit's logits: at the output resolution (MESS), or at the "
                    "head's native resolution before upsampling (os^2 fewer pixels: much cheaper on CPU).")
+@policy_pooling_option("'pool' with --target/--precision where exact, else 'shift'")
 @click.option("--stride", "strides", callback=parse_int_list, default=None,
               help="Output stride per kept exit for the policy (default: measured from the graph).")
 @click.option("--th-pix", type=Real(0, 1), default=None, help="Default per-pixel confidence threshold.")
@@ -69,8 +70,8 @@ from mesc.exporters.export import EXPORT_EDGE_BANDS
               callback=lambda ctx, p, v: _list_models(ctx) if v else None,
               help="List the registered reference models and exit.")
 def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, opset, capture, strict, policy_kind,
-               no_edge, edge_band, policy_at, strides, th_pix, th_img, from_report, class_names, no_verify, target,
-               precision, calib_data, max_images, output, force, verbose):
+               no_edge, edge_band, policy_at, policy_pooling, strides, th_pix, th_img, from_report, class_names,
+               no_verify, target, precision, calib_data, max_images, output, force, verbose):
     """Split a multi-exit PyTorch model into a package of per-segment ONNX graphs.
 
     \b
@@ -89,7 +90,7 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
     opts = ExportOptions(
         input_shape=input_shape, exits=exits, dynamic_batch=dynamic_batch, opset=opset,
         policy=None if policy_kind == "none" else policy_kind, edge=not no_edge, edge_band=edge_band,
-        policy_at=policy_at,
+        policy_at=policy_at, policy_pooling=policy_pooling, target=target,
         strides=strides,
         th_pix=th_pix, th_img=th_img, from_report=from_report, verify=not no_verify, verbose=verbose,
         capture=capture, strict=strict, precision=precision or "fp32", class_names=class_names,
@@ -116,6 +117,7 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
         if precision != "fp32":
             from mesc.calibration.precision import format_report, prepare
 
+            # the heads were compiled for the target already: the prepared graphs keep them
             click.echo(format_report(prepare(stage, (precision,), calib_data=calib_data, max_images=max_images,
                                              progress=say)))
     print_summary(Package.load(output))

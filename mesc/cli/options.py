@@ -82,3 +82,13 @@ def cuda_graphs_option(command):
                         help="On a CUDA device, capture each segment per batch size into a CUDA graph and "
                              "replay it; off runs every segment uncaptured (for comparison, or a driver "
                              "where capture fails).")(command)
+
+
+def policy_pooling_option(auto: str):
+    """--policy-pooling auto|shift|pool: how the MESS policy graph computes its windows
+    (mesc.exporters.policy.pooling); ``auto`` says what "auto" means for the command."""
+    return click.option("--policy-pooling", type=click.Choice(["auto", "shift", "pool"]), default="auto",
+                        show_default=True,
+                        help="How the policy graph computes its windows: 'shift' (Slice+Add, fastest on CPU), 'pool' "
+                             "(MaxPool/AveragePool, a quarter of the nodes: fewer kernel launches on a GPU; identical "
+                             f"results up to output stride 50), or 'auto': {auto}.")

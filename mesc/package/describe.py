@@ -53,7 +53,7 @@ def _exit_rows(exits, grouped: bool) -> list[tuple]:
     its first row), each candidate with its configuration and whether input-dependent runs use it."""
     configs = any(e.config for e in exits)
     head = (("point",) if grouped else ()) + ("exit", "on") + (("config",) if configs else ()) + (
-        "segment", "classes", "os", "confidence", "at", "edge", "band", "stride", "th_pix", "th_img")
+        "segment", "classes", "os", "confidence", "at", "edge", "band", "stride", "windows", "th_pix", "th_img")
     rows = [head]
     for k, e in enumerate(exits):
         pol = e.policy
@@ -66,8 +66,19 @@ def _exit_rows(exits, grouped: bool) -> list[tuple]:
             e.segment, str(e.num_classes), str(e.output_stride),
             (pol.get("confidence", "") if kind.pixel_threshold else kind.name) + ("" if e.confidence else " (host)"),
             pol.get("at", "output"), str(pol.get("edge")), edge_band_of(pol), str(pol.get("stride")),
+            # the MESS windows' graph form (shift/pool); "-" where the head computes none
+            e.pooling if e.in_graph and kind.name == "mess" and pol.get("edge", True) else "-",
             f"{pol.get('th_pix')}" if kind.pixel_threshold else "-", th_img))
     return rows
+
+
+def _prepared(pkg, prec) -> str:
+    """'fp16 (windows: exit0 pool, exit1 pool)': a prepared precision and, where its heads
+    compute them in another form than the package's own, the MESS windows of its exits."""
+    own = {e.name: e.pooling for e in pkg.exits}
+    if all(own.get(ex) == form for ex, form in prec.policy_pooling.items()):
+        return prec.name
+    return f"{prec.name} (windows: {', '.join(f'{ex} {form}' for ex, form in prec.policy_pooling.items())})"
 
 
 def format_package(pkg) -> str:
@@ -90,6 +101,8 @@ def format_package(pkg) -> str:
         outs = ", ".join(f"{t.name}[{_shape(t)}]" for t in s.outputs)
         lines.append(f"  {s.name}: {ins} -> {outs}")
     lines += ["", "exits:"] + ["  " + row for row in _table(_exit_rows(pkg.exits, m.has_points))]
+    if m.precisions:
+        lines += ["", "prepared: " + "; ".join(_prepared(pkg, p) for _, p in sorted(m.precisions.items()))]
     if m.engines:
         lines += ["", "engines: " + ", ".join(sorted(m.engines))]
     if m.latency:

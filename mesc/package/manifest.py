@@ -11,7 +11,7 @@ import math
 
 from mesc.errors import PackageError
 from mesc.package.paths import check_rel_path
-from mesc.policy import IN_GRAPH_KEYS, check_exit_policy  # an exit's policy is the policy's to check
+from mesc.policy import IN_GRAPH_KEYS, POOLINGS, check_exit_policy  # an exit's policy is the policy's to check
 
 SCHEMA_VERSION = 1
 MANIFEST = "mesc.json"
@@ -280,6 +280,16 @@ def _check_precisions(m, segs):
     for where, seg, rel in _segment_entries(m, "precisions", segs, "a precision entry", inner="segments"):
         check_rel_path(rel, f"{where} segments[{seg!r}]")
         _need(rel in m["files"], where, f"file {rel!r} has no checksum in 'files'")
+    exits = {ex["name"] for ex in m["exits"]}
+    for prec, entry in (m.get("precisions") or {}).items():
+        pooling = entry.get("policy_pooling")
+        if pooling is None:
+            continue
+        where = f"precisions[{prec!r}] policy_pooling"
+        _need_object(pooling, where, "an object of exit name -> 'shift' or 'pool'")
+        for ex, form in pooling.items():
+            _need(ex in exits, where, f"'{ex}' is not an exit of the package")
+            _need(form in POOLINGS, where, f"exit '{ex}': expected one of {POOLINGS}, got {form!r}")
 
 
 def engine_paths(m):

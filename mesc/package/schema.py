@@ -24,6 +24,7 @@ from types import MappingProxyType
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 from mesc.package.manifest import exit_points
+from mesc.policy import pooling_of
 
 Dim = Union[int, str]  # a size, or a name for a dynamic dimension ("batch")
 
@@ -151,6 +152,11 @@ class Exit:
         return bool(self.labels and self.confidence)
 
     @property
+    def pooling(self) -> str:
+        """How the exit's MESS head computes its windows ("shift" where the manifest says nothing)."""
+        return pooling_of(self.policy)
+
+    @property
     def model_index(self) -> int:
         """The exit's index among the model's exits; packages without one count positions."""
         return self.position if self.index is None else self.index
@@ -197,10 +203,14 @@ class Precision:
     name: str  # "fp16", "int8"
     segments: Mapping[str, str]  # segment name -> package path of its graph
     accuracy: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # exit name -> the MESS windows ("shift"/"pool") its prepared head computes; an exit not
+    # named (every exit of a package prepared before the key) computes the package's own
+    policy_pooling: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def from_dict(cls, name: str, d: dict) -> "Precision":
-        return cls(name=name, segments=_map(d.get("segments") or {}), accuracy=_frozen(d.get("accuracy") or {}))
+        return cls(name=name, segments=_map(d.get("segments") or {}), accuracy=_frozen(d.get("accuracy") or {}),
+                   policy_pooling=_map(d.get("policy_pooling") or {}))
 
 
 @dataclass(frozen=True)

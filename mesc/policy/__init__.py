@@ -48,8 +48,8 @@ from mesc.policy.settings import (COMPILED_POLICY_KEYS, IN_GRAPH_KEYS, POLICY_AT
                                   check_policy)
 
 # the built-in kinds, in the order the table lists them
-from mesc.policy.mess import (MessPolicy, mess_confidence, mess_confidence_fast, mess_confidence_grid,  # noqa: E402
-                              mess_exit, mess_pixel_indicator)
+from mesc.policy.mess import (POOLINGS, MessPolicy, mess_confidence, mess_confidence_fast,  # noqa: E402
+                              mess_confidence_grid, mess_exit, mess_pixel_indicator, pooling_of)
 from mesc.policy.mean import MeanConfidencePolicy  # noqa: E402
 from mesc.policy.fft import FftPolicy, confidence_fft_magnitude, fft_magnitude  # noqa: E402
 from mesc.policy.learned import DecisionNet, LearnedPolicy  # noqa: E402
@@ -60,12 +60,13 @@ mark_built_in()
 __all__ = [
     "ALWAYS_EXIT", "COMPILED_POLICY_KEYS", "CONFIDENCE_KINDS", "DecisionNet", "EDGE_BANDS", "ExitPolicy", "FftPolicy",
     "IN_GRAPH_KEYS", "KIND_THRESHOLDS", "LEGACY_EDGE_BAND", "LOGITS_SHAPE", "LearnedPolicy", "MeanConfidencePolicy",
-    "MessPolicy", "NEVER_EXIT", "POLICY_AT", "POLICY_KEYS", "POLICY_KINDS", "PolicyKind", "Softmaxed",
+    "MessPolicy", "NEVER_EXIT", "POLICY_AT", "POLICY_KEYS", "POLICY_KINDS", "POOLINGS", "PolicyKind", "Softmaxed",
     "ThresholdPolicy", "band_radius", "box_sum", "check_confidence_kind", "check_edge_band", "check_exit_policy",
     "check_logits", "check_policy", "check_stride", "check_threshold", "confidence_fft_magnitude", "edge_band",
     "edge_band_fast", "edge_band_of", "exit_decision", "fft_magnitude", "get_kind", "get_policy", "kind_of", "kinds",
     "list_policies", "mean_confidence", "median_filter", "mess_confidence", "mess_confidence_fast",
     "mess_confidence_grid", "mess_exit", "mess_pixel_indicator", "pixel_confidence", "policy_kind", "policy_scores",
+    "pooling_of",
     "predicted_labels", "probability_confidence", "reflect_pad", "register_kind", "register_policy", "softmax",
     "unregister_kind",
 ]

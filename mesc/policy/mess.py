@@ -51,6 +51,18 @@ from mesc.policy.confidence import (CONFIDENCE_KINDS, check_confidence_kind, che
 from mesc.policy.registry import PolicyKind, register_kind
 from mesc.policy.settings import is_int, unit_threshold
 
+# How the in-graph policy computes its windows (:mod:`mesc.exporters.policy.mess`): Slice +
+# Add/Max doubling ("shift") or MaxPool/AveragePool ("pool"). Both give the same decisions; the
+# manifest records the one a head was compiled with, absent meaning "shift" (what every package
+# written before the key existed compiled, and what a mesc without the key reads).
+POOLINGS = ("shift", "pool")
+DEFAULT_POOLING = "shift"
+
+
+def pooling_of(policy) -> str:
+    """The window formulation an exit's MESS head was compiled with."""
+    return policy.get("pooling", DEFAULT_POOLING)
+
 
 def mess_pixel_indicator(logits, th_pix: float, confidence: str = "top1", edge: bool = True,
                          stride: int = 8, band: str = "paper") -> np.ndarray:
@@ -149,9 +161,10 @@ KIND = register_kind(PolicyKind(
         "stride": lambda v: None if is_int(v) and v >= 1 else f"stride must be a positive int, got {v!r}",
         "edge": lambda v: None if isinstance(v, bool) else f"edge must be true or false, got {v!r}",
         "band": lambda v: None if v in EDGE_BANDS else f"band must be one of {EDGE_BANDS}, got {v!r}",
+        "pooling": lambda v: None if v in POOLINGS else f"pooling must be one of {POOLINGS}, got {v!r}",
     },
     reference=_reference, factory=MessPolicy,
     summary="the edge-enhanced fraction of pixels whose confidence >= th_pix, >= th_img"))
 
-__all__ = ["KIND", "MessPolicy", "mess_band", "mess_confidence", "mess_confidence_fast", "mess_confidence_grid",
-           "mess_exit", "mess_pixel_indicator"]
+__all__ = ["DEFAULT_POOLING", "KIND", "MessPolicy", "POOLINGS", "mess_band", "mess_confidence", "mess_confidence_fast", "mess_confidence_grid",
+           "mess_exit", "mess_pixel_indicator", "pooling_of"]

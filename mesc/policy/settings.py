@@ -14,7 +14,7 @@ from mesc.policy.registry import COMPARED, kind_of, kinds
 
 POLICY_AT = ("output", "native")
 # settings compiled into an exit's graph (th_pix is a graph input; th_img, lo and hi host tests)
-COMPILED_POLICY_KEYS = ("kind", "confidence", "edge", "band", "stride", "at")
+COMPILED_POLICY_KEYS = ("kind", "confidence", "edge", "band", "stride", "at", "pooling")
 # an exit whose policy runs in its graph names these tensors
 IN_GRAPH_KEYS = ("labels", "confidence", "th_pix_input")
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mesc.benchmarks import policy_cost, policy_share
+from mesc.benchmarks import policy_cost, policy_pooling, policy_share
 
 
 def test_policy_share_reports_every_exit(tmp_path):
@@ -23,6 +23,18 @@ def test_policy_cost_runs_on_a_small_map(tmp_path):
     out = tmp_path / "cost.json"
     policy_cost.main(["--height", "32", "--width", "64", "--classes", "4", "--strides", "2", "--json", str(out)])
     assert json.loads(out.read_text())
+
+
+def test_policy_pooling_counts_nodes_and_times_both_forms(tmp_path):
+    out = tmp_path / "pooling.json"
+    policy_pooling.main(["--sizes", "32x64", "--classes", "4", "--channels", "8", "--stride", "4", "--iters", "2",
+                         "--warmup", "0", "--threads", "1", "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert [(r["stride"], r["band"]) for r in res["nodes"]] == [(s, b) for s in (8, 16, 32) for b in ("paper", "wide")]
+    assert all(r["pool"] < r["shift"] for r in res["nodes"])
+    (run,) = res["latency"]
+    assert run["size"] == [32, 64] and set(run["median_ms"]) == {"head+policy shift", "head+policy pool",
+                                                                 "policy shift", "policy pool"}
 
 
 def test_policy_cost_times_the_band_asked_for(tmp_path):

@@ -17,7 +17,8 @@ from mesc.exporters.verify import REL_TOL, run_chain
 from mesc.models.mit import AllMLPDecoder, MiTStage
 from mesc.models.placement import choose_exit_points
 from mesc.package import Package
-from test_model_zoo import TINY as ZOO_TINY, _real_block_flops
+from test_model_zoo import _real_block_flops
+from tiny_models import TINY as ZOO_TINY
 
 H, W = 64, 128
 TINY = ZOO_TINY["mit-b0"]
