@@ -12,6 +12,7 @@ a cache from another version or another GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -44,6 +45,16 @@ def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:
         return {seg.name: seg.file for seg in pkg.segments}
     raise MescError(f"{pkg.root}: no prepared {plan.source} graphs; run '{prepare_command(pkg, plan.source)}' "
                     f"first, or pass --calib-data to 'mesc build'")
+
+
+def entry_plan(plan: BuildPlan) -> BuildPlan:
+    """How the entry segment (uint8 images -> the normalised float input) builds within ``plan``:
+    FP32 on the GPU whatever the build's precision, so that its float32 division rounds as the
+    host's normalisation does (an FP16 or INT8 flag would let TensorRT run it in lower precision;
+    uint8 network I/O is a GPU feature, and the entry is too small to be worth a DLA)."""
+    return dataclasses.replace(plan, precision="fp32", fp16_flag=False, int8_flag=False, implicit_int8=False,
+                               dla_core=None, gpu_fallback=False,
+                               notes=plan.notes + ("the entry segment builds FP32 on the GPU",))
 
 
 def _layer_device(layer: dict) -> str:
@@ -161,14 +172,15 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
         segments = {}
         for seg in pkg.segments:
             name, src = seg.name, sources[seg.name]
-            say(f"build {name} ({plan.variant}, TensorRT {version})")
+            seg_plan = entry_plan(plan) if seg.kind == "entry" else plan
+            say(f"build {name} ({seg_plan.variant}, TensorRT {version})")
             t0 = time.perf_counter()
-            cache = tmp / f"{name}.calib.cache" if plan.implicit_int8 else None
-            built = compat.build_engine(pkg.path(src), plan, tmp / f"{name}.plan", feeds.get(name), cache,
+            cache = tmp / f"{name}.calib.cache" if seg_plan.implicit_int8 else None
+            built = compat.build_engine(pkg.path(src), seg_plan, tmp / f"{name}.plan", feeds.get(name), cache,
                                         str(timing_cache), shapes=segment_shapes(seg, batch))
             meta = {
-                "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": plan.precision,
-                "plan": plan.as_dict(),
+                "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": seg_plan.precision,
+                "plan": seg_plan.as_dict(),
                 **facts, "source_onnx": src, "source_sha256": sha256_file(pkg.path(src)),
                 "io": built["io"], "build_seconds": round(time.perf_counter() - t0, 2),
                 "placement": {k: v for k, v in summarize_layers(built["layers"]).items() if k != "layers"},

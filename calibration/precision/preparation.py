@@ -55,15 +55,18 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
                 say(f"{prec}: {seg.name}")
                 where = f"segment {seg.name} ({prec})"
                 model = onnx.load(str(pkg.path(seg.file)))
-                named_nodes(model, seg.name)
-                tail = exit_tails(pkg, model, seg)
-                if prec == "fp16":
+                if seg.kind == "entry":
+                    # kept FP32 with its uint8 input: its float32 division must round as the host's
+                    # normalisation does, and it is a handful of element-wise ops (nothing to gain)
+                    out = model
+                elif prec == "fp16":
                     from mesc.calibration.precision.fp16 import to_fp16
 
-                    out = to_fp16(model, tail, where)
+                    out = to_fp16(model, _tail(pkg, model, seg), where)
                 else:
                     from mesc.calibration.precision.int8 import check_qdq, quantize_segment
 
+                    tail = _tail(pkg, model, seg)
                     out = quantize_segment(model, feeds[seg.name], tail, method, where)
                     counts[seg.name] = check_qdq(out, tail, where)
                 name = f"{seg.name}.onnx"
@@ -85,6 +88,12 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
                             update=lambda m, e=entry, p=prec: m.setdefault("precisions", {}).__setitem__(p, e))
         results[prec] = entry
     return results
+
+
+def _tail(pkg, model, seg):
+    """The nodes of ``seg`` kept FP32 (its exit's policy tail), its nodes named first."""
+    named_nodes(model, seg.name)
+    return exit_tails(pkg, model, seg)
 
 
 def format_report(results: dict) -> str:
