@@ -326,7 +326,7 @@ class Pipeline:
             if len({p.dtype for p in parts}) > 1:
                 # float batches among uint8 images: the one batch is float, normalised here as a
                 # package without an entry does (bit for bit what the entry computes)
-                parts = [self._host_normalize(p) if p.dtype == np.uint8 else p for p in parts]
+                parts = [self.host_normalize(p) if p.dtype == np.uint8 else p for p in parts]
             return np.concatenate(parts), False
         if not isinstance(images, np.ndarray):
             raise InputError(f"expected a numpy array, got {type(images).__name__}")
@@ -340,7 +340,7 @@ class Pipeline:
             self._check_size(x.shape[3], x.shape[1], x.shape[2], "N x H x W x C", x.shape)
             if x.shape[0] == 0:
                 raise InputError("the batch is empty (N = 0)")
-            return (np.ascontiguousarray(x) if self.entry is not None else self._host_normalize(x)), False
+            return (np.ascontiguousarray(x) if self.entry is not None else self.host_normalize(x)), False
         if x.ndim == 4:
             if x.dtype != np.float32:
                 raise InputError(f"a batch must be float32 N x C x H x W (already normalised), got {x.dtype}; "
@@ -359,8 +359,10 @@ class Pipeline:
         raise InputError(f"expected one uint8 image H x W x C ({h} x {w} x {c}), a uint8 batch N x H x W x C or a "
                          f"float32 batch N x C x H x W (N x {c} x {h} x {w}); got {x.dtype} with shape {tuple(x.shape)}")
 
-    def _host_normalize(self, x: np.ndarray) -> np.ndarray:
-        """uint8 N x H x W x C -> float32 N x C x H x W, on the host."""
+    def host_normalize(self, x: np.ndarray) -> np.ndarray:
+        """uint8 N x H x W x C images -> the float32 N x C x H x W batch the first chunk takes,
+        normalised on the host: bit for bit what the package's entry segment computes, and what a
+        package without one does with uint8 input."""
         norm = self.pkg.input.normalization
         return np.stack([normalize(im, norm) for im in x])
 

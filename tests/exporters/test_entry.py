@@ -111,7 +111,7 @@ def _uint8_equals_float(pkg_root, images, th_pix=None):
     from runtime_checks import assert_same_results, spread_thresholds
 
     with mesc.load(pkg_root) as pipe:
-        floats = pipe._host_normalize(images)
+        floats = pipe.host_normalize(images)
         np.testing.assert_array_equal(pipe.tensors(images)[pipe.input_name], floats)
         spread_thresholds(pipe, floats, th_pix)
         u8 = pipe(images)

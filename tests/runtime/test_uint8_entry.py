@@ -37,7 +37,7 @@ _same = assert_same_results
 def test_uint8_through_the_entry_equals_host_normalised_float(pkg, u8_images):
     with mesc.load(pkg) as pipe:
         assert pipe.entry is not None
-        floats = pipe._host_normalize(u8_images)
+        floats = pipe.host_normalize(u8_images)
         if pipe.in_graph:  # th_pix 0.3: the toy's random weights are sure of few pixels of these images
             assert spread_thresholds(pipe, floats, th_pix=0.3) == 3
         u8, fl = pipe(u8_images), pipe(floats)
@@ -61,12 +61,12 @@ def test_float_input_skips_the_entry(pkg_graph, u8_images, monkeypatch):
         ran = []
         real = pipe.runner.run
         monkeypatch.setattr(pipe.runner, "run", lambda seg, feeds, out: ran.append(seg.name) or real(seg, feeds, out))
-        pipe(pipe._host_normalize(u8_images[:2]))
+        pipe(pipe.host_normalize(u8_images[:2]))
         assert "entry" not in ran and ran[0] == "chunk0"
         ran.clear()
         pipe(u8_images[:2])
         assert ran[:2] == ["entry", "chunk0"] and ran.count("entry") == 1
-        assert "entry" not in pipe.tensors(pipe._host_normalize(u8_images[:1]))
+        assert "entry" not in pipe.tensors(pipe.host_normalize(u8_images[:1]))
 
 
 def test_uint8_is_neither_copied_nor_normalised_on_the_host(pkg_graph, u8_images, monkeypatch):
@@ -86,7 +86,7 @@ def test_uint8_is_neither_copied_nor_normalised_on_the_host(pkg_graph, u8_images
 
 def test_a_list_mixing_uint8_images_and_a_float_batch_normalises_on_the_host(pkg_graph, u8_images):
     with mesc.load(pkg_graph) as pipe:
-        floats = pipe._host_normalize(u8_images[:3])
+        floats = pipe.host_normalize(u8_images[:3])
         x, _ = pipe.prepare([u8_images[0], floats[1:3]])
         assert x.dtype == np.float32
         np.testing.assert_array_equal(x, floats)
@@ -95,7 +95,7 @@ def test_a_list_mixing_uint8_images_and_a_float_batch_normalises_on_the_host(pkg
 
 def test_a_static_batch_pads_uint8_groups(pkg_static, u8_images):
     with mesc.load(pkg_static) as pipe, pytest.warns(UserWarning, match="static batch"):
-        _same(pipe(pipe._host_normalize(u8_images[:3])), pipe(u8_images[:3]))
+        _same(pipe(pipe.host_normalize(u8_images[:3])), pipe(u8_images[:3]))
 
 
 def test_a_package_without_entry_gives_the_same_results(pkg_old, pkg_graph, u8_images):

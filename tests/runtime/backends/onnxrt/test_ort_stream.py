@@ -170,7 +170,7 @@ def test_stream_path_uploads_uint8_as_it_is_and_runs_the_entry(pkg_graph, rt):
     u8 = np.random.default_rng(4).integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
     counts = collections.Counter()
     with mesc.load(pkg_graph) as ref, _stream_pipe(pkg_graph, counts) as test:
-        floats = test._host_normalize(u8)
+        floats = test.host_normalize(u8)
         _same(ref(u8), test(u8))
         _same(test(floats), test(u8))
         for x in (u8, floats):

@@ -224,7 +224,7 @@ def test_a_uint8_call_uploads_a_quarter_of_the_float_bytes_and_runs_the_entry(pk
     entry. Same results either way, on the fake engines as on ONNX Runtime."""
     ref, pipe = _pipes(pkg_graph)
     u8 = np.random.default_rng(4).integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
-    floats = pipe._host_normalize(u8)
+    floats = pipe.host_normalize(u8)
     for p in (ref, pipe):
         for k in range(len(pipe.exit_names) - 1):
             p.set_thresholds(k, th_img=1.0)  # nobody leaves early: every segment runs at one batch size
