@@ -406,6 +406,8 @@ def validate_manifest(m) -> None:
     for key in ("input", "segments", "exits", "files"):
         _need(key in m, MANIFEST, f"missing '{key}'")
     _check_files(m["files"])
+    if m.get("source") is not None:  # the typed view keeps it as a read-only mapping
+        _need_object(m["source"], MANIFEST, "'source'")
     _check_input(m["input"])
     segs = _check_segments(m, m["files"])
     _check_exits(m, segs)

@@ -87,6 +87,8 @@ def test_altered_file(pkg_dir, tmp_path):
     (lambda m: m["segments"][1]["inputs"].append({"name": "exit0_th_pix", "shape": [1], "dtype": "float32"}),
      "its head reads ['exit0_th_pix'], which no earlier segment gives"),
     (lambda m: m["segments"][2].update(inputs=[]), "segment 'chunk1': inputs and outputs must not be empty"),
+    # found by test_manifest_fuzz (Python 3.8 stage): the typed view read it as a mapping
+    (lambda m: m.update(source="0.1.0"), "mesc.json: 'source' must be an object, got str"),
 ])
 def test_malformed_manifest(pkg_dir, tmp_path, edit, message):
     assert message in refusal(pkg_dir, tmp_path, edit)
