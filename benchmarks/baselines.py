@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from mesc.errors import MescError
@@ -100,15 +101,17 @@ def monolithic_package(pkg, out, sources: dict | None = None, precision: str | N
     ``sources`` maps segment names to other graphs of the same I/O (a prepared FP16/INT8
     build's); they are composed as well and registered as that ``precision``, so that
     ``mesc.engines.build.build`` builds the monolithic engine in the same precision.
-    The exit keeps its name and policy, so the runtime runs it exactly like the chain.
+    The exit keeps its name and policy, so the runtime runs it exactly like the chain. A
+    package's entry segment is kept as it is, ahead of the one graph: the baseline then takes
+    the same uint8 images through the same entry, and differs from the chain only in the chain.
     """
     onnx = require("onnx", extra="core")
     from mesc.package.manifest import MANIFEST
     from mesc.package import Package, sha256_file
     from mesc.package.staging import staging_dir, write_json_atomic
 
-    final = pkg.exits[-1]
-    path = pkg.segments_until(final.name)
+    final, entry = pkg.exits[-1], pkg.entry
+    path = [s for s in pkg.segments_until(final.name) if s.kind != "entry"]
     # the exit's own segments (head, and tail) give the monolithic outputs
     own = [o for s in path if s.kind != "chunk" for o in s.outputs]
     outputs = [o.name for o in own]
@@ -126,13 +129,20 @@ def monolithic_package(pkg, out, sources: dict | None = None, precision: str | N
             onnx.save(compose_segments(seg_paths, outputs), str(tmp / rel))
             files[rel] = sha256_file(tmp / rel)
         manifest = {k: v for k, v in pkg.copy_manifest().items() if k not in ("engines", "latency", "precisions")}
+        segments = [{"name": MONO, "kind": "head", "exit": final.name, "file": "onnx/monolithic.onnx",
+                     "inputs": [t.as_dict() for t in inputs.values()], "outputs": [o.as_dict() for o in own],
+                     "flops": sum(s.flops or 0 for s in path)}]
+        prepared = {MONO: f"onnx_{precision}/monolithic.onnx"}
+        if entry is not None:
+            shutil.copyfile(pkg.path(entry.file), tmp / entry.file)
+            files[entry.file] = sha256_file(tmp / entry.file)
+            segments.insert(0, next(s for s in manifest["segments"] if s["name"] == entry.name))
+            prepared[entry.name] = entry.file  # the entry stays FP32 in every precision (mesc prepare)
         manifest.update(
-            segments=[{"name": MONO, "kind": "head", "exit": final.name, "file": "onnx/monolithic.onnx",
-                       "inputs": [t.as_dict() for t in inputs.values()], "outputs": [o.as_dict() for o in own],
-                       "flops": sum(s.flops or 0 for s in path)}],
+            segments=segments,
             exits=[dict(manifest["exits"][final.position], segment=MONO, tail=None)], files=files, engines={}, latency={})
         if sources:
-            manifest["precisions"] = {precision: {"segments": {MONO: f"onnx_{precision}/monolithic.onnx"}}}
+            manifest["precisions"] = {precision: {"segments": prepared}}
         write_json_atomic(tmp / MANIFEST, manifest)
     return Package.load(out)
 

@@ -264,7 +264,11 @@ def _bench(ctx: BenchContext, images) -> dict:
 
     pipe, opts = ctx.pipe, ctx.opts
     c, h, w = pipe.chw
-    x = np.random.default_rng(opts.seed).standard_normal((opts.batch, c, h, w)).astype(np.float32)
+    # eager PyTorch takes the normalised float batch; mesc what an application hands it: uint8
+    # images where the package normalises them in its entry segment (timed as a segment)
+    x_float = np.random.default_rng(opts.seed).standard_normal((opts.batch, c, h, w)).astype(np.float32)
+    x = x_float if pipe.entry is None else \
+        np.random.default_rng(opts.seed).integers(0, 256, (opts.batch, h, w, c), dtype=np.uint8)
     exits = pipe.exit_names
     stream = getattr(pipe.runner, "stream", None)
     host = HostClock(stream.synchronize if stream is not None else None)
@@ -295,7 +299,7 @@ def _bench(ctx: BenchContext, images) -> dict:
         if "eager" in base:
             # Last and in rounds of its own: the call after an eager run took twice its time
             # (torch's threads and its evicted caches), even 50 ms later, on a 2-core CPU.
-            eager = {k: _call(base[k], x) for k in ("eager", "eager_forward")}
+            eager = {k: _call(base[k], x_float) for k in ("eager", "eager_forward")}
             rounds.update(_rounds(ctx, eager, host, "bench: eager baselines"))
     return _assemble(ctx, rounds, skipped, data)
 
@@ -311,9 +315,9 @@ def _rounds(ctx: BenchContext, variants: dict, clock, desc: str) -> dict:
 
 def _data_run(ctx: BenchContext, images, clock) -> dict:
     """Input-dependent against final-only over the images, ``batch`` at a time, alternating the
-    two on each group; the first ``warmup`` groups are not kept. Images are normalised before
-    the clock starts, so that final-only times what the budgeted ``exit:<final>`` rounds time:
-    a float32 batch to labels on the host."""
+    two on each group; the first ``warmup`` groups are not kept. Images are batched (and, without
+    an entry segment, normalised) before the clock starts, so that final-only times what the
+    budgeted ``exit:<final>`` rounds time: the batch the pipeline takes to labels on the host."""
     from collections import Counter
 
     pipe, opts = ctx.pipe, ctx.opts
@@ -417,10 +421,12 @@ def _overhead(pkg, pipe, exits: list, base: dict) -> dict:
     """What chaining costs beyond the work (issue 25's figures): per extra segment of the final
     exit's path ``(final - monolithic) / (segments - 1)``; per exit the time outside its segments
     (the exit's median minus the sum of its segments' medians: uploads, reads, decisions, Python)
-    and the confidence read; and how segments were launched."""
+    and the confidence read; and how segments were launched. The entry segment is not counted
+    among the segments: the monolithic baseline runs the same entry before its one graph
+    (:func:`mesc.benchmarks.baselines.monolithic_package`), so the difference is the chain alone."""
     last = exits[-1]
     mono = base.get("monolithic", {}).get("ms", {}).get("median")
-    n = len(last["segments"])
+    n = len([s for s in last["segments"] if pkg.segment(s).kind != "entry"])
     return {
         "path": pipe.runner.path(),
         "per_segment_ms": (last["ms"]["median"] - mono) / (n - 1) if mono is not None and n > 1 else None,

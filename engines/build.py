@@ -18,6 +18,7 @@ a cache from another version or another GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -75,6 +76,16 @@ def pooling_notes(pkg, plan: BuildPlan, want: dict) -> list:
     return [f"exits {', '.join(off)} of the prepared {plan.source} graphs compute the policy's windows with "
             f"'{have[off[0]]}', not '{want[off[0]]}' (the same results; 'pool' is fewer kernels on a GPU): "
             f"'mesc prepare {pkg.root} --precision {plan.source} --target {plan.target}' compiles it"]
+
+
+def entry_plan(plan: BuildPlan) -> BuildPlan:
+    """How the entry segment (uint8 images -> the normalised float input) builds within ``plan``:
+    FP32 on the GPU whatever the build's precision, so that its float32 division rounds as the
+    host's normalisation does (an FP16 or INT8 flag would let TensorRT run it in lower precision;
+    uint8 network I/O is a GPU feature, and the entry is too small to be worth a DLA)."""
+    return dataclasses.replace(plan, precision="fp32", fp16_flag=False, int8_flag=False, implicit_int8=False,
+                               dla_core=None, gpu_fallback=False,
+                               notes=plan.notes + ("the entry segment builds FP32 on the GPU",))
 
 
 def _layer_device(layer: dict) -> str:
@@ -209,14 +220,15 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
                 onnx = require("onnx")
                 src, src_path = f"{rel_dir}/{name}.onnx", tmp / f"{name}.onnx"
                 onnx.save(heads(onnx.load(str(pkg.path(sources[name]))), seg), str(src_path))
-            say(f"build {name} ({plan.variant}, TensorRT {version})")
+            seg_plan = entry_plan(plan) if seg.kind == "entry" else plan
+            say(f"build {name} ({seg_plan.variant}, TensorRT {version})")
             t0 = time.perf_counter()
-            cache = tmp / f"{name}.calib.cache" if plan.implicit_int8 else None
-            built = compat.build_engine(src_path, plan, tmp / f"{name}.plan", feeds.get(name), cache,
+            cache = tmp / f"{name}.calib.cache" if seg_plan.implicit_int8 else None
+            built = compat.build_engine(src_path, seg_plan, tmp / f"{name}.plan", feeds.get(name), cache,
                                         str(timing_cache), shapes=segment_shapes(seg, batch))
             meta = {
-                "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": plan.precision,
-                "plan": plan.as_dict(),
+                "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": seg_plan.precision,
+                "plan": seg_plan.as_dict(),
                 **facts, "source_onnx": src, "source_sha256": sha256_file(src_path),
                 "io": built["io"], "build_seconds": round(time.perf_counter() - t0, 2),
                 "placement": {k: v for k, v in summarize_layers(built["layers"]).items() if k != "layers"},

@@ -95,6 +95,12 @@ def check_onnx_ops(model, trt_version, where: str = "") -> None:
     if v < (10,) and opset is not None and opset > 17:
         raise MescError(f"{pre}ONNX opset {opset} is newer than TensorRT {format_version(v)} parses (17 at most); "
                         f"re-export with --opset 17")
+    uint8_type = 2  # onnx.TensorProto.UINT8: the entry segment's input (uint8 images)
+    if v < (8, 5) and any(i.type.tensor_type.elem_type == uint8_type for i in model.graph.input):
+        # onnx-tensorrt docs/Changelog.md, 8.5 GA: "Added support for importing ONNX networks with
+        # UINT8 I/O types" (a Cast from uint8 to float is its one use inside the network)
+        raise MescError(f"{pre}a uint8 graph input (the entry segment's images) needs TensorRT 8.5 or later, not "
+                        f"{format_version(v)}; re-export with --host-normalize to normalise on the host")
     if v >= (10,):
         return
     bool_type = 9  # onnx.TensorProto.BOOL

@@ -58,6 +58,9 @@ class ExportOptions:
     # a classes file or data folder (mesc.datasets.read_class_names): stored in the
     # manifest's "classes" with a fixed palette, so every tool shows the same names and colours
     class_names: str | None = None
+    # write no entry segment: uint8 images are then normalised on the host, as in packages written
+    # before entries existed (the CLI's --host-normalize)
+    host_normalize: bool = False
 
 
 # The paper's band only: the wide one (what packages without a "band" key compiled) was kept
@@ -197,6 +200,7 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
     plan = _plan(traced, opts, chosen)
     configs = _exit_configs(net, traced)
 
+    normalization = getattr(net, "input_normalization", DEFAULT_NORMALIZATION)
     with staging_dir(out, force=force) as tmp:
         (tmp / "onnx").mkdir()
         seg_entries, files = [], {}
@@ -204,9 +208,13 @@ def export(model=None, out=None, weights=None, num_classes=None, options: Export
             entry = _write_segment(plan, seg, opts, tmp)
             files[entry["file"]] = sha256_file(tmp / entry["file"])
             seg_entries.append(entry)
+        if not opts.host_normalize:  # written after the model's segments, whose failures say more; run first
+            entry = _write_entry(shape, normalization, opts, tmp)
+            files[entry["file"]] = sha256_file(tmp / entry["file"])
+            seg_entries.insert(0, entry)
         if chosen is not None:
             source = dict(source, from_report=chosen.path)
-        manifest = _manifest(plan, opts, net, source, weights, shape, seg_entries, files, configs)
+        manifest = _manifest(plan, opts, normalization, source, weights, shape, seg_entries, files, configs)
         if names is not None:
             manifest["classes"] = _classes_entry(names, manifest["exits"], opts.class_names)
         write_json_atomic(tmp / MANIFEST, manifest)
@@ -343,6 +351,21 @@ def _write_segment(plan: _Plan, seg, opts: ExportOptions, tmp) -> dict:
     }
 
 
+def _write_entry(shape: tuple, normalization: dict, opts: ExportOptions, tmp) -> dict:
+    """Write the entry segment (uint8 N x H x W x C -> the normalised float input, see
+    :mod:`mesc.exporters.entry`) and return its manifest entry."""
+    from mesc.exporters.entry import ENTRY, entry_flops, entry_model
+    from mesc.exporters.onnx_io import check, io_specs, onnx
+    from mesc.exporters.partition import IMAGE
+
+    model_proto = check(entry_model(IMAGE, shape, normalization, opts.opset, opts.dynamic_batch), "the entry segment")
+    rel = f"onnx/{ENTRY}.onnx"
+    onnx.save(model_proto, str(tmp / rel))
+    ins, outs = io_specs(model_proto)
+    return {"name": ENTRY, "kind": "entry", "exit": None, "file": rel, "inputs": ins, "outputs": outs,
+            "flops": entry_flops(shape)}
+
+
 def _exit_configs(net, traced) -> list | None:
     """Each model exit's head configuration (``model.exit_configs``, flattened like the exits) as
     the manifest stores it (None for a head it gives none), or None where the model does not tell."""
@@ -399,10 +422,11 @@ def _exit_entries(plan: _Plan, opts: ExportOptions, configs=None) -> list[dict]:
     return exits
 
 
-def _manifest(plan: _Plan, opts: ExportOptions, net, source: dict, weights, shape: tuple, seg_entries: list,
-              files: dict, configs=None) -> dict:
+def _manifest(plan: _Plan, opts: ExportOptions, normalization: dict, source: dict, weights, shape: tuple,
+              seg_entries: list, files: dict, configs=None) -> dict:
     import torch
 
+    from mesc.exporters.entry import entry_record
     from mesc.exporters.onnx_io import onnx
     from mesc.exporters.partition import IMAGE
 
@@ -416,7 +440,8 @@ def _manifest(plan: _Plan, opts: ExportOptions, net, source: dict, weights, shap
                        capture=opts.capture),
         "input": {"name": IMAGE, "shape": ["batch" if opts.dynamic_batch else shape[0], *shape[1:]],
                   "dtype": "float32", "dynamic_batch": bool(opts.dynamic_batch),
-                  "normalization": getattr(net, "input_normalization", DEFAULT_NORMALIZATION)},
+                  "normalization": normalization,
+                  **({} if opts.host_normalize else {"entry": entry_record()})},
         "segments": seg_entries,
         "exits": _exit_entries(plan, opts, configs),
         "files": files,

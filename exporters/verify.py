@@ -20,8 +20,27 @@ def flatten_exits(out) -> list:
     return [t for p in points for t in (p if isinstance(p, (list, tuple)) else [p])]
 
 
+def verify_entry(pkg, shape, seed: int = 1) -> None:
+    """The entry segment, on random uint8 images, must give bit for bit the float input that host
+    normalisation gives (mesc.runtime.images.normalize): then a package gives the same labels
+    whether its images are normalised on the device or on the host."""
+    from mesc.runtime.images import normalize
+
+    images = np.random.default_rng(seed).integers(0, 256, (shape[0], *shape[2:], shape[1]), dtype=np.uint8)
+    got = run_chain(pkg, images)[pkg.input.name]
+    want = np.stack([normalize(im, pkg.input.normalization) for im in images])
+    if got.shape != want.shape or not np.array_equal(got, want):
+        diff = float(np.max(np.abs(got - want))) if got.shape == want.shape else None
+        raise ExportError(f"the entry segment's normalisation differs from the host's ("
+                          + (f"max |difference| {diff:.3g}" if diff is not None else
+                             f"shape {got.shape}, host {want.shape}")
+                          + "): uint8 input would give other results than float input")
+
+
 def verify_against_model(pkg, net, shape, batches, seed: int = 1) -> dict:
     torch = require("torch")
+    if pkg.entry is not None:
+        verify_entry(pkg, shape, seed)
     report = {}
     gen = torch.Generator().manual_seed(seed)
     for b in batches:

@@ -67,7 +67,7 @@ class FakeContext:
 
 def _dtype(ort_type):
     return {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
-            "tensor(float16)": np.float16, "tensor(bool)": np.bool_}[ort_type]
+            "tensor(float16)": np.float16, "tensor(bool)": np.bool_, "tensor(uint8)": np.uint8}[ort_type]
 
 
 class FakeTensorRT:

@@ -148,6 +148,10 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
     """
     lat_all = pkg.latency
     lat, key = None, None
+    # The entry segment (uint8 normalisation) runs before every exit alike: counted with the first
+    # chunk where its cost is known, but a latency record need not have it (one written by hand or
+    # before entries existed); without, it counts 0, which changes no choice of exits.
+    segments = [s for s in pkg.segments if s.kind != "entry"]
     if latency_key is not None:
         if latency_key not in lat_all:
             raise MescError(f"no latency recorded under '{latency_key}'; the package has "
@@ -157,10 +161,10 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
         key = sorted(lat_all)[0]
     if key is not None:
         cand = lat_all[key]
-        if cand.covers(pkg.segments):
+        if cand.covers(segments):
             lat = cand.ms
         elif latency_key is not None:
-            missing = cand.missing(pkg.segments)
+            missing = cand.missing(segments)
             raise MescError(f"latency '{key}' lacks segments {missing}; re-run 'mesc bench --record'")
 
     seen: set[str] = set()
@@ -169,12 +173,12 @@ def costs_from_package(pkg, latency_key: str | None = None) -> Costs:
         segs = pkg.segments_until(ex.name)
         c = h = t = 0.0
         for s in segs:
-            v = float(lat[s.name]) if lat is not None else float(s.flops or 0) / 1e6
+            v = float(lat.get(s.name, 0.0)) if lat is not None else float(s.flops or 0) / 1e6
             if s.name == ex.segment:
                 h += v
             elif s.name == ex.tail:
                 t += v
-            elif s.kind == "chunk" and s.name not in seen:
+            elif s.kind in ("entry", "chunk") and s.name not in seen:
                 c += v
                 seen.add(s.name)
         chunk.append(c)

@@ -13,11 +13,13 @@ def th_pix_feeds(pkg) -> dict:
 
 
 def segment_inputs(pkg, batches) -> dict[str, list[dict]]:
-    """Each segment's input feeds for each batch, as the FP32 segments before it produce them."""
+    """Each segment's input feeds for each batch (float32, normalised), as the FP32 segments
+    before it produce them. The entry segment has none: it stays FP32 and needs no calibration."""
     chain = OrtChain(pkg)
-    wanted = {t.name for seg in pkg.segments for t in seg.inputs}
+    segments = [seg for seg in pkg.segments if seg.kind != "entry"]
+    wanted = {t.name for seg in segments for t in seg.inputs}
     envs = [chain.run(b, keep=wanted) for b in batches]
     th = th_pix_feeds(pkg)
     return {seg.name: [{t.name: env.get(t.name, th.get(t.name)) for t in seg.inputs}
                           for env in envs]
-            for seg in pkg.segments}
+            for seg in segments}

@@ -67,14 +67,18 @@ def prepare(package, precisions=PREPARED, calib_data=None, method: str = "minmax
                 where = f"segment {seg.name} ({prec})"
                 model = repool(onnx.load(str(pkg.path(seg.file))), seg)
                 named_nodes(model, seg.name)
-                tail = exit_tails(pkg, model, seg)
-                if prec == "fp16":
+                if seg.kind == "entry":
+                    # kept FP32 with its uint8 input: its float32 division must round as the host's
+                    # normalisation does, and it is a handful of element-wise ops (nothing to gain)
+                    out = model
+                elif prec == "fp16":
                     from mesc.calibration.precision.fp16 import to_fp16
 
-                    out = to_fp16(model, tail, where)
+                    out = to_fp16(model, exit_tails(pkg, model, seg), where)
                 else:
                     from mesc.calibration.precision.int8 import check_qdq, quantize_segment
 
+                    tail = exit_tails(pkg, model, seg)
                     out = quantize_segment(model, feeds[seg.name], tail, method, where)
                     counts[seg.name] = check_qdq(out, tail, where)
                 name = f"{seg.name}.onnx"

@@ -53,6 +53,10 @@ from mesc.exporters.export import EXPORT_EDGE_BANDS
 @click.option("--class-names", type=click.Path(exists=True), default=None,
               help="Class names, one per line (a classes.txt, or a data folder holding one or of a known layout): "
                    "stored in the package with fixed colours for overlays.")
+@click.option("--host-normalize", is_flag=True,
+              help="Write no entry segment: uint8 images are then normalised on the host (float32 NxCxHxW "
+                   "uploaded), as in packages written before entries. Default: the package's first segment "
+                   "takes uint8 NxHxWxC and normalises on the device (a quarter of the upload).")
 @click.option("--no-verify", is_flag=True, help="Skip running the segments against the PyTorch model.")
 @click.option("--target", "-t", default=None,
               help="Deployment target (see 'mesc build --list-targets'): prepare the package for it and build "
@@ -71,6 +75,7 @@ from mesc.exporters.export import EXPORT_EDGE_BANDS
               help="List the registered reference models and exit.")
 def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, opset, capture, strict, policy_kind,
                no_edge, edge_band, policy_at, policy_pooling, strides, th_pix, th_img, from_report, class_names,
+               host_normalize,
                no_verify, target, precision, calib_data, max_images, output, force, verbose):
     """Split a multi-exit PyTorch model into a package of per-segment ONNX graphs.
 
@@ -94,6 +99,7 @@ def export_cmd(model, weights, num_classes, input_shape, exits, dynamic_batch, o
         strides=strides,
         th_pix=th_pix, th_img=th_img, from_report=from_report, verify=not no_verify, verbose=verbose,
         capture=capture, strict=strict, precision=precision or "fp32", class_names=class_names,
+        host_normalize=host_normalize,
     )
     if not deploy:
         pkg = export(model, output, weights=weights, num_classes=num_classes, options=opts, force=force,

@@ -89,6 +89,9 @@ def format_package(pkg) -> str:
         f"torch={src.get('torch')}  mesc={m.mesc_version}",
         f"input     {inp.name} {_shape(inp)} {inp.dtype}  dynamic_batch={inp.dynamic_batch}  "
         f"normalization={None if inp.normalization is None else dict(inp.normalization)}",
+        "uint8     " + (f"{inp.entry.input} N x H x W x C, normalised on the device by segment '{inp.entry.segment}' "
+                        f"(float {inp.dtype} input skips it)" if inp.entry is not None else
+                        "normalised on the host (no entry segment; mesc export writes one unless --host-normalize)"),
         "classes   " + (", ".join(f"{i} {c.name} #{bytes(c.color).hex()}" for i, c in enumerate(m.classes))
                         if m.classes else "unnamed (mesc export --class-names stores names and colours)"),
         "",

@@ -16,8 +16,11 @@ from mesc.policy import IN_GRAPH_KEYS, POOLINGS, check_exit_policy  # an exit's 
 SCHEMA_VERSION = 1
 MANIFEST = "mesc.json"
 # chunk: backbone; head: an exit's own layers and policy; tail: what only the exit's prediction
-# needs (final upsampling, labels), run only for the images that leave there
-SEGMENT_KINDS = ("chunk", "head", "tail")
+# needs (final upsampling, labels), run only for the images that leave there; entry: uint8
+# N x H x W x C images -> the normalised float input (see ENTRY_LAYOUT), run only for uint8 input
+SEGMENT_KINDS = ("entry", "chunk", "head", "tail")
+# the one layout an entry segment takes: what image readers and cameras give (H x W x C rows)
+ENTRY_LAYOUT = "NHWC"
 # the element types ONNX graphs exported by mesc exchange (ONNX Runtime's names)
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
 
@@ -71,6 +74,12 @@ def _check_input(inp):
     _need(not _is_int(shape[0]) or shape[0] >= 1, "input", f"shape: the batch must be positive, got {shape[0]}")
     _need(isinstance(inp.get("dynamic_batch", False), bool), "input",
           f"dynamic_batch must be true or false, got {inp.get('dynamic_batch')!r}")
+    _check_normalization(inp)
+    _check_entry_record(inp)
+
+
+def _check_normalization(inp):
+    shape = inp["shape"]
     norm = inp.get("normalization")
     if norm is None:
         return
@@ -87,10 +96,60 @@ def _check_input(inp):
     _need(0 not in norm.get("std", []), where, f"std must not be zero, got {norm.get('std')!r}")
 
 
+def _entry_image(inp) -> dict:
+    """The tensor an entry segment reads: the input's images as uint8 N x H x W x C."""
+    n, c, h, w = inp["shape"]
+    return {"name": inp["entry"]["input"], "shape": [n, h, w, c], "dtype": "uint8"}
+
+
+def _check_entry_record(inp):
+    """``input.entry``: uint8 images run the segment it names, which normalises them on the device."""
+    entry = inp.get("entry")
+    if entry is None:
+        return
+    where = "input entry"
+    _need_object(entry, where, "entry")
+    for key in ("segment", "input"):
+        _need_name(entry.get(key), where, key)
+    _need(entry["input"] != inp["name"], where, f"input must differ from the float input's name '{inp['name']}'")
+    _need(entry.get("layout") == ENTRY_LAYOUT, where,
+          f"layout must be {ENTRY_LAYOUT!r} (uint8 N x H x W x C), got {entry.get('layout')!r}")
+
+
+def _check_entry(m, segs):
+    """The entry segment, where the input names one: first, and from the uint8 images to exactly
+    the float input the first chunk reads (so float input can skip it)."""
+    inp, first = m["input"], m["segments"][0]
+    if inp.get("entry") is None:
+        return  # and no segment is an entry (checked per segment)
+    entries = [n for n, s in segs.items() if s["kind"] == "entry"]
+    name = inp["entry"]["segment"]
+    where = f"segment '{name}'"
+    _need(name in segs, "input entry", f"segment '{name}' is not in 'segments'")
+    _need(segs[name]["kind"] == "entry", where, f"the input's entry is a {segs[name]['kind']}, not an entry segment")
+    _need(first["name"] == name, where, "the entry segment must be the first segment")
+    _need(entries == [name], f"segment '{entries[-1]}'", "a second entry segment")
+    seg, image = segs[name], _entry_image(inp)
+    _need(seg.get("exit") is None, where, f"an entry segment belongs to no exit, got exit {seg.get('exit')!r}")
+    _need([t["name"] for t in seg["inputs"]] == [image["name"]], where,
+          f"an entry segment reads the uint8 image '{image['name']}' only, got {[t['name'] for t in seg['inputs']]}")
+    _need(_same_type(seg["inputs"][0], image), where,
+          f"input '{image['name']}' is {seg['inputs'][0]['dtype']}{seg['inputs'][0]['shape']} but uint8 "
+          f"N x H x W x C images of the input are uint8{image['shape']}")
+    _need([t["name"] for t in seg["outputs"]] == [inp["name"]], where,
+          f"an entry segment gives the float input '{inp['name']}' only, got {[t['name'] for t in seg['outputs']]}")
+    _need(_same_type(seg["outputs"][0], inp), where,
+          f"output '{inp['name']}' is {seg['outputs'][0]['dtype']}{seg['outputs'][0]['shape']} but the input is "
+          f"{inp['dtype']}{inp['shape']}")
+
+
 def _check_segments(m, files):
     _need(isinstance(m["segments"], list) and m["segments"], MANIFEST, "'segments' must be a non-empty list")
     inp = m["input"]
     producers = {inp["name"]: ("the image", inp)}
+    if inp.get("entry") is not None:
+        image = _entry_image(inp)
+        producers[image["name"]] = ("the uint8 image", image)
     segs = {}
     for i, seg in enumerate(m["segments"]):
         where = f"segments[{i}]"
@@ -102,6 +161,8 @@ def _check_segments(m, files):
         _need(seg["name"] not in segs, where, "duplicate segment name")
         segs[seg["name"]] = seg
         _need(seg["kind"] in SEGMENT_KINDS, where, f"kind must be one of {SEGMENT_KINDS}, got {seg['kind']!r}")
+        _need(seg["kind"] != "entry" or inp.get("entry") is not None, where,
+              "an entry segment, but the input records no entry (input.entry)")
         check_rel_path(seg["file"], f"{where} file")
         _need(seg["file"] in files, where, f"file {seg['file']} has no checksum in 'files'")
         _need(seg.get("exit") is None or isinstance(seg["exit"], str), where,
@@ -119,6 +180,9 @@ def _check_segments(m, files):
             seen.add(t["name"])
             if t["name"] not in producers and seg["kind"] == "head" and t["name"].endswith("_th_pix"):
                 continue  # fed by the runtime (the exit's th_pix), checked with the exit
+            # float input skips the entry: nothing else may need the uint8 image
+            _need(seg["kind"] == "entry" or producers.get(t["name"], ("",))[0] != "the uint8 image", where,
+                  f"input '{t['name']}' is the uint8 image, which only the entry segment reads")
             _need(t["name"] in producers, where,
                   f"input '{t['name']}' is not produced by an earlier segment or the image")
             src, spec = producers[t["name"]]
@@ -126,9 +190,12 @@ def _check_segments(m, files):
                   f"input '{t['name']}' is {t['dtype']}{t['shape']} but {src} gives {spec['dtype']}{spec['shape']}")
         for t in seg["outputs"]:
             _check_tensor(t, f"{where} output")
+            if seg["kind"] == "entry" and t["name"] == inp["name"]:
+                continue  # the float input itself, made from the uint8 image (checked in _check_entry)
             _need(t["name"] not in producers, where,
                   f"output '{t['name']}' is already produced by {producers.get(t['name'], ('',))[0]}")
             producers[t["name"]] = (f"segment '{seg['name']}'", t)
+    _check_entry(m, segs)
     return segs
 
 
@@ -349,6 +416,8 @@ def validate_manifest(m) -> None:
     for key in ("input", "segments", "exits", "files"):
         _need(key in m, MANIFEST, f"missing '{key}'")
     _check_files(m["files"])
+    if m.get("source") is not None:  # the typed view keeps it as a read-only mapping
+        _need_object(m["source"], MANIFEST, "'source'")
     _check_input(m["input"])
     segs = _check_segments(m, m["files"])
     _check_exits(m, segs)

@@ -15,8 +15,11 @@ Manifest layout (schema 1), all lists in execution order::
       "source": {"model": ..., "weights": ..., "torch": ..., "onnx": ..., "opset": 17},
       "input": {"name": "image", "shape": [N, C, H, W], "dtype": "float32",
                 "dynamic_batch": false,
-                "normalization": {"scale": 255.0, "mean": [...], "std": [...]}},
-      "segments": [{"name": "chunk0", "kind": "chunk"|"head"|"tail", "exit": null|"exit0",
+                "normalization": {"scale": 255.0, "mean": [...], "std": [...]},
+                "entry": {"segment": "entry", "input": "image_uint8", "layout": "NHWC"}
+                         (optional: uint8 N x H x W x C images run the entry segment, which
+                         normalises them on the device into "image"; absent: on the host)},
+      "segments": [{"name": "chunk0", "kind": "entry"|"chunk"|"head"|"tail", "exit": null|"exit0",
                     "file": "onnx/chunk0.onnx",
                     "inputs":  [{"name", "shape", "dtype"}, ...],
                     "outputs": [{"name", "shape", "dtype"}, ...],
@@ -199,16 +202,23 @@ class Package:
         """``rel`` inside the package; a path leading outside it is refused."""
         return confined(self.root, rel, f"{self.root}")
 
+    @property
+    def entry(self) -> Segment | None:
+        """The entry segment (uint8 images in, the float input out), or None where uint8
+        images are normalised on the host."""
+        return None if self.input.entry is None else self.segment(self.input.entry.segment)
+
     def segments_until(self, exit_key) -> list:
-        """Segments that must run, in order, to take the given exit: its head and the chunks
-        whose outputs it depends on (directly or through other chunks)."""
+        """Segments that must run, in order, to take the given exit from uint8 images: its head
+        and the chunks whose outputs it depends on (directly or through other chunks), after the
+        entry where the package has one (float input skips it)."""
         ex = self.exit(exit_key)
         head = self.segment(ex.segment)
         order = self.segments[: self.segments.index(head)]
         wanted = set(head.input_names)
         chosen = [head]
         for seg in reversed(order):
-            if seg.kind == "chunk" and any(o in wanted for o in seg.output_names):
+            if seg.kind in ("entry", "chunk") and any(o in wanted for o in seg.output_names):
                 chosen.append(seg)
                 wanted |= set(seg.input_names)
         return chosen[::-1] + ([self.segment(ex.tail)] if ex.tail else [])

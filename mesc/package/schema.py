@@ -56,17 +56,40 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """Where uint8 images are normalised on the device: the entry segment, which reads them as
+    ``input`` (uint8, ``layout`` N x H x W x C) and gives the package's float input."""
+
+    segment: str
+    input: str
+    layout: str = "NHWC"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Entry":
+        return cls(segment=d["segment"], input=d["input"], layout=d.get("layout", "NHWC"))
+
+
+@dataclass(frozen=True)
 class Input(Tensor):
-    """The package's image input (NxCxHxW) and how an image is scaled into it."""
+    """The package's float image input (NxCxHxW, what the first chunk reads) and how an image is
+    scaled into it: by the entry segment where there is one, else on the host."""
 
     dynamic_batch: bool = False
     # {"scale", "mean", "std"}, any of them absent; None: none recorded (scale 255, mean 0, std 1)
     normalization: Optional[Mapping[str, Any]] = None
+    # None: uint8 images are normalised on the host (every package written before entries existed)
+    entry: Optional[Entry] = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "Input":
         return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"],
-                   dynamic_batch=bool(d.get("dynamic_batch", False)), normalization=_frozen(d.get("normalization")))
+                   dynamic_batch=bool(d.get("dynamic_batch", False)), normalization=_frozen(d.get("normalization")),
+                   entry=Entry.from_dict(d["entry"]) if d.get("entry") else None)
+
+    @property
+    def normalized_on(self) -> str:
+        """Where uint8 images are normalised: ``"device"`` (the entry segment) or ``"host"``."""
+        return "device" if self.entry is not None else "host"
 
     @property
     def batch(self) -> Dim:
@@ -81,7 +104,8 @@ class Input(Tensor):
 
 @dataclass(frozen=True)
 class Segment:
-    """One per-segment graph: a backbone ``chunk``, an exit's ``head`` or an exit's ``tail``."""
+    """One per-segment graph: the uint8 ``entry``, a backbone ``chunk``, an exit's ``head`` or an
+    exit's ``tail``."""
 
     name: str
     kind: str

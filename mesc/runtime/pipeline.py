@@ -161,6 +161,8 @@ class Pipeline:
         self.in_graph = all(ex.in_graph for ex in pkg.exits)
         inp = pkg.input
         self.input_name = inp.name
+        # uint8 images run it (normalised on the device); float input starts at the first chunk
+        self.entry = pkg.entry
         self.chw = tuple(inp.shape[1:])
         self.dynamic_batch = bool(inp.dynamic_batch) or not isinstance(inp.shape[0], int)
         self.static_batch = None if self.dynamic_batch else int(inp.shape[0])
@@ -296,11 +298,14 @@ class Pipeline:
 
     # inputs ----------------------------------------------------------------------------------
     def prepare(self, images) -> tuple[np.ndarray, bool]:
-        """(N x C x H x W float32 batch, whether a single image was given). A tensor handed over
-        by ``__dlpack__`` or ``__cuda_array_interface__`` is read where it lies: CPU memory as a
-        numpy view (no copy), CUDA memory as a :class:`~mesc.runtime.device_input.DeviceArray`
-        the runner copies on the device (see :mod:`mesc.runtime.device_input`)."""
-        c, h, w = self.chw
+        """(batch, whether a single image was given). The batch is what the first segment to run
+        takes: uint8 N x H x W x C where the package has an entry segment (normalised on the
+        device; no per-pixel work here, and a single image or a C-contiguous batch is not even
+        copied), else float32 N x C x H x W (uint8 images normalised here, on the host). A
+        tensor handed over by ``__dlpack__`` or ``__cuda_array_interface__`` is read where it
+        lies: CPU memory as a numpy view (no copy), CUDA memory as a
+        :class:`~mesc.runtime.device_input.DeviceArray` the runner copies on the device (see
+        :mod:`mesc.runtime.device_input`)."""
         if is_external(images):
             stream = getattr(self.runner, "stream", None) if self.runner.is_active else None
             images = take_external(images, None if stream is None else stream.ptr)
@@ -318,17 +323,24 @@ class Pipeline:
                     parts.append(part)
                 except InputError as err:
                     raise InputError(f"images[{i}]: {err}") from None
+            if len({p.dtype for p in parts}) > 1:
+                # float batches among uint8 images: the one batch is float, normalised here as a
+                # package without an entry does (bit for bit what the entry computes)
+                parts = [self.host_normalize(p) if p.dtype == np.uint8 else p for p in parts]
             return np.concatenate(parts), False
         if not isinstance(images, np.ndarray):
             raise InputError(f"expected a numpy array, got {type(images).__name__}")
         x = images
         if x.ndim == 3 and x.dtype == np.uint8:
             self._check_size(x.shape[2], x.shape[0], x.shape[1], "H x W x C", x.shape)
+            if self.entry is not None:
+                return np.ascontiguousarray(x)[None], True  # a view where x is contiguous
             return normalize(x, self.pkg.input.normalization)[None], True
         if x.ndim == 4 and x.dtype == np.uint8:
             self._check_size(x.shape[3], x.shape[1], x.shape[2], "N x H x W x C", x.shape)
-            norm = self.pkg.input.normalization
-            return np.stack([normalize(im, norm) for im in x]), False
+            if x.shape[0] == 0:
+                raise InputError("the batch is empty (N = 0)")
+            return (np.ascontiguousarray(x) if self.entry is not None else self.host_normalize(x)), False
         if x.ndim == 4:
             if x.dtype != np.float32:
                 raise InputError(f"a batch must be float32 N x C x H x W (already normalised), got {x.dtype}; "
@@ -343,15 +355,29 @@ class Pipeline:
                 raise InputError(f"the float32 batch holds NaN or infinite values (image(s) "
                                  f"{np.flatnonzero(bad).tolist()[:10]} of {len(x)}); inputs must be finite")
             return np.ascontiguousarray(x), False
-        raise InputError(f"expected one uint8 image H x W x C ({h} x {w} x {c}) or a float32 batch "
-                         f"N x C x H x W (N x {c} x {h} x {w}); got {x.dtype} with shape {tuple(x.shape)}")
+        c, h, w = self.chw
+        raise InputError(f"expected one uint8 image H x W x C ({h} x {w} x {c}), a uint8 batch N x H x W x C or a "
+                         f"float32 batch N x C x H x W (N x {c} x {h} x {w}); got {x.dtype} with shape {tuple(x.shape)}")
+
+    def host_normalize(self, x: np.ndarray) -> np.ndarray:
+        """uint8 N x H x W x C images -> the float32 N x C x H x W batch the first chunk takes,
+        normalised on the host: bit for bit what the package's entry segment computes, and what a
+        package without one does with uint8 input."""
+        norm = self.pkg.input.normalization
+        return np.stack([normalize(im, norm) for im in x])
 
     def _check_device_batch(self, d: DeviceArray) -> DeviceArray:
         try:
-            if d.dtype != np.float32 or d.ndim != 4:
-                raise InputError(f"a CUDA tensor must be a float32 N x C x H x W batch (already normalised), "
-                                 f"got {d.dtype} with shape {d.shape}")
-            self._check_size(d.shape[1], d.shape[2], d.shape[3], "N x C x H x W", d.shape)
+            u8 = d.dtype == np.uint8 and d.ndim == 4 and self.entry is not None
+            if not u8 and (d.dtype != np.float32 or d.ndim != 4):
+                raise InputError(f"a CUDA tensor must be a float32 N x C x H x W batch (already normalised)"
+                                 + (" or a uint8 N x H x W x C batch" if self.entry is not None else
+                                    " (this package has no entry segment to normalise uint8 images on the device)")
+                                 + f", got {d.dtype} with shape {d.shape}")
+            if u8:
+                self._check_size(d.shape[3], d.shape[1], d.shape[2], "N x H x W x C", d.shape)
+            else:
+                self._check_size(d.shape[1], d.shape[2], d.shape[3], "N x C x H x W", d.shape)
             if d.shape[0] == 0 or (self.static_batch and d.shape[0] % self.static_batch):
                 raise InputError(f"a CUDA batch of {d.shape[0]} images cannot run on this package"
                                  + (f" (static batch of {self.static_batch}: pass a multiple of it)"
@@ -370,23 +396,37 @@ class Pipeline:
                              f"(shape {tuple(shape)} read as {layout})")
 
     # plans -----------------------------------------------------------------------------------
-    def plan(self, exit=None, logits: bool = False, all_exits: bool = False) -> list[Step]:
+    def plan(self, exit=None, logits: bool = False, all_exits: bool = False, entry: bool = False) -> list[Step]:
         """Steps to run. Input-dependent plans leave out the heads of exits that calibration
         disabled (``"enabled": false``): their chunks still run for the deeper exits, their
-        heads and policies never do. ``all_exits`` keeps them (calibration measures every exit)."""
-        key = (None if exit is None else self.pkg.exit(exit).name, logits, all_exits)
+        heads and policies never do. ``all_exits`` keeps them (calibration measures every exit).
+        ``entry``: the batch is uint8 and starts at the entry segment; otherwise the plan starts
+        at the first chunk, on the float input."""
+        key = (None if exit is None else self.pkg.exit(exit).name, logits, all_exits, bool(entry))
         if key not in self._plans:
             if exit is not None:
                 segments = self.pkg.segments_until(exit)
             else:
                 off = set() if all_exits else {e.segment for e in self.pkg.exits if not e.enabled}
                 segments = [s for s in self.pkg.segments if s.name not in off]
+            if not entry:
+                segments = [s for s in segments if s.kind != "entry"]
             self._plans[key] = build_plan(self.pkg, segments, self.in_graph, logits)
         return self._plans[key]
 
+    def _runs_entry(self, x) -> bool:
+        """Whether batch ``x`` (as :meth:`prepare` gives it) starts at the entry segment."""
+        return self.entry is not None and x.dtype == np.uint8
+
+    def _input_of(self, x) -> str:
+        """The tensor name batch ``x`` feeds."""
+        return self.pkg.input.entry.input if self._runs_entry(x) else self.input_name
+
     def time_segments(self, x: np.ndarray, clock=None) -> dict:
-        """Milliseconds of every segment of the package on batch ``x`` (float32 N x C x H x W),
-        run as an input-dependent call runs them with every image reporting at every exit:
+        """Milliseconds of every segment of the package on batch ``x`` (what a call takes: uint8
+        images time the entry segment too, where the package has one; a float32 N x C x H x W
+        batch skips it), run as an input-dependent call runs them with every image reporting at
+        every exit:
 
         * each segment's run, timed on ``clock`` (``start()`` -> token, ``stop(token)`` -> ms;
           default the host clock); a tail runs as if every image left at its exit;
@@ -402,8 +442,8 @@ class Pipeline:
         with self._exclusive(), self._running():
             self.runner.timing = True
             try:
-                for _ in self._walk(self._group_input(x, rows), self.plan(None, all_exits=True), False, len(x),
-                                    parts=parts):
+                plan = self.plan(None, all_exits=True, entry=self._runs_entry(x))
+                for _ in self._walk(self._group_input(x, rows), plan, False, len(x), parts=parts):
                     pass
             finally:
                 self.runner.timing = False
@@ -446,7 +486,7 @@ class Pipeline:
         each decision and each tail apart (see :meth:`time_segments`)."""
         parts = parts or _UNTIMED
         run, t0 = self.runner, now()
-        env = {self.input_name: self._upload(x)}
+        env = {self._input_of(x): self._upload(x)}
         pos = np.arange(x.shape[0])  # input batch position of each row of the live tensors
         undecided = pos < real  # rows still waiting for their exit (padding never waits)
         last_head = max(i for i, s in enumerate(plan) if s.exit is not None)
@@ -569,7 +609,7 @@ class Pipeline:
             raise InputError("device_output needs a package with the in-graph policy (its labels are made on the "
                              "device); this one decides on the host")
         x, single = self.prepare(images)
-        plan = self.plan(exit, logits)
+        plan = self.plan(exit, logits, entry=self._runs_entry(x))
         results = [None] * len(x)
         try:
             with self._exclusive(), self._running():
@@ -652,7 +692,7 @@ class Pipeline:
                 x.release()
 
     def _anytime_steps(self, x, single, deadline, logits, all_exits, latency):
-        plan = self.plan(None, logits, all_exits)
+        plan = self.plan(None, logits, all_exits, entry=self._runs_entry(x))
         groups = self._groups(len(x))
         t0 = now()
         # Static-batch groups advance in lockstep so that each yield covers every image.
@@ -708,8 +748,10 @@ class Pipeline:
                 x.release()
 
     def _tensors(self, x) -> dict:
-        env = {self.input_name: self._upload(x)}
+        env = {self._input_of(x): self._upload(x)}
         for seg in self.pkg.segments:
+            if seg.kind == "entry" and not self._runs_entry(x):
+                continue  # float input is the entry's output already
             ex = next((e for e in self.pkg.exits if e.segment == seg.name), None)
             feeds = {t.name: env[t.name] for t in seg.inputs
                      if ex is None or t.name != ex.th_pix_input}

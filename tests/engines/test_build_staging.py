@@ -70,3 +70,26 @@ def test_a_finished_build_is_installed_with_its_timing_cache_named(pkg, monkeypa
     manifest = json.loads((pkg.root / "mesc.json").read_text())
     assert manifest["engines"]["host"]["fp32"]["timing_cache"] == str(outside.resolve())
     Package.load(pkg.root)  # an external timing cache is no package path: still valid
+
+
+def test_the_entry_builds_fp32_on_the_gpu_whatever_the_builds_precision(pkg, monkeypatch):
+    """An FP16 or INT8 flag would let TensorRT divide in lower precision, and the entry must round
+    as the host's normalisation does; uint8 I/O is a GPU feature. The other segments get the plan."""
+    from mesc.runtime.backends.trt import compat
+
+    plans = {}
+
+    def build_engine(onnx_path, plan, engine_path, *a, **k):
+        plans[engine_path.stem] = plan
+        return _writes_plan()(onnx_path, plan, engine_path, *a, **k)
+
+    monkeypatch.setattr(compat, "build_engine", build_engine)
+    fp16 = plan_build(get_target("orin"), "fp16", "8.6.2", 0, "8.7")
+    assert fp16.fp16_flag and fp16.dla_core == 0 and pkg.entry is not None
+    entry = build_engines(pkg, fp16, dict(FACTS, trt_version="8.6.2", compute_capability="8.7"), _sources(pkg))
+    e = plans["entry"]
+    assert (e.precision, e.fp16_flag, e.int8_flag, e.implicit_int8, e.dla_core, e.gpu_fallback) == \
+        ("fp32", False, False, False, None, False)
+    assert all(plans[s.name] == fp16 for s in pkg.segments if s.kind != "entry")
+    meta = json.loads((pkg.root / entry["dir"] / "entry.json").read_text())
+    assert meta["precision"] == "fp32" and meta["plan"]["dla_core"] is None

@@ -218,3 +218,15 @@ def test_timing_cache_is_keyed_by_tensorrt_and_gpu(tmp_path):
     pkg = SimpleNamespace(root=tmp_path / "pkg")
     assert timing_cache_record(pkg, tmp_path / "pkg" / "engines" / a) == f"engines/{a}"
     assert timing_cache_record(pkg, tmp_path / "elsewhere.cache") == str(tmp_path / "elsewhere.cache")
+
+
+def test_a_uint8_input_needs_tensorrt_8_5():
+    """onnx-tensorrt's 8.5 GA changelog: ONNX networks with UINT8 I/O import from 8.5 on (the
+    entry segment's images); earlier versions are refused naming --host-normalize."""
+    images = helper.make_tensor_value_info("images", TensorProto.UINT8, [1, 4, 4, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 3])
+    entry = _model([helper.make_node("Cast", ["images"], ["y"], to=TensorProto.FLOAT)], [images], [y])
+    for version in ("8.5.1", "8.6.1", "10.3"):
+        check_onnx_ops(entry, version, "onnx/entry.onnx")
+    with pytest.raises(MescError, match=r"onnx/entry.onnx: a uint8 graph input .* TensorRT 8.5 or later, not 8.4"):
+        check_onnx_ops(entry, "8.4.3", "onnx/entry.onnx")

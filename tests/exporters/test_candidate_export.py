@@ -38,8 +38,8 @@ def images():
 
 def test_every_candidate_is_its_own_head_on_the_shared_backbone_tensor(pkg_dir):
     pkg = Package.load(pkg_dir)
-    assert [s.name for s in pkg.segments] == ["chunk0", *HEADS[:3], "chunk1", *HEADS[3:]]
-    assert [s.kind for s in pkg.segments] == ["chunk", "head", "head", "head", "chunk", "head", "head", "head"]
+    assert [s.name for s in pkg.segments] == ["entry", "chunk0", *HEADS[:3], "chunk1", *HEADS[3:]]
+    assert [s.kind for s in pkg.segments] == ["entry", "chunk", "head", "head", "head", "chunk", "head", "head", "head"]
     live = {s.name: [t.name for t in s.inputs if not t.name.endswith("_th_pix")] for s in pkg.segments}
     chunk0_out = [t.name for t in pkg.segment("chunk0").outputs]
     chunk1_out = [t.name for t in pkg.segment("chunk1").outputs]
@@ -142,14 +142,14 @@ def test_inspect_groups_exits_by_point_with_config_and_enabled(pkg_dir):
 
 def test_fx_capture_gives_the_same_segments(tmp_path):
     pkg = _export(tmp_path / "fx", capture="fx")
-    assert [s.name for s in pkg.segments] == ["chunk0", *HEADS[:3], "chunk1", *HEADS[3:]]
+    assert [s.name for s in pkg.segments] == ["entry", "chunk0", *HEADS[:3], "chunk1", *HEADS[3:]]
 
 
 def test_exits_subset_keeps_candidate_names_and_enables_the_first_kept(tmp_path):
     pkg = _export(tmp_path / "sub", exits=[1, 2, 4, 5])
     assert [e.name for e in pkg.exits] == ["exit0c1", "exit0c2", "exit1c1", "exit2"]
     assert [e.enabled for e in pkg.exits] == [True, False, True, True]
-    assert [s.name for s in pkg.segments] == ["chunk0", "head0c1", "head0c2", "chunk1", "head1c1", "head2"]
+    assert [s.name for s in pkg.segments] == ["entry", "chunk0", "head0c1", "head0c2", "chunk1", "head1c1", "head2"]
 
 
 class _FinalCandidates(CandidateSkipNet):
@@ -202,7 +202,7 @@ def test_a_model_without_candidates_writes_the_manifest_as_before(tmp_path):
 
     pkg = export(three_exits(), tmp_path / "plain", options=ExportOptions(input_shape=SHAPE))
     assert [e.name for e in pkg.exits] == ["exit0", "exit1", "exit2"]
-    assert [s.name for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
+    assert [s.name for s in pkg.segments] == ["entry", "chunk0", "head0", "chunk1", "head1", "head2"]
     assert not any({"point", "candidate", "enabled", "config"} & set(e) for e in pkg.manifest["exits"])
     assert [ex.point for ex in pkg.exits] == [0, 1, 2]
 

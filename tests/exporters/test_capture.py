@@ -31,7 +31,7 @@ def test_a_model_fx_cannot_trace_splits_and_reproduces_every_exit(tmp_path, dyna
     model = TokenNet().eval()
     pkg = export(model, tmp_path / "pkg", options=ExportOptions(dynamic_batch=dynamic_batch))
     assert pkg.manifest["source"]["capture"] == "export"
-    assert [s.name for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
+    assert [s.name for s in pkg.segments] == ["entry", "chunk0", "head0", "chunk1", "head1", "head2"]
     _reproduces_every_exit(model, pkg, batch=3 if dynamic_batch else 1)
 
 

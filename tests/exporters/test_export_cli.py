@@ -33,14 +33,26 @@ def test_export_user_file_outside_project(tmp_path):
     assert res.exit_code == 0, res.output
     assert "head2" in res.output and "share" in res.output
     pkg = Package.load(out)
-    assert [s.name for s in pkg.segments] == ["chunk0", "head0", "chunk1", "head1", "head2"]
+    assert [s.name for s in pkg.segments] == ["entry", "chunk0", "head0", "chunk1", "head1", "head2"]
     assert pkg.manifest["source"]["model"] == f"{user}:skipnet"
     assert pkg.manifest["source"]["opset"] == 17
     assert all(s.flops > 0 for s in pkg.segments)
     res = run("inspect", str(out))
     assert res.exit_code == 0 and "exit2" in res.output and "live tensors" in res.output
+    assert "uint8     image_uint8 N x H x W x C, normalised on the device by segment 'entry'" in res.output
     res = run("inspect", "--json", str(out))
     assert json.loads(res.output)["schema_version"] == 1
+
+
+def test_host_normalize_exports_without_entry_and_inspect_says_so(tmp_path):
+    out = tmp_path / "pkg"
+    res = run("export", "--model", f"{TOY}:skipnet", "--policy", "none", "--host-normalize", "--no-verify",
+              "-o", str(out))
+    assert res.exit_code == 0, res.output
+    pkg = Package.load(out)
+    assert pkg.entry is None and [s.name for s in pkg.segments][0] == "chunk0"
+    res = run("inspect", str(out))
+    assert res.exit_code == 0 and "uint8     normalised on the host (no entry segment" in res.output
 
 
 def test_onnx_files_check_and_have_meaningful_names(tmp_path):
@@ -52,9 +64,10 @@ def test_onnx_files_check_and_have_meaningful_names(tmp_path):
         onnx.checker.check_model(model)
         assert model.opset_import[0].version == 17
         assert [i.name for i in model.graph.input] == [t.name for t in seg.inputs]
-    assert pkg.segments[0].inputs[0].name == "image"
-    assert pkg.segments[1].outputs[0].name == "exit0_logits"
-    assert pkg.segments[0].outputs[0].name.startswith("s1")  # named after the producing module
+    assert pkg.segments[0].inputs[0].name == "image_uint8" and pkg.segments[0].outputs[0].name == "image"
+    assert pkg.segment("chunk0").inputs[0].name == "image"
+    assert pkg.segment("head0").outputs[0].name == "exit0_logits"
+    assert pkg.segment("chunk0").outputs[0].name.startswith("s1")  # named after the producing module
 
 
 def test_existing_directory_refused_without_force(tmp_path):

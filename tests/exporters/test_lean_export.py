@@ -65,9 +65,9 @@ def test_lean_package_keeps_only_the_chosen_heads_with_the_reports_thresholds(le
     assert [(e.point, e.candidate) for e in lean.exits] == [(0, 2), (2, 0)]
     assert all(e.enabled for e in lean.exits)
     # point 1 has no head left, so its chunk joins the final segment; no unchosen head is on disk
-    assert [s.name for s in lean.segments] == ["chunk0", "head0c2", "head2"]
-    assert sorted(lean.manifest["files"]) == ["onnx/chunk0.onnx", "onnx/head0c2.onnx", "onnx/head2.onnx"]
-    assert sorted(p.name for p in (lean.root / "onnx").iterdir()) == ["chunk0.onnx", "head0c2.onnx", "head2.onnx"]
+    assert [s.name for s in lean.segments] == ["entry", "chunk0", "head0c2", "head2"]
+    assert sorted(lean.manifest["files"]) == ["onnx/chunk0.onnx", "onnx/entry.onnx", "onnx/head0c2.onnx", "onnx/head2.onnx"]
+    assert sorted(p.name for p in (lean.root / "onnx").iterdir()) == ["chunk0.onnx", "entry.onnx", "head0c2.onnx", "head2.onnx"]
     assert lean.policy("exit0c2")["th_pix"] == 0.55 and lean.policy("exit0c2")["th_img"] == 0.4
     assert lean.manifest["source"]["from_report"].endswith("cal.json")
     assert set(lean.manifest["verification"]) == set(CHOSEN)

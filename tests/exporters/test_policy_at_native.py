@@ -47,13 +47,13 @@ def test_upsampling_and_labels_move_to_a_tail_run_only_for_leaving_images(tmp_pa
     pkg = export(model, tmp_path / "pkg", options=ExportOptions(policy_at="native", th_pix=0.5,
                                                                  dynamic_batch=True))
     kinds = [(s.name, s.kind) for s in pkg.segments]
-    assert kinds == [("chunk0", "chunk"), ("head0", "head"), ("tail0", "tail"), ("chunk1", "chunk"),
+    assert kinds == [("entry", "entry"), ("chunk0", "chunk"), ("head0", "head"), ("tail0", "tail"), ("chunk1", "chunk"),
                      ("head1", "head"), ("tail1", "tail"), ("head2", "head"), ("tail2", "tail")]
     for ex in pkg.exits:
         head_out = {o.name for o in pkg.segment(ex.segment).outputs}
         assert ex.confidence in head_out and ex.labels not in head_out and ex.logits not in head_out
         assert {ex.labels, ex.logits} <= {o.name for o in pkg.segment(ex.tail).outputs}
-    assert [s.name for s in pkg.segments_until("exit1")] == ["chunk0", "chunk1", "head1", "tail1"]
+    assert [s.name for s in pkg.segments_until("exit1")] == ["entry", "chunk0", "chunk1", "head1", "tail1"]
 
     x = np.random.default_rng(1).standard_normal((6, 3, 32, 64)).astype(np.float32)
     with torch.no_grad():

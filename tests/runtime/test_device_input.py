@@ -87,7 +87,7 @@ def test_dlpack_capsules_are_parsed_in_place():
 
 
 class _FakeCudaTensor:
-    """A float32 batch in the recording runtime's device memory, shown as CUDA memory."""
+    """A batch (float32, or uint8 images) in the recording runtime's device memory, shown as CUDA memory."""
 
     def __init__(self, rt, x, stream):
         self.x = np.ascontiguousarray(x)
@@ -97,7 +97,7 @@ class _FakeCudaTensor:
 
     @property
     def __cuda_array_interface__(self):
-        return {"shape": self.x.shape, "typestr": "<f4", "data": (self.ptr, False), "strides": None,
+        return {"shape": self.x.shape, "typestr": self.x.dtype.str, "data": (self.ptr, False), "strides": None,
                 "version": 3, "stream": self.stream}
 
 
@@ -210,3 +210,27 @@ def test_a_refused_cuda_batch_is_handed_back(pkg_graph, images, rt):
     finally:
         di.from_dlpack_capsule = real
     assert released == [True]
+
+
+def test_a_cuda_uint8_batch_runs_the_entry_on_the_device(pkg_graph, rt, tmp_path):
+    """uint8 N x H x W x C images already on the device: one device copy of their bytes, then the
+    entry; a package without an entry refuses them in one line (nothing would normalise them)."""
+    from exported import export_toy
+    from toy_data import SHAPE
+
+    u8 = np.random.default_rng(6).integers(0, 256, (3, 32, 64, 3), dtype=np.uint8)
+    pkg = Package.load(pkg_graph)
+    with mesc.load(pkg_graph) as ref:
+        expected = ref(u8)
+    pipe = Pipeline(pkg, fake_trt_runner(pkg))
+    pipe(u8)  # warm
+    given = _FakeCudaTensor(rt, u8, None)
+    rt.reset()
+    _same(expected, pipe(given))
+    assert rt.count["upload"] == 0
+    assert rt.copies[0][:4] == (cuda.DEVICE_TO_DEVICE, rt.copies[0][1], given.ptr, u8.nbytes)
+    old_root = export_toy("three_exits", tmp_path / "old", input_shape=SHAPE, strides=[2, 4, 4], policy="top1",
+                          dynamic_batch=True, verify=False, host_normalize=True)
+    old = Package.load(old_root)
+    with pytest.raises(InputError, match="has no entry segment to normalise uint8 images on the device"):
+        Pipeline(old, fake_trt_runner(old))(_FakeCudaTensor(rt, u8, None))

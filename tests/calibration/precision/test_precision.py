@@ -52,8 +52,21 @@ def test_manifest_records_prepared_graphs_and_accuracy(prepared):
     assert not [p for p in prepared.root.iterdir() if p.name.startswith(".")], "temporary directories left"
 
 
+def _converted(pkg):
+    """The segments prepare converts: all but the entry segment, which every precision keeps FP32."""
+    return [seg for seg in pkg.segments if seg.kind != "entry"]
+
+
+@pytest.mark.parametrize("prec", ["fp16", "int8"])
+def test_the_entry_stays_fp32_with_its_uint8_input(prepared, prec):
+    """Its float32 division must round as the host's normalisation does: the graph is the FP32 one."""
+    entry = prepared.entry
+    assert entry is not None
+    assert _load(prepared, prec, entry.name) == onnx.load(str(prepared.path(entry.file)))
+
+
 def test_fp16_structure_and_accuracy(prepared):
-    for seg in prepared.segments:
+    for seg in _converted(prepared):
         m = _load(prepared, "fp16", seg.name)
         fp32 = onnx.load(str(prepared.path(seg.file)))
         types = lambda g: {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output]}  # noqa: E731
@@ -73,7 +86,7 @@ def test_fp16_structure_and_accuracy(prepared):
 
 
 def test_int8_graph_follows_tensorrt_rules(prepared):
-    for seg in prepared.segments:
+    for seg in _converted(prepared):
         m = _load(prepared, "int8", seg.name)
         counts = check_qdq(m, where=seg.name)
         assert counts["QuantizeLinear"] > 0

@@ -23,6 +23,12 @@ What a call costs once warm (the first call of each batch size allocates):
   captured again once its runs repeat. A segment that cannot be captured runs uncaptured; why is
   in :attr:`TrtRunner.graph_fallbacks` and said once in a warning.
 
+A package's entry segment takes uint8 images (its engine's input is ``DataType.UINT8``): ONNX
+networks with UINT8 I/O import from TensorRT 8.5 on (onnx-tensorrt's 8.5 GA changelog), the
+oldest version mesc supports, and ``mesc build`` refuses an older one naming ``--host-normalize``
+(:func:`mesc.engines.targets.check_onnx_ops`). The entry builds FP32 on the GPU in every build
+(:func:`mesc.engines.build.entry_plan`). Its buffers are fixed like any segment's.
+
 Enqueueing returns before the GPU has run a segment, so host clocks around ``run`` see the
 enqueue only; with :attr:`TrtRunner.timing` on (``Pipeline.time_segments`` sets it) each run is
 bracketed by CUDA events (:class:`~mesc.runtime.clock.SegmentEvents`) and

@@ -17,6 +17,7 @@ from mesc.runtime.backends.onnxrt.runner import OrtRunner
 from mesc.runtime.devices import Device
 from mesc.runtime.pipeline import Pipeline
 from cuda_fakes import RecordingRuntime
+from runtime_checks import assert_same_results
 
 CPU = Device("cpu")
 
@@ -56,15 +57,7 @@ def _stream_pipe(pkg_dir, counts=None):
     return Pipeline(pkg, runner)
 
 
-def _same(ref, test):
-    assert [r.exit for r in ref] == [r.exit for r in test]
-    for a, b in zip(ref, test):
-        np.testing.assert_array_equal(a.labels, b.labels)
-        assert a.confidences.keys() == b.confidences.keys()
-        for k, v in a.confidences.items():
-            assert (v is None and b.confidences[k] is None) or abs(v - b.confidences[k]) <= 1e-6
-        if a.logits is not None:
-            np.testing.assert_allclose(a.logits, b.logits, rtol=0, atol=1e-6)
+_same = assert_same_results
 
 
 def _spread(pipes, images):
@@ -168,3 +161,28 @@ def test_anytime_walks_of_a_static_batch_keep_their_own_buffers(pkg_static, imag
         for a, b in zip(ref.anytime(images[:3]), test.anytime(images[:3])):
             _same(a, b)
         _same(ref(images[:3]), test(images[:3]))
+
+
+def test_stream_path_uploads_uint8_as_it_is_and_runs_the_entry(pkg_graph, rt):
+    """A uint8 call uploads its N x H x W x C bytes (a quarter of the float batch's) into a fixed
+    buffer, the entry session normalises on the device; the same images normalised on the host
+    upload four times the bytes and skip the entry. Same results."""
+    u8 = np.random.default_rng(4).integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
+    counts = collections.Counter()
+    with mesc.load(pkg_graph) as ref, _stream_pipe(pkg_graph, counts) as test:
+        floats = test.host_normalize(u8)
+        _same(ref(u8), test(u8))
+        _same(test(floats), test(u8))
+        for x in (u8, floats):
+            test(x)
+            rt.reset()
+            counts.clear()
+            ran = []
+            real = test.runner.run
+            test.runner.run = lambda seg, feeds, out: ran.append(seg.name) or real(seg, feeds, out)
+            test(x)
+            del test.runner.run
+            uploads = [c for c in rt.copies if c[0] == cuda.HOST_TO_DEVICE]
+            assert [c[3] for c in uploads] == [x.nbytes] and counts["ortvalue_alloc"] == 0
+            assert (ran[0] == "entry") == (x.dtype == np.uint8) and "entry" not in ran[1:]
+        assert floats.nbytes == 4 * u8.nbytes

@@ -146,7 +146,8 @@ def test_a_warm_call_allocates_nothing_uploads_once_and_launches_one_graph_per_s
     rt.reset()
     pipe.runner.counts.clear()
     r = pipe(x)[0]
-    segments = [s for s in pipe.pkg.segments if s.kind != "tail"]
+    # a float batch starts at the first chunk: the entry segment (uint8 input only) does not run
+    segments = [s for s in pipe.pkg.segments if s.kind not in ("tail", "entry")]
     assert r.exit == pipe.exit_names[-1]
     assert rt.count["malloc"] == rt.count["malloc_host"] == 0
     assert rt.count["upload"] == 1
@@ -182,7 +183,7 @@ def test_new_shapes_drop_a_segments_graph_and_new_addresses_recapture(pkg_graph,
     runner = test.runner
     for _ in range(2):
         test(images[:2])
-    name = test.pkg.segments[0].name
+    name = next(s.name for s in test.pkg.segments if s.kind != "entry")  # float input skips the entry
     key = next(k for k in runner.bindings if k[0] == name)
     assert runner.bindings[key].graph is not None
     test(images[:3])  # another batch size: the context changes shapes, the old graph goes
@@ -215,3 +216,30 @@ def test_a_new_th_pix_is_written_in_place(pkg_graph, images, rt):
     _same(ref(images, exit=0), test(images, exit=0))
     assert {k: h.ptr for k, h in test._th_handles.items()} == before
     assert rt.count["malloc"] == rt.count["capture"] == 0 and rt.count["launch"] > 0
+
+
+def test_a_uint8_call_uploads_a_quarter_of_the_float_bytes_and_runs_the_entry(pkg_graph, rt):
+    """uint8 N x H x W x C goes up as it is (1 byte a value) and the entry engine normalises it on
+    the device; the same images normalised on the host go up as float32 (4 bytes) and skip the
+    entry. Same results either way, on the fake engines as on ONNX Runtime."""
+    ref, pipe = _pipes(pkg_graph)
+    u8 = np.random.default_rng(4).integers(0, 256, (2, 32, 64, 3), dtype=np.uint8)
+    floats = pipe.host_normalize(u8)
+    for p in (ref, pipe):
+        for k in range(len(pipe.exit_names) - 1):
+            p.set_thresholds(k, th_img=1.0)  # nobody leaves early: every segment runs at one batch size
+    _same(ref(u8), pipe(u8))
+    _same(pipe(floats), pipe(u8))
+    segments = [s.name for s in pipe.pkg.segments if s.kind != "tail"]
+    for x, launched in ((u8, segments), (floats, segments[1:])):
+        # the first chunk reads the entry's output or the uploaded floats: another address, so a
+        # switch of input type captures its graph again (warm-up), then it replays
+        for _ in range(3):
+            pipe(x)
+        rt.reset()
+        pipe(x)
+        uploads = [c for c in rt.copies if c[0] == cuda.HOST_TO_DEVICE]
+        assert [c[3] for c in uploads] == [x.nbytes]  # one upload: the batch, as handed over
+        assert rt.count["launch"] == len(launched) and rt.count["kernel"] == 0  # one graph a segment
+    assert floats.nbytes == 4 * u8.nbytes
+    assert segments[0] == "entry"
