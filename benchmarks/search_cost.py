@@ -1,8 +1,8 @@
 """What the exit-architecture search costs: ``mesc calibrate``'s search over candidate heads on
 synthetic memos, from the paper's sizes down.
 
-    python -m mesc.benchmarks.search_cost [--images 500] [--max-drop 1.0] [--sizes 3x5,4x32]
-        [--budget 3600] [--json OUT]
+    python -m mesc.benchmarks.search_cost [--images 500] [--max-drop 1.0 | --max-cost-ratio 0.6]
+        [--sizes 3x5,4x32] [--budget 3600] [--json OUT]
 
 The memos are numpy only (no package, no model): per exit point a backbone chunk; per candidate
 head a capacity ``q`` in [0, 1] that makes it dearer (head cost 0.1-0.6 ms) and better (its
@@ -17,6 +17,10 @@ memo and the search's per-exit options take, and the choice beside the fixed hea
 everywhere). A size whose search does not end within ``--budget`` seconds is cut off and
 recorded as such (a SIGALRM, so the bounding phase is cut off too), with the share of its
 space decided (searched or pruned) by then.
+
+The search is MESS Eq. 5 (``--max-drop PP``: least expected cost within PP of the final exit's
+mIoU) or Eq. 6 (``--max-cost-ratio R``: best mIoU at an expected cost of at most R times the
+final exit's alone; a ratio rather than a cost, since each size's synthetic costs differ).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 
 from mesc.calibration.exits.memo import DEFAULT_TH_PIX_GRID
 from mesc.calibration.exits.search import Costs, Searcher
+from mesc.errors import MescError
 
 # (points incl. the final, candidates per early point), small to the paper's size
 SIZES = ((3, 5), (3, 16), (3, 64), (4, 5), (4, 16), (4, 32), (5, 5), (5, 16), (6, 5), (4, 64), (5, 32), (6, 16),
@@ -75,10 +80,17 @@ class _Cutoff(Exception):
     pass
 
 
-def measure(point, images: int, max_drop: float, budget: float | None = None, th_img_steps: int = 50,
-            classes: int = 8, prune: bool = True) -> dict:
-    """One search; with ``budget`` seconds it is cut off there (``"completed": false``)."""
+def measure(point, images: int, max_drop: float | None = None, budget: float | None = None, th_img_steps: int = 50,
+            classes: int = 8, prune: bool = True, max_cost_ratio: float | None = None) -> dict:
+    """One search under ``max_drop`` (pp) or ``max_cost_ratio`` (of the final exit's cost); with
+    ``budget`` seconds it is cut off there (``"completed": false``)."""
+    if (max_drop is None) == (max_cost_ratio is None):
+        raise MescError("give exactly one of max_drop and max_cost_ratio")
     inter, union, conf, costs = synthetic_memo(point, images, classes=classes)
+    if max_cost_ratio is None:
+        bound = {"max_drop": max_drop}
+    else:
+        bound = {"max_cost": max_cost_ratio * costs.budgeted(len(point) - 1)}
     t_opts = time.perf_counter()
     s = Searcher(inter, union, conf, costs, th_pix_grid=DEFAULT_TH_PIX_GRID, th_img_steps=th_img_steps)
     options_seconds = time.perf_counter() - t_opts
@@ -97,12 +109,12 @@ def measure(point, images: int, max_drop: float, budget: float | None = None, th
     load = os.getloadavg()[0]
     row = {"point": list(point) if len(point) <= 8 else None,
            "points": int(len(set(point))), "candidates": int(max(np.bincount(point[:-1]))) if len(point) > 1 else 0,
-           "images": images, "load_before": round(load, 2)}
+           "images": images, "load_before": round(load, 2), **bound}
     previous = signal.signal(signal.SIGALRM, cut_off) if budget is not None else None
     if budget is not None:
         signal.setitimer(signal.ITIMER_REAL, budget)
     try:
-        r = s.search(max_drop=max_drop, progress=progress, prune=prune)
+        r = s.search(**bound, progress=progress, prune=prune)
     except _Cutoff:
         seconds = time.perf_counter() - t0
         st = s.last_run.stats()
@@ -152,21 +164,30 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m mesc.benchmarks.search_cost")
     ap.add_argument("--images", type=int, default=500)
-    ap.add_argument("--max-drop", type=float, default=1.0)
+    bound = ap.add_mutually_exclusive_group()
+    bound.add_argument("--max-drop", type=float, default=None, help="Eq. 5: percentage points (default 1.0)")
+    bound.add_argument("--max-cost-ratio", type=float, default=None,
+                       help="Eq. 6: the cost bound as a fraction of the final exit's cost")
     ap.add_argument("--sizes", default=None, help="PxK,... (points incl. the final x candidates per early point)")
     ap.add_argument("--budget", type=float, default=3600.0, help="seconds per size before it is cut off")
     ap.add_argument("--json", default=None, help="write the figures here (rewritten after every size)")
     args = ap.parse_args(argv)
+    if args.max_cost_ratio is None and args.max_drop is None:
+        args.max_drop = 1.0
+    if args.max_cost_ratio is not None and not args.max_cost_ratio > 0:
+        ap.error(f"--max-cost-ratio must be positive, got {args.max_cost_ratio}")
     sizes = _parse_sizes(args.sizes) if args.sizes else SIZES
     rows = []
     for points, candidates in sizes:
-        row = measure(paper_points(points, candidates), args.images, args.max_drop, budget=args.budget)
+        row = measure(paper_points(points, candidates), args.images, args.max_drop, budget=args.budget,
+                      max_cost_ratio=args.max_cost_ratio)
         rows.append(row)
         if row["completed"]:
             print(f"{points}x{candidates}: {row['architectures']} architectures, {row['searched']} searched, "
                   f"{row['pruned']} pruned, {row['seconds']:.1f} s, {row['visited']} visited / {row['evaluated']} "
-                  f"evaluated; chosen {'+'.join(row['chosen']['exits'])} {row['chosen']['cost']:.3f} ms, fixed heads "
-                  f"{row['fixed_heads']['cost']:.3f} ms, final only {row['final_only_cost']:.3f} ms "
+                  f"evaluated; chosen {'+'.join(row['chosen']['exits'])} {row['chosen']['cost']:.3f} ms "
+                  f"{100 * row['chosen']['miou']:.2f}%, fixed heads {row['fixed_heads']['cost']:.3f} ms "
+                  f"{100 * row['fixed_heads']['miou']:.2f}%, final only {row['final_only_cost']:.3f} ms "
                   f"(load {row['load_before']} -> {row['load_after']})", flush=True)
         else:
             print(f"{points}x{candidates}: {row['architectures']} architectures, cut off after {row['seconds']:.0f} s "
@@ -174,7 +195,9 @@ def main(argv=None) -> None:
         if args.json:
             from mesc.package.staging import write_json_atomic
 
-            write_json_atomic(args.json, {"images": args.images, "max_drop": args.max_drop, "budget_s": args.budget,
+            bound = {"max_drop": args.max_drop} if args.max_cost_ratio is None else \
+                {"max_cost_ratio": args.max_cost_ratio}
+            write_json_atomic(args.json, {"images": args.images, **bound, "budget_s": args.budget,
                                           "rows": rows, "environment": environment("cpu")})
 
 

@@ -26,8 +26,14 @@ oracle may make any), which makes them valid whatever thresholds the search woul
   + seg_j)`` caps the images reaching ``j``, so ``min_j UB_j(cap_j)`` bounds the mIoU of every
   configuration within the cost bound; and ``seg_1 + min tail`` above the bound leaves none.
 * Subtrees. With the exits kept so far (a prefix of the points) and any candidate at the points
-  still open, the images that do not reach the final exit leave at one of those: the same bound
-  with ``B`` their union and ``A`` the final exit holds for every completion (:meth:`MemoBounds.subtree`).
+  still open, the images that do not reach the final exit leave at one of those: the same bounds
+  with ``B`` their union and ``A`` the final exit hold for every completion (:meth:`MemoBounds.subtree`).
+  An image leaving at exit ``e`` pays at least the chunks up to its point, the prefix's heads
+  before it, its head and tail (the open points' heads it passes are unknown): for ``max-drop``
+  the least ``m`` as above bounds the cost, for ``max-cost`` the cost bound caps the images that
+  can reach the final exit (``m final + (N - m) early <= N bound``, ``early`` the least of the
+  other exits' costs) and ``UB`` at that cap bounds the mIoU; the Lagrangian bound of the
+  subtree's exits, each at that cost, serves both.
 
 Candidate dominance (:func:`dominators`): head ``h`` at a point is dominated by an earlier head
 ``h'`` at the same point when ``h'`` costs no more (head and tail), every pass set of ``h`` is one
@@ -240,25 +246,51 @@ class MemoBounds:
         return float(curve[cap])
 
     def subtree(self, prefix, open_exits, last) -> float:
-        """``max-drop`` only: a lower bound on the expected cost of every architecture that keeps
-        ``prefix`` at the points decided so far and any of ``open_exits`` (the candidates at the
-        points still open) before the final exit ``last``; inf when none can meet the target."""
+        """A bound on every architecture that keeps ``prefix`` at the points decided so far and
+        any of ``open_exits`` (the candidates at the points still open) before the final exit
+        ``last``: ``max-drop``: the least expected cost that could meet the target (inf: none
+        can); ``max-cost``: the best mIoU that could fit the cost bound (-inf: none can)."""
         pre = list(prefix)
         before = pre + list(open_exits)
         if not before:
             return self.leaf([last])
-        return max(self._subtree_classes(pre, before, last), self._subtree_lagrange(pre, before, last))
+        if self.objective == "max-drop":
+            return max(self._subtree_classes(pre, before, last), self._subtree_lagrange(pre, before, last))
+        return min(self._subtree_classes_within_cost(pre, before, last), self._subtree_lagrange(pre, before, last))
 
-    def _subtree_lagrange(self, pre, before, last) -> float:
-        """:meth:`lagrange` with every exit of the subtree open to every image, each paying at
-        least the chunks up to its point, the kept prefix's heads before it, its own head and tail."""
+    def _subtree_costs(self, pre, exits) -> list:
+        """Per exit of a subtree, the least an image leaving there pays: the chunks up to its
+        point, the kept prefix's heads before it, its own head and tail (the open points' heads
+        it passes are unknown, so left out)."""
         c = self.costs
-        exits = sorted(set(before)) + [last]
-        cost_to = []
+        out = []
         for e in exits:
             heads = sum(float(c.head[p]) for p in pre if self.point[p] < self.point[e])
-            cost_to.append(c._chunks(-1, self.point[e]) + heads + c.head[e] + c.tail[e])
-        return self.lagrange(exits, cost_to)
+            out.append(c._chunks(-1, self.point[e]) + heads + c.head[e] + c.tail[e])
+        return out
+
+    def _subtree_lagrange(self, pre, before, last) -> float:
+        """:meth:`lagrange` with every exit of the subtree open to every image, each paying
+        :meth:`_subtree_costs` (a lower bound on what it pays in any completion)."""
+        exits = sorted(set(before)) + [last]
+        return self.lagrange(exits, self._subtree_costs(pre, exits))
+
+    def _subtree_classes_within_cost(self, pre, before, last) -> float:
+        """``max-cost``: the class-total bound with ``B`` the subtree's early exits and ``A`` the
+        final one, at the most images the cost bound lets reach the final exit. An image there
+        pays at least ``final``, any other at least ``early`` (:meth:`_subtree_costs`), so m of
+        them there cost at least ``(m final + (N - m) early) / N``: within the bound only up to
+        ``N (bound - early) / (final - early)`` (every m where ``final <= early``)."""
+        costs = self._subtree_costs(pre, list(before) + [last])
+        early, final = min(costs[:-1]), costs[-1]
+        budget = self.bound * (1 + SLACK) + SLACK
+        if min(early, final) > budget:
+            return -np.inf
+        curve = self.curves(*self.oracle(before), *self.oracle([last]))
+        if final <= early:
+            return float(curve[self.n])
+        cap = int(min(self.n, np.floor(self.n * (budget - early) / (final - early) + 1e-9)))
+        return float(curve[cap])
 
     def _subtree_classes(self, pre, before, last) -> float:
         c = self.costs

@@ -10,8 +10,9 @@ worse than the best found so far (the *incumbent*), by the rules of
 
 1. ``dominated``: an architecture holding a dominated candidate head (its twin with the dominating
    head comes first and scores at least as well; exhaustive threshold searches only).
-2. ``subtree``: (``max-drop``) every completion of the exits kept at the points decided so far is
-   bounded below in cost by more than the incumbent's: the whole subtree is skipped unvisited.
+2. ``subtree``: every completion of the exits kept at the points decided so far is bounded below
+   in cost by more than the incumbent's (Eq. 5) or above in mIoU by less than the incumbent's
+   within the cost (Eq. 6): the whole subtree is skipped unvisited.
 3. ``bound``: the architecture's own bound (least expected cost meeting the target, Eq. 5; or the
    best mIoU within the cost, Eq. 6) cannot beat the incumbent: skipped before any threshold.
 4. Inside an exhaustive threshold search, a combination's cost is computed before its mIoU, and
@@ -141,6 +142,8 @@ class Incumbent:
         """The largest expected cost a configuration may have and still beat this (None: any)."""
         if not self.feasible:
             return None
+        # max-drop: only a cheaper configuration (or as cheap and more accurate) wins; max-cost:
+        # one more accurate at any cost within the bound does, so the bound is the only cap
         edge = self.res[0] if self.objective == "max-drop" else self.bound
         return edge * (1 + SLACK) + SLACK
 
@@ -261,8 +264,7 @@ class ArchitectureSearch:
                 for h, v in zip(cands, b.final_batch(prefix, cands, last)):
                     keep(prefix + ([] if h is None else [h]) + [last], float(v))
                 return
-            if q > 0 and self.objective == "max-drop" and inc.res is not None \
-                    and not inc.beaten_by(b.subtree(prefix, open_after[q], last)):
+            if q > 0 and inc.res is not None and not inc.beaten_by(b.subtree(prefix, open_after[q], last)):
                 fixed_under = 0 if fixed_only or not space.is_fixed(prefix) else 2 ** (count - q)
                 self.pruned["subtree"] += leaves_under[q] - fixed_under
                 return
