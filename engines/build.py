@@ -38,7 +38,9 @@ def source_graphs(pkg, plan: BuildPlan) -> dict[str, str]:
 
     FP16 and explicit INT8 come from ``mesc prepare``'s graphs (strong typing needs them; on
     weak typing they keep the policy tail FP32 and the Q/DQ scales calibrated per segment).
-    Only FP16 on weakly typed TensorRT can do without them (the FP16 flag on the FP32 graph).
+    Only FP16 on weakly typed TensorRT can do without them (the FP16 flag on the FP32 graph):
+    there the builder pins the policy's layers to FP32 itself (:func:`policy_nodes`), as it does
+    on every weakly typed FP16/INT8 build, whose flags would otherwise let TensorRT lower them.
     """
     if plan.source == "fp32":
         return {seg.name: seg.file for seg in pkg.segments}
@@ -86,6 +88,22 @@ def entry_plan(plan: BuildPlan) -> BuildPlan:
     return dataclasses.replace(plan, precision="fp32", fp16_flag=False, int8_flag=False, implicit_int8=False,
                                dla_core=None, gpu_fallback=False,
                                notes=plan.notes + ("the entry segment builds FP32 on the GPU",))
+
+
+def policy_nodes(pkg, seg, onnx_path):
+    """(every ONNX node -> its outputs, the exit policy's nodes) of the graph ``onnx_path`` that
+    segment ``seg``'s engine is built from, by the names onnx-tensorrt gives their layers; None
+    where the segment has no policy. The nodes are those ``mesc prepare`` keeps FP32."""
+    from mesc.calibration.precision.nodes import exit_tails
+    from mesc.runtime.backends.trt.policy_precision import parser_node_name
+
+    model = require("onnx").load(str(onnx_path), load_external_data=False)
+    for node in model.graph.node:
+        node.name = parser_node_name(node)
+    tail = exit_tails(pkg, model, seg)
+    if not tail:
+        return None
+    return {n.name: list(n.output) for n in model.graph.node}, set(tail)
 
 
 def _layer_device(layer: dict) -> str:
@@ -224,8 +242,12 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
             say(f"build {name} ({seg_plan.variant}, TensorRT {version})")
             t0 = time.perf_counter()
             cache = tmp / f"{name}.calib.cache" if seg_plan.implicit_int8 else None
+            policy = policy_nodes(pkg, seg, src_path) if seg_plan.pins_policy_fp32 else None
             built = compat.build_engine(src_path, seg_plan, tmp / f"{name}.plan", feeds.get(name), cache,
-                                        str(timing_cache), shapes=segment_shapes(seg, batch))
+                                        str(timing_cache), shapes=segment_shapes(seg, batch), policy=policy)
+            pinned = built.get("policy_fp32_layers")
+            if pinned is not None:
+                say(f"{name}: {pinned} policy layers kept FP32")
             meta = {
                 "segment": name, "file": f"{rel_dir}/{name}.plan", "precision": seg_plan.precision,
                 "plan": seg_plan.as_dict(),
@@ -236,7 +258,10 @@ def build_engines(pkg, plan: BuildPlan, facts: dict, sources: dict, feeds=None, 
             (tmp / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
             (tmp / f"{name}.layers.json").write_text(
                 json.dumps(summarize_layers(built["layers"])["layers"], indent=1) + "\n")
-            segments[name] = {k: meta[k] for k in ("file", "source_onnx", "source_sha256", "io", "placement")}
+            if pinned is not None:
+                meta["policy_fp32_layers"] = pinned  # FP16/INT8 on weak typing: the policy's layers pinned FP32
+            segments[name] = {k: meta[k] for k in ("file", "source_onnx", "source_sha256", "io", "placement",
+                                                   "policy_fp32_layers") if k in meta}
         entry = {
             "dir": rel_dir, "target": plan.target, "precision": plan.precision, "dla_core": plan.dla_core,
             **facts, "plan": plan.as_dict(), "timing_cache": timing_cache_record(pkg, timing_cache),

@@ -9,6 +9,8 @@ Pure logic (no TensorRT import), so every plan is tested on CPU. The engine buil
 * TensorRT 8.x builds weakly typed: the FP16/INT8 builder flags enable the lower precisions;
   an INT8 graph still carries explicit Q/DQ, except on DLA where 8.x has no explicit
   quantization: there the FP32 graph is calibrated implicitly (a calibrator and its cache).
+  The flags would let TensorRT lower the exit policy too, so its layers are pinned to FP32
+  (:attr:`BuildPlan.pins_policy_fp32`).
 * FP32 engines use TF32 (polygraphy clears it unless asked), unless the user opts out.
 """
 
@@ -42,6 +44,13 @@ class BuildPlan:
     def variant(self) -> str:
         """Directory and manifest key: 'int8', or 'int8-dla0' for a DLA build."""
         return self.precision + (f"-dla{self.dla_core}" if self.dla_core is not None else "")
+
+    @property
+    def pins_policy_fp32(self) -> bool:
+        """Does the builder pin the exit policy's layers to FP32? Only a weakly typed build with
+        the FP16 or INT8 flag can lower them (:mod:`mesc.runtime.backends.trt.policy_precision`);
+        a strongly typed one takes their FP32 from the prepared graph."""
+        return not self.strongly_typed and (self.fp16_flag or self.int8_flag)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -98,3 +98,149 @@ def fake_trt_runner(pkg, graphs=True, fail_capture=(), stream=None):
             "dtype": {t.name: np.dtype(_dtype(t.type)) for t in [*sess.get_inputs(), *sess.get_outputs()]}}
     r._open_memory(cuda.Stream(stream))
     return r
+
+
+# --- the builder's side: a network parsed as onnx-tensorrt parses, layers that record precision ---
+
+class FakeBuilderTensorRT:
+    """The enums and data types the builder code reads (values are plain strings)."""
+
+    float32, float16, int32, bool = "FLOAT", "HALF", "INT32", "BOOL"
+
+    class LayerType:
+        SHAPE, CONSTANT, SOFTMAX, SHUFFLE, ELEMENTWISE, TOPK, OTHER = (
+            "SHAPE", "CONSTANT", "SOFTMAX", "SHUFFLE", "ELEMENTWISE", "TOPK", "OTHER")
+
+    class BuilderFlag:
+        OBEY_PRECISION_CONSTRAINTS, PREFER_PRECISION_CONSTRAINTS = "OBEY", "PREFER"
+
+    class DeviceType:
+        GPU, DLA = "GPU", "DLA"
+
+    class MemoryPoolType:
+        WORKSPACE = "WORKSPACE"
+
+    class ProfilingVerbosity:
+        DETAILED = "DETAILED"
+
+
+class FakeTensor:
+    def __init__(self, name, dtype, shape_tensor=False):
+        self.name, self.dtype, self.is_shape_tensor = name, dtype, shape_tensor
+
+
+class FakeLayer:
+    """A network layer that records what the builder sets on it; ``node`` is the ONNX node that
+    made it (the test's truth, which the code under test never reads)."""
+
+    def __init__(self, name, kind, inputs, outputs, node):
+        self.name, self.type, self.node = name, kind, node
+        self._inputs, self._outputs = list(inputs), list(outputs)
+        self.precision_set, self.output_types = None, {}
+
+    num_inputs = property(lambda self: len(self._inputs))
+    num_outputs = property(lambda self: len(self._outputs))
+
+    def get_input(self, i):
+        return self._inputs[i]
+
+    def get_output(self, i):
+        return self._outputs[i]
+
+    @property
+    def precision(self):
+        return self.precision_set or FakeBuilderTensorRT.float32
+
+    @precision.setter
+    def precision(self, dtype):
+        self.precision_set = dtype
+
+    def set_output_type(self, i, dtype):
+        self.output_types[i] = dtype
+
+
+class FakeNetwork:
+    def __init__(self):
+        self.layers = []
+
+    num_layers = property(lambda self: len(self.layers))
+
+    def get_layer(self, i):
+        return self.layers[i]
+
+
+class FakeBuilderConfig:
+    def __init__(self, flags=()):
+        self.flags, self.devices = set(flags), {}
+
+    def set_flag(self, flag):
+        self.flags.add(flag)
+
+    def clear_flag(self, flag):
+        self.flags.discard(flag)
+
+    def set_device_type(self, layer, device):
+        self.devices[layer.name] = device
+
+
+_BOOL_OPS = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or"}
+
+
+def parse_like_onnx_tensorrt(model) -> FakeNetwork:
+    """A network of ``model`` (an onnx ModelProto) with the layer names onnx-tensorrt 8.5 gives
+    (``ImporterContext::registerLayer``): a node's registered layers are named after it
+    (``node_of_<output>`` when unnamed), the second on with a suffix from a counter shared by
+    the whole parse; helpers it leaves unregistered keep TensorRT's ``(Unnamed Layer* i)`` name:
+    Softmax's reshape back (8.5 registers the softmax with ``node.name()``, empty for an unnamed
+    node), a constant operand's constant and broadcast shuffle, ArgMax's squeeze after TopK, and
+    every second node gets two registered layers."""
+    trt = FakeBuilderTensorRT
+    net, tensors, used, counter = FakeNetwork(), {}, set(), [0]
+    inits = {i.name for i in model.graph.initializer}
+    for i in model.graph.input:
+        tensors[i.name] = FakeTensor(i.name, trt.float32)
+
+    def unique(base):
+        name = base
+        while name in used:
+            name = f"{base}_{counter[0]}"
+            counter[0] += 1
+        used.add(name)
+        return name
+
+    def add(name, kind, inputs, outputs, node):
+        layer = FakeLayer(name or f"(Unnamed Layer* {len(net.layers)}) [{kind}]", kind, inputs, outputs, node)
+        net.layers.append(layer)
+        return layer
+
+    for k, node in enumerate(model.graph.node):
+        base = node.name or "node_of_" + node.output[0]
+        ins = []
+        for x in node.input:
+            if x in inits:  # a constant operand: constant + broadcast shuffle, both unregistered
+                c = add("", trt.LayerType.CONSTANT, [], [FakeTensor(f"{x}:const", trt.float32)], node)
+                s = add("", trt.LayerType.SHUFFLE, c._outputs, [FakeTensor(f"{x}:bcast", trt.float32)], node)
+                ins.append(s._outputs[0])
+            elif x:
+                ins.append(tensors[x])
+        to = next((a.i for a in node.attribute if a.name == "to"), 1)
+        out_type = (trt.bool if node.op_type in _BOOL_OPS else trt.int32 if node.op_type in ("ArgMax", "Shape")
+                    else {1: trt.float32, 6: trt.int32, 7: trt.int32, 9: trt.bool}.get(to, trt.float32))
+        outs = [FakeTensor(o, out_type, node.op_type == "Shape") for o in node.output]
+        if node.op_type == "Softmax":
+            soft = add(unique(node.name) if node.name else "", trt.LayerType.SOFTMAX, ins,
+                       [FakeTensor(f"{base}:soft", trt.float32)], node)
+            add("", trt.LayerType.SHUFFLE, soft._outputs, outs, node)
+        elif node.op_type == "ArgMax":
+            topk = add(unique(base), trt.LayerType.TOPK, ins,
+                       [FakeTensor(f"{base}:values", trt.float32), FakeTensor(f"{base}:indices", trt.int32)], node)
+            add("", trt.LayerType.SHUFFLE, topk._outputs[1:], outs, node)
+        elif node.op_type == "Shape":
+            add(unique(base), trt.LayerType.SHAPE, ins, outs, node)
+        elif k % 2:
+            first = add(unique(base), trt.LayerType.OTHER, ins, [FakeTensor(f"{base}:mid", trt.float32)], node)
+            add(unique(base), trt.LayerType.ELEMENTWISE, first._outputs, outs, node)
+        else:
+            add(unique(base), trt.LayerType.OTHER, ins, outs, node)
+        tensors.update((o.name, o) for o in outs)
+    return net

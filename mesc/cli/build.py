@@ -55,4 +55,5 @@ def build_cmd(package, target, precision, calib_data, dla_core, workspace_mb, ti
     click.echo(f"{len(entry['segments'])} engines in {entry['dir']} (TensorRT {entry['trt_version']}, "
                f"{entry['device']}, sm_{str(entry['compute_capability']).replace('.', '')})")
     for name, seg in entry["segments"].items():
-        click.echo(f"  {name:10s} {seg['placement']['by_device']} {seg['placement']['by_precision']}")
+        pinned = f"  policy layers kept FP32: {seg['policy_fp32_layers']}" if "policy_fp32_layers" in seg else ""
+        click.echo(f"  {name:10s} {seg['placement']['by_device']} {seg['placement']['by_precision']}{pinned}")

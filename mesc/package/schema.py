@@ -250,6 +250,13 @@ class EngineBuild:
     def segments(self) -> Mapping[str, Any]:
         return self.entry.get("segments") or MappingProxyType({})
 
+    @property
+    def policy_fp32_layers(self) -> Dict[str, int]:
+        """segment -> how many of its exit policy's layers the builder pinned to FP32 (weakly
+        typed FP16/INT8 builds record it; FP32, strongly typed and older builds do not)."""
+        return {name: seg["policy_fp32_layers"] for name, seg in self.segments.items()
+                if "policy_fp32_layers" in seg}
+
 
 @dataclass(frozen=True)
 class Manifest:

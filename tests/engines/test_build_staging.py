@@ -34,7 +34,8 @@ def _sources(pkg):
 
 
 def _writes_plan(then=None):
-    def build_engine(onnx_path, plan, engine_path, calib_feeds=None, calib_cache=None, timing_cache=None, shapes=None):
+    def build_engine(onnx_path, plan, engine_path, calib_feeds=None, calib_cache=None, timing_cache=None, shapes=None,
+                     policy=None):
         engine_path.write_bytes(b"plan")
         if then is not None:
             raise then

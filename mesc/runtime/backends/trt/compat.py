@@ -84,7 +84,31 @@ def config_kwargs(plan, trt, shapes=None, calibrator=None, timing_cache=None) ->
     )
 
 
-def _config(plan, shapes, calibrator, timing_cache):
+def pin_policy(plan, policy, pinned: list):
+    """The builder-config step that keeps the exit policy's layers FP32 (a weakly typed build
+    with the FP16 or INT8 flag: :mod:`.policy_precision`); ``policy`` is (ONNX node -> its
+    outputs, the policy's nodes), ``pinned`` receives the layers' names."""
+    from mesc.runtime.backends.trt.policy_precision import pin_fp32, policy_layers
+
+    def pin(builder, network, cfg):
+        trt = tensorrt()
+        layers = pin_fp32(policy_layers(network, *policy), trt)
+        pinned.extend(layer.name for layer in layers)
+        if not layers:
+            return
+        # TensorRT 8.2 added OBEY/PREFER_PRECISION_CONSTRAINTS and deprecated STRICT_TYPES
+        # (NvInfer.h, release/8.2 and 8.5); its docs ask for exactly one of the two, and newer
+        # polygraphy sets PREFER itself on DLA builds. Obey: a pinned layer never runs in FP16.
+        cfg.clear_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+        cfg.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        if plan.dla_core is not None:  # DLA has no FP32: the policy runs on the GPU
+            for layer in layers:
+                cfg.set_device_type(layer, trt.DeviceType.GPU)
+
+    return pin
+
+
+def _config(plan, shapes, calibrator, timing_cache, steps=()):
     from polygraphy.backend.trt import CreateConfig, PostprocessConfig
 
     config = CreateConfig(**config_kwargs(plan, tensorrt(), shapes, calibrator, timing_cache))
@@ -93,26 +117,34 @@ def _config(plan, shapes, calibrator, timing_cache):
             cfg.DLA_core = plan.dla_core
 
         config = PostprocessConfig(config, use_core)
+    for step in steps:
+        config = PostprocessConfig(config, step)
     return config
 
 
 def build_engine(onnx_path, plan, engine_path, calib_feeds=None, calib_cache=None, timing_cache=None,
-                 shapes=None) -> dict:
-    """Parse, build and save one segment's engine (``shapes``: its inputs' optimisation profile);
-    returns its I/O (read from the engine) and the inspector's layer information."""
+                 shapes=None, policy=None) -> dict:
+    """Parse, build and save one segment's engine (``shapes``: its inputs' optimisation profile;
+    ``policy``: (every ONNX node -> its outputs, the policy's nodes), whose layers a weakly typed
+    FP16/INT8 build keeps FP32); returns its I/O (read from the engine), the inspector's layer
+    information and how many policy layers were pinned to FP32 (None where nothing is pinned:
+    FP32 and strongly typed builds)."""
     from polygraphy.backend.trt import Calibrator, EngineBytesFromNetwork, EngineFromBytes, NetworkFromOnnxPath
 
     calibrator = None
     if plan.implicit_int8:
         calibrator = Calibrator(list(calib_feeds), cache=str(calib_cache) if calib_cache else None)
+    pinned: list = []
+    steps = [pin_policy(plan, policy, pinned)] if plan.pins_policy_fp32 and policy else []
     network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=plan.strongly_typed)
-    blob = EngineBytesFromNetwork(network, config=_config(plan, shapes, calibrator, timing_cache),
+    blob = EngineBytesFromNetwork(network, config=_config(plan, shapes, calibrator, timing_cache, steps),
                                   save_timing_cache=timing_cache)()
     data = bytes(blob)
     with open(engine_path, "wb") as f:
         f.write(data)
     engine = EngineFromBytes(data)()
-    return {"io": engine_io(engine), "layers": layer_information(engine)}
+    return {"io": engine_io(engine), "layers": layer_information(engine),
+            "policy_fp32_layers": len(pinned) if plan.pins_policy_fp32 else None}
 
 
 def dtype_name(trt_dtype) -> str:

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.tensorrt
 # what mesc calls TensorRT objects where the code does not say (parameters, loop variables)
 CONVENTIONS = {"engine": "ICudaEngine", "ctx": "IExecutionContext", "context": "IExecutionContext",
                "runtime": "Runtime", "inspector": "EngineInspector", "cfg": "IBuilderConfig",
-               "builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser"}
+               "builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser",
+               "layer": "ILayer", "tensor": "ITensor"}
 # calls that return the tensorrt module (mesc.lazy.require and compat.tensorrt)
 MODULE_CALLS = {"tensorrt", "require"}
 MODULE = object()  # the type of a name bound to the tensorrt module
@@ -149,8 +150,11 @@ class _Uses(ast.NodeVisitor):
                 self.uses.append(("keyword", (fn, accepted), k))
 
 
-def _binds_tensorrt(tree) -> bool:
-    """Does the module take the tensorrt module or polygraphy's TensorRT backend anywhere?"""
+def _binds_tensorrt(name, tree) -> bool:
+    """Does the module take the tensorrt module or polygraphy's TensorRT backend anywhere? Every
+    module of the TensorRT backend counts (policy_precision is handed the module as ``trt``)."""
+    if name.startswith("mesc.runtime.backends.trt."):
+        return True
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("polygraphy.backend.trt"):
             return True
@@ -169,7 +173,7 @@ def uses(trt):
     trees = syntax_trees()
     found = {}
     for name, tree in trees.items():
-        if _binds_tensorrt(tree):
+        if _binds_tensorrt(name, tree):
             visitor = _Uses(trt, name)
             visitor.visit(tree)
             found[name] = visitor.uses
@@ -179,13 +183,17 @@ def uses(trt):
 def test_the_tensorrt_code_is_found(uses):
     modules = set(uses)
     assert {"mesc.runtime.backends.trt.compat", "mesc.runtime.backends.trt.loader",
-            "mesc.runtime.backends.trt.runner"} <= modules, modules
+            "mesc.runtime.backends.trt.runner", "mesc.runtime.backends.trt.policy_precision"} <= modules, modules
     names = {attr for found in uses.values() for _, _, attr in found}
     # the ones the issue names, as a check that the reading works
     assert {"set_tensor_address", "execute_async_v3", "set_input_shape", "get_tensor_mode", "num_io_tensors",
             "deserialize_cuda_engine", "MemoryPoolType", "WORKSPACE", "TensorIOMode", "INPUT", "DLA_core",
             "create_engine_inspector", "LayerInformationFormat", "JSON", "ProfilingVerbosity", "DETAILED",
-            "CreateConfig", "NetworkFromOnnxPath", "EngineBytesFromNetwork", "strongly_typed", "min"} <= names, names
+            "CreateConfig", "NetworkFromOnnxPath", "EngineBytesFromNetwork", "strongly_typed", "min",
+            # the policy's layers pinned FP32 (policy_precision, compat.pin_policy)
+            "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "set_device_type", "get_layer",
+            "num_layers", "precision", "set_output_type", "get_output", "is_shape_tensor", "SHAPE",
+            "CONSTANT", "float32"} <= names, names
 
 
 def test_every_tensorrt_name_mesc_uses_exists(trt, uses):
@@ -283,3 +291,18 @@ def test_polygraphy_takes_the_config_mesc_makes_for_85(trt):
     assert kwargs["profiling_verbosity"] == trt.ProfilingVerbosity.DETAILED
     assert isinstance(kwargs["profiles"][0], Profile)
     CreateConfig(**kwargs)  # a keyword polygraphy does not take raises TypeError here
+
+
+def test_the_policy_pinning_uses_what_tensorrt_85_has(trt):
+    """What pinning the policy to FP32 relies on beyond the names: the precision is a settable
+    property, set_output_type takes (index, dtype), OBEY and PREFER exist (8.2 added them and
+    deprecated STRICT_TYPES, NvInfer.h), and trt.float32 is the FLOAT data type."""
+    assert isinstance(trt.ILayer.precision, property) and trt.ILayer.precision.fset is not None
+    assert "set_output_type(self: tensorrt.tensorrt.ILayer, index: int, dtype: tensorrt.tensorrt.DataType)" in (
+        trt.ILayer.set_output_type.__doc__)
+    assert trt.float32 == trt.DataType.FLOAT and trt.float16 == trt.DataType.HALF
+    flags = trt.BuilderFlag.__members__
+    assert {"OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"} <= set(flags)
+    if trt.__version__.startswith("8."):
+        assert "STRICT_TYPES" in flags  # still there, deprecated: mesc does not use it
+    assert isinstance(trt.ITensor.is_shape_tensor, property)
