@@ -31,7 +31,7 @@ _HOME = {
     "train": "loop", "check_output": "loop", "check_outputs": "loop", "save_checkpoint": "loop",
     "exit_points": "exits", "as_exit_list": "exits", "early_exit_parameters": "exits",
     "freeze_norm_stats": "exits",
-    "EXIT_DROPOUT": "losses", "DEFAULT_ALPHA": "losses", "exit_dropout_schedule": "losses",
+    "EXIT_DROPOUT": "losses", "DEFAULT_EXIT_DROPOUT": "losses", "DEFAULT_ALPHA": "losses", "exit_dropout_schedule": "losses",
     "batch_count": "losses", "exit_losses": "losses", "exit_dropout_loss": "losses", "pfd_loss": "losses",
     "DEFAULT_NORMALIZATION": "data", "SegData": "data", "normalization_of": "data", "to_input": "data",
     "predict_exits": "validation", "evaluate": "validation", "evaluate_miou": "validation",

@@ -62,9 +62,9 @@ def _parse_scale(text: str) -> tuple[float, float]:
 @click.option("--alpha", type=Real(0, 1), default=0.5, show_default=True,
               help="MESS Eq. 3: per pixel alpha * (CE where the final exit is right) + (1 - alpha) * KL(final || "
                    "exit), in [0, 1].")
-@click.option("--exit-dropout", type=click.Choice(["prose", "eq2"]), default="prose", show_default=True,
-              help="Stage 1's schedule: prose = the final exit and one early exit in turn per batch; eq2 = MESS "
-                   "Eq. 2, the final exit and early exit i (from 1) on batches j (from 1) with j mod i = 0.")
+@click.option("--exit-dropout", type=click.Choice(["eq2", "prose"]), default="eq2", show_default=True,
+              help="Stage 1's schedule: eq2 = MESS Eq. 2, the final exit and early exit i (from 1) on batches j "
+                   "(from 1) with j mod i = 0; prose = the final exit and one early exit in turn per batch.")
 @click.option("--seed", type=Whole(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--crop", default=None, help="Train on random HxW crops (e.g. 64x128); default whole images.")
 @click.option("--threads", type=Whole(min=1), default=None, help="torch CPU threads.")

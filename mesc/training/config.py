@@ -8,7 +8,7 @@ import numbers
 from dataclasses import dataclass
 
 from mesc.errors import TrainError
-from mesc.training.losses import DEFAULT_ALPHA, EXIT_DROPOUT
+from mesc.training.losses import DEFAULT_ALPHA, DEFAULT_EXIT_DROPOUT, EXIT_DROPOUT
 
 
 @dataclass
@@ -20,7 +20,7 @@ class TrainConfig:
     lr2: float | None = None  # stage 2 learning rate (default: lr)
     weight_decay: float = 1e-4
     alpha: float = DEFAULT_ALPHA  # MESS Eq. 3: 1 = positive-filtered CE alone, 0 = distillation alone
-    exit_dropout: str = "prose"  # stage 1's schedule: "prose" or "eq2" (see exit_dropout_schedule)
+    exit_dropout: str = DEFAULT_EXIT_DROPOUT  # stage 1's schedule: "eq2" or "prose" (see exit_dropout_schedule)
     seed: int = 0
     flip: bool = True  # horizontal flips: labels are mirror-invariant in these scenes
     # Train on random HxW crops (None: whole images). The nets are fully convolutional, so a

@@ -2,9 +2,9 @@
 
 Stage 1 (exit-aware pre-training, MESS Eq. 2, "exit dropout"): on each batch only some exits
 contribute to the loss, so the backbone is shaped for the final exit and, in turn, for each early
-one. ``exit_dropout="prose"`` (default): the final exit and ONE early exit in turn, round-robin;
-``"eq2"``: the equation as the paper writes it, early exit i (numbered from 1) on the batches j
-(counted from 1 within stage 1) with ``j mod i == 0``, the final exit always. Both depend on the
+one. ``exit_dropout="eq2"`` (default): the equation as the paper writes it, early exit i
+(numbered from 1) on the batches j (counted from 1 within stage 1) with ``j mod i == 0``, the
+final exit always; ``"prose"``: the final exit and ONE early exit in turn, round-robin. Both depend on the
 batch index alone, which ``--resume`` restores, so every process and a resumed run agree.
 
 Stage 2 (MESS Eq. 3): every early head is trained with positive filtering distillation against
@@ -22,9 +22,13 @@ from mesc.training.exits import as_exit_list
 from mesc.training.process_group import rank_and_world
 
 EXIT_DROPOUT = ("prose", "eq2")
+# eq2 trained the demo's shallow exit better than prose for the same final exit (stage 1, 34
+# epochs, same seeds: 74.3 / 76.3 / 77.9 % against 72.7 / 76.3 / 78.0 % validation mIoU per exit;
+# tests/test_demo_model.py), so the paper's equation is the default.
+DEFAULT_EXIT_DROPOUT = "eq2"
 
 
-def exit_dropout_schedule(batch_index: int, num_exits: int, mode: str = "prose") -> list[int]:
+def exit_dropout_schedule(batch_index: int, num_exits: int, mode: str = DEFAULT_EXIT_DROPOUT) -> list[int]:
     """Exits (flattened indices) that get the loss on stage 1's batch ``batch_index`` (counted
     from 0), final exit last. ``prose``: one early exit round-robin, plus the final. ``eq2``: MESS
     Eq. 2, ``1(j mod i = 0)`` with ``j = batch_index + 1`` and early exit ``i`` = index + 1, so
@@ -64,7 +68,7 @@ def exit_losses(outputs, target, ignore_index: int = IGNORE) -> list:
             for o in as_exit_list(outputs)]
 
 
-def exit_dropout_loss(outputs, target, batch_index: int, ignore_index: int = IGNORE, mode: str = "prose"):
+def exit_dropout_loss(outputs, target, batch_index: int, ignore_index: int = IGNORE, mode: str = DEFAULT_EXIT_DROPOUT):
     """MESS Eq. 2: sum of the per-pixel mean cross-entropies of the scheduled exits only."""
     outputs = as_exit_list(outputs)
     return sum(exit_losses([outputs[k] for k in exit_dropout_schedule(batch_index, len(outputs), mode)],

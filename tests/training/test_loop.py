@@ -94,7 +94,7 @@ def test_train_cli_init_exit_dropout_and_alpha(scenes, tmp_path):
     assert "backbone-only load of" in res.output and "skipped from the checkpoint" in res.output
     assert "exit0c1" in res.output and out.is_file()
     for extra, msg in ((["--alpha", "1.5"], "--alpha must be in [0, 1]"),
-                       (["--exit-dropout", "random"], "'random' is not one of 'prose', 'eq2'"),
+                       (["--exit-dropout", "random"], "'random' is not one of 'eq2', 'prose'"),
                        (["--init", str(stage1), "--weights", str(stage1)], "give it or --init, not both"),
                        (["--init", str(tmp_path)], "is a directory"),
                        (["--init", str(tmp_path / "nope.pt")], "nope.pt: file not found")):

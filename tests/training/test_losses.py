@@ -11,10 +11,10 @@ from tiny_nets import tiny_candidates, tiny_model
 
 
 def test_exit_dropout_schedule_round_robin():
-    assert [training.exit_dropout_schedule(j, 3) for j in range(4)] == [[0, 2], [1, 2], [0, 2], [1, 2]]
-    assert [training.exit_dropout_schedule(j, 4)[0] for j in range(6)] == [0, 1, 2, 0, 1, 2]
-    assert training.exit_dropout_schedule(7, 2) == [0, 1]
-    assert training.exit_dropout_schedule(5, 1) == [0]
+    assert [training.exit_dropout_schedule(j, 3, "prose") for j in range(4)] == [[0, 2], [1, 2], [0, 2], [1, 2]]
+    assert [training.exit_dropout_schedule(j, 4, "prose")[0] for j in range(6)] == [0, 1, 2, 0, 1, 2]
+    assert training.exit_dropout_schedule(7, 2, "prose") == [0, 1]
+    assert training.exit_dropout_schedule(5, 1, "prose") == [0]
 
 
 def test_exit_dropout_eq2_is_the_papers_indicator():
@@ -48,11 +48,12 @@ def test_exit_dropout_eq2_loss_is_the_hand_sum():
     assert training.exit_dropout_loss(outs, y, 2, mode="eq2").item() == pytest.approx(ce[0] + ce[2])
 
 
-@pytest.mark.parametrize("batch_index, trained", [(0, {0, 2}), (1, {1, 2})])
-def test_exit_dropout_loss_leaves_the_other_heads_without_gradient(batch_index, trained):
+@pytest.mark.parametrize("mode, batch_index, trained", [("prose", 0, {0, 2}), ("prose", 1, {1, 2}),
+                                                        ("eq2", 0, {0, 2}), ("eq2", 1, {0, 1, 2})])
+def test_exit_dropout_loss_leaves_the_other_heads_without_gradient(mode, batch_index, trained):
     model = tiny_model().train()
     x, y = torch.randn(2, 3, 16, 16), torch.randint(0, 6, (2, 16, 16))
-    training.exit_dropout_loss(model(x), y, batch_index).backward()
+    training.exit_dropout_loss(model(x), y, batch_index, mode=mode).backward()
     for k, head in enumerate(model.exits):
         grads = [p.grad for p in head.parameters()]
         if k in trained:
@@ -65,8 +66,8 @@ def test_exit_dropout_loss_leaves_the_other_heads_without_gradient(batch_index, 
 def test_exit_dropout_loss_value():
     outs = [torch.zeros(1, 2, 1, 1), torch.tensor([[[[0.0]], [[math.log(3)]]]]), torch.zeros(1, 2, 1, 1)]
     y = torch.tensor([[[1]]])
-    # batch 1 -> exits 1 and 2: CE = -log(3/4) + log 2
-    assert training.exit_dropout_loss(outs, y, 1).item() == pytest.approx(math.log(4 / 3) + math.log(2))
+    # prose, batch 1 -> exits 1 and 2: CE = -log(3/4) + log 2
+    assert training.exit_dropout_loss(outs, y, 1, mode="prose").item() == pytest.approx(math.log(4 / 3) + math.log(2))
 
 
 def test_pfd_loss_hand_computed_2x2():
@@ -97,6 +98,20 @@ def test_pfd_loss_hand_computed_2x2():
     assert exit_.grad[0, 0, 0, 1].item() == pytest.approx(0.75 * (0.5 - 0.25) / 3, abs=1e-6)
     # a gets both: d/dz0 = [alpha * (q0 - 0) + (1 - alpha) * (q0 - p0)] / 3 = (0.25 * 0.75 + 0.75 * 0.5) / 3
     assert exit_.grad[0, 0, 0, 0].item() == pytest.approx((0.25 * 0.75 + 0.75 * 0.5) / 3, abs=1e-6)
+
+
+def test_exit_dropout_has_one_default_everywhere():
+    """eq2 (the paper's Eq. 2) is the default: the schedule, the loss, TrainConfig and mesc train
+    agree (the CLI cannot import the torch-side constant, so it repeats it)."""
+    import inspect
+
+    from mesc.training.command import train_cmd
+
+    assert training.DEFAULT_EXIT_DROPOUT == "eq2"
+    assert training.TrainConfig().exit_dropout == training.DEFAULT_EXIT_DROPOUT
+    for fn in (training.exit_dropout_schedule, training.exit_dropout_loss):
+        assert inspect.signature(fn).parameters["mode"].default == training.DEFAULT_EXIT_DROPOUT
+    assert next(p.default for p in train_cmd.params if p.name == "exit_dropout") == training.DEFAULT_EXIT_DROPOUT
 
 
 def test_pfd_alpha_has_one_default_everywhere():
