@@ -23,15 +23,13 @@ inputs are fed random data at their declared shapes (a dynamic first dim = --bat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from mesc.benchmarks.shared import cpu_session, median_ms
+from mesc.package.staging import write_json_atomic
 from mesc.policy import CONFIDENCE_KINDS, EDGE_BANDS
 
 
@@ -181,10 +179,7 @@ def main(argv=None):
               f"{ms['head']:>9.2f} {ms['head+policy']:>11.2f} {ms['policy']:>10.2f} "
               f"{r['policy_share_of_head_with_policy']:>7.1%} {ref:>12} {ms['host_fast']:>13.2f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=Path(args.json).parent, delete=False, suffix=".tmp") as f:
-            json.dump(results, f, indent=2)
-        os.replace(f.name, args.json)
+        write_json_atomic(args.json, results)
         print(f"wrote {args.json}")
     return results
 

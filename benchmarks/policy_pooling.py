@@ -19,17 +19,15 @@ stays the default.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
 from mesc.benchmarks.harness import environment, interleave, summarize
 from mesc.benchmarks.policy_cost import build_head, identity_head
 from mesc.benchmarks.shared import cpu_session
+from mesc.package.staging import write_json_atomic
 from mesc.policy import EDGE_BANDS, POOLINGS
 
 STRIDES = (8, 16, 32)
@@ -125,10 +123,7 @@ def main(argv=None):
         print(f"{'x'.join(map(str, r['size'])):>9} {ms['head+policy shift']:>18.3f} {ms['head+policy pool']:>8.3f} "
               f"{q['head+policy']:>10.3f} {ms['policy shift']:>13.3f} {ms['policy pool']:>8.3f} {q['policy']:>10.3f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=Path(args.json).parent, delete=False, suffix=".tmp") as f:
-            json.dump(results, f, indent=2)
-        os.replace(f.name, args.json)
+        write_json_atomic(args.json, results)
         print(f"wrote {args.json}")
     return results
 
