@@ -14,6 +14,7 @@ from mesc.errors import PackageError
 from mesc.package import Package
 from mesc.runtime import BackendError
 from mesc.runtime.backends.onnxrt import OrtRunner, SessionsFromPackage
+from mesc.runtime.backends.onnxrt import loader
 from mesc.runtime.backends.onnxrt.loader import segment_graphs
 from mesc.runtime.devices import Device
 
@@ -63,6 +64,15 @@ def test_session_options(pkg):
     assert level().graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert level(optimize=False).graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     assert level(threads=1).intra_op_num_threads == 1
+
+
+@pytest.mark.parametrize("version, mem_pattern", [((1, 16, 0), False), ((1, 18, 1), False), ((1, 19, 0), True),
+                                                  ((1, 32, 0), True)])
+def test_the_memory_pattern_is_off_before_onnxruntime_1_19(monkeypatch, version, mem_pattern):
+    # 1.16-1.18 gave wrong, run-to-run different results on dynamic-size graphs with it on
+    # (tests/exporters/policy/test_mess_graph.py shows it on the oldest release installed)
+    monkeypatch.setattr(loader, "ort_version", lambda: version)
+    assert loader.session_options().enable_mem_pattern is mem_pattern
 
 
 def test_a_broken_graph_is_named(pkg, tmp_path):
