@@ -63,6 +63,7 @@ class BenchOptions:
     threads: int | None = None
     seed: int = 0
     cuda_graphs: bool = True
+    spin: str = "run"  # onnxruntime's intra-op threads: mesc.runtime.backends.onnxrt.loader.SPIN_MODES
 
 
 def latency_key(backend: str, device: str, target: str | None = None, variant: str | None = None) -> str:
@@ -84,6 +85,8 @@ def _check_counts(opts: BenchOptions) -> None:
     check_int("--warmup", opts.warmup, 0)
     check_int("--iters", opts.iters, 1)
     check_int("--threads", opts.threads, 1, optional=True)
+    if opts.spin not in ("run", "off", "on"):
+        raise MescError(f"--spin must be run, off or on, got {opts.spin!r}")
 
 
 def _check_request(pkg, opts: BenchOptions):
@@ -197,7 +200,7 @@ class BenchContext:
         """A runner of ``pkg`` (the bench's package or a baseline) as the bench asked for it."""
         from mesc.runtime import make_runner
 
-        extra = {"threads": self.threads} if self.opts.backend == "onnxruntime" else {}
+        extra = {"threads": self.threads, "spin": self.opts.spin} if self.opts.backend == "onnxruntime" else {}
         return make_runner(pkg, self.opts.backend, self.dev, self.target, self.variant,
                            cuda_graphs=self.opts.cuda_graphs, **extra)
 
@@ -410,6 +413,7 @@ def _assemble(ctx: BenchContext, rounds, skipped, data) -> dict:
         "policy": "in-graph" if pipe.in_graph else "host",
         "clock": {"segments": segment_clock(pipe.runner).name, "exits": "host (synchronised)"},
         "settings": {"warmup": opts.warmup, "iters": opts.iters, "batch": opts.batch, "threads": ctx.threads,
+                     **({"spin": opts.spin} if opts.backend == "onnxruntime" else {}),
                      "baselines": list(opts.baselines), "data": opts.data},
         "environment": harness.environment(ctx.dev, ctx.threads, precision),
         "segments": segments, "exits": exits, "baselines": base, "data": data, "overhead": overhead,
@@ -459,7 +463,8 @@ def _table(rows) -> str:
 def format_result(r: dict) -> str:
     env = r["environment"]
     head = (f"{r['package']} ({r['model']}), input {'x'.join(map(str, r['input_shape']))}, {r['backend']} on "
-            f"{r['device']} ({env['device']}), {r['precision']}, {env['threads']} threads, policy {r['policy']}\n"
+            f"{r['device']} ({env['device']}), {r['precision']}, {env['threads']} threads"
+            + (f" (spin {r['settings']['spin']})" if r["settings"].get("spin") else "") + f", policy {r['policy']}\n"
             f"{r['settings']['iters']} iterations after {r['settings']['warmup']} warm-up; ms")
     rows = [("exit", "GFLOPs", "median", "p90", "p99", "IQR", "sum segs", "lat/flop eff", "decision", "% head")]
     for e in r["exits"]:

@@ -35,7 +35,7 @@ import numpy as np
 from mesc.benchmarks.baselines import eager_policy, final_exit_onnx
 
 
-def measure(name: str, shape, iters: int, warmup: int, threads: int, spin: bool = False) -> dict:
+def measure(name: str, shape, iters: int, warmup: int, threads: int, spin: str = "run") -> dict:
     import onnxruntime as ort
     import torch
 
@@ -111,7 +111,9 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--spin", action="store_true", help="let ORT threads spin between runs (the ORT default)")
+    ap.add_argument("--spin", choices=["run", "off", "on"], default="run",
+                    help="ORT threads spin while a run lasts (run, mesc's default), never (off), or also after it "
+                         "(on, ORT's default)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     out = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

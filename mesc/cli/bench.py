@@ -17,6 +17,8 @@ from mesc.cli.options import Whole, cuda_graphs_option, engine_build_options, pa
 @click.option("--warmup", type=Whole(min=0), default=3, show_default=True, help="Untimed rounds first.")
 @click.option("--iters", type=Whole(min=1), default=20, show_default=True, help="Timed rounds.")
 @click.option("--threads", type=Whole(min=1), default=None, help="CPU threads per session (default: all cores).")
+@click.option("--spin", type=click.Choice(["run", "off", "on"]), default="run", show_default=True,
+              help="onnxruntime on CPU: threads spin while a segment runs (run), never (off), or also after it (on).")
 @click.option("--data", type=click.Path(), default=None,
               help="Image folder: input-dependent end to end against final-only, image by image.")
 @click.option("--resize", is_flag=True, help="With --data: resize images of another size (else skipped).")
@@ -28,8 +30,8 @@ from mesc.cli.options import Whole, cuda_graphs_option, engine_build_options, pa
 @click.option("--record", is_flag=True,
               help="Store the per-segment medians in the manifest (what 'mesc calibrate' costs exits with).")
 @click.option("--force", is_flag=True, help="Overwrite existing --json and --plot files.")
-def bench_cmd(package, backend, device, target, precision, cuda_graphs, batch, warmup, iters, threads, data, resize, baselines,
-              json_out, plot, record, force):
+def bench_cmd(package, backend, device, target, precision, cuda_graphs, batch, warmup, iters, threads, spin, data, resize,
+              baselines, json_out, plot, record, force):
     """Latency per segment and per exit of PACKAGE, against a monolithic graph and eager PyTorch."""
     from mesc.benchmarks.bench import BenchOptions, bench, check_outputs, format_result, plot as plot_result, \
         record_latency, write_json
@@ -38,7 +40,7 @@ def bench_cmd(package, backend, device, target, precision, cuda_graphs, batch, w
     chosen = tuple(b for b in baselines if b != "none")
     opts = BenchOptions(backend=backend, device=device, target=target, precision=precision, batch=batch,
                         warmup=warmup, iters=iters, data=data, resize=resize, baselines=chosen, threads=threads,
-                        cuda_graphs=cuda_graphs)
+                        cuda_graphs=cuda_graphs, spin=spin)
     if plot:
         from mesc.lazy import require
 

@@ -26,7 +26,8 @@ RUNNER_OPTIONS = {
     "onnxruntime": {
         "threads": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
                     "a whole number >= 1 (or None: ONNX Runtime's default)"),
-        "spin": _IS_BOOL,
+        "spin": (lambda v: isinstance(v, bool) or v in ("run", "off", "on"),
+                 "'run', 'off' or 'on' (True: 'on', False: 'off')"),
         "tensorrt_ep": _IS_BOOL,
         "trt_cache": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a folder path (or None)"),
     },
@@ -125,7 +126,8 @@ def load(path, backend: str = "auto", device="cpu", target: str | None = None, p
     ``target`` and ``precision`` pick the TensorRT build (defaults: the only one, or the one for
     this GPU); on onnxruntime ``precision`` ("fp16", "int8") runs the graphs ``mesc prepare``
     wrote. ``options`` go to the runner: for onnxruntime ``threads`` (intra-op threads per
-    segment), ``spin``, ``tensorrt_ep`` (ORT's TensorRT execution provider), ``trt_cache``.
+    segment), ``spin`` (how those threads wait: "run", the default, spins only while a segment
+    runs; "off", "on"), ``tensorrt_ep`` (ORT's TensorRT execution provider), ``trt_cache``.
 
     On a CUDA device, ``cuda_graphs=False`` runs every segment uncaptured (for comparison, and
     for drivers where capture fails), and ``stream`` (a ``cudaStream_t`` as an int, e.g.

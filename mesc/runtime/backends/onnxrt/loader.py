@@ -29,15 +29,34 @@ from mesc.runtime.errors import BackendError, DeviceError
 MEM_PATTERN_FIXED = (1, 19)
 
 
-def session_options(threads: int | None = None, spin: bool = False, optimize: bool = True):
+# How a session's intra-op threads wait for work: "run" spins between the operators of a run and
+# stops as the run returns (session.force_spinning_stop), "off" sleeps between operators, "on" is
+# onnxruntime's default (spinning goes on for a while after the run).
+SPIN_MODES = ("run", "off", "on")
+
+
+def spin_mode(spin) -> str:
+    """``spin`` as one of :data:`SPIN_MODES` (True and False, its earlier values, mean "on" and "off")."""
+    if isinstance(spin, bool):
+        return "on" if spin else "off"
+    if spin not in SPIN_MODES:
+        raise BackendError(f"spin must be one of {', '.join(SPIN_MODES)} (or True/False), got {spin!r}")
+    return spin
+
+
+def session_options(threads: int | None = None, spin="run", optimize: bool = True):
     """Options for chained sessions.
 
-    Each session has its own intra-op pool; by default its threads spin for a while after a
-    run, and in a chain those spinning threads compete with the next segment's pool for the
-    same cores. Turning spinning off is what keeps the chain within a few per cent of one
-    monolithic session on CPU (see ``mesc.benchmarks.chain_overhead``). Before ONNX Runtime
-    1.19 the memory pattern is off (see ``MEM_PATTERN_FIXED``): it only saves allocations.
+    Each session has its own intra-op pool, and a chain runs several small sessions one after
+    another. Threads that sleep between operators ("off") make every parallel operator pay a
+    wake-up; threads that keep spinning after their run ("on", onnxruntime's default) take the
+    cores from the next segment's pool (on 2 cores the demo's chain ran 4x slower). "run", the
+    default, spins only while a segment runs: on the demo (2-core CPU, 128x256) the exit-1 path
+    took 2.0 ms against 2.7 ms with "off", the final exit 5.7 against 6.6 ms (see
+    ``mesc bench --spin``). Before ONNX Runtime 1.19 the memory pattern is off (see
+    ``MEM_PATTERN_FIXED``): it only saves allocations.
     """
+    mode = spin_mode(spin)
     rt = ort()
     so = rt.SessionOptions()
     if ort_version() < MEM_PATTERN_FIXED:
@@ -49,8 +68,10 @@ def session_options(threads: int | None = None, spin: bool = False, optimize: bo
     if threads:
         so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
+    for pool in ("intra_op", "inter_op"):
+        so.add_session_config_entry(f"session.{pool}.allow_spinning", "0" if mode == "off" else "1")
+    if mode == "run":
+        so.add_session_config_entry("session.force_spinning_stop", "1")
     so.log_severity_level = 3
     return so
 
@@ -126,14 +147,14 @@ class SessionsFromPackage(Loader):
     session's inputs and outputs are checked against the manifest as it opens (:class:`PackageError`).
     """
 
-    def __init__(self, pkg, device: Device, threads: int | None = None, spin: bool = False,
+    def __init__(self, pkg, device: Device, threads: int | None = None, spin="run",
                  tensorrt_ep: bool = False, segments: list[str] | None = None,
                  files: dict | None = None, optimize: bool = True, precision: str | None = None,
                  trt_cache=None):
         self.device = device
         self.graphs = segment_graphs(pkg, files if files is not None else prepared_graphs(pkg, precision), segments)
         self.entries, self.root = {seg.name: seg for seg in pkg.segments}, pkg.root
-        self.threads, self.spin, self.optimize = threads, spin, optimize
+        self.threads, self.spin, self.optimize = threads, spin_mode(spin), optimize
         # Checked here, not on the call: a missing CUDA provider fails at mesc.load.
         cache = (trt_cache or tensorrt_cache_dir(pkg, precision)) if tensorrt_ep else None
         self.providers = providers_for(device, tensorrt_ep, precision, cache)

@@ -66,6 +66,29 @@ def test_session_options(pkg):
     assert level(threads=1).intra_op_num_threads == 1
 
 
+@pytest.mark.parametrize("spin, allow, stop", [(None, "1", "1"), ("run", "1", "1"), ("off", "0", None),
+                                               (False, "0", None), ("on", "1", None), (True, "1", None)])
+def test_threads_spin_only_while_a_segment_runs_by_default(pkg, spin, allow, stop):
+    # a chain's sessions run one after another: threads still spinning after their run would take
+    # the cores from the next segment's (mesc bench --spin on), sleeping ones make every parallel
+    # operator wait for a wake-up (--spin off)
+    kw = {} if spin is None else {"spin": spin}
+    for sess in SessionsFromPackage(pkg, CPU, threads=2, **kw)().by_segment.values():
+        so = sess.get_session_options()
+        assert so.get_session_config_entry("session.intra_op.allow_spinning") == allow
+        assert so.get_session_config_entry("session.inter_op.allow_spinning") == allow
+        if stop is None:
+            with pytest.raises(Exception):
+                so.get_session_config_entry("session.force_spinning_stop")
+        else:
+            assert so.get_session_config_entry("session.force_spinning_stop") == stop
+
+
+def test_an_unknown_spin_mode_is_refused(pkg):
+    with pytest.raises(BackendError, match="spin must be one of run, off, on \\(or True/False\\), got 'fast'"):
+        SessionsFromPackage(pkg, CPU, spin="fast")
+
+
 @pytest.mark.parametrize("version, mem_pattern", [((1, 16, 0), False), ((1, 18, 1), False), ((1, 19, 0), True),
                                                   ((1, 32, 0), True)])
 def test_the_memory_pattern_is_off_before_onnxruntime_1_19(monkeypatch, version, mem_pattern):
