@@ -13,8 +13,9 @@ and thresholds are chosen on a labelled synthetic calibration split for each mIo
 split through the runtime, one image per call, beside the final exit alone. Reported per
 configuration: mean latency per image over the test split (every round, and the median round),
 its ratio to final-only, the exit distribution, and the mIoU drop on the test split, measured
-from the labels the runtime returned, next to what the calibration set predicted. Rounds
-interleave the configurations so that load on the machine falls on all of them alike.
+from the labels the runtime returned, next to what the calibration set predicted. Each round
+runs every image through every configuration in turn (the order rotating from image to image),
+so that load on the machine falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import numpy as np
 
 from mesc.benchmarks.harness import environment
 from mesc.benchmarks.shared import input_size, run_and_score
+from mesc.evaluation.metrics import class_counts, miou
 
 CALIB_SEED, TEST_SEED = 11, 12
 
@@ -42,6 +44,30 @@ def _configure(pipe, cfg) -> None:
         pipe.set_enabled(name, th is not None)
         if th is not None:
             pipe.set_thresholds(name, **th)
+
+
+def _interleaved(pipe, setups: dict, images, masks, num_classes: int, final: str, shift: int = 0) -> dict:
+    """One round: each image through every setup (None: the final exit alone, else a calibration
+    Configuration) in turn, the order rotating from image to image, so that a slow spell of the
+    machine falls on every setup alike rather than on whichever ran then. Per setup, as
+    :func:`~mesc.benchmarks.shared.run_and_score` gives it."""
+    names = list(setups)
+    inter = {n: np.zeros(num_classes) for n in names}
+    union = {n: np.zeros(num_classes) for n in names}
+    lat, exits = {n: [] for n in names}, {n: [] for n in names}
+    for i, (img, mask) in enumerate(zip(images, masks)):
+        k = (i + shift) % len(names)
+        for n in names[k:] + names[:k]:
+            if setups[n] is not None:
+                _configure(pipe, setups[n])
+            res = pipe([img], exit=final if setups[n] is None else None)[0]
+            lat[n].append(res.timings["total_ms"])
+            exits[n].append(res.exit)
+            a, b = class_counts(res.labels, mask, num_classes)
+            inter[n] += a
+            union[n] += b
+    return {n: {"latency_ms": lat[n], "exits": exits[n], "miou": float(miou(inter[n][None], union[n][None])[0])}
+            for n in names}
 
 
 def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | None = None,
@@ -88,11 +114,10 @@ def measure(package, calib_dir, test_dir, bounds, rounds: int, threads: int | No
         for cfg in configs.values():
             _configure(pipe, cfg)
             run_and_score(pipe, images[:8], masks[:8], num_classes)
+        setups = {"final-only": None, **{label[k]: cfg for k, cfg in configs.items()}}
         for r in range(rounds):
-            runs["final-only"].append(run_and_score(pipe, images, masks, num_classes, exit=final))
-            for k, cfg in configs.items():
-                _configure(pipe, cfg)
-                runs[label[k]].append(run_and_score(pipe, images, masks, num_classes))
+            for name, res in _interleaved(pipe, setups, images, masks, num_classes, final, r).items():
+                runs[name].append(res)
             say(f"round {r + 1}/{rounds}: " + ", ".join(
                 f"{k} {np.mean(v[-1]['latency_ms']):.2f} ms" for k, v in runs.items()))
         env = environment(pipe.runner.device, threads=threads)
