@@ -50,11 +50,11 @@ def session_options(threads: int | None = None, spin="run", optimize: bool = Tru
     Each session has its own intra-op pool, and a chain runs several small sessions one after
     another. Threads that sleep between operators ("off") make every parallel operator pay a
     wake-up; threads that keep spinning after their run ("on", onnxruntime's default) take the
-    cores from the next segment's pool (on 2 cores the demo's chain ran 4x slower). "run", the
+    cores from the next segment's pool (on 2 cores the demo's chain ran 8x slower). "run", the
     default, spins only while a segment runs: on the demo (2-core CPU, 128x256) the exit-1 path
-    took 2.0 ms against 2.7 ms with "off", the final exit 5.7 against 6.6 ms (see
-    ``mesc bench --spin``). Before ONNX Runtime 1.19 the memory pattern is off (see
-    ``MEM_PATTERN_FIXED``): it only saves allocations.
+    took 2.3 ms against 2.9 ms with "off", the final exit 5.9 against 6.7 ms
+    (``python -m mesc.benchmarks.spin``; ``mesc bench --spin`` on any package). Before ONNX
+    Runtime 1.19 the memory pattern is off (see ``MEM_PATTERN_FIXED``): it only saves allocations.
     """
     mode = spin_mode(spin)
     rt = ort()
