@@ -107,7 +107,20 @@ def format_package(pkg) -> str:
     if m.precisions:
         lines += ["", "prepared: " + "; ".join(_prepared(pkg, p) for _, p in sorted(m.precisions.items()))]
     if m.engines:
-        lines += ["", "engines: " + ", ".join(sorted(m.engines))]
+        lines += ["", "engines:"] + ["  " + _engine_build(b) for _, builds in sorted(m.engines.items())
+                                     for _, b in sorted(builds.items())]
     if m.latency:
         lines += ["", "recorded latency: " + ", ".join(sorted(m.latency))]
     return "\n".join(lines)
+
+
+def _engine_build(b) -> str:
+    """One ``mesc build`` entry: target/variant, TensorRT version, segments, and per segment how
+    many of its exit policy's layers a weakly typed FP16/INT8 build kept FP32."""
+    name = b.target + (f"/{b.variant}" if b.variant else "")
+    trt = b.entry.get("trt_version")
+    line = f"{name}: {len(b.segments)} segments" + (f", TensorRT {trt}" if trt else "")
+    pinned = b.policy_fp32_layers
+    if pinned:
+        line += "; policy layers kept FP32: " + ", ".join(f"{seg} {n}" for seg, n in pinned.items())
+    return line

@@ -23,6 +23,7 @@ from trt_fakes import FakeBuilderConfig, FakeBuilderTensorRT, parse_like_onnx_te
 from mesc.engines.build import build_engines
 from mesc.engines.targets import plan_build
 from mesc.package import Package
+from mesc.package.describe import format_package
 
 FACTS = {"trt_version": "8.5.3.1", "device": "test GPU", "compute_capability": "7.2"}
 TRT = FakeBuilderTensorRT
@@ -136,6 +137,11 @@ def test_fp16_on_weak_typing_pins_every_policy_layer_and_no_backbone_layer(pkg, 
     build = Package.load(pkg.root).engines["xavier"]["fp16"]
     assert set(build.policy_fp32_layers) == flagged
     assert all(build.policy_fp32_layers[h] > 50 for h in heads)
+    # and mesc inspect shows them
+    shown = next(line for line in format_package(Package.load(pkg.root)).splitlines()
+                 if line.strip().startswith("xavier/fp16:"))
+    assert f"{len(pkg.segments)} segments" in shown
+    assert "; policy layers kept FP32: " + ", ".join(f"{s} {n}" for s, n in build.policy_fp32_layers.items()) in shown
 
 
 def test_prepared_fp16_graphs_pin_their_fp32_policy_too(pkg, built):
