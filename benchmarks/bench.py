@@ -39,6 +39,7 @@ from mesc.errors import MescError
 from mesc.package.schema import Tensor
 from mesc.policy import NEVER_EXIT, policy_kind
 from mesc.progress import bar as progress_bar
+from mesc.runtime.backends.onnxrt.loader import SPIN_MODES
 from mesc.runtime.clock import HostClock, segment_clock
 from mesc.timestamps import utc_now
 
@@ -63,7 +64,7 @@ class BenchOptions:
     threads: int | None = None
     seed: int = 0
     cuda_graphs: bool = True
-    spin: str = "run"  # onnxruntime's intra-op threads: mesc.runtime.backends.onnxrt.loader.SPIN_MODES
+    spin: str = "run"  # how onnxruntime's intra-op threads wait: one of SPIN_MODES
 
 
 def latency_key(backend: str, device: str, target: str | None = None, variant: str | None = None) -> str:
@@ -85,8 +86,8 @@ def _check_counts(opts: BenchOptions) -> None:
     check_int("--warmup", opts.warmup, 0)
     check_int("--iters", opts.iters, 1)
     check_int("--threads", opts.threads, 1, optional=True)
-    if opts.spin not in ("run", "off", "on"):
-        raise MescError(f"--spin must be run, off or on, got {opts.spin!r}")
+    if opts.spin not in SPIN_MODES:
+        raise MescError(f"--spin must be one of {', '.join(SPIN_MODES)}, got {opts.spin!r}")
 
 
 def _check_request(pkg, opts: BenchOptions):

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from mesc.benchmarks.baselines import eager_policy, final_exit_onnx
+from mesc.runtime.backends.onnxrt.loader import SPIN_MODES
 
 
 def measure(name: str, shape, iters: int, warmup: int, threads: int, spin: str = "run") -> dict:
@@ -111,7 +112,7 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--spin", choices=["run", "off", "on"], default="run",
+    ap.add_argument("--spin", choices=SPIN_MODES, default="run",
                     help="ORT threads spin while a run lasts (run, mesc's default), never (off), or also after it "
                          "(on, ORT's default)")
     ap.add_argument("--json", default=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mesc.cli.options import Whole, cuda_graphs_option, engine_build_options, parse_name_list
+from mesc.runtime.backends.onnxrt.loader import SPIN_MODES
 
 
 @click.command("bench")
@@ -17,7 +18,7 @@ from mesc.cli.options import Whole, cuda_graphs_option, engine_build_options, pa
 @click.option("--warmup", type=Whole(min=0), default=3, show_default=True, help="Untimed rounds first.")
 @click.option("--iters", type=Whole(min=1), default=20, show_default=True, help="Timed rounds.")
 @click.option("--threads", type=Whole(min=1), default=None, help="CPU threads per session (default: all cores).")
-@click.option("--spin", type=click.Choice(["run", "off", "on"]), default="run", show_default=True,
+@click.option("--spin", type=click.Choice(SPIN_MODES), default="run", show_default=True,
               help="onnxruntime on CPU: threads spin while a segment runs (run), never (off), or also after it (on).")
 @click.option("--data", type=click.Path(), default=None,
               help="Image folder: input-dependent end to end against final-only, image by image.")

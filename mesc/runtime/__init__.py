@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from mesc.errors import MescError
+from mesc.runtime.backends.onnxrt.loader import SPIN_MODES
 from mesc.runtime.devices import Device, parse_device
 from mesc.runtime.errors import BackendError, DeviceError, EngineMismatchError, InputError
 from mesc.runtime.pipeline import Pipeline, Result
@@ -26,7 +27,7 @@ RUNNER_OPTIONS = {
     "onnxruntime": {
         "threads": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
                     "a whole number >= 1 (or None: ONNX Runtime's default)"),
-        "spin": (lambda v: isinstance(v, bool) or v in ("run", "off", "on"),
+        "spin": (lambda v: isinstance(v, bool) or v in SPIN_MODES,
                  "'run', 'off' or 'on' (True: 'on', False: 'off')"),
         "tensorrt_ep": _IS_BOOL,
         "trt_cache": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "a folder path (or None)"),

@@ -247,6 +247,7 @@ def test_record_is_atomic(pkg_root, result, monkeypatch):
     (dict(target="host"), "select TensorRT engines"),
     (dict(batch=2), "larger than the package's static batch of 1"),
     (dict(baselines=("tflite",)), "unknown baseline"),
+    (dict(spin="always"), "--spin must be one of run, off, on, got 'always'"),
 ])
 def test_bad_requests_are_refused_clearly(pkg_root, opts, message):
     with pytest.raises(MescError, match=message):

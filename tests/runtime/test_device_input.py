@@ -108,16 +108,24 @@ def rt(monkeypatch):
     return fake
 
 
-@pytest.mark.parametrize("producer_stream", [77, None])
-def test_cuda_input_is_copied_on_the_device_after_the_producers_stream(pkg_graph, images, rt, producer_stream):
+def _run_device_tensor(pkg_graph, rt, x, producer_stream=None):
+    """``x`` handed to the fake-TensorRT pipeline as a CUDA tensor (after a warm-up call on the
+    host array), its results checked against ONNX Runtime on the host; (pipeline, tensor given),
+    the recording runtime reset just before the call."""
     pkg = Package.load(pkg_graph)
     with mesc.load(pkg_graph) as ref:
-        expected = ref(images)
+        expected = ref(x)
     pipe = Pipeline(pkg, fake_trt_runner(pkg))
-    pipe(images)  # warm
-    given = _FakeCudaTensor(rt, images, producer_stream)
+    pipe(x)  # warm
+    given = _FakeCudaTensor(rt, x, producer_stream)
     rt.reset()
     _same(expected, pipe(given))
+    return pipe, given
+
+
+@pytest.mark.parametrize("producer_stream", [77, None])
+def test_cuda_input_is_copied_on_the_device_after_the_producers_stream(pkg_graph, images, rt, producer_stream):
+    pipe, given = _run_device_tensor(pkg_graph, rt, images, producer_stream)
     assert rt.count["upload"] == 0  # nothing from the host but the thresholds, written earlier
     first = rt.copies[0]
     assert first[:4] == (cuda.DEVICE_TO_DEVICE, first[1], given.ptr, given.x.nbytes) and first[4] == pipe.runner.stream.ptr
@@ -219,14 +227,7 @@ def test_a_cuda_uint8_batch_runs_the_entry_on_the_device(pkg_graph, rt, tmp_path
     from toy_data import SHAPE
 
     u8 = np.random.default_rng(6).integers(0, 256, (3, 32, 64, 3), dtype=np.uint8)
-    pkg = Package.load(pkg_graph)
-    with mesc.load(pkg_graph) as ref:
-        expected = ref(u8)
-    pipe = Pipeline(pkg, fake_trt_runner(pkg))
-    pipe(u8)  # warm
-    given = _FakeCudaTensor(rt, u8, None)
-    rt.reset()
-    _same(expected, pipe(given))
+    _, given = _run_device_tensor(pkg_graph, rt, u8)
     assert rt.count["upload"] == 0
     assert rt.copies[0][:4] == (cuda.DEVICE_TO_DEVICE, rt.copies[0][1], given.ptr, u8.nbytes)
     old_root = export_toy("three_exits", tmp_path / "old", input_shape=SHAPE, strides=[2, 4, 4], policy="top1",
