@@ -40,7 +40,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml constraints.txt
 # make labelled synthetic scenes, choose the exits and thresholds that are fastest here within
 # 0.5 pp mIoU of the final exit with a guarantee on new scenes (--risk 0.1: plain thresholds
 # overshoot their bound on new images; the guarantee needs at least 471 calibration scenes at
-# 0.5 pp, and more of them cost it less latency: 0.66x of the final exit's at 1000, 0.57x at
+# 0.5 pp, and more of them cost it less latency: 0.51x of the final exit's at 1000, 0.41x at
 # 2000 in benchmarks/results/risk_demo_3000_cpu.json; 2000 are written in seconds), then run with
 # early exit.
 demo: $(STAMP)
