@@ -29,7 +29,7 @@ shipped before this one): 75.2 / 77.1 / 77.9 % on validation, 74.8 / 76.7 / 77.0
 exit1 0.5-0.8 pp below the final exit on the calibration scenes of
 ``python -m mesc.benchmarks.calibrated``, so that plain calibration within 0.5 pp sent a sixth
 of the images on (0.52x of the final exit's latency); with four times the scenes the early heads
-generalise better (0.40x, exit1 taking 99 % of the held-out images at 0.14 pp). The previous
+generalise better (0.41x, exit1 taking 99 % of the held-out images at 0.14 pp). The previous
 checkpoint before both: 69.3 / 72.2 / 72.8 % on validation. Eq. 2 against the prose round-robin
 (``--exit-dropout prose``), the first command with the same seeds, at the end of stage 1: eq2
 74.3 / 76.3 / 77.9 %, prose 72.7 / 76.3 / 78.0 %; on the 96 held-out scenes below, eq2 74.1 /
